@@ -1,0 +1,56 @@
+"""tnconv: convolutions as tensor-network diagrams, transformed by passes and compiled to einsums.
+
+Public names are imported on first use, so that ``import tnconv`` stays fast
+and optional parts (drawing) load only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute); attribute None means the module itself
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "Network": ("tnconv.ir.network", "Network"),
+    "Tensor": ("tnconv.ir.network", "Tensor"),
+    "Data": ("tnconv.ir.tensors", "Data"),
+    "Identity": ("tnconv.ir.tensors", "Identity"),
+    "Ones": ("tnconv.ir.tensors", "Ones"),
+    "IndexPattern": ("tnconv.ir.tensors", "IndexPattern"),
+    "PatternSum": ("tnconv.ir.tensors", "PatternSum"),
+    "verify": ("tnconv.ir.verify", "verify"),
+    "InvariantError": ("tnconv.ir.verify", "InvariantError"),
+    "compile": ("tnconv.lower.compile", "compile"),
+    "Program": ("tnconv.lower.program", "Program"),
+    "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
+    "conv_network": ("tnconv.conv.networks", "conv_network"),
+    "differentiate": ("tnconv.passes.differentiate", "differentiate"),
+    "vmap": ("tnconv.passes.vmap", "vmap"),
+    "fuse": ("tnconv.passes.fuse", "fuse"),
+    "simplify": ("tnconv.passes.simplify", "simplify"),
+    "NetworkSum": ("tnconv.passes.differentiate", "NetworkSum"),
+    "draw": ("tnconv.render.draw", "draw"),
+    "functional": ("tnconv.functional", None),
+    "F": ("tnconv.functional", None),
+    "nn": ("tnconv.nn", None),
+    "curvature": ("tnconv.curvature", None),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'tnconv' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

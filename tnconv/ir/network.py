@@ -1,0 +1,336 @@
+"""The immutable tensor-network IR.
+
+A ``Network`` is an ordered tuple of tensors, each with ordered named legs and
+a kind (``tnconv.ir.tensors``), a size for every leg, and an explicit ordered
+output. A leg joins any number of tensors (a hyperedge); a tensor may carry
+the same leg twice (its diagonal is used). Several tensors may share a name:
+they are occurrences of one operand (``X`` twice in a Gram matrix ``X X^T``).
+
+Networks are values: equal when their tensors, sizes and output are equal,
+hashable, and never changed in place; every transformation returns a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Iterable, Mapping, Sequence
+
+import networkx as nx
+import opt_einsum
+import sympy
+
+from tnconv.ir.sizes import Size, check_size, is_concrete, leg_symbol, substitute, symbols_of
+from tnconv.ir.tensors import Data, Kind
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of a network: its name, its ordered legs and its kind."""
+
+    name: str
+    legs: tuple[str, ...]
+    kind: Kind = Data()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"tensor name must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.legs, tuple) or not all(isinstance(l, str) and l for l in self.legs):
+            raise TypeError(f"legs of tensor {self.name!r} must be a tuple of non-empty str, got {self.legs!r}")
+        if not isinstance(self.kind, Kind):
+            raise TypeError(f"kind of tensor {self.name!r} must be a tnconv Kind, got {self.kind!r}")
+
+    @property
+    def structured(self) -> bool:
+        return self.kind.structured
+
+
+class Network:
+    """An immutable tensor network with an explicit ordered output.
+
+    Args:
+        tensors: the tensors, in order.
+        output: the output legs, in order (each at most once, each on some tensor).
+        sizes: leg -> int or sympy expression; legs left out get a positive
+            integer symbol named after the leg.
+    """
+
+    __slots__ = ("_entries", "_output", "_sizes", "__dict__")
+
+    def __init__(
+        self,
+        tensors: Iterable[Tensor],
+        output: Sequence[str],
+        sizes: Mapping[str, Size] | None = None,
+    ) -> None:
+        entries = tuple(tensors)
+        for entry in entries:
+            if not isinstance(entry, Tensor):
+                raise TypeError(f"tensors must be tnconv Tensor objects, got {entry!r}")
+        if isinstance(output, str) or not all(isinstance(leg, str) for leg in output):
+            raise TypeError(f"output must be a sequence of leg names, got {output!r}")
+        output = tuple(output)
+        legs = {leg for entry in entries for leg in entry.legs}
+        repeated = sorted({leg for leg in output if output.count(leg) > 1})
+        if repeated:
+            raise ValueError(f"output legs must be distinct, got {output!r} (repeats {repeated})")
+        missing = [leg for leg in output if leg not in legs]
+        if missing:
+            raise ValueError(f"output leg(s) {missing} are on no tensor (output={output!r})")
+        given = dict(sizes or {})
+        unknown = sorted(set(given) - legs)
+        if unknown:
+            raise ValueError(f"sizes given for leg(s) {unknown} that no tensor has")
+        ordered = _legs_in_order(entries)
+        self._entries = entries
+        self._output = output
+        self._sizes = MappingProxyType(
+            {leg: check_size(given[leg], f"leg {leg!r}") if leg in given else leg_symbol(leg) for leg in ordered}
+        )
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def from_einsum(cls, equation: str, *names: str, sizes: Mapping[str, Size] | None = None) -> "Network":
+        """A network of data tensors from an einsum equation.
+
+        ``"ij,jk->ik"`` names one leg per letter. With spaces inside a term, legs are
+        whitespace-separated words: ``"n c_in i, k o i -> n o"``. Without ``->`` the
+        output is, as in ``torch.einsum``, the legs that occur once, sorted.
+
+        Args:
+            equation: the einsum equation.
+            names: one name per operand (repeat a name for the same operand).
+            sizes: optional leg -> size; missing sizes are symbolic.
+        """
+        if not isinstance(equation, str):
+            raise TypeError(f"equation must be a str, got {equation!r}")
+        inputs, output = _parse_equation(equation)
+        if len(names) != len(inputs):
+            raise ValueError(
+                f"equation {equation!r} has {len(inputs)} operand(s) but {len(names)} name(s) were given: {names!r}"
+            )
+        return cls([Tensor(name, legs) for name, legs in zip(names, inputs)], output, sizes)
+
+    def replace(
+        self,
+        tensors: Iterable[Tensor] | None = None,
+        output: Sequence[str] | None = None,
+        sizes: Mapping[str, Size] | None = None,
+    ) -> "Network":
+        """A new network with some parts replaced; sizes of legs that vanished are dropped."""
+        entries = tuple(self._entries if tensors is None else tensors)
+        merged = dict(self._sizes if sizes is None else sizes)
+        legs = {leg for entry in entries for leg in entry.legs}
+        return Network(entries, self._output if output is None else output, {l: s for l, s in merged.items() if l in legs})
+
+    # --- reading ------------------------------------------------------------------------
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Tensor names, in order (a name repeats where an operand occurs more than once)."""
+        return tuple(entry.name for entry in self._entries)
+
+    @property
+    def entries(self) -> tuple[Tensor, ...]:
+        """The tensors themselves (name, legs, kind), in order."""
+        return self._entries
+
+    @property
+    def output(self) -> tuple[str, ...]:
+        return self._output
+
+    @property
+    def sizes(self) -> Mapping[str, Size]:
+        """Leg -> size, read-only, legs in order of first appearance."""
+        return self._sizes
+
+    @property
+    def all_legs(self) -> tuple[str, ...]:
+        """Every leg, in order of first appearance on the tensors."""
+        return tuple(self._sizes)
+
+    @cached_property
+    def operands(self) -> tuple[str, ...]:
+        """Names of the data tensors the user binds, each once, in order of first occurrence."""
+        return tuple(dict.fromkeys(e.name for e in self._entries if not e.structured))
+
+    def legs(self, tensor: str | int) -> tuple[str, ...]:
+        """The legs of a tensor, by name (when it occurs once) or by position."""
+        return self._entries[self.position(tensor)].legs
+
+    def position(self, tensor: str | int) -> int:
+        """The position of a tensor given by name (it must occur once) or by position."""
+        if isinstance(tensor, bool) or not isinstance(tensor, (str, int)):
+            raise TypeError(f"tensor must be a name or a position, got {tensor!r}")
+        if isinstance(tensor, int):
+            if not -len(self._entries) <= tensor < len(self._entries):
+                raise ValueError(f"tensor position {tensor} is out of range for {len(self._entries)} tensors")
+            return tensor % len(self._entries)
+        found = [p for p, e in enumerate(self._entries) if e.name == tensor]
+        if not found:
+            raise ValueError(f"unknown tensor {tensor!r}; the network has {self.tensors}")
+        if len(found) > 1:
+            raise ValueError(f"tensor {tensor!r} occurs {len(found)} times (positions {found}); give a position")
+        return found[0]
+
+    def positions(self, name: str) -> tuple[int, ...]:
+        """Positions of every occurrence of tensor ``name``."""
+        return tuple(p for p, e in enumerate(self._entries) if e.name == name)
+
+    def size(self, leg: str) -> Size:
+        """The size of a leg (an int, or a sympy expression when unknown)."""
+        try:
+            return self._sizes[leg]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown leg {leg!r}; the network has legs {self.all_legs}") from None
+
+    def tensors_on(self, leg: str) -> tuple[int, ...]:
+        """Positions of the tensors that carry ``leg`` (a position once per tensor)."""
+        return tuple(p for p, e in enumerate(self._entries) if leg in e.legs)
+
+    @cached_property
+    def is_concrete(self) -> bool:
+        """Whether every size is a known integer."""
+        return all(is_concrete(s) for s in self._sizes.values())
+
+    @cached_property
+    def symbols(self) -> frozenset[sympy.Symbol]:
+        """The free symbols of all sizes."""
+        return symbols_of(self._sizes.values())
+
+    @cached_property
+    def graph(self) -> nx.MultiGraph:
+        """A frozen networkx multigraph: nodes ``("tensor", position)`` and ``("leg", name)``.
+
+        There is one edge per leg slot of a tensor (key = slot), so a leg a tensor
+        carries twice gives two parallel edges and a hyperedge is a leg node with
+        more than two neighbours.
+        """
+        graph = nx.MultiGraph()
+        for position, entry in enumerate(self._entries):
+            graph.add_node(("tensor", position), name=entry.name, kind=entry.kind.label)
+        for leg, size in self._sizes.items():
+            graph.add_node(("leg", leg), size=size, output=leg in self._output)
+        for position, entry in enumerate(self._entries):
+            for slot, leg in enumerate(entry.legs):
+                graph.add_edge(("tensor", position), ("leg", leg), key=slot)
+        return nx.freeze(graph)
+
+    # --- transformations ----------------------------------------------------------------
+    def rename(self, mapping: Mapping[str, str] | None = None, /, **legs: str) -> "Network":
+        """Rename legs (``net.rename({"i": "j"})`` or ``net.rename(i="j")``); a pure relabelling.
+
+        Raises ValueError for unknown legs or a new name that collides with another leg.
+        """
+        renames = {**(mapping or {}), **legs}
+        for old, new in renames.items():
+            self.size(old)
+            if not isinstance(new, str) or not new:
+                raise TypeError(f"new name for leg {old!r} must be a non-empty str, got {new!r}")
+        final = [renames.get(leg, leg) for leg in self._sizes]
+        if len(set(final)) != len(final):
+            clash = sorted({name for name in final if final.count(name) > 1})
+            raise ValueError(f"renaming {renames!r} would merge distinct legs into {clash}")
+        if not renames:
+            return self
+        entries = [Tensor(e.name, tuple(renames.get(l, l) for l in e.legs), e.kind) for e in self._entries]
+        sizes = {renames.get(l, l): s for l, s in self._sizes.items()}
+        return Network(entries, [renames.get(l, l) for l in self._output], sizes)
+
+    def rename_tensors(self, mapping: Mapping[str, str]) -> "Network":
+        """Rename tensors (every occurrence of each name)."""
+        for old in mapping:
+            if not self.positions(old):
+                raise ValueError(f"unknown tensor {old!r}; the network has {self.tensors}")
+        if not mapping:
+            return self
+        entries = [Tensor(mapping.get(e.name, e.name), e.legs, e.kind) for e in self._entries]
+        return Network(entries, self._output, self._sizes)
+
+    def substitute(self, sizes: Mapping[str | sympy.Symbol, Size]) -> "Network":
+        """Replace symbols (by symbol or symbol name) in every size and structured tensor."""
+        by_name = {s.name: s for s in self.symbols}
+        values: dict[sympy.Symbol, Size] = {}
+        for key, value in sizes.items():
+            symbol = by_name.get(key) if isinstance(key, str) else key
+            if symbol is None:
+                raise ValueError(f"unknown size symbol {key!r}; the network's symbols are {sorted(by_name)}")
+            values[symbol] = check_size(value, f"symbol {key!r}")
+        if not values:
+            return self
+        entries = [Tensor(e.name, e.legs, e.kind.substitute(values)) for e in self._entries]
+        return Network(entries, self._output, {l: substitute(s, values) for l, s in self._sizes.items()})
+
+    # --- output -------------------------------------------------------------------------
+    def to_einsum(self) -> str:
+        """An einsum equation with one letter per leg (legs in order of first appearance).
+
+        Beyond 52 legs the letters continue with opt_einsum's unicode symbols.
+        """
+        letters = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(self._sizes)}
+        inputs = ",".join("".join(letters[l] for l in e.legs) for e in self._entries)
+        return f"{inputs}->{''.join(letters[l] for l in self._output)}"
+
+    def dump(self) -> str:
+        """A deterministic multi-line text of the network."""
+        from tnconv.render.text import dump
+
+        return dump(self)
+
+    def __str__(self) -> str:
+        return self.dump()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{e.name}({','.join(e.legs)})" for e in self._entries)
+        return f"Network({inner} -> ({','.join(self._output)}))"
+
+    # --- value semantics ------------------------------------------------------------------
+    @cached_property
+    def _key(self) -> tuple:
+        return (self._entries, self._output, tuple(self._sizes.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Network) and (self is other or self._key == other._key)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in Network.__slots__ and hasattr(self, name):
+            raise AttributeError(f"Network is immutable; {name} cannot be set")
+        super().__setattr__(name, value)
+
+
+def _legs_in_order(entries: Sequence[Tensor]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(leg for entry in entries for leg in entry.legs))
+
+
+def _parse_equation(equation: str) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
+    """Split an einsum equation into operand legs and output legs."""
+    if equation.count("->") > 1:
+        raise ValueError(f"equation {equation!r} has more than one '->'")
+    left, arrow, right = equation.partition("->")
+    terms = [term.strip() for term in left.split(",")]
+    words = any(any(ch.isspace() for ch in term) for term in terms) or any(
+        ch.isspace() for ch in right.strip()
+    )
+
+    def legs_of(term: str) -> tuple[str, ...]:
+        if "." in term:
+            raise ValueError(f"equation {equation!r}: ellipsis '...' is not supported; name every leg")
+        return tuple(term.split()) if words else tuple(term)
+
+    inputs = [legs_of(term) for term in terms]
+    for term, legs in zip(terms, inputs):
+        bad = [leg for leg in legs if not all(ch.isalnum() or ch == "_" for ch in leg)]
+        if bad:
+            raise ValueError(f"equation {equation!r}: operand {term!r} has invalid leg name(s) {bad}")
+    if arrow:
+        output = legs_of(right.strip())
+    else:
+        counts: dict[str, int] = {}
+        for legs in inputs:
+            for leg in legs:
+                counts[leg] = counts.get(leg, 0) + 1
+        output = tuple(sorted(leg for leg, count in counts.items() if count == 1))
+    return inputs, output

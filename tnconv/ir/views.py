@@ -1,0 +1,89 @@
+"""Views: zero-copy reshapes and slices that relate a user's operand to a tensor's legs.
+
+A data tensor in a network may not use its operand's axes as they are: a
+rewrite can split an axis ``i`` into ``(o, k)`` (the dense rule) or keep only
+every ``S``-th index of it (downsampling), and a convolution splits channels
+into ``(groups, channels)``. Such a tensor carries a chain of views; the
+program applies them to the bound operand (``torch`` views, no copies), and
+the chain run backwards gives the operand shape the user must pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence, Union
+
+import sympy
+import torch
+
+from tnconv.ir.sizes import Size, product, substitute
+
+
+@dataclass(frozen=True)
+class Unflatten:
+    """Split axis ``axis`` (size ``prod(sizes)``) into ``len(sizes)`` axes, row-major."""
+
+    axis: int
+    sizes: tuple[Size, ...]
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.unflatten(self.axis, tuple(int(s) for s in self.sizes))
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        end = self.axis + len(self.sizes)
+        return (*shape[: self.axis], product(shape[self.axis : end]), *shape[end:])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Unflatten":
+        return Unflatten(self.axis, tuple(substitute(s, values) for s in self.sizes))
+
+    def __str__(self) -> str:
+        return f"unflatten({self.axis}, {tuple(str(s) for s in self.sizes)})"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Keep indices ``start, start + step, ...`` (``count`` of them) of axis ``axis`` of size ``source``."""
+
+    axis: int
+    start: Size
+    step: Size
+    count: Size
+    source: Size
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        start, step, count = int(self.start), int(self.step), int(self.count)
+        index = (slice(None),) * self.axis + (slice(start, start + step * (count - 1) + 1, step),)
+        return tensor[index]
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Slice":
+        return Slice(
+            self.axis,
+            substitute(self.start, values),
+            substitute(self.step, values),
+            substitute(self.count, values),
+            substitute(self.source, values),
+        )
+
+    def __str__(self) -> str:
+        return f"slice({self.axis}, start={self.start}, step={self.step}, count={self.count})"
+
+
+View = Union[Unflatten, Slice]
+
+
+def source_shape(views: Sequence[View], shape: Sequence[Size]) -> tuple[Size, ...]:
+    """The operand shape that ``views`` turn into ``shape``."""
+    result = tuple(shape)
+    for view in reversed(views):
+        result = view.source_shape(result)
+    return result
+
+
+def apply_views(views: Sequence[View], tensor: torch.Tensor) -> torch.Tensor:
+    """Apply ``views`` to an operand, in order."""
+    for view in views:
+        tensor = view.apply(tensor)
+    return tensor

@@ -1,0 +1,105 @@
+"""Contraction planning: a concrete network -> a fixed sequence of small einsum steps.
+
+opt_einsum chooses the contraction order (any number of legs: it names them
+with unicode symbols). Each step is then written as its own ``torch.einsum``
+equation over at most 52 letters, assigned per step, so that networks with
+more legs than ``torch.einsum`` has letters still run. The plan is plain data
+(positions and strings): executing it needs no opt_einsum object.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import opt_einsum
+
+from tnconv.ir.network import Network
+
+Optimize = Union[str, tuple[tuple[int, ...], ...]]
+
+LETTERS = string.ascii_letters
+OPTIMIZERS = (
+    "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
+    "random-greedy", "random-greedy-128",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Contract the working operands at ``positions`` (removed) with ``equation``; append the result."""
+
+    positions: tuple[int, ...]
+    equation: str
+    legs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A contraction order and its cost, as opt_einsum estimates it."""
+
+    path: tuple[tuple[int, ...], ...]
+    steps: tuple[Step, ...]
+    flops: int
+    largest_intermediate: int
+
+
+def normalize_optimize(optimize: object) -> Optimize:
+    """Validate ``optimize``: an opt_einsum optimizer name or an explicit path of position tuples."""
+    if isinstance(optimize, str):
+        if optimize not in OPTIMIZERS:
+            raise ValueError(f"optimize must be one of {OPTIMIZERS} or an explicit path, got {optimize!r}")
+        return optimize
+    if isinstance(optimize, (list, tuple)) and all(
+        isinstance(step, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in step)
+        for step in optimize
+    ):
+        return tuple(tuple(step) for step in optimize)
+    raise TypeError(f"optimize must be an optimizer name or a path (sequence of int tuples), got {optimize!r}")
+
+
+def plan_contraction(net: Network, optimize: Optimize = "auto") -> Plan:
+    """Plan the contraction of a network whose sizes are all integers."""
+    entries = net.entries
+    if not entries:
+        raise ValueError("cannot compile a network without tensors")
+    symbols = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(net.sizes)}
+    inputs = ",".join("".join(symbols[leg] for leg in e.legs) for e in entries)
+    equation = f"{inputs}->{''.join(symbols[leg] for leg in net.output)}"
+    shapes = [tuple(int(net.size(leg)) for leg in e.legs) for e in entries]
+    try:
+        path, info = opt_einsum.contract_path(
+            equation, *shapes, shapes=True, optimize=list(optimize) if isinstance(optimize, tuple) else optimize
+        )
+    except (KeyError, ValueError, TypeError, IndexError) as error:
+        raise ValueError(f"optimize={optimize!r} could not plan {net.to_einsum()}: {error}") from error
+    steps = _steps(net, [tuple(step) for step in path])
+    return Plan(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate))
+
+
+def _steps(net: Network, path: Sequence[tuple[int, ...]]) -> tuple[Step, ...]:
+    """Turn a path over positions into per-step einsum equations with local letters."""
+    working: list[tuple[str, ...]] = [e.legs for e in net.entries]
+    steps = []
+    for number, positions in enumerate(path):
+        operands = [working[p] for p in positions]
+        rest = [legs for p, legs in enumerate(working) if p not in positions]
+        last = number == len(path) - 1
+        if last:
+            result = net.output
+        else:
+            needed = set(net.output).union(*map(set, rest)) if rest else set(net.output)
+            result = tuple(dict.fromkeys(leg for legs in operands for leg in legs if leg in needed))
+        involved = list(dict.fromkeys([leg for legs in operands for leg in legs] + list(result)))
+        if len(involved) > len(LETTERS):
+            raise ValueError(
+                f"contraction step {number} joins {len(involved)} distinct legs; torch.einsum has only "
+                f"{len(LETTERS)} letters per call: {involved}"
+            )
+        letter = {leg: LETTERS[n] for n, leg in enumerate(involved)}
+        equation = ",".join("".join(letter[l] for l in legs) for legs in operands)
+        equation += "->" + "".join(letter[l] for l in result)
+        steps.append(Step(tuple(positions), equation, result))
+        working = rest + [result]
+    return tuple(steps)

@@ -1,0 +1,1 @@
+"""Renderings of networks: deterministic text and diagrams."""
