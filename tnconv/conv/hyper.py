@@ -1,0 +1,315 @@
+"""Convolution hyper-parameters: normalised and validated in one place for every routine.
+
+Every conv routine (networks, ``tnconv.functional``, ``tnconv.nn``, curvature)
+turns its arguments into a ``ConvHyper`` through ``conv_hyper``; nothing else
+parses ``stride``/``padding``/... . A ``ConvHyper`` holds per-dim tuples of
+ints, is frozen and hashable (a cache key), and knows the index patterns of
+its convolution.
+
+Accepted forms (N = number of spatial dims):
+
+- ``stride``, ``dilation``, ``output_padding``, ``kernel_size``: an int, or a
+  tuple/list/``torch.Size`` of N ints.
+- ``padding``: an int, a tuple of N ints, ``"same"``, ``"valid"``, or a tuple
+  of N entries that are ints or ``(left, right)`` pairs. ``"same"`` puts the
+  extra pixel on the right, as PyTorch does.
+
+Errors: ``TypeError`` for a wrong type (bool, float, str where an int is
+needed), ``ValueError`` for a wrong value; both name the argument and value.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from tnconv.ir.tensors import PADDING_MODES, IndexPattern
+
+Pairs = tuple[tuple[int, int], ...]
+
+
+def as_int(value: object, name: str) -> int:
+    """``value`` as a Python int; TypeError for bool, float, str and other non-integers."""
+    if isinstance(value, bool) or isinstance(value, (float, str, bytes)):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if isinstance(value, torch.Tensor) and (value.ndim != 0 or value.is_floating_point() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+
+
+def is_sequence(value: object) -> bool:
+    """Whether ``value`` is a tuple, list or ``torch.Size`` (the accepted per-dim containers)."""
+    return isinstance(value, (tuple, list, torch.Size))
+
+
+def per_dim(value: object, dims: int, name: str, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``dims`` ints, each ``>= minimum``, as a tuple of ``dims`` ints."""
+    if is_sequence(value):
+        items = tuple(value)  # type: ignore[arg-type]
+        if len(items) != dims:
+            raise ValueError(f"{name} must be an int or a tuple of {dims} ints, got {value!r} (length {len(items)})")
+        result = tuple(as_int(v, f"{name}") for v in items)
+    else:
+        result = (as_int(value, name),) * dims
+    if any(v < minimum for v in result):
+        raise ValueError(f"{name} must be >= {minimum} in every dim, got {value!r}")
+    return result
+
+
+def padding_pairs(
+    padding: object, dims: int, kernel_size: Sequence[int], dilation: Sequence[int], stride: Sequence[int]
+) -> Pairs:
+    """``padding`` as N ``(left, right)`` pairs of ints >= 0.
+
+    ``"same"`` needs stride 1 and pads ``dilation*(kernel-1)`` in total, the
+    odd pixel on the right; ``"valid"`` pads nothing.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * dims
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"padding='same' needs stride 1 in every dim, got stride={tuple(stride)}")
+            totals = [d * (k - 1) for d, k in zip(dilation, kernel_size)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+    if not is_sequence(padding):
+        value = as_int(padding, "padding")
+        pairs: Pairs = ((value, value),) * dims
+    else:
+        items = tuple(padding)  # type: ignore[arg-type]
+        if len(items) != dims:
+            hint = f" (asymmetric padding is a tuple of {dims} (left, right) pairs)" if len(items) == 2 * dims else ""
+            raise ValueError(
+                f"padding must be an int or a tuple of {dims} ints or (left, right) pairs, "
+                f"got {padding!r} (length {len(items)}){hint}"
+            )
+        built = []
+        for item in items:
+            if is_sequence(item):
+                pair = tuple(item)
+                if len(pair) != 2:
+                    raise ValueError(f"padding entries must be ints or (left, right) pairs, got {item!r} in {padding!r}")
+                built.append((as_int(pair[0], "padding"), as_int(pair[1], "padding")))
+            else:
+                value = as_int(item, "padding")
+                built.append((value, value))
+        pairs = tuple(built)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return pairs
+
+
+def spatial_dims(shape: object, name: str, extra: int = 2) -> tuple[int, ...]:
+    """A tensor shape as a tuple of ints with at least ``extra + 1`` entries (>= 1 spatial dim)."""
+    if not is_sequence(shape):
+        raise TypeError(f"{name} must be a tuple of ints (or torch.Size), got {shape!r}")
+    result = tuple(as_int(v, name) for v in shape)  # type: ignore[union-attr]
+    if len(result) < extra + 1:
+        raise ValueError(f"{name} must have at least {extra + 1} entries (batch, channels, spatial...), got {shape!r}")
+    if any(v < 0 for v in result) or any(v < 1 for v in result[1:]):
+        raise ValueError(f"{name} must have sizes >= 1 (batch >= 0), got {shape!r}")
+    return result
+
+
+@dataclass(frozen=True)
+class ConvHyper:
+    """The normalised hyper-parameters of one conv layer (``transposed``: a ConvTranspose layer).
+
+    ``input_shape`` is the layer input ``(N, C_in, *I)``. All per-dim fields
+    are tuples of N ints; ``padding`` holds ``(left, right)`` pairs.
+    ``out_channels`` is None where no weight or output channel is involved.
+    """
+
+    input_shape: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    out_channels: int | None
+    stride: tuple[int, ...]
+    padding: Pairs
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    output_padding: tuple[int, ...]
+    transposed: bool
+
+    @property
+    def dims(self) -> int:
+        """N, the number of spatial dims."""
+        return len(self.kernel_size)
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """Spatial sizes of the layer input."""
+        return self.input_shape[2:]
+
+    @property
+    def output_size(self) -> tuple[int, ...]:
+        """Spatial sizes of the layer output (of the transposed conv when ``transposed``)."""
+        if self.transposed:
+            return tuple(
+                (i - 1) * s - left - right + d * (k - 1) + op + 1
+                for i, k, s, (left, right), d, op in zip(
+                    self.input_size, self.kernel_size, self.stride, self.padding, self.dilation, self.output_padding
+                )
+            )
+        return tuple(p.output_size for p in self.patterns)  # type: ignore[misc]
+
+    @property
+    def patterns(self) -> tuple[IndexPattern, ...]:
+        """The index pattern of each spatial dim, legs ``(k, o, i)`` of the (non-transposed) conv.
+
+        For a transposed layer this is the pattern of the conv it transposes:
+        ``i`` runs over the transposed output, ``o`` over its input; the right
+        padding absorbs ``output_padding`` so that the pattern's output size is
+        the layer's input size.
+        """
+        if self.transposed:
+            return tuple(
+                IndexPattern(size, k, s, left, right - op, d, "zeros")
+                for size, k, s, (left, right), d, op in zip(
+                    self.output_size, self.kernel_size, self.stride, self.padding, self.dilation, self.output_padding
+                )
+            )
+        return tuple(
+            IndexPattern(i, k, s, left, right, d, self.padding_mode)
+            for i, k, s, (left, right), d in zip(self.input_size, self.kernel_size, self.stride, self.padding, self.dilation)
+        )
+
+    @property
+    def kernel_elements(self) -> int:
+        """prod(K)."""
+        return math.prod(self.kernel_size)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """The torch weight shape: ``(C_out, C_in // G, *K)``, or ``(C_in, C_out // G, *K)`` when transposed."""
+        if self.out_channels is None:
+            raise ValueError("out_channels is needed for the weight shape, got None")
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The layer output shape ``(N, C_out, *O)``."""
+        if self.out_channels is None:
+            raise ValueError("out_channels is needed for the output shape, got None")
+        return (self.batch, self.out_channels, *self.output_size)
+
+
+def conv_hyper(
+    input_shape: object,
+    kernel_size: object,
+    out_channels: object = None,
+    stride: object = 1,
+    padding: object = 0,
+    dilation: object = 1,
+    groups: object = 1,
+    padding_mode: object = "zeros",
+    output_padding: object = 0,
+    transposed: object = False,
+) -> ConvHyper:
+    """Validate and normalise a conv layer's hyper-parameters.
+
+    Args:
+        input_shape: the layer input shape ``(N, C_in, *I)``; N = ``len(input_shape) - 2``.
+        kernel_size: int or N ints (``weight.shape[2:]`` works).
+        out_channels: C_out, or None where no weight/output channel is involved.
+        stride, dilation: int or N ints, each >= 1.
+        padding: see the module docstring.
+        groups: G >= 1 dividing C_in (and C_out when given).
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (only zeros when transposed).
+        output_padding: int or N ints (transposed only), each < max(stride, dilation) as in PyTorch.
+        transposed: whether the layer is a ConvTranspose.
+
+    Raises:
+        TypeError, ValueError: naming the argument and the offending value.
+    """
+    shape = spatial_dims(input_shape, "input_shape")
+    dims = len(shape) - 2
+    if not isinstance(transposed, bool):
+        raise TypeError(f"transposed must be a bool, got {transposed!r}")
+    kernel = per_dim(kernel_size, dims, "kernel_size", 1)
+    strides = per_dim(stride, dims, "stride", 1)
+    dilations = per_dim(dilation, dims, "dilation", 1)
+    pairs = padding_pairs(padding, dims, kernel, dilations, strides)
+    group_count = as_int(groups, "groups")
+    if group_count < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    if shape[1] % group_count:
+        raise ValueError(f"in_channels={shape[1]} must be divisible by groups={group_count}")
+    channels = None
+    if out_channels is not None:
+        channels = as_int(out_channels, "out_channels")
+        if channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels!r}")
+        if channels % group_count:
+            raise ValueError(f"out_channels={channels} must be divisible by groups={group_count}")
+    if not isinstance(padding_mode, str):
+        raise TypeError(f"padding_mode must be a str, got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    extra = per_dim(output_padding, dims, "output_padding", 0)
+    if transposed:
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' for a transposed convolution, got {padding_mode!r}")
+        for op, s, d in zip(extra, strides, dilations):
+            if op >= max(s, d):
+                raise ValueError(
+                    f"output_padding must be smaller than max(stride, dilation) in every dim, got "
+                    f"output_padding={output_padding!r} with stride={strides}, dilation={dilations}"
+                )
+    elif any(extra):
+        raise ValueError(f"output_padding applies to transposed convolutions only, got {output_padding!r}")
+    _check_padding_mode(padding_mode, pairs, shape[2:], padding)
+    hyper = ConvHyper(shape, kernel, channels, strides, pairs, dilations, group_count, padding_mode, extra, transposed)
+    _check_extent(hyper, padding)
+    return hyper
+
+
+def _check_padding_mode(mode: str, pairs: Pairs, size: Sequence[int], padding: object) -> None:
+    """PyTorch's limits: reflect needs padding < input size, circular padding <= input size."""
+    if mode == "reflect" and any(max(pair) >= i for pair, i in zip(pairs, size)):
+        raise ValueError(
+            f"padding_mode='reflect' needs padding smaller than the input size in every dim, "
+            f"got padding={padding!r} for input size {tuple(size)}"
+        )
+    if mode == "circular" and any(max(pair) > i for pair, i in zip(pairs, size)):
+        raise ValueError(
+            f"padding_mode='circular' needs padding at most the input size in every dim, "
+            f"got padding={padding!r} for input size {tuple(size)}"
+        )
+
+
+def _check_extent(hyper: ConvHyper, padding: object) -> None:
+    """The (dilated) kernel must fit in the padded input; a transposed output must be non-empty."""
+    if hyper.transposed:
+        if any(o < 1 for o in hyper.output_size):
+            raise ValueError(
+                f"transposed convolution output size {hyper.output_size} is not positive: padding={padding!r} "
+                f"is too large for input size {hyper.input_size}, kernel_size={hyper.kernel_size}, "
+                f"stride={hyper.stride}, dilation={hyper.dilation}"
+            )
+        return
+    for d, (i, k, dil, (left, right)) in enumerate(zip(hyper.input_size, hyper.kernel_size, hyper.dilation, hyper.padding)):
+        extent = dil * (k - 1) + 1
+        if extent > i + left + right:
+            raise ValueError(
+                f"kernel_size={hyper.kernel_size} (dilation={hyper.dilation}) spans {extent} pixels in dim {d}, "
+                f"larger than the padded input size {i} + {left} + {right} (padding={padding!r})"
+            )

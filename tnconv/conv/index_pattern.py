@@ -1,0 +1,74 @@
+"""``tnconv.index_pattern``: the dense 0/1 index pattern of a 1-d convolution.
+
+``Pi[k, o, i] = 1`` iff ``i == stride*o + dilation*k - padding_left`` (for
+``mode="zeros"``; the other padding modes fold outside positions back into
+``[0, I)``). Inside a network the same tensor is the structured kind
+``tnconv.ir.tensors.IndexPattern`` (hyper-parameters, never numbers); this
+function materialises it, for inspection and tests.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tnconv.conv.hyper import as_int, padding_pairs
+from tnconv.ir.tensors import PADDING_MODES, IndexPattern
+
+
+def pattern(
+    input_size: object, kernel_size: object, stride: object = 1, padding: object = 0, dilation: object = 1,
+    mode: object = "zeros",
+) -> IndexPattern:
+    """The structured ``IndexPattern`` of one spatial dim, validated.
+
+    ``padding``: an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair.
+    Raises ValueError when the dilated kernel does not fit the padded input.
+    """
+    size = as_int(input_size, "I")
+    kernel = as_int(kernel_size, "K")
+    step = as_int(stride, "stride")
+    spacing = as_int(dilation, "dilation")
+    if size < 1:
+        raise ValueError(f"I must be >= 1, got {input_size!r}")
+    if kernel < 1:
+        raise ValueError(f"K must be >= 1, got {kernel_size!r}")
+    if step < 1:
+        raise ValueError(f"stride must be >= 1, got {stride!r}")
+    if spacing < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation!r}")
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, got {mode!r}")
+    if mode not in PADDING_MODES:
+        raise ValueError(f"mode must be one of {PADDING_MODES}, got {mode!r}")
+    pair = padding if isinstance(padding, str) else (padding,)
+    ((left, right),) = padding_pairs(pair, 1, (kernel,), (spacing,), (step,))
+    extent = spacing * (kernel - 1) + 1
+    if extent > size + left + right:
+        raise ValueError(
+            f"K={kernel} (dilation={spacing}) spans {extent} pixels, larger than the padded input "
+            f"I={size} + {left} + {right} (padding={padding!r})"
+        )
+    return IndexPattern(size, kernel, step, left, right, spacing, mode)
+
+
+def index_pattern(
+    I: object,  # noqa: E741 - the paper's name
+    K: object,
+    stride: object = 1,
+    padding: object = 0,
+    dilation: object = 1,
+    *,
+    mode: object = "zeros",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The dense ``(K, O, I)`` 0/1 tensor ``Pi[k, o, i] = [i == stride*o + dilation*k - padding_left]``.
+
+    ``O = floor((I + padding_left + padding_right - dilation*(K-1) - 1) / stride) + 1``.
+    ``padding`` is an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair; ``mode``
+    (``"reflect"``, ``"replicate"``, ``"circular"``) maps padded positions back into the input
+    as ``torch.nn.functional.pad`` does. ``dtype`` defaults to torch's default float dtype.
+    """
+    kind = pattern(I, K, stride, padding, dilation, mode)
+    shape = tuple(int(s) for s in kind.implied_sizes(3))
+    return kind.materialize(shape, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))
