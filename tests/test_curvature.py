@@ -1,0 +1,151 @@
+"""tnconv.curvature against independent float64 references (test_curvature_reference), any N, groups, transposed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_curvature_reference import (
+    diag_ggn_reference,
+    grouped_patches,
+    kfac_references,
+    layers,
+    per_sample_reference,
+    random,
+)
+
+import tnconv
+from tnconv import curvature
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers(), st.integers(0, 2**16))
+def test_kfac_factors_equal_patch_references(layer, seed):
+    x = random(layer.input_shape, seed)
+    expand, reduce = kfac_references(grouped_patches(layer, x))
+    got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **layer.kwargs())
+    got_reduce = curvature.kfac_reduce_factor(x, layer.kernel_size, **layer.kwargs())
+    assert got_expand.shape == got_reduce.shape == expand.shape  # (G, d, d), also for G == 1
+    torch.testing.assert_close(got_expand, expand, **TOL)
+    torch.testing.assert_close(got_reduce, reduce, **TOL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers(), st.integers(0, 2**16))
+def test_per_sample_weight_grad_equals_vmap_grad(layer, seed):
+    x, v = random(layer.input_shape, seed), random(layer.output_shape(), seed + 1)
+    got = curvature.per_sample_weight_grad(x, v, layer.kernel_size, **layer.kwargs())
+    expected = per_sample_reference(layer, x, v)
+    assert got.shape == (x.shape[0], *layer.weight_shape)
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(layers(), st.integers(1, 3), st.integers(0, 2**16))
+def test_diag_ggn_weight_equals_squared_per_sample_grads(layer, columns, seed):
+    x = random(layer.input_shape, seed)
+    sqrt_ggn = random((columns, *layer.output_shape()), seed + 1)
+    got = curvature.diag_ggn_weight(x, sqrt_ggn, layer.kernel_size, **layer.kwargs())
+    assert got.shape == layer.weight_shape
+    torch.testing.assert_close(got, diag_ggn_reference(layer, x, sqrt_ggn), **TOL)
+
+
+def test_grouped_factors_are_per_group_and_not_averaged():
+    """Depthwise: each group's factor is its own channel's, distinct from the others and from their mean."""
+    x = random((2, 3, 6, 5), 1)
+    x[:, 1] *= 10.0
+    factor = curvature.kfac_expand_factor(x, 3, padding=1, groups=3)
+    assert factor.shape == (3, 9, 9)
+    for g in range(3):
+        alone = curvature.kfac_expand_factor(x[:, g : g + 1], 3, padding=1)
+        torch.testing.assert_close(factor[g], alone[0], **TOL)
+    assert not torch.allclose(factor[0], factor[1])
+
+
+def test_float32_and_dtype_kept():
+    x = random((2, 4, 7), 3)
+    expected = curvature.kfac_reduce_factor(x, 3, stride=2, groups=2)
+    got = curvature.kfac_reduce_factor(x.float(), 3, stride=2, groups=2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-6)
+
+
+# --- the derived networks ------------------------------------------------------------------------
+def test_kfac_reduce_network_never_forms_the_unfolded_input():
+    shape, kernel = (4, 8, 32, 32), 7
+    net = tnconv.conv_network("kfac_reduce", shape, kernel, padding=3, groups=8)
+    tnconv.verify(net)
+    kinds = {type(entry.kind).__name__ for entry in net.entries}
+    assert "PatternSum" in kinds and "IndexPattern" not in kinds
+    program = tnconv.compile(net)
+    factor = 8 * kernel**2 * kernel**2  # the (G, d, d) output; the unfolded input would be 4*8*49*1024
+    assert program.largest_intermediate <= factor
+    expand = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding=3, groups=8))
+    assert program.flops < expand.flops // 10
+
+
+@pytest.mark.parametrize("op", ["kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_derived_networks_verify_and_name_their_operands(op, transposed):
+    net = tnconv.conv_network(
+        op, (2, 4, 5, 6), (2, 3), out_channels=6, stride=2, padding=1, groups=2, transposed=transposed,
+        output_padding=(1, 0) if transposed else 0,
+    )
+    tnconv.verify(net)
+    expected = {"kfac_expand": ("X",), "kfac_reduce": ("X",)}.get(op, ("X", "V"))
+    assert set(net.operands) == set(expected)
+    dims = 2
+    if op.startswith("kfac"):
+        assert len(net.output) == 1 + 2 * (1 + dims)
+    elif op == "per_sample_grad":
+        assert net.output[0] == "n" and len(net.output) == 4 + dims
+    else:
+        assert len(net.output) == 3 + dims
+
+
+def test_derived_network_unsimplified_gives_the_same_values():
+    x = random((2, 4, 9), 5)
+    for op in ("kfac_expand", "kfac_reduce"):
+        nets = [tnconv.conv_network(op, x.shape, 3, stride=2, groups=2, simplify=s) for s in (True, False)]
+        values = [tnconv.compile(net)(X=x) for net in nets]
+        torch.testing.assert_close(values[0], values[1], **TOL)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+def test_bad_input_names_the_argument():
+    x = random((2, 4, 6, 6), 0)
+    with pytest.raises(ValueError, match="groups"):
+        curvature.kfac_expand_factor(x, 3, groups=3)
+    with pytest.raises(ValueError, match="stride"):
+        curvature.kfac_reduce_factor(x, 3, stride=0)
+    with pytest.raises(TypeError, match="x"):
+        curvature.kfac_expand_factor(x.numpy(), 3)
+    with pytest.raises(ValueError, match="x"):
+        curvature.kfac_expand_factor(x[0, 0], 3)
+    with pytest.raises(ValueError, match="x"):
+        curvature.kfac_expand_factor(x[:0], 3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        curvature.kfac_expand_factor(x, 9)
+    with pytest.raises(ValueError, match="output_padding"):
+        curvature.kfac_expand_factor(x, 3, output_padding=1)
+    with pytest.raises(ValueError, match="grad_output"):
+        curvature.per_sample_weight_grad(x, random((2, 5, 5, 5), 1), 3)
+    with pytest.raises(ValueError, match="grad_output"):
+        curvature.per_sample_weight_grad(x, random((2, 5, 4), 1), 3)
+    with pytest.raises(ValueError, match="sqrt_ggn"):
+        curvature.diag_ggn_weight(x, random((2, 5, 4, 4), 1), 3)
+    with pytest.raises(ValueError, match="sqrt_ggn"):
+        curvature.diag_ggn_weight(x, random((3, 2, 5, 3, 4), 1), 3)
+    with pytest.raises(ValueError, match="dtype"):
+        curvature.per_sample_weight_grad(x, random((2, 5, 4, 4), 1).float(), 3)
+
+
+def test_scalings_are_those_of_the_api():
+    """A constant input: every patch entry is 1 without padding, so A = 1 (expand) and 1 (reduce)."""
+    x = torch.ones(3, 2, 5, 4, dtype=torch.float64)
+    d = 2 * 2 * 3
+    for routine in (curvature.kfac_expand_factor, curvature.kfac_reduce_factor):
+        torch.testing.assert_close(routine(x, (2, 3)), torch.ones(1, d, d, dtype=torch.float64), **TOL)
