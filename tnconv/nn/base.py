@@ -9,7 +9,7 @@ state dicts move between a tnconv module and its torch twin in both directions.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from torch.nn.parameter import is_lazy
 from tnconv.nn.arguments import Padding, conv_arguments
 
 ConvT = TypeVar("ConvT", bound="ConvBase")
+Device = Union[torch.device, str, None]
 
 
 class ConvBase(Module):
@@ -55,7 +56,7 @@ class ConvBase(Module):
         groups: int,
         bias: bool,
         padding_mode: str,
-        device: torch.device | str | None,
+        device: Device,
         dtype: torch.dtype | None,
     ) -> None:
         """Validate and store the hyper-parameters, then create and initialise the parameters."""
@@ -120,8 +121,8 @@ class ConvBase(Module):
             s += ", padding_mode={padding_mode}"
         return s.format(**self.__dict__)
 
-    def _batched(self, input: Tensor) -> tuple[Tensor, bool]:
-        """``input`` with a batch dim, and whether one was added (torch accepts unbatched input)."""
+    def _check_input(self, input: Tensor) -> None:
+        """``input`` must be ``(n, C, *I)`` or unbatched ``(C, *I)`` (as in torch) with this module's N."""
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor, got input={input!r}")
         if input.ndim not in (self.N + 1, self.N + 2):
@@ -129,7 +130,6 @@ class ConvBase(Module):
                 f"{type(self).__name__} expects a {self.N + 1}-d (unbatched) or {self.N + 2}-d (batched) input, "
                 f"got input of shape {tuple(input.shape)}"
             )
-        return (input.unsqueeze(0), True) if input.ndim == self.N + 1 else (input, False)
 
     @classmethod
     def _torch_config(cls, module: Module) -> tuple[int, dict[str, Any]]:

@@ -6,9 +6,7 @@ import torch
 from torch import Tensor
 
 from tnconv import functional as tnf
-from tnconv.nn.base import ConvBase
-
-Device = torch.device | str | None
+from tnconv.nn.base import ConvBase, Device
 
 
 class ConvNd(ConvBase):
@@ -43,9 +41,8 @@ class ConvNd(ConvBase):
         )  # fmt: skip
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        x, added = self._batched(input)
-        out = tnf.conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.padding_mode)
-        return out.squeeze(0) if added else out
+        self._check_input(input)
+        return tnf.conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.padding_mode)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._conv_forward(input, self.weight, self.bias)

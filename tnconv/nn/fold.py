@@ -22,8 +22,8 @@ WindowT = TypeVar("WindowT", bound="Unfold")
 FoldT = TypeVar("FoldT", bound="Fold")
 
 
-def _check_window(**arguments: object) -> int | None:
-    """Validate window arguments before the input is known; return N when a tuple fixes it.
+def _check_window(**arguments: object) -> None:
+    """Validate window arguments before the input is known (N is fixed by the input or ``output_size``).
 
     Every tuple argument must have the same length N; ``padding`` is checked with the rules of
     ``tnconv.conv.hyper`` (ints, pairs, ``"same"``/``"valid"``).
@@ -32,34 +32,29 @@ def _check_window(**arguments: object) -> int | None:
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{name}={arguments[name]!r}" for name in lengths)
         raise ValueError(f"tuple arguments must all have one length (the number of spatial dims), got {shown}")
-    dims = next(iter(lengths.values()), None)
-    n = 1 if dims is None else dims
+    n = next(iter(lengths.values()), 1)
     minimum = {"output_size": 1, "kernel_size": 1, "dilation": 1, "stride": 1}
     checked = {name: per_dim(arguments[name], n, name, low) for name, low in minimum.items() if name in arguments}
     padding_pairs(arguments["padding"], n, checked["kernel_size"], checked["dilation"], checked["stride"])
-    return dims
 
 
 class Unfold(Module):
     """Extract sliding local blocks: ``(n, C, *I) -> (n, C * prod(K), L)``, ``torch.nn.Unfold`` in any N-d.
 
-    Run by :func:`tnconv.functional.unfold`. An unbatched ``(C, *I)`` input is accepted when a
-    tuple argument fixes N (with ints only, N is ``input.ndim - 2``).
+    Run by :func:`tnconv.functional.unfold`: N is ``input.ndim - 2``, or ``input.ndim - 1``
+    (an unbatched ``(C, *I)`` input) when ``kernel_size`` is a tuple of that length.
     """
 
     def __init__(self, kernel_size: Size, dilation: Size = 1, padding: PaddingArg = 0, stride: Size = 1) -> None:
         super().__init__()
-        self._dims = _check_window(kernel_size=kernel_size, dilation=dilation, padding=padding, stride=stride)
+        _check_window(kernel_size=kernel_size, dilation=dilation, padding=padding, stride=stride)
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.padding = padding
         self.stride = stride
 
     def forward(self, input: Tensor) -> Tensor:
-        unbatched = isinstance(input, Tensor) and self._dims is not None and input.ndim == self._dims + 1
-        x = input.unsqueeze(0) if unbatched else input
-        out = tnf.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        return out.squeeze(0) if unbatched else out
+        return tnf.unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
 
     def extra_repr(self) -> str:
         return "kernel_size={kernel_size}, dilation={dilation}, padding={padding}, stride={stride}".format(
@@ -79,7 +74,8 @@ class Fold(Module):
 
     ``torch.nn.Fold`` in any N-d (N = number of entries of ``output_size``), run by
     :func:`tnconv.functional.fold`; the adjoint of :class:`Unfold`. An unbatched
-    ``(C * prod(K), L)`` input gives a ``(C, *output_size)`` output, as in torch.
+    ``(C * prod(K), L)`` input gives a ``(C, *output_size)`` output, as in torch. With ints
+    only, N is 2 (as ``torch.nn.Fold``).
     """
 
     def __init__(
@@ -94,10 +90,7 @@ class Fold(Module):
         self.stride = stride
 
     def forward(self, input: Tensor) -> Tensor:
-        unbatched = isinstance(input, Tensor) and input.ndim == 2
-        x = input.unsqueeze(0) if unbatched else input
-        out = tnf.fold(x, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride)
-        return out.squeeze(0) if unbatched else out
+        return tnf.fold(input, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride)
 
     def extra_repr(self) -> str:
         return (

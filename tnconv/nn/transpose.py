@@ -11,9 +11,7 @@ from torch import Tensor
 from tnconv import functional as tnf
 from tnconv.conv.hyper import as_int, is_sequence
 from tnconv.nn.arguments import padding_totals
-from tnconv.nn.base import ConvBase
-
-Device = torch.device | str | None
+from tnconv.nn.base import ConvBase, Device
 
 
 class ConvTransposeNd(ConvBase):
@@ -81,12 +79,11 @@ class ConvTransposeNd(ConvBase):
         return tuple(size - low for size, low in zip(sizes, smallest))
 
     def forward(self, input: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
-        x, added = self._batched(input)
+        self._check_input(input)
         output_padding = self._output_padding(input, output_size)
-        out = tnf.conv_transpose(
-            x, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        return tnf.conv_transpose(
+            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
         )
-        return out.squeeze(0) if added else out
 
 
 class ConvTranspose1d(ConvTransposeNd):
