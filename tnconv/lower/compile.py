@@ -5,26 +5,40 @@ from __future__ import annotations
 from functools import lru_cache
 
 from tnconv.ir.network import Network
-from tnconv.lower.plan import Optimize, normalize_optimize, plan_contraction
+from tnconv.lower.plan import Optimize, normalize_optimize
 from tnconv.lower.program import Program
 
 
-def compile(net: Network, optimize: object = "auto") -> Program:  # noqa: A001 - the public name
+def compile(  # noqa: A001 - the public name
+    net: Network, optimize: object = "auto", *, memory_limit: int | None = None
+) -> Program:
     """Lower ``net`` to a ``Program`` that runs it with torch.
 
-    The contraction order comes from opt_einsum (``optimize``: an optimizer
-    name such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, or an
-    explicit path). Programs are cached by network (structure and sizes) and
-    optimizer: compiling the same thing twice returns the same object. A
-    network with symbolic sizes gives a program that plans per call from the
+    A network that one PyTorch kernel computes (a convolution, its VJPs, a
+    transposed convolution, unfold, fold, a matrix product) runs on that
+    kernel; any other runs as pairwise ``torch.einsum`` steps with its index
+    patterns applied as strided views (``Program.strategy`` says which). The
+    contraction order comes from opt_einsum (``optimize``: an optimizer name
+    such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, or an explicit
+    path over ``net.entries``, which also builds index patterns densely).
+    ``memory_limit`` (elements) bounds every intermediate of the einsum path
+    by slicing the contraction over legs (same result, more steps); when it is
+    given, native kernels (whose workspaces tnconv does not control) are not
+    used. Programs are cached by network (structure and sizes), optimizer and
+    limit: compiling the same thing twice returns the same object. A network
+    with symbolic sizes gives a program that plans per call from the
     operands' shapes.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a tnconv.Network, got {type(net).__name__}")
-    return _compile(net, normalize_optimize(optimize))
+    if memory_limit is not None:
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, int):
+            raise TypeError(f"memory_limit must be an int (elements) or None, got {memory_limit!r}")
+        if memory_limit < 1:
+            raise ValueError(f"memory_limit must be >= 1 element, got {memory_limit}")
+    return _compile(net, normalize_optimize(optimize), memory_limit)
 
 
 @lru_cache(maxsize=1024)
-def _compile(net: Network, optimize: Optimize) -> Program:
-    plan = plan_contraction(net, optimize) if net.is_concrete else None
-    return Program(net, plan, optimize)
+def _compile(net: Network, optimize: Optimize, memory_limit: int | None) -> Program:
+    return Program(net, optimize, memory_limit)

@@ -1,4 +1,4 @@
-"""Contraction planning: a concrete network -> a fixed sequence of small einsum steps.
+"""Contraction planning: tensors with named legs -> a fixed sequence of small einsum steps.
 
 opt_einsum chooses the contraction order (any number of legs: it names them
 with unicode symbols). Each step is then written as its own ``torch.einsum``
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import opt_einsum
-
-from tnconv.ir.network import Network
 
 Optimize = Union[str, tuple[tuple[int, ...], ...]]
 
@@ -28,16 +26,20 @@ OPTIMIZERS = (
 
 @dataclass(frozen=True)
 class Step:
-    """Contract the working operands at ``positions`` (removed) with ``equation``; append the result."""
+    """Contract the working operands at ``positions`` (removed) with ``equation``; append the result.
+
+    ``legs`` are the result's legs; ``size`` its number of elements.
+    """
 
     positions: tuple[int, ...]
     equation: str
     legs: tuple[str, ...]
+    size: int = 0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A contraction order and its cost, as opt_einsum estimates it."""
+    """A contraction order over a list of tensors and its cost, as opt_einsum estimates it."""
 
     path: tuple[tuple[int, ...], ...]
     steps: tuple[Step, ...]
@@ -59,47 +61,63 @@ def normalize_optimize(optimize: object) -> Optimize:
     raise TypeError(f"optimize must be an optimizer name or a path (sequence of int tuples), got {optimize!r}")
 
 
-def plan_contraction(net: Network, optimize: Optimize = "auto") -> Plan:
-    """Plan the contraction of a network whose sizes are all integers."""
-    entries = net.entries
-    if not entries:
+def plan_pairwise(
+    legs: Sequence[tuple[str, ...]],
+    output: tuple[str, ...],
+    sizes: Mapping[str, int],
+    optimize: Optimize = "auto",
+) -> Plan:
+    """Plan the contraction of tensors with the given legs (all sizes integers) into ``output``.
+
+    Raises ValueError when there is nothing to contract or the optimizer cannot plan it.
+    """
+    if not legs:
         raise ValueError("cannot compile a network without tensors")
-    symbols = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(net.sizes)}
-    inputs = ",".join("".join(symbols[leg] for leg in e.legs) for e in entries)
-    equation = f"{inputs}->{''.join(symbols[leg] for leg in net.output)}"
-    shapes = [tuple(int(net.size(leg)) for leg in e.legs) for e in entries]
+    names = list(dict.fromkeys(leg for term in legs for leg in term))
+    symbols = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(names)}
+    inputs = ",".join("".join(symbols[leg] for leg in term) for term in legs)
+    equation = f"{inputs}->{''.join(symbols[leg] for leg in output)}"
+    shapes = [tuple(int(sizes[leg]) for leg in term) for term in legs]
     try:
         path, info = opt_einsum.contract_path(
             equation, *shapes, shapes=True, optimize=list(optimize) if isinstance(optimize, tuple) else optimize
         )
     except (KeyError, ValueError, TypeError, IndexError) as error:
-        raise ValueError(f"optimize={optimize!r} could not plan {net.to_einsum()}: {error}") from error
-    steps = _steps(net, [tuple(step) for step in path])
+        readable = ",".join(" ".join(term) for term in legs) + " -> " + " ".join(output)
+        raise ValueError(f"optimize={optimize!r} could not plan {readable}: {error}") from error
+    steps = pairwise_steps(legs, output, sizes, [tuple(step) for step in path])
     return Plan(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate))
 
 
-def _steps(net: Network, path: Sequence[tuple[int, ...]]) -> tuple[Step, ...]:
+def pairwise_steps(
+    legs: Sequence[tuple[str, ...]],
+    output: tuple[str, ...],
+    sizes: Mapping[str, int],
+    path: Sequence[tuple[int, ...]],
+) -> tuple[Step, ...]:
     """Turn a path over positions into per-step einsum equations with local letters."""
-    working: list[tuple[str, ...]] = [e.legs for e in net.entries]
+    working: list[tuple[str, ...]] = list(legs)
     steps = []
     for number, positions in enumerate(path):
         operands = [working[p] for p in positions]
-        rest = [legs for p, legs in enumerate(working) if p not in positions]
-        last = number == len(path) - 1
-        if last:
-            result = net.output
+        rest = [term for p, term in enumerate(working) if p not in positions]
+        if number == len(path) - 1:
+            result = output
         else:
-            needed = set(net.output).union(*map(set, rest)) if rest else set(net.output)
-            result = tuple(dict.fromkeys(leg for legs in operands for leg in legs if leg in needed))
-        involved = list(dict.fromkeys([leg for legs in operands for leg in legs] + list(result)))
+            needed = set(output).union(*map(set, rest))
+            result = tuple(dict.fromkeys(leg for term in operands for leg in term if leg in needed))
+        involved = list(dict.fromkeys([leg for term in operands for leg in term] + list(result)))
         if len(involved) > len(LETTERS):
             raise ValueError(
                 f"contraction step {number} joins {len(involved)} distinct legs; torch.einsum has only "
                 f"{len(LETTERS)} letters per call: {involved}"
             )
         letter = {leg: LETTERS[n] for n, leg in enumerate(involved)}
-        equation = ",".join("".join(letter[l] for l in legs) for legs in operands)
+        equation = ",".join("".join(letter[l] for l in term) for term in operands)
         equation += "->" + "".join(letter[l] for l in result)
-        steps.append(Step(tuple(positions), equation, result))
+        size = 1
+        for leg in result:
+            size *= int(sizes[leg])
+        steps.append(Step(tuple(positions), equation, result, size))
         working = rest + [result]
     return tuple(steps)

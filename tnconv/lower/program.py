@@ -1,21 +1,36 @@
 """``Program``: a compiled network, called with torch tensors.
 
-A program holds a fixed plan (``tnconv.lower.plan``): which occurrences read
-which operand through which views, which structured tensors to build, and a
-sequence of small ``torch.einsum`` steps. Calling it binds the operands,
-checks them, and runs the plan with plain torch calls.
+A program holds a fixed plan made of plain data and plain torch calls, so
+that calling it costs little and ``torch.compile(fullgraph=True)`` traces it
+without a graph break:
+
+- ``native``: one PyTorch kernel (``tnconv.lower.native``) computes the whole
+  network - a convolution, its input or weight VJP, a transposed convolution,
+  unfold, fold, a matrix product;
+- ``einsum``: otherwise, index patterns run as strided views / gathers /
+  scatters (``tnconv.lower.structured``) and the rest as pairwise
+  ``torch.einsum`` steps along an opt_einsum path, sliced over a leg when a
+  ``memory_limit`` asks for it (``tnconv.lower.slicing``).
+
+``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
+``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
+built densely).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import torch
 
 from tnconv.ir.network import Network
 from tnconv.ir.views import apply_views
+from tnconv.lower import native
 from tnconv.lower.bind import axis_labels, check_operands, collect, operand_shapes, resolve_symbols
-from tnconv.lower.plan import Optimize, Plan
+from tnconv.lower.plan import Optimize
+from tnconv.lower.slicing import Executor, Sliced, plan_memory
+from tnconv.lower.structured import lower
 
 if TYPE_CHECKING:
     from tnconv.ir.sizes import Size
@@ -28,105 +43,128 @@ class Program:
         network: the network it computes.
         equation: the network as one einsum equation (one letter per leg).
         operands: names of the tensors to pass, in positional order.
-        path: the contraction path (opt_einsum convention: positions in the
-            working list; contracted operands are removed, the result appended).
-        flops: opt_einsum's estimate of the floating-point operations.
-        largest_intermediate: elements of the largest intermediate tensor.
-        strategy: how it executes (``"einsum"``: pairwise torch.einsum steps).
+        strategy: how it executes (see the module docstring).
+        memory_limit: the budget (elements) for intermediates of the einsum path, or None.
+        path: the contraction path of the einsum path (opt_einsum convention, over the
+            working tensors: data tensors and densely built ones, index patterns already
+            applied; with an explicit ``optimize`` path, over ``network.entries``).
+        flops: the einsum path's cost estimate (gathers and scatters count their size).
+        largest_intermediate: elements of its largest intermediate tensor.
+        steps: its per-step ``torch.einsum`` equations.
     """
 
-    def __init__(self, network: Network, plan: Plan | None, optimize: Optimize) -> None:
+    def __init__(self, network: Network, optimize: Optimize, memory_limit: int | None = None) -> None:
         self.network = network
         self.equation = network.to_einsum()
         self.operands = network.operands
         self.optimize = optimize
-        self.strategy = "einsum"
-        self._plan = plan
-        self._positions = {name: n for n, name in enumerate(self.operands)}
+        self.memory_limit = memory_limit
         self._expected: tuple[tuple["Size", ...], ...] = tuple(operand_shapes(network)[n] for n in self.operands)
         self._labels = axis_labels(network)
+        positions = {name: n for n, name in enumerate(self.operands)}
         self._reads = tuple(
-            (p, self._positions[e.name], e.kind.views) for p, e in enumerate(network.entries) if not e.structured
+            (positions[e.name], e.kind.views) for e in network.entries if not e.structured  # type: ignore[attr-defined]
         )
-        self._built = tuple(
-            (p, e.kind, tuple(network.size(leg) for leg in e.legs))
-            for p, e in enumerate(network.entries)
-            if e.structured
-        )
-        self._constants: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+        self._constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
+        self._kernel = None
+        if not network.is_concrete:
+            self.strategy = "symbolic"
+            return
+        if memory_limit is None and not isinstance(optimize, tuple):
+            found = native.match(network)
+            if found is not None:
+                self.strategy = "native:" + found[0]
+                self._kernel = found[1]
+                return
+        self.strategy = _describe(self._executor)
 
     # --- cost ---------------------------------------------------------------------------
     @property
     def concrete(self) -> bool:
         """Whether all sizes are known (else the plan is made per call from operand shapes)."""
-        return self._plan is not None
+        return self.network.is_concrete
 
-    def _require_plan(self) -> Plan:
-        if self._plan is None:
+    @cached_property
+    def _executor(self) -> Executor:
+        """The einsum path (also computed for native programs when asked, for its cost and as fallback)."""
+        if not self.network.is_concrete:
             raise ValueError(
                 f"sizes {sorted(map(str, self.network.symbols))} are symbolic, so there is no plan yet; "
                 "use program.specialize(*operands) or Network.substitute(...) first"
             )
-        return self._plan
+        if self.memory_limit is None:
+            return lower(self.network, self.optimize)
+        return plan_memory(self.network, self.optimize, self.memory_limit)
 
     @property
     def path(self) -> tuple[tuple[int, ...], ...]:
-        return self._require_plan().path
+        return _innermost(self._executor).plan.path
 
     @property
     def flops(self) -> int:
-        return self._require_plan().flops
+        return self._executor.flops
 
     @property
     def largest_intermediate(self) -> int:
-        return self._require_plan().largest_intermediate
+        return self._executor.largest_intermediate
 
     @property
     def steps(self) -> tuple[str, ...]:
-        """The per-step torch.einsum equations, in order."""
-        return tuple(step.equation for step in self._require_plan().steps)
+        """The per-step torch.einsum equations of the einsum path, in order."""
+        return tuple(step.equation for step in _innermost(self._executor).plan.steps)
 
     # --- running ------------------------------------------------------------------------
     def specialize(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> "Program":
         """The concrete program for these operands' shapes (itself when already concrete)."""
-        if self._plan is not None:
+        if self.network.is_concrete:
             return self
         from tnconv.lower.compile import compile as compile_network
 
         operands = collect(self.operands, args, kwargs)
         values = resolve_symbols(self.network, self.operands, operands)
-        return compile_network(self.network.substitute(values), self.optimize)
+        return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract the network; operands by position (``program.operands`` order) or by name."""
         operands = collect(self.operands, args, kwargs)
-        if self._plan is None:
+        if not self.network.is_concrete:
             return self.specialize(*operands)(*operands)
         check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
+        if self._kernel is not None and operands[0].is_floating_point():
+            return self._kernel(operands)
         if operands:
             dtype, device = operands[0].dtype, operands[0].device
         else:
             dtype, device = torch.get_default_dtype(), torch.device("cpu")
-        working: list[torch.Tensor] = [None] * len(self.network.entries)  # type: ignore[list-item]
-        for position, operand, views in self._reads:
-            working[position] = apply_views(views, operands[operand]) if views else operands[operand]
-        for (position, _, _), constant in zip(self._built, self._structured(dtype, device)):
-            working[position] = constant
-        for step in self._plan.steps:
-            inputs = [working[p] for p in step.positions]
-            working = [t for p, t in enumerate(working) if p not in step.positions]
-            working.append(torch.einsum(step.equation, *inputs))
-        return working[0]
+        executor = self._executor
+        data = [apply_views(views, operands[n]) if views else operands[n] for n, views in self._reads]
+        return executor.execute(data, self._made(executor, dtype, device))
 
-    def _structured(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """The structured tensors on this dtype and device, built once per pair."""
+    def _made(self, executor: Executor, dtype: torch.dtype, device: torch.device) -> tuple:
+        """The structured tensors and index maps on this dtype and device, built once per pair."""
         key = (dtype, device)
-        if key not in self._constants:
-            self._constants[key] = tuple(
-                kind.materialize(tuple(int(s) for s in shape), dtype, device) for _, kind, shape in self._built
-            )
-        return self._constants[key]
+        made = self._constants.get(key)
+        if made is None:
+            made = executor.make_constants(dtype, device)
+            if not torch.compiler.is_compiling():
+                self._constants[key] = made
+        return made
 
     def __repr__(self) -> str:
         cost = f", flops={self.flops}" if self.concrete else ", symbolic"
         return f"Program({self.equation!r}, strategy={self.strategy!r}{cost})"
+
+
+def _innermost(executor: Executor):
+    while isinstance(executor, Sliced):
+        executor = executor.parts[0]
+    return executor
+
+
+def _describe(executor: Executor) -> str:
+    parts = ["einsum"]
+    if isinstance(executor, Sliced):
+        parts.append(f"sliced({executor.describe()})")
+    if executor.dense:
+        parts.append(f"dense({','.join(executor.dense)})")
+    return "+".join(parts)

@@ -1,0 +1,428 @@
+"""Native dispatch: networks that a PyTorch kernel computes run on that kernel.
+
+The match is on structure, never on tensor names: which kinds the tensors
+have, which tensors each leg joins, and where the legs of every index pattern
+``Pi[k, o, i]`` go. With data tensors ``A``, ``B`` and the output:
+
+=====================  ======================  ==================================
+pattern legs go to     network                 kernel
+=====================  ======================  ==================================
+``i->A, k->B, o->out``  convolution             ``F.conv{N}d``
+``o->A, k->B, i->out``  input VJP / transposed  ``F.conv_transpose{N}d`` (or
+                        convolution forward     ``aten.convolution_backward``)
+``i->A, o->B, k->out``  weight VJP              ``aten.convolution_backward``
+``i->A, (k, o)->out``   unfold (im2col)         ``F.unfold`` (2-d), strided views
+``(k, o)->A, i->out``   fold (col2im)           ``F.fold`` (2-d)
+no patterns            matrix product          ``torch.matmul``
+=====================  ======================  ==================================
+
+Every other leg is classified by the tensors it joins: on both data tensors
+and the output it is a group leg; on one data tensor and the output a batch or
+channel leg; on both data tensors only a contracted channel (or, for the
+weight VJP, the batch). Anything that fits no row - a leg summed on one
+tensor, a repeated leg, identities, padding modes torch cannot pad, more
+spatial dimensions than the kernel has - returns None and runs on the einsum
+path. Padding the kernel cannot express (asymmetric, negative, reflect,
+replicate, circular) is done with ``F.pad`` first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from tnconv.ir.network import Network
+from tnconv.ir.tensors import Data, IndexPattern
+from tnconv.lower.layout import Arrange, Restore, arrange, restore
+from tnconv.lower.structured import Window
+
+OUT = -1
+CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+TRANSPOSE: dict[int, Callable[..., torch.Tensor]] = {
+    1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d,
+}
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+@dataclass(frozen=True)
+class Spatial:
+    """The per-dimension hyper-parameters of the patterns, and the pad to apply before the kernel.
+
+    ``padding`` goes to the kernel (symmetric, >= 0); ``pad`` (F.pad order: last dim first)
+    is applied before it with ``mode``, or is None.
+    """
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[int, ...]
+    pad: tuple[int, ...] | None
+    mode: str
+    windows: tuple[Window, ...]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """``F.conv{N}d`` on the (padded) input."""
+
+    x: Arrange
+    w: Arrange
+    out: Restore
+    spatial: Spatial
+    groups: int
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.spatial
+        x = self.x(operands)
+        if s.pad is not None:
+            x = F.pad(x, s.pad, mode=s.mode)
+        conv = CONV[len(s.kernel)]
+        return self.out(conv(x, self.w(operands), None, s.stride, s.padding, s.dilation, self.groups))
+
+
+@dataclass(frozen=True)
+class ConvTranspose:
+    """The input VJP of a convolution (= a transposed convolution), cropped to the input pixels."""
+
+    v: Arrange
+    w: Arrange
+    out: Restore
+    spatial: Spatial
+    groups: int
+    output_padding: tuple[int, ...] | None
+    input_shape: tuple[int, ...]
+    crop: tuple[int, ...] | None
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.spatial
+        v, w = self.v(operands), self.w(operands)
+        if self.output_padding is not None:
+            transpose = TRANSPOSE[len(s.kernel)]
+            result = transpose(v, w, None, s.stride, s.padding, self.output_padding, self.groups, s.dilation)
+        else:
+            result = torch.ops.aten.convolution_backward(
+                v, v.new_empty(1).expand(self.input_shape), w, None, s.stride, s.padding, s.dilation,
+                False, (0,) * len(s.kernel), self.groups, (True, False, False),
+            )[0]
+        if self.crop is not None:
+            result = F.pad(result, self.crop)
+        return self.out(result)
+
+
+@dataclass(frozen=True)
+class ConvWeight:
+    """The weight VJP of a convolution: ``aten.convolution_backward`` for the weight only."""
+
+    x: Arrange
+    v: Arrange
+    out: Restore
+    spatial: Spatial
+    groups: int
+    weight_shape: tuple[int, ...]
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.spatial
+        x, v = self.x(operands), self.v(operands)
+        if s.pad is not None:
+            x = F.pad(x, s.pad, mode=s.mode)
+        result = torch.ops.aten.convolution_backward(
+            v, x, x.new_empty(1).expand(self.weight_shape), None, s.stride, s.padding, s.dilation,
+            False, (0,) * len(s.kernel), self.groups, (False, True, False),
+        )[1]
+        return self.out(result)
+
+
+@dataclass(frozen=True)
+class Unfold:
+    """im2col: ``F.unfold`` in 2-d with zero padding, otherwise pad + ``Tensor.unfold`` views (no copy)."""
+
+    x: Arrange
+    out: Restore
+    spatial: Spatial
+    im2col: bool
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.spatial
+        x = self.x(operands)
+        if s.pad is not None:
+            x = F.pad(x, s.pad, mode=s.mode)
+        if self.im2col:
+            return self.out(F.unfold(x, s.kernel, s.dilation, s.padding, s.stride))
+        for d, window in enumerate(s.windows):
+            x = x.unfold(2 + d, window.span, window.stride)
+            if window.dilation > 1:
+                x = x[..., :: window.dilation]
+        return self.out(x)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """col2im: ``F.fold`` (2-d, zero padding) onto the padded image, cropped to the pixels."""
+
+    x: Arrange
+    out: Restore
+    spatial: Spatial
+    size: tuple[int, ...]
+    crop: tuple[int, ...] | None
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.spatial
+        result = F.fold(self.x(operands), self.size, s.kernel, s.dilation, s.padding, s.stride)
+        return self.out(result if self.crop is None else F.pad(result, self.crop))
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """``torch.matmul`` of the two operands arranged as ``(batch, free, contracted)`` and ``(batch, contracted, free)``."""
+
+    a: Arrange
+    b: Arrange
+    out: Restore
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.out(torch.matmul(self.a(operands), self.b(operands)))
+
+
+Kernel = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+
+
+def match(net: Network) -> tuple[str, Kernel] | None:
+    """The torch kernel that computes ``net`` (a name such as ``"conv2d"`` and a callable), or None.
+
+    The callable takes the operands in ``net.operands`` order.
+    """
+    if not net.is_concrete or any(int(size) < 1 for size in net.sizes.values()):
+        return None
+    entries = net.entries
+    if any(len(set(e.legs)) != len(e.legs) for e in entries):
+        return None
+    data = [p for p, e in enumerate(entries) if isinstance(e.kind, Data)]
+    patterns = [p for p, e in enumerate(entries) if isinstance(e.kind, IndexPattern)]
+    if len(data) + len(patterns) != len(entries):
+        return None
+    if not patterns:
+        return _matmul(net, data) if len(data) == 2 else None
+    roles = _roles(net, patterns)
+    if roles is None:
+        return None
+    k_at, o_at, i_at = roles
+    if len(data) == 2 and len(set(roles)) == 3:
+        if o_at == OUT:
+            return _conv(net, i_at, k_at, patterns)
+        if i_at == OUT:
+            return _transpose(net, o_at, k_at, patterns)
+        return _weight(net, i_at, o_at, patterns)
+    if len(data) == 1 and i_at != OUT and k_at == o_at == OUT:
+        return _unfold(net, i_at, patterns)
+    if len(data) == 1 and i_at == OUT and k_at == o_at != OUT:
+        return _fold(net, k_at, patterns)
+    return None
+
+
+def _roles(net: Network, patterns: list[int]) -> tuple[int, int, int] | None:
+    """Where the ``(k, o, i)`` legs of every pattern go (a data position or OUT), if all agree."""
+    found: tuple[int, ...] | None = None
+    for p in patterns:
+        where = []
+        for leg in net.entries[p].legs:
+            targets = [q for q in net.tensors_on(leg) if q != p] + ([OUT] if leg in net.output else [])
+            if len(targets) != 1 or targets[0] in patterns:
+                return None
+            where.append(targets[0])
+        if found is not None and tuple(where) != found:
+            return None
+        found = tuple(where)
+    return found  # type: ignore[return-value]
+
+
+def _spatial(net: Network, patterns: list[int], kernel_padding: bool, modes: bool) -> Spatial | None:
+    """The patterns' hyper-parameters; None when torch cannot run them (see ``match``)."""
+    windows = tuple(Window.of(net.entries[p].kind) for p in patterns)  # type: ignore[arg-type]
+    mode = windows[0].mode
+    if any(w.mode != mode for w in windows) or (mode != "zeros" and not modes):
+        return None
+    if any(w.stride < 1 or w.dilation < 1 or w.kernel_size < 1 for w in windows):
+        return None
+    symmetric = all(w.pad_left == w.pad_right >= 0 for w in windows)
+    if mode != "zeros":
+        if len(windows) > 3 or any(min(w.pad_left, w.pad_right) < 0 for w in windows):
+            return None
+        if mode == "reflect" and any(max(w.pad_left, w.pad_right) >= w.input_size for w in windows):
+            return None
+        if mode == "circular" and any(max(w.pad_left, w.pad_right) > w.input_size for w in windows):
+            return None
+    in_kernel = kernel_padding and mode == "zeros" and symmetric
+    pad = None
+    if not in_kernel and any(w.pad_left or w.pad_right for w in windows):
+        pad = tuple(p for w in reversed(windows) for p in (w.pad_left, w.pad_right))
+    return Spatial(
+        tuple(w.kernel_size for w in windows),
+        tuple(w.stride for w in windows),
+        tuple(w.dilation for w in windows),
+        tuple(w.pad_left if in_kernel else 0 for w in windows),
+        pad,
+        PAD_MODES[mode],
+        windows,
+    )
+
+
+def _split(net: Network, a: int, b: int, skip: set[str]) -> tuple[list[str], ...] | None:
+    """Legs of A and B (less ``skip``) by where they go: (A+B+out, A+out, B+out, A+B); None if one is summed alone."""
+    legs_a, legs_b = net.entries[a].legs, net.entries[b].legs
+    out = set(net.output)
+    shared, only_a, only_b, contracted = [], [], [], []
+    for leg in legs_a:
+        if leg in skip:
+            continue
+        if leg in legs_b:
+            (shared if leg in out else contracted).append(leg)
+        elif leg in out:
+            only_a.append(leg)
+        else:
+            return None
+    for leg in legs_b:
+        if leg in skip or leg in legs_a:
+            continue
+        if leg not in out:
+            return None
+        only_b.append(leg)
+    return shared, only_a, only_b, contracted
+
+
+def _sizes(net: Network) -> dict[str, int]:
+    return {leg: int(size) for leg, size in net.sizes.items()}
+
+
+def _operand(net: Network, position: int) -> int:
+    return net.operands.index(net.entries[position].name)
+
+
+def _pattern_legs(net: Network, patterns: list[int]) -> tuple[list[str], list[str], list[str]]:
+    k, o, i = zip(*(net.entries[p].legs for p in patterns))
+    return list(k), list(o), list(i)
+
+
+def _conv(net: Network, x: int, w: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    n = len(patterns)
+    ks, os, is_ = _pattern_legs(net, patterns)
+    split = _split(net, x, w, set(ks + is_))
+    spatial = _spatial(net, patterns, kernel_padding=True, modes=True)
+    if split is None or spatial is None or n > 3:
+        return None
+    groups, batch, c_out, c_in = split
+    sizes = _sizes(net)
+    x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
+    w_in = arrange(net.entries[w], _operand(net, w), [groups + c_out, c_in, *([l] for l in ks)], sizes)
+    out = restore([batch, groups, c_out, *([l] for l in os)], net.output, sizes)
+    return f"conv{n}d", Conv(x_in, w_in, out, spatial, _product(groups, sizes))
+
+
+def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    n = len(patterns)
+    ks, os, is_ = _pattern_legs(net, patterns)
+    split = _split(net, v, w, set(ks + os))
+    spatial = _spatial(net, patterns, kernel_padding=False, modes=False)
+    if split is None or spatial is None or n > 3:
+        return None
+    groups, batch, c_result, c_contracted = split
+    sizes = _sizes(net)
+    v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_contracted, *([l] for l in os)], sizes)
+    w_in = arrange(net.entries[w], _operand(net, w), [groups + c_contracted, c_result, *([l] for l in ks)], sizes)
+    out = restore([batch, groups, c_result, *([l] for l in is_)], net.output, sizes)
+    windows = spatial.windows
+    full = tuple(w.stride * (w.output_size - 1) + w.span for w in windows)
+    symmetric = all(w.pad_left == w.pad_right >= 0 for w in windows)
+    extra = tuple(w.input_size + 2 * w.pad_left - f for w, f in zip(windows, full))
+    if symmetric and all(0 <= e < max(w.stride, w.dilation) for w, e in zip(windows, extra)):
+        spatial = Spatial(spatial.kernel, spatial.stride, spatial.dilation,
+                          tuple(w.pad_left for w in windows), None, "constant", windows)
+        output_padding: tuple[int, ...] | None = extra
+        crop = None
+    else:
+        output_padding = None
+        crop = tuple(p for w, f in zip(reversed(windows), reversed(full))
+                     for p in (-w.pad_left, w.input_size + w.pad_left - f))
+    input_shape = (_product(batch, sizes), _product(groups + c_result, sizes), *full)
+    kernel = ConvTranspose(v_in, w_in, out, spatial, _product(groups, sizes), output_padding, input_shape, crop)
+    return f"conv_transpose{n}d", kernel
+
+
+def _weight(net: Network, x: int, v: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    n = len(patterns)
+    ks, os, is_ = _pattern_legs(net, patterns)
+    split = _split(net, x, v, set(os + is_))
+    spatial = _spatial(net, patterns, kernel_padding=True, modes=True)
+    if split is None or spatial is None or n > 3:
+        return None
+    groups, c_in, c_out, batch = split
+    sizes = _sizes(net)
+    x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
+    v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_out, *([l] for l in os)], sizes)
+    out = restore([groups, c_out, c_in, *([l] for l in ks)], net.output, sizes)
+    weight_shape = (_product(groups + c_out, sizes), _product(c_in, sizes), *spatial.kernel)
+    return f"conv{n}d_weight", ConvWeight(x_in, v_in, out, spatial, _product(groups, sizes), weight_shape)
+
+
+def _unfold(net: Network, x: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    n = len(patterns)
+    ks, os, is_ = _pattern_legs(net, patterns)
+    rest = [leg for leg in net.entries[x].legs if leg not in is_]
+    if any(leg not in net.output for leg in rest):
+        return None
+    im2col = n == 2
+    spatial = _spatial(net, patterns, kernel_padding=im2col, modes=True)
+    if spatial is None:
+        return None
+    im2col = im2col and spatial.mode == "constant"
+    sizes = _sizes(net)
+    x_in = arrange(net.entries[x], _operand(net, x), [rest[:1], rest[1:], *([l] for l in is_)], sizes)
+    if im2col:
+        out = restore([rest, ks, os], net.output, sizes)
+    else:
+        out = restore([rest[:1], rest[1:], *([l] for l in os), *([l] for l in ks)], net.output, sizes)
+    return f"unfold{n}d", Unfold(x_in, out, spatial, im2col)
+
+
+def _fold(net: Network, x: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    n = len(patterns)
+    ks, os, is_ = _pattern_legs(net, patterns)
+    rest = [leg for leg in net.entries[x].legs if leg not in ks + os]
+    spatial = _spatial(net, patterns, kernel_padding=True, modes=False)
+    if n != 2 or spatial is None or any(leg not in net.output for leg in rest):
+        return None
+    sizes = _sizes(net)
+    x_in = arrange(net.entries[x], _operand(net, x), [rest[:1], rest[1:] + ks, os], sizes)
+    out = restore([rest[:1], rest[1:], *([l] for l in is_)], net.output, sizes)
+    windows = spatial.windows
+    crop = None
+    if spatial.pad is None:
+        size = tuple(w.input_size for w in windows)
+    else:
+        size = tuple(w.input_size + w.pad_left + w.pad_right for w in windows)
+        crop = tuple(p for w in reversed(windows) for p in (-w.pad_left, -w.pad_right))
+        spatial = Spatial(spatial.kernel, spatial.stride, spatial.dilation, (0,) * n, None, "constant", windows)
+    return "fold2d", Fold(x_in, out, spatial, size, crop)
+
+
+def _matmul(net: Network, data: list[int]) -> tuple[str, Kernel] | None:
+    a, b = data
+    split = _split(net, a, b, set())
+    if split is None:
+        return None
+    batch, free_a, free_b, contracted = split
+    sizes = _sizes(net)
+    lead = [batch] if batch else []
+    a_in = arrange(net.entries[a], _operand(net, a), lead + [free_a, contracted], sizes)
+    b_in = arrange(net.entries[b], _operand(net, b), lead + [contracted, free_b], sizes)
+    out = restore(lead + [free_a, free_b], net.output, sizes)
+    return "matmul", Matmul(a_in, b_in, out)
+
+
+def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:
+    result = 1
+    for leg in legs:
+        result *= sizes[leg]
+    return result

@@ -1,0 +1,323 @@
+"""Structured lowering: index patterns run as strided views, gathers and scatters, never dense.
+
+A dense index pattern ``Pi[k, o, i]`` multiplies a convolution's cost by about
+the input size. Here each pattern is classified by how it meets the rest of
+the network and lowered without ever being built:
+
+- *gather*: its input leg ``i`` joins exactly one other tensor ``T`` (and not
+  the output). ``T`` contracted with ``Pi`` is ``T`` with ``i`` replaced by
+  ``(o, k)``: a pad (zeros, or an index map for reflect/replicate/circular)
+  followed by ``Tensor.unfold`` and a dilation slice - a strided view of the
+  padded ``T``. It is applied before the pairwise contraction, and the
+  contraction is planned over the gathered tensor, so the planner sees the
+  cost model "``X`` with ``Pi`` = ``X``'s legs with ``i -> (k, o)``".
+- *fold*: ``i`` is an output leg on no other tensor and ``o`` joins other
+  tensors: the rest is contracted keeping ``(k, o)``, then a scatter-add
+  (``index_add``) sends each ``(k, o)`` to its pixel ``i``.
+- anything else (``i`` shared by several tensors, a leg shared with another
+  pattern, an empty pattern) is materialized densely, and ``Lowering.dense``
+  names it.
+
+``PatternSum`` tensors are the small banded ``(K, I)`` matrices of tap counts:
+they are materialized (``K * I`` numbers) and contracted like any tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from tnconv.ir.network import Network
+from tnconv.ir.tensors import IndexPattern, Kind
+from tnconv.lower.plan import Optimize, Plan, plan_pairwise
+
+Int = int
+
+
+@dataclass(frozen=True)
+class Window:
+    """An index pattern with integer hyper-parameters (what a gather or fold needs)."""
+
+    input_size: Int
+    kernel_size: Int
+    output_size: Int
+    stride: Int
+    dilation: Int
+    pad_left: Int
+    pad_right: Int
+    mode: str
+
+    @classmethod
+    def of(cls, pattern: IndexPattern) -> "Window":
+        return cls(
+            int(pattern.input_size), int(pattern.kernel_size), int(pattern.output_size), int(pattern.stride),
+            int(pattern.dilation), int(pattern.pad_left), int(pattern.pad_right), pattern.mode,
+        )
+
+    @property
+    def span(self) -> int:
+        return self.dilation * (self.kernel_size - 1) + 1
+
+    def pattern(self) -> IndexPattern:
+        return IndexPattern(
+            self.input_size, self.kernel_size, self.stride, self.pad_left, self.pad_right, self.dilation, self.mode
+        )
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Replace leg ``i`` of working tensor ``slot`` (at ``axis``) by ``o`` there and ``k`` appended last.
+
+    ``index`` is the constant holding the padded-position map (modes other than zeros), or -1.
+    """
+
+    slot: int
+    axis: int
+    window: Window
+    index: int
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Scatter-add ``(k, o)`` of the result onto ``i``: drop ``o`` (and ``k``), append ``(k, i)`` or ``i``.
+
+    ``k_axis`` is -1 when the result has no ``k`` (it is broadcast); ``target`` and
+    ``selection`` are constant numbers (``selection`` -1 when every ``(k, o)`` is inside).
+    """
+
+    o_axis: int
+    k_axis: int
+    keep_k: bool
+    window: Window
+    target: int
+    selection: int
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How a concrete network runs: working tensors, gathers, pairwise steps, folds, a final permutation.
+
+    Working slots follow the network's order, less the gathered and folded patterns: each
+    holds a data entry (``data`` gives their network positions, ``execute`` gets their
+    tensors in that order) or a densely built structured tensor (the first constants).
+    """
+
+    data: tuple[int, ...]
+    sources: tuple[tuple[bool, int], ...]
+    gathers: tuple[Gather, ...]
+    plan: Plan
+    folds: tuple[Fold, ...]
+    permutation: tuple[int, ...] | None
+    constants: tuple[tuple[str, object], ...]
+    flops: int
+    largest_intermediate: int
+    dense: tuple[str, ...]
+
+    def make_constants(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Build the dense structured tensors (in ``dtype``) and the index maps (int64), on ``device``."""
+        made = []
+        for what, payload in self.constants:
+            if what == "dense":
+                kind, shape = payload  # type: ignore[misc]
+                made.append(kind.materialize(shape, dtype, device))
+            elif what == "pad":
+                made.append(_pad_index(payload, device))  # type: ignore[arg-type]
+            elif what == "target":
+                made.append(_fold_target(*payload, device))  # type: ignore[misc]
+            else:
+                made.append(_fold_selection(payload, device))  # type: ignore[arg-type]
+        return tuple(made)
+
+    def execute(self, data: Sequence[torch.Tensor], constants: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Run on the data entries' tensors (views applied), in ``self.data`` order."""
+        working = [data[n] if is_data else constants[n] for is_data, n in self.sources]
+        for gather in self.gathers:
+            index = constants[gather.index] if gather.index >= 0 else None
+            working[gather.slot] = apply_gather(working[gather.slot], gather.axis, gather.window, index)
+        for step in self.plan.steps:
+            inputs = [working[p] for p in step.positions]
+            working = [t for p, t in enumerate(working) if p not in step.positions]
+            working.append(torch.einsum(step.equation, *inputs))
+        result = working[0]
+        for fold in self.folds:
+            selection = constants[fold.selection] if fold.selection >= 0 else None
+            result = apply_fold(result, fold, constants[fold.target], selection)
+        if self.permutation is not None:
+            result = result.permute(self.permutation)
+        return result
+
+
+# --- the operations -----------------------------------------------------------------------
+def apply_gather(x: torch.Tensor, axis: int, window: Window, pad_index: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with axis ``axis`` (pixels ``i``) replaced by ``o`` there and ``k`` appended last.
+
+    ``result[..., o, ..., k] = x[..., S*o + D*k - P, ...]`` (zero outside for mode zeros): a
+    pad (a copy; none when there is no padding) and then strided views.
+    """
+    if pad_index is not None:
+        x = x.index_select(axis, pad_index)
+    elif window.pad_left or window.pad_right:
+        x = F.pad(x, [0, 0] * (x.ndim - 1 - axis) + [window.pad_left, window.pad_right])
+    x = x.unfold(axis, window.span, window.stride)
+    if window.dilation > 1:
+        x = x[..., :: window.dilation]
+    return x
+
+
+def apply_fold(
+    y: torch.Tensor, fold: Fold, target: torch.Tensor, selection: torch.Tensor | None
+) -> torch.Tensor:
+    """Scatter-add ``y[..., k, o]`` onto ``i = S*o + D*k - P`` (folded back for padding modes)."""
+    window = fold.window
+    if fold.k_axis >= 0:
+        y = y.movedim((fold.k_axis, fold.o_axis), (-2, -1))
+    else:
+        y = y.movedim(fold.o_axis, -1).unsqueeze(-2)
+        y = y.expand(*y.shape[:-2], window.kernel_size, window.output_size)
+    y = y.reshape(*y.shape[:-2], window.kernel_size * window.output_size)
+    if selection is not None:
+        y = y.index_select(-1, selection)
+    size = window.input_size * (window.kernel_size if fold.keep_k else 1)
+    result = y.new_zeros(*y.shape[:-1], size).index_add(-1, target, y)
+    if fold.keep_k:
+        result = result.unflatten(-1, (window.kernel_size, window.input_size))
+    return result
+
+
+def _pad_index(window: Window, device: torch.device) -> torch.Tensor:
+    """For each padded position ``j`` in ``[0, I + P_left + P_right)``, the input pixel it reads."""
+    padded = window.input_size + window.pad_left + window.pad_right
+    whole = IndexPattern(window.input_size, padded, 1, window.pad_left, window.pad_right, 1, window.mode)
+    index, _ = whole.positions(device)
+    return index[:, 0].contiguous()
+
+
+def _fold_target(window: Window, keep_k: bool, device: torch.device) -> torch.Tensor:
+    index, valid = window.pattern().positions(device)
+    if keep_k:
+        index = index + window.input_size * torch.arange(window.kernel_size, device=device)[:, None]
+    return index.flatten()[valid.flatten()].contiguous()
+
+
+def _fold_selection(window: Window, device: torch.device) -> torch.Tensor:
+    _, valid = window.pattern().positions(device)
+    return valid.flatten().nonzero().flatten()
+
+
+# --- planning -----------------------------------------------------------------------------
+def lower(net: Network, optimize: Optimize) -> Lowering:
+    """Lower a concrete network; with an explicit path every structured tensor is built densely."""
+    entries = net.entries
+    sizes = {leg: int(size) for leg, size in net.sizes.items()}
+    roles: dict[int, str] = {}
+    if not isinstance(optimize, tuple):
+        for position, entry in enumerate(entries):
+            if isinstance(entry.kind, IndexPattern):
+                roles[position] = _role(net, position)
+    data = tuple(p for p, e in enumerate(entries) if not e.structured)
+    built_positions = tuple(p for p, e in enumerate(entries) if e.structured and roles.get(p, "dense") == "dense")
+    built = tuple((p, entries[p].kind, tuple(sizes[l] for l in entries[p].legs)) for p in built_positions)
+    order = sorted(data + built_positions)
+    slot = {position: n for n, position in enumerate(order)}
+    sources = tuple((p in data, data.index(p) if p in data else built_positions.index(p)) for p in order)
+    legs = [list(entries[p].legs) for p in order]
+    constants: list[tuple[str, object]] = [("dense", (kind, shape)) for _, kind, shape in built]
+    gathers, cost, largest = [], 0, 0
+    for position, role in roles.items():
+        if role != "gather":
+            continue
+        k, o, i = entries[position].legs
+        host = next(q for q in net.tensors_on(i) if q != position)
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        index = -1
+        if window.mode != "zeros":
+            constants.append(("pad", window))
+            index = len(constants) - 1
+        host_legs = legs[slot[host]]
+        axis = host_legs.index(i)
+        gathers.append(Gather(slot[host], axis, window, index))
+        host_legs[axis] = o
+        host_legs.append(k)
+        size = _size(host_legs, sizes)
+        cost, largest = cost + size, max(largest, size)
+    folds = [p for p, role in roles.items() if role == "fold"]
+    rest_output = _rest_output(net, folds, legs)
+    plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
+    cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
+    current = list(rest_output)
+    fold_ops = []
+    for position in folds:
+        k, o, i = entries[position].legs
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        keep_k = k in net.output
+        constants.append(("target", (window, keep_k)))
+        target = len(constants) - 1
+        selection = -1
+        if window.mode == "zeros" and not _all_inside(window):
+            constants.append(("selection", window))
+            selection = len(constants) - 1
+        k_axis = current.index(k) if k in current else -1
+        fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
+        source = _size(current, sizes) * (1 if k in current else window.kernel_size)
+        current = [leg for leg in current if leg not in (k, o)] + ([k, i] if keep_k else [i])
+        cost, largest = cost + source, max(largest, source, _size(current, sizes))
+    permutation = tuple(current.index(leg) for leg in net.output)
+    dense = tuple(entries[p].name for p in roles if roles[p] == "dense")
+    return Lowering(
+        data, sources, tuple(gathers), plan, tuple(fold_ops),
+        None if permutation == tuple(range(len(permutation))) else permutation,
+        tuple(constants), cost, largest, dense,
+    )
+
+
+def _role(net: Network, position: int) -> str:
+    """``"gather"``, ``"fold"`` or ``"dense"``: how the pattern at ``position`` is lowered."""
+    entry = net.entries[position]
+    legs = entry.legs
+    window = entry.kind
+    assert isinstance(window, IndexPattern)
+    if len(set(legs)) != 3 or min(int(net.size(leg)) for leg in legs) < 1:
+        return "dense"
+    for leg in legs:
+        if any(isinstance(net.entries[q].kind, IndexPattern) for q in net.tensors_on(leg) if q != position):
+            return "dense"
+    k, o, i = legs
+    others = [q for q in net.tensors_on(i) if q != position]
+    if len(others) == 1 and i not in net.output:
+        host = net.entries[others[0]]
+        if host.legs.count(i) == 1 and k not in host.legs and o not in host.legs:
+            return "gather"
+    if not others and i in net.output and o not in net.output:
+        if any(q != position for q in net.tensors_on(o)):
+            return "fold"
+    return "dense"
+
+
+def _rest_output(net: Network, folds: list[int], legs: list[list[str]]) -> tuple[str, ...]:
+    """The legs the pairwise contraction keeps: the output with each fold's ``i`` replaced by its ``(k, o)``."""
+    present = {leg for term in legs for leg in term}
+    replaced = {net.entries[p].legs[2]: net.entries[p].legs for p in folds}
+    result: list[str] = []
+    for leg in net.output:
+        if leg in replaced:
+            k, o, _ = replaced[leg]
+            result.extend(l for l in (k, o) if l in present and l not in result)
+        elif leg in present and leg not in result:
+            result.append(leg)
+    return tuple(result)
+
+
+def _all_inside(window: Window) -> bool:
+    return window.pad_left <= 0 and (
+        window.stride * (window.output_size - 1) + window.span - window.pad_left <= window.input_size
+    )
+
+
+def _size(legs: Sequence[str], sizes: dict[str, int]) -> int:
+    size = 1
+    for leg in legs:
+        size *= sizes[leg]
+    return size
