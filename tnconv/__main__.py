@@ -1,0 +1,7 @@
+"""``python -m tnconv``: the ``tnconv`` command."""
+
+import sys
+
+from tnconv.cli import main
+
+sys.exit(main())

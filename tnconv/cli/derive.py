@@ -1,0 +1,194 @@
+"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, check and time it.
+
+Everything here returns plain data (``Derivation``, dicts) so that the
+command line can print it as text or JSON; printing lives in
+``tnconv.cli.main``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from tnconv.cli.layers import Layer
+from tnconv.cli import reference
+from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.ir.network import Network
+from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.program import Program
+
+# command-line routine name -> conv_network op
+ROUTINES = {
+    "forward": "forward",
+    "input-vjp": "input_vjp",
+    "weight-vjp": "weight_vjp",
+    "unfold": "unfold",
+    "unfold-transpose": "unfold_transpose",
+    "transpose-forward": "transpose_forward",
+    "kfac-expand": "kfac_expand",
+    "kfac-reduce": "kfac_reduce",
+    "per-sample-grad": "per_sample_grad",
+    "diag-ggn": "diag_ggn",
+}
+_TRANSPOSED = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
+_BASE = {"kfac_expand": "unfold", "kfac_reduce": "unfold", "per_sample_grad": "weight_vjp", "diag_ggn": "weight_vjp"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the derivation: a title, the network after it, and the rewrites it made (if a pass)."""
+
+    title: str
+    network: Network
+    rewrites: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A derived routine: its stages, the final network and its compiled program."""
+
+    routine: str
+    op: str
+    layer: Layer
+    hyper: ConvHyper
+    stages: tuple[Stage, ...]
+    program: Program
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def network(self) -> Network:
+        return self.stages[-1].network
+
+
+def resolve(routine: str, layer: Layer) -> tuple[str, Layer]:
+    """The conv_network op of a command-line routine, and the layer (made transposed where implied)."""
+    try:
+        op = ROUTINES[routine]
+    except KeyError:
+        raise ValueError(f"unknown routine {routine!r}; choose from {', '.join(ROUTINES)}") from None
+    if op in _TRANSPOSED and not layer.transposed:
+        from dataclasses import replace
+
+        layer = replace(layer, transposed=True)
+    return op, layer
+
+
+def hyper_of(layer: Layer, op: str) -> ConvHyper:
+    """The validated hyper-parameters of ``layer`` (ValueError/TypeError name the bad flag value)."""
+    return conv_hyper(
+        layer.input_shape, layer.kernel_size, layer.out_channels, layer.stride, layer.padding, layer.dilation,
+        layer.groups, layer.padding_mode, layer.output_padding, layer.transposed,
+    )
+
+
+def _network(op: str, layer: Layer, simplify: bool) -> Network:
+    from tnconv.conv.networks import conv_network
+
+    kwargs = layer.kwargs()
+    if op in _TRANSPOSED:
+        kwargs["transposed"] = True
+    return conv_network(op, simplify=simplify, **kwargs)
+
+
+def simplify_traced(net: Network) -> tuple[Network, tuple[str, ...]]:
+    """``tnconv.simplify`` with the list of rewrites it made, one line each."""
+    from tnconv.passes.simplify import simplify
+
+    traced = getattr(simplify, "traced", None)
+    if traced is None:
+        return simplify(net), ()
+    result, trace = traced(net)
+    return result, tuple(str(record) for record in trace)
+
+
+def derive(routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True) -> Derivation:
+    """Build, simplify (traced) and compile routine ``routine`` of ``layer``."""
+    op, layer = resolve(routine, layer)
+    hyper = hyper_of(layer, op)
+    stages: list[Stage] = []
+    base = _BASE.get(op)
+    if base is not None:
+        stages.append(Stage(f"base routine: conv_network({base!r}, simplify=False)", _network(base, layer, False)))
+        stages.append(Stage(f"derived: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
+    else:
+        stages.append(Stage(f"built: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
+    if simplify:
+        result, rewrites = simplify_traced(stages[-1].network)
+        stages.append(Stage("pass: simplify", result, rewrites))
+    program = compile_network(stages[-1].network, optimize)
+    return Derivation(routine, op, layer, hyper, tuple(stages), program)
+
+
+def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
+    """Run the derived network in float64 on random operands and compare with PyTorch (rtol 1e-10)."""
+    hyper = derivation.hyper
+    why_not = reference.supported(hyper)
+    if why_not is not None:
+        raise ValueError(f"--check: {why_not}")
+    operands = reference.operands(derivation.op, hyper, torch.float64, seed)
+    expected = reference.implementation(derivation.op, hyper)(operands)
+    program = derivation.program
+    got = program(**{name: operands[name] for name in program.operands})
+    if got.numel() != expected.numel():
+        raise ValueError(
+            f"--check: the network gives {tuple(got.shape)} ({got.numel()} numbers) but PyTorch gives "
+            f"{tuple(expected.shape)}"
+        )
+    got = got.reshape(expected.shape)
+    scale = expected.abs().max().item() or 1.0
+    error = (got - expected).abs().max().item()
+    passed = bool(torch.allclose(got, expected, rtol=1e-10, atol=1e-10 * scale))
+    return {
+        "passed": passed, "dtype": "float64", "max_abs_error": error, "max_abs_reference": scale,
+        "rtol": 1e-10, "shape": list(expected.shape), "seed": seed,
+    }
+
+
+def _time(function: Callable[[], object], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench(
+    derivation: Derivation,
+    repeats: int = 10,
+    warmup: int = 2,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Median wall-clock time of the compiled network and of the PyTorch implementation (interleaved)."""
+    hyper = derivation.hyper
+    why_not = reference.supported(hyper)
+    if why_not is not None:
+        raise ValueError(f"--bench: {why_not}")
+    operands = reference.operands(derivation.op, hyper, dtype)
+    program = derivation.program
+    ours = {name: operands[name] for name in program.operands}
+    baseline = reference.implementation(derivation.op, hyper)
+    runs: dict[str, Callable[[], object]] = {"tnconv": lambda: program(**ours), "pytorch": lambda: baseline(operands)}
+    total = (repeats + warmup) * len(runs)
+    done = 0
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.no_grad():
+        for round_ in range(repeats + warmup):
+            for name, function in runs.items():
+                elapsed = _time(function, 1)
+                if round_ >= warmup:
+                    times[name].extend(elapsed)
+                done += 1
+                if progress is not None:
+                    progress(done, total, name)
+    ours_s, theirs_s = statistics.median(times["tnconv"]), statistics.median(times["pytorch"])
+    return {
+        "dtype": str(dtype).replace("torch.", ""), "repeats": repeats, "threads": torch.get_num_threads(),
+        "tnconv_s": ours_s, "pytorch_s": theirs_s, "ratio": ours_s / theirs_s if theirs_s else math.inf,
+    }

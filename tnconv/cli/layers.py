@@ -1,0 +1,178 @@
+"""Conv layers for the command line: the built-in list of real layers and parsing of layer flags.
+
+A ``Layer`` is everything ``tnconv.conv_network`` needs about one conv (or
+ConvTranspose) layer, with the batch included in ``input_shape``. The
+built-in layers live in ``tnconv/layers.json`` (input without batch, torch
+weight shape, hyper-parameters); ``--batch`` supplies the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+DEFAULT_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv layer: ``input_shape`` is ``(N, C_in, *I)``; hyper-parameters as ``torch.nn.Conv*d`` takes them."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...] | int = 1
+    padding: tuple[int, ...] | int | str = 0
+    dilation: tuple[int, ...] | int = 1
+    groups: int = 1
+    transposed: bool = False
+    output_padding: tuple[int, ...] | int = 0
+    padding_mode: str = "zeros"
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def dims(self) -> int:
+        return len(self.input_shape) - 2
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """The torch weight shape: ``(C_out, C_in/G, *K)``, or ``(C_in, C_out/G, *K)`` when transposed."""
+        c_in, g = self.input_shape[1], self.groups
+        first, second = (c_in, self.out_channels // g) if self.transposed else (self.out_channels, c_in // g)
+        return (first, second, *self.kernel_size)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``tnconv.conv_network`` (after ``op``)."""
+        return dict(
+            input_shape=self.input_shape, kernel_size=self.kernel_size, out_channels=self.out_channels,
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+            padding_mode=self.padding_mode, output_padding=self.output_padding, transposed=self.transposed,
+        )
+
+    def describe(self) -> str:
+        """One line: name, shapes and the hyper-parameters that differ from the defaults."""
+        kind = "ConvTranspose" if self.transposed else "Conv"
+        parts = [f"{kind}{self.dims}d", f"x={_shape(self.input_shape)}", f"w={_shape(self.weight_shape)}"]
+        for key, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1), ("output_padding", 0)):
+            value = getattr(self, key)
+            if value != default and value != (default,) * self.dims:
+                parts.append(f"{key}={_value(value)}")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode}")
+        return f"{self.name}: " + " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return dict(
+            name=self.name, input_shape=list(self.input_shape), weight_shape=list(self.weight_shape),
+            out_channels=self.out_channels, kernel_size=list(self.kernel_size), stride=_plain(self.stride),
+            padding=_plain(self.padding), dilation=_plain(self.dilation), groups=self.groups,
+            transposed=self.transposed, output_padding=_plain(self.output_padding), padding_mode=self.padding_mode,
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+def _value(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> dict[str, Any]:
+    text = resources.files("tnconv").joinpath("layers.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def default_layer_name() -> str:
+    """The layer ``tnconv derive`` uses when none is given."""
+    return str(_catalogue()["default"])
+
+
+def layer_names() -> tuple[str, ...]:
+    """The names of the built-in layers, in file order."""
+    return tuple(entry["name"] for entry in _catalogue()["layers"])
+
+
+def builtin_layer(name: str, batch: int = DEFAULT_BATCH) -> Layer:
+    """The built-in layer ``name`` with batch ``batch``; ValueError names the unknown name."""
+    for entry in _catalogue()["layers"]:
+        if entry["name"] == name:
+            return _from_entry(entry, batch)
+    raise ValueError(f"--layer: unknown layer {name!r}; built-in layers: {', '.join(layer_names())}")
+
+
+def _from_entry(entry: Mapping[str, Any], batch: int) -> Layer:
+    x, w = tuple(entry["x"]), tuple(entry["w"])
+    groups = int(entry.get("groups", 1))
+    transposed = bool(entry.get("transposed", False))
+    out_channels = w[1] * groups if transposed else w[0]
+    return Layer(
+        name=entry["name"], input_shape=(batch, *x), out_channels=out_channels, kernel_size=w[2:],
+        stride=entry.get("stride", 1), padding=entry.get("padding", 0), dilation=entry.get("dilation", 1),
+        groups=groups, transposed=transposed, output_padding=entry.get("output_padding", 0),
+        padding_mode=entry.get("padding_mode", "zeros"),
+    )
+
+
+def parse_ints(text: str, flag: str, allow_zero: bool = False) -> tuple[int, ...]:
+    """``"8,64,56,56"`` -> ``(8, 64, 56, 56)``; ValueError naming the flag and the text otherwise."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    low = 0 if allow_zero else 1
+    if any(value < low for value in values):
+        raise ValueError(f"{flag}: expected integers >= {low}, got {text!r}")
+    return values
+
+
+def per_dim_flag(text: str, flag: str, allow_zero: bool = False) -> tuple[int, ...] | int:
+    """An int flag, or one int per spatial dim (``"2"`` -> 2, ``"2,1"`` -> (2, 1))."""
+    values = parse_ints(text, flag, allow_zero)
+    return values[0] if len(values) == 1 else values
+
+
+def padding_flag(text: str) -> tuple[int, ...] | int | str:
+    """``--padding``: ints as for ``per_dim_flag``, or ``same`` / ``valid``."""
+    if text in ("same", "valid"):
+        return text
+    return per_dim_flag(text, "--padding", allow_zero=True)
+
+
+def with_overrides(layer: Layer, flags: Mapping[str, Any]) -> Layer:
+    """``layer`` with the hyper-parameters given on the command line replaced (None = not given)."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return layer
+    if isinstance(given.get("kernel_size"), int):
+        given["kernel_size"] = (given["kernel_size"],) * layer.dims
+    return replace(layer, name=f"{layer.name} (modified)", **given)
+
+
+def custom_layer(input_shape: tuple[int, ...], flags: Mapping[str, Any]) -> Layer:
+    """A layer from ``--input`` and the other flags (kernel 3, out channels = in channels by default)."""
+    if len(input_shape) < 3:
+        raise ValueError(
+            f"--input: expected (N, C_in, *spatial) with at least one spatial dim, got {','.join(map(str, input_shape))}"
+        )
+    dims = len(input_shape) - 2
+    kernel = flags.get("kernel_size") or 3
+    kernel_size = (kernel,) * dims if isinstance(kernel, int) else tuple(kernel)
+    if len(kernel_size) != dims:
+        raise ValueError(f"--kernel: expected 1 or {dims} integers for a {dims}-d input, got {_value(kernel)}")
+    base = Layer(
+        name="custom", input_shape=input_shape, out_channels=flags.get("out_channels") or input_shape[1],
+        kernel_size=kernel_size,
+    )
+    rest = {k: v for k, v in flags.items() if k not in ("kernel_size", "out_channels")}
+    return replace(with_overrides(base, rest), name="custom")
