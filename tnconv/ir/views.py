@@ -71,7 +71,74 @@ class Slice:
         return f"slice({self.axis}, start={self.start}, step={self.step}, count={self.count})"
 
 
-View = Union[Unflatten, Slice]
+@dataclass(frozen=True)
+class Squeeze:
+    """Drop axis ``axis``, which has size 1 (a size-1 leg removed by ``tnconv.simplify``)."""
+
+    axis: int
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.squeeze(self.axis)
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        return (*shape[: self.axis], 1, *shape[self.axis :])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Squeeze":
+        return self
+
+    def __str__(self) -> str:
+        return f"squeeze({self.axis})"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """Merge axes ``axis .. axis + len(sizes) - 1`` (of sizes ``sizes``) into one, row-major (may copy)."""
+
+    axis: int
+    sizes: tuple[Size, ...]
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.flatten(self.axis, self.axis + len(self.sizes) - 1)
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        return (*shape[: self.axis], *self.sizes, *shape[self.axis + 1 :])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Flatten":
+        return Flatten(self.axis, tuple(substitute(s, values) for s in self.sizes))
+
+    def __str__(self) -> str:
+        return f"flatten({self.axis}, {tuple(str(s) for s in self.sizes)})"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Axis ``axis`` (size ``source``) -> ``(count, size)``: ``count`` windows of ``size`` indices, ``step`` apart.
+
+    ``out[.., w, j, ..] = in[.., step*w + j, ..]`` (``Tensor.unfold``: a strided view, no copy).
+    """
+
+    axis: int
+    size: Size
+    step: Size
+    count: Size
+    source: Size
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        windows = tensor.narrow(self.axis, 0, int(self.step) * (int(self.count) - 1) + int(self.size))
+        return windows.unfold(self.axis, int(self.size), int(self.step)).movedim(-1, self.axis + 1)
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        return (*shape[: self.axis], self.source, *shape[self.axis + 2 :])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Windows":
+        fields = (self.size, self.step, self.count, self.source)
+        return Windows(self.axis, *(substitute(f, values) for f in fields))
+
+    def __str__(self) -> str:
+        return f"windows({self.axis}, size={self.size}, step={self.step}, count={self.count})"
+
+
+View = Union[Unflatten, Slice, Squeeze, Flatten, Windows]
 
 
 def source_shape(views: Sequence[View], shape: Sequence[Size]) -> tuple[Size, ...]:

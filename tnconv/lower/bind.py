@@ -13,7 +13,7 @@ import torch
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import Slice, Unflatten, source_shape
+from tnconv.ir.views import Flatten, Slice, Squeeze, Unflatten, Windows, source_shape
 
 
 def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
@@ -38,6 +38,13 @@ def axis_labels(net: Network) -> dict[str, tuple[str, ...]]:
                 current[view.axis : end] = ["(" + "*".join(current[view.axis : end]) + ")"]
             elif isinstance(view, Slice):
                 current[view.axis] = f"{current[view.axis]}[{view.start}::{view.step}]"
+            elif isinstance(view, Squeeze):
+                current.insert(view.axis, "1")
+            elif isinstance(view, Flatten):
+                merged = current[view.axis]
+                current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
+            elif isinstance(view, Windows):
+                current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
         labels[entry.name] = tuple(current)
     return labels
 

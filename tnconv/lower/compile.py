@@ -29,8 +29,14 @@ def compile(  # noqa: A001 - the public name
     with symbolic sizes gives a program that plans per call from the
     operands' shapes.
     """
+    from tnconv.passes.networksum import NetworkSum
+
+    if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
+        from tnconv.lower.sum import compile_sum
+
+        return compile_sum(net, normalize_optimize(optimize), memory_limit)
     if not isinstance(net, Network):
-        raise TypeError(f"net must be a tnconv.Network, got {type(net).__name__}")
+        raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
     if memory_limit is not None:
         if isinstance(memory_limit, bool) or not isinstance(memory_limit, int):
             raise TypeError(f"memory_limit must be an int (elements) or None, got {memory_limit!r}")

@@ -1,0 +1,1 @@
+"""Passes: pure ``Network -> Network`` transformations (differentiate, vmap, fuse, simplify) and their vocabulary."""

@@ -1,0 +1,180 @@
+"""The pass vocabulary: rules, passes, their composition, and a printable trace of rewrites.
+
+A *rule* looks at a network and either declines (``None``) or performs one
+rewrite, returning the new network and a ``Record`` that says which rule
+fired, on which tensors and legs, and which condition was proven::
+
+    dense: Pi1 [K=S=4, P=0, D=1, I%K==0] -> reshape i1 into (o1, k1) on X
+
+A ``Pass`` is a pure ``Network -> Network`` function that also reports the
+records of what it rewrote; it returns the *same object* when nothing
+changed, which is how ``fixpoint`` knows it is done. Passes compose with
+``sequence``, ``first`` (try rules in order, apply the first that fires),
+``fixpoint`` (repeat until nothing changes; raise on a loop or when it does
+not converge) and ``checked`` (run the verifier after the pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Collection, Iterable, Optional
+
+from tnconv.ir.network import Network
+from tnconv.ir.verify import verify
+
+
+@dataclass(frozen=True)
+class Record:
+    """One rewrite: ``rule`` fired on ``tensors`` / ``legs`` because ``condition`` held, doing ``effect``."""
+
+    rule: str
+    tensors: tuple[str, ...]
+    legs: tuple[str, ...]
+    condition: str
+    effect: str
+
+    def __str__(self) -> str:
+        where = ", ".join(self.tensors) if self.tensors else ", ".join(self.legs)
+        condition = f" [{self.condition}]" if self.condition else ""
+        return f"{self.rule}: {where}{condition} -> {self.effect}"
+
+
+class Trace(tuple):
+    """The records of a run of passes, in order; ``print(trace)`` shows one numbered line each."""
+
+    def __new__(cls, records: Iterable[Record] = ()) -> "Trace":
+        return super().__new__(cls, tuple(records))
+
+    def __str__(self) -> str:
+        if not self:
+            return "(no rewrites)"
+        width = len(str(len(self)))
+        return "\n".join(f"{str(n).rjust(width)}. {record}" for n, record in enumerate(self, 1))
+
+    def rules(self) -> tuple[str, ...]:
+        """The rule names, in order (handy in tests)."""
+        return tuple(record.rule for record in self)
+
+
+Rewrite = tuple[Network, Record]
+Rule = Callable[[Network], Optional[Rewrite]]
+Run = Callable[[Network], tuple[Network, Trace]]
+
+
+class NoFixpointError(RuntimeError):
+    """A fixpoint iteration looped (a network came back) or did not converge in its round limit."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named pure transformation ``Network -> Network`` that reports its rewrites.
+
+    ``pass_(net)`` returns the network; ``pass_.traced(net)`` returns
+    ``(network, Trace)``. Both return ``net`` itself when nothing changed.
+    """
+
+    name: str
+    run: Run
+
+    def __call__(self, net: Network) -> Network:
+        return self.traced(net)[0]
+
+    def traced(self, net: Network) -> tuple[Network, Trace]:
+        if not isinstance(net, Network):
+            raise TypeError(f"pass {self.name!r} takes a tnconv.Network, got {type(net).__name__}")
+        return self.run(net)
+
+
+def rule_pass(name: str, rule: Rule) -> Pass:
+    """A pass that applies ``rule`` once (or returns the network unchanged when it declines)."""
+
+    def run(net: Network) -> tuple[Network, Trace]:
+        rewrite = rule(net)
+        if rewrite is None:
+            return net, Trace()
+        result, record = rewrite
+        return result, Trace((record,))
+
+    return Pass(name, run)
+
+
+def first(name: str, *rules: Rule) -> Pass:
+    """A pass that applies the first of ``rules`` that fires (one rewrite), or changes nothing."""
+
+    def run(net: Network) -> tuple[Network, Trace]:
+        for rule in rules:
+            rewrite = rule(net)
+            if rewrite is not None:
+                return rewrite[0], Trace((rewrite[1],))
+        return net, Trace()
+
+    return Pass(name, run)
+
+
+def sequence(*passes: Pass) -> Pass:
+    """Run ``passes`` one after another; the trace is the concatenation of theirs."""
+    for item in passes:
+        if not isinstance(item, Pass):
+            raise TypeError(f"sequence takes Pass objects, got {item!r}")
+
+    def run(net: Network) -> tuple[Network, Trace]:
+        records: list[Record] = []
+        for item in passes:
+            net, trace = item.traced(net)
+            records.extend(trace)
+        return net, Trace(records)
+
+    return Pass("sequence(" + ", ".join(p.name for p in passes) + ")", run)
+
+
+def fixpoint(inner: Pass, max_rounds: int = 1000) -> Pass:
+    """Repeat ``inner`` until it returns its input unchanged.
+
+    Raises ``NoFixpointError`` when a network seen before comes back (a rewrite
+    loop) or after ``max_rounds`` rounds, naming the last rewrites.
+    """
+    if not isinstance(inner, Pass):
+        raise TypeError(f"fixpoint takes a Pass, got {inner!r}")
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+        raise ValueError(f"max_rounds must be a positive int, got {max_rounds!r}")
+
+    def run(net: Network) -> tuple[Network, Trace]:
+        records: list[Record] = []
+        seen = {net}
+        for _ in range(max_rounds):
+            result, trace = inner.traced(net)
+            if result is net:
+                return net, Trace(records)
+            records.extend(trace)
+            if result in seen:
+                raise NoFixpointError(
+                    f"fixpoint({inner.name}) loops: a network came back after {len(records)} rewrites; "
+                    f"last: {'; '.join(map(str, records[-3:]))}"
+                )
+            seen.add(result)
+            net = result
+        raise NoFixpointError(
+            f"fixpoint({inner.name}) did not converge in {max_rounds} rounds; "
+            f"last rewrites: {'; '.join(map(str, records[-3:]))}"
+        )
+
+    return Pass(f"fixpoint({inner.name})", run)
+
+
+def checked(inner: Pass) -> Pass:
+    """``inner`` followed by ``tnconv.verify`` of its result (raises ``InvariantError``)."""
+
+    def run(net: Network) -> tuple[Network, Trace]:
+        result, trace = inner.traced(net)
+        verify(result)
+        return result, trace
+
+    return Pass(f"checked({inner.name})", run)
+
+
+def fresh_leg(base: str, taken: Collection[str]) -> str:
+    """``base`` if it is free, else ``base'``, ``base''``, ... (the first name not in ``taken``)."""
+    name = base
+    while name in taken:
+        name += "'"
+    return name
