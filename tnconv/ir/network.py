@@ -280,6 +280,12 @@ class Network:
     def __str__(self) -> str:
         return self.dump()
 
+    def _repr_svg_(self) -> str:
+        """The diagram, for Jupyter (``tnconv.render.draw.to_svg``)."""
+        from tnconv.render.draw import to_svg
+
+        return to_svg(self)
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{e.name}({','.join(e.legs)})" for e in self._entries)
         return f"Network({inner} -> ({','.join(self._output)}))"
