@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from tnconv.ir.network import Network
-from tnconv.ir.tensors import IndexPattern, Kind
+from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.plan import Optimize, Plan, plan_pairwise
 
 Int = int
@@ -212,13 +212,10 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
     """Lower a concrete network; with an explicit path every structured tensor is built densely."""
     entries = net.entries
     sizes = {leg: int(size) for leg, size in net.sizes.items()}
-    roles: dict[int, str] = {}
-    if not isinstance(optimize, tuple):
-        for position, entry in enumerate(entries):
-            if isinstance(entry.kind, IndexPattern):
-                roles[position] = _role(net, position)
+    gathered, folds = _classify(net) if not isinstance(optimize, tuple) else ([], [])
+    consumed = {p for p, _ in gathered} | set(folds)
     data = tuple(p for p, e in enumerate(entries) if not e.structured)
-    built_positions = tuple(p for p, e in enumerate(entries) if e.structured and roles.get(p, "dense") == "dense")
+    built_positions = tuple(p for p, e in enumerate(entries) if e.structured and p not in consumed)
     built = tuple((p, entries[p].kind, tuple(sizes[l] for l in entries[p].legs)) for p in built_positions)
     order = sorted(data + built_positions)
     slot = {position: n for n, position in enumerate(order)}
@@ -226,11 +223,8 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
     legs = [list(entries[p].legs) for p in order]
     constants: list[tuple[str, object]] = [("dense", (kind, shape)) for _, kind, shape in built]
     gathers, cost, largest = [], 0, 0
-    for position, role in roles.items():
-        if role != "gather":
-            continue
+    for position, host in gathered:
         k, o, i = entries[position].legs
-        host = next(q for q in net.tensors_on(i) if q != position)
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         index = -1
         if window.mode != "zeros":
@@ -243,7 +237,6 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
         host_legs.append(k)
         size = _size(host_legs, sizes)
         cost, largest = cost + size, max(largest, size)
-    folds = [p for p, role in roles.items() if role == "fold"]
     rest_output = _rest_output(net, folds, legs)
     plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
     cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
@@ -265,7 +258,7 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
         current = [leg for leg in current if leg not in (k, o)] + ([k, i] if keep_k else [i])
         cost, largest = cost + source, max(largest, source, _size(current, sizes))
     permutation = tuple(current.index(leg) for leg in net.output)
-    dense = tuple(entries[p].name for p in roles if roles[p] == "dense")
+    dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
     return Lowering(
         data, sources, tuple(gathers), plan, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
@@ -273,27 +266,47 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
     )
 
 
-def _role(net: Network, position: int) -> str:
-    """``"gather"``, ``"fold"`` or ``"dense"``: how the pattern at ``position`` is lowered."""
-    entry = net.entries[position]
-    legs = entry.legs
-    window = entry.kind
-    assert isinstance(window, IndexPattern)
-    if len(set(legs)) != 3 or min(int(net.size(leg)) for leg in legs) < 1:
-        return "dense"
-    for leg in legs:
-        if any(isinstance(net.entries[q].kind, IndexPattern) for q in net.tensors_on(leg) if q != position):
-            return "dense"
-    k, o, i = legs
-    others = [q for q in net.tensors_on(i) if q != position]
-    if len(others) == 1 and i not in net.output:
-        host = net.entries[others[0]]
-        if host.legs.count(i) == 1 and k not in host.legs and o not in host.legs:
-            return "gather"
-    if not others and i in net.output and o not in net.output:
-        if any(q != position for q in net.tensors_on(o)):
-            return "fold"
-    return "dense"
+def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int]]:
+    """Which patterns gather into which tensor (in application order) and which fold; the rest are dense.
+
+    Gathers are found repeatedly, following each host's legs as gathers change them, so
+    that a pattern whose input leg is another pattern's output (a chain) gathers too.
+    """
+    entries = net.entries
+    hosts = {p: list(e.legs) for p, e in enumerate(entries) if not isinstance(e.kind, IndexPattern)}
+    patterns = [p for p, e in enumerate(entries) if isinstance(e.kind, IndexPattern)]
+    pending = [p for p in patterns if len(set(entries[p].legs)) == 3 and min(net.size(l) for l in entries[p].legs) >= 1]
+    stuck = [p for p in patterns if p not in pending]
+    gathers: list[tuple[int, int]] = []
+
+    def on_other_patterns(leg: str, position: int) -> bool:
+        return any(leg in entries[q].legs for q in pending + stuck if q != position)
+
+    changed = True
+    while changed:
+        changed = False
+        for p in list(pending):
+            k, o, i = entries[p].legs
+            on = [q for q, legs in hosts.items() if i in legs]
+            if i in net.output or len(on) != 1 or on_other_patterns(i, p):
+                continue
+            host = hosts[on[0]]
+            if host.count(i) != 1 or k in host or o in host:
+                continue
+            host[host.index(i)] = o
+            host.append(k)
+            gathers.append((p, on[0]))
+            pending.remove(p)
+            changed = True
+    folds = []
+    for p in pending:
+        k, o, i = entries[p].legs
+        if any(on_other_patterns(leg, p) for leg in (k, o, i)) or i not in net.output or o in net.output:
+            continue
+        if any(i in legs for legs in hosts.values()) or not any(o in legs for legs in hosts.values()):
+            continue
+        folds.append(p)
+    return gathers, folds
 
 
 def _rest_output(net: Network, folds: list[int], legs: list[list[str]]) -> tuple[str, ...]:
