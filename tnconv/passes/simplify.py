@@ -40,15 +40,20 @@ def simplify(net: Value) -> Value:
 def simplify_traced(net: Value) -> tuple[Value, Trace]:
     """``(simplify(net), trace)``: the trace lists each rewrite (rule, tensors, proven condition, effect)."""
     if isinstance(net, NetworkSum):
-        results = [_simplify(term) for term in net.terms]
+        results = [_simplify_one(term) for term in net.terms]
         if all(result is term for (result, _), term in zip(results, net.terms)):
             return net, Trace()
         return NetworkSum(result for result, _ in results), Trace(r for _, trace in results for r in trace)
     if not isinstance(net, Network):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
-    return _simplify(net)
+    return _simplify_one(net)
+
+
+def _simplify_one(net: Network) -> tuple[Network, Trace]:
+    result, trace = _cached(net)
+    return (net, trace) if not trace else (result, trace)  # unchanged: this very object, not an equal one
 
 
 @lru_cache(maxsize=512)
-def _simplify(net: Network) -> tuple[Network, Trace]:
+def _cached(net: Network) -> tuple[Network, Trace]:
     return SIMPLIFY.traced(net)

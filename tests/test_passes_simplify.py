@@ -1,0 +1,184 @@
+"""simplify: value preserved on random conv layers and networks, idempotence, per-case FLOP bounds, traces."""
+
+from __future__ import annotations
+
+import sympy
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from network_strategies import ConvCase, conv_cases, conv_net, dense_value, networks, operands
+
+import tnconv
+from tnconv.ir.network import Network, Tensor
+from tnconv.ir.tensors import Data, Identity, IndexPattern, Ones, PatternSum
+from tnconv.ir.views import Unflatten
+from tnconv.passes.simplify import simplify, simplify_traced
+
+OPS = ("forward", "input_vjp", "weight_vjp", "unfold")
+
+
+def _check(net: Network, seed: int = 0) -> Network:
+    """Simplify ``net``; check verify, idempotence (same object) and the value (compiled vs dense reference)."""
+    simple, trace = simplify_traced(net)
+    tnconv.verify(simple)
+    assert simplify(simple) is simple
+    if not trace:
+        assert simple is net
+    values = operands(net, seed)
+    expected = dense_value(net, values)
+    got = tnconv.compile(simple)(**{name: values[name] for name in simple.operands})
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(dense_value(simple, values), expected, rtol=1e-10, atol=1e-10)
+    return simple
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases(), st.sampled_from(OPS), st.integers(0, 100))
+def test_simplify_preserves_conv_routines(case: ConvCase, op: str, seed: int) -> None:
+    simple = _check(conv_net(case, op), seed)
+    for entry in simple.entries:  # a pattern survives only where no exact rule applies
+        if isinstance(entry.kind, IndexPattern) and op == "forward":
+            p, outputs = entry.kind, simple.size(entry.legs[1])
+            reads_padding = p.pad_left > 0 or p.stride * (outputs - 1) + p.dilation * (p.kernel_size - 1) >= p.input_size
+            overlaps = p.dilation * (p.kernel_size - 1) >= p.stride and outputs > 1
+            assert reads_padding or overlaps, simple.dump()
+
+@settings(max_examples=60, deadline=None)
+@given(networks(), st.integers(0, 100))
+def test_simplify_preserves_random_networks(net: Network, seed: int) -> None:
+    _check(net, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(conv_cases(padded=False), st.integers(0, 100))
+def test_simplify_unpadded_nonoverlapping_has_no_pattern(case: ConvCase, seed: int) -> None:
+    """Every unpadded conv whose taps of neighbouring outputs do not overlap loses all its patterns."""
+    simple = _check(conv_net(case), seed)
+    nonoverlapping = all(d * (k - 1) < s or o == 1 or k == 1 for k, s, d, o in zip(case.kernel, case.stride, case.dilation, case.output_size))
+    if nonoverlapping:
+        assert not any(isinstance(e.kind, IndexPattern) for e in simple.entries), simple.dump()
+        assert tnconv.compile(simple).flops <= case.direct_flops()
+
+
+def _case(n, c_in, size, c_out, kernel, stride, groups=1) -> ConvCase:
+    dims = len(size)
+    return ConvCase((n, c_in, *size), c_out, (kernel,) * dims, (stride,) * dims, ((0, 0),) * dims, (1,) * dims, groups)
+
+
+def _no_pattern_and_cheap(case: ConvCase, rule: str) -> str:
+    net = conv_net(case)
+    simple, trace = simplify_traced(net)
+    assert rule in trace.rules()
+    assert not any(isinstance(e.kind, (IndexPattern, PatternSum)) for e in simple.entries), simple.dump()
+    assert tnconv.compile(simple).flops <= case.direct_flops()
+    _check(net)
+    return str(trace)
+
+
+def test_dense_vit_patchify_16x16_stride_16() -> None:
+    text = _no_pattern_and_cheap(_case(2, 3, (64, 48), 8, 16, 16), "dense")
+    assert "dense: Pi1 [K=S=16, P=0, D=1, I%K==0 (I=64=S*O)] -> reshape i1 into (o1, k1) on X" in text
+
+
+def test_dense_convnext_stem_4x4_stride_4() -> None:
+    _no_pattern_and_cheap(_case(2, 3, (32, 32), 6, 4, 4), "dense")
+
+
+def test_dense_with_trailing_pixels_sliced_first() -> None:
+    text = _no_pattern_and_cheap(_case(1, 2, (30,), 3, 4, 4), "dense")
+    assert text.splitlines()[0].startswith("1. unused pixels: Pi1")
+    assert "slice i1 to pixels [0, 0 + 28) on X" in text
+
+
+def test_downsampling_1x1_stride_2() -> None:
+    _no_pattern_and_cheap(_case(2, 4, (9, 8), 5, 1, 2), "downsampling")
+
+
+def test_downsampling_kernel_smaller_than_stride() -> None:
+    _no_pattern_and_cheap(_case(2, 3, (11, 12), 4, 2, 3), "downsampling")
+
+
+def test_1x1_conv_grouped_3d() -> None:
+    case = ConvCase((2, 4, 3, 5, 2), 6, (1, 1, 1), (1, 1, 1), ((0, 0),) * 3, (1, 1, 1), 2)
+    _no_pattern_and_cheap(case, "1x1")
+
+
+def test_kernel_covering_the_input() -> None:
+    _no_pattern_and_cheap(_case(2, 3, (5, 5), 4, 5, 1), "kernel covers input")
+
+
+def test_padded_conv_keeps_its_patterns() -> None:
+    net = tnconv.conv_network("forward", (1, 2, 7, 7), 3, out_channels=2, padding=1, simplify=False)
+    assert simplify(net) is net
+
+
+def test_trace_reads_like_a_derivation() -> None:
+    net = conv_net(_case(1, 2, (8,), 3, 1, 1))
+    _, trace = simplify_traced(net)
+    assert trace.rules() == ("1x1", "squeeze")
+    lines = str(trace).splitlines()
+    assert lines[0] == "1. 1x1: Pi1 [K=S=1, P=0, I=O=8] -> reshape i1 into (o1, k1) on X + identities; drop Pi1"
+    assert lines[1] == "2. squeeze: X, W [k1 has size 1, summed] -> drop k1 from X, W"
+
+
+def test_pattern_sum_for_kfac_reduce_like_network() -> None:
+    pattern = IndexPattern(7, 3, 1, 1, 1)
+    net = Network(
+        [Tensor("X", ("n", "c", "i")), Tensor("Pi", ("k", "o", "i"), pattern)],
+        ("n", "c", "k"),
+        {"n": 2, "c": 3, "i": 7, "k": 3, "o": 7},
+    )
+    simple, trace = simplify_traced(net)
+    assert trace.rules() == ("pattern sum",)
+    assert simple.entries[1].kind == PatternSum(pattern) and simple.entries[1].legs == ("k", "i")
+    _check(net)
+
+
+def test_dense_on_symbolic_sizes_when_divisibility_is_known() -> None:
+    m = sympy.Symbol("m", integer=True, positive=True)
+    pattern = IndexPattern(4 * m, 4, 4)
+    net = Network(
+        [Tensor("X", ("n", "i")), Tensor("Pi", ("k", "o", "i"), pattern), Tensor("W", ("c", "k"))],
+        ("n", "c", "o"),
+        {"i": 4 * m, "k": 4, "o": pattern.output_size},
+    )
+    simple, trace = simplify_traced(net)
+    assert trace.rules() == ("dense",)
+    assert simple.entries[0].kind == Data((Unflatten(1, (m, 4)),))
+    _check(simple.substitute({"m": 3, "n": 2, "c": 2}))
+    i = sympy.Symbol("i", integer=True, positive=True)
+    unproven = Network(
+        [Tensor("X", ("n", "i")), Tensor("Pi", ("k", "o", "i"), IndexPattern(i, 4, 4)), Tensor("W", ("c", "k"))],
+        ("n", "c", "o"),
+        {"k": 4, "o": IndexPattern(i, 4, 4).output_size},
+    )
+    assert simplify(unproven) is unproven  # I % 4 == 0 cannot be proven
+
+def test_identity_removal_and_squeeze_and_merge() -> None:
+    net = Network(
+        [
+            Tensor("A", ("a", "b", "c")),
+            Tensor("delta", ("c", "d"), Identity()),
+            Tensor("B", ("a", "b", "d", "e")),
+            Tensor("one", ("e",), Ones()),
+        ],
+        ("d",),
+        {"a": 2, "b": 3, "c": 4, "d": 4, "e": 1},
+    )
+    simple, trace = simplify_traced(net)
+    assert trace.rules() == ("identity", "squeeze", "merge parallel legs")
+    assert [e.name for e in simple.entries] == ["A", "B"]
+    assert simple.legs("A") == ("(a,b)", "d")
+    _check(net)
+
+
+def test_identity_between_two_output_legs_stays() -> None:
+    net = Network([Tensor("delta", ("a", "b"), Identity()), Tensor("X", ("c",))], ("a", "b", "c"), {"a": 3, "b": 3, "c": 2})
+    assert simplify(net) is net
+
+
+def test_simplify_rejects_non_networks() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="net must be"):
+        simplify("ij->i")
