@@ -83,8 +83,8 @@ def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int 
 
 
 def run(op: str, hyper: ConvHyper, **operands: torch.Tensor) -> torch.Tensor:
-    """Compile (cached) and call the derived network ``op`` of the layer."""
-    return compile_network(network(op, hyper))(**operands)
+    """Compile (cached) and call the derived network ``op`` of the layer; the result is contiguous."""
+    return compile_network(network(op, hyper))(**operands).contiguous()
 
 
 def factor_shape(hyper: ConvHyper) -> tuple[int, int, int]:
@@ -312,7 +312,7 @@ def spatial_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: to
         valid = valid[..., None, :] & (outputs >= 0) if d else outputs >= 0
     us = v.flatten(2)[:, :, location] * valid.to(x.dtype)  # (N, C_out, *K, P)
     net = kept_pixels_network(hyper, int(coords.shape[0]))
-    return compile_network(net)(X=xs, U=us).reshape(hyper.weight_shape) / keep
+    return compile_network(net)(X=xs, U=us).contiguous().reshape(hyper.weight_shape) / keep
 
 
 def contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
