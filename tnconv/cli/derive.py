@@ -96,18 +96,21 @@ def _network(op: str, layer: Layer, simplify: bool) -> Network:
 
 
 def simplify_traced(net: Network) -> tuple[Network, tuple[str, ...]]:
-    """``tnconv.simplify`` with the list of rewrites it made, one line each."""
-    from tnconv.passes.simplify import simplify
+    """``tnconv.simplify`` with the rewrites it made, one line each (``tnconv.passes.simplify.simplify_traced``)."""
+    from tnconv.passes.simplify import simplify_traced as traced
 
-    traced = getattr(simplify, "traced", None)
-    if traced is None:
-        return simplify(net), ()
     result, trace = traced(net)
     return result, tuple(str(record) for record in trace)
 
 
-def derive(routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True) -> Derivation:
-    """Build, simplify (traced) and compile routine ``routine`` of ``layer``."""
+def derive(
+    routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True, columns: int = reference.GGN_COLUMNS
+) -> Derivation:
+    """Build, simplify (traced) and compile routine ``routine`` of ``layer``.
+
+    ``columns`` is M, the number of columns of the GGN factorisation (the
+    ``m`` leg, left symbolic by ``conv_network("diag_ggn", ...)``).
+    """
     op, layer = resolve(routine, layer)
     hyper = hyper_of(layer, op)
     stages: list[Stage] = []
@@ -117,11 +120,16 @@ def derive(routine: str, layer: Layer, optimize: str = "auto", simplify: bool = 
         stages.append(Stage(f"derived: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
     else:
         stages.append(Stage(f"built: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
+    if not stages[-1].network.is_concrete:
+        symbols = sorted(symbol.name for symbol in stages[-1].network.symbols)
+        if symbols != ["m"]:
+            raise ValueError(f"routine {routine!r} left sizes {symbols} unknown; only m (GGN columns) is expected")
+        stages.append(Stage(f"sizes: m={columns} (--ggn-columns)", stages[-1].network.substitute({"m": columns})))
     if simplify:
         result, rewrites = simplify_traced(stages[-1].network)
         stages.append(Stage("pass: simplify", result, rewrites))
     program = compile_network(stages[-1].network, optimize)
-    return Derivation(routine, op, layer, hyper, tuple(stages), program)
+    return Derivation(routine, op, layer, hyper, tuple(stages), program, {"ggn_columns": columns})
 
 
 def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
@@ -130,7 +138,7 @@ def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
     why_not = reference.supported(hyper)
     if why_not is not None:
         raise ValueError(f"--check: {why_not}")
-    operands = reference.operands(derivation.op, hyper, torch.float64, seed)
+    operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.extra["ggn_columns"])
     expected = reference.implementation(derivation.op, hyper)(operands)
     program = derivation.program
     got = program(**{name: operands[name] for name in program.operands})
@@ -170,7 +178,7 @@ def bench(
     why_not = reference.supported(hyper)
     if why_not is not None:
         raise ValueError(f"--bench: {why_not}")
-    operands = reference.operands(derivation.op, hyper, dtype)
+    operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.extra["ggn_columns"])
     program = derivation.program
     ours = {name: operands[name] for name in program.operands}
     baseline = reference.implementation(derivation.op, hyper)

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-diagram", action="store_true", help="write no diagram")
     out.add_argument("--no-simplify", action="store_true", help="skip the simplify pass")
     out.add_argument("--optimize", default="auto", help="opt_einsum path optimizer (default auto)")
+    out.add_argument("--ggn-columns", type=_flag(_positive, "--ggn-columns"), default=10,
+                     help="diag-ggn: M, columns of the GGN factorisation (default 10)")
     out.add_argument("--check", action="store_true", help="compare with PyTorch in float64")
     out.add_argument("--bench", action="store_true", help="time against the PyTorch implementation")
     out.add_argument("--repeats", type=_flag(_positive, "--repeats"), default=10, help="timed runs for --bench")
@@ -189,7 +191,9 @@ def _progress(stream: TextIO):
 
 def run_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     layer = _layer(args)
-    derivation = derive(args.routine, layer, optimize=args.optimize, simplify=not args.no_simplify)
+    derivation = derive(
+        args.routine, layer, optimize=args.optimize, simplify=not args.no_simplify, columns=args.ggn_columns
+    )
     report = _report(derivation)
     if not args.json:
         _print_derivation(report, derivation.layer, out)

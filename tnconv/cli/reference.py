@@ -23,7 +23,7 @@ from tnconv.conv.hyper import ConvHyper
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-DIAG_GGN_COLUMNS = 3  # M, the columns of the GGN factorisation drawn for diag_ggn
+GGN_COLUMNS = 10  # M, the columns of the GGN factorisation for diag_ggn (e.g. 10 classes)
 
 Operands = dict[str, torch.Tensor]
 
@@ -139,8 +139,11 @@ def _weight_like(hyper: ConvHyper, x: torch.Tensor) -> torch.Tensor:
     return torch.empty(hyper.weight_shape, dtype=x.dtype, device=x.device)
 
 
-def operands(op: str, hyper: ConvHyper, dtype: torch.dtype, seed: int = 0) -> Operands:
-    """Random operands for routine ``op``: ``X`` (layer input), ``W`` (torch weight), ``V`` (output gradient)."""
+def operands(op: str, hyper: ConvHyper, dtype: torch.dtype, seed: int = 0, columns: int = GGN_COLUMNS) -> Operands:
+    """Random operands for ``op``: ``X`` (layer input), ``W`` (torch weight), ``V`` (output gradient).
+
+    For ``diag_ggn``, ``V`` is ``(columns, N, C_out, *O)``: the columns of a GGN factorisation.
+    """
     generator = torch.Generator().manual_seed(seed)
 
     def draw(shape: tuple[int, ...]) -> torch.Tensor:
@@ -158,7 +161,7 @@ def operands(op: str, hyper: ConvHyper, dtype: torch.dtype, seed: int = 0) -> Op
             result["W"] = draw(hyper.weight_shape)
         else:
             shape = hyper.output_shape
-            result["V"] = draw((DIAG_GGN_COLUMNS, *shape) if op == "diag_ggn" else shape)
+            result["V"] = draw((columns, *shape) if op == "diag_ggn" else shape)
     return result
 
 
