@@ -82,7 +82,9 @@ class Fold(Module):
         self, output_size: Size, kernel_size: Size, dilation: Size = 1, padding: PaddingArg = 0, stride: Size = 1
     ) -> None:
         super().__init__()
-        _check_window(output_size=output_size, kernel_size=kernel_size, dilation=dilation, padding=padding, stride=stride)
+        _check_window(
+            output_size=output_size, kernel_size=kernel_size, dilation=dilation, padding=padding, stride=stride
+        )
         self.output_size = output_size
         self.kernel_size = kernel_size
         self.dilation = dilation

@@ -67,8 +67,8 @@ class ConvTransposeNd(ConvBase):
             )
         totals = padding_totals(self.padding, self.kernel_size, self.dilation)
         smallest = [
-            (input.shape[leading + d] - 1) * self.stride[d] - totals[d] + self.dilation[d] * (self.kernel_size[d] - 1) + 1
-            for d in range(dims)
+            (i - 1) * s - total + d * (k - 1) + 1
+            for i, s, total, d, k in zip(input.shape[leading:], self.stride, totals, self.dilation, self.kernel_size)
         ]
         largest = [low + s - 1 for low, s in zip(smallest, self.stride)]
         if any(not low <= size <= high for size, low, high in zip(sizes, smallest, largest)):
