@@ -206,6 +206,11 @@ def conv_network(
     )
     if op in ("forward", "input_vjp", "weight_vjp") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
+    return routine(op, hyper, simplify)
+
+
+def routine(op: str, hyper: ConvHyper, simplify: bool) -> Network:
+    """``build(op, hyper)``, simplified by ``tnconv.simplify`` when ``simplify``."""
     net = build(op, hyper)
     if simplify:
         from tnconv.passes.simplify import simplify as simplify_network
