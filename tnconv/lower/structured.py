@@ -24,7 +24,7 @@ they are materialized (``K * I`` numbers) and contracted like any tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -111,24 +111,24 @@ class Lowering:
     plan: Plan
     folds: tuple[Fold, ...]
     permutation: tuple[int, ...] | None
-    constants: tuple[tuple[str, object], ...]
+    constants: tuple[tuple[str, object], ...] = field(compare=False)
     flops: int
     largest_intermediate: int
     dense: tuple[str, ...]
 
     def make_constants(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """Build the dense structured tensors (in ``dtype``) and the index maps (int64), on ``device``."""
+        """The dense structured tensors (in ``dtype``) and the index maps (int64), on ``device``.
+
+        Index maps were computed when lowering (on the CPU, outside any trace), so that
+        building constants under ``torch.compile`` runs no data-dependent operation.
+        """
         made = []
         for what, payload in self.constants:
             if what == "dense":
                 kind, shape = payload  # type: ignore[misc]
                 made.append(kind.materialize(shape, dtype, device))
-            elif what == "pad":
-                made.append(_pad_index(payload, device))  # type: ignore[arg-type]
-            elif what == "target":
-                made.append(_fold_target(*payload, device))  # type: ignore[misc]
             else:
-                made.append(_fold_selection(payload, device))  # type: ignore[arg-type]
+                made.append(payload.to(device))  # type: ignore[union-attr]
         return tuple(made)
 
     def execute(self, data: Sequence[torch.Tensor], constants: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -187,23 +187,25 @@ def apply_fold(
     return result
 
 
-def _pad_index(window: Window, device: torch.device) -> torch.Tensor:
+def _pad_index(window: Window) -> torch.Tensor:
     """For each padded position ``j`` in ``[0, I + P_left + P_right)``, the input pixel it reads."""
     padded = window.input_size + window.pad_left + window.pad_right
     whole = IndexPattern(window.input_size, padded, 1, window.pad_left, window.pad_right, 1, window.mode)
-    index, _ = whole.positions(device)
+    index, _ = whole.positions(torch.device("cpu"))
     return index[:, 0].contiguous()
 
 
-def _fold_target(window: Window, keep_k: bool, device: torch.device) -> torch.Tensor:
-    index, valid = window.pattern().positions(device)
+def _fold_target(window: Window, keep_k: bool) -> torch.Tensor:
+    """For each ``(k, o)`` inside the input (flattened), its pixel ``i`` (``k * I + i`` when ``k`` is kept)."""
+    index, valid = window.pattern().positions(torch.device("cpu"))
     if keep_k:
-        index = index + window.input_size * torch.arange(window.kernel_size, device=device)[:, None]
+        index = index + window.input_size * torch.arange(window.kernel_size)[:, None]
     return index.flatten()[valid.flatten()].contiguous()
 
 
-def _fold_selection(window: Window, device: torch.device) -> torch.Tensor:
-    _, valid = window.pattern().positions(device)
+def _fold_selection(window: Window) -> torch.Tensor:
+    """The flattened ``(k, o)`` that read a pixel inside the input (zero padding drops the rest)."""
+    _, valid = window.pattern().positions(torch.device("cpu"))
     return valid.flatten().nonzero().flatten()
 
 
@@ -228,7 +230,7 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         index = -1
         if window.mode != "zeros":
-            constants.append(("pad", window))
+            constants.append(("index", _pad_index(window)))
             index = len(constants) - 1
         host_legs = legs[slot[host]]
         axis = host_legs.index(i)
@@ -246,11 +248,11 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
         k, o, i = entries[position].legs
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         keep_k = k in net.output
-        constants.append(("target", (window, keep_k)))
+        constants.append(("index", _fold_target(window, keep_k)))
         target = len(constants) - 1
         selection = -1
         if window.mode == "zeros" and not _all_inside(window):
-            constants.append(("selection", window))
+            constants.append(("index", _fold_selection(window)))
             selection = len(constants) - 1
         k_axis = current.index(k) if k in current else -1
         fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
