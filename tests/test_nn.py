@@ -272,6 +272,22 @@ def test_unbatched_input():
     close(ours_t(x, output_size=[4, 12]), theirs_t(x, output_size=[4, 12]))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_modules_match_torch():
+    for torch_cls, cls, kwargs in [
+        (torch.nn.Conv2d, nn.Conv2d, {"padding": 1, "groups": 2, "padding_mode": "circular"}),
+        (torch.nn.ConvTranspose2d, nn.ConvTranspose2d, {"stride": 2, "output_padding": 1, "groups": 2}),
+    ]:
+        torch.manual_seed(0)
+        theirs = torch_cls(4, 6, 3, **kwargs, device="cuda", dtype=DOUBLE)
+        torch.manual_seed(0)
+        same_parameters(cls(4, 6, 3, **kwargs, device="cuda", dtype=DOUBLE), theirs)
+        ours = cls.from_torch(theirs)
+        assert ours.weight.device.type == "cuda"
+        x = torch.randn(2, 4, 7, 6, device="cuda", dtype=DOUBLE)
+        compare_gradients(ours, theirs, x)
+
+
 def test_conv_transpose_output_size_forms_and_errors():
     torch.manual_seed(0)
     theirs = torch.nn.ConvTranspose2d(2, 2, 3, stride=(2, 3), padding=1, dtype=DOUBLE)
