@@ -29,7 +29,7 @@ import torch
 
 from tnconv.conv.derived import kept_pixels_network, network
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import build as build_routine
+from tnconv.conv.networks import routine
 from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.compile import compile as compile_network
 
@@ -82,9 +82,9 @@ def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int 
         )
 
 
-def run(op: str, hyper: ConvHyper, **operands: torch.Tensor) -> torch.Tensor:
+def run(op: str, hyper: ConvHyper, columns: int | None = None, **operands: torch.Tensor) -> torch.Tensor:
     """Compile (cached) and call the derived network ``op`` of the layer; the result is contiguous."""
-    return compile_network(network(op, hyper))(**operands).contiguous()
+    return compile_network(network(op, hyper, True, columns))(**operands).contiguous()
 
 
 def factor_shape(hyper: ConvHyper) -> tuple[int, int, int]:
@@ -156,7 +156,7 @@ def diag_ggn_weight(
     sqrt_ggn = check_tensor(sqrt_ggn, "sqrt_ggn", ndim=ndim, min_ndim=4)
     hyper = layer(x, kernel_size, sqrt_ggn.shape[2], stride, padding, dilation, groups, transposed, output_padding)
     check_output(sqrt_ggn, "sqrt_ggn", hyper, leading=1)
-    return run("diag_ggn", hyper, X=x, V=sqrt_ggn).reshape(hyper.weight_shape)
+    return run("diag_ggn", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn).reshape(hyper.weight_shape)
 
 
 def sqrt_ggn(
@@ -284,7 +284,7 @@ def channel_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: to
     small = conv_hyper(
         tuple(xs.shape), hyper.kernel_size, vs.shape[1], hyper.stride, hyper.padding, hyper.dilation, len(chosen)
     )
-    vjp = compile_network(build_routine("weight_vjp", small))(X=xs, V=vs)  # (A, C_out/G, L, *K)
+    vjp = compile_network(routine("weight_vjp", small, True))(X=xs, V=vs)  # (A, C_out/G, L, *K)
     values = vjp.transpose(1, 2) * weight.reshape(*weight.shape, *([1] * (vjp.ndim - 2)))
     result.index_put_((chosen[:, None].expand_as(channels), channels), values, accumulate=True)
     return result.transpose(1, 2).reshape(hyper.weight_shape)

@@ -1,21 +1,25 @@
 """Second-order conv routines derived from the conv diagram (``conv_network`` ops kfac_expand, ...).
 
-Each network is built from the plain routines of ``tnconv.conv.networks``
-(unfold, forward, weight VJP) by editing the diagram:
+Each network is derived from the plain routines of ``tnconv.conv.networks``
+with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
 
-- ``kfac_expand``: the unfolded input ``U[n,g,c_in,k..,t..]`` contracted with a
-  second copy of itself over ``n`` and the output locations ``t`` (the
-  Gram matrix of the patches), output ``(g, c_in, k.., c_in_2, k_2..)``.
-- ``kfac_reduce``: the same, but each copy sums its own ``t`` before the two
-  meet; the locations then sit on the index patterns alone, so ``simplify``
-  replaces ``sum_o Pi`` by the small ``PatternSum`` and the unfolded input is
-  never formed.
-- ``per_sample_grad``: the weight VJP with the batch leg ``n`` kept in the
-  output, ``(n, *weight legs)``.
-- ``diag_ggn``: the per-sample weight VJP with an extra leg ``m`` on ``V``
-  (the columns of a symmetric factorisation of the output GGN, ``(M, N, C_out, *O)``),
-  multiplied with a second copy of itself and summed over ``m, n``:
-  ``sum_{m,n} J[m,n,w]^2`` as one network (output: the weight legs).
+- ``kfac_expand``: a two-tensor network ``U[n,g,c_in,k..,t..] U[n,g,c_in_2,k_2..,t..]``
+  (the Gram matrix of the patches over samples ``n`` and output locations
+  ``t``) with both ``U`` fused with the unfold network: two copies of ``X``
+  whose ``n`` and location legs are tied. Output ``(g, c_in, k.., c_in_2, k_2..)``.
+- ``kfac_reduce``: the same, but each copy keeps its own locations ``t``,
+  ``t_2``, summed inside the copy. The locations then sit on the index
+  patterns alone, so ``simplify`` turns ``sum_o Pi`` into the small
+  ``PatternSum`` ``(K, I)`` and the unfolded input is never formed. (For a
+  transposed layer the locations are the patterns' ``i`` legs; their sum is a
+  ``(K, O)`` 0/1 matrix that the contraction forms from the small pattern.)
+- ``per_sample_grad``: the derivative w.r.t. ``W`` of the per-sample
+  linearised loss ``l[n] = sum V[n,..] Y[n,..]`` with ``Y`` fused with the
+  forward network: the weight VJP with the batch leg kept, ``(n, *weight legs)``.
+- ``diag_ggn``: ``per_sample_grad`` vmapped over the GGN columns (leg ``m``
+  on ``V``, which then holds ``sqrt_ggn`` ``(M, N, C_out, *O)``), and a
+  network ``J[m,n,w] J[m,n,w] -> w`` with both ``J`` fused with it: the square
+  (not multilinear in ``V``) is the product of two copies, summed over ``m, n``.
 
 The scalings of the KFAC factors (``1/(N*T)``, ``1/(N*T^2)``) are applied by
 ``tnconv.curvature``, which reshapes the outputs to ``(G, d, d)`` and torch shapes.
@@ -29,14 +33,19 @@ from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.networks import build as build_routine
 from tnconv.conv.networks import spatial_legs
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.tensors import Data, IndexPattern, PatternSum
+from tnconv.ir.sizes import Size, leg_symbol
+from tnconv.ir.tensors import Data
 from tnconv.ir.views import Unflatten
+from tnconv.passes.differentiate import differentiate
+from tnconv.passes.fuse import fuse
+from tnconv.passes.simplify import simplify as simplify_network
+from tnconv.passes.vmap import vmap
 
 OPS = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
 
 
 def second(leg: str) -> str:
-    """The name of ``leg`` on the second copy of a network (``c_in`` -> ``c_in_2``)."""
+    """The name of ``leg`` on the second copy (``c_in`` -> ``c_in_2``)."""
     return f"{leg}_2"
 
 
@@ -46,80 +55,63 @@ def layer_legs(hyper: ConvHyper) -> tuple[tuple[str, ...], tuple[str, ...], tupl
     return (o, i, k) if hyper.transposed else (i, o, k)
 
 
-def copy(net: Network, shared: set[str]) -> Network:
-    """``net`` with every leg not in ``shared`` renamed by ``second``."""
-    return net.rename({leg: second(leg) for leg in net.all_legs if leg not in shared})
-
-
-def join(first: Network, other: Network, output: tuple[str, ...]) -> Network:
-    """The product of two networks that share some legs, with the given output."""
-    sizes = {**first.sizes, **other.sizes}
-    return Network((*first.entries, *other.entries), output, sizes)
-
-
 def kfac_network(hyper: ConvHyper, reduce: bool) -> Network:
-    """The patch Gram matrix ``sum_{n,t} U U'`` (expand) or ``sum_n (sum_t U)(sum_t U')`` (reduce)."""
+    """``sum_{n,t} U U_2`` (expand) or ``sum_n (sum_t U)(sum_t U_2)`` (reduce), ``U`` the unfolded input."""
     unfold = build_routine("unfold", hyper)
-    x_legs, y_legs, k_legs = layer_legs(hyper)
-    shared = {"n", "g"} if reduce else {"n", "g", *y_legs}
-    other = copy(unfold, shared)
-    factor = ("g", "c_in", *k_legs)
-    net = join(unfold, other, (*factor, *(second(leg) for leg in factor[1:])))
-    return sum_patterns(net) if reduce else net
+    patch = unfold.output  # (n, g, c_in, k.., t..)
+    _, locations, kernel = layer_legs(hyper)
+    untied = ("c_in", *kernel, *(locations if reduce else ()))
+    other = tuple(second(leg) if leg in untied else leg for leg in patch)
+    sizes = {**unfold.sizes, **{second(leg): unfold.size(leg) for leg in untied}}
+    gram = Network(
+        (Tensor("U", patch), Tensor("U", other)),
+        ("g", "c_in", *kernel, second("c_in"), *map(second, kernel)),
+        {leg: sizes[leg] for leg in {*patch, *other}},
+    )
+    return fuse(gram, "U", unfold)
 
 
-def sum_patterns(net: Network) -> Network:
-    """Replace each pattern whose output leg ``o`` is on no other tensor by ``PatternSum`` (legs ``(k, i)``)."""
-    entries = []
-    for entry in net.entries:
-        if isinstance(entry.kind, IndexPattern) and len(net.tensors_on(entry.legs[1])) == 1:
-            k, o, i = entry.legs
-            if o not in net.output:
-                entries.append(Tensor(entry.name, (k, i), PatternSum(entry.kind)))
-                continue
-        entries.append(entry)
-    return net.replace(tensors=entries)
+def output_gradient(hyper: ConvHyper) -> Tensor:
+    """The conv networks' ``V``: the gradient w.r.t. the layer output, legs ``(n, g, c_out, t..)``."""
+    (v,) = (e for e in build_routine("weight_vjp", hyper).entries if e.name == "V")
+    return v
 
 
 def per_sample_network(hyper: ConvHyper) -> Network:
-    """The weight VJP with the batch leg kept: output ``(n, *weight legs)``."""
-    vjp = build_routine("weight_vjp", hyper)
-    return vjp.replace(output=("n", *vjp.output))
+    """``d/dW sum_{g,c_out,t} V[n,g,c_out,t] Y[n,g,c_out,t]`` with ``Y`` the forward network: ``(n, *W legs)``."""
+    forward = build_routine("forward", hyper)
+    v = output_gradient(hyper)
+    loss = Network((v, Tensor("Y", v.legs)), ("n",), {leg: forward.size(leg) for leg in v.legs})
+    return differentiate(fuse(loss, "Y", forward), "W")
 
 
-def diag_ggn_network(hyper: ConvHyper) -> Network:
-    """``sum_{m,n} J[m,n,w] J[m,n,w]`` with ``J`` the per-sample weight VJP of ``V[m, n, g, c_out, o..]``."""
-    per_sample = per_sample_network(hyper)
-    entries = []
-    for entry in per_sample.entries:
-        if entry.name == "V":
-            (view,) = entry.kind.views
-            entry = Tensor("V", ("m", *entry.legs), Data((Unflatten(view.axis + 1, view.sizes),)))
-        entries.append(entry)
-    batched = Network(entries, ("m", *per_sample.output), per_sample.sizes)
-    weight = tuple(per_sample.output[1:])
-    other = copy(batched, {"m", "n", *weight})
-    return join(batched, other, weight)
-
-
-_DERIVATIONS = {
-    "kfac_expand": lambda hyper: kfac_network(hyper, reduce=False),
-    "kfac_reduce": lambda hyper: kfac_network(hyper, reduce=True),
-    "per_sample_grad": per_sample_network,
-    "diag_ggn": diag_ggn_network,
-}
+def diag_ggn_network(hyper: ConvHyper, columns: Size) -> Network:
+    """``sum_{m,n} J[m,n,w]^2`` with ``J`` the per-sample weight VJP vmapped over ``m`` on ``V``."""
+    jacobian = vmap(per_sample_network(hyper), "m", columns, "V")
+    legs = jacobian.output  # (m, n, *W legs)
+    square = Network(
+        (Tensor("J", legs), Tensor("J", legs)), legs[2:], {leg: jacobian.size(leg) for leg in legs}
+    )
+    return fuse(square, "J", jacobian)
 
 
 @lru_cache(maxsize=512)
-def network(op: str, hyper: ConvHyper, simplify: bool = True) -> Network:
-    """The derived network of ``op`` for a normalised layer (cached by ``(op, hyper, simplify)``)."""
-    try:
-        derive = _DERIVATIONS[op]
-    except KeyError:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}") from None
+def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | None = None) -> Network:
+    """The derived network of ``op`` for a normalised layer (cached).
+
+    ``columns``: M, the number of GGN columns of ``diag_ggn`` (symbolic ``m`` when None).
+    """
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
     if op in ("per_sample_grad", "diag_ggn") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
-    return derive(hyper)
+    if op == "kfac_expand" or op == "kfac_reduce":
+        net = kfac_network(hyper, reduce=op == "kfac_reduce")
+    elif op == "per_sample_grad":
+        net = per_sample_network(hyper)
+    else:
+        net = diag_ggn_network(hyper, leg_symbol("m") if columns is None else columns)
+    return simplify_network(net) if simplify else net
 
 
 def build(
@@ -137,7 +129,10 @@ def build(
     transposed: object = False,
     simplify: bool = True,
 ) -> Network:
-    """``tnconv.conv_network`` for the derived ops (same arguments); validates the hyper-parameters."""
+    """``tnconv.conv_network`` for the derived ops (same arguments); validates the hyper-parameters.
+
+    ``diag_ggn``'s column leg ``m`` has a symbolic size (read off ``V`` when the program runs).
+    """
     hyper = conv_hyper(
         input_shape, kernel_size, out_channels, stride, padding, dilation, groups, padding_mode,
         output_padding, transposed,
