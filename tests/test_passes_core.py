@@ -1,0 +1,88 @@
+"""The pass vocabulary: rules, first, sequence, fixpoint (loops, non-convergence), checked, traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from tnconv.ir.network import Network, Tensor
+from tnconv.ir.tensors import Identity
+from tnconv.ir.verify import InvariantError
+from tnconv.passes.core import NoFixpointError, Pass, Record, Trace, checked, first, fixpoint, fresh_leg, rule_pass, sequence
+
+NET = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
+
+
+def swap(net: Network):
+    """A rule that renames i <-> z back and forth (a loop)."""
+    old, new = ("i", "z") if "i" in net.sizes else ("z", "i")
+    return net.rename({old: new}), Record("swap", (), (old,), "", f"{old} -> {new}")
+
+
+def grow(net: Network):
+    """A rule that always finds something to do (never converges)."""
+    leg = net.legs(0)[0]
+    return net.rename({leg: leg + "x"}), Record("grow", (net.tensors[0],), (leg,), "always", "rename")
+
+
+def never(net: Network):
+    return None
+
+
+def rename_j(net: Network):
+    if "j" not in net.sizes:
+        return None
+    return net.rename(j="m"), Record("rename", ("A", "B"), ("j",), "j summed", "j -> m")
+
+
+def test_record_and_trace_text() -> None:
+    record = Record("dense", ("Pi1",), ("i1",), "K=S=4, P=0", "reshape i1 into (o1, k1)")
+    assert str(record) == "dense: Pi1 [K=S=4, P=0] -> reshape i1 into (o1, k1)"
+    assert str(Record("swap", (), ("i",), "", "i -> z")) == "swap: i -> i -> z"
+    assert str(Trace([record, record])) == f"1. {record}\n2. {record}"
+    assert str(Trace()) == "(no rewrites)" and Trace([record]).rules() == ("dense",)
+
+
+def test_passes_return_the_same_object_when_nothing_changes() -> None:
+    assert rule_pass("never", never)(NET) is NET
+    assert first("none", never, never)(NET) is NET
+    assert sequence(rule_pass("a", never), rule_pass("b", never))(NET) is NET
+    assert fixpoint(first("none", never))(NET) is NET
+    assert checked(rule_pass("never", never))(NET) is NET
+
+
+def test_first_sequence_and_fixpoint_compose_with_traces() -> None:
+    once = first("rules", never, rename_j)
+    result, trace = fixpoint(once).traced(NET)
+    assert result.all_legs == ("i", "m", "k") and trace.rules() == ("rename",)
+    both, trace = sequence(once, rule_pass("never", never)).traced(NET)
+    assert both == result and len(trace) == 1
+    assert fixpoint(once)(result) is result
+
+
+def test_fixpoint_raises_on_a_loop_and_on_non_convergence() -> None:
+    with pytest.raises(NoFixpointError, match="loops"):
+        fixpoint(rule_pass("swap", swap))(NET)
+    with pytest.raises(NoFixpointError, match="did not converge in 5 rounds"):
+        fixpoint(rule_pass("grow", grow), max_rounds=5)(NET)
+    with pytest.raises(ValueError, match="max_rounds must be a positive int"):
+        fixpoint(rule_pass("grow", grow), max_rounds=0)
+    with pytest.raises(TypeError, match="fixpoint takes a Pass"):
+        fixpoint(grow)
+
+
+def test_checked_verifies_the_result() -> None:
+    def breaks(net: Network):
+        bad = Tensor("delta", ("i", "j"), Identity())
+        return net.replace(tensors=[*net.entries, bad]), Record("break", ("delta",), (), "", "bad identity")
+
+    with pytest.raises(InvariantError, match="unequal sizes"):
+        checked(rule_pass("break", breaks))(NET)
+    with pytest.raises(TypeError, match="takes a tnconv.Network"):
+        rule_pass("never", never)("ij")
+    with pytest.raises(TypeError, match="sequence takes Pass objects"):
+        sequence(never)
+
+
+def test_fresh_leg() -> None:
+    assert fresh_leg("n", {"i"}) == "n" and fresh_leg("n", {"n", "n'"}) == "n''"
+    assert isinstance(rule_pass("x", never), Pass)
