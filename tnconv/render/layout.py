@@ -210,7 +210,7 @@ def structure(net: "Network") -> _Graph:
             first = len(lines)
             for slot in slots:
                 lines.append((leg, slot, dot))
-                lengths.append(0.9)
+                lengths.append(1.25)
             labelled.append((leg, first))
             if is_output:
                 keys.append(f"end:{leg}")
@@ -280,14 +280,20 @@ def _starts(dist: np.ndarray, count: int = 8) -> list[np.ndarray]:
 
 
 def _crossings(pos: np.ndarray, pairs: list[tuple[int, int]]) -> int:
-    """Lines that cross (sharing an end does not count) plus lines that pass close by a node."""
+    """Lines that cross (sharing an end does not count) plus lines that pass close by a node.
+
+    "Close" grows with the number of lines between the same two nodes, since
+    they are drawn fanned out as curves.
+    """
+    fan = {pair: sum(1 for other in pairs if {*other} == {*pair}) for pair in pairs}
     count = 0
     for n, (a, b) in enumerate(pairs):
         for c, d in pairs[n + 1 :]:
             if len({a, b, c, d}) == 4 and _intersect(pos[a], pos[b], pos[c], pos[d]):
                 count += 1
+        near = 0.5 + 0.2 * (fan[(a, b)] - 1)
         for node in range(len(pos)):
-            if node not in (a, b) and _segment_distance(pos[node], pos[a], pos[b]) < 0.3:
+            if node not in (a, b) and _segment_distance(pos[node], pos[a], pos[b]) < near:
                 count += 1
     return count
 
@@ -320,7 +326,40 @@ def _best_layout(graph: "_Graph") -> np.ndarray:
         if best is None or score < best[:2]:
             best = (*score, pos)
     assert best is not None
-    return best[2]
+    return _clear_dots(best[2], graph, pairs)
+
+
+def _clear_dots(pos: np.ndarray, graph: "_Graph", pairs: list[tuple[int, int]], gap: float = 0.5) -> np.ndarray:
+    """Move each hyperedge dot (with its dangling end) off lines it does not belong to."""
+    pos = pos.copy()
+    centre = pos.mean(axis=0)
+    for dot, shape in enumerate(graph.shapes):
+        if shape != "dot":
+            continue
+        attached = [b for a, b in pairs if a == dot] + [a for a, b in pairs if b == dot]
+        ends = [n for n in attached if graph.shapes[n] == "end"]
+        for _ in range(3):
+            for a, b in pairs:
+                if dot in (a, b) or a in ends or b in ends:
+                    continue
+                ab = pos[b] - pos[a]
+                t = float(np.clip(np.dot(pos[dot] - pos[a], ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
+                foot = pos[a] + t * ab
+                away = pos[dot] - foot
+                distance = float(np.linalg.norm(away))
+                if distance >= gap or not 0.0 < t < 1.0:
+                    continue
+                if distance < 1e-9:
+                    normal = np.array([-ab[1], ab[0]]) / max(float(np.linalg.norm(ab)), 1e-12)
+                    away = normal if np.dot(normal, pos[dot] - centre) >= 0 else -normal
+                    distance = 0.0
+                else:
+                    away = away / distance
+                shift = away * (gap - distance)
+                pos[dot] += shift
+                for end in ends:
+                    pos[end] += shift
+    return pos
 
 
 def _orient(pos: np.ndarray, tensors: int) -> np.ndarray:
