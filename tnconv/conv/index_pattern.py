@@ -16,7 +16,11 @@ from tnconv.ir.tensors import PADDING_MODES, IndexPattern
 
 
 def pattern(
-    input_size: object, kernel_size: object, stride: object = 1, padding: object = 0, dilation: object = 1,
+    I: object,  # noqa: E741 - the paper's name
+    K: object,
+    stride: object = 1,
+    padding: object = 0,
+    dilation: object = 1,
     mode: object = "zeros",
 ) -> IndexPattern:
     """The structured ``IndexPattern`` of one spatial dim, validated.
@@ -24,14 +28,14 @@ def pattern(
     ``padding``: an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair.
     Raises ValueError when the dilated kernel does not fit the padded input.
     """
-    size = as_int(input_size, "I")
-    kernel = as_int(kernel_size, "K")
+    size = as_int(I, "I")
+    kernel = as_int(K, "K")
     step = as_int(stride, "stride")
     spacing = as_int(dilation, "dilation")
     if size < 1:
-        raise ValueError(f"I must be >= 1, got {input_size!r}")
+        raise ValueError(f"I must be >= 1, got {I!r}")
     if kernel < 1:
-        raise ValueError(f"K must be >= 1, got {kernel_size!r}")
+        raise ValueError(f"K must be >= 1, got {K!r}")
     if step < 1:
         raise ValueError(f"stride must be >= 1, got {stride!r}")
     if spacing < 1:
