@@ -272,6 +272,17 @@ def test_unbatched_input():
     close(ours_t(x, output_size=[4, 12]), theirs_t(x, output_size=[4, 12]))
 
 
+def test_modules_compile_without_graph_breaks():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect", dtype=DOUBLE)
+    transposed = nn.ConvTranspose2d(4, 2, 3, stride=2, dtype=DOUBLE)
+    x = torch.randn(2, 2, 5, 6, dtype=DOUBLE)
+    y = torch.compile(conv, fullgraph=True, backend="eager")(x)
+    close(y, conv(x))
+    compiled = torch.compile(transposed, fullgraph=True, backend="eager")
+    close(compiled(y, output_size=(12, 14)), transposed(y, output_size=(12, 14)))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_modules_match_torch():
     for torch_cls, cls, kwargs in [
