@@ -139,8 +139,10 @@ def test_bad_input_names_the_argument():
         curvature.diag_ggn_weight(x, random((2, 5, 4, 4), 1), 3)
     with pytest.raises(ValueError, match="sqrt_ggn"):
         curvature.diag_ggn_weight(x, random((3, 2, 5, 3, 4), 1), 3)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="grad_output must have the dtype"):
         curvature.per_sample_weight_grad(x, random((2, 5, 4, 4), 1).float(), 3)
+    with pytest.raises(ValueError, match="sqrt_ggn must have the dtype"):
+        curvature.diag_ggn_weight(x, random((3, 2, 5, 4, 4), 1).float(), 3)
 
 
 def test_scalings_are_those_of_the_api():

@@ -74,6 +74,15 @@ def layer(
     )
 
 
+def check_pair(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
+    """``other`` must share ``x``'s dtype and device."""
+    if other.dtype != x.dtype or other.device != x.device:
+        raise ValueError(
+            f"{name} must have the dtype and device of x ({x.dtype} on {x.device}), "
+            f"got {other.dtype} on {other.device}"
+        )
+
+
 def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int = 0) -> None:
     """``value`` must be shaped like the layer output ``(N, C_out, *O)`` after ``leading`` extra axes."""
     if tuple(value.shape[leading:]) != tuple(hyper.output_shape):
@@ -137,6 +146,7 @@ def per_sample_weight_grad(
     grad_output = check_tensor(grad_output, "grad_output", ndim=getattr(x, "ndim", None))
     hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, transposed, output_padding)
     check_output(grad_output, "grad_output", hyper)
+    check_pair(x, grad_output, "grad_output")
     return run("per_sample_grad", hyper, X=x, V=grad_output).reshape(hyper.batch, *hyper.weight_shape)
 
 
@@ -156,6 +166,7 @@ def diag_ggn_weight(
     sqrt_ggn = check_tensor(sqrt_ggn, "sqrt_ggn", ndim=ndim, min_ndim=4)
     hyper = layer(x, kernel_size, sqrt_ggn.shape[2], stride, padding, dilation, groups, transposed, output_padding)
     check_output(sqrt_ggn, "sqrt_ggn", hyper, leading=1)
+    check_pair(x, sqrt_ggn, "sqrt_ggn")
     return run("diag_ggn", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn).reshape(hyper.weight_shape)
 
 
@@ -196,7 +207,8 @@ def sqrt_ggn(
             columns = torch.diag_embed(root) - p[:, :, None] * root[:, None, :]  # [n, c, m]
             columns = columns.permute(2, 0, 1)
         else:
-            labels = torch.multinomial(p.cpu(), draws, replacement=True, generator=generator).to(p.device)  # [n, m]
+            source = p if generator is None else p.to(generator.device)
+            labels = torch.multinomial(source, draws, replacement=True, generator=generator).to(p.device)  # [n, m]
             onehot = torch.nn.functional.one_hot(labels.T, classes).to(p.dtype)  # [m, n, c]
             columns = (p[None] - onehot) / math.sqrt(draws)
         count = batch
@@ -205,7 +217,8 @@ def sqrt_ggn(
             columns = math.sqrt(2.0) * torch.eye(classes, dtype=output.dtype, device=output.device)[:, None, :]
             columns = columns.expand(classes, batch, classes).clone()
         else:
-            noise = torch.randn(draws, batch, classes, generator=generator, dtype=output.dtype)
+            device = output.device if generator is None else generator.device
+            noise = torch.randn(draws, batch, classes, generator=generator, dtype=output.dtype, device=device)
             columns = math.sqrt(2.0 / draws) * noise.to(output.device)
         count = batch * classes
     return columns / math.sqrt(count) if reduction == "mean" else columns
@@ -243,7 +256,12 @@ def weight_vjp_dropout(
     ``1/keep`` times, so the expectation is the exact weight VJP, and
     ``keep=1`` gives it exactly. Only the kept slices of ``x`` are read (and
     the matching parts of ``grad_output``): the work falls with ``keep``.
-    ``generator`` (on the CPU, or on the device of ``x``) makes the draw reproducible.
+
+    The draw, reproducible with ``generator`` (on the CPU by default, or on
+    any device): ``torch.rand(G, C_in // G, generator=generator) < keep`` for
+    channels (per group and channel), ``torch.rand(*I, generator=generator) < keep``
+    for pixels. Bernoulli subsets are not regular slices, so the kept slices
+    are gathered (a copy of the kept part only) rather than viewed.
     """
     grad_output = check_tensor(grad_output, "grad_output", ndim=getattr(x, "ndim", None))
     hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, False, 0)
@@ -254,7 +272,8 @@ def weight_vjp_dropout(
         raise ValueError(f"mode must be one of {DROPOUT_MODES}, got {mode!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    device = generator.device if generator is not None else x.device
+    check_pair(x, grad_output, "grad_output")
+    device = generator.device if generator is not None else torch.device("cpu")
     if mode == "channel":
         mask = torch.rand(hyper.groups, hyper.in_channels // hyper.groups, generator=generator, device=device) < keep
         return channel_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))
@@ -298,20 +317,22 @@ def spatial_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: to
     index pattern, per dim), zero where a tap feeds none. Both reads and the
     contraction (``tnconv.conv.derived.kept_pixels_network``) scale with ``P``.
     """
-    batch = hyper.batch
-    coords = mask.nonzero()  # (P, N)
-    if coords.shape[0] == 0:
+    coords = mask.nonzero()  # (P, dims)
+    pixels, dims = coords.shape
+    if pixels == 0:
         return x.new_zeros(hyper.weight_shape)
     flat_pixels = (coords * torch.tensor(contiguous_strides(hyper.input_size), device=x.device)).sum(1)
     xs = x.flatten(2)[:, :, flat_pixels]  # (N, C_in, P)
-    location = torch.zeros((), dtype=torch.long, device=x.device)
+    location = torch.zeros((), dtype=torch.long, device=x.device)  # flat output location, (*K, P)
     valid = torch.ones((), dtype=torch.bool, device=x.device)
     for d, (pattern, step) in enumerate(zip(hyper.patterns, contiguous_strides(hyper.output_size))):
-        outputs = pattern_inverse(pattern, x.device)[:, coords[:, d]]  # (K_d, P): output read by tap k at pixel p
-        location = location[..., None, :] + step * outputs.clamp(min=0) if d else step * outputs.clamp(min=0)
-        valid = valid[..., None, :] & (outputs >= 0) if d else outputs >= 0
+        taps = pattern_inverse(pattern, x.device)[:, coords[:, d]]  # (K_d, P): output fed by tap k at pixel p
+        shape = [1] * dims + [pixels]
+        shape[d] = taps.shape[0]
+        location = location + step * taps.clamp(min=0).reshape(shape)
+        valid = valid & (taps >= 0).reshape(shape)
     us = v.flatten(2)[:, :, location] * valid.to(x.dtype)  # (N, C_out, *K, P)
-    net = kept_pixels_network(hyper, int(coords.shape[0]))
+    net = kept_pixels_network(hyper, pixels)
     return compile_network(net)(X=xs, U=us).contiguous().reshape(hyper.weight_shape) / keep
 
 
