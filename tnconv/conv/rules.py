@@ -40,7 +40,7 @@ import sympy
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, decide, equal
 from tnconv.ir.tensors import Data, IndexPattern, PatternSum
-from tnconv.ir.views import Slice, Unflatten, View, Windows
+from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
 from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.viewchain import append_views
 
@@ -162,21 +162,19 @@ def pattern_to_view(net: Network) -> Optional[Rewrite]:
             continue
         S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
         views: tuple[View, ...]
-        if _le(D * (K - 1) + 1, S) and _is(S * O, I):
+        if _is(K, 1):
+            views = (Slice(0, 0, S, O, I), Unflatten(0, (O, 1)))
+            rule, condition = ("1x1", f"K=S=1, P=0, I=O={I}") if _is(S, 1) else (
+                "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}"
+            )
+        elif _le(D * (K - 1) + 1, S) and _is(S * O, I):
             views = (Unflatten(0, (O, S)), Slice(1, 0, D, K, S))
-            if _is(K, 1) and _is(S, 1):
-                rule, condition = "1x1", f"K=S=1, P=0, I=O={I}"
-            elif _is(K, S) and _is(D, 1):
+            if _is(K, S) and _is(D, 1):
                 rule, condition = "dense", f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)"
             elif _is(D, 1):
                 rule, condition = "downsampling", f"S={S} > K={K}, P=0, D=1, I={I}=S*O"
             else:
                 rule, condition = "dilated blocks", f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O"
-        elif _is(K, 1):
-            views = (Slice(0, 0, S, O, I), Unflatten(0, (O, 1)))
-            rule, condition = ("1x1", f"K=S=1, P=0, I=O={I}") if _is(S, 1) else (
-                "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}"
-            )
         elif _is(O, 1):
             views = (Slice(0, 0, D, K, I), Unflatten(0, (1, K)))
             rule, condition = "kernel covers input", f"O=1, P=0: i = {D}*k, K={K}, I={I}"
@@ -210,4 +208,35 @@ def pattern_sum(net: Network) -> Optional[Rewrite]:
     return None
 
 
-RULES = (unused_pixels, pattern_to_view, pattern_sum)
+def padding(net: Network) -> Optional[Rewrite]:
+    """Zero padding read by a pattern whose outputs' taps do not overlap -> a ``Pad`` view on the data.
+
+    ``sum_i Pi[k, o, i] X[i] = X'[S*o + D*k]`` with ``X'`` = ``X`` zero-padded
+    by ``P_left`` on the left (and cropped or padded on the right to the
+    pixels read): the pattern loses its padding and the view rules apply.
+    Overlapping patterns (``D*(K-1) >= S``) keep theirs: a copy of the padded
+    input would not pay for itself there.
+    """
+    for site in _sites(net):
+        p = site.pattern
+        if p.mode != "zeros":
+            continue
+        S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
+        last = S * (O - 1) + D * (K - 1) - p.pad_left
+        if not (_lt(0, p.pad_left) or _lt(I - 1, last)):
+            continue
+        blocked = _le(D * (K - 1) + 1, S)
+        if not (blocked or _is(K, 1) or _is(O, 1)):
+            continue
+        length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
+        left, right = p.pad_left, length - p.pad_left - I
+        entries = _rewrite_readers(net, site, (Pad(0, left, right, I),), (site.i,))
+        entries[site.position] = Tensor(site.entry.name, site.entry.legs, IndexPattern(length, K, S, 0, 0, D))
+        result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
+        condition = f"{_describe(p, O)}: reads zero padding; taps of one output do not overlap the next"
+        effect = f"zero-pad {site.i} by ({left}, {right}) on {site.names} (a copy); {site.entry.name} unpadded, I={length}"
+        return result, Record("padding", (site.entry.name,), (site.i,), condition, effect)
+    return None
+
+
+RULES = (unused_pixels, pattern_to_view, pattern_sum, padding)

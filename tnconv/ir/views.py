@@ -138,7 +138,30 @@ class Windows:
         return f"windows({self.axis}, size={self.size}, step={self.step}, count={self.count})"
 
 
-View = Union[Unflatten, Slice, Squeeze, Flatten, Windows]
+@dataclass(frozen=True)
+class Pad:
+    """Zero-pad axis ``axis`` (size ``source``) by ``left`` and ``right`` indices (negative amounts crop; a copy)."""
+
+    axis: int
+    left: Size
+    right: Size
+    source: Size
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        after = tensor.ndim - self.axis - 1
+        return torch.nn.functional.pad(tensor, (0, 0) * after + (int(self.left), int(self.right)))
+
+    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
+        return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])
+
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Pad":
+        return Pad(self.axis, *(substitute(f, values) for f in (self.left, self.right, self.source)))
+
+    def __str__(self) -> str:
+        return f"pad({self.axis}, left={self.left}, right={self.right})"
+
+
+View = Union[Unflatten, Slice, Squeeze, Flatten, Windows, Pad]
 
 
 def source_shape(views: Sequence[View], shape: Sequence[Size]) -> tuple[Size, ...]:

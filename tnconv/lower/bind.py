@@ -13,7 +13,7 @@ import torch
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import Flatten, Slice, Squeeze, Unflatten, Windows, source_shape
+from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, Windows, source_shape
 
 
 def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
@@ -43,6 +43,8 @@ def axis_labels(net: Network) -> dict[str, tuple[str, ...]]:
             elif isinstance(view, Flatten):
                 merged = current[view.axis]
                 current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
+            elif isinstance(view, Pad):
+                current[view.axis] = f"{current[view.axis]}[pad {view.left},{view.right}]"
             elif isinstance(view, Windows):
                 current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
         labels[entry.name] = tuple(current)

@@ -32,6 +32,8 @@ from tnconv.passes.core import fresh_leg
 def tie(net: Network, legs: Sequence[str]) -> Network:
     """Identify ``legs`` (at least two, equal sizes) as one leg named ``legs[0]``.
 
+    In the output, the tied leg takes the first position any of ``legs`` had there.
+
     Raises:
         ValueError: fewer than two distinct legs, an unknown leg, or sizes not provably equal.
     """

@@ -10,11 +10,12 @@ program applies as few torch views as possible. Every step is exact.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
 from tnconv.ir.sizes import equal, product
 from tnconv.ir.tensors import Data
-from tnconv.ir.views import Flatten, Slice, Squeeze, Unflatten, View, Windows
+from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows
 
 
 def append_views(kind: Data, views: Iterable[View]) -> Data:
@@ -30,6 +31,8 @@ def _trivial(view: View) -> bool:
         return len(view.sizes) == 1
     if isinstance(view, Flatten):
         return len(view.sizes) == 1
+    if isinstance(view, Pad):
+        return equal(view.left, 0) is True and equal(view.right, 0) is True
     if isinstance(view, Slice):
         whole = equal(view.count, view.source) is True
         return whole and equal(view.start, 0) is True and (equal(view.step, 1) is True or equal(view.count, 1) is True)
@@ -67,6 +70,9 @@ def _cancel(last: View, view: View) -> Optional[list[View]]:
     if isinstance(last, Windows) and isinstance(view, Squeeze) and view.axis == last.axis + 1:
         if equal(last.size, 1) is True:  # windows of one index: a strided slice
             return [Slice(last.axis, 0, last.step, last.count, last.source)]
+    if isinstance(last, Slice) and isinstance(view, Slice) and view.axis == last.axis:
+        start = last.start + last.step * view.start  # a slice of a slice is a slice
+        return [Slice(last.axis, start, last.step * view.step, view.count, last.source)]
     if not isinstance(last, Unflatten):
         return None
     low, count = last.axis, len(last.sizes)
@@ -97,9 +103,8 @@ def _commute(last: View, view: View) -> Optional[tuple[View, View]]:
         if axis < last.axis:
             return Squeeze(axis), Windows(last.axis - 1, last.size, last.step, last.count, last.source)
         return Squeeze(axis - 1), last
-    if isinstance(last, Slice) and axis != last.axis:
-        shifted = last.axis - 1 if axis < last.axis else last.axis
-        return Squeeze(axis), Slice(shifted, last.start, last.step, last.count, last.source)
+    if isinstance(last, (Slice, Pad)) and axis != last.axis:
+        return Squeeze(axis), replace(last, axis=last.axis - 1 if axis < last.axis else last.axis)
     if isinstance(last, Squeeze):
         if axis >= last.axis:
             return Squeeze(axis + 1), last
