@@ -184,18 +184,12 @@ def unfold(
     """im2col, as ``torch.nn.functional.unfold`` in any N: ``(B, C, *I)`` -> ``(B, C*prod(K), L)``.
 
     Rows are ordered ``(c, k1, ..., kN)``, columns ``(o1, ..., oN)``, both row-major.
-    An unbatched ``(C, *I)`` input is recognised when ``kernel_size`` is a tuple of ``x.ndim - 1``.
+    N is ``x.ndim - 2`` (so a 3-d ``x`` is a batch of 1-d signals, not an unbatched image).
     """
-    x = _tensor(x, "x", min_dims=2)
-    unbatched = is_sequence(kernel_size) and len(kernel_size) == x.ndim - 1  # type: ignore[arg-type]
-    if unbatched:
-        x = x.unsqueeze(0)
-    elif x.ndim < 3:
-        raise ValueError(f"x must have at least 3 dims (batch, channels, spatial...), got shape {tuple(x.shape)}")
+    x = _tensor(x, "x")
     program, hyper = _prepare("unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation)
     y = program(X=x)
-    shape = (hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
-    return _unbatch(y.reshape(shape), unbatched)
+    return y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
 
 
 def unfold_transpose(
