@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,6 +19,8 @@ from test_curvature_reference import (
 
 import tnconv
 from tnconv import curvature
+from tnconv.conv import derived
+from tnconv.conv.hyper import conv_hyper
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -85,6 +89,9 @@ def test_kfac_reduce_network_never_forms_the_unfolded_input():
     assert program.largest_intermediate <= factor
     expand = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding=3, groups=8))
     assert program.flops < expand.flops // 10
+    sums = derived.network("patch_sums", conv_hyper(shape, kernel, padding=3, groups=8))
+    assert {type(entry.kind).__name__ for entry in sums.entries} == {"Data", "PatternSum"}
+    assert tnconv.compile(sums).largest_intermediate <= 4 * 8 * kernel * 32  # X after one (K, I) pattern sum
 
 
 @pytest.mark.parametrize("op", ["kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn"])
@@ -106,12 +113,24 @@ def test_derived_networks_verify_and_name_their_operands(op, transposed):
         assert len(net.output) == 3 + dims
 
 
-def test_derived_network_unsimplified_gives_the_same_values():
-    x = random((2, 4, 9), 5)
-    for op in ("kfac_expand", "kfac_reduce"):
-        nets = [tnconv.conv_network(op, x.shape, 3, stride=2, groups=2, simplify=s) for s in (True, False)]
-        values = [tnconv.compile(net)(X=x) for net in nets]
-        torch.testing.assert_close(values[0], values[1], **TOL)
+@settings(max_examples=15, deadline=None)
+@given(layers(max_dims=2), st.integers(0, 2**16))
+def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
+    """The networks users inspect (conv_network, simplified or not) give the routines' factors, unscaled."""
+    x = random(layer.input_shape, seed)
+    kwargs = layer.kwargs()
+    extra = {k: kwargs.pop(k) for k in ("transposed", "output_padding") if k in kwargs}
+    batch, locations = x.shape[0], math.prod(layer.output_shape()[2:])
+    for op, routine, scale in (
+        ("kfac_expand", curvature.kfac_expand_factor, batch * locations),
+        ("kfac_reduce", curvature.kfac_reduce_factor, batch * locations**2),
+    ):
+        expected = routine(x, layer.kernel_size, **kwargs, **extra) * scale
+        for simplify in (True, False):
+            net = tnconv.conv_network(op, x.shape, layer.kernel_size, **kwargs, **extra, simplify=simplify)
+            tnconv.verify(net)
+            got = tnconv.compile(net)(X=x).reshape(expected.shape)
+            torch.testing.assert_close(got, expected, **TOL)
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -92,13 +92,20 @@ def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int 
 
 
 def run(op: str, hyper: ConvHyper, columns: int | None = None, **operands: torch.Tensor) -> torch.Tensor:
-    """Compile (cached) and call the derived network ``op`` of the layer; the result is contiguous."""
-    return compile_network(network(op, hyper, True, columns))(**operands).contiguous()
+    """Compile (cached) and call the derived network ``op`` of the layer."""
+    return compile_network(network(op, hyper, True, columns))(**operands)
 
 
-def factor_shape(hyper: ConvHyper) -> tuple[int, int, int]:
+def kfac_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool) -> torch.Tensor:
+    """``sum_{n,t} u u^T`` per group from the patches (expand) or their location sums (reduce), unscaled.
+
+    This is the ``kfac_expand``/``kfac_reduce`` network with its two copies of
+    the patches computed once: the single copy (``patches``/``patch_sums``)
+    runs as a network, the product of the two copies is one batched matmul.
+    """
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
-    return (hyper.groups, d, d)
+    patches = run("patch_sums" if reduce else "patches", hyper, X=x).reshape(hyper.batch, hyper.groups, d, -1)
+    return torch.einsum("ngat,ngbt->gab", patches, patches).contiguous()
 
 
 def kfac_expand_factor(
@@ -114,7 +121,7 @@ def kfac_expand_factor(
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
     scale = hyper.batch * math.prod(hyper.output_size)
-    return run("kfac_expand", hyper, X=x).reshape(factor_shape(hyper)) / scale
+    return kfac_factor(x, hyper, reduce=False) / scale
 
 
 def kfac_reduce_factor(
@@ -129,7 +136,7 @@ def kfac_reduce_factor(
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
     scale = hyper.batch * math.prod(hyper.output_size) ** 2
-    return run("kfac_reduce", hyper, X=x).reshape(factor_shape(hyper)) / scale
+    return kfac_factor(x, hyper, reduce=True) / scale
 
 
 def per_sample_weight_grad(
@@ -147,7 +154,8 @@ def per_sample_weight_grad(
     hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, transposed, output_padding)
     check_output(grad_output, "grad_output", hyper)
     check_pair(x, grad_output, "grad_output")
-    return run("per_sample_grad", hyper, X=x, V=grad_output).reshape(hyper.batch, *hyper.weight_shape)
+    result = run("per_sample_grad", hyper, X=x, V=grad_output).contiguous()
+    return result.reshape(hyper.batch, *hyper.weight_shape)
 
 
 def diag_ggn_weight(
@@ -167,7 +175,7 @@ def diag_ggn_weight(
     hyper = layer(x, kernel_size, sqrt_ggn.shape[2], stride, padding, dilation, groups, transposed, output_padding)
     check_output(sqrt_ggn, "sqrt_ggn", hyper, leading=1)
     check_pair(x, sqrt_ggn, "sqrt_ggn")
-    return run("diag_ggn", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn).reshape(hyper.weight_shape)
+    return run("diag_ggn", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn).contiguous().reshape(hyper.weight_shape)
 
 
 def sqrt_ggn(

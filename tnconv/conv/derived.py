@@ -42,6 +42,7 @@ from tnconv.passes.simplify import simplify as simplify_network
 from tnconv.passes.vmap import vmap
 
 OPS = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
+PARTS = ("patches", "patch_sums")  # the single copy of the KFAC networks, for evaluating them without repeating it
 
 
 def second(leg: str) -> str:
@@ -55,20 +56,37 @@ def layer_legs(hyper: ConvHyper) -> tuple[tuple[str, ...], tuple[str, ...], tupl
     return (o, i, k) if hyper.transposed else (i, o, k)
 
 
-def kfac_network(hyper: ConvHyper, reduce: bool) -> Network:
-    """``sum_{n,t} U U_2`` (expand) or ``sum_n (sum_t U)(sum_t U_2)`` (reduce), ``U`` the unfolded input."""
+def patches_network(hyper: ConvHyper, reduce: bool) -> Network:
+    """The patches ``U[n,g,c_in,k..,t..]`` (unfold), or (reduce) their sums over locations ``(n,g,c_in,k..)``.
+
+    The sums are the one-tensor network ``sum_t U`` fused with unfold; ``simplify``
+    then replaces ``sum_o Pi`` by ``PatternSum``.
+    """
     unfold = build_routine("unfold", hyper)
-    patch = unfold.output  # (n, g, c_in, k.., t..)
-    _, locations, kernel = layer_legs(hyper)
-    untied = ("c_in", *kernel, *(locations if reduce else ()))
-    other = tuple(second(leg) if leg in untied else leg for leg in patch)
-    sizes = {**unfold.sizes, **{second(leg): unfold.size(leg) for leg in untied}}
+    if not reduce:
+        return unfold
+    _, _, kernel = layer_legs(hyper)
+    sizes = {leg: unfold.size(leg) for leg in unfold.output}
+    total = Network((Tensor("U", unfold.output),), ("n", "g", "c_in", *kernel), sizes)
+    return fuse(total, "U", unfold)
+
+
+def kfac_network(hyper: ConvHyper, reduce: bool) -> Network:
+    """``sum_{n,t} U U_2`` (expand) or ``sum_n (sum_t U)(sum_t U_2)`` (reduce): two copies of the patches.
+
+    The copies share ``n`` and ``g`` (and, for expand, the locations ``t``);
+    their channel and kernel legs form the two sides of the factor.
+    """
+    patches = patches_network(hyper, reduce)
+    legs = patches.output  # (n, g, c_in, k.., [t..])
+    _, _, kernel = layer_legs(hyper)
+    untied = ("c_in", *kernel)
+    other = tuple(second(leg) if leg in untied else leg for leg in legs)
+    sizes = {**{leg: patches.size(leg) for leg in legs}, **{second(leg): patches.size(leg) for leg in untied}}
     gram = Network(
-        (Tensor("U", patch), Tensor("U", other)),
-        ("g", "c_in", *kernel, second("c_in"), *map(second, kernel)),
-        {leg: sizes[leg] for leg in {*patch, *other}},
+        (Tensor("P", legs), Tensor("P", other)), ("g", "c_in", *kernel, second("c_in"), *map(second, kernel)), sizes
     )
-    return fuse(gram, "U", unfold)
+    return fuse(gram, "P", patches)
 
 
 def output_gradient(hyper: ConvHyper) -> Tensor:
@@ -99,13 +117,16 @@ def diag_ggn_network(hyper: ConvHyper, columns: Size) -> Network:
 def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | None = None) -> Network:
     """The derived network of ``op`` for a normalised layer (cached).
 
-    ``columns``: M, the number of GGN columns of ``diag_ggn`` (symbolic ``m`` when None).
+    ``op`` is one of ``OPS`` or ``PARTS``; ``columns``: M, the number of GGN
+    columns of ``diag_ggn`` (symbolic ``m`` when None).
     """
-    if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if op not in OPS + PARTS:
+        raise ValueError(f"op must be one of {OPS + PARTS}, got {op!r}")
     if op in ("per_sample_grad", "diag_ggn") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
-    if op == "kfac_expand" or op == "kfac_reduce":
+    if op in PARTS:
+        net = patches_network(hyper, reduce=op == "patch_sums")
+    elif op in ("kfac_expand", "kfac_reduce"):
         net = kfac_network(hyper, reduce=op == "kfac_reduce")
     elif op == "per_sample_grad":
         net = per_sample_network(hyper)
