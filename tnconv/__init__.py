@@ -36,6 +36,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "F": ("tnconv.functional", None),
     "nn": ("tnconv.nn", None),
     "curvature": ("tnconv.curvature", None),
+    "distributed": ("tnconv.distributed", None),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,8 +21,12 @@ with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
   network ``J[m,n,w] J[m,n,w] -> w`` with both ``J`` fused with it: the square
   (not multilinear in ``V``) is the product of two copies, summed over ``m, n``.
 
-The scalings of the KFAC factors (``1/(N*T)``, ``1/(N*T^2)``) are applied by
-``tnconv.curvature``, which reshapes the outputs to ``(G, d, d)`` and torch shapes.
+The KFAC networks hold two copies of the patches; ``network("patches")`` and
+``network("patch_sums")`` are the single copy, which ``tnconv.curvature``
+evaluates once before multiplying it with itself. It also applies the
+scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and torch
+shapes. ``kept_pixels_network`` is the weight VJP over a random subset of
+input pixels (spatial tensor dropout).
 """
 
 from __future__ import annotations
@@ -50,12 +54,6 @@ def second(leg: str) -> str:
     return f"{leg}_2"
 
 
-def layer_legs(hyper: ConvHyper) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """``(input legs, output legs, kernel legs)`` of the layer: ``(i.., o.., k..)``, or ``(o.., i.., k..)`` transposed."""
-    i, o, k = (spatial_legs(p, hyper.dims) for p in "iok")
-    return (o, i, k) if hyper.transposed else (i, o, k)
-
-
 def patches_network(hyper: ConvHyper, reduce: bool) -> Network:
     """The patches ``U[n,g,c_in,k..,t..]`` (unfold), or (reduce) their sums over locations ``(n,g,c_in,k..)``.
 
@@ -65,7 +63,7 @@ def patches_network(hyper: ConvHyper, reduce: bool) -> Network:
     unfold = build_routine("unfold", hyper)
     if not reduce:
         return unfold
-    _, _, kernel = layer_legs(hyper)
+    kernel = spatial_legs("k", hyper.dims)
     sizes = {leg: unfold.size(leg) for leg in unfold.output}
     total = Network((Tensor("U", unfold.output),), ("n", "g", "c_in", *kernel), sizes)
     return fuse(total, "U", unfold)
@@ -79,7 +77,7 @@ def kfac_network(hyper: ConvHyper, reduce: bool) -> Network:
     """
     patches = patches_network(hyper, reduce)
     legs = patches.output  # (n, g, c_in, k.., [t..])
-    _, _, kernel = layer_legs(hyper)
+    kernel = spatial_legs("k", hyper.dims)
     untied = ("c_in", *kernel)
     other = tuple(second(leg) if leg in untied else leg for leg in legs)
     sizes = {**{leg: patches.size(leg) for leg in legs}, **{second(leg): patches.size(leg) for leg in untied}}
@@ -170,7 +168,7 @@ def kept_pixels_network(hyper: ConvHyper, pixels: int) -> Network:
     ``V``) meet over ``p``; output the weight legs ``(g, c_out, c_in, k..)``.
     Its cost is proportional to ``pixels``.
     """
-    _, _, k_legs = layer_legs(hyper)
+    k_legs = spatial_legs("k", hyper.dims)
     groups, c_in, c_out = hyper.groups, hyper.in_channels // hyper.groups, hyper.out_channels // hyper.groups
     x = Tensor("X", ("n", "g", "c_in", "p"), Data((Unflatten(1, (groups, c_in)),)))
     u = Tensor("U", ("n", "g", "c_out", *k_legs, "p"), Data((Unflatten(1, (groups, c_out)),)))
