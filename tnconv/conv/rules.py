@@ -39,7 +39,7 @@ import sympy
 
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, decide, equal
-from tnconv.ir.tensors import Data, IndexPattern, PatternSum
+from tnconv.ir.tensors import Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
 from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.viewchain import append_views
@@ -239,4 +239,35 @@ def padding(net: Network) -> Optional[Rewrite]:
     return None
 
 
-RULES = (unused_pixels, pattern_to_view, pattern_sum, padding)
+def pattern_identity(net: Network) -> Optional[Rewrite]:
+    """``Pi`` as an identity, whatever its legs join (also where ``i`` is an output leg, as in input VJPs).
+
+    - 1x1: ``K == 1, S == 1, P == 0``: ``Pi[0, o, i] = delta[o, i]``;
+    - kernel covers input: ``O == 1, D == 1, P == 0, K == I``: ``Pi[k, 0, i] = delta[k, i]``.
+    The size-1 leg left over (``k``, resp. ``o``) stays on the other tensors
+    that carry it; where only ``Pi`` carries it, it must be summed (not an output leg).
+    """
+    for position, entry in enumerate(net.entries):
+        if not isinstance(entry.kind, IndexPattern) or len(set(entry.legs)) != 3:
+            continue
+        p, (k, o, i) = entry.kind, entry.legs
+        no_padding = _is(p.pad_left, 0) and _is(p.pad_right, 0)
+        if not no_padding:
+            continue
+        if _is(p.kernel_size, 1) and _is(p.stride, 1):
+            rule, kept, spare, condition = "1x1", (o, i), k, f"K=S=1, P=0: {entry.name}[0, o, i] = delta[o, i]"
+        elif _is(net.size(o), 1) and _is(p.dilation, 1) and _is(p.kernel_size, p.input_size):
+            rule, kept, spare = "kernel covers input", (k, i), o
+            condition = f"K=I={p.input_size}, P=0, D=1: {entry.name}[k, 0, i] = delta[k, i]"
+        else:
+            continue
+        if spare in net.output and net.tensors_on(spare) == (position,):
+            continue
+        entries = list(net.entries)
+        entries[position] = Tensor(entry.name, kept, Identity())
+        effect = f"{entry.name} becomes the identity on ({', '.join(kept)}); size-1 leg {spare} summed"
+        return net.replace(tensors=entries), Record(rule, (entry.name,), (i,), condition, effect)
+    return None
+
+
+RULES = (unused_pixels, pattern_to_view, pattern_sum, padding, pattern_identity)

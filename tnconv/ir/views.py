@@ -148,8 +148,15 @@ class Pad:
     source: Size
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        left, right, size = int(self.left), int(self.right), tensor.shape[self.axis]
+        first, last = max(0, -left), max(0, -right)  # crop these first (F.pad cannot crop past the input)
+        if first + last >= size:
+            shape = list(tensor.shape)
+            shape[self.axis] = size + left + right
+            return tensor.new_zeros(shape)
+        kept = tensor.narrow(self.axis, first, size - first - last)
         after = tensor.ndim - self.axis - 1
-        return torch.nn.functional.pad(tensor, (0, 0) * after + (int(self.left), int(self.right)))
+        return torch.nn.functional.pad(kept, (0, 0) * after + (max(left, 0), max(right, 0)))
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])

@@ -3,9 +3,10 @@
 - **identity**: ``delta[a, b, ...]`` joined to other tensors is a renaming:
   call all its legs by one name and drop it (at most one of them may be an
   output leg; the merged leg must stay on some other tensor).
-- **squeeze**: a summed leg of size 1 indexes nothing: drop it from data
-  tensors (a ``Squeeze`` view), all-ones tensors and identities; structured
-  tensors whose kind fixes their legs keep it.
+- **squeeze**: a summed leg of size 1 indexes nothing: drop it from the data
+  tensors (a ``Squeeze`` view), all-ones tensors and identities carrying it
+  (only where no index pattern, whose kind fixes its legs, carries it too:
+  then the leg would stay and nothing is gained).
 - **merge parallel legs**: two summed legs that sit next to each other, in
   the same order, on exactly the same tensors (data or all-ones) act as one
   leg of the product size: merge them (a ``Flatten`` view).
@@ -53,10 +54,13 @@ def squeeze(net: Network) -> Optional[Rewrite]:
     for leg, size in net.sizes.items():
         if leg in net.output or equal(size, 1) is not True:
             continue
+        carriers = [net.entries[p] for p in net.tensors_on(leg)]
+        if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):
+            continue  # a pattern keeps the leg: squeezing the others gains nothing
         entries: list[Tensor] = []
         changed: list[str] = []
         for entry in net.entries:
-            if leg not in entry.legs or entry.structured and not isinstance(entry.kind, (Ones, Identity)):
+            if leg not in entry.legs:
                 entries.append(entry)
                 continue
             legs = tuple(l for l in entry.legs if l != leg)
@@ -69,8 +73,6 @@ def squeeze(net: Network) -> Optional[Rewrite]:
                 entries.append(Tensor(entry.name, legs, entry.kind))
             elif legs or len(net.entries) == 1:
                 entries.append(Tensor(entry.name, legs, Ones()))
-        if not changed:
-            continue
         if not entries:
             entries.append(Tensor(fresh_leg("ones", set(net.tensors)), (), Ones()))
         effect = f"drop {leg} from {', '.join(dict.fromkeys(changed))}"

@@ -95,7 +95,7 @@ def restrict(net: Network, leg: str, indices: slice | range) -> Network:
     sizes = {**net.sizes, leg: count}
     if selection_needed:
         tap = fresh_leg(f"{leg}_tap", set(net.all_legs) | {full})
-        right = step * (count - 1) + start + 1 - size
+        right = step * (count - 1) + start + 1 - size + step - 1  # the largest padding giving count outputs
         select = IndexPattern(size, 1, step, -start, right, 1)
         label = fresh_leg(f"select_{leg}", set(net.tensors))
         entries.append(Tensor(label, (tap, leg, full), select))
@@ -111,7 +111,7 @@ def _slice_pattern(pattern: IndexPattern, slot: int, start: int, step: int, coun
         stride, left, outputs = stride * step, left - pattern.stride * start, count
     else:  # k = start + step*j: i == S*o + (D*step)*j - (P - D*start)
         dilation, left, kernel = dilation * step, left - pattern.dilation * start, count
-    right = stride * (outputs - 1) + dilation * (kernel - 1) + 1 - size - left
+    right = stride * (outputs - 1) + dilation * (kernel - 1) + 1 - size - left + stride - 1  # the largest with O outputs
     return replace(pattern, kernel_size=kernel, stride=stride, pad_left=left, pad_right=right, dilation=dilation)
 
 
