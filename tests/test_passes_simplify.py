@@ -186,3 +186,26 @@ def test_simplify_rejects_non_networks() -> None:
 
     with pytest.raises(TypeError, match="net must be"):
         simplify("ij->i")
+
+
+def test_1x1_input_vjp_pattern_becomes_an_identity() -> None:
+    case = _case(2, 4, (6, 5), 3, 1, 1)
+    net = conv_net(case, "input_vjp")
+    simple, trace = simplify_traced(net)
+    assert trace.rules()[:2] == ("1x1", "1x1") and "identity" in trace.rules()
+    assert "1x1: Pi1 [K=S=1, P=0: Pi1[0, o, i] = delta[o, i]] -> Pi1 becomes the identity on (o1, i1)" in str(trace)
+    assert not any(e.structured for e in simple.entries)
+    assert tnconv.compile(simple).flops <= case.direct_flops()
+    _check(net)
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases(), st.sampled_from(OPS))
+def test_verify_holds_after_every_single_rewrite(case: ConvCase, op: str) -> None:
+    from tnconv.conv.rules import RULES as PATTERN_RULES
+    from tnconv.passes.core import checked, first, fixpoint
+    from tnconv.passes.legs import RULES as LEG_RULES
+
+    stepwise = fixpoint(checked(first("simplify", *PATTERN_RULES, *LEG_RULES)))
+    net = conv_net(case, op)
+    assert stepwise(net) == simplify(net)

@@ -18,16 +18,26 @@
     ViT stems), ``S > K`` is *downsampling*, ``K == S == 1`` is *1x1*;
   * ``K == 1``: ``i = S*o`` is a strided slice of ``O`` pixels;
   * ``O == 1``: ``i = D*k`` is a strided slice of ``K`` pixels (the kernel
-    covers the whole input).
+    covers the whole input);
+  * the last block cut short (``I < S*O``): ``i -> (o, s)`` as windows
+    (``Tensor.unfold``, a strided view) then the ``D``-step slice.
   Each data tensor on ``i`` then carries ``(o, k)`` in place of ``i`` and
   ``Pi`` disappears: the identities ``delta[o, o'] delta[k, k']`` left by
   the reshape are removed by using the same leg names directly.
 - **pattern sum**: when ``o`` is on ``Pi`` only and not an output leg,
   ``sum_o Pi`` is the small ``(K, I)`` ``PatternSum`` (KFAC-reduce).
+- **padding** (zeros mode): where padding is read but the taps of one output
+  do not overlap the next (``D*(K-1) < S``, or ``K == 1``, or ``O == 1``),
+  zero-pad the data (a ``Pad`` view, a copy) and drop the pattern's padding;
+  the view rules then apply. Overlapping patterns keep their padding.
+- **pattern identity**: ``K == S == 1, P == 0`` gives ``delta[o, i]`` and a
+  kernel covering the unpadded input gives ``delta[k, i]``, whatever the
+  legs join (input VJPs, whose ``i`` is an output leg).
 
-Every rule needs the legs to connect as it assumes: ``i`` is not an output
-leg, every other tensor on it is a data tensor carrying it once (so views
-can express the rewrite), and ``Pi``'s three legs are distinct.
+Every rule needs the legs to connect as it assumes: ``Pi``'s three legs are
+distinct and, for the rules that change views, ``i`` is not an output leg
+and every other tensor on it is a data tensor carrying it once (so views can
+express the rewrite).
 """
 
 from __future__ import annotations

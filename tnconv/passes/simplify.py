@@ -7,8 +7,10 @@ which may be symbolic; each preserves the network's value exactly. Order:
 1. unused pixels (slice away pixels no tap reads; the ``I % S != 0`` rule),
 2. pattern -> views (dense, downsampling, 1x1, kernel covering the input),
 3. pattern sum (``sum_o Pi`` where ``o`` is summed on ``Pi`` only),
-4. identities removed by renaming, 5. size-1 legs squeezed,
-6. parallel legs merged.
+4. padding (zero-pad the data where the taps do not overlap),
+5. pattern identity (1x1 and whole-input kernels where ``i`` is an output leg),
+6. identities removed by renaming, 7. size-1 legs squeezed,
+8. parallel legs merged.
 
 ``simplify(net)`` returns the simplified network (the same object when no
 rule fires, so ``simplify(simplify(net)) is simplify(net)``);
