@@ -36,7 +36,6 @@ ROUTINES = {
     "diag-ggn": "diag_ggn",
 }
 _TRANSPOSED = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
-_BASE = {"kfac_expand": "unfold", "kfac_reduce": "unfold", "per_sample_grad": "weight_vjp", "diag_ggn": "weight_vjp"}
 
 
 @dataclass(frozen=True)
@@ -86,15 +85,6 @@ def hyper_of(layer: Layer, op: str) -> ConvHyper:
     )
 
 
-def _network(op: str, layer: Layer, simplify: bool) -> Network:
-    from tnconv.conv.networks import conv_network
-
-    kwargs = layer.kwargs()
-    if op in _TRANSPOSED:
-        kwargs["transposed"] = True
-    return conv_network(op, simplify=simplify, **kwargs)
-
-
 def simplify_traced(net: Network) -> tuple[Network, tuple[str, ...]]:
     """``tnconv.simplify`` with the rewrites it made, one line each (``tnconv.passes.simplify.simplify_traced``)."""
     from tnconv.passes.simplify import simplify_traced as traced
@@ -103,28 +93,57 @@ def simplify_traced(net: Network) -> tuple[Network, tuple[str, ...]]:
     return result, tuple(str(record) for record in trace)
 
 
+def derivation_stages(op: str, hyper: ConvHyper, columns: int) -> list[Stage]:
+    """The networks on the way to routine ``op``: the plain routine it starts from, then one per pass.
+
+    The plain routines are built directly (``tnconv.conv.networks``); the
+    curvature routines follow ``tnconv.conv.derived``: fuse a small sketch
+    network with a plain routine, differentiate, vmap. The last stage is
+    ``conv_network(op, ..., simplify=False)`` itself.
+    """
+    from tnconv.conv import derived
+    from tnconv.conv.networks import build as build_routine
+    from tnconv.passes.vmap import vmap
+
+    if op not in derived.OPS:
+        base = _TRANSPOSED.get(op, op)
+        title = f"built: the {base} network" + (" of the transposed layer" if op in _TRANSPOSED else "")
+        return [Stage(title, build_routine(base, hyper))]
+    final = derived.network(op, hyper, False, columns if op == "diag_ggn" else None)
+    if op in ("kfac_expand", "kfac_reduce"):
+        reduce = op == "kfac_reduce"
+        stages = [Stage("built: the unfold network, patches U[n,g,c_in,k..,o..] = X Pi..", build_routine("unfold", hyper))]
+        if reduce:
+            stages.append(Stage("fuse: sum_o U[n,g,c_in,k..,o..] with U := unfold (patch sums)",
+                                derived.patches_network(hyper, reduce=True)))
+        tied = "n" if reduce else "n and the locations o.."
+        stages.append(Stage(f"fuse: P[n,g,c_in,k..] P[n,g,c_in_2,k_2..] summed over {tied}, with P := the patches",
+                            final))
+        return stages
+    forward = build_routine("forward", hyper)
+    per_sample = derived.per_sample_network(hyper)
+    stages = [
+        Stage("built: the forward network Y = X Pi.. W", forward),
+        Stage("fuse + differentiate: d/dW of sum V[n,..] Y[n,..] with Y := forward (n kept)", per_sample),
+    ]
+    if op == "diag_ggn":
+        stages.append(Stage(f"vmap: leg m of size {columns} on V (columns of the GGN factor)",
+                            vmap(per_sample, "m", columns, "V")))
+        stages.append(Stage("fuse: J[m,n,w] J[m,n,w] -> w, with J := the vmapped per-sample gradient", final))
+    return stages
+
+
 def derive(
     routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True, columns: int = reference.GGN_COLUMNS
 ) -> Derivation:
-    """Build, simplify (traced) and compile routine ``routine`` of ``layer``.
+    """Build routine ``routine`` of ``layer`` pass by pass, simplify it (traced) and compile it.
 
-    ``columns`` is M, the number of columns of the GGN factorisation (the
-    ``m`` leg, left symbolic by ``conv_network("diag_ggn", ...)``).
+    ``columns`` is M, the number of columns of the GGN factorisation for
+    ``diag-ggn`` (the size of its leg ``m``).
     """
     op, layer = resolve(routine, layer)
     hyper = hyper_of(layer, op)
-    stages: list[Stage] = []
-    base = _BASE.get(op)
-    if base is not None:
-        stages.append(Stage(f"base routine: conv_network({base!r}, simplify=False)", _network(base, layer, False)))
-        stages.append(Stage(f"derived: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
-    else:
-        stages.append(Stage(f"built: conv_network({op!r}, simplify=False)", _network(op, layer, False)))
-    if not stages[-1].network.is_concrete:
-        symbols = sorted(symbol.name for symbol in stages[-1].network.symbols)
-        if symbols != ["m"]:
-            raise ValueError(f"routine {routine!r} left sizes {symbols} unknown; only m (GGN columns) is expected")
-        stages.append(Stage(f"sizes: m={columns} (--ggn-columns)", stages[-1].network.substitute({"m": columns})))
+    stages = derivation_stages(op, hyper, columns)
     if simplify:
         result, rewrites = simplify_traced(stages[-1].network)
         stages.append(Stage("pass: simplify", result, rewrites))
