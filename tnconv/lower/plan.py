@@ -10,10 +10,13 @@ more legs than ``torch.einsum`` has letters still run. The plan is plain data
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
 import opt_einsum
+import torch
+
+from tnconv.lower.steps import Pairwise, Unary, recipe
 
 Optimize = Union[str, tuple[tuple[int, ...], ...]]
 
@@ -28,13 +31,20 @@ OPTIMIZERS = (
 class Step:
     """Contract the working operands at ``positions`` (removed) with ``equation``; append the result.
 
-    ``legs`` are the result's legs; ``size`` its number of elements.
+    ``legs`` are the result's legs; ``size`` its number of elements. ``torch_calls`` is the
+    step as fixed torch calls (``tnconv.lower.steps``), or None where ``torch.einsum`` runs it.
     """
 
     positions: tuple[int, ...]
     equation: str
     legs: tuple[str, ...]
     size: int = 0
+    torch_calls: Unary | Pairwise | None = field(default=None, compare=False)
+
+    def __call__(self, *operands: torch.Tensor) -> torch.Tensor:
+        if self.torch_calls is None:
+            return torch.einsum(self.equation, *operands)
+        return self.torch_calls(*operands)
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,6 @@ def pairwise_steps(
         size = 1
         for leg in result:
             size *= int(sizes[leg])
-        steps.append(Step(tuple(positions), equation, result, size))
+        steps.append(Step(tuple(positions), equation, result, size, recipe(operands, result, sizes)))
         working = rest + [result]
     return tuple(steps)

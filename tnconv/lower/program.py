@@ -67,6 +67,7 @@ class Program:
         )
         self._constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
         self._kernel = None
+        self._concrete = network.is_concrete
         if not network.is_concrete:
             self.strategy = "symbolic"
             return
@@ -126,15 +127,22 @@ class Program:
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract the network; operands by position (``program.operands`` order) or by name."""
-        operands = collect(self.operands, args, kwargs)
-        if not self.network.is_concrete:
+        if kwargs or len(args) != len(self.operands) or not all(isinstance(a, torch.Tensor) for a in args):
+            args = tuple(collect(self.operands, args, kwargs))
+        operands = args
+        if not self._concrete:
             return self.specialize(*operands)(*operands)
-        check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
-        if self._kernel is not None and operands[0].is_floating_point():
-            return self._kernel(operands)
+        for operand, shape in zip(operands, self._expected):
+            if operand.shape != shape:
+                check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
         if operands:
             dtype, device = operands[0].dtype, operands[0].device
-        else:
+            for operand in operands:
+                if operand.dtype != dtype or operand.device != device:
+                    check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
+        if self._kernel is not None and operands[0].is_floating_point():
+            return self._kernel(operands)
+        if not operands:
             dtype, device = torch.get_default_dtype(), torch.device("cpu")
         executor = self._executor
         data = [apply_views(views, operands[n]) if views else operands[n] for n, views in self._reads]

@@ -140,7 +140,7 @@ class Lowering:
         for step in self.plan.steps:
             inputs = [working[p] for p in step.positions]
             working = [t for p, t in enumerate(working) if p not in step.positions]
-            working.append(torch.einsum(step.equation, *inputs))
+            working.append(step(*inputs))
         result = working[0]
         for fold in self.folds:
             selection = constants[fold.selection] if fold.selection >= 0 else None

@@ -1,0 +1,241 @@
+"""tnconv vs PyTorch on the benchmark layers: time ratios, compile times, extra peak memory.
+
+For every layer of ``tnconv/layers.json`` (= ../shared/benchmarks/layers.json plus two tiny
+layers; batch 8, float32, CPU), with 1 and 2 threads, routines run side by side in one
+process (interleaved rounds, medians; see ``benchmarks/common.py``):
+
+- forward, input VJP, weight VJP: the compiled program of ``tnconv.conv_network(op, ...)``
+  (default ``simplify=True``) vs ``F.conv{N}d`` / ``torch.nn.grad.conv{N}d_input`` /
+  ``conv{N}d_weight`` (for the transposed layer: ``F.conv_transpose2d``, the conv, and the
+  conv's weight gradient with input and output swapped);
+- unfold: the program, reshaped to ``(N, C*prod(K), L)``, vs ``F.unfold`` (2-d layers);
+- KFAC-expand / KFAC-reduce input factors (``tnconv.curvature``) vs unfold-based code
+  (``u u^T`` per group; ``(sum_t u)(sum_t u)^T``); per-sample weight gradients vs
+  ``torch.func.vmap(torch.func.grad(...))`` - when ``tnconv.curvature`` is importable;
+- compile time of each routine: cold (every cache cleared: build + simplify + plan) and
+  cached (``tnconv.compile`` of the same network again), the largest over the routines;
+- extra peak memory of one call (bytes above the resident set before it) for both.
+
+Every pair is checked to agree (float32, relative 1e-3) before it is timed.
+Ratios are tnconv / PyTorch time (< 1: tnconv faster). Results go to stdout, to
+``--markdown`` (default benchmarks/RESULTS.md) and a plot ``--plot`` (PNG).
+
+Usage: python benchmarks/bench_routines.py [--layers NAME ...] [--threads 1 2] [--budget 0.6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tnconv  # noqa: E402
+from common import ROOT, Layer, ensure_mmap_allocations, interleaved, load_layers, peak_extra  # noqa: E402
+from tnconv.lower.compile import _compile, compile  # noqa: E402
+
+ROUTINES = ("forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_reduce", "per_sample")
+HAS_CURVATURE = importlib.util.find_spec("tnconv.curvature") is not None
+
+
+def program(layer: Layer, op: str):
+    return compile(tnconv.conv_network(op, **layer.hyper()))
+
+
+def pairs(layer: Layer) -> dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor], str]]:
+    """routine -> (tnconv call, PyTorch call, strategy), each returning a torch-layout tensor."""
+    x, w, v = layer.x, layer.w, layer.v
+    found = {}
+    forward, input_vjp, weight_vjp = (program(layer, op) for op in ("forward", "input_vjp", "weight_vjp"))
+    w_shape, y_shape = tuple(w.shape), tuple(v.shape)
+    x_shape = tuple(x.shape)
+    found["forward"] = (lambda: forward(X=x, W=w).reshape(y_shape), layer.torch_forward, forward.strategy)
+    found["input_vjp"] = (lambda: input_vjp(V=v, W=w).reshape(x_shape), layer.torch_input_vjp, input_vjp.strategy)
+    found["weight_vjp"] = (lambda: weight_vjp(X=x, V=v).reshape(w_shape), layer.torch_weight_vjp, weight_vjp.strategy)
+    if layer.dims == 2 and not layer.transposed:
+        unfold = program(layer, "unfold")
+        columns = tuple(layer.torch_unfold().shape)
+        found["unfold"] = (lambda: unfold(X=x).reshape(columns), layer.torch_unfold, unfold.strategy)
+    if HAS_CURVATURE and not layer.transposed:
+        found.update(curvature_pairs(layer))
+    return found
+
+
+def curvature_pairs(layer: Layer) -> dict:
+    from tnconv import curvature
+
+    x, v, g = layer.x, layer.v, layer.groups
+    s, p = layer.spec["stride"], layer.spec["padding"]
+    n = layer.batch
+
+    def expand_reference() -> torch.Tensor:
+        u = layer.unfolded()
+        u = u.reshape(n, g, u.shape[1] // g, u.shape[2]).permute(1, 0, 3, 2).reshape(g, -1, u.shape[1] // g)
+        return u.transpose(1, 2) @ u / u.shape[1]
+
+    def reduce_reference() -> torch.Tensor:
+        u = layer.unfolded()
+        t = u.shape[2]
+        summed = u.sum(2).reshape(n, g, -1).transpose(0, 1)
+        return summed.transpose(1, 2) @ summed / (n * t * t)
+
+    def per_sample_reference() -> torch.Tensor:
+        from torch.func import grad, vmap
+
+        conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+        conv = conv[layer.dims]
+
+        def loss(weight, xi, vi):
+            return (conv(xi[None], weight, None, s, p, 1, g) * vi[None]).sum()
+
+        return vmap(grad(loss), in_dims=(None, 0, 0))(layer.w, x, v)
+
+    kw = dict(stride=s, padding=p, groups=g)
+    return {
+        "kfac_expand": (lambda: curvature.kfac_expand_factor(x, layer.kernel, **kw), expand_reference, "curvature"),
+        "kfac_reduce": (lambda: curvature.kfac_reduce_factor(x, layer.kernel, **kw), reduce_reference, "curvature"),
+        "per_sample": (lambda: curvature.per_sample_weight_grad(x, v, layer.kernel, **kw), per_sample_reference,
+                       "curvature"),
+    }
+
+
+def compile_times(layer: Layer) -> tuple[float, float]:
+    """Largest cold and cached compile time (seconds) over the routines of the layer."""
+    from tnconv.conv import networks
+
+    cold, cached = 0.0, 0.0
+    ops = ("forward", "input_vjp", "weight_vjp") + (("unfold",) if not layer.transposed else ())
+    for op in ops:
+        networks.build.cache_clear()
+        _compile.cache_clear()
+        start = time.perf_counter()
+        net = tnconv.conv_network(op, **layer.hyper())
+        compile(net)
+        cold = max(cold, time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(100):
+            compile(net)
+        cached = max(cached, (time.perf_counter() - start) / 100)
+    return cold, cached
+
+
+def agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = b.abs().max().item() or 1.0
+    return a.shape == b.shape and (a - b).abs().max().item() <= 1e-3 * scale
+
+
+def measure(layer: Layer, threads: int, budget: float) -> dict:
+    torch.set_num_threads(threads)
+    row: dict = {"layer": layer.name, "threads": threads}
+    for routine, (ours, theirs, strategy) in pairs(layer).items():
+        start = time.perf_counter()
+        a = ours()
+        single = time.perf_counter() - start
+        b = theirs()
+        if not agree(a, b):
+            raise AssertionError(f"{layer.name} {routine}: tnconv and PyTorch disagree")
+        del a, b
+        repeats = max(3, min(15, int(budget / max(single, 1e-6))))
+        times = interleaved({"ours": ours, "theirs": theirs}, repeats)
+        row[routine] = {
+            "ratio": times["ours"] / times["theirs"], "ours": times["ours"], "theirs": times["theirs"],
+            "strategy": strategy,
+        }
+        if threads == 1:
+            row[routine]["memory"] = (peak_extra(ours), peak_extra(theirs))
+    return row
+
+
+def markdown(rows: list[dict], compile_rows: dict, device: str) -> str:
+    lines = [
+        "# Benchmark results: tnconv vs PyTorch",
+        "",
+        f"Machine: {device}; torch {torch.__version__}; batch 8, float32. Produced by "
+        "`python benchmarks/bench_routines.py` (interleaved medians in one process; the machine is shared, "
+        "so expect noise of about 10%). Ratio = tnconv time / PyTorch time (< 1: tnconv faster).",
+        "",
+    ]
+    for threads in sorted({r["threads"] for r in rows}):
+        lines += [f"## {threads} thread(s)", "", "| layer | " + " | ".join(ROUTINES) + " |",
+                  "|---" * (len(ROUTINES) + 1) + "|"]
+        for row in (r for r in rows if r["threads"] == threads):
+            cells = [f"{row[r]['ratio']:.2f}" if r in row else "n/a" for r in ROUTINES]
+            lines.append(f"| {row['layer']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Strategies, PyTorch times (1 thread) and extra peak memory (MB, tnconv / PyTorch)", "",
+              "| layer | routine | strategy | PyTorch ms | tnconv ms | extra peak MB |", "|---|---|---|---|---|---|"]
+    for row in (r for r in rows if r["threads"] == 1):
+        for r in ROUTINES:
+            if r in row:
+                cell = row[r]
+                mine, theirs = (m / 2**20 for m in cell["memory"])
+                lines.append(f"| {row['layer']} | {r} | {cell['strategy']} | {cell['theirs'] * 1e3:.2f} | "
+                             f"{cell['ours'] * 1e3:.2f} | {mine:.1f} / {theirs:.1f} |")
+    lines += ["", "## Compile time (largest over forward / input VJP / weight VJP / unfold)", "",
+              "| layer | cold ms (build + simplify + plan) | cached us (`tnconv.compile` again) |", "|---|---|---|"]
+    for name, (cold, cached) in compile_rows.items():
+        lines.append(f"| {name} | {cold * 1e3:.1f} | {cached * 1e6:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    routines = [r for r in ROUTINES if any(r in row for row in rows)]
+    layers = list(dict.fromkeys(row["layer"] for row in rows))
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True)
+    for axis, threads in zip(axes, (1, 2)):
+        width = 0.8 / len(routines)
+        for n, routine in enumerate(routines):
+            values = [next((r[routine]["ratio"] for r in rows if r["layer"] == name and r["threads"] == threads
+                            and routine in r), math.nan) for name in layers]
+            axis.bar([i + n * width for i in range(len(layers))], values, width, label=routine)
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.axhline(1.1, color="red", linewidth=0.8, linestyle="--")
+        axis.set_yscale("log")
+        axis.set_xticks([i + 0.4 for i in range(len(layers))])
+        axis.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
+        axis.set_title(f"tnconv / PyTorch time, {threads} thread(s)")
+    axes[0].set_ylabel("ratio (log scale; < 1: tnconv faster)")
+    axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", nargs="*", default=None, help="layer names (default: all)")
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
+    parser.add_argument("--budget", type=float, default=0.6, help="seconds of timing per routine and side")
+    parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "ratios.png"))
+    args = parser.parse_args()
+    ensure_mmap_allocations()
+    specs = [s for s in load_layers() if args.layers is None or s["name"] in args.layers]
+    rows, compile_rows = [], {}
+    for spec in specs:
+        layer = Layer(spec, batch=8)
+        compile_rows[layer.name] = compile_times(layer)
+        for threads in args.threads:
+            row = measure(layer, threads, args.budget)
+            rows.append(row)
+            cells = "  ".join(f"{r}={row[r]['ratio']:.2f}" for r in ROUTINES if r in row)
+            print(f"{layer.name:22s} threads={threads}  {cells}", flush=True)
+        cold, cached = compile_rows[layer.name]
+        print(f"{layer.name:22s} compile cold={cold * 1e3:.1f} ms cached={cached * 1e6:.1f} us", flush=True)
+    Path(args.markdown).write_text(markdown(rows, compile_rows, "CPU (2 cores shared with other jobs)"))
+    plot(rows, Path(args.plot))
+
+
+if __name__ == "__main__":
+    main()
