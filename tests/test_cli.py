@@ -199,3 +199,12 @@ def test_python_m_tnconv_writes_the_readme_diagram(tmp_path):
         [sys.executable, "-m", "tnconv", "derive", "nope"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert failed.returncode == 2 and "Traceback" not in failed.stderr and len(failed.stderr.splitlines()) == 1
+
+
+def test_console_script_is_installed():
+    """``pip install -e .`` installs the ``tnconv`` command next to the interpreter."""
+    script = Path(sys.executable).with_name("tnconv")
+    assert script.exists(), f"no console script at {script}: is the package installed (pip install -e .)?"
+    completed = subprocess.run([str(script), "layers"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "resnet18_layer1_3x3" in completed.stdout
