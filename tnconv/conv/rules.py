@@ -45,33 +45,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-import sympy
-
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size, decide, equal
+from tnconv.ir.sizes import Size
 from tnconv.ir.tensors import Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
-from tnconv.passes.core import Record, Rewrite
+from tnconv.passes.core import Record, Rewrite, proven_equal, proven_le, proven_lt
 from tnconv.passes.viewchain import append_views
 
 
-def _is(a: Size, b: Size) -> bool:
-    """Proven ``a == b``."""
-    return equal(a, b) is True
-
-
-def _le(a: Size, b: Size) -> bool:
-    """Proven ``a <= b``."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a <= b
-    return decide(sympy.Le(sympy.sympify(a), sympy.sympify(b))) is True
-
-
-def _lt(a: Size, b: Size) -> bool:
-    """Proven ``a < b``."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a < b
-    return decide(sympy.Lt(sympy.sympify(a), sympy.sympify(b))) is True
+_is, _le, _lt = proven_equal, proven_le, proven_lt  # short names: the conditions read like the maths
 
 
 @dataclass(frozen=True)

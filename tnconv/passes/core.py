@@ -17,9 +17,13 @@ not converge) and ``checked`` (run the verifier after the pass).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Collection, Iterable, Optional
 
+import sympy
+
 from tnconv.ir.network import Network
+from tnconv.ir.sizes import Size, decide, equal
 from tnconv.ir.verify import verify
 
 
@@ -178,3 +182,29 @@ def fresh_leg(base: str, taken: Collection[str]) -> str:
     while name in taken:
         name += "'"
     return name
+
+
+# --- proofs over sizes: True only when proven (ints answer at once; sympy answers are cached) ---------
+
+
+def proven_equal(a: Size, b: Size) -> bool:
+    """Whether ``a == b`` is proven."""
+    return a == b if isinstance(a, int) and isinstance(b, int) else _proven("==", a, b)
+
+
+def proven_le(a: Size, b: Size) -> bool:
+    """Whether ``a <= b`` is proven."""
+    return a <= b if isinstance(a, int) and isinstance(b, int) else _proven("<=", a, b)
+
+
+def proven_lt(a: Size, b: Size) -> bool:
+    """Whether ``a < b`` is proven."""
+    return a < b if isinstance(a, int) and isinstance(b, int) else _proven("<", a, b)
+
+
+@lru_cache(maxsize=4096)
+def _proven(relation: str, a: Size, b: Size) -> bool:
+    if relation == "==":
+        return equal(a, b) is True
+    compare = sympy.Le if relation == "<=" else sympy.Lt
+    return decide(compare(sympy.sympify(a), sympy.sympify(b))) is True

@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import equal
 from tnconv.ir.tensors import Data, Identity, Ones
 from tnconv.ir.views import Flatten, Squeeze
-from tnconv.passes.core import Record, Rewrite, fresh_leg
+from tnconv.passes.core import Record, Rewrite, fresh_leg, proven_equal
 from tnconv.passes.viewchain import append_views
 
 
@@ -30,7 +29,7 @@ def remove_identity(net: Network) -> Optional[Rewrite]:
         if not isinstance(entry.kind, Identity) or len(set(entry.legs)) != len(entry.legs):
             continue
         sizes = [net.size(leg) for leg in entry.legs]
-        if any(equal(size, sizes[0]) is not True for size in sizes[1:]):
+        if any(not proven_equal(size, sizes[0]) for size in sizes[1:]):
             continue
         outputs = [leg for leg in entry.legs if leg in net.output]
         if len(outputs) > 1:
@@ -52,7 +51,7 @@ def remove_identity(net: Network) -> Optional[Rewrite]:
 def squeeze(net: Network) -> Optional[Rewrite]:
     """Drop a summed size-1 leg from the data, all-ones and identity tensors that carry it."""
     for leg, size in net.sizes.items():
-        if leg in net.output or equal(size, 1) is not True:
+        if leg in net.output or not proven_equal(size, 1):
             continue
         carriers = [net.entries[p] for p in net.tensors_on(leg)]
         if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
-from tnconv.ir.sizes import equal, product
+from tnconv.ir.sizes import product
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows
+from tnconv.passes.core import proven_equal
 
 
 def append_views(kind: Data, views: Iterable[View]) -> Data:
@@ -32,10 +33,10 @@ def _trivial(view: View) -> bool:
     if isinstance(view, Flatten):
         return len(view.sizes) == 1
     if isinstance(view, Pad):
-        return equal(view.left, 0) is True and equal(view.right, 0) is True
+        return proven_equal(view.left, 0) and proven_equal(view.right, 0)
     if isinstance(view, Slice):
-        whole = equal(view.count, view.source) is True
-        return whole and equal(view.start, 0) is True and (equal(view.step, 1) is True or equal(view.count, 1) is True)
+        whole = proven_equal(view.count, view.source)
+        return whole and proven_equal(view.start, 0) and (proven_equal(view.step, 1) or proven_equal(view.count, 1))
     return False
 
 
@@ -68,7 +69,7 @@ def _absorb(chain: Sequence[View], view: View) -> Optional[list[View]]:
 def _cancel(last: View, view: View) -> Optional[list[View]]:
     """Views equal to ``last`` then ``view``, shorter, or None."""
     if isinstance(last, Windows) and isinstance(view, Squeeze) and view.axis == last.axis + 1:
-        if equal(last.size, 1) is True:  # windows of one index: a strided slice
+        if proven_equal(last.size, 1):  # windows of one index: a strided slice
             return [Slice(last.axis, 0, last.step, last.count, last.source)]
     if isinstance(last, Slice) and isinstance(view, Slice) and view.axis == last.axis:
         start = last.start + last.step * view.start  # a slice of a slice is a slice
@@ -78,7 +79,7 @@ def _cancel(last: View, view: View) -> Optional[list[View]]:
     low, count = last.axis, len(last.sizes)
     if isinstance(view, Squeeze) and low <= view.axis < low + count:
         at = view.axis - low
-        if equal(last.sizes[at], 1) is True:
+        if proven_equal(last.sizes[at], 1):
             return [Unflatten(low, last.sizes[:at] + last.sizes[at + 1 :])]
     if isinstance(view, Flatten) and low <= view.axis and view.axis + len(view.sizes) <= low + count:
         at = view.axis - low
