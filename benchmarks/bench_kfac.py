@@ -164,7 +164,11 @@ def main() -> None:
     names = args.layers or [entry["name"] for entry in table]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": str(args.threads)}
     itemsize = torch.tensor([], dtype=getattr(torch, args.dtype)).element_size()
-    header = f"{'layer':24} {'tnconv ms':>10} {'unfold ms':>10} {'ratio':>7} {'tnconv +MiB':>12} {'unfold +MiB':>12} {'u MiB':>8} {'rel diff':>9}"
+    columns = (
+        ("tnconv ms", 10), ("unfold ms", 10), ("ratio", 7), ("tnconv +MiB", 12), ("unfold +MiB", 12), ("u MiB", 8),
+        ("rel diff", 9),
+    )
+    header = f"{'layer':24} " + " ".join(f"{name:>{width}}" for name, width in columns)
     print(f"KFAC-reduce, batch {args.batch}, {args.dtype}, {args.threads} thread(s); ratio = unfold / tnconv")
     print(header)
     rows = []

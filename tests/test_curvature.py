@@ -77,6 +77,45 @@ def test_float32_and_dtype_kept():
     torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-6)
 
 
+def test_four_spatial_dims_reduce_to_three():
+    """Any N: a 4-d layer whose last dim is a size-1 pixel under a size-1 kernel is the 3-d layer."""
+    x, v = random((2, 4, 4, 3, 5), 0), random((2, 2, 3, 1, 2), 1)
+    args = dict(stride=(2, 1, 2), padding=(1, 0, 0), dilation=(1, 2, 1), groups=2)
+    args4 = {key: (*value, 1) if isinstance(value, tuple) else value for key, value in args.items()}
+    args4["padding"] = (1, 0, 0, 0)
+    for routine in (curvature.kfac_expand_factor, curvature.kfac_reduce_factor):
+        expected = routine(x, (2, 2, 2), **args)
+        torch.testing.assert_close(routine(x.unsqueeze(-1), (2, 2, 2, 1), **args4), expected, **TOL)
+    got = curvature.per_sample_weight_grad(x.unsqueeze(-1), v.unsqueeze(-1), (2, 2, 2, 1), **args4)
+    torch.testing.assert_close(got.squeeze(-1), curvature.per_sample_weight_grad(x, v, (2, 2, 2), **args), **TOL)
+
+
+def test_padding_strings_are_accepted():
+    x = random((2, 3, 6, 5), 4)
+    same = curvature.kfac_expand_factor(x, (2, 3), padding="same")
+    torch.testing.assert_close(same, curvature.kfac_expand_factor(x, (2, 3), padding=((0, 1), (1, 1))), **TOL)
+    valid = curvature.kfac_reduce_factor(x, (2, 3), padding="valid")
+    torch.testing.assert_close(valid, curvature.kfac_reduce_factor(x, (2, 3)), **TOL)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_results_equal_cpu_results():
+    x, v, s = random((2, 4, 7, 6), 0), random((2, 6, 3, 6), 1), random((3, 2, 6, 3, 6), 2)
+    args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, groups=2)
+    for name, operands in (
+        ("kfac_expand_factor", (x,)), ("kfac_reduce_factor", (x,)), ("per_sample_weight_grad", (x, v)),
+        ("diag_ggn_weight", (x, s)),
+    ):
+        routine = getattr(curvature, name)
+        got = routine(*(t.cuda() for t in operands), **args)
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got.cpu(), routine(*operands, **args), **TOL)
+    for mode in ("channel", "spatial"):
+        draws = [dict(keep=0.5, mode=mode, generator=torch.Generator().manual_seed(1), **args) for _ in range(2)]
+        got = curvature.weight_vjp_dropout(x.cuda(), v.cuda(), **draws[0])
+        torch.testing.assert_close(got.cpu(), curvature.weight_vjp_dropout(x, v, **draws[1]), **TOL)
+
+
 # --- the derived networks ------------------------------------------------------------------------
 def test_kfac_reduce_network_never_forms_the_unfolded_input():
     shape, kernel = (4, 8, 32, 32), 7

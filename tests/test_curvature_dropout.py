@@ -1,4 +1,4 @@
-"""weight_vjp_dropout: exact at keep=1, each draw is the VJP of the kept slices, unbiased, never reads dropped slices."""
+"""weight_vjp_dropout: exact at keep=1, each draw the VJP of the kept slices, unbiased, dropped slices never read."""
 
 from __future__ import annotations
 

@@ -55,7 +55,9 @@ class Layer:
 
     def kwargs(self) -> dict[str, object]:
         """Keyword arguments of the tnconv.curvature routines for this layer."""
-        extra: dict[str, object] = {"transposed": True, "output_padding": self.output_padding} if self.transposed else {}
+        extra: dict[str, object] = {}
+        if self.transposed:
+            extra = {"transposed": True, "output_padding": self.output_padding}
         return dict(stride=self.stride, padding=self.padding_arg, dilation=self.dilation, groups=self.groups, **extra)
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -289,7 +289,9 @@ def weight_vjp_dropout(
     return spatial_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))
 
 
-def channel_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float) -> torch.Tensor:
+def channel_dropout(
+    x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float
+) -> torch.Tensor:
     """The weight VJP from the kept channels ``mask[g, c_in]`` only, scaled by ``1/keep``.
 
     The groups with a kept channel (``A`` of them) become the groups of a
@@ -317,7 +319,9 @@ def channel_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: to
     return result.transpose(1, 2).reshape(hyper.weight_shape)
 
 
-def spatial_dropout(x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float) -> torch.Tensor:
+def spatial_dropout(
+    x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float
+) -> torch.Tensor:
     """The weight VJP from the kept input pixels ``mask[i..]`` only, scaled by ``1/keep``.
 
     ``x`` is read at the ``P`` kept pixels; ``grad_output`` at the output
