@@ -124,6 +124,20 @@ def test_4d_transposed_conv_matches_lower_dim_reference(data: st.DataObject) -> 
     check_layer(layer, data.draw(st.integers(0, 2**16)))
 
 
+@settings(max_examples=25, deadline=None)
+@given(conv_layers(max_dims=2, padding_modes=MODES), st.booleans(), st.integers(0, 2**16))
+def test_simplified_networks_keep_their_values(layer: ConvLayer, transposed: bool, seed: int) -> None:
+    x, w = layer.tensors(seed=seed)
+    v = torch.randn(layer.output_shape, dtype=x.dtype, generator=torch.Generator().manual_seed(seed))
+    operands = {"forward": dict(X=x, W=w), "input_vjp": dict(V=v, W=w), "weight_vjp": dict(X=x, V=v), "unfold": dict(X=x)}
+    for op, given_operands in operands.items():
+        args = (op, layer.x_shape, layer.kernel_size, layer.out_channels, layer.stride, layer.padding, layer.dilation,
+                layer.groups, layer.padding_mode)
+        simplified = tnconv.verify(tnconv.conv_network(*args, simplify=True))
+        expected = tnconv.compile(tnconv.conv_network(*args, simplify=False))(**given_operands)
+        torch.testing.assert_close(tnconv.compile(simplified)(**given_operands), expected, **TOL)
+
+
 def test_conventions_of_a_grouped_2d_conv() -> None:
     net = tnconv.conv_network("forward", (2, 6, 7, 5), (3, 2), 4, stride=(2, 1), padding=((1, 0), 1), groups=2,
                               simplify=False)

@@ -156,6 +156,22 @@ def test_4d_routines_match_lower_dim_references(data: st.DataObject) -> None:
     torch.testing.assert_close(ours, expected, **TOL)
 
 
+def test_fold_of_a_single_block() -> None:
+    """L = 1 (kernel as large as the image): fold places the one block."""
+    u = randn((2, 6, 1), 0)
+    torch.testing.assert_close(TF.fold(u, (3,), 3), u.reshape(2, 2, 3), **TOL)
+    torch.testing.assert_close(TF.fold(u, (2, 3), (2, 3)), F.fold(u, (2, 3), (2, 3)), **TOL)
+
+
+def test_conv_transpose_whose_left_padding_crops_everything() -> None:
+    """Output pixels that no input pixel reaches are zero (here the left padding crops the whole full output)."""
+    x, w = randn((1, 1, 1), 0), randn((1, 1, 1), 1)
+    ours = TF.conv_transpose(x, w, None, 3, ((2, 0),), 2)
+    expected = reference_conv_transpose(x, w, (3,), ((2, 0),), (2,), (1,), 1)
+    assert expected.shape == (1, 1, 1)
+    torch.testing.assert_close(ours, expected, **TOL)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_dtypes_are_kept(dtype: torch.dtype) -> None:
     x, w, b = randn((2, 4, 7, 6), 0, dtype), randn((6, 2, 3, 2), 1, dtype), randn((6,), 2, dtype)

@@ -27,9 +27,6 @@ from tnconv.lower.program import Program
 
 __all__ = ["conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp"]
 
-_SIMPLIFY = False  # flip to True once tnconv.passes.simplify lands
-
-
 # (op, *normalised hyper-parameters) -> (program, hyper); a bounded cache filled by ``_setup``.
 _ENTRIES: dict[tuple, tuple[Program, ConvHyper]] = {}
 _MAX_ENTRIES = 1024
@@ -55,7 +52,7 @@ def _setup(op: str, *hyper_arguments: object) -> tuple:
     if key not in _ENTRIES:
         if len(_ENTRIES) >= _MAX_ENTRIES:
             _ENTRIES.clear()
-        _ENTRIES[key] = (compile_network(routine(op, hyper, _SIMPLIFY)), hyper)
+        _ENTRIES[key] = (compile_network(routine(op, hyper, simplify=True)), hyper)
     return key
 
 

@@ -176,11 +176,13 @@ class ConvHyper:
         For a transposed layer this is the pattern of the conv it transposes:
         ``i`` runs over the transposed output, ``o`` over its input; the right
         padding absorbs ``output_padding`` so that the pattern's output size is
-        the layer's input size.
+        the layer's input size. Any right padding in ``[right - op, right - op + S - 1]``
+        gives that size and the same entries; the smallest one >= 0 is used (it is
+        negative only when ``op >= S``, which PyTorch allows for ``dilation > S``).
         """
         if self.transposed:
             return tuple(
-                IndexPattern(size, k, s, left, right - op, d, "zeros")
+                IndexPattern(size, k, s, left, _crop_right(right - op, s), d, "zeros")
                 for size, k, s, (left, right), d, op in zip(
                     self.output_size, self.kernel_size, self.stride, self.padding, self.dilation, self.output_padding
                 )
@@ -210,6 +212,11 @@ class ConvHyper:
         if self.out_channels is None:
             raise ValueError("out_channels is needed for the output shape, got None")
         return (self.batch, self.out_channels, *self.output_size)
+
+
+def _crop_right(lowest: int, stride: int) -> int:
+    """The smallest right padding >= 0 in ``[lowest, lowest + stride - 1]``, else the largest one."""
+    return lowest if lowest >= 0 else min(0, lowest + stride - 1)
 
 
 def conv_hyper(
