@@ -172,6 +172,23 @@ def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
             torch.testing.assert_close(got, expected, **TOL)
 
 
+@settings(max_examples=10, deadline=None)
+@given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
+def test_conv_network_diag_ggn_and_per_sample_compute_the_routines(layer, columns, seed):
+    """The symbolic-M diag_ggn network and the per_sample_grad network (as users get them) match the routines."""
+    x, s = random(layer.input_shape, seed), random((columns, *layer.output_shape()), seed + 1)
+    kwargs = layer.kwargs()
+    extra = {k: kwargs.pop(k) for k in ("transposed", "output_padding") if k in kwargs}
+    c_out = layer.out_channels
+    diag = tnconv.conv_network("diag_ggn", x.shape, layer.kernel_size, c_out, **kwargs, **extra)
+    tnconv.verify(diag)
+    expected = curvature.diag_ggn_weight(x, s, layer.kernel_size, **kwargs, **extra)
+    torch.testing.assert_close(tnconv.compile(diag)(X=x, V=s).reshape(expected.shape), expected, **TOL)
+    per_sample = tnconv.conv_network("per_sample_grad", x.shape, layer.kernel_size, c_out, **kwargs, **extra)
+    expected = curvature.per_sample_weight_grad(x, s[0], layer.kernel_size, **kwargs, **extra)
+    torch.testing.assert_close(tnconv.compile(per_sample)(X=x, V=s[0]).reshape(expected.shape), expected, **TOL)
+
+
 # --- bad input -------------------------------------------------------------------------------------
 def test_bad_input_names_the_argument():
     x = random((2, 4, 6, 6), 0)

@@ -169,13 +169,17 @@ def diag_ggn_weight(
         sqrt_ggn: ``(M, N, C_out, *O)``, M columns of a symmetric factorisation of
             the GGN w.r.t. the layer output (``sqrt_ggn`` + ``pullback`` build it).
         kernel_size, ...: the layer's hyper-parameters (see ``kfac_expand_factor``).
+
+    The ``diag_ggn`` network multiplies two copies of the per-column weight
+    VJPs ``J[m, n, w]``; here ``J`` is computed once and squared.
     """
     ndim = getattr(x, "ndim", 2) + 1
     sqrt_ggn = check_tensor(sqrt_ggn, "sqrt_ggn", ndim=ndim, min_ndim=4)
     hyper = layer(x, kernel_size, sqrt_ggn.shape[2], stride, padding, dilation, groups, transposed, output_padding)
     check_output(sqrt_ggn, "sqrt_ggn", hyper, leading=1)
     check_pair(x, sqrt_ggn, "sqrt_ggn")
-    return run("diag_ggn", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn).contiguous().reshape(hyper.weight_shape)
+    grads = run("column_grads", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn)  # (m, n, *W legs)
+    return grads.square().sum((0, 1)).reshape(hyper.weight_shape)
 
 
 def sqrt_ggn(

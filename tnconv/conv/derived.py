@@ -21,9 +21,10 @@ with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
   network ``J[m,n,w] J[m,n,w] -> w`` with both ``J`` fused with it: the square
   (not multilinear in ``V``) is the product of two copies, summed over ``m, n``.
 
-The KFAC networks hold two copies of the patches; ``network("patches")`` and
-``network("patch_sums")`` are the single copy, which ``tnconv.curvature``
-evaluates once before multiplying it with itself. It also applies the
+The KFAC and DiagGGN networks hold two copies of one factor (the patches,
+their location sums, the per-column weight VJPs); ``network("patches")``,
+``network("patch_sums")`` and ``network("column_grads")`` are that single
+copy, which ``tnconv.curvature`` evaluates once before multiplying it with itself. It also applies the
 scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and torch
 shapes. ``kept_pixels_network`` is the weight VJP over a random subset of
 input pixels (spatial tensor dropout).
@@ -46,7 +47,8 @@ from tnconv.passes.simplify import simplify as simplify_network
 from tnconv.passes.vmap import vmap
 
 OPS = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
-PARTS = ("patches", "patch_sums")  # the single copy of the KFAC networks, for evaluating them without repeating it
+# the single copy inside the kfac and diag_ggn networks, to evaluate them without computing it twice
+PARTS = ("patches", "patch_sums", "column_grads")
 
 
 def second(leg: str) -> str:
@@ -101,9 +103,14 @@ def per_sample_network(hyper: ConvHyper) -> Network:
     return differentiate(fuse(loss, "Y", forward), "W")
 
 
+def column_grads_network(hyper: ConvHyper, columns: Size) -> Network:
+    """``J[m,n,w]``: the per-sample weight VJP vmapped over the GGN columns ``m`` on ``V``."""
+    return vmap(per_sample_network(hyper), "m", columns, "V")
+
+
 def diag_ggn_network(hyper: ConvHyper, columns: Size) -> Network:
     """``sum_{m,n} J[m,n,w]^2`` with ``J`` the per-sample weight VJP vmapped over ``m`` on ``V``."""
-    jacobian = vmap(per_sample_network(hyper), "m", columns, "V")
+    jacobian = column_grads_network(hyper, columns)
     legs = jacobian.output  # (m, n, *W legs)
     square = Network(
         (Tensor("J", legs), Tensor("J", legs)), legs[2:], {leg: jacobian.size(leg) for leg in legs}
@@ -120,16 +127,19 @@ def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | Non
     """
     if op not in OPS + PARTS:
         raise ValueError(f"op must be one of {OPS + PARTS}, got {op!r}")
-    if op in ("per_sample_grad", "diag_ggn") and hyper.out_channels is None:
+    if op in ("per_sample_grad", "diag_ggn", "column_grads") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
-    if op in PARTS:
+    size = leg_symbol("m") if columns is None else columns
+    if op in ("patches", "patch_sums"):
         net = patches_network(hyper, reduce=op == "patch_sums")
     elif op in ("kfac_expand", "kfac_reduce"):
         net = kfac_network(hyper, reduce=op == "kfac_reduce")
     elif op == "per_sample_grad":
         net = per_sample_network(hyper)
+    elif op == "column_grads":
+        net = column_grads_network(hyper, size)
     else:
-        net = diag_ggn_network(hyper, leg_symbol("m") if columns is None else columns)
+        net = diag_ggn_network(hyper, size)
     return simplify_network(net) if simplify else net
 
 
