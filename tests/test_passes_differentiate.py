@@ -14,7 +14,8 @@ from tnconv.ir.tensors import Data
 from tnconv.ir.views import Slice
 from tnconv.lower.sum import SumProgram
 from tnconv.passes.differentiate import NetworkSum, differentiate
-from tnconv.passes.simplify import simplify
+from tnconv.passes.fuse import fuse
+from tnconv.passes.simplify import simplify, simplify_traced
 
 
 @st.composite
@@ -149,3 +150,22 @@ def test_differentiate_errors() -> None:
     linear = differentiate(net, "A")
     with pytest.raises(ValueError, match="unknown tensor 'A'"):
         differentiate(linear, "A")
+
+
+def test_simplify_and_memory_limited_compile_of_a_network_sum() -> None:
+    net = tnconv.conv_network("forward", (2, 3, 8), 2, out_channels=2, stride=2, simplify=False)
+    flat = net.replace(output=("n", "c_out", "o1"))  # G == 1: the size-1 leg g is summed
+    square = fuse(Network.from_einsum("nco,nco->", "Y", "Y", sizes={"n": 2, "c": 2, "o": 4}), "Y", flat)
+    hessian = differentiate(differentiate(square, "W"), "W")  # 2 * J^T J of the linear map W -> Y
+    simple, trace = simplify_traced(hessian)
+    assert isinstance(simple, NetworkSum) and trace.rules().count("dense") == 2 * len(simple.terms)
+    assert simplify(simple) is simple
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda w: torch.nn.functional.conv1d(x, w, stride=2), torch.zeros(2, 3, 2, dtype=torch.float64))
+    flat = jacobian.reshape(2 * 2 * 4, 2 * 3 * 2)
+    expected = 2 * (flat.T @ flat).reshape(2, 3, 2, 2, 3, 2)
+    for value in (hessian, simple):
+        program = tnconv.compile(value, memory_limit=10**6)
+        got = program(X=x).reshape(expected.shape)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+

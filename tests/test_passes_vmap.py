@@ -40,11 +40,13 @@ def test_vmap_equals_stacking(net: Network, data: st.DataObject, batch: int, see
     _check_stacking(net, names, batch, seed)
 
 
-@settings(max_examples=20, deadline=None)
-@given(conv_cases(), st.sampled_from((["X"], ["W"], ["X", "W"])), st.integers(0, 1000))
-def test_vmap_conv_over_views(case, names, seed) -> None:
-    """Batched X / W are passed with a leading axis; their channel views shift by one axis."""
-    _check_stacking(conv_net(case), names, 2, seed)
+@settings(max_examples=30, deadline=None)
+@given(conv_cases(), st.sampled_from((["X"], ["W"], ["X", "W"])), st.booleans(), st.integers(0, 1000))
+def test_vmap_conv_over_views(case, names, simplified, seed) -> None:
+    """Batched X / W are passed with a leading axis; their views (channels, and the
+    slices / windows / pads of simplified networks) shift by one axis."""
+    net = conv_net(case)
+    _check_stacking(simplify(net) if simplified else net, names, 2, seed)
 
 
 def test_vmap_of_a_network_sum_batches_each_term() -> None:

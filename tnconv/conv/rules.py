@@ -140,7 +140,7 @@ def unused_pixels(net: Network) -> Optional[Rewrite]:
         result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
         last = start + S * (O - 1) + D * (K - 1)
         condition = f"{_describe(p, O)}: taps read pixels {start}..{last} only"
-        effect = f"slice {site.i} to pixels [{start}, {start} + {length}) on {site.names}"
+        effect = f"slice {site.i} to pixels [{start}, {start + length}) on {site.names}"
         return result, Record("unused pixels", (site.entry.name,), (site.i,), condition, effect)
     return None
 

@@ -7,6 +7,8 @@
   tensors (a ``Squeeze`` view), all-ones tensors and identities carrying it
   (only where no index pattern, whose kind fixes its legs, carries it too:
   then the leg would stay and nothing is gained).
+- **ones**: an all-ones tensor whose legs all sit on other tensors too
+  multiplies by 1: drop it.
 - **merge parallel legs**: two summed legs that sit next to each other, in
   the same order, on exactly the same tensors (data or all-ones) act as one
   leg of the product size: merge them (a ``Flatten`` view).
@@ -80,6 +82,18 @@ def squeeze(net: Network) -> Optional[Rewrite]:
     return None
 
 
+def drop_ones(net: Network) -> Optional[Rewrite]:
+    """Drop an all-ones tensor whose legs other tensors carry too (a factor of 1 everywhere)."""
+    for position, entry in enumerate(net.entries):
+        if not isinstance(entry.kind, Ones) or len(net.entries) == 1:
+            continue
+        if all(len(net.tensors_on(leg)) > 1 for leg in entry.legs):
+            entries = [e for p, e in enumerate(net.entries) if p != position]
+            condition = f"legs {entry.legs} on other tensors too" if entry.legs else "no legs"
+            return net.replace(tensors=entries), Record("ones", (entry.name,), entry.legs, condition, f"drop {entry.name}")
+    return None
+
+
 def merge_parallel(net: Network) -> Optional[Rewrite]:
     """Merge two adjacent summed legs that appear together on the same data / all-ones tensors."""
     for first in net.all_legs:
@@ -122,4 +136,4 @@ def _adjacent(entry: Tensor, first: str, second: str) -> bool:
     return at + 1 < len(entry.legs) and entry.legs[at + 1] == second
 
 
-RULES = (remove_identity, squeeze, merge_parallel)
+RULES = (remove_identity, squeeze, drop_ones, merge_parallel)

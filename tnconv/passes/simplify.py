@@ -10,7 +10,7 @@ which may be symbolic; each preserves the network's value exactly. Order:
 4. padding (zero-pad the data where the taps do not overlap),
 5. pattern identity (1x1 and whole-input kernels where ``i`` is an output leg),
 6. identities removed by renaming, 7. size-1 legs squeezed,
-8. parallel legs merged.
+8. all-ones factors dropped, 9. parallel legs merged.
 
 ``simplify(net)`` returns the simplified network (the same object when no
 rule fires, so ``simplify(simplify(net)) is simplify(net)``);
