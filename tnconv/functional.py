@@ -4,8 +4,10 @@ Each routine normalises its hyper-parameters (``tnconv.conv.hyper``), takes
 the compiled program of its network (``tnconv.conv.networks`` through
 ``tnconv.compile``; cached by normalised hyper-parameters and shapes), runs
 it on the torch-layout tensors and reshapes the result to PyTorch's layout.
-Programs are plain ``torch.einsum`` steps, so results are differentiable by
-autograd (double backward included) and keep the inputs' dtype and device.
+Programs run plain torch operations, so results are differentiable by
+autograd (double backward included) and keep the inputs' dtype and device;
+under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
+(``_setup``) and only the program's torch operations are traced.
 
 Layouts (N spatial dims, G groups): ``x`` ``(B, C_in, *I)`` (or unbatched
 ``(C_in, *I)``), conv weight ``(C_out, C_in // G, *K)``, transposed-conv
@@ -18,6 +20,7 @@ import math
 import operator
 from dataclasses import fields
 from typing import Sequence
+
 import torch
 
 from tnconv.conv.hyper import ConvHyper, as_int, conv_hyper, is_sequence

@@ -107,13 +107,13 @@ def padding_pairs(
     return pairs
 
 
-def spatial_dims(shape: object, name: str, extra: int = 2) -> tuple[int, ...]:
-    """A tensor shape as a tuple of ints with at least ``extra + 1`` entries (>= 1 spatial dim)."""
+def layer_shape(shape: object, name: str) -> tuple[int, ...]:
+    """A layer input shape ``(N, C, *I)`` as a tuple of ints (at least one spatial dim)."""
     if not is_sequence(shape):
         raise TypeError(f"{name} must be a tuple of ints (or torch.Size), got {shape!r}")
     result = tuple(as_int(v, name) for v in shape)  # type: ignore[union-attr]
-    if len(result) < extra + 1:
-        raise ValueError(f"{name} must have at least {extra + 1} entries (batch, channels, spatial...), got {shape!r}")
+    if len(result) < 3:
+        raise ValueError(f"{name} must have at least 3 entries (batch, channels, spatial...), got {shape!r}")
     if any(v < 0 for v in result) or any(v < 1 for v in result[1:]):
         raise ValueError(f"{name} must have sizes >= 1 (batch >= 0), got {shape!r}")
     return result
@@ -247,7 +247,7 @@ def conv_hyper(
     Raises:
         TypeError, ValueError: naming the argument and the offending value.
     """
-    shape = spatial_dims(input_shape, "input_shape")
+    shape = layer_shape(input_shape, "input_shape")
     dims = len(shape) - 2
     if not isinstance(transposed, bool):
         raise TypeError(f"transposed must be a bool, got {transposed!r}")
