@@ -180,3 +180,21 @@ def test_bad_arguments_are_named(tmp_path):
 def test_a_single_tensor_and_a_disconnected_network_draw():
     assert_legible(layout(Network([Tensor("A", ("i",))], ("i",))))
     assert_legible(layout(Network([Tensor("A", ("i",)), Tensor("B", ("j",))], ("i", "j"))))
+
+
+def test_a_network_sum_draws_its_terms_joined_by_plus(tmp_path):
+    """The product rule gives a NetworkSum (X twice in a Gram matrix): each term is drawn, + between them."""
+    gram = Network.from_einsum("n c i, n d i -> c d", "X", "X", sizes={"n": 8, "c": 3, "d": 3, "i": 5})
+    derivative = tnconv.differentiate(gram, "X")
+    assert isinstance(derivative, tnconv.NetworkSum) and len(derivative.terms) == 2
+    drawing = tnconv.render.draw.diagram(derivative)
+    assert [label.text for label in drawing.labels].count("+") == 1
+    names = [node.text for node in drawing.nodes if node.shape not in ("end", "dot")]
+    assert names == [n for term in derivative.terms for n in structure(term).texts if n]
+    terms = [layout(term) for term in derivative.terms]
+    assert drawing.width > sum(part.width for part in terms)
+    root = ElementTree.fromstring(to_svg(derivative))
+    assert "+" in [element.text for element in root.iter(f"{SVG}text")]
+    assert draw(derivative, tmp_path / "sum.png").read_bytes().startswith(b"\x89PNG")
+    dot = to_dot(derivative)
+    assert "subgraph cluster_0" in dot and "subgraph cluster_1" in dot and '"s1/t0"' in dot

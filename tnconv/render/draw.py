@@ -17,31 +17,38 @@ from pathlib import Path
 from typing import Union
 
 from tnconv.ir.network import Network
+from tnconv.passes.networksum import NetworkSum
 from tnconv.render.dot import to_dot
-from tnconv.render.layout import Diagram, layout
+from tnconv.render.layout import Diagram, layout, layout_sum
 from tnconv.render.svg import to_svg_text
 
-__all__ = ["draw", "to_svg", "to_dot", "layout", "FORMATS"]
+__all__ = ["draw", "to_svg", "to_dot", "diagram", "FORMATS"]
 
 FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
 
-def _check(net: object) -> Network:
-    if not isinstance(net, Network):
-        raise TypeError(f"net must be a tnconv.Network, got {type(net).__name__}")
-    return net
+Drawable = Union[Network, NetworkSum]
 
 
-def to_svg(net: Network) -> str:
+def diagram(net: Drawable) -> Diagram:
+    """The laid-out diagram of a network, or of a sum of networks (terms side by side, joined by ``+``)."""
+    if isinstance(net, Network):
+        return layout(net)
+    if isinstance(net, NetworkSum):
+        return layout_sum(net.terms)
+    raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
+
+
+def to_svg(net: Drawable) -> str:
     """The diagram of ``net`` as an SVG document (a str)."""
-    return to_svg_text(layout(_check(net)))
+    return to_svg_text(diagram(net))
 
 
-def draw(net: Network, path: Union[str, Path]) -> Path:
+def draw(net: Drawable, path: Union[str, Path]) -> Path:
     """Write the diagram of ``net`` to ``path``; the format comes from the suffix.
 
     Args:
-        net: the network to draw.
+        net: the network (or ``NetworkSum``, drawn as its terms joined by ``+``).
         path: the file to write: ``.svg``, ``.png``, ``.pdf`` (matplotlib), or
             ``.dot``/``.gv`` (Graphviz source). Parent folders must exist.
 
@@ -50,9 +57,10 @@ def draw(net: Network, path: Union[str, Path]) -> Path:
 
     Raises:
         ValueError: for an unknown suffix or a missing parent folder.
-        TypeError: when ``net`` is not a Network or ``path`` not a path.
+        TypeError: when ``net`` is not a Network/NetworkSum or ``path`` not a path.
     """
-    _check(net)
+    if not isinstance(net, (Network, NetworkSum)):
+        raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     target = Path(path)
@@ -64,11 +72,10 @@ def draw(net: Network, path: Union[str, Path]) -> Path:
     if suffix in (".dot", ".gv"):
         target.write_text(to_dot(net), encoding="utf-8")
         return target
-    diagram: Diagram = layout(net)
     if suffix == ".svg":
-        target.write_text(to_svg_text(diagram), encoding="utf-8")
+        target.write_text(to_svg(net), encoding="utf-8")
     else:
         from tnconv.render.raster import write_raster
 
-        write_raster(diagram, target)
+        write_raster(diagram(net), target)
     return target

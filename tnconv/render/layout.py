@@ -1,28 +1,23 @@
-"""Deterministic diagram layout: a network -> positioned nodes, legs and labels.
+"""Deterministic diagram layout: a network -> positioned nodes, legs and labels (pixels).
 
-The drawing follows the tensor-network diagrams of the paper: every tensor is
-a labelled node; a leg shared by exactly two tensors is a line between them;
-an open (output) leg on one tensor dangles from it; every other leg (on three
-or more tensors, on two tensors and the output, on one tensor only and summed,
-or twice on one tensor) is a hyperedge whose lines meet at a dot.
-
-Placement is stress majorisation (SMACOF) started from classical scaling, so
-the same network always gives the same picture: no random seeds. The drawing
-is then rotated so that its long side is horizontal and the first tensor is on
-the left. Leg labels are placed greedily at the first candidate position along
-their line that overlaps no node and no earlier label; if some label cannot be
-placed freely the whole drawing is spread out and placed again.
+What is drawn comes from ``tnconv.render.structure`` (lines, dangling legs,
+hyperedge dots), where it goes from ``tnconv.render.placement`` (stress
+layout; no random seeds, so the same network always gives the same picture).
+This module sizes the nodes, fans out parallel lines as curves, and places
+each leg's label greedily at the first candidate position along its line
+that overlaps no node and no earlier label; if some label cannot be placed
+freely, the whole drawing is spread out and the labels placed again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tnconv.ir.sizes import leg_symbol
-from tnconv.ir.tensors import Data, Identity, IndexPattern, Ones, PatternSum
+from tnconv.render.placement import best_layout, orient
+from tnconv.render.structure import Graph, leg_text, structure
 
 if TYPE_CHECKING:
     from tnconv.ir.network import Network
@@ -33,6 +28,7 @@ LINE_HEIGHT = 1.3 * FONT_SIZE
 DOT_RADIUS = 4.5
 MARGIN = 24.0
 BASE_UNIT = 95.0  # pixels per unit of graph distance before spreading
+SUM_GAP = 40.0  # pixels between the terms of a sum, where the + goes
 
 
 @dataclass(frozen=True)
@@ -86,6 +82,11 @@ class Line:
         )
 
     @property
+    def dangling(self) -> bool:
+        """Whether this line is an open (output) leg ending in the air."""
+        return self.b.rsplit("/", 1)[-1].startswith("end:")
+
+    @property
     def control(self) -> tuple[float, float]:
         """The control point of the quadratic curve (twice the bend, so the curve's middle moves by ``bend``)."""
         (x0, y0), (x2, y2) = self.start, self.end
@@ -119,41 +120,6 @@ def text_width(text: str) -> float:
     return CHAR_WIDTH * len(text)
 
 
-def leg_text(net: "Network", leg: str) -> str:
-    """``leg=size``, or the leg alone when its size is its own unknown symbol."""
-    size = net.size(leg)
-    if size == leg_symbol(leg):
-        return leg
-    return f"{leg}={size}".replace(" ", "")
-
-
-def node_shape(kind: object) -> str:
-    """The drawn shape of a tensor kind."""
-    if isinstance(kind, IndexPattern):
-        return "pattern"
-    if isinstance(kind, PatternSum):
-        return "pattern_sum"
-    if isinstance(kind, Identity):
-        return "identity"
-    if isinstance(kind, Ones):
-        return "ones"
-    if isinstance(kind, Data):
-        return "data"
-    return "data"
-
-
-def tensor_text(entry: object) -> str:
-    """The text inside a tensor's node."""
-    kind = entry.kind  # type: ignore[attr-defined]
-    if isinstance(kind, Identity):
-        return "δ"
-    if isinstance(kind, Ones):
-        return "1"
-    if isinstance(kind, PatternSum):
-        return f"Σ{entry.name}"  # type: ignore[attr-defined]
-    return entry.name  # type: ignore[attr-defined]
-
-
 def _node_box(shape: str, text: str) -> tuple[float, float]:
     """Half width and half height of a node with this shape and text."""
     if shape == "dot":
@@ -167,220 +133,12 @@ def _node_box(shape: str, text: str) -> tuple[float, float]:
     return text_width(text) / 2 + 10.0, 14.0
 
 
-@dataclass(frozen=True)
-class _Graph:
-    """The abstract drawing: node keys with shapes and texts, and one entry per line."""
-
-    keys: tuple[str, ...]
-    shapes: tuple[str, ...]
-    texts: tuple[str, ...]
-    lines: tuple[tuple[str, str, str], ...]  # (leg, a, b)
-    lengths: tuple[float, ...]  # preferred length of each line, in graph units
-    labelled: tuple[tuple[str, int], ...]  # (leg, index of the line that carries its label)
-
-
-def structure(net: "Network") -> _Graph:
-    """Decide which legs are plain lines, dangling legs or hyperedges with a dot."""
-    keys = [f"t{p}" for p in range(len(net.entries))]
-    shapes = [node_shape(e.kind) for e in net.entries]
-    texts = [tensor_text(e) for e in net.entries]
-    lines: list[tuple[str, str, str]] = []
-    lengths: list[float] = []
-    labelled: list[tuple[str, int]] = []
-    for leg in net.all_legs:
-        slots = [f"t{p}" for p, e in enumerate(net.entries) for l in e.legs if l == leg]
-        is_output = leg in net.output
-        if is_output and len(slots) == 1:
-            keys.append(f"end:{leg}")
-            shapes.append("end")
-            texts.append("")
-            labelled.append((leg, len(lines)))
-            lines.append((leg, slots[0], f"end:{leg}"))
-            lengths.append(0.8)
-        elif not is_output and len(slots) == 2 and slots[0] != slots[1]:
-            labelled.append((leg, len(lines)))
-            lines.append((leg, slots[0], slots[1]))
-            both_data = all(shapes[keys.index(s)] == "data" for s in slots)
-            lengths.append(2.1 if both_data else 1.3)
-        else:
-            dot = f"dot:{leg}"
-            keys.append(dot)
-            shapes.append("dot")
-            texts.append("")
-            first = len(lines)
-            for slot in slots:
-                lines.append((leg, slot, dot))
-                lengths.append(1.25)
-            labelled.append((leg, first))
-            if is_output:
-                keys.append(f"end:{leg}")
-                shapes.append("end")
-                texts.append("")
-                labelled[-1] = (leg, len(lines))
-                lines.append((leg, dot, f"end:{leg}"))
-                lengths.append(0.7)
-    return _Graph(tuple(keys), tuple(shapes), tuple(texts), tuple(lines), tuple(lengths), tuple(labelled))
-
-
-def _distances(graph: _Graph) -> np.ndarray:
-    """All-pairs shortest path lengths (Floyd-Warshall); unreachable pairs get the largest finite + 1."""
-    index = {key: n for n, key in enumerate(graph.keys)}
-    size = len(graph.keys)
-    dist = np.full((size, size), np.inf)
-    np.fill_diagonal(dist, 0.0)
-    for (_, a, b), length in zip(graph.lines, graph.lengths):
-        i, j = index[a], index[b]
-        if i != j:
-            dist[i, j] = dist[j, i] = min(dist[i, j], length)
-    for k in range(size):
-        dist = np.minimum(dist, dist[:, k : k + 1] + dist[k : k + 1, :])
-    finite = dist[np.isfinite(dist)]
-    dist[~np.isfinite(dist)] = (finite.max() if finite.size else 1.0) + 1.0
-    return dist
-
-
-def _stress_layout(dist: np.ndarray, start: np.ndarray, iterations: int = 300) -> tuple[np.ndarray, float]:
-    """SMACOF from ``start``: positions whose distances approximate ``dist``, and their stress."""
-    size = dist.shape[0]
-    pos = start.copy()
-    weights = np.zeros_like(dist)
-    np.divide(1.0, dist**2, out=weights, where=dist > 0)
-    laplacian = -weights
-    np.fill_diagonal(laplacian, weights.sum(axis=1))
-    pseudo = np.linalg.pinv(laplacian)
-    for _ in range(iterations):
-        delta = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=2)
-        ratio = np.zeros_like(dist)
-        np.divide(weights * dist, delta, out=ratio, where=delta > 1e-12)
-        b = -ratio
-        np.fill_diagonal(b, ratio.sum(axis=1))
-        new = pseudo @ b @ pos
-        converged = np.abs(new - pos).max() < 1e-7
-        pos = new
-        if converged:
-            break
-    delta = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=2)
-    return pos, float((weights * (delta - dist) ** 2).sum() / 2)
-
-
-def _starts(dist: np.ndarray, count: int = 8) -> list[np.ndarray]:
-    """Deterministic starting layouts: classical scaling, a circle, and seeded random ones."""
-    size = dist.shape[0]
-    centring = np.eye(size) - 1.0 / size
-    gram = -0.5 * centring @ (dist**2) @ centring
-    values, vectors = np.linalg.eigh(gram)
-    order = np.argsort(values)[::-1][:2]
-    classical = vectors[:, order] * np.sqrt(np.maximum(values[order], 1e-9))
-    classical = classical + 1e-3 * np.stack([np.arange(size), np.arange(size) ** 2 % 7], axis=1)
-    angles = 2 * np.pi * np.arange(size) / size
-    circle = dist.mean() * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    generator = np.random.default_rng(0)
-    shuffled = [generator.normal(scale=dist.mean(), size=(size, 2)) for _ in range(count - 2)]
-    return [classical, circle, *shuffled]
-
-
-def _crossings(pos: np.ndarray, pairs: list[tuple[int, int]]) -> int:
-    """Lines that cross (sharing an end does not count) plus lines that pass close by a node.
-
-    "Close" grows with the number of lines between the same two nodes, since
-    they are drawn fanned out as curves.
-    """
-    fan = {pair: sum(1 for other in pairs if {*other} == {*pair}) for pair in pairs}
-    count = 0
-    for n, (a, b) in enumerate(pairs):
-        for c, d in pairs[n + 1 :]:
-            if len({a, b, c, d}) == 4 and _intersect(pos[a], pos[b], pos[c], pos[d]):
-                count += 1
-        near = 0.5 + 0.2 * (fan[(a, b)] - 1)
-        for node in range(len(pos)):
-            if node not in (a, b) and _segment_distance(pos[node], pos[a], pos[b]) < near:
-                count += 1
-    return count
-
-
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Distance from point ``p`` to the segment ``a``-``b``."""
-    ab = b - a
-    t = float(np.clip(np.dot(p - a, ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
-    return float(np.linalg.norm(p - (a + t * ab)))
-
-
-def _intersect(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> bool:
-    def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-
-    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
-
-
-def _best_layout(graph: "_Graph") -> np.ndarray:
-    """The stress layout with the fewest crossing lines (then the lowest stress) over several starts."""
-    dist = _distances(graph)
-    if dist.shape[0] == 1:
-        return np.zeros((1, 2))
-    index = {key: n for n, key in enumerate(graph.keys)}
-    pairs = [(index[a], index[b]) for _, a, b in graph.lines if a != b]
-    best: tuple[int, float, np.ndarray] | None = None
-    for start in _starts(dist):
-        pos, stress = _stress_layout(dist, start)
-        score = (_crossings(pos, pairs), round(stress, 6))
-        if best is None or score < best[:2]:
-            best = (*score, pos)
-    assert best is not None
-    return _clear_dots(best[2], graph, pairs)
-
-
-def _clear_dots(pos: np.ndarray, graph: "_Graph", pairs: list[tuple[int, int]], gap: float = 0.5) -> np.ndarray:
-    """Move each hyperedge dot (with its dangling end) off lines it does not belong to."""
-    pos = pos.copy()
-    centre = pos.mean(axis=0)
-    for dot, shape in enumerate(graph.shapes):
-        if shape != "dot":
-            continue
-        attached = [b for a, b in pairs if a == dot] + [a for a, b in pairs if b == dot]
-        ends = [n for n in attached if graph.shapes[n] == "end"]
-        for _ in range(3):
-            for a, b in pairs:
-                if dot in (a, b) or a in ends or b in ends:
-                    continue
-                ab = pos[b] - pos[a]
-                t = float(np.clip(np.dot(pos[dot] - pos[a], ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
-                foot = pos[a] + t * ab
-                away = pos[dot] - foot
-                distance = float(np.linalg.norm(away))
-                if distance >= gap or not 0.0 < t < 1.0:
-                    continue
-                if distance < 1e-9:
-                    normal = np.array([-ab[1], ab[0]]) / max(float(np.linalg.norm(ab)), 1e-12)
-                    away = normal if np.dot(normal, pos[dot] - centre) >= 0 else -normal
-                    distance = 0.0
-                else:
-                    away = away / distance
-                shift = away * (gap - distance)
-                pos[dot] += shift
-                for end in ends:
-                    pos[end] += shift
-    return pos
-
-
-def _orient(pos: np.ndarray, tensors: int) -> np.ndarray:
-    """Rotate the long side horizontal; put the first tensor left and above the middle."""
-    pos = pos - pos.mean(axis=0)
-    if len(pos) > 1:
-        _, _, axes = np.linalg.svd(pos, full_matrices=False)
-        pos = pos @ axes.T
-    if tensors and pos[0, 0] > 0:
-        pos[:, 0] = -pos[:, 0]
-    if tensors and pos[0, 1] > 0:
-        pos[:, 1] = -pos[:, 1]
-    return pos
-
-
 def _normal(dx: float, dy: float) -> tuple[float, float]:
     length = float(np.hypot(dx, dy)) or 1.0
     return -dy / length, dx / length
 
 
-def _bends(graph: _Graph) -> list[float]:
+def _bends(graph: Graph) -> list[float]:
     """Sideways offsets that fan out lines joining the same pair of nodes."""
     groups: dict[tuple[str, str], list[int]] = {}
     for n, (_, a, b) in enumerate(graph.lines):
@@ -395,7 +153,7 @@ def _bends(graph: _Graph) -> list[float]:
 
 
 def _place_labels(
-    graph: _Graph, lines: list[Line], nodes: list[Node], texts: dict[str, str]
+    graph: Graph, lines: list[Line], nodes: list[Node], texts: dict[str, str]
 ) -> tuple[list[Label], float]:
     """Put each leg's label near its line; return the labels and the overlap left over."""
     obstacles = [node.box for node in nodes if node.shape not in ("end",)]
@@ -422,7 +180,7 @@ def _place_labels(
 def _candidates(line: Line, half_w: float, half_h: float) -> list[Box]:
     """Label boxes to try: beyond a dangling end first, else along the line on either side."""
     boxes = []
-    if line.b.startswith("end:"):
+    if line.dangling:
         (x0, y0), (x1, y1) = line.start, line.end
         length = float(np.hypot(x1 - x0, y1 - y0)) or 1.0
         ux, uy = (x1 - x0) / length, (y1 - y0) / length
@@ -454,7 +212,7 @@ def layout(net: "Network") -> Diagram:
     texts = {leg: leg_text(net, leg) for leg in net.all_legs}
     if not graph.keys:
         return Diagram((), (), (), _caption(net), 2 * MARGIN, 2 * MARGIN)
-    unit_pos = _orient(_best_layout(graph), len(net.entries))
+    unit_pos = orient(best_layout(graph), len(net.entries))
     bends = _bends(graph)
     index = {key: n for n, key in enumerate(graph.keys)}
     best: tuple[float, list[Node], list[Line], list[Label]] | None = None
@@ -478,7 +236,42 @@ def layout(net: "Network") -> Diagram:
     return _frame(best[1], best[2], best[3], _caption(net))
 
 
-def _separate(pos: np.ndarray, graph: _Graph, rounds: int = 50) -> np.ndarray:
+def layout_sum(terms: Sequence["Network"]) -> Diagram:
+    """The terms of a sum of networks side by side with ``+`` between them, under one caption.
+
+    Node keys of term ``t`` get the prefix ``"s{t}/"``.
+    """
+    parts = [layout(term) for term in terms]
+    height = max(part.height for part in parts)
+    nodes: list[Node] = []
+    lines: list[Line] = []
+    labels: list[Label] = []
+    left = 0.0
+    for number, part in enumerate(parts):
+        if number:
+            plus = Box(round(left + SUM_GAP / 2, 2), round(height / 2, 2), text_width("+") / 2 + 3, LINE_HEIGHT / 2)
+            labels.append(Label("", "+", plus))
+            left += SUM_GAP
+        dx, dy, prefix = left, (height - part.height) / 2, f"s{number}/"
+        nodes += [Node(prefix + n.key, n.shape, n.text, _moved(n.box, dx, dy)) for n in part.nodes]
+        lines += [
+            Line(l.leg, prefix + l.a, prefix + l.b, _point(l.start, dx, dy), _point(l.end, dx, dy), l.bend)
+            for l in part.lines
+        ]
+        labels += [Label(l.leg, l.text, _moved(l.box, dx, dy)) for l in part.labels]
+        left += part.width
+    return Diagram(tuple(nodes), tuple(lines), tuple(labels), parts[0].caption, round(left, 2), round(height, 2))
+
+
+def _moved(box: Box, dx: float, dy: float) -> Box:
+    return Box(round(box.x + dx, 2), round(box.y + dy, 2), box.half_width, box.half_height)
+
+
+def _point(point: tuple[float, float], dx: float, dy: float) -> tuple[float, float]:
+    return round(point[0] + dx, 2), round(point[1] + dy, 2)
+
+
+def _separate(pos: np.ndarray, graph: Graph, rounds: int = 50) -> np.ndarray:
     """Push apart node boxes that overlap (a few deterministic sweeps)."""
     pos = pos.copy()
     sizes = [_node_box(s, t) for s, t in zip(graph.shapes, graph.texts)]
@@ -520,16 +313,11 @@ def _frame(nodes: list[Node], lines: list[Line], labels: list[Label], caption: s
     right = max([b.x + b.half_width for b in boxes] + [p[0] for p in points])
     bottom = max([b.y + b.half_height for b in boxes] + [p[1] for p in points])
     dx, dy = MARGIN - left, MARGIN - top
-
-    def shift(box: Box) -> Box:
-        return Box(round(box.x + dx, 2), round(box.y + dy, 2), box.half_width, box.half_height)
-
-    def move(point: tuple[float, float]) -> tuple[float, float]:
-        return round(point[0] + dx, 2), round(point[1] + dy, 2)
-
-    moved_nodes = tuple(Node(n.key, n.shape, n.text, shift(n.box)) for n in nodes)
-    moved_lines = tuple(Line(l.leg, l.a, l.b, move(l.start), move(l.end), l.bend) for l in lines)
-    moved_labels = tuple(Label(l.leg, l.text, shift(l.box)) for l in labels)
+    moved_nodes = tuple(Node(n.key, n.shape, n.text, _moved(n.box, dx, dy)) for n in nodes)
+    moved_lines = tuple(
+        Line(l.leg, l.a, l.b, _point(l.start, dx, dy), _point(l.end, dx, dy), l.bend) for l in lines
+    )
+    moved_labels = tuple(Label(l.leg, l.text, _moved(l.box, dx, dy)) for l in labels)
     width = max(right - left, text_width(caption)) + 2 * MARGIN
     height = bottom - top + 2 * MARGIN + LINE_HEIGHT
     return Diagram(moved_nodes, moved_lines, moved_labels, caption, round(width, 2), round(height, 2))

@@ -39,9 +39,9 @@ def write_raster(diagram: Diagram, path: Path) -> None:
         figure.patch.set_facecolor(BACKGROUND)
         font = {"family": "monospace", "size": FONT_SIZE * _POINTS_PER_PIXEL}
         linewidth = LINE_WIDTH * _POINTS_PER_PIXEL
-        open_legs = {line.leg for line in diagram.lines if line.b.startswith("end:")}
+        open_legs = {line.leg for line in diagram.lines if line.dangling}
         for line in diagram.lines:
-            colour = OPEN_LEG if line.b.startswith("end:") else INK
+            colour = OPEN_LEG if line.dangling else INK
             vertices = [line.start, line.control, line.end]
             codes = [MplPath.MOVETO, MplPath.CURVE3, MplPath.CURVE3]
             axes.add_patch(

@@ -57,7 +57,7 @@ def _node(node: Node) -> str:
 
 def to_svg_text(diagram: Diagram) -> str:
     """The SVG document of ``diagram``."""
-    open_legs = {line.leg for line in diagram.lines if line.b.startswith("end:")}
+    open_legs = {line.leg for line in diagram.lines if line.dangling}
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_num(diagram.width)}" height="{_num(diagram.height)}" '
         f'viewBox="0 0 {_num(diagram.width)} {_num(diagram.height)}" font-family="{FONT_FAMILY}" '
@@ -66,7 +66,7 @@ def to_svg_text(diagram: Diagram) -> str:
         f'<g fill="none" stroke-width="{LINE_WIDTH}" stroke-linecap="round">',
     ]
     for line in diagram.lines:
-        colour = OPEN_LEG if line.b.startswith("end:") else INK
+        colour = OPEN_LEG if line.dangling else INK
         parts.append(f'<path d="{_path(line)}" stroke="{colour}"><title>{escape(line.leg)}</title></path>')
     parts.append("</g>")
     parts.extend(filter(None, (_node(node) for node in diagram.nodes)))

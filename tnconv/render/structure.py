@@ -1,0 +1,106 @@
+"""Which legs of a network are drawn as lines, dangling legs or hyperedges with a dot.
+
+Every tensor is a node; a leg shared by exactly two tensors is a line between
+them; an open (output) leg on one tensor dangles from it; every other leg (on
+three or more tensors, on two tensors and the output, on one tensor only and
+summed, or twice on one tensor) is a hyperedge whose lines meet at a dot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tnconv.ir.sizes import leg_symbol
+from tnconv.ir.tensors import Identity, IndexPattern, Ones, PatternSum
+
+if TYPE_CHECKING:
+    from tnconv.ir.network import Network
+
+
+def leg_text(net: "Network", leg: str) -> str:
+    """``leg=size``, or the leg alone when its size is its own unknown symbol."""
+    size = net.size(leg)
+    if size == leg_symbol(leg):
+        return leg
+    return f"{leg}={size}".replace(" ", "")
+
+
+def node_shape(kind: object) -> str:
+    """The drawn shape of a tensor kind."""
+    if isinstance(kind, IndexPattern):
+        return "pattern"
+    if isinstance(kind, PatternSum):
+        return "pattern_sum"
+    if isinstance(kind, Identity):
+        return "identity"
+    if isinstance(kind, Ones):
+        return "ones"
+    return "data"
+
+
+def tensor_text(entry: object) -> str:
+    """The text inside a tensor's node."""
+    kind = entry.kind  # type: ignore[attr-defined]
+    if isinstance(kind, Identity):
+        return "δ"
+    if isinstance(kind, Ones):
+        return "1"
+    if isinstance(kind, PatternSum):
+        return f"Σ{entry.name}"  # type: ignore[attr-defined]
+    return entry.name  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The abstract drawing: node keys with shapes and texts, and one entry per line."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[str, ...]
+    texts: tuple[str, ...]
+    lines: tuple[tuple[str, str, str], ...]  # (leg, a, b)
+    lengths: tuple[float, ...]  # preferred length of each line, in graph units
+    labelled: tuple[tuple[str, int], ...]  # (leg, index of the line that carries its label)
+
+
+def structure(net: "Network") -> Graph:
+    """Decide which legs are plain lines, dangling legs or hyperedges with a dot."""
+    keys = [f"t{p}" for p in range(len(net.entries))]
+    shapes = [node_shape(e.kind) for e in net.entries]
+    texts = [tensor_text(e) for e in net.entries]
+    lines: list[tuple[str, str, str]] = []
+    lengths: list[float] = []
+    labelled: list[tuple[str, int]] = []
+    for leg in net.all_legs:
+        slots = [f"t{p}" for p, e in enumerate(net.entries) for l in e.legs if l == leg]
+        is_output = leg in net.output
+        if is_output and len(slots) == 1:
+            keys.append(f"end:{leg}")
+            shapes.append("end")
+            texts.append("")
+            labelled.append((leg, len(lines)))
+            lines.append((leg, slots[0], f"end:{leg}"))
+            lengths.append(0.8)
+        elif not is_output and len(slots) == 2 and slots[0] != slots[1]:
+            labelled.append((leg, len(lines)))
+            lines.append((leg, slots[0], slots[1]))
+            both_data = all(shapes[keys.index(s)] == "data" for s in slots)
+            lengths.append(2.1 if both_data else 1.3)
+        else:
+            dot = f"dot:{leg}"
+            keys.append(dot)
+            shapes.append("dot")
+            texts.append("")
+            first = len(lines)
+            for slot in slots:
+                lines.append((leg, slot, dot))
+                lengths.append(1.25)
+            labelled.append((leg, first))
+            if is_output:
+                keys.append(f"end:{leg}")
+                shapes.append("end")
+                texts.append("")
+                labelled[-1] = (leg, len(lines))
+                lines.append((leg, dot, f"end:{leg}"))
+                lengths.append(0.7)
+    return Graph(tuple(keys), tuple(shapes), tuple(texts), tuple(lines), tuple(lengths), tuple(labelled))
