@@ -273,7 +273,10 @@ def weight_vjp_dropout(
     any device): ``torch.rand(G, C_in // G, generator=generator) < keep`` for
     channels (per group and channel), ``torch.rand(*I, generator=generator) < keep``
     for pixels. Bernoulli subsets are not regular slices, so the kept slices
-    are gathered (a copy of the kept part only) rather than viewed.
+    are gathered (a copy of the kept part only) rather than viewed. The
+    spatial mode reads, for each kept pixel, the ``prod(K)`` output-gradient
+    entries its taps feed: its work is about ``keep * prod(K)`` times a plain
+    pass over ``grad_output``, so it pays off for small ``keep``.
     """
     grad_output = check_tensor(grad_output, "grad_output", ndim=getattr(x, "ndim", None))
     hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, False, 0)
