@@ -86,3 +86,44 @@ def test_checked_verifies_the_result() -> None:
 def test_fresh_leg() -> None:
     assert fresh_leg("n", {"i"}) == "n" and fresh_leg("n", {"n", "n'"}) == "n''"
     assert isinstance(rule_pass("x", never), Pass)
+
+
+def test_traced_passes_compose_into_a_derivation() -> None:
+    import tnconv
+    from tnconv.passes import (
+        as_pass, differentiate_traced, fuse_traced, restrict_traced, simplify_traced, tie_traced, trace_traced,
+        vmap_traced,
+    )
+
+    forward = tnconv.conv_network("forward", (2, 3, 8), 4, out_channels=2, stride=4, simplify=False)
+    derive = sequence(as_pass(differentiate_traced, "W"), as_pass(vmap_traced, "b", 5, "X"), as_pass(simplify_traced))
+    assert derive.name == "sequence(differentiate('W'), vmap('b', 5, 'X'), simplify)"
+    result, trace = derive.traced(forward)
+    assert trace.rules() == ("differentiate", "vmap", "dense")
+    lines = str(trace).splitlines()
+    assert lines[0] == (
+        "1. differentiate: W [1 occurrence(s) in 1 term(s)] -> remove W; its legs (g, c_out, c_in, k1) "
+        "become output legs (g', c_out', c_in, k1)"
+    )
+    assert lines[1] == "2. vmap: X [size 5] -> add leg b first to X and the output"
+    assert lines[2].startswith("3. dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=8=S*O)] -> reshape i1 into (o1, k1) on X")
+    assert result.output == ("b", "n", "g", "c_out", "o1", "g'", "c_out'", "c_in", "k1")
+
+    gram = Network.from_einsum("ni,mi->nm", "X", "X", sizes={"n": 2, "m": 2, "i": 3})
+    summed, trace = differentiate_traced(gram, "X")
+    assert str(trace) == (
+        "1. differentiate: X [2 occurrence(s) in 1 term(s)] -> remove X; its legs (n, i) become output legs "
+        "(n', i); product rule: a sum of 2 networks"
+    )
+    outer = Network.from_einsum("ab,bc->ac", "A", "T", sizes={"a": 2, "b": 2, "c": 2})
+    _, trace = fuse_traced(outer, "T", gram)
+    assert str(trace).startswith("1. fuse: T [inner output binds n->b, m->c] -> replace 1 occurrence(s) of T by (X, X)")
+    assert str(tie_traced(gram, ("n", "m"))[1]) == "1. tie: n, m [size 2] -> one leg n (a diagonal)"
+    assert str(trace_traced(gram, "n", "m")[1]) == "1. trace: n, m [output legs of size 2] -> tie n, m and sum over n"
+    restricted = str(restrict_traced(gram, "i", slice(1, 3))[1])
+    assert restricted == "1. restrict: i [indices 1::1, 2 of 3] -> slice X"
+    conv = tnconv.conv_network("forward", (1, 2, 9), 3, out_channels=2, stride=2, simplify=False)
+    assert str(restrict_traced(conv, "i1", slice(0, 8, 2))[1]) == (
+        "1. restrict: i1 [indices 0::2, 4 of 9] -> slice X; select Pi1 (on i1_full, joined by select_i1)"
+    )
+    assert str(restrict_traced(conv, "o1", slice(1, 3))[1]) == "1. restrict: o1 [indices 1::1, 2 of 4] -> slice pattern Pi1"

@@ -3,20 +3,23 @@
 - ``differentiate`` (product rule -> ``NetworkSum``), ``vmap``, ``fuse``;
 - sub-tensor access: ``tie``, ``trace``, ``restrict``;
 - ``simplify`` / ``simplify_traced`` (index-pattern and leg rules to a fixpoint);
-- ``Pass``, ``Record``, ``Trace``, ``rule_pass``, ``first``, ``sequence``, ``fixpoint``, ``checked``.
+- ``Pass``, ``Record``, ``Trace``, ``rule_pass``, ``first``, ``sequence``, ``fixpoint``, ``checked``,
+  ``as_pass`` (a ``*_traced`` function as a ``Pass``).
 
-Each returns the same object when nothing changed.
+Each returns the same object when nothing changed; each ``*_traced`` form
+also returns the ``Trace`` of what it did.
 """
 
-from tnconv.passes.core import Pass, Record, Trace, checked, first, fixpoint, rule_pass, sequence
-from tnconv.passes.differentiate import differentiate
-from tnconv.passes.fuse import fuse
+from tnconv.passes.core import Pass, Record, Trace, as_pass, checked, first, fixpoint, rule_pass, sequence
+from tnconv.passes.differentiate import differentiate, differentiate_traced
+from tnconv.passes.fuse import fuse, fuse_traced
 from tnconv.passes.networksum import NetworkSum
 from tnconv.passes.simplify import simplify, simplify_traced
-from tnconv.passes.subtensor import restrict, tie, trace
-from tnconv.passes.vmap import vmap
+from tnconv.passes.subtensor import restrict, restrict_traced, tie, tie_traced, trace, trace_traced
+from tnconv.passes.vmap import vmap, vmap_traced
 
 __all__ = [
-    "Pass", "Record", "Trace", "checked", "first", "fixpoint", "rule_pass", "sequence",
-    "differentiate", "NetworkSum", "fuse", "vmap", "simplify", "simplify_traced", "tie", "trace", "restrict",
+    "Pass", "Record", "Trace", "as_pass", "checked", "first", "fixpoint", "rule_pass", "sequence", "NetworkSum",
+    "differentiate", "differentiate_traced", "fuse", "fuse_traced", "vmap", "vmap_traced",
+    "simplify", "simplify_traced", "tie", "tie_traced", "trace", "trace_traced", "restrict", "restrict_traced",
 ]

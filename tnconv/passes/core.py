@@ -6,9 +6,15 @@ fired, on which tensors and legs, and which condition was proven::
 
     dense: Pi1 [K=S=4, P=0, D=1, I%K==0] -> reshape i1 into (o1, k1) on X
 
-A ``Pass`` is a pure ``Network -> Network`` function that also reports the
-records of what it rewrote; it returns the *same object* when nothing
-changed, which is how ``fixpoint`` knows it is done. Passes compose with
+A ``Pass`` is a pure ``Network -> Network`` function (a ``NetworkSum`` is
+transformed term by term) that also reports the records of what it
+rewrote; it returns the *same object* when nothing changed, which is how
+``fixpoint`` knows it is done. ``differentiate``, ``vmap``, ``fuse``,
+``simplify`` and the sub-tensor accesses each have a traced form
+(``differentiate_traced``, ...) that ``as_pass`` turns into a ``Pass``::
+
+    derive = sequence(as_pass(differentiate_traced, "W"), as_pass(simplify_traced))
+    network, trace = derive.traced(net) Passes compose with
 ``sequence``, ``first`` (try rules in order, apply the first that fires),
 ``fixpoint`` (repeat until nothing changes; raise on a loop or when it does
 not converge) and ``checked`` (run the verifier after the pass).
@@ -25,6 +31,7 @@ import sympy
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, decide, equal
 from tnconv.ir.verify import verify
+from tnconv.passes.networksum import NetworkSum, Value
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class Trace(tuple):
 
 Rewrite = tuple[Network, Record]
 Rule = Callable[[Network], Optional[Rewrite]]
-Run = Callable[[Network], tuple[Network, Trace]]
+Run = Callable[[Value], tuple[Value, Trace]]
 
 
 class NoFixpointError(RuntimeError):
@@ -71,39 +78,45 @@ class NoFixpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Pass:
-    """A named pure transformation ``Network -> Network`` that reports its rewrites.
+    """A named pure transformation of a ``Network`` (or ``NetworkSum``) that reports its rewrites.
 
-    ``pass_(net)`` returns the network; ``pass_.traced(net)`` returns
-    ``(network, Trace)``. Both return ``net`` itself when nothing changed.
+    ``pass_(net)`` returns the result; ``pass_.traced(net)`` returns
+    ``(result, Trace)``. Both return ``net`` itself when nothing changed.
     """
 
     name: str
     run: Run
 
-    def __call__(self, net: Network) -> Network:
+    def __call__(self, net: Value) -> Value:
         return self.traced(net)[0]
 
-    def traced(self, net: Network) -> tuple[Network, Trace]:
-        if not isinstance(net, Network):
-            raise TypeError(f"pass {self.name!r} takes a tnconv.Network, got {type(net).__name__}")
+    def traced(self, net: Value) -> tuple[Value, Trace]:
+        if not isinstance(net, (Network, NetworkSum)):
+            raise TypeError(f"pass {self.name!r} takes a tnconv.Network or NetworkSum, got {type(net).__name__}")
         return self.run(net)
+
+
+def termwise(run: Callable[[Network], tuple[Network, Trace]]) -> Run:
+    """``run`` on a network, or on each term of a ``NetworkSum`` (the same sum object when no term changed)."""
+
+    def on_value(net: Value) -> tuple[Value, Trace]:
+        if isinstance(net, Network):
+            return run(net)
+        results = [run(term) for term in net.terms]
+        if all(result is term for (result, _), term in zip(results, net.terms)):
+            return net, Trace()
+        return NetworkSum(result for result, _ in results), Trace(r for _, trace in results for r in trace)
+
+    return on_value
 
 
 def rule_pass(name: str, rule: Rule) -> Pass:
     """A pass that applies ``rule`` once (or returns the network unchanged when it declines)."""
-
-    def run(net: Network) -> tuple[Network, Trace]:
-        rewrite = rule(net)
-        if rewrite is None:
-            return net, Trace()
-        result, record = rewrite
-        return result, Trace((record,))
-
-    return Pass(name, run)
+    return first(name, rule)
 
 
 def first(name: str, *rules: Rule) -> Pass:
-    """A pass that applies the first of ``rules`` that fires (one rewrite), or changes nothing."""
+    """A pass that applies the first of ``rules`` that fires (one rewrite per network), or changes nothing."""
 
     def run(net: Network) -> tuple[Network, Trace]:
         for rule in rules:
@@ -112,7 +125,14 @@ def first(name: str, *rules: Rule) -> Pass:
                 return rewrite[0], Trace((rewrite[1],))
         return net, Trace()
 
-    return Pass(name, run)
+    return Pass(name, termwise(run))
+
+
+def as_pass(traced: Callable[..., tuple[Value, Trace]], *args: object) -> Pass:
+    """The ``Pass`` ``net -> traced(net, *args)`` (e.g. ``as_pass(vmap_traced, "b", 4, "X")``)."""
+    label = traced.__name__.removesuffix("_traced")
+    name = f"{label}({', '.join(map(repr, args))})" if args else label
+    return Pass(name, lambda net: traced(net, *args))
 
 
 def sequence(*passes: Pass) -> Pass:
@@ -121,7 +141,7 @@ def sequence(*passes: Pass) -> Pass:
         if not isinstance(item, Pass):
             raise TypeError(f"sequence takes Pass objects, got {item!r}")
 
-    def run(net: Network) -> tuple[Network, Trace]:
+    def run(net: Value) -> tuple[Value, Trace]:
         records: list[Record] = []
         for item in passes:
             net, trace = item.traced(net)
@@ -142,7 +162,7 @@ def fixpoint(inner: Pass, max_rounds: int = 1000) -> Pass:
     if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
         raise ValueError(f"max_rounds must be a positive int, got {max_rounds!r}")
 
-    def run(net: Network) -> tuple[Network, Trace]:
+    def run(net: Value) -> tuple[Value, Trace]:
         records: list[Record] = []
         seen = {net}
         for _ in range(max_rounds):
@@ -166,11 +186,12 @@ def fixpoint(inner: Pass, max_rounds: int = 1000) -> Pass:
 
 
 def checked(inner: Pass) -> Pass:
-    """``inner`` followed by ``tnconv.verify`` of its result (raises ``InvariantError``)."""
+    """``inner`` followed by ``tnconv.verify`` of its result, every term of a sum (raises ``InvariantError``)."""
 
-    def run(net: Network) -> tuple[Network, Trace]:
+    def run(net: Value) -> tuple[Value, Trace]:
         result, trace = inner.traced(net)
-        verify(result)
+        for term in result.terms if isinstance(result, NetworkSum) else (result,):
+            verify(term)
         return result, trace
 
     return Pass(f"checked({inner.name})", run)

@@ -32,14 +32,22 @@ from __future__ import annotations
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import equal
 from tnconv.ir.tensors import Identity, Ones
-from tnconv.passes.core import fresh_leg
+from tnconv.passes.core import Record, Trace, fresh_leg
 from tnconv.passes.networksum import NetworkSum, Value
 
-__all__ = ["differentiate", "NetworkSum"]
+__all__ = ["differentiate", "differentiate_traced", "NetworkSum"]
 
 
 def differentiate(net: Value, name: str) -> Value:
     """The derivative of ``net`` with respect to tensor ``name`` (every occurrence).
+
+    See ``differentiate_traced`` (the same, with a ``Trace`` of what was done).
+    """
+    return differentiate_traced(net, name)[0]
+
+
+def differentiate_traced(net: Value, name: str) -> tuple[Value, Trace]:
+    """``(derivative, trace)``: the derivative of ``net`` with respect to tensor ``name``.
 
     Args:
         net: a ``Network`` or a ``NetworkSum``.
@@ -88,7 +96,12 @@ def differentiate(net: Value, name: str) -> Value:
     for leg in reference.legs:
         final.append(fresh_leg(leg, taken | set(final)))
     renamed = [piece.rename(dict(zip(temporary, final))) for piece in pieces]
-    return renamed[0] if len(renamed) == 1 else NetworkSum(renamed)
+    effect = f"remove {name}; its legs ({', '.join(reference.legs)}) become output legs ({', '.join(final)})"
+    if len(renamed) > 1:
+        effect += f"; product rule: a sum of {len(renamed)} networks"
+    condition = f"{len(occurrences)} occurrence(s) in {len(terms)} term(s)"
+    record = Record("differentiate", (name,), tuple(final), condition, effect)
+    return (renamed[0] if len(renamed) == 1 else NetworkSum(renamed)), Trace((record,))
 
 
 def _remove(net: Network, position: int, new_legs: tuple[str, ...]) -> Network:

@@ -20,12 +20,20 @@ import sympy
 
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal
-from tnconv.passes.core import fresh_leg
+from tnconv.passes.core import Record, Trace, fresh_leg
 from tnconv.passes.networksum import NetworkSum, Value
 
 
 def fuse(outer: Value, name: str, inner: Value) -> Value:
     """``outer`` with every occurrence of tensor ``name`` replaced by a copy of ``inner``.
+
+    See ``fuse_traced`` (the same, with a ``Trace``) for details and errors.
+    """
+    return fuse_traced(outer, name, inner)[0]
+
+
+def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
+    """``(fused, trace)``: ``outer`` with every occurrence of tensor ``name`` replaced by a copy of ``inner``.
 
     A ``NetworkSum`` on either side gives the sum of the fused terms (the result is linear in both).
 
@@ -35,9 +43,9 @@ def fuse(outer: Value, name: str, inner: Value) -> Value:
             be proven equal.
     """
     if isinstance(outer, NetworkSum):
-        return NetworkSum(_flatten(fuse(term, name, inner) for term in outer.terms))
+        return _sum([fuse_traced(term, name, inner) for term in outer.terms])
     if isinstance(inner, NetworkSum):
-        return NetworkSum(_flatten(fuse(outer, name, term) for term in inner.terms))
+        return _sum([fuse_traced(outer, name, term) for term in inner.terms])
     for label, value in (("outer", outer), ("inner", inner)):
         if not isinstance(value, Network):
             raise TypeError(f"{label} must be a tnconv.Network or NetworkSum, got {type(value).__name__}")
@@ -50,6 +58,7 @@ def fuse(outer: Value, name: str, inner: Value) -> Value:
     entries: list[Tensor] = []
     sizes: dict[str, Size] = dict(outer.sizes)
     taken = set(outer.all_legs)
+    renamed: dict[str, str] = {}
     for position, entry in enumerate(outer.entries):
         if position not in positions:
             entries.append(entry)
@@ -61,13 +70,20 @@ def fuse(outer: Value, name: str, inner: Value) -> Value:
                 legs[leg] = fresh_leg(leg, taken)
                 taken.add(legs[leg])
                 sizes[legs[leg]] = copy.size(leg)
+                if legs[leg] != leg:
+                    renamed[leg] = legs[leg]
         names = {e.name for e in entries} | set(outer.tensors)
         for inner_entry in copy.entries:
             label = inner_entry.name
             if inner_entry.structured and label in data_names:
                 label = fresh_leg(label, names | data_names)
             entries.append(Tensor(label, tuple(legs[leg] for leg in inner_entry.legs), inner_entry.kind))
-    return outer.replace(tensors=entries, sizes=sizes)
+    binding = ", ".join(f"{a}->{b}" for a, b in zip(inner.output, outer.legs(positions[0])))
+    effect = f"replace {len(positions)} occurrence(s) of {name} by ({', '.join(inner.tensors)})"
+    if renamed:
+        effect += "; inner legs renamed " + ", ".join(f"{a}->{b}" for a, b in renamed.items())
+    record = Record("fuse", (name,), tuple(outer.legs(positions[0])), f"inner output binds {binding}", effect)
+    return outer.replace(tensors=entries, sizes=sizes), Trace((record,))
 
 
 def _bind(entry: Tensor, shape: list[Size], inner: Network) -> Network:
@@ -94,10 +110,10 @@ def _bind(entry: Tensor, shape: list[Size], inner: Network) -> Network:
     return bound
 
 
-def _flatten(values) -> list[Network]:
-    """Terms of a mix of networks and sums."""
+def _sum(results: list[tuple[Value, Trace]]) -> tuple[NetworkSum, Trace]:
+    """The sum of the terms of several results (networks or sums), and their traces joined."""
     terms: list[Network] = []
-    for value in values:
+    for value, _ in results:
         terms.extend(value.terms if isinstance(value, NetworkSum) else (value,))
-    return terms
+    return NetworkSum(terms), Trace(record for _, trace in results for record in trace)
 

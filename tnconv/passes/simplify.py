@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from tnconv.conv.rules import RULES as PATTERN_RULES
 from tnconv.ir.network import Network
-from tnconv.passes.core import Pass, Trace, first, fixpoint
+from tnconv.passes.core import Pass, Trace, first, fixpoint, termwise
 from tnconv.passes.legs import RULES as LEG_RULES
 from tnconv.passes.networksum import NetworkSum, Value
 
@@ -41,14 +41,9 @@ def simplify(net: Value) -> Value:
 
 def simplify_traced(net: Value) -> tuple[Value, Trace]:
     """``(simplify(net), trace)``: the trace lists each rewrite (rule, tensors, proven condition, effect)."""
-    if isinstance(net, NetworkSum):
-        results = [_simplify_one(term) for term in net.terms]
-        if all(result is term for (result, _), term in zip(results, net.terms)):
-            return net, Trace()
-        return NetworkSum(result for result, _ in results), Trace(r for _, trace in results for r in trace)
-    if not isinstance(net, Network):
+    if not isinstance(net, (Network, NetworkSum)):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
-    return _simplify_one(net)
+    return termwise(_simplify_one)(net)
 
 
 def _simplify_one(net: Network) -> tuple[Network, Trace]:

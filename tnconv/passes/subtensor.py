@@ -26,10 +26,25 @@ from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal, is_concrete
 from tnconv.ir.tensors import Data, IndexPattern, Ones
 from tnconv.ir.views import Slice
-from tnconv.passes.core import fresh_leg
+from tnconv.passes.core import Record, Trace, fresh_leg
 
 
 def tie(net: Network, legs: Sequence[str]) -> Network:
+    """Identify ``legs`` as one leg named ``legs[0]`` (see ``tie_traced``)."""
+    return tie_traced(net, legs)[0]
+
+
+def trace(net: Network, a: str, b: str) -> Network:
+    """``sum_x f[.., a=x, .., b=x, ..]`` for two output legs ``a`` and ``b`` (see ``trace_traced``)."""
+    return trace_traced(net, a, b)[0]
+
+
+def restrict(net: Network, leg: str, indices: slice | range) -> Network:
+    """Keep only indices ``indices`` of ``leg`` (see ``restrict_traced``)."""
+    return restrict_traced(net, leg, indices)[0]
+
+
+def tie_traced(net: Network, legs: Sequence[str]) -> tuple[Network, Trace]:
     """Identify ``legs`` (at least two, equal sizes) as one leg named ``legs[0]``.
 
     In the output, the tied leg takes the first position any of ``legs`` had there.
@@ -50,20 +65,22 @@ def tie(net: Network, legs: Sequence[str]) -> Network:
     entries = [Tensor(e.name, tuple(mapping.get(l, l) for l in e.legs), e.kind) for e in net.entries]
     output = tuple(dict.fromkeys(mapping.get(l, l) for l in net.output))
     sizes = {leg: size for leg, size in net.sizes.items() if leg not in mapping}
-    return Network(entries, output, sizes)
+    record = Record("tie", (), legs, f"size {net.size(first)}", f"one leg {first} (a diagonal)")
+    return Network(entries, output, sizes), Trace((record,))
 
 
-def trace(net: Network, a: str, b: str) -> Network:
+def trace_traced(net: Network, a: str, b: str) -> tuple[Network, Trace]:
     """``sum_x f[.., a=x, .., b=x, ..]`` for two output legs ``a`` and ``b``."""
     _check(net)
     for leg in (a, b):
         if leg not in net.output:
             raise ValueError(f"trace needs two output legs; {leg!r} is not in the output {net.output}")
     tied = tie(net, (a, b))
-    return tied.replace(output=tuple(leg for leg in tied.output if leg != a))
+    record = Record("trace", (), (a, b), f"output legs of size {net.size(a)}", f"tie {a}, {b} and sum over {a}")
+    return tied.replace(output=tuple(leg for leg in tied.output if leg != a)), Trace((record,))
 
 
-def restrict(net: Network, leg: str, indices: slice | range) -> Network:
+def restrict_traced(net: Network, leg: str, indices: slice | range) -> tuple[Network, Trace]:
     """Keep only indices ``indices`` (a slice or range with step > 0, non-empty) of ``leg``.
 
     Raises:
@@ -74,33 +91,36 @@ def restrict(net: Network, leg: str, indices: slice | range) -> Network:
     size = net.size(leg)
     start, step, count = _selection(leg, size, indices)
     if start == 0 and step == 1 and equal(count, size) is True:
-        return net
+        return net, Trace()
     entries: list[Tensor] = []
     full = fresh_leg(f"{leg}_full", set(net.all_legs))
-    selection_needed = False
+    done: dict[str, list[str]] = {"slice": [], "slice pattern": [], "select": []}
     for entry in net.entries:
         kind = entry.kind
-        if isinstance(kind, Data):
-            slots = [slot for slot, l in enumerate(entry.legs) if l == leg]
-            views = tuple(Slice(slot, start, step, count, size) for slot in slots)
-            entries.append(replace(entry, kind=Data(kind.views + views)) if views else entry)
-        elif leg not in entry.legs or isinstance(kind, Ones):
+        if leg not in entry.legs or isinstance(kind, Ones):
             entries.append(entry)
+        elif isinstance(kind, Data):
+            views = tuple(Slice(slot, start, step, count, size) for slot, l in enumerate(entry.legs) if l == leg)
+            entries.append(replace(entry, kind=Data(kind.views + views)))
+            done["slice"].append(entry.name)
         elif isinstance(kind, IndexPattern) and entry.legs.count(leg) == 1 and entry.legs.index(leg) < 2:
-            sliced = _slice_pattern(kind, entry.legs.index(leg), start, step, count)
-            entries.append(replace(entry, kind=sliced))
+            entries.append(replace(entry, kind=_slice_pattern(kind, entry.legs.index(leg), start, step, count)))
+            done["slice pattern"].append(entry.name)
         else:
             entries.append(Tensor(entry.name, tuple(full if l == leg else l for l in entry.legs), kind))
-            selection_needed = True
+            done["select"].append(entry.name)
     sizes = {**net.sizes, leg: count}
-    if selection_needed:
+    if done["select"]:
         tap = fresh_leg(f"{leg}_tap", set(net.all_legs) | {full})
         right = step * (count - 1) + start + 1 - size + step - 1  # the largest padding giving count outputs
         select = IndexPattern(size, 1, step, -start, right, 1)
         label = fresh_leg(f"select_{leg}", set(net.tensors))
         entries.append(Tensor(label, (tap, leg, full), select))
         sizes.update({full: size, tap: 1})
-    return Network(entries, net.output, sizes)
+        done["select"] = [f"{', '.join(done['select'])} (on {full}, joined by {label})"]
+    how = "; ".join(f"{what} {', '.join(dict.fromkeys(names))}" for what, names in done.items() if names)
+    record = Record("restrict", (), (leg,), f"indices {start}::{step}, {count} of {size}", how or "no tensor")
+    return Network(entries, net.output, sizes), Trace((record,))
 
 
 def _slice_pattern(pattern: IndexPattern, slot: int, start: int, step: int, count: int) -> IndexPattern:

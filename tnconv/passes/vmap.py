@@ -16,11 +16,20 @@ from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, check_size
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import View
+from tnconv.passes.core import Record, Trace, termwise
 from tnconv.passes.networksum import NetworkSum, Value
 
 
 def vmap(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) -> Value:
     """Add leg ``leg`` (size ``size``) first to every occurrence of ``tensors`` and to the output.
+
+    See ``vmap_traced`` for the arguments and errors.
+    """
+    return vmap_traced(net, leg, size, tensors)[0]
+
+
+def vmap_traced(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) -> tuple[Value, Trace]:
+    """``(batched network, trace)``: leg ``leg`` added first to every occurrence of ``tensors`` and to the output.
 
     Args:
         net: a ``Network`` (or a ``NetworkSum``: each term is batched).
@@ -33,7 +42,7 @@ def vmap(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) -> Valu
             or structured tensor (a structured tensor's legs are fixed by its kind).
     """
     if isinstance(net, NetworkSum):
-        return net.map(lambda term: vmap(term, leg, size, tensors))
+        return termwise(lambda term: vmap_traced(term, leg, size, tensors))(net)
     if not isinstance(net, Network):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
     if not isinstance(leg, str) or not leg:
@@ -58,7 +67,9 @@ def vmap(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) -> Valu
         Tensor(e.name, (leg, *e.legs), Data(tuple(_shift(v) for v in e.kind.views))) if e.name in batched else e
         for e in net.entries
     ]
-    return Network(entries, (leg, *net.output), {**net.sizes, leg: size})
+    result = Network(entries, (leg, *net.output), {**net.sizes, leg: size})
+    record = Record("vmap", names, (leg,), f"size {size}", f"add leg {leg} first to {', '.join(names)} and the output")
+    return result, Trace((record,))
 
 
 def _shift(view: View) -> View:
