@@ -16,7 +16,7 @@ from typing import Mapping, Sequence, Union
 import opt_einsum
 import torch
 
-from tnconv.lower.steps import Pairwise, Unary, recipe
+from tnconv.lower.steps import Recipe, recipe
 
 Optimize = Union[str, tuple[tuple[int, ...], ...]]
 
@@ -39,7 +39,7 @@ class Step:
     equation: str
     legs: tuple[str, ...]
     size: int = 0
-    torch_calls: Unary | Pairwise | None = field(default=None, compare=False)
+    torch_calls: Recipe | None = field(default=None, compare=False)
 
     def __call__(self, *operands: torch.Tensor) -> torch.Tensor:
         if self.torch_calls is None:
@@ -112,10 +112,11 @@ def pairwise_steps(
         operands = [working[p] for p in positions]
         rest = [term for p, term in enumerate(working) if p not in positions]
         if number == len(path) - 1:
-            result = output
+            keep, order = set(output), output
         else:
             needed = set(output).union(*map(set, rest))
-            result = tuple(dict.fromkeys(leg for term in operands for leg in term if leg in needed))
+            keep, order = {leg for term in operands for leg in term if leg in needed}, None
+        torch_calls, result = recipe(operands, keep, sizes, order)
         involved = list(dict.fromkeys([leg for term in operands for leg in term] + list(result)))
         if len(involved) > len(LETTERS):
             raise ValueError(
@@ -128,6 +129,6 @@ def pairwise_steps(
         size = 1
         for leg in result:
             size *= int(sizes[leg])
-        steps.append(Step(tuple(positions), equation, result, size, recipe(operands, result, sizes)))
+        steps.append(Step(tuple(positions), equation, result, size, torch_calls))
         working = rest + [result]
     return tuple(steps)

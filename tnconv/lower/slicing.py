@@ -70,9 +70,12 @@ class Sliced:
 Executor = Union[Lowering, Sliced]
 
 
-def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None) -> Executor:
-    """A lowering of ``net`` whose intermediates have at most ``memory_limit`` elements (None: no limit)."""
-    whole = lower(net, optimize)
+def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None, share: bool = True) -> Executor:
+    """A lowering of ``net`` whose intermediates have at most ``memory_limit`` elements (None: no limit).
+
+    ``share`` is passed to ``lower`` (off inside slices: see ``tnconv.lower.structured.lower``).
+    """
+    whole = lower(net, optimize, share)
     if memory_limit is None or whole.largest_intermediate <= memory_limit:
         return whole
     fitting: list[tuple[int, str]] = []
@@ -102,7 +105,8 @@ def _slice(net: Network, optimize: Optimize, memory_limit: int, leg: str, chunk:
     size = int(net.size(leg))
     lengths = sorted({chunk, size % chunk} - {0}, reverse=True)
     try:
-        parts = tuple(plan_memory(_resized(net, leg, length), optimize, memory_limit) for length in lengths)
+        parts = tuple(plan_memory(_resized(net, leg, length), optimize, memory_limit, share=False)
+                      for length in lengths)
     except ValueError as error:
         raise ValueError(f"memory_limit={memory_limit} cannot be met even slicing leg {leg!r}: {error}") from None
     pieces = tuple((start, min(chunk, size - start), lengths.index(min(chunk, size - start)))

@@ -2,17 +2,24 @@
 
 ``torch.einsum`` parses its equation and plans the same permutes, reshapes
 and batched product on every call, which costs more than the product itself
-on small tensors. A step of a plan knows its legs and sizes in advance, so it
-is compiled once into a ``Pairwise`` (two operands) or ``Unary`` (one
-operand) recipe:
+on small tensors, and its fixed layout copies large operands whose contracted
+legs are not last. A step of a plan knows its legs and sizes in advance, so
+it is compiled once into a ``Unary`` (one operand: sum and permute) or a
+``Pairwise`` recipe (two operands, after summing legs only one of them has):
 
-- legs on one operand only and not kept are summed out first;
-- legs on both operands and kept are the batch, legs on one operand and kept
-  are its free legs, legs on both and not kept are contracted;
-- each operand is permuted to ``(batch, free, contracted)`` (``(batch,
-  contracted, free)`` for the second) and reshaped to 3 (or 2) axes,
-  multiplied with ``torch.matmul``, and the product is split into legs and
-  permuted into the step's output order.
+- legs on both operands and kept are batch legs ``L``, legs on one operand and
+  kept its free legs ``M`` / ``N``, legs on both and not kept are contracted
+  (``K``); the product is ``matmul`` of ``P`` as ``(L.., M, K)`` and ``Q`` as
+  ``(L.., K, N)``, with size-1 axes where an operand lacks a leg of ``L``
+  (broadcast), so that the free legs leading an operand can also be ``L``;
+- among a few such layouts (either operand first; contracted legs in either
+  operand's order; leading free legs broadcast) the one that copies the
+  fewest elements is chosen, assuming each working tensor is laid out in the
+  order of its legs: operands whose legs already read ``(L, M, K)`` or
+  ``(L, K, M)`` are only reshaped (and transposed), never copied;
+- the result keeps the product's natural leg order ``(L, M, N)``, so that the
+  next step sees a contiguous tensor; only the last step permutes into the
+  output order.
 
 A leg repeated on one operand (a diagonal) has no such recipe: that step
 keeps its ``torch.einsum`` equation.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Mapping, Sequence
 
 import torch
@@ -45,70 +53,130 @@ class Unary:
 
 
 @dataclass(frozen=True)
+class Operand:
+    """One side of a product: sum/permute (None: nothing), reshape, then swap the last two axes or not."""
+
+    prepare: Unary | None
+    shape: tuple[int, ...]
+    transpose: bool
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.prepare is not None:
+            tensor = self.prepare(tensor)
+        tensor = tensor.reshape(self.shape)
+        return tensor.transpose(-1, -2) if self.transpose else tensor
+
+
+@dataclass(frozen=True)
 class Pairwise:
-    """``matmul`` of two operands prepared by ``Unary`` steps and reshapes; the product split and permuted.
+    """``matmul(first(P), second(Q))`` (``swap``: P is the step's second operand), split and permuted."""
 
-    Each preparation, reshape and permutation is None where it would change nothing.
-    """
-
-    first: Unary | None
-    first_shape: tuple[int, ...] | None
-    second: Unary | None
-    second_shape: tuple[int, ...] | None
-    shape: tuple[int, ...] | None
+    first: Operand
+    second: Operand
+    swap: bool
+    shape: tuple[int, ...]
     permutation: tuple[int, ...] | None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.first is not None:
-            a = self.first(a)
-        if self.first_shape is not None:
-            a = a.reshape(self.first_shape)
-        if self.second is not None:
-            b = self.second(b)
-        if self.second_shape is not None:
-            b = b.reshape(self.second_shape)
-        result = torch.matmul(a, b)
-        if self.shape is not None:
-            result = result.reshape(self.shape)
+        if self.swap:
+            a, b = b, a
+        result = torch.matmul(self.first(a), self.second(b)).reshape(self.shape)
         return result if self.permutation is None else result.permute(self.permutation)
 
 
+Recipe = Unary | Pairwise
+
+
 def recipe(
-    operands: Sequence[tuple[str, ...]], result: tuple[str, ...], sizes: Mapping[str, int]
-) -> Unary | Pairwise | None:
-    """The torch-call recipe of one step, or None when it needs ``torch.einsum`` (a repeated leg)."""
-    if any(len(set(legs)) != len(legs) for legs in operands) or len(set(result)) != len(result):
-        return None
+    operands: Sequence[tuple[str, ...]], keep: Sequence[str] | set[str], sizes: Mapping[str, int],
+    order: tuple[str, ...] | None = None,
+) -> tuple[Recipe | None, tuple[str, ...]]:
+    """The torch-call recipe of one step and its result legs.
+
+    ``keep``: the legs the result has; ``order``: their order, or None for the recipe's
+    natural order. The recipe is None (use ``torch.einsum``) when a leg repeats on a tensor.
+    """
+    kept = set(keep)
+    natural: tuple[str, ...]
+    if any(len(set(legs)) != len(legs) for legs in operands) or len(operands) not in (1, 2):
+        natural = tuple(dict.fromkeys(leg for legs in operands for leg in legs if leg in kept))
+        return None, order or natural
     if len(operands) == 1:
-        return _unary(operands[0], [leg for leg in operands[0] if leg in result], result)
-    if len(operands) != 2:
-        return None
+        natural = tuple(leg for leg in operands[0] if leg in kept)
+        target = order or natural
+        return _unary(operands[0], list(natural), target), target
     a, b = operands
-    batch = [leg for leg in a if leg in b and leg in result]
-    contracted = [leg for leg in a if leg in b and leg not in result]
-    free_a = [leg for leg in a if leg not in b and leg in result]
-    free_b = [leg for leg in b if leg not in a and leg in result]
-    first = _unary(a, [l for l in a if l in b or l in result], (*batch, *free_a, *contracted))
-    second = _unary(b, [l for l in b if l in a or l in result], (*batch, *contracted, *free_b))
+    pa = [leg for leg in a if leg in b or leg in kept]
+    pb = [leg for leg in b if leg in a or leg in kept]
+    best = min(_layouts(pa, pb, kept, sizes), key=lambda layout: layout[0])
+    _, swap, p, q, lead, free_p, contracted, free_q = best
+    first = _operand(a if not swap else b, p, lead, free_p, contracted, sizes, last=False)
+    second = _operand(b if not swap else a, q, lead, contracted, free_q, sizes, last=True)
+    natural = (*lead, *free_p, *free_q)
+    target = order or natural
+    permutation = tuple(natural.index(leg) for leg in target)
+    identity = permutation == tuple(range(len(permutation)))
+    shape = tuple(sizes[leg] for leg in natural)
+    return Pairwise(first, second, swap, shape, None if identity else permutation), target
 
-    def size(legs: Sequence[str]) -> int:
-        return math.prod(sizes[leg] for leg in legs)
 
-    def changed(shape: tuple[int, ...], legs: Sequence[str]) -> tuple[int, ...] | None:
-        return None if shape == tuple(sizes[leg] for leg in legs) else shape
+def _layouts(pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, int]):
+    """Candidate layouts ``(copied elements, swap, P, Q, L, M, K, N)`` of a product, in preference order."""
+    for swap, p, q in ((False, pa, pb), (True, pb, pa)):
+        batch = [leg for leg in p if leg in q and leg in kept]
+        shared = [leg for leg in p if leg in q and leg not in kept]
+        free_p = [leg for leg in p if leg not in q]
+        free_q = [leg for leg in q if leg not in p]
+        options = []
+        for lead in (batch, [leg for leg in q if leg in batch]):
+            for contracted in (shared, [leg for leg in q if leg in shared]):
+                options.append((lead, free_p, contracted, free_q))
+        for own, other, first in ((q, p, False), (p, q, True)):
+            prefix = list(takewhile(lambda leg: leg not in shared, own))
+            if set(batch) <= set(prefix) and any(leg not in other for leg in prefix):
+                rest_free = [leg for leg in (free_q if not first else free_p) if leg not in prefix]
+                contracted = [leg for leg in own if leg in shared]
+                if first:
+                    options.append((prefix, rest_free, contracted, free_q))
+                else:
+                    options.append((prefix, free_p, contracted, rest_free))
+        for lead, m, k, n in options:
+            cost = _copies(p, lead, m, k, sizes) + _copies(q, lead, k, n, sizes)
+            yield cost, swap, p, q, lead, m, k, n
 
-    lead = (size(batch),) if batch else ()
-    flat = [*batch, *free_a, *free_b]
-    product = (*lead, size(free_a), size(free_b))
-    permutation = tuple(flat.index(leg) for leg in result)
-    return Pairwise(
-        None if first.identity else first,
-        changed((*lead, size(free_a), size(contracted)), (*batch, *free_a, *contracted)),
-        None if second.identity else second,
-        changed((*lead, size(contracted), size(free_b)), (*batch, *contracted, *free_b)),
-        None if product == tuple(sizes[leg] for leg in flat) else tuple(sizes[leg] for leg in flat),
-        None if permutation == tuple(range(len(permutation))) else permutation,
-    )
+
+def _copies(legs: list[str], lead: list[str], rows: list[str], columns: list[str], sizes) -> int:
+    """Elements copied to bring an operand with ``legs`` into ``(lead, rows, columns)``.
+
+    ``(lead, columns, rows)`` is a free transpose for a matrix, but ``matmul`` copies a
+    transposed operand that has batch axes to fold them; broadcasting an operand that has
+    only some of the batch legs materializes it at full batch size.
+    """
+    own_lead = [leg for leg in lead if leg in legs]
+    size = math.prod(sizes[leg] for leg in legs)
+    copied = 0
+    if legs != own_lead + rows + columns and (legs != own_lead + columns + rows or own_lead):
+        copied += size
+    if own_lead != lead and own_lead:
+        copied += math.prod(sizes[leg] for leg in lead) * size // math.prod(sizes[leg] for leg in own_lead)
+    return copied
+
+
+def _operand(
+    legs: tuple[str, ...], kept: list[str], lead: list[str], rows: list[str], columns: list[str],
+    sizes: Mapping[str, int], last: bool,
+) -> Operand:
+    """Bring an operand into ``(lead with 1s where it lacks a leg, rows, columns)`` (``rows``/``columns``
+    are ``M, K`` for the first operand and ``K, N`` for the second)."""
+    own_lead = [leg for leg in lead if leg in kept]
+    straight, swapped = own_lead + rows + columns, own_lead + columns + rows
+    transpose = kept == swapped and kept != straight
+    order = swapped if transpose else straight
+    prepare = _unary(legs, kept, order)
+    outer = tuple(sizes[leg] if leg in kept else 1 for leg in lead)
+    inner = (math.prod(sizes[leg] for leg in rows), math.prod(sizes[leg] for leg in columns))
+    shape = (*outer, *(reversed(inner) if transpose else inner))
+    return Operand(None if prepare.identity else prepare, shape, transpose)
 
 
 def _unary(legs: tuple[str, ...], kept: list[str], order: Sequence[str]) -> Unary:

@@ -115,6 +115,7 @@ class Lowering:
     flops: int
     largest_intermediate: int
     dense: tuple[str, ...]
+    same: tuple[int, ...] = ()
 
     def make_constants(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The dense structured tensors (in ``dtype``) and the index maps (int64), on ``device``.
@@ -137,10 +138,13 @@ class Lowering:
         for gather in self.gathers:
             index = constants[gather.index] if gather.index >= 0 else None
             working[gather.slot] = apply_gather(working[gather.slot], gather.axis, gather.window, index)
-        for step in self.plan.steps:
+        results: list[torch.Tensor] = []
+        for number, step in enumerate(self.plan.steps):
             inputs = [working[p] for p in step.positions]
             working = [t for p, t in enumerate(working) if p not in step.positions]
-            working.append(step(*inputs))
+            earlier = self.same[number] if self.same else -1
+            results.append(step(*inputs) if earlier < 0 else results[earlier])
+            working.append(results[-1])
         result = working[0]
         for fold in self.folds:
             selection = constants[fold.selection] if fold.selection >= 0 else None
@@ -210,8 +214,14 @@ def _fold_selection(window: Window) -> torch.Tensor:
 
 
 # --- planning -----------------------------------------------------------------------------
-def lower(net: Network, optimize: Optimize) -> Lowering:
-    """Lower a concrete network; with an explicit path every structured tensor is built densely."""
+def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
+    """Lower a concrete network; with an explicit path every structured tensor is built densely.
+
+    ``share``: a step that computes what an earlier one did (the same equation on the same
+    operand, seen the same way - the two halves of a Gram matrix ``X X^T``) reuses its result.
+    Only valid when equal operands get equal tensors, so slicing (which narrows each
+    occurrence of an operand on its own legs) turns it off.
+    """
     entries = net.entries
     sizes = {leg: int(size) for leg, size in net.sizes.items()}
     gathered, folds = _classify(net) if not isinstance(optimize, tuple) else ([], [])
@@ -241,6 +251,7 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
         cost, largest = cost + size, max(largest, size)
     rest_output = _rest_output(net, folds, legs)
     plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
+    same = _shared_steps(net, order, gathers, legs, sizes, plan) if share else ()
     cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
     current = list(rest_output)
     fold_ops = []
@@ -264,8 +275,37 @@ def lower(net: Network, optimize: Optimize) -> Lowering:
     return Lowering(
         data, sources, tuple(gathers), plan, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
-        tuple(constants), cost, largest, dense,
+        tuple(constants), cost, largest, dense, same,
     )
+
+
+def _shared_steps(
+    net: Network, order: Sequence[int], gathers: Sequence[Gather], legs: Sequence[Sequence[str]],
+    sizes: dict[str, int], plan: Plan,
+) -> tuple[int, ...]:
+    """For each step, an earlier step with the same inputs and equation (its result is reused), or -1.
+
+    A working tensor's signature is its operand name, views, gathers and shape (data), or
+    its kind and shape (built); a step's is its equation and its inputs' signatures, so equal
+    signatures mean equal values laid out alike.
+    """
+    signatures: list[object] = []
+    for n, position in enumerate(order):
+        entry = net.entries[position]
+        applied = tuple((g.axis, g.window) for g in gathers if g.slot == n)
+        shape = tuple(sizes[leg] for leg in legs[n])
+        if entry.structured:
+            signatures.append(("built", entry.kind, shape))
+        else:
+            signatures.append(("data", entry.name, entry.kind.views, applied, shape))  # type: ignore[attr-defined]
+    seen: dict[object, int] = {}
+    same = []
+    for number, step in enumerate(plan.steps):
+        signature = (step.equation, tuple(signatures[p] for p in step.positions))
+        same.append(seen.setdefault(signature, number) if signature in seen else -1)
+        seen.setdefault(signature, number)
+        signatures = [t for p, t in enumerate(signatures) if p not in step.positions] + [signature]
+    return tuple(same) if any(n >= 0 for n in same) else ()
 
 
 def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int]]:
