@@ -221,3 +221,14 @@ def test_all_ones_factor_on_carried_legs_is_dropped() -> None:
     assert trace.rules() == ("ones",) and simple.tensors == ("A", "sum")
     assert str(trace) == "1. ones: one [legs ('a',) on other tensors too] -> drop one"
     _check(net)
+
+
+def test_symbolic_batch_does_not_block_the_rules() -> None:
+    concrete = conv_net(_case(2, 3, (8, 12), 4, 4, 4))
+    net = concrete.replace(sizes={**concrete.sizes, "n": sympy.Symbol("n", integer=True, positive=True)})
+    simple, trace = simplify_traced(net)
+    assert trace.rules() == ("dense", "dense") and not simple.is_concrete
+    x, w = torch.randn(5, 3, 8, 12, dtype=torch.float64), torch.randn(4, 3, 4, 4, dtype=torch.float64)
+    got = tnconv.compile(simple)(X=x, W=w)
+    expected = torch.nn.functional.conv2d(x, w, stride=4).unflatten(1, (1, 4))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
