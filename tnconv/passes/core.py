@@ -4,7 +4,7 @@ A *rule* looks at a network and either declines (``None``) or performs one
 rewrite, returning the new network and a ``Record`` that says which rule
 fired, on which tensors and legs, and which condition was proven::
 
-    dense: Pi1 [K=S=4, P=0, D=1, I%K==0] -> reshape i1 into (o1, k1) on X
+    dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=16=S*O)] -> reshape i1 into (o1, k1) on X + identities; drop Pi1
 
 A ``Pass`` is a pure ``Network -> Network`` function (a ``NetworkSum`` is
 transformed term by term) that also reports the records of what it
@@ -14,8 +14,9 @@ rewrote; it returns the *same object* when nothing changed, which is how
 (``differentiate_traced``, ...) that ``as_pass`` turns into a ``Pass``::
 
     derive = sequence(as_pass(differentiate_traced, "W"), as_pass(simplify_traced))
-    network, trace = derive.traced(net) Passes compose with
-``sequence``, ``first`` (try rules in order, apply the first that fires),
+    network, trace = derive.traced(net)
+
+Passes compose with ``sequence``, ``first`` (try rules in order, apply the first that fires),
 ``fixpoint`` (repeat until nothing changes; raise on a loop or when it does
 not converge) and ``checked`` (run the verifier after the pass).
 """
