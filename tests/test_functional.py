@@ -234,6 +234,15 @@ def test_torch_compile_fullgraph() -> None:
     torch.testing.assert_close(transposed(x.detach(), wt), F.conv_transpose2d(x.detach(), wt, None, 2, 1, 1), **TOL)
 
 
+def test_torch_compile_fullgraph_of_two_routines_set_up_in_one_trace() -> None:
+    torch._dynamo.reset()
+    w1, w2 = randn((4, 3, 3, 3), 4), randn((4, 2, 2, 2), 5)
+    chain = lambda x: TF.conv_transpose(TF.conv(x, w1, padding=1, dilation=3), w2, stride=3)  # noqa: E731
+    x = randn((2, 3, 8, 9), 6)
+    expected = F.conv_transpose2d(F.conv2d(x, w1, padding=1, dilation=3), w2, stride=3)
+    torch.testing.assert_close(torch.compile(chain, fullgraph=True, backend="eager")(x), expected, **TOL)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda() -> None:
     x, w, b = (t.cuda() for t in (randn((2, 4, 7, 6), 0), randn((6, 2, 3, 2), 1), randn((6,), 2)))

@@ -30,9 +30,20 @@ from tnconv.lower.program import Program
 
 __all__ = ["conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp"]
 
-# (op, *normalised hyper-parameters) -> (program, hyper); a bounded cache filled by ``_setup``.
-_ENTRIES: dict[tuple, tuple[Program, ConvHyper]] = {}
-_MAX_ENTRIES = 1024
+
+class _Entries:
+    """Compiled routines by configuration, kept as attributes of one object (a bounded cache).
+
+    Attributes rather than a dict because dynamo reads an object's attribute
+    afresh at each access, while it snapshots a dict once per traced frame: a
+    compiled function that calls two routines would otherwise miss the
+    second routine's entry, added by ``_setup`` during the same trace.
+    """
+
+    limit = 1024
+
+
+_ENTRIES = _Entries()
 _FIELDS = tuple(f.name for f in fields(ConvHyper))
 
 
@@ -40,23 +51,24 @@ def _prepare(op: str, *hyper_arguments: object) -> tuple[Program, ConvHyper]:
     """The compiled program of routine ``op`` and the normalised ``conv_hyper(*hyper_arguments)``.
 
     Eager calls and ``torch.compile`` both come here: ``_setup`` (opaque to
-    dynamo) validates and builds once per configuration and returns a key of
-    plain constants; the entry is read from ``_ENTRIES``, a lookup dynamo
-    traces and guards. Shapes must be passed through ``_shape`` (plain ints).
+    dynamo) validates and builds once per configuration and returns the name
+    of the entry (a plain constant); the entry is read as an attribute of
+    ``_ENTRIES``, which dynamo traces and guards. Shapes must be passed
+    through ``_shape`` (plain ints).
     """
-    return _ENTRIES[_setup(op, *hyper_arguments)]
+    return getattr(_ENTRIES, _setup(op, *hyper_arguments))
 
 
 @torch.compiler.assume_constant_result
-def _setup(op: str, *hyper_arguments: object) -> tuple:
-    """Validate, build and compile (cached); return the ``_ENTRIES`` key (constants only)."""
+def _setup(op: str, *hyper_arguments: object) -> str:
+    """Validate, build and compile (cached); return the name of the entry in ``_ENTRIES``."""
     hyper = conv_hyper(*hyper_arguments)
-    key = (op, *(getattr(hyper, name) for name in _FIELDS))
-    if key not in _ENTRIES:
-        if len(_ENTRIES) >= _MAX_ENTRIES:
-            _ENTRIES.clear()
-        _ENTRIES[key] = (compile_network(routine(op, hyper, simplify=True)), hyper)
-    return key
+    name = repr((op, *(getattr(hyper, field) for field in _FIELDS)))
+    if not hasattr(_ENTRIES, name):
+        if len(vars(_ENTRIES)) >= _Entries.limit:
+            vars(_ENTRIES).clear()
+        setattr(_ENTRIES, name, (compile_network(routine(op, hyper, simplify=True)), hyper))
+    return name
 
 
 def _shape(sizes: Sequence[int]) -> tuple[int, ...]:

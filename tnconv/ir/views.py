@@ -27,6 +27,8 @@ class Unflatten:
     sizes: tuple[Size, ...]
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.sizes:  # a size-1 axis split into no axes at all
+            return tensor.squeeze(self.axis)
         return tensor.unflatten(self.axis, tuple(int(s) for s in self.sizes))
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
