@@ -6,10 +6,12 @@ compute ``A_g = 1/(N*T^2) sum_n (sum_t u_g[n,t]) (sum_t u_g[n,t])^T``:
 
 - ``tnconv``: ``tnconv.curvature.kfac_reduce_factor`` (the derived network:
   ``X`` contracted with ``sum_o Pi``, a ``(K, I)`` matrix per dim);
-- ``unfold``: form the unfolded input ``u`` (``F.unfold`` for 1-d/2-d layers,
-  ``tnconv.functional.unfold`` for 3-d, ``tnconv.functional.unfold_transpose``
-  for the transposed layer, as PyTorch has no N-d / transposed im2col), sum it
-  over locations, take the per-group outer products.
+- ``unfold``: form the unfolded input ``u`` with PyTorch alone, sum it over
+  locations, take the per-group outer products. ``F.unfold`` for 1-d/2-d
+  layers; for 3-d a ``conv3d`` with one-hot kernels (``groups=C``); for the
+  transposed layer ``F.unfold`` of the input with ``stride - 1`` zeros
+  between pixels, padded by ``dilation*(K-1) - padding`` (plus
+  ``output_padding`` on the right), whose taps run backwards.
 
 Reported per layer: median time of each (warm calls, one thread), the ratio
 unfold/tnconv (> 1: tnconv faster), the extra peak memory of one warm call,
@@ -66,22 +68,34 @@ def hyper(layer: dict) -> dict:
 
 
 def unfold_based(x: torch.Tensor, layer: dict) -> torch.Tensor:
-    """KFAC-reduce through the unfolded input ``u`` (``(N, C_in*prod(K), T)``)."""
-    import tnconv
+    """KFAC-reduce through the unfolded input ``u`` (``(N, C_in*prod(K), T)``), PyTorch only.
 
+    Layers with int stride/padding/dilation and symmetric padding (those of layers.json).
+    """
     args = hyper(layer)
     kernel, stride, padding, dilation = args["kernel_size"], args["stride"], args["padding"], args["dilation"]
-    if args["transposed"]:
-        u = tnconv.F.unfold_transpose(x, kernel, stride=stride, padding=padding, dilation=dilation)
-    elif x.ndim == 4:
+    batch, channels, groups = x.shape[0], x.shape[1], args["groups"]
+    flipped = args["transposed"]
+    if flipped:  # a transposed conv is a stride-1 conv of the zero-stuffed input with the taps reversed
+        stuffed = x.new_zeros(batch, channels, *[(s - 1) * stride + 1 for s in x.shape[2:]])
+        stuffed[(slice(None), slice(None), *[slice(None, None, stride)] * (x.ndim - 2))] = x
+        border = [dilation * (k - 1) - padding for k in kernel]
+        x = F.pad(stuffed, [side for b in reversed(border) for side in (b, b)])
+        stride, padding = 1, 0
+    if x.ndim == 4:
         u = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
     elif x.ndim == 3:
         u = F.unfold(x.unsqueeze(-1), (*kernel, 1), dilation=(dilation, 1), padding=(padding, 0), stride=(stride, 1))
-    else:
-        u = tnconv.F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-    batch, locations, groups = x.shape[0], u.shape[-1], args["groups"]
-    summed = u.sum(-1).reshape(batch, groups, -1)
-    return torch.einsum("nga,ngb->gab", summed, summed) / (batch * locations**2)
+    else:  # one-hot kernels: the N-d im2col PyTorch has no function for
+        taps = math.prod(kernel)
+        eye = torch.eye(taps, dtype=x.dtype).reshape(taps, 1, *kernel).repeat(channels, 1, *[1] * len(kernel))
+        conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[x.ndim]
+        u = conv(x, eye, stride=stride, padding=padding, dilation=dilation, groups=channels).flatten(2)
+    summed = u.sum(-1)
+    if flipped:
+        summed = summed.reshape(batch, channels, *kernel).flip(list(range(2, 2 + len(kernel)))).flatten(1)
+    summed = summed.reshape(batch, groups, -1)
+    return torch.einsum("nga,ngb->gab", summed, summed) / (batch * u.shape[-1] ** 2)
 
 
 def with_tnconv(x: torch.Tensor, layer: dict) -> torch.Tensor:

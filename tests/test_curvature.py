@@ -12,6 +12,7 @@ from test_curvature_reference import (
     diag_ggn_reference,
     grouped_patches,
     kfac_references,
+    kwargs,
     layers,
     per_sample_reference,
     random,
@@ -28,10 +29,10 @@ TOL = dict(rtol=1e-10, atol=1e-12)
 @settings(max_examples=40, deadline=None)
 @given(layers(), st.integers(0, 2**16))
 def test_kfac_factors_equal_patch_references(layer, seed):
-    x = random(layer.input_shape, seed)
+    x = random(layer.x_shape, seed)
     expand, reduce = kfac_references(grouped_patches(layer, x))
-    got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **layer.kwargs())
-    got_reduce = curvature.kfac_reduce_factor(x, layer.kernel_size, **layer.kwargs())
+    got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
+    got_reduce = curvature.kfac_reduce_factor(x, layer.kernel_size, **kwargs(layer))
     assert got_expand.shape == got_reduce.shape == expand.shape  # (G, d, d), also for G == 1
     torch.testing.assert_close(got_expand, expand, **TOL)
     torch.testing.assert_close(got_reduce, reduce, **TOL)
@@ -40,8 +41,8 @@ def test_kfac_factors_equal_patch_references(layer, seed):
 @settings(max_examples=40, deadline=None)
 @given(layers(), st.integers(0, 2**16))
 def test_per_sample_weight_grad_equals_vmap_grad(layer, seed):
-    x, v = random(layer.input_shape, seed), random(layer.output_shape(), seed + 1)
-    got = curvature.per_sample_weight_grad(x, v, layer.kernel_size, **layer.kwargs())
+    x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
+    got = curvature.per_sample_weight_grad(x, v, layer.kernel_size, **kwargs(layer))
     expected = per_sample_reference(layer, x, v)
     assert got.shape == (x.shape[0], *layer.weight_shape)
     torch.testing.assert_close(got, expected, **TOL)
@@ -50,9 +51,9 @@ def test_per_sample_weight_grad_equals_vmap_grad(layer, seed):
 @settings(max_examples=30, deadline=None)
 @given(layers(), st.integers(1, 3), st.integers(0, 2**16))
 def test_diag_ggn_weight_equals_squared_per_sample_grads(layer, columns, seed):
-    x = random(layer.input_shape, seed)
-    sqrt_ggn = random((columns, *layer.output_shape()), seed + 1)
-    got = curvature.diag_ggn_weight(x, sqrt_ggn, layer.kernel_size, **layer.kwargs())
+    x = random(layer.x_shape, seed)
+    sqrt_ggn = random((columns, *layer.output_shape), seed + 1)
+    got = curvature.diag_ggn_weight(x, sqrt_ggn, layer.kernel_size, **kwargs(layer))
     assert got.shape == layer.weight_shape
     torch.testing.assert_close(got, diag_ggn_reference(layer, x, sqrt_ggn), **TOL)
 
@@ -156,17 +157,16 @@ def test_derived_networks_verify_and_name_their_operands(op, transposed):
 @given(layers(max_dims=2), st.integers(0, 2**16))
 def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
     """The networks users inspect (conv_network, simplified or not) give the routines' factors, unscaled."""
-    x = random(layer.input_shape, seed)
-    kwargs = layer.kwargs()
-    extra = {k: kwargs.pop(k) for k in ("transposed", "output_padding") if k in kwargs}
-    batch, locations = x.shape[0], math.prod(layer.output_shape()[2:])
+    x = random(layer.x_shape, seed)
+    args = kwargs(layer)
+    batch, locations = x.shape[0], math.prod(layer.output_shape[2:])
     for op, routine, scale in (
         ("kfac_expand", curvature.kfac_expand_factor, batch * locations),
         ("kfac_reduce", curvature.kfac_reduce_factor, batch * locations**2),
     ):
-        expected = routine(x, layer.kernel_size, **kwargs, **extra) * scale
+        expected = routine(x, layer.kernel_size, **args) * scale
         for simplify in (True, False):
-            net = tnconv.conv_network(op, x.shape, layer.kernel_size, **kwargs, **extra, simplify=simplify)
+            net = tnconv.conv_network(op, x.shape, layer.kernel_size, **args, simplify=simplify)
             tnconv.verify(net)
             got = tnconv.compile(net)(X=x).reshape(expected.shape)
             torch.testing.assert_close(got, expected, **TOL)
@@ -176,16 +176,15 @@ def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
 @given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_conv_network_diag_ggn_and_per_sample_compute_the_routines(layer, columns, seed):
     """The symbolic-M diag_ggn network and the per_sample_grad network (as users get them) match the routines."""
-    x, s = random(layer.input_shape, seed), random((columns, *layer.output_shape()), seed + 1)
-    kwargs = layer.kwargs()
-    extra = {k: kwargs.pop(k) for k in ("transposed", "output_padding") if k in kwargs}
+    x, s = random(layer.x_shape, seed), random((columns, *layer.output_shape), seed + 1)
+    args = kwargs(layer)
     c_out = layer.out_channels
-    diag = tnconv.conv_network("diag_ggn", x.shape, layer.kernel_size, c_out, **kwargs, **extra)
+    diag = tnconv.conv_network("diag_ggn", x.shape, layer.kernel_size, c_out, **args)
     tnconv.verify(diag)
-    expected = curvature.diag_ggn_weight(x, s, layer.kernel_size, **kwargs, **extra)
+    expected = curvature.diag_ggn_weight(x, s, layer.kernel_size, **args)
     torch.testing.assert_close(tnconv.compile(diag)(X=x, V=s).reshape(expected.shape), expected, **TOL)
-    per_sample = tnconv.conv_network("per_sample_grad", x.shape, layer.kernel_size, c_out, **kwargs, **extra)
-    expected = curvature.per_sample_weight_grad(x, s[0], layer.kernel_size, **kwargs, **extra)
+    per_sample = tnconv.conv_network("per_sample_grad", x.shape, layer.kernel_size, c_out, **args)
+    expected = curvature.per_sample_weight_grad(x, s[0], layer.kernel_size, **args)
     torch.testing.assert_close(tnconv.compile(per_sample)(X=x, V=s[0]).reshape(expected.shape), expected, **TOL)
 
 

@@ -6,27 +6,28 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_curvature_reference import Layer, layers, per_sample_reference, random
+from strategies import ConvLayer
+from test_curvature_reference import conv_layer, kwargs, layers, per_sample_reference, random
 
 from tnconv import curvature
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
-def exact_vjp(layer: Layer, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def exact_vjp(layer: ConvLayer, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return per_sample_reference(layer, x, v).sum(0)
 
 
-def spatial_mask(layer: Layer, keep: float, seed: int) -> torch.Tensor:
+def spatial_mask(layer: ConvLayer, keep: float, seed: int) -> torch.Tensor:
     """The documented draw of ``mode="spatial"``: ``torch.rand(*I, generator) < keep``."""
-    return torch.rand(layer.input_shape[2:], generator=torch.Generator().manual_seed(seed)) < keep
+    return torch.rand(layer.x_shape[2:], generator=torch.Generator().manual_seed(seed)) < keep
 
 
 @settings(max_examples=30, deadline=None)
 @given(layers(transposed=False), st.sampled_from(["channel", "spatial"]), st.integers(0, 2**16))
 def test_keep_one_is_the_exact_weight_vjp(layer, mode, seed):
-    x, v = random(layer.input_shape, seed), random(layer.output_shape(), seed + 1)
-    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, 1.0, mode, **layer.kwargs())
+    x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
+    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, 1.0, mode, **kwargs(layer))
     assert got.shape == layer.weight_shape
     torch.testing.assert_close(got, exact_vjp(layer, x, v), **TOL)
 
@@ -35,11 +36,11 @@ def test_keep_one_is_the_exact_weight_vjp(layer, mode, seed):
 @given(layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
 def test_channel_draw_keeps_whole_channels_scaled(layer, keep, seed):
     """Each input channel's slice of the estimate is either 0 or the exact one times 1/keep."""
-    x, v = random(layer.input_shape, seed), random(layer.output_shape(), seed + 1)
+    x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
     generator = torch.Generator().manual_seed(seed)
-    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, keep, "channel", generator=generator, **layer.kwargs())
+    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, keep, "channel", generator=generator, **kwargs(layer))
     exact = exact_vjp(layer, x, v)
-    groups, c_in = layer.groups, layer.input_shape[1] // layer.groups
+    groups, c_in = layer.groups, layer.x_shape[1] // layer.groups
     got_g = got.reshape(groups, -1, c_in, *layer.kernel_size).transpose(1, 2)  # (G, C_in/G, C_out/G, K)
     exact_g = exact.reshape(groups, -1, c_in, *layer.kernel_size).transpose(1, 2)
     for g in range(groups):
@@ -52,21 +53,21 @@ def test_channel_draw_keeps_whole_channels_scaled(layer, keep, seed):
 @settings(max_examples=30, deadline=None)
 @given(layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
 def test_spatial_draw_is_the_vjp_of_the_kept_pixels(layer, keep, seed):
-    x, v = random(layer.input_shape, seed), random(layer.output_shape(), seed + 1)
+    x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
     generator = torch.Generator().manual_seed(seed)
-    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, keep, "spatial", generator=generator, **layer.kwargs())
+    got = curvature.weight_vjp_dropout(x, v, layer.kernel_size, keep, "spatial", generator=generator, **kwargs(layer))
     masked = x * spatial_mask(layer, keep, seed).to(x.dtype)
     torch.testing.assert_close(got, exact_vjp(layer, masked, v) / keep, **TOL)
 
 
 @pytest.mark.parametrize("mode", ["channel", "spatial"])
 def test_mean_of_many_draws_converges_to_the_exact_vjp(mode):
-    layer = Layer((2, 6, 7, 6), 4, (3, 2), (2, 1), ((1, 0), (1, 1)), (1, 2), 2)
-    x, v = random(layer.input_shape, 0), random(layer.output_shape(), 1)
+    layer = conv_layer((2, 6, 7, 6), 4, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    x, v = random(layer.x_shape, 0), random(layer.output_shape, 1)
     exact = exact_vjp(layer, x, v)
     generator = torch.Generator().manual_seed(3)
     draws = torch.stack([
-        curvature.weight_vjp_dropout(x, v, layer.kernel_size, 0.5, mode, generator=generator, **layer.kwargs())
+        curvature.weight_vjp_dropout(x, v, layer.kernel_size, 0.5, mode, generator=generator, **kwargs(layer))
         for _ in range(500)
     ])
     mean, spread = draws.mean(0), draws.std(0) / 500**0.5
@@ -78,8 +79,8 @@ def test_mean_of_many_draws_converges_to_the_exact_vjp(mode):
 @pytest.mark.parametrize("mode", ["channel", "spatial"])
 def test_dropped_slices_are_never_read(mode):
     """NaN in the dropped part of x cannot reach the result: dropped slices are cut out, not multiplied by 0."""
-    layer = Layer((2, 4, 9), 2, (3,), (1,), ((1, 1),), (1,), 1)
-    x, v = random(layer.input_shape, 0), random(layer.output_shape(), 1)
+    layer = conv_layer((2, 4, 9), 2, (3,), padding=1)
+    x, v = random(layer.x_shape, 0), random(layer.output_shape, 1)
     if mode == "spatial":
         dropped = ~spatial_mask(layer, 0.5, 5)
         x[:, :, dropped] = float("nan")

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_curvature_reference import Layer, flat_jacobian, layers, random
+from strategies import ConvLayer
+from test_curvature_reference import apply, conv_layer, flat_jacobian, kwargs, layers, random
 
 from tnconv import curvature
 
@@ -35,7 +36,7 @@ def exact_ggn(model: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tenso
     return jacobian.T @ hessian.reshape(prediction.numel(), prediction.numel()) @ jacobian
 
 
-def group_blocks(ggn: torch.Tensor, layer: Layer) -> list[torch.Tensor]:
+def group_blocks(ggn: torch.Tensor, layer: ConvLayer) -> list[torch.Tensor]:
     """The diagonal GGN blocks of each group's weights, ordered ``(c_out, c_in, k..)`` within the group."""
     shape, groups = layer.weight_shape, layer.groups
     index = torch.arange(ggn.shape[0]).reshape(shape)
@@ -59,20 +60,20 @@ def output_factors(columns: torch.Tensor, groups: int, reduce: bool) -> torch.Te
 @settings(max_examples=20, deadline=None)
 @given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_kfac_expand_is_exact_for_a_location_wise_linear_map(layer, classes, seed):
-    x = random(layer.input_shape, seed)
+    x = random(layer.x_shape, seed)
     weight = random(layer.weight_shape, seed + 1)
     mix = random((classes, layer.out_channels), seed + 2)
 
     def after(y: torch.Tensor) -> torch.Tensor:  # the same linear map at every location
         return torch.einsum("kc,nc...->nk...", mix, y)
 
-    ggn = exact_ggn(lambda w: after(layer(x, w)), weight)
-    y = layer(x, weight)
+    ggn = exact_ggn(lambda w: after(apply(layer, x, w)), weight)
+    y = apply(layer, x, weight)
     z = after(y)
     columns = curvature.sqrt_ggn(z.movedim(1, -1).reshape(-1, classes), "mse")  # (K, N*T, K), mean over N*T*K
     columns = columns.reshape(classes, z.shape[0], *z.shape[2:], classes).movedim(-1, 2)  # (M, N, K, *O)
     columns = curvature.pullback(columns, after, y)
-    a = curvature.kfac_expand_factor(x, layer.kernel_size, **layer.kwargs())
+    a = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
     b = output_factors(columns, layer.groups, reduce=False)
     for g, block in enumerate(group_blocks(ggn, layer)):
         torch.testing.assert_close(torch.kron(b[g], a[g]), block, **TOL)
@@ -81,17 +82,17 @@ def test_kfac_expand_is_exact_for_a_location_wise_linear_map(layer, classes, see
 @settings(max_examples=20, deadline=None)
 @given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_kfac_reduce_is_exact_for_average_pooling(layer, classes, seed):
-    x = random(layer.input_shape, seed)
+    x = random(layer.x_shape, seed)
     weight = random(layer.weight_shape, seed + 1)
     linear = random((classes, layer.out_channels), seed + 2)
 
     def after(y: torch.Tensor) -> torch.Tensor:  # global average pooling, then a linear map
         return y.flatten(2).mean(-1) @ linear.T
 
-    ggn = exact_ggn(lambda w: after(layer(x, w)), weight)
-    y = layer(x, weight)
+    ggn = exact_ggn(lambda w: after(apply(layer, x, w)), weight)
+    y = apply(layer, x, weight)
     columns = curvature.pullback(curvature.sqrt_ggn(after(y), "mse"), after, y)
-    a = curvature.kfac_reduce_factor(x, layer.kernel_size, **layer.kwargs())
+    a = curvature.kfac_reduce_factor(x, layer.kernel_size, **kwargs(layer))
     b = output_factors(columns, layer.groups, reduce=True)
     for g, block in enumerate(group_blocks(ggn, layer)):
         torch.testing.assert_close(torch.kron(b[g], a[g]), block, **TOL)
@@ -99,15 +100,15 @@ def test_kfac_reduce_is_exact_for_average_pooling(layer, classes, seed):
 
 def test_kfac_expand_is_not_exact_for_average_pooling():
     """The settings are not interchangeable: with pooling, expand's Kronecker product misses the GGN."""
-    layer = Layer((2, 2, 6), 2, (3,), (1,), ((1, 1),), (1,), 1)
-    x, weight, linear = random(layer.input_shape, 0), random(layer.weight_shape, 1), random((2, 2), 2)
+    layer = conv_layer((2, 2, 6), 2, (3,), padding=1)
+    x, weight, linear = random(layer.x_shape, 0), random(layer.weight_shape, 1), random((2, 2), 2)
 
     def after(y: torch.Tensor) -> torch.Tensor:
         return y.mean(-1) @ linear.T
 
-    ggn = exact_ggn(lambda w: after(layer(x, w)), weight)
-    y = layer(x, weight)
+    ggn = exact_ggn(lambda w: after(apply(layer, x, w)), weight)
+    y = apply(layer, x, weight)
     columns = curvature.pullback(curvature.sqrt_ggn(after(y), "mse"), after, y)
-    a = curvature.kfac_expand_factor(x, layer.kernel_size, **layer.kwargs())
+    a = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
     b = output_factors(columns, 1, reduce=False)
     assert not torch.allclose(torch.kron(b[0], a[0]), ggn, rtol=1e-3)
