@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import conv_layers
 from test_curvature_reference import (
     diag_ggn_reference,
     grouped_patches,
@@ -76,6 +77,17 @@ def test_float32_and_dtype_kept():
     got = curvature.kfac_reduce_factor(x.float(), 3, stride=2, groups=2)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.booleans().flatmap(lambda t: conv_layers(4, t, min_dims=4, max_groups=2)), st.integers(0, 2**16))
+def test_four_spatial_dims_against_references(layer, seed):
+    x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
+    expand, reduce = kfac_references(grouped_patches(layer, x))
+    torch.testing.assert_close(curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer)), expand, **TOL)
+    torch.testing.assert_close(curvature.kfac_reduce_factor(x, layer.kernel_size, **kwargs(layer)), reduce, **TOL)
+    got = curvature.per_sample_weight_grad(x, v, layer.kernel_size, **kwargs(layer))
+    torch.testing.assert_close(got, per_sample_reference(layer, x, v), **TOL)
 
 
 def test_four_spatial_dims_reduce_to_three():
