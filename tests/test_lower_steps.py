@@ -61,3 +61,12 @@ def test_equal_halves_of_a_gram_network_are_computed_once():
     sliced = compile(net, memory_limit=program.largest_intermediate // 2)
     assert "sliced" in sliced.strategy
     assert_close(sliced(*operands), dense(net, operands))
+
+
+def test_gram_product_arranges_its_operand_once():
+    """KFAC-expand contracts the unfolded input with itself: one arrangement, transposed for the other side."""
+    net = tnconv.conv_network("kfac_expand", (2, 4, 7, 5), (3, 2), stride=(2, 1), padding=1, groups=2)
+    program = compile(net)
+    assert any(getattr(step.torch_calls, "gram", False) for step in program._executor.plan.steps)
+    operands = random_operands(net)
+    assert_close(program(*operands), dense(net, operands))

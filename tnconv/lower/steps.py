@@ -28,7 +28,7 @@ keeps its ``torch.einsum`` equation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import takewhile
 from typing import Mapping, Sequence
 
@@ -59,6 +59,7 @@ class Operand:
     prepare: Unary | None
     shape: tuple[int, ...]
     transpose: bool
+    axes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = field(default=((), (), ()), compare=False)
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.prepare is not None:
@@ -76,11 +77,14 @@ class Pairwise:
     swap: bool
     shape: tuple[int, ...]
     permutation: tuple[int, ...] | None
+    gram: bool = False
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.swap:
             a, b = b, a
-        result = torch.matmul(self.first(a), self.second(b)).reshape(self.shape)
+        first = self.first(a)
+        second = first.transpose(-1, -2) if self.gram else self.second(b)
+        result = torch.matmul(first, second).reshape(self.shape)
         return result if self.permutation is None else result.permute(self.permutation)
 
 
@@ -176,7 +180,21 @@ def _operand(
     outer = tuple(sizes[leg] if leg in kept else 1 for leg in lead)
     inner = (math.prod(sizes[leg] for leg in rows), math.prod(sizes[leg] for leg in columns))
     shape = (*outer, *(reversed(inner) if transpose else inner))
-    return Operand(None if prepare.identity else prepare, shape, transpose)
+    axes = tuple(tuple(legs.index(leg) for leg in block) for block in (own_lead, rows, columns))
+    return Operand(None if prepare.identity else prepare, shape, transpose, axes)  # type: ignore[arg-type]
+
+
+def as_gram(calls: Recipe | None) -> Recipe | None:
+    """``calls`` computing ``A^T A`` from one arranged operand, when both of its operands are the same
+    tensor and their arrangements are transposes of each other (else ``calls`` unchanged)."""
+    if not isinstance(calls, Pairwise):
+        return calls
+    first, second = calls.first, calls.second
+    lead, rows, columns = first.axes
+    summed = [operand.prepare.summed if operand.prepare is not None else () for operand in (first, second)]
+    if second.axes != (lead, columns, rows) or summed[0] != summed[1] or first.shape[:-2] != second.shape[:-2]:
+        return calls
+    return replace(calls, gram=True)
 
 
 def _unary(legs: tuple[str, ...], kept: list[str], order: Sequence[str]) -> Unary:

@@ -24,7 +24,7 @@ they are materialized (``K * I`` numbers) and contracted like any tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.plan import Optimize, Plan, plan_pairwise
+from tnconv.lower.steps import as_gram
 
 Int = int
 
@@ -251,7 +252,7 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         cost, largest = cost + size, max(largest, size)
     rest_output = _rest_output(net, folds, legs)
     plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
-    same = _shared_steps(net, order, gathers, legs, sizes, plan) if share else ()
+    same, plan = _shared_steps(net, order, gathers, legs, sizes, plan) if share else ((), plan)
     cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
     current = list(rest_output)
     fold_ops = []
@@ -282,8 +283,9 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
 def _shared_steps(
     net: Network, order: Sequence[int], gathers: Sequence[Gather], legs: Sequence[Sequence[str]],
     sizes: dict[str, int], plan: Plan,
-) -> tuple[int, ...]:
-    """For each step, an earlier step with the same inputs and equation (its result is reused), or -1.
+) -> tuple[tuple[int, ...], Plan]:
+    """For each step, an earlier step with the same inputs and equation (its result is reused), or -1;
+    and the plan with steps whose two inputs are equal turned into Gram products (``as_gram``).
 
     A working tensor's signature is its operand name, views, gathers and shape (data), or
     its kind and shape (built); a step's is its equation and its inputs' signatures, so equal
@@ -300,12 +302,17 @@ def _shared_steps(
             signatures.append(("data", entry.name, entry.kind.views, applied, shape))  # type: ignore[attr-defined]
     seen: dict[object, int] = {}
     same = []
+    steps = []
     for number, step in enumerate(plan.steps):
-        signature = (step.equation, tuple(signatures[p] for p in step.positions))
+        inputs = tuple(signatures[p] for p in step.positions)
+        signature = (step.equation, inputs)
         same.append(seen.setdefault(signature, number) if signature in seen else -1)
         seen.setdefault(signature, number)
         signatures = [t for p, t in enumerate(signatures) if p not in step.positions] + [signature]
-    return tuple(same) if any(n >= 0 for n in same) else ()
+        if len(inputs) == 2 and inputs[0] == inputs[1]:
+            step = replace(step, torch_calls=as_gram(step.torch_calls))
+        steps.append(step)
+    return (tuple(same) if any(n >= 0 for n in same) else ()), replace(plan, steps=tuple(steps))
 
 
 def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int]]:
