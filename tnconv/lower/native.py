@@ -13,7 +13,7 @@ pattern legs go to     network                 kernel
 ``i->A, o->B, k->out``  weight VJP              ``aten.convolution_backward``
 ``i->A, (k, o)->out``   unfold (im2col)         ``F.unfold`` (2-d), strided views
 ``(k, o)->A, i->out``   fold (col2im)           ``F.fold`` (2-d)
-no patterns            matrix product          ``torch.matmul``
+no patterns            matrix product          ``torch.matmul`` (copy-avoiding layout)
 =====================  ======================  ==================================
 
 Every other leg is classified by the tensors it joins: on both data tensors
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
+from tnconv.lower.steps import Pairwise, Recipe, as_gram, recipe
 from tnconv.lower.structured import Window
 
 OUT = -1
@@ -176,14 +177,14 @@ class Fold:
 
 @dataclass(frozen=True)
 class Matmul:
-    """``torch.matmul`` of the two operands arranged as ``(batch, free, contracted)`` and ``(batch, contracted, free)``."""
+    """Two operands (views applied) multiplied by a fixed ``matmul`` recipe (``tnconv.lower.steps``)."""
 
     a: Arrange
     b: Arrange
-    out: Restore
+    product: Recipe
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.out(torch.matmul(self.a(operands), self.b(operands)))
+        return self.product(self.a(operands), self.b(operands))  # type: ignore[call-arg]
 
 
 Kernel = Callable[[Sequence[torch.Tensor]], torch.Tensor]
@@ -408,17 +409,16 @@ def _fold(net: Network, x: int, patterns: list[int]) -> tuple[str, Kernel] | Non
 
 
 def _matmul(net: Network, data: list[int]) -> tuple[str, Kernel] | None:
-    a, b = data
-    split = _split(net, a, b, set())
-    if split is None:
-        return None
-    batch, free_a, free_b, contracted = split
+    a, b = (net.entries[p] for p in data)
     sizes = _sizes(net)
-    lead = [batch] if batch else []
-    a_in = arrange(net.entries[a], _operand(net, a), lead + [free_a, contracted], sizes)
-    b_in = arrange(net.entries[b], _operand(net, b), lead + [contracted, free_b], sizes)
-    out = restore(lead + [free_a, free_b], net.output, sizes)
-    return "matmul", Matmul(a_in, b_in, out)
+    product, _ = recipe([a.legs, b.legs], set(net.output), sizes, net.output)
+    if not isinstance(product, Pairwise):
+        return None
+    if a.name == b.name and a.kind == b.kind:
+        product = as_gram(product)  # type: ignore[assignment]
+    a_in = arrange(a, _operand(net, data[0]), [(leg,) for leg in a.legs], sizes)
+    b_in = arrange(b, _operand(net, data[1]), [(leg,) for leg in b.legs], sizes)
+    return "matmul", Matmul(a_in, b_in, product)  # type: ignore[arg-type]
 
 
 def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:

@@ -12,6 +12,8 @@ it is compiled once into a ``Unary`` (one operand: sum and permute) or a
   (``K``); the product is ``matmul`` of ``P`` as ``(L.., M, K)`` and ``Q`` as
   ``(L.., K, N)``, with size-1 axes where an operand lacks a leg of ``L``
   (broadcast), so that the free legs leading an operand can also be ``L``;
+  contracted legs that lead both operands can also be ``L``, summed after the
+  product (a batch of products, then a sum, instead of copying both operands);
 - among a few such layouts (either operand first; contracted legs in either
   operand's order; leading free legs broadcast) the one that copies the
   fewest elements is chosen, assuming each working tensor is laid out in the
@@ -78,13 +80,17 @@ class Pairwise:
     shape: tuple[int, ...]
     permutation: tuple[int, ...] | None
     gram: bool = False
+    summed: tuple[int, ...] = ()
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.swap:
             a, b = b, a
         first = self.first(a)
         second = first.transpose(-1, -2) if self.gram else self.second(b)
-        result = torch.matmul(first, second).reshape(self.shape)
+        result = torch.matmul(first, second)
+        if self.summed:
+            result = result.sum(self.summed)
+        result = result.reshape(self.shape)
         return result if self.permutation is None else result.permute(self.permutation)
 
 
@@ -116,12 +122,13 @@ def recipe(
     _, swap, p, q, lead, free_p, contracted, free_q = best
     first = _operand(a if not swap else b, p, lead, free_p, contracted, sizes, last=False)
     second = _operand(b if not swap else a, q, lead, contracted, free_q, sizes, last=True)
-    natural = (*lead, *free_p, *free_q)
+    summed = tuple(axis for axis, leg in enumerate(lead) if leg not in kept)
+    natural = (*(leg for leg in lead if leg in kept), *free_p, *free_q)
     target = order or natural
     permutation = tuple(natural.index(leg) for leg in target)
     identity = permutation == tuple(range(len(permutation)))
     shape = tuple(sizes[leg] for leg in natural)
-    return Pairwise(first, second, swap, shape, None if identity else permutation), target
+    return Pairwise(first, second, swap, shape, None if identity else permutation, summed=summed), target
 
 
 def _layouts(pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, int]):
@@ -144,8 +151,16 @@ def _layouts(pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, i
                     options.append((prefix, rest_free, contracted, free_q))
                 else:
                     options.append((prefix, free_p, contracted, rest_free))
+        common = [leg for leg, other in zip(p, q) if leg == other]
+        common = common[: next((n for n, (x, y) in enumerate(zip(p, q)) if x != y), len(common))]
+        if any(leg in shared for leg in common) and set(batch) <= set(common):
+            contracted = [leg for leg in shared if leg not in common]
+            options.append((common, free_p, contracted, free_q))
         for lead, m, k, n in options:
             cost = _copies(p, lead, m, k, sizes) + _copies(q, lead, k, n, sizes)
+            summed = [leg for leg in lead if leg in shared]
+            if summed:  # the product keeps the contracted leading legs, summed afterwards
+                cost += math.prod(sizes[leg] for leg in [*lead, *m, *n])
             yield cost, swap, p, q, lead, m, k, n
 
 
