@@ -29,6 +29,9 @@ def compile(  # noqa: A001 - the public name
     with symbolic sizes gives a program that plans per call from the
     operands' shapes.
     """
+    recent = _RECENT.get(id(net))
+    if recent is not None and recent[0] is net and recent[1] == optimize and recent[2] == memory_limit:
+        return recent[3]
     from tnconv.passes.networksum import NetworkSum
 
     if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
@@ -42,7 +45,18 @@ def compile(  # noqa: A001 - the public name
             raise TypeError(f"memory_limit must be an int (elements) or None, got {memory_limit!r}")
         if memory_limit < 1:
             raise ValueError(f"memory_limit must be >= 1 element, got {memory_limit}")
-    return _compile(net, normalize_optimize(optimize), memory_limit)
+    program = _compile(net, normalize_optimize(optimize), memory_limit)
+    if len(_RECENT) >= _RECENT_SIZE:
+        _RECENT.clear()
+    _RECENT[id(net)] = (net, optimize, memory_limit, program)
+    return program
+
+
+# The programs of the networks compiled last, by object identity (each entry keeps its network
+# alive, so an id is never reused while its entry exists): a repeated compile of the same object
+# costs a dict lookup instead of hashing the network for ``_compile``'s cache.
+_RECENT: dict[int, tuple[Network, object, int | None, Program]] = {}
+_RECENT_SIZE = 256
 
 
 @lru_cache(maxsize=1024)
