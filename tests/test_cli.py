@@ -160,6 +160,7 @@ def test_builtin_layers_match_the_benchmark_list():
         (["derive", "forward", "--layer", "tiny_2d", "--diagram", "d.jpg"], "must end in one of"),
         (["derive", "forward", "--layer", "tiny_2d", "--optimize", "fastest"], "optimize must be one of"),
         (["derive", "forward", "--layer", "tiny_2d", "--output-padding", "1"], "output_padding"),
+        (["derive", "unfold-transpose", "--layer", "vit_b16_patchify", "--check"], "use a smaller --batch or layer"),
         (["derive"], "the following arguments are required: ROUTINE"),
         ([], "the following arguments are required: COMMAND"),
     ],

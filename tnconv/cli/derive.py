@@ -151,12 +151,30 @@ def derive(
     return Derivation(routine, op, layer, hyper, tuple(stages), program, {"ggn_columns": columns})
 
 
-def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
-    """Run the derived network in float64 on random operands and compare with PyTorch (rtol 1e-10)."""
+MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create
+
+
+def guard(derivation: Derivation, dtype: torch.dtype, flag: str) -> None:
+    """Refuse to run when PyTorch has no reference or a tensor would exceed ``MEMORY_LIMIT``."""
     hyper = derivation.hyper
     why_not = reference.supported(hyper)
     if why_not is not None:
-        raise ValueError(f"--check: {why_not}")
+        raise ValueError(f"{flag}: {why_not}")
+    program, net = derivation.program, derivation.network
+    largest = max(math.prod(int(net.size(leg)) for leg in net.output), program.largest_intermediate,
+                  reference.largest_tensor(derivation.op, hyper, derivation.extra["ggn_columns"]))
+    size = largest * torch.finfo(dtype).bits // 8
+    if size > MEMORY_LIMIT:
+        raise ValueError(
+            f"{flag}: this layer needs a tensor of {largest:,} numbers ({size / 2**30:.1f} GiB in "
+            f"{str(dtype).removeprefix('torch.')}), more than {MEMORY_LIMIT // 2**30} GiB; use a smaller --batch or layer"
+        )
+
+
+def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
+    """Run the derived network in float64 on random operands and compare with PyTorch (rtol 1e-10)."""
+    hyper = derivation.hyper
+    guard(derivation, torch.float64, "--check")
     operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.extra["ggn_columns"])
     expected = reference.implementation(derivation.op, hyper)(operands)
     program = derivation.program
@@ -194,9 +212,7 @@ def bench(
 ) -> dict[str, Any]:
     """Median wall-clock time of the compiled network and of the PyTorch implementation (interleaved)."""
     hyper = derivation.hyper
-    why_not = reference.supported(hyper)
-    if why_not is not None:
-        raise ValueError(f"--bench: {why_not}")
+    guard(derivation, dtype, "--bench")
     operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.extra["ggn_columns"])
     program = derivation.program
     ours = {name: operands[name] for name in program.operands}

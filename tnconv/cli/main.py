@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence, TextIO
 
-from tnconv.cli.derive import ROUTINES, Derivation, bench, check, derive
+import torch
+
+from tnconv.cli.derive import ROUTINES, Derivation, bench, check, derive, guard
 from tnconv.cli.layers import (
     DEFAULT_BATCH,
     Layer,
@@ -194,6 +196,10 @@ def run_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     derivation = derive(
         args.routine, layer, optimize=args.optimize, simplify=not args.no_simplify, columns=args.ggn_columns
     )
+    if args.check:
+        guard(derivation, torch.float64, "--check")
+    if args.bench:
+        guard(derivation, torch.float32, "--bench")
     report = _report(derivation)
     if not args.json:
         _print_derivation(report, derivation.layer, out)
@@ -257,7 +263,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return run_derive(args, out, err)
     except UsageError as error:
         print(f"tnconv: error: {error}", file=err)
-    except (ValueError, TypeError, ImportError, OSError, KeyError) as error:
+    except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError, MemoryError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"tnconv: error: {message}", file=err)
     except KeyboardInterrupt:

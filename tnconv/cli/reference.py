@@ -165,7 +165,16 @@ def operands(op: str, hyper: ConvHyper, dtype: torch.dtype, seed: int = 0, colum
     return result
 
 
-def flops_hint(hyper: ConvHyper) -> int:
-    """Multiply-adds of the layer's forward pass (a scale for choosing repeat counts)."""
-    out = math.prod(hyper.output_size) * (hyper.out_channels or hyper.in_channels) * hyper.batch
-    return out * (hyper.in_channels // hyper.groups) * hyper.kernel_elements
+def largest_tensor(op: str, hyper: ConvHyper, columns: int = GGN_COLUMNS) -> int:
+    """Numbers in the largest tensor the PyTorch implementation of ``op`` creates (operands included)."""
+    locations = math.prod(hyper.output_size)
+    sizes = [math.prod(hyper.input_shape)]
+    if hyper.out_channels is not None:
+        sizes += [math.prod(hyper.weight_shape), math.prod(hyper.output_shape)]
+        if op == "diag_ggn":
+            sizes += [columns * math.prod(hyper.output_shape), columns * hyper.batch * math.prod(hyper.weight_shape)]
+        if op == "per_sample_grad":
+            sizes.append(hyper.batch * math.prod(hyper.weight_shape))
+    if op in ("unfold", "unfold_transpose", "kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn"):
+        sizes.append(hyper.batch * hyper.in_channels * hyper.kernel_elements * locations)
+    return max(sizes)
