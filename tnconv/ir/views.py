@@ -39,7 +39,7 @@ class Unflatten:
         return Unflatten(self.axis, tuple(substitute(s, values) for s in self.sizes))
 
     def __str__(self) -> str:
-        return f"unflatten({self.axis}, {tuple(str(s) for s in self.sizes)})"
+        return f"unflatten({self.axis}, ({', '.join(str(s) for s in self.sizes)}))"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Flatten:
         return Flatten(self.axis, tuple(substitute(s, values) for s in self.sizes))
 
     def __str__(self) -> str:
-        return f"flatten({self.axis}, {tuple(str(s) for s in self.sizes)})"
+        return f"flatten({self.axis}, ({', '.join(str(s) for s in self.sizes)}))"
 
 
 @dataclass(frozen=True)
