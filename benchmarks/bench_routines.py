@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tnconv  # noqa: E402
 from common import ROOT, Layer, ensure_mmap_allocations, interleaved, load_layers, peak_extra  # noqa: E402
-from tnconv.lower.compile import _compile, compile  # noqa: E402
+from tnconv.lower.compile import _RECENT, _compile, compile  # noqa: E402
 
 ROUTINES = ("forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_reduce", "per_sample")
 HAS_CURVATURE = importlib.util.find_spec("tnconv.curvature") is not None
@@ -108,13 +108,20 @@ def curvature_pairs(layer: Layer) -> dict:
 
 def compile_times(layer: Layer) -> tuple[float, float]:
     """Largest cold and cached compile time (seconds) over the routines of the layer."""
-    from tnconv.conv import networks
+    import tnconv.passes.simplify as simplify
+    from tnconv.conv import derived, networks
 
+    caches = [networks.build, _compile] + [
+        getattr(module, name) for module, name in ((simplify, "_cached"), (derived, "network"))
+        if hasattr(getattr(module, name, None), "cache_clear")
+    ]
     cold, cached = 0.0, 0.0
     ops = ("forward", "input_vjp", "weight_vjp") + (("unfold",) if not layer.transposed else ())
+    compile(tnconv.conv_network("forward", (1, 2, 5, 5), (3, 3), 2))  # imports and first-use costs
     for op in ops:
-        networks.build.cache_clear()
-        _compile.cache_clear()
+        for cache in caches:
+            cache.cache_clear()
+        _RECENT.clear()
         start = time.perf_counter()
         net = tnconv.conv_network(op, **layer.hyper())
         compile(net)

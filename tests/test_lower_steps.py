@@ -70,3 +70,21 @@ def test_gram_product_arranges_its_operand_once():
     assert any(getattr(step.torch_calls, "gram", False) for step in program._executor.plan.steps)
     operands = random_operands(net)
     assert_close(program(*operands), dense(net, operands))
+
+
+def test_calls_by_name_and_their_errors():
+    net = tnconv.conv_network("forward", (1, 2, 5), (3,), 2, simplify=False)
+    program = compile(net)
+    assert compile(net) is program
+    x, w = torch.randn(1, 2, 5, dtype=torch.float64), torch.randn(2, 2, 3, dtype=torch.float64)
+    assert_close(program(W=w, X=x), program(x, w))
+    import pytest
+
+    with pytest.raises(ValueError, match="unexpected operand"):
+        program(X=x, Y=w)
+    with pytest.raises(TypeError, match="'W' must be a torch.Tensor"):
+        program(X=x, W=3)
+    with pytest.raises(ValueError, match="'W'"):
+        program(X=x, W=w[:1])
+    with pytest.raises(ValueError, match="dtype"):
+        program(X=x, W=w.float())

@@ -127,6 +127,8 @@ class Program:
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract the network; operands by position (``program.operands`` order) or by name."""
+        if kwargs and not args and len(kwargs) == len(self.operands) and all(n in kwargs for n in self.operands):
+            args, kwargs = tuple(kwargs[name] for name in self.operands), {}
         if kwargs or len(args) != len(self.operands) or not all(isinstance(a, torch.Tensor) for a in args):
             args = tuple(collect(self.operands, args, kwargs))
         operands = args
