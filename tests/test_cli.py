@@ -173,6 +173,15 @@ def test_errors_are_one_line_with_status_2(argv, message, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written on an error
 
 
+def test_help_and_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("tnconv 0.")
+    assert main(["derive", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--layer", "--input", "--check", "--bench", "--json", "--diagram", "--transposed"):
+        assert flag in text
+
+
 def test_custom_layer_defaults():
     layer = custom_layer((2, 4, 9), {})
     assert layer.kernel_size == (3,) and layer.out_channels == 4 and layer.weight_shape == (4, 4, 3)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Sequence, TextIO
 
 import torch
 
+from tnconv import __version__
 from tnconv.cli.derive import ROUTINES, Derivation, bench, check, derive, guard
 from tnconv.cli.layers import (
     DEFAULT_BATCH,
@@ -70,6 +71,7 @@ def _positive(text: str, flag: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tnconv", description="Convolutions as tensor-network diagrams: derive, inspect, check.")
+    parser.add_argument("--version", action="version", version=f"tnconv {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     layers = commands.add_parser("layers", help="list the built-in layers")
@@ -79,31 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("derive", help="derive a routine for a conv layer and show every step")
     sub.add_argument("routine", metavar="ROUTINE", choices=tuple(ROUTINES), help=" | ".join(ROUTINES))
     group = sub.add_argument_group("layer (a built-in one, optionally changed by the other flags)")
-    group.add_argument("--layer", help=f"built-in layer name (default: {default_layer_name()}; see `tnconv layers`)")
-    group.add_argument("--input", type=_flag(lambda t, f: parse_ints(t, f), "--input"),
+    group.add_argument("--layer", metavar="NAME", help=f"built-in layer name (default: {default_layer_name()}; see `tnconv layers`)")
+    group.add_argument("--input", type=_flag(lambda t, f: parse_ints(t, f), "--input"), metavar="SHAPE",
                        help="layer input shape N,C_in,*spatial, e.g. 8,64,56,56")
-    group.add_argument("--batch", type=_flag(_positive, "--batch"), help=f"batch N (default {DEFAULT_BATCH})")
-    group.add_argument("--kernel", type=_flag(per_dim_flag, "--kernel"), help="kernel size: K or K1,K2,...")
-    group.add_argument("--out-channels", type=_flag(_positive, "--out-channels"), help="C_out")
-    group.add_argument("--stride", type=_flag(per_dim_flag, "--stride"))
-    group.add_argument("--padding", type=_flag(lambda t, f: padding_flag(t), "--padding"), help="P, P1,P2,..., same, valid")
-    group.add_argument("--dilation", type=_flag(per_dim_flag, "--dilation"))
-    group.add_argument("--groups", type=_flag(_positive, "--groups"))
+    group.add_argument("--batch", type=_flag(_positive, "--batch"), metavar="N", help=f"batch N (default {DEFAULT_BATCH})")
+    group.add_argument("--kernel", type=_flag(per_dim_flag, "--kernel"), metavar="K", help="K or K1,K2,... (default 3)")
+    group.add_argument("--out-channels", type=_flag(_positive, "--out-channels"), metavar="C", help="C_out (default C_in)")
+    group.add_argument("--stride", type=_flag(per_dim_flag, "--stride"), metavar="S", help="S or S1,S2,... (default 1)")
+    group.add_argument("--padding", type=_flag(lambda t, f: padding_flag(t), "--padding"), metavar="P",
+                       help="P, P1,P2,..., same or valid (default 0)")
+    group.add_argument("--dilation", type=_flag(per_dim_flag, "--dilation"), metavar="D", help="D or D1,D2,... (default 1)")
+    group.add_argument("--groups", type=_flag(_positive, "--groups"), metavar="G", help="groups (default 1)")
     group.add_argument("--transposed", action="store_true", default=None, help="a ConvTranspose layer")
     group.add_argument("--output-padding", type=_flag(lambda t, f: per_dim_flag(t, f, allow_zero=True),
-                                                      "--output-padding"))
+                                                      "--output-padding"), metavar="OP",
+                       help="output padding of a transposed layer (default 0)")
     group.add_argument("--padding-mode", choices=("zeros", "reflect", "replicate", "circular"))
     out = sub.add_argument_group("output")
-    out.add_argument("--diagram", type=Path, help="diagram file (.svg, .png, .pdf, .dot); "
+    out.add_argument("--diagram", type=Path, metavar="PATH", help="diagram file (.svg, .png, .pdf, .dot); "
                      "default tnconv-derive-ROUTINE.svg in the current folder")
     out.add_argument("--no-diagram", action="store_true", help="write no diagram")
     out.add_argument("--no-simplify", action="store_true", help="skip the simplify pass")
-    out.add_argument("--optimize", default="auto", help="opt_einsum path optimizer (default auto)")
-    out.add_argument("--ggn-columns", type=_flag(_positive, "--ggn-columns"), default=10,
+    out.add_argument("--optimize", default="auto", metavar="NAME", help="opt_einsum path optimizer (default auto)")
+    out.add_argument("--ggn-columns", type=_flag(_positive, "--ggn-columns"), default=10, metavar="M",
                      help="diag-ggn: M, columns of the GGN factorisation (default 10)")
     out.add_argument("--check", action="store_true", help="compare with PyTorch in float64")
     out.add_argument("--bench", action="store_true", help="time against the PyTorch implementation")
-    out.add_argument("--repeats", type=_flag(_positive, "--repeats"), default=10, help="timed runs for --bench")
+    out.add_argument("--repeats", type=_flag(_positive, "--repeats"), default=10, metavar="R", help="timed runs for --bench")
     out.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -257,7 +261,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version
+            return int(done.code or 0)
         if args.command == "layers":
             return run_layers(args, out)
         return run_derive(args, out, err)
