@@ -163,3 +163,17 @@ def test_float32_matches_float64(layer):
     single = program(*[t.float() for t in operands])
     assert single.dtype == torch.float32
     torch.testing.assert_close(single.double(), dense(net, operands), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=15)
+@given(conv_layers(max_dims=2, transposed=True, max_groups=2), st.sampled_from(("kfac_expand", "kfac_reduce")))
+def test_transposed_kfac_scatters_instead_of_building_patterns(layer, op):
+    """KFAC of a transposed layer meets two patterns on one leg i: each is scattered onto its input."""
+    net = tnconv.conv_network(
+        op, layer.x_shape, layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+        groups=layer.groups, output_padding=layer.output_padding, transposed=True, simplify=False,
+    )
+    program = compile(net)
+    assert "dense" not in program.strategy and program._executor.scatters, program.strategy
+    operands = random_operands(net, seed=3)
+    assert_close(program(*operands), dense(net, operands))

@@ -14,8 +14,12 @@ the network and lowered without ever being built:
 - *fold*: ``i`` is an output leg on no other tensor and ``o`` joins other
   tensors: the rest is contracted keeping ``(k, o)``, then a scatter-add
   (``index_add``) sends each ``(k, o)`` to its pixel ``i``.
-- anything else (``i`` shared by several tensors, a leg shared with another
-  pattern, an empty pattern) is materialized densely, and ``Lowering.dense``
+- *scatter*: otherwise, when ``o`` joins exactly one other tensor ``T`` (and
+  not the output), ``T``'s ``o`` is scattered onto ``(k, i)`` before the
+  contraction (the im2col of a transposed convolution, when its ``i`` meets
+  another pattern as in KFAC of a transposed layer).
+- anything else (a leg shared with another pattern in a way none of these
+  handles, an empty pattern) is materialized densely, and ``Lowering.dense``
   names it.
 
 ``PatternSum`` tensors are the small banded ``(K, I)`` matrices of tap counts:
@@ -109,6 +113,7 @@ class Lowering:
     data: tuple[int, ...]
     sources: tuple[tuple[bool, int], ...]
     gathers: tuple[Gather, ...]
+    scatters: tuple[tuple[int, Fold], ...]
     plan: Plan
     folds: tuple[Fold, ...]
     permutation: tuple[int, ...] | None
@@ -139,6 +144,9 @@ class Lowering:
         for gather in self.gathers:
             index = constants[gather.index] if gather.index >= 0 else None
             working[gather.slot] = apply_gather(working[gather.slot], gather.axis, gather.window, index)
+        for slot, fold in self.scatters:
+            selection = constants[fold.selection] if fold.selection >= 0 else None
+            working[slot] = apply_fold(working[slot], fold, constants[fold.target], selection)
         results: list[torch.Tensor] = []
         for number, step in enumerate(self.plan.steps):
             inputs = [working[p] for p in step.positions]
@@ -225,8 +233,8 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     """
     entries = net.entries
     sizes = {leg: int(size) for leg, size in net.sizes.items()}
-    gathered, folds = _classify(net) if not isinstance(optimize, tuple) else ([], [])
-    consumed = {p for p, _ in gathered} | set(folds)
+    gathered, folds, scattered = _classify(net) if not isinstance(optimize, tuple) else ([], [], [])
+    consumed = {p for p, _ in gathered} | set(folds) | {p for p, _ in scattered}
     data = tuple(p for p, e in enumerate(entries) if not e.structured)
     built_positions = tuple(p for p, e in enumerate(entries) if e.structured and p not in consumed)
     built = tuple((p, entries[p].kind, tuple(sizes[l] for l in entries[p].legs)) for p in built_positions)
@@ -250,9 +258,24 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         host_legs.append(k)
         size = _size(host_legs, sizes)
         cost, largest = cost + size, max(largest, size)
+    scatters = []
+    for position, host in scattered:
+        k, o, i = entries[position].legs
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        constants.append(("index", _fold_target(window, True)))
+        target, selection = len(constants) - 1, -1
+        if window.mode == "zeros" and not _all_inside(window):
+            constants.append(("index", _fold_selection(window)))
+            selection = len(constants) - 1
+        host_legs = legs[slot[host]]
+        source = _size(host_legs, sizes) * window.kernel_size
+        scatters.append((slot[host], Fold(host_legs.index(o), -1, True, window, target, selection)))
+        host_legs.remove(o)
+        host_legs.extend((k, i))
+        cost, largest = cost + source, max(largest, source, _size(host_legs, sizes))
     rest_output = _rest_output(net, folds, legs)
     plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
-    same, plan = _shared_steps(net, order, gathers, legs, sizes, plan) if share else ((), plan)
+    same, plan = _shared_steps(net, order, gathers, scatters, legs, sizes, plan) if share else ((), plan)
     cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
     current = list(rest_output)
     fold_ops = []
@@ -274,14 +297,15 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     permutation = tuple(current.index(leg) for leg in net.output)
     dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
     return Lowering(
-        data, sources, tuple(gathers), plan, tuple(fold_ops),
+        data, sources, tuple(gathers), tuple(scatters), plan, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
         tuple(constants), cost, largest, dense, same,
     )
 
 
 def _shared_steps(
-    net: Network, order: Sequence[int], gathers: Sequence[Gather], legs: Sequence[Sequence[str]],
+    net: Network, order: Sequence[int], gathers: Sequence[Gather], scatters: Sequence[tuple[int, Fold]],
+    legs: Sequence[Sequence[str]],
     sizes: dict[str, int], plan: Plan,
 ) -> tuple[tuple[int, ...], Plan]:
     """For each step, an earlier step with the same inputs and equation (its result is reused), or -1;
@@ -295,6 +319,7 @@ def _shared_steps(
     for n, position in enumerate(order):
         entry = net.entries[position]
         applied = tuple((g.axis, g.window) for g in gathers if g.slot == n)
+        applied += tuple((f.o_axis, f.window) for s, f in scatters if s == n)
         shape = tuple(sizes[leg] for leg in legs[n])
         if entry.structured:
             signatures.append(("built", entry.kind, shape))
@@ -315,11 +340,14 @@ def _shared_steps(
     return (tuple(same) if any(n >= 0 for n in same) else ()), replace(plan, steps=tuple(steps))
 
 
-def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int]]:
-    """Which patterns gather into which tensor (in application order) and which fold; the rest are dense.
+def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, int]]]:
+    """Which patterns gather into which tensor (in application order), which fold at the end, and
+    which scatter into which tensor before the contraction; the rest are dense.
 
     Gathers are found repeatedly, following each host's legs as gathers change them, so
     that a pattern whose input leg is another pattern's output (a chain) gathers too.
+    A pattern that neither gathers nor folds scatters its host's ``o`` onto ``(k, i)``
+    when ``o`` joins only that host (a transposed conv's im2col met by another pattern).
     """
     entries = net.entries
     hosts = {p: list(e.legs) for p, e in enumerate(entries) if not isinstance(e.kind, IndexPattern)}
@@ -355,7 +383,24 @@ def _classify(net: Network) -> tuple[list[tuple[int, int]], list[int]]:
         if any(i in legs for legs in hosts.values()) or not any(o in legs for legs in hosts.values()):
             continue
         folds.append(p)
-    return gathers, folds
+    scatters: list[tuple[int, int]] = []
+    changed = True
+    while changed:
+        changed = False
+        for p in [q for q in pending if q not in folds]:
+            k, o, i = entries[p].legs
+            on = [q for q, legs in hosts.items() if o in legs]
+            if o in net.output or len(on) != 1 or on_other_patterns(o, p) or on_other_patterns(k, p):
+                continue
+            host = hosts[on[0]]
+            if host.count(o) != 1 or k in host or i in host:
+                continue
+            host.remove(o)
+            host.extend((k, i))
+            scatters.append((p, on[0]))
+            pending.remove(p)
+            changed = True
+    return gathers, folds, scatters
 
 
 def _rest_output(net: Network, folds: list[int], legs: list[list[str]]) -> tuple[str, ...]:
