@@ -134,6 +134,8 @@ def test_sqrt_ggn_bad_arguments():
         curvature.sqrt_ggn(logits, mc_samples=0)
     with pytest.raises(ValueError, match="output"):
         curvature.sqrt_ggn(logits[0])
+    with pytest.raises(ValueError, match="output"):
+        curvature.sqrt_ggn(logits[:0])
     with pytest.raises(TypeError, match="output"):
         curvature.sqrt_ggn(torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="function"):

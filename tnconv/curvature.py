@@ -203,6 +203,8 @@ def sqrt_ggn(
     The Hessians do not depend on the targets, so none are needed.
     """
     output = check_tensor(output, "output", ndim=2, min_ndim=2)
+    if output.shape[0] == 0 or output.shape[1] == 0:
+        raise ValueError(f"output must hold at least one sample and one class, got shape {tuple(output.shape)}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if reduction not in REDUCTIONS:
