@@ -115,3 +115,24 @@ def test_bad_arguments_name_themselves():
         curvature.weight_vjp_dropout(x, v, 3, 0.5, "channel", generator=1)
     with pytest.raises(ValueError, match="grad_output"):
         curvature.weight_vjp_dropout(x, v[:, :, :5], 3, 0.5, "channel")
+
+
+@pytest.mark.parametrize("mode", ["channel", "spatial"])
+def test_work_falls_with_keep(mode, monkeypatch):
+    """The contraction that runs is planned for the kept slices only: its FLOPs scale with keep."""
+    planned = []
+    compile_network = curvature.compile_network
+
+    def recording(net):
+        program = compile_network(net)
+        planned.append(program.flops)
+        return program
+
+    monkeypatch.setattr(curvature, "compile_network", recording)
+    x, v = random((2, 32, 16, 16), 0), random((2, 8, 16, 16), 1)
+    flops = {}
+    for keep in (1.0, 0.25):
+        planned.clear()
+        curvature.weight_vjp_dropout(x, v, 3, keep, mode, padding=1, generator=torch.Generator().manual_seed(2))
+        flops[keep] = sum(planned)
+    assert 0 < flops[0.25] < 0.4 * flops[1.0]
