@@ -24,10 +24,11 @@ with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
 The KFAC and DiagGGN networks hold two copies of one factor (the patches,
 their location sums, the per-column weight VJPs); ``network("patches")``,
 ``network("patch_sums")`` and ``network("column_grads")`` are that single
-copy, which ``tnconv.curvature`` evaluates once before multiplying it with itself. It also applies the
-scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and torch
-shapes. ``kept_pixels_network`` is the weight VJP over a random subset of
-input pixels (spatial tensor dropout).
+copy, which ``tnconv.curvature`` evaluates once and multiplies with itself
+(a contraction plan cannot share the two copies' work). It also applies the
+scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and
+torch shapes. ``kept_pixels_network`` is the weight VJP over a random subset
+of input pixels (spatial tensor dropout).
 """
 
 from __future__ import annotations
