@@ -80,8 +80,7 @@ class Conv:
         x = self.x(operands)
         if s.pad is not None:
             x = F.pad(x, s.pad, mode=s.mode)
-        conv = CONV[len(s.kernel)]
-        return self.out(conv(x, self.w(operands), None, s.stride, s.padding, s.dilation, self.groups))
+        return self.out(CONV[len(s.kernel)](x, self.w(operands), None, s.stride, s.padding, s.dilation, self.groups))
 
 
 @dataclass(frozen=True)

@@ -127,25 +127,25 @@ class Program:
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract the network; operands by position (``program.operands`` order) or by name."""
-        if kwargs and not args and len(kwargs) == len(self.operands) and all(n in kwargs for n in self.operands):
-            args, kwargs = tuple(kwargs[name] for name in self.operands), {}
-        if kwargs or len(args) != len(self.operands) or not all(isinstance(a, torch.Tensor) for a in args):
-            args = tuple(collect(self.operands, args, kwargs))
-        operands = args
+        names = self.operands
+        if kwargs and not args and len(kwargs) == len(names) and all(n in kwargs for n in names):
+            args, kwargs = tuple(kwargs[name] for name in names), {}
+        if kwargs or len(args) != len(names) or not all(isinstance(a, torch.Tensor) for a in args):
+            args = tuple(collect(names, args, kwargs))
         if not self._concrete:
-            return self.specialize(*operands)(*operands)
-        for operand, shape in zip(operands, self._expected):
-            if operand.shape != shape:
-                check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
-        if operands:
-            dtype, device = operands[0].dtype, operands[0].device
-            for operand in operands:
-                if operand.dtype != dtype or operand.device != device:
-                    check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
-        if self._kernel is not None and operands[0].is_floating_point():
-            return self._kernel(operands)
-        if not operands:
-            dtype, device = torch.get_default_dtype(), torch.device("cpu")
+            return self.specialize(*args)(*args)
+        if not args:
+            return self._execute(args, torch.get_default_dtype(), torch.device("cpu"))
+        dtype, device = args[0].dtype, args[0].device
+        for operand, shape in zip(args, self._expected):
+            if operand.shape != shape or operand.dtype != dtype or operand.device != device:
+                check_operands(names, args, self._expected, self._labels)  # type: ignore[arg-type]
+        if self._kernel is not None and dtype.is_floating_point:
+            return self._kernel(args)
+        return self._execute(args, dtype, device)
+
+    def _execute(self, operands: tuple[torch.Tensor, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Run the einsum path (views, structured lowering, pairwise steps)."""
         executor = self._executor
         data = [apply_views(views, operands[n]) if views else operands[n] for n, views in self._reads]
         return executor.execute(data, self._made(executor, dtype, device))
