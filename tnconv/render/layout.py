@@ -11,10 +11,9 @@ freely, the whole drawing is spread out and the labels placed again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
-
-import numpy as np
 
 from tnconv.render.placement import best_layout, orient
 from tnconv.render.structure import Graph, leg_text, structure
@@ -134,7 +133,7 @@ def _node_box(shape: str, text: str) -> tuple[float, float]:
 
 
 def _normal(dx: float, dy: float) -> tuple[float, float]:
-    length = float(np.hypot(dx, dy)) or 1.0
+    length = math.hypot(dx, dy) or 1.0
     return -dy / length, dx / length
 
 
@@ -182,7 +181,7 @@ def _candidates(line: Line, half_w: float, half_h: float) -> list[Box]:
     boxes = []
     if line.dangling:
         (x0, y0), (x1, y1) = line.start, line.end
-        length = float(np.hypot(x1 - x0, y1 - y0)) or 1.0
+        length = math.hypot(x1 - x0, y1 - y0) or 1.0
         ux, uy = (x1 - x0) / length, (y1 - y0) / length
         gap = 4.0 + abs(ux) * half_w + abs(uy) * half_h
         boxes.append(Box(x1 + ux * gap, y1 + uy * gap, half_w, half_h))
@@ -218,13 +217,13 @@ def layout(net: "Network") -> Diagram:
     best: tuple[float, list[Node], list[Line], list[Label]] | None = None
     for attempt in range(6):
         scale = BASE_UNIT * (1.25**attempt)
-        pos = _separate(unit_pos * scale, graph)
+        pos = _separate([[x * scale, y * scale] for x, y in unit_pos], graph)
         nodes = [
-            Node(key, shape, text, Box(float(x), float(y), *_node_box(shape, text)))
+            Node(key, shape, text, Box(x, y, *_node_box(shape, text)))
             for key, shape, text, (x, y) in zip(graph.keys, graph.shapes, graph.texts, pos)
         ]
         lines = [
-            Line(leg, a, b, _xy(pos[index[a]]), _xy(pos[index[b]]), bend)
+            Line(leg, a, b, tuple(pos[index[a]]), tuple(pos[index[b]]), bend)
             for (leg, a, b), bend in zip(graph.lines, bends)
         ]
         labels, leftover = _place_labels(graph, lines, nodes, texts)
@@ -271,9 +270,9 @@ def _point(point: tuple[float, float], dx: float, dy: float) -> tuple[float, flo
     return round(point[0] + dx, 2), round(point[1] + dy, 2)
 
 
-def _separate(pos: np.ndarray, graph: Graph, rounds: int = 50) -> np.ndarray:
+def _separate(pos: list[list[float]], graph: Graph, rounds: int = 50) -> list[list[float]]:
     """Push apart node boxes that overlap (a few deterministic sweeps)."""
-    pos = pos.copy()
+    pos = [list(point) for point in pos]
     sizes = [_node_box(s, t) for s, t in zip(graph.shapes, graph.texts)]
     for _ in range(rounds):
         moved = False
@@ -281,23 +280,17 @@ def _separate(pos: np.ndarray, graph: Graph, rounds: int = 50) -> np.ndarray:
             for j in range(i + 1, len(pos)):
                 need_x = sizes[i][0] + sizes[j][0] + 12.0
                 need_y = sizes[i][1] + sizes[j][1] + 12.0
-                dx, dy = pos[j] - pos[i]
+                dx, dy = pos[j][0] - pos[i][0], pos[j][1] - pos[i][1]
                 if abs(dx) < need_x and abs(dy) < need_y:
                     push_x, push_y = need_x - abs(dx), need_y - abs(dy)
-                    if push_x < push_y:
-                        step = np.array([push_x / 2 * (1 if dx >= 0 else -1), 0.0])
-                    else:
-                        step = np.array([0.0, push_y / 2 * (1 if dy >= 0 else -1)])
-                    pos[i] -= step
-                    pos[j] += step
+                    axis, push, delta = (0, push_x, dx) if push_x < push_y else (1, push_y, dy)
+                    step = push / 2 * (1 if delta >= 0 else -1)
+                    pos[i][axis] -= step
+                    pos[j][axis] += step
                     moved = True
         if not moved:
             break
     return pos
-
-
-def _xy(point: np.ndarray) -> tuple[float, float]:
-    return float(point[0]), float(point[1])
 
 
 def _caption(net: "Network") -> str:

@@ -6,74 +6,78 @@ result has the fewest crossing lines and lines passing close by nodes wins
 (then the lowest stress). Hyperedge dots are then moved off lines they do not
 belong to, and the drawing is rotated so its long side is horizontal with
 the first tensor on the left. No randomness survives: the same network
-always gives the same positions.
+always gives the same positions. The linear algebra runs in torch (float64,
+CPU), so drawing needs no other numerical library.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
+import torch
 
 from tnconv.render.structure import Graph
 
+Point = list[float]  # [x, y] in graph units
 
-def _distances(graph: Graph) -> np.ndarray:
+
+def _distances(graph: Graph) -> torch.Tensor:
     """All-pairs shortest path lengths (Floyd-Warshall); unreachable pairs get the largest finite + 1."""
     index = {key: n for n, key in enumerate(graph.keys)}
     size = len(graph.keys)
-    dist = np.full((size, size), np.inf)
-    np.fill_diagonal(dist, 0.0)
+    dist = torch.full((size, size), math.inf, dtype=torch.float64)
+    dist.fill_diagonal_(0.0)
     for (_, a, b), length in zip(graph.lines, graph.lengths):
         i, j = index[a], index[b]
         if i != j:
-            dist[i, j] = dist[j, i] = min(dist[i, j], length)
+            dist[i, j] = dist[j, i] = min(float(dist[i, j]), length)
     for k in range(size):
-        dist = np.minimum(dist, dist[:, k : k + 1] + dist[k : k + 1, :])
-    finite = dist[np.isfinite(dist)]
-    dist[~np.isfinite(dist)] = (finite.max() if finite.size else 1.0) + 1.0
+        dist = torch.minimum(dist, dist[:, k : k + 1] + dist[k : k + 1, :])
+    finite = dist[torch.isfinite(dist)]
+    dist[~torch.isfinite(dist)] = (float(finite.max()) if finite.numel() else 1.0) + 1.0
     return dist
 
 
-def _stress_layout(dist: np.ndarray, start: np.ndarray, iterations: int = 300) -> tuple[np.ndarray, float]:
+def _stress_layout(dist: torch.Tensor, start: torch.Tensor, iterations: int = 300) -> tuple[torch.Tensor, float]:
     """SMACOF from ``start``: positions whose distances approximate ``dist``, and their stress."""
-    size = dist.shape[0]
-    pos = start.copy()
-    weights = np.zeros_like(dist)
-    np.divide(1.0, dist**2, out=weights, where=dist > 0)
-    laplacian = -weights
-    np.fill_diagonal(laplacian, weights.sum(axis=1))
-    pseudo = np.linalg.pinv(laplacian)
+    positive = dist > 0
+    weights = torch.where(positive, 1.0 / torch.where(positive, dist, 1.0) ** 2, 0.0)
+    laplacian = torch.diag(weights.sum(dim=1)) - weights
+    pseudo = torch.linalg.pinv(laplacian)
+    pos = start.clone()
     for _ in range(iterations):
-        delta = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=2)
-        ratio = np.zeros_like(dist)
-        np.divide(weights * dist, delta, out=ratio, where=delta > 1e-12)
-        b = -ratio
-        np.fill_diagonal(b, ratio.sum(axis=1))
-        new = pseudo @ b @ pos
-        converged = np.abs(new - pos).max() < 1e-7
+        delta = torch.cdist(pos, pos)
+        apart = delta > 1e-12
+        ratio = torch.where(apart, weights * dist / torch.where(apart, delta, 1.0), 0.0)
+        new = pseudo @ (torch.diag(ratio.sum(dim=1)) - ratio) @ pos
+        converged = float((new - pos).abs().max()) < 1e-7
         pos = new
         if converged:
             break
-    delta = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=2)
+    delta = torch.cdist(pos, pos)
     return pos, float((weights * (delta - dist) ** 2).sum() / 2)
 
 
-def _starts(dist: np.ndarray, count: int = 8) -> list[np.ndarray]:
+def _starts(dist: torch.Tensor, count: int = 8) -> list[torch.Tensor]:
     """Deterministic starting layouts: classical scaling, a circle, and seeded random ones."""
     size = dist.shape[0]
-    centring = np.eye(size) - 1.0 / size
+    centring = torch.eye(size, dtype=torch.float64) - 1.0 / size
     gram = -0.5 * centring @ (dist**2) @ centring
-    values, vectors = np.linalg.eigh(gram)
-    order = np.argsort(values)[::-1][:2]
-    classical = vectors[:, order] * np.sqrt(np.maximum(values[order], 1e-9))
-    classical = classical + 1e-3 * np.stack([np.arange(size), np.arange(size) ** 2 % 7], axis=1)
-    angles = 2 * np.pi * np.arange(size) / size
-    circle = dist.mean() * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    generator = np.random.default_rng(0)
-    shuffled = [generator.normal(scale=dist.mean(), size=(size, 2)) for _ in range(count - 2)]
+    values, vectors = torch.linalg.eigh(gram)
+    top = values[-2:].flip(0)
+    classical = vectors[:, -2:].flip(1) * torch.sqrt(torch.clamp(top, min=1e-9))
+    steps = torch.arange(size, dtype=torch.float64)
+    classical = classical + 1e-3 * torch.stack([steps, steps**2 % 7], dim=1)
+    angles = 2 * math.pi * steps / size
+    circle = float(dist.mean()) * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = [
+        float(dist.mean()) * torch.randn(size, 2, generator=generator, dtype=torch.float64) for _ in range(count - 2)
+    ]
     return [classical, circle, *shuffled]
 
 
-def _crossings(pos: np.ndarray, pairs: list[tuple[int, int]]) -> int:
+def _crossings(pos: list[Point], pairs: list[tuple[int, int]]) -> int:
     """Lines that cross (sharing an end does not count) plus lines that pass close by a node.
 
     "Close" grows with the number of lines between the same two nodes, since
@@ -87,46 +91,48 @@ def _crossings(pos: np.ndarray, pairs: list[tuple[int, int]]) -> int:
                 count += 1
         near = 0.5 + 0.2 * (fan[(a, b)] - 1)
         for node in range(len(pos)):
-            if node not in (a, b) and _segment_distance(pos[node], pos[a], pos[b]) < near:
+            if node not in (a, b) and _foot(pos[node], pos[a], pos[b])[1] < near:
                 count += 1
     return count
 
 
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Distance from point ``p`` to the segment ``a``-``b``."""
-    ab = b - a
-    t = float(np.clip(np.dot(p - a, ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
-    return float(np.linalg.norm(p - (a + t * ab)))
+def _foot(p: Point, a: Point, b: Point) -> tuple[float, float]:
+    """``(t, distance)``: where on segment ``a``-``b`` (``t`` in [0, 1]) ``p`` is closest, and how close."""
+    abx, aby = b[0] - a[0], b[1] - a[1]
+    t = ((p[0] - a[0]) * abx + (p[1] - a[1]) * aby) / max(abx * abx + aby * aby, 1e-12)
+    t = min(max(t, 0.0), 1.0)
+    return t, math.hypot(p[0] - a[0] - t * abx, p[1] - a[1] - t * aby)
 
 
-def _intersect(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> bool:
-    def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+def _intersect(p: Point, q: Point, r: Point, s: Point) -> bool:
+    def side(a: Point, b: Point, c: Point) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 
     return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
 
 
-def best_layout(graph: Graph) -> np.ndarray:
+def best_layout(graph: Graph) -> list[Point]:
     """The stress layout with the fewest crossing lines (then the lowest stress) over several starts."""
     dist = _distances(graph)
     if dist.shape[0] == 1:
-        return np.zeros((1, 2))
+        return [[0.0, 0.0]]
     index = {key: n for n, key in enumerate(graph.keys)}
     pairs = [(index[a], index[b]) for _, a, b in graph.lines if a != b]
-    best: tuple[int, float, np.ndarray] | None = None
+    best: tuple[int, float, list[Point]] | None = None
     for start in _starts(dist):
         pos, stress = _stress_layout(dist, start)
-        score = (_crossings(pos, pairs), round(stress, 6))
+        points = pos.tolist()
+        score = (_crossings(points, pairs), round(stress, 6))
         if best is None or score < best[:2]:
-            best = (*score, pos)
+            best = (*score, points)
     assert best is not None
     return _clear_dots(best[2], graph, pairs)
 
 
-def _clear_dots(pos: np.ndarray, graph: Graph, pairs: list[tuple[int, int]], gap: float = 0.5) -> np.ndarray:
+def _clear_dots(pos: list[Point], graph: Graph, pairs: list[tuple[int, int]], gap: float = 0.5) -> list[Point]:
     """Move each hyperedge dot (with its dangling end) off lines it does not belong to."""
-    pos = pos.copy()
-    centre = pos.mean(axis=0)
+    pos = [list(point) for point in pos]
+    centre = [sum(p[0] for p in pos) / len(pos), sum(p[1] for p in pos) / len(pos)]
     for dot, shape in enumerate(graph.shapes):
         if shape != "dot":
             continue
@@ -136,47 +142,33 @@ def _clear_dots(pos: np.ndarray, graph: Graph, pairs: list[tuple[int, int]], gap
             for a, b in pairs:
                 if dot in (a, b) or a in ends or b in ends:
                     continue
-                ab = pos[b] - pos[a]
-                t = float(np.clip(np.dot(pos[dot] - pos[a], ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
-                foot = pos[a] + t * ab
-                away = pos[dot] - foot
-                distance = float(np.linalg.norm(away))
+                t, distance = _foot(pos[dot], pos[a], pos[b])
                 if distance >= gap or not 0.0 < t < 1.0:
                     continue
-                if distance < 1e-9:
-                    normal = np.array([-ab[1], ab[0]]) / max(float(np.linalg.norm(ab)), 1e-12)
-                    away = normal if np.dot(normal, pos[dot] - centre) >= 0 else -normal
-                    distance = 0.0
+                abx, aby = pos[b][0] - pos[a][0], pos[b][1] - pos[a][1]
+                if distance < 1e-9:  # on the line: step to the side away from the middle
+                    length = max(math.hypot(abx, aby), 1e-12)
+                    away = [-aby / length, abx / length]
+                    if away[0] * (pos[dot][0] - centre[0]) + away[1] * (pos[dot][1] - centre[1]) < 0:
+                        away = [-away[0], -away[1]]
                 else:
-                    away = away / distance
-                shift = away * (gap - distance)
-                pos[dot] += shift
-                for end in ends:
-                    pos[end] += shift
+                    foot = [pos[a][0] + t * abx, pos[a][1] + t * aby]
+                    away = [(pos[dot][0] - foot[0]) / distance, (pos[dot][1] - foot[1]) / distance]
+                for moved in (dot, *ends):
+                    pos[moved][0] += away[0] * (gap - distance)
+                    pos[moved][1] += away[1] * (gap - distance)
     return pos
 
 
-def _orient(pos: np.ndarray, tensors: int) -> np.ndarray:
+def orient(pos: list[Point], tensors: int) -> list[Point]:
     """Rotate the long side horizontal; put the first tensor left and above the middle."""
-    pos = pos - pos.mean(axis=0)
-    if len(pos) > 1:
-        _, _, axes = np.linalg.svd(pos, full_matrices=False)
-        pos = pos @ axes.T
-    if tensors and pos[0, 0] > 0:
-        pos[:, 0] = -pos[:, 0]
-    if tensors and pos[0, 1] > 0:
-        pos[:, 1] = -pos[:, 1]
-    return pos
-
-
-def orient(pos: np.ndarray, tensors: int) -> np.ndarray:
-    """Rotate the long side horizontal; put the first tensor left and above the middle."""
-    pos = pos - pos.mean(axis=0)
-    if len(pos) > 1:
-        _, _, axes = np.linalg.svd(pos, full_matrices=False)
-        pos = pos @ axes.T
-    if tensors and pos[0, 0] > 0:
-        pos[:, 0] = -pos[:, 0]
-    if tensors and pos[0, 1] > 0:
-        pos[:, 1] = -pos[:, 1]
-    return pos
+    points = torch.tensor(pos, dtype=torch.float64)
+    points = points - points.mean(dim=0)
+    if len(points) > 1:
+        _, _, axes = torch.linalg.svd(points, full_matrices=False)
+        points = points @ axes.T
+    if tensors and points[0, 0] > 0:
+        points[:, 0] = -points[:, 0]
+    if tensors and points[0, 1] > 0:
+        points[:, 1] = -points[:, 1]
+    return points.tolist()
