@@ -43,6 +43,10 @@ from tnconv.lower.compile import _RECENT, _compile, compile  # noqa: E402
 
 ROUTINES = ("forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_reduce", "per_sample")
 HAS_CURVATURE = importlib.util.find_spec("tnconv.curvature") is not None
+TARGETS = (
+    ("forward", 1.1, ""), ("input_vjp", 1.1, ""), ("weight_vjp", 1.1, ""), ("unfold", 1.1, ""),
+    ("kfac_expand", 1.0, " (unfold + matmul)"), ("per_sample", 1.0, " (torch.func)"),
+)
 
 
 def program(layer: Layer, op: str):
@@ -169,6 +173,22 @@ def markdown(rows: list[dict], compile_rows: dict, device: str) -> str:
         "so expect noise of about 10%). Ratio = tnconv time / PyTorch time (< 1: tnconv faster).",
         "",
     ]
+    lines += ["## Targets (issue 6)", "", "| quantity | target | reached (worst layer, both thread counts) |",
+              "|---|---|---|"]
+    for routine, target, note in TARGETS:
+        found = [(row[routine]["ratio"], row["layer"]) for row in rows if routine in row]
+        if found:
+            worst, where = max(found)
+            verdict = "yes" if worst <= target else "no"
+            lines.append(f"| {routine} ratio | <= {target}{note} | {verdict}: {worst:.2f} ({where}) |")
+    colds = [(cold, name) for name, (cold, _) in compile_rows.items()]
+    cacheds = [(cached, name) for name, (_, cached) in compile_rows.items()]
+    if colds:
+        cold, where = max(colds)
+        lines.append(f"| cold compile | < 20 ms | {'yes' if cold < 0.02 else 'no'}: {cold * 1e3:.1f} ms ({where}) |")
+        cached, where = max(cacheds)
+        lines.append(f"| cached compile | < 50 us | {'yes' if cached < 5e-5 else 'no'}: {cached * 1e6:.1f} us ({where}) |")
+    lines.append("")
     for threads in sorted({r["threads"] for r in rows}):
         lines += [f"## {threads} thread(s)", "", "| layer | " + " | ".join(ROUTINES) + " |",
                   "|---" * (len(ROUTINES) + 1) + "|"]

@@ -186,10 +186,17 @@ def _operand(
     sizes: Mapping[str, int], last: bool,
 ) -> Operand:
     """Bring an operand into ``(lead with 1s where it lacks a leg, rows, columns)`` (``rows``/``columns``
-    are ``M, K`` for the first operand and ``K, N`` for the second)."""
+    are ``M, K`` for the first operand and ``K, N`` for the second).
+
+    An operand that has to be copied anyway is copied with its contracted legs innermost (the
+    second one as ``(N, K)``, then transposed): both factors contiguous along ``K`` is the
+    layout matrix kernels run fastest, and the copy itself is faster on conv layouts.
+    """
     own_lead = [leg for leg in lead if leg in kept]
     straight, swapped = own_lead + rows + columns, own_lead + columns + rows
     transpose = kept == swapped and kept != straight
+    if last and kept not in (straight, swapped) and rows and columns:
+        transpose = True
     order = swapped if transpose else straight
     prepare = _unary(legs, kept, order)
     outer = tuple(sizes[leg] if leg in kept else 1 for leg in lead)
