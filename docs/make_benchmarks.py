@@ -26,8 +26,10 @@ Each row is `tnconv derive ROUTINE --layer NAME --bench` on a built-in layer
 CPU threads, {machine}, torch {torch}). *tnconv* runs the derived network's
 compiled program; *PyTorch* is the usual implementation of the same routine
 (`conv*d`, `convolution_backward`, unfold + einsum for KFAC-reduce). Ratio =
-tnconv / PyTorch: below 1 means tnconv is faster. Regenerate with
-`python docs/make_benchmarks.py`.
+tnconv / PyTorch: below 1 means tnconv is faster. Timings on a shared machine
+are noisy; regenerate with `python docs/make_benchmarks.py`. The fuller suite
+(more routines, 1 and 2 threads, compile times, peak memory) is
+`python benchmarks/bench_routines.py`.
 
 | layer | routine | tnconv (ms) | PyTorch (ms) | ratio |
 | --- | --- | ---: | ---: | ---: |

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -49,7 +49,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Derivation:
-    """A derived routine: its stages, the final network and its compiled program."""
+    """A derived routine: its stages, the final network, its compiled program and M for ``diag_ggn``."""
 
     routine: str
     op: str
@@ -57,7 +57,7 @@ class Derivation:
     hyper: ConvHyper
     stages: tuple[Stage, ...]
     program: Program
-    extra: dict[str, Any] = field(default_factory=dict)
+    columns: int = reference.GGN_COLUMNS
 
     @property
     def network(self) -> Network:
@@ -71,13 +71,11 @@ def resolve(routine: str, layer: Layer) -> tuple[str, Layer]:
     except KeyError:
         raise ValueError(f"unknown routine {routine!r}; choose from {', '.join(ROUTINES)}") from None
     if op in _TRANSPOSED and not layer.transposed:
-        from dataclasses import replace
-
         layer = replace(layer, transposed=True)
     return op, layer
 
 
-def hyper_of(layer: Layer, op: str) -> ConvHyper:
+def hyper_of(layer: Layer) -> ConvHyper:
     """The validated hyper-parameters of ``layer`` (ValueError/TypeError name the bad flag value)."""
     return conv_hyper(
         layer.input_shape, layer.kernel_size, layer.out_channels, layer.stride, layer.padding, layer.dilation,
@@ -142,13 +140,13 @@ def derive(
     ``diag-ggn`` (the size of its leg ``m``).
     """
     op, layer = resolve(routine, layer)
-    hyper = hyper_of(layer, op)
+    hyper = hyper_of(layer)
     stages = derivation_stages(op, hyper, columns)
     if simplify:
         result, rewrites = simplify_traced(stages[-1].network)
         stages.append(Stage("pass: simplify", result, rewrites))
     program = compile_network(stages[-1].network, optimize)
-    return Derivation(routine, op, layer, hyper, tuple(stages), program, {"ggn_columns": columns})
+    return Derivation(routine, op, layer, hyper, tuple(stages), program, columns)
 
 
 MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create
@@ -162,7 +160,7 @@ def guard(derivation: Derivation, dtype: torch.dtype, flag: str) -> None:
         raise ValueError(f"{flag}: {why_not}")
     program, net = derivation.program, derivation.network
     largest = max(math.prod(int(net.size(leg)) for leg in net.output), program.largest_intermediate,
-                  reference.largest_tensor(derivation.op, hyper, derivation.extra["ggn_columns"]))
+                  reference.largest_tensor(derivation.op, hyper, derivation.columns))
     size = largest * torch.finfo(dtype).bits // 8
     if size > MEMORY_LIMIT:
         raise ValueError(
@@ -175,7 +173,7 @@ def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
     """Run the derived network in float64 on random operands and compare with PyTorch (rtol 1e-10)."""
     hyper = derivation.hyper
     guard(derivation, torch.float64, "--check")
-    operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.extra["ggn_columns"])
+    operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.columns)
     expected = reference.implementation(derivation.op, hyper)(operands)
     program = derivation.program
     got = program(**{name: operands[name] for name in program.operands})
@@ -213,7 +211,7 @@ def bench(
     """Median wall-clock time of the compiled network and of the PyTorch implementation (interleaved)."""
     hyper = derivation.hyper
     guard(derivation, dtype, "--bench")
-    operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.extra["ggn_columns"])
+    operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.columns)
     program = derivation.program
     ours = {name: operands[name] for name in program.operands}
     baseline = reference.implementation(derivation.op, hyper)

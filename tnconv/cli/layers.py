@@ -9,7 +9,7 @@ weight shape, hyper-parameters); ``--batch`` supplies the batch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Mapping
@@ -32,7 +32,6 @@ class Layer:
     transposed: bool = False
     output_padding: tuple[int, ...] | int = 0
     padding_mode: str = "zeros"
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def dims(self) -> int:
