@@ -141,3 +141,16 @@ def test_integer_operands_use_the_einsum_path():
     x, w = torch.randint(-3, 3, (1, 2, 5)), torch.randint(-3, 3, (3, 2, 2))
     expected = dense(net, [x.double(), w.double()])
     assert torch.equal(compile(net)(x, w), expected.long())
+
+
+def test_crops_reaching_past_the_padding():
+    """A transposed conv whose left padding crops the whole full output: the pixels are zeros."""
+    net = tnconv.conv_network("transpose_forward", (1, 1, 1), (1,), 1, stride=3, padding=((2, 0),),
+                              output_padding=2, simplify=False)
+    check(net, "native:conv_transpose1d")
+    from tnconv.lower.structured import signed_pad
+
+    x = torch.arange(1.0, 4.0).reshape(1, 3)
+    torch.testing.assert_close(signed_pad(x, (-4, 2)), torch.zeros(1, 1))
+    torch.testing.assert_close(signed_pad(x, (-1, 1)), torch.tensor([[2.0, 3.0, 0.0]]))
+    torch.testing.assert_close(signed_pad(x, (1, -2)), torch.tensor([[0.0, 1.0]]))

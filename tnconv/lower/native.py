@@ -38,7 +38,7 @@ from tnconv.ir.network import Network
 from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
 from tnconv.lower.steps import Pairwise, Recipe, as_gram, recipe
-from tnconv.lower.structured import Window
+from tnconv.lower.structured import Window, signed_pad
 
 OUT = -1
 CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -79,7 +79,7 @@ class Conv:
         s = self.spatial
         x = self.x(operands)
         if s.pad is not None:
-            x = F.pad(x, s.pad, mode=s.mode)
+            x = signed_pad(x, s.pad, s.mode)
         return self.out(CONV[len(s.kernel)](x, self.w(operands), None, s.stride, s.padding, s.dilation, self.groups))
 
 
@@ -108,7 +108,7 @@ class ConvTranspose:
                 False, (0,) * len(s.kernel), self.groups, (True, False, False),
             )[0]
         if self.crop is not None:
-            result = F.pad(result, self.crop)
+            result = signed_pad(result, self.crop)
         return self.out(result)
 
 
@@ -127,7 +127,7 @@ class ConvWeight:
         s = self.spatial
         x, v = self.x(operands), self.v(operands)
         if s.pad is not None:
-            x = F.pad(x, s.pad, mode=s.mode)
+            x = signed_pad(x, s.pad, s.mode)
         result = torch.ops.aten.convolution_backward(
             v, x, x.new_empty(1).expand(self.weight_shape), None, s.stride, s.padding, s.dilation,
             False, (0,) * len(s.kernel), self.groups, (False, True, False),
@@ -148,7 +148,7 @@ class Unfold:
         s = self.spatial
         x = self.x(operands)
         if s.pad is not None:
-            x = F.pad(x, s.pad, mode=s.mode)
+            x = signed_pad(x, s.pad, s.mode)
         if self.im2col:
             return self.out(F.unfold(x, s.kernel, s.dilation, s.padding, s.stride))
         for d, window in enumerate(s.windows):
@@ -171,7 +171,7 @@ class Fold:
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         s = self.spatial
         result = F.fold(self.x(operands), self.size, s.kernel, s.dilation, s.padding, s.stride)
-        return self.out(result if self.crop is None else F.pad(result, self.crop))
+        return self.out(result if self.crop is None else signed_pad(result, self.crop))
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,20 @@ class Lowering:
 
 
 # --- the operations -----------------------------------------------------------------------
+def signed_pad(x: torch.Tensor, pad: Sequence[int], mode: str = "constant") -> torch.Tensor:
+    """``F.pad`` (``pad`` in its order: last dim first) where negative amounts crop - also when a
+    crop reaches past the other side's padding, which ``F.pad`` refuses."""
+    grow = [max(amount, 0) for amount in pad]
+    if any(grow):
+        x = F.pad(x, grow, mode=mode)
+    for n in range(len(pad) // 2):
+        left, right = pad[2 * n], pad[2 * n + 1]
+        if left < 0 or right < 0:
+            dim = x.ndim - 1 - n
+            x = x.narrow(dim, max(-left, 0), x.shape[dim] - grow[2 * n] - grow[2 * n + 1] + left + right)
+    return x
+
+
 def apply_gather(x: torch.Tensor, axis: int, window: Window, pad_index: torch.Tensor | None) -> torch.Tensor:
     """``x`` with axis ``axis`` (pixels ``i``) replaced by ``o`` there and ``k`` appended last.
 
@@ -173,7 +187,7 @@ def apply_gather(x: torch.Tensor, axis: int, window: Window, pad_index: torch.Te
     if pad_index is not None:
         x = x.index_select(axis, pad_index)
     elif window.pad_left or window.pad_right:
-        x = F.pad(x, [0, 0] * (x.ndim - 1 - axis) + [window.pad_left, window.pad_right])
+        x = signed_pad(x, [0, 0] * (x.ndim - 1 - axis) + [window.pad_left, window.pad_right])
     x = x.unfold(axis, window.span, window.stride)
     if window.dilation > 1:
         x = x[..., :: window.dilation]
