@@ -278,7 +278,7 @@ BAD = [
     (lambda: TF.conv_transpose(X, W[:4], output_padding=1), ValueError, ["output_padding", "1"]),
     (lambda: TF.conv_transpose(X, W[:4], padding=5), ValueError, ["output size", "padding=5"]),
     (lambda: TF.unfold(X, 8), ValueError, ["kernel_size=(8, 8)", "padded input"]),
-    (lambda: TF.unfold(X, (3, 3, 3)), ValueError, ["kernel_size", "(3, 3, 3)"]),
+    (lambda: TF.unfold(X, (3, 3, 3, 3, 3)), ValueError, ["kernel_size", "(3, 3, 3, 3, 3)"]),
     (lambda: TF.fold(randn((2, 10, 30), 0), (7, 6), (3, 2)), ValueError, ["x.shape[1]=10", "prod(kernel_size)=6"]),
     (lambda: TF.fold(randn((2, 12, 24), 0), (7, 6), (3, 2)), ValueError, ["x.shape[2]=24", "25"]),
     (lambda: TF.fold(randn((2, 12, 30), 0), (7, 6, 1), (3, 2)), ValueError, ["kernel_size", "(3, 2)"]),

@@ -196,12 +196,22 @@ def unfold(
     """im2col, as ``torch.nn.functional.unfold`` in any N: ``(B, C, *I)`` -> ``(B, C*prod(K), L)``.
 
     Rows are ordered ``(c, k1, ..., kN)``, columns ``(o1, ..., oN)``, both row-major.
-    N is ``x.ndim - 2`` (so a 3-d ``x`` is a batch of 1-d signals, not an unbatched image).
+    N is ``x.ndim - 2``, except that a ``kernel_size`` tuple of length ``x.ndim - 1`` marks
+    an unbatched ``(C, *I)`` input (as ``F.unfold`` takes a ``(C, H, W)`` image), whose
+    result is ``(C*prod(K), L)``.
     """
-    x = _tensor(x, "x")
+    x = _tensor(x, "x", min_dims=2)
+    dims = len(kernel_size) if is_sequence(kernel_size) else x.ndim - 2  # type: ignore[arg-type]
+    if x.ndim not in (dims + 1, dims + 2):
+        raise ValueError(
+            f"kernel_size={tuple(kernel_size)} has {dims} dims but x of shape {tuple(x.shape)} "  # type: ignore[arg-type]
+            f"has {x.ndim - 2} spatial dims (batched) or {x.ndim - 1} (unbatched)"
+        )
+    x, unbatched = _batched(x, dims, "x")
     program, hyper = _prepare("unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation)
     y = program(X=x)
-    return y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
+    y = y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
+    return _unbatch(y, unbatched)
 
 
 def unfold_transpose(
