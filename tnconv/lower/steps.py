@@ -118,7 +118,7 @@ def recipe(
     a, b = operands
     pa = [leg for leg in a if leg in b or leg in kept]
     pb = [leg for leg in b if leg in a or leg in kept]
-    best = min(_layouts(pa, pb, kept, sizes), key=lambda layout: layout[0])
+    best = min(_layouts(pa, pb, kept, sizes, order), key=lambda layout: layout[0])
     _, swap, p, q, lead, free_p, contracted, free_q = best
     first = _operand(a if not swap else b, p, lead, free_p, contracted, sizes, last=False)
     second = _operand(b if not swap else a, q, lead, contracted, free_q, sizes, last=True)
@@ -131,8 +131,14 @@ def recipe(
     return Pairwise(first, second, swap, shape, None if identity else permutation, summed=summed), target
 
 
-def _layouts(pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, int]):
-    """Candidate layouts ``(copied elements, swap, P, Q, L, M, K, N)`` of a product, in preference order."""
+def _layouts(
+    pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, int], order: tuple[str, ...] | None
+):
+    """Candidate layouts ``(copied elements, swap, P, Q, L, M, K, N)`` of a product, in preference order.
+
+    With a fixed result ``order`` (the last step), a product whose natural order differs is
+    charged its size: its permuted view is copied by whoever needs the output contiguous.
+    """
     for swap, p, q in ((False, pa, pb), (True, pb, pa)):
         batch = [leg for leg in p if leg in q and leg in kept]
         shared = [leg for leg in p if leg in q and leg not in kept]
@@ -161,6 +167,9 @@ def _layouts(pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, i
             summed = [leg for leg in lead if leg in shared]
             if summed:  # the product keeps the contracted leading legs, summed afterwards
                 cost += math.prod(sizes[leg] for leg in [*lead, *m, *n])
+            natural = [leg for leg in [*lead, *m, *n] if leg not in shared]
+            if order is not None and tuple(natural) != order:
+                cost += math.prod(sizes[leg] for leg in natural)
             yield cost, swap, p, q, lead, m, k, n
 
 
@@ -188,15 +197,15 @@ def _operand(
     """Bring an operand into ``(lead with 1s where it lacks a leg, rows, columns)`` (``rows``/``columns``
     are ``M, K`` for the first operand and ``K, N`` for the second).
 
-    An operand that has to be copied anyway is copied with its contracted legs innermost (the
-    second one as ``(N, K)``, then transposed): both factors contiguous along ``K`` is the
-    layout matrix kernels run fastest, and the copy itself is faster on conv layouts.
+    An operand that has to be copied anyway is copied into whichever of the two layouts ends
+    in its longer leg (then transposed if need be): a copy runs its innermost loop along the
+    last axis, and short innermost loops (a kernel leg of 2 or 3) make it several times slower.
     """
     own_lead = [leg for leg in lead if leg in kept]
     straight, swapped = own_lead + rows + columns, own_lead + columns + rows
     transpose = kept == swapped and kept != straight
-    if last and kept not in (straight, swapped) and rows and columns:
-        transpose = True
+    if kept not in (straight, swapped) and rows and columns:
+        transpose = sizes[rows[-1]] > sizes[columns[-1]]
     order = swapped if transpose else straight
     prepare = _unary(legs, kept, order)
     outer = tuple(sizes[leg] if leg in kept else 1 for leg in lead)

@@ -39,20 +39,17 @@ from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.plan import Optimize, Plan, plan_pairwise
 from tnconv.lower.steps import as_gram
 
-Int = int
-
-
 @dataclass(frozen=True)
 class Window:
     """An index pattern with integer hyper-parameters (what a gather or fold needs)."""
 
-    input_size: Int
-    kernel_size: Int
-    output_size: Int
-    stride: Int
-    dilation: Int
-    pad_left: Int
-    pad_right: Int
+    input_size: int
+    kernel_size: int
+    output_size: int
+    stride: int
+    dilation: int
+    pad_left: int
+    pad_right: int
     mode: str
 
     @classmethod
@@ -276,11 +273,7 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     for position, host in scattered:
         k, o, i = entries[position].legs
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
-        constants.append(("index", _fold_target(window, True)))
-        target, selection = len(constants) - 1, -1
-        if window.mode == "zeros" and not _all_inside(window):
-            constants.append(("index", _fold_selection(window)))
-            selection = len(constants) - 1
+        target, selection = _fold_constants(constants, window, keep_k=True)
         host_legs = legs[slot[host]]
         source = _size(host_legs, sizes) * window.kernel_size
         scatters.append((slot[host], Fold(host_legs.index(o), -1, True, window, target, selection)))
@@ -297,12 +290,7 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         k, o, i = entries[position].legs
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         keep_k = k in net.output
-        constants.append(("index", _fold_target(window, keep_k)))
-        target = len(constants) - 1
-        selection = -1
-        if window.mode == "zeros" and not _all_inside(window):
-            constants.append(("index", _fold_selection(window)))
-            selection = len(constants) - 1
+        target, selection = _fold_constants(constants, window, keep_k)
         k_axis = current.index(k) if k in current else -1
         fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
         source = _size(current, sizes) * (1 if k in current else window.kernel_size)
@@ -317,10 +305,19 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     )
 
 
+def _fold_constants(constants: list[tuple[str, object]], window: Window, keep_k: bool) -> tuple[int, int]:
+    """Add a scatter's index maps to ``constants``: the numbers of its target and selection (-1: none)."""
+    constants.append(("index", _fold_target(window, keep_k)))
+    target = len(constants) - 1
+    if window.mode == "zeros" and not _all_inside(window):
+        constants.append(("index", _fold_selection(window)))
+        return target, len(constants) - 1
+    return target, -1
+
+
 def _shared_steps(
     net: Network, order: Sequence[int], gathers: Sequence[Gather], scatters: Sequence[tuple[int, Fold]],
-    legs: Sequence[Sequence[str]],
-    sizes: dict[str, int], plan: Plan,
+    legs: Sequence[Sequence[str]], sizes: dict[str, int], plan: Plan,
 ) -> tuple[tuple[int, ...], Plan]:
     """For each step, an earlier step with the same inputs and equation (its result is reused), or -1;
     and the plan with steps whose two inputs are equal turned into Gram products (``as_gram``).
