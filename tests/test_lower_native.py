@@ -154,3 +154,35 @@ def test_crops_reaching_past_the_padding():
     torch.testing.assert_close(signed_pad(x, (-4, 2)), torch.zeros(1, 1))
     torch.testing.assert_close(signed_pad(x, (-1, 1)), torch.tensor([[2.0, 3.0, 0.0]]))
     torch.testing.assert_close(signed_pad(x, (1, -2)), torch.tensor([[0.0, 1.0]]))
+
+
+@settings(max_examples=15)
+@given(
+    st.integers(1, 2), st.integers(2, 3), st.integers(2, 3), st.integers(2, 3), st.integers(2, 3),
+    st.sampled_from(("forward", "input_vjp", "weight_vjp")), st.booleans(),
+)
+def test_simplified_patchify_layers_run_conv_kernels(groups, kernel, blocks, per_group, batch, op, transposed):
+    """stride = kernel: simplify splits pixel axes into (o, k) views; native dispatch restores the patterns.
+
+    (Legs of size 1 are squeezed away by simplify, which leaves a matrix product; sizes here are >= 2.)
+    """
+    channels = groups * per_group
+    net = tnconv.conv_network(
+        op, (batch, channels, kernel * blocks, 2 * blocks), (kernel, 2), channels, stride=(kernel, 2),
+        groups=groups, transposed=transposed, simplify=True,
+    )
+    program = compile(net)
+    assert program.strategy.startswith("native:conv"), (program.strategy, net.dump())
+    operands = random_operands(net)
+    assert_close(program(*operands), dense(net, operands))
+
+
+def test_channel_splits_are_not_mistaken_for_patterns():
+    from tnconv.lower.unsplit import restore_patterns
+
+    net = Network(
+        [Tensor("X", ("n", "g", "c"), Data((Unflatten(1, (2, 3)),))), Tensor("W", ("g", "c", "d"), Data())],
+        ("n", "g", "d"), {"n": 2, "g": 2, "c": 3, "d": 4},
+    )
+    assert restore_patterns(net) is None
+    check(net, "native:matmul")

@@ -39,6 +39,7 @@ from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
 from tnconv.lower.steps import Pairwise, Recipe, as_gram, recipe
 from tnconv.lower.structured import Window, signed_pad
+from tnconv.lower.unsplit import restore_patterns
 
 OUT = -1
 CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -192,10 +193,18 @@ Kernel = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 def match(net: Network) -> tuple[str, Kernel] | None:
     """The torch kernel that computes ``net`` (a name such as ``"conv2d"`` and a callable), or None.
 
-    The callable takes the operands in ``net.operands`` order.
+    The callable takes the operands in ``net.operands`` order. Pixel axes that
+    ``tnconv.simplify`` split into ``(o, k)`` (stride = kernel) are seen as the
+    convolutions they are (``tnconv.lower.unsplit``).
     """
     if not net.is_concrete or any(int(size) < 1 for size in net.sizes.values()):
         return None
+    restored = restore_patterns(net)
+    found = _match(restored) if restored is not None else None
+    return found if found is not None else _match(net)
+
+
+def _match(net: Network) -> tuple[str, Kernel] | None:
     entries = net.entries
     if any(len(set(e.legs)) != len(e.legs) for e in entries):
         return None
