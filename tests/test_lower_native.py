@@ -186,3 +186,12 @@ def test_channel_splits_are_not_mistaken_for_patterns():
     )
     assert restore_patterns(net) is None
     check(net, "native:matmul")
+
+
+def test_restored_patterns_keep_the_spatial_order():
+    """The restored patterns follow the pixel axes, so the operands reach the kernel without a copy."""
+    net = tnconv.conv_network("forward", (2, 3, 8, 12), (4, 4), 5, stride=4)
+    kernel = compile(net)._kernel
+    assert compile(net).strategy == "native:conv2d"
+    assert kernel.x.permutation is None and kernel.w.permutation is None and kernel.out.permutation is None
+    check(net, "native:conv2d")

@@ -16,8 +16,9 @@ def compile(  # noqa: A001 - the public name
 
     A network that one PyTorch kernel computes (a convolution, its VJPs, a
     transposed convolution, unfold, fold, a matrix product) runs on that
-    kernel; any other runs as pairwise ``torch.einsum`` steps with its index
-    patterns applied as strided views (``Program.strategy`` says which). The
+    kernel; any other runs as pairwise contraction steps (fixed permute /
+    reshape / matmul calls) with its index patterns applied as strided views,
+    gathers and scatters (``Program.strategy`` says which). The
     contraction order comes from opt_einsum (``optimize``: an optimizer name
     such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, or an explicit
     path over ``net.entries``, which also builds index patterns densely).

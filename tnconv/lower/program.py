@@ -8,9 +8,10 @@ without a graph break:
   network - a convolution, its input or weight VJP, a transposed convolution,
   unfold, fold, a matrix product;
 - ``einsum``: otherwise, index patterns run as strided views / gathers /
-  scatters (``tnconv.lower.structured``) and the rest as pairwise
-  ``torch.einsum`` steps along an opt_einsum path, sliced over a leg when a
-  ``memory_limit`` asks for it (``tnconv.lower.slicing``).
+  scatters (``tnconv.lower.structured``) and the rest as pairwise steps along
+  an opt_einsum path, each a fixed permute / reshape / ``matmul`` recipe
+  (``tnconv.lower.steps``), sliced over a leg when a ``memory_limit`` asks for
+  it (``tnconv.lower.slicing``).
 
 ``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
@@ -50,7 +51,8 @@ class Program:
             applied; with an explicit ``optimize`` path, over ``network.entries``).
         flops: the einsum path's cost estimate (gathers and scatters count their size).
         largest_intermediate: elements of its largest intermediate tensor.
-        steps: its per-step ``torch.einsum`` equations.
+        steps: its per-step einsum equations (each runs as fixed permute / reshape / matmul
+            calls, ``tnconv.lower.steps``; ``torch.einsum`` only for a diagonal).
     """
 
     def __init__(self, network: Network, optimize: Optimize, memory_limit: int | None = None) -> None:
@@ -111,7 +113,7 @@ class Program:
 
     @property
     def steps(self) -> tuple[str, ...]:
-        """The per-step torch.einsum equations of the einsum path, in order."""
+        """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self._executor).plan.steps)
 
     # --- running ------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def restore_patterns(net: Network) -> Network | None:
         if not isinstance(kind, Data) or not all(isinstance(view, Unflatten) for view in kind.views):
             entries.append(entry)
             continue
-        views, legs = list(kind.views), list(entry.legs)
+        views, legs, restored = list(kind.views), list(entry.legs), []
         while views and len(views[-1].sizes) == 2:
             axis = views[-1].axis
             o, k = legs[axis], legs[axis + 1]
@@ -43,7 +43,8 @@ def restore_patterns(net: Network) -> Network | None:
             sizes[i] = sizes[o] * sizes[k]
             legs[axis : axis + 2] = [i]
             views.pop()
-            patterns.append(Tensor(f"Pi_{i}", (k, o, i), IndexPattern(sizes[i], sizes[k], sizes[k])))
+            restored.insert(0, Tensor(f"Pi_{i}", (k, o, i), IndexPattern(sizes[i], sizes[k], sizes[k])))
+        patterns += restored  # in the order of the axes they replace: the kernels' spatial order
         changed = len(views) != len(kind.views)
         entries.append(Tensor(entry.name, tuple(legs), Data(tuple(views))) if changed else entry)
     if not patterns:
