@@ -198,3 +198,35 @@ def test_a_network_sum_draws_its_terms_joined_by_plus(tmp_path):
     assert draw(derivative, tmp_path / "sum.png").read_bytes().startswith(b"\x89PNG")
     dot = to_dot(derivative)
     assert "subgraph cluster_0" in dot and "subgraph cluster_1" in dot and '"s1/t0"' in dot
+
+
+@pytest.mark.parametrize("op", ["forward", "weight_vjp", "kfac_reduce"])
+def test_conv_diagrams_have_no_crossing_lines(op):
+    """X, the index patterns and W (or V) form a planar graph: the drawing's lines must not cross."""
+    from tnconv.render.geometry import crossings
+
+    net = tnconv.conv_network(op, (8, 64, 56, 56), 3, out_channels=64, padding=1, simplify=True)
+    diagram = layout(net)
+    assert crossings(diagram) == 0
+    assert_legible(diagram)
+    if op != "kfac_reduce":  # inputs left of the patterns, kernels (or output gradients) right of them
+        x = {node.text: node.box.x for node in diagram.nodes}
+        assert x["X"] < x["Pi1"] == x["Pi2"] < max(x.get("W", 0.0), x.get("V", 0.0))
+
+
+def test_crossings_counts_lines_that_cross():
+    """X at top, W at bottom, Pi1 right-top, Pi2 right-bottom: X-Pi2 crosses W-Pi1 (and nothing else)."""
+    from tnconv.render.geometry import crossings
+    from tnconv.render.layout import Box, Line
+
+    def node(key, x, y):
+        return tnconv.render.layout.Node(key, "data", key, Box(x, y, 10.0, 10.0))
+
+    nodes = (node("X", 0, 0), node("W", 0, 100), node("P1", 100, 0), node("P2", 100, 100))
+    lines = tuple(
+        Line(leg, a.key, b.key, (a.box.x, a.box.y), (b.box.x, b.box.y), 0.0)
+        for leg, a, b in [("i1", nodes[0], nodes[2]), ("i2", nodes[0], nodes[3]), ("k1", nodes[1], nodes[2]),
+                          ("k2", nodes[1], nodes[3]), ("c", nodes[0], nodes[1])]
+    )
+    assert crossings(Diagram(nodes, lines, (), "", 200.0, 200.0)) == 1
+    assert crossings(Diagram(nodes, lines[:1] + lines[3:], (), "", 200.0, 200.0)) == 0

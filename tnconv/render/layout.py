@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from tnconv.render.placement import best_layout, orient
+from tnconv.render.placement import best_layout
 from tnconv.render.structure import Graph, leg_text, structure
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ def layout(net: "Network") -> Diagram:
     texts = {leg: leg_text(net, leg) for leg in net.all_legs}
     if not graph.keys:
         return Diagram((), (), (), _caption(net), 2 * MARGIN, 2 * MARGIN)
-    unit_pos = orient(best_layout(graph), len(net.entries))
+    unit_pos = best_layout(graph)
     bends = _bends(graph)
     index = {key: n for n, key in enumerate(graph.keys)}
     best: tuple[float, list[Node], list[Line], list[Label]] | None = None

@@ -2,20 +2,24 @@
 
 Positions approximate the graph distances of the drawing (SMACOF, started
 from classical scaling, a circle and seeded random layouts); the start whose
-result has the fewest crossing lines and lines passing close by nodes wins
-(then the lowest stress). Hyperedge dots are then moved off lines they do not
-belong to, and the drawing is rotated so its long side is horizontal with
-the first tensor on the left. No randomness survives: the same network
+result is rotated so its long side is horizontal with the first tensor on
+the left. Conv networks also get layered candidates in the paper's columns
+(inputs left, index patterns middle, kernels right). The candidate with the
+fewest crossing lines wins, then the fewest lines passing close by nodes,
+then the lowest stress. Hyperedge dots are then moved off lines they do not
+belong to. No randomness survives: the same network
 always gives the same positions. The linear algebra runs in torch (float64,
 CPU), so drawing needs no other numerical library.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
+from tnconv.render.geometry import foot, intersect
 from tnconv.render.structure import Graph
 
 Point = list[float]  # [x, y] in graph units
@@ -77,56 +81,116 @@ def _starts(dist: torch.Tensor, count: int = 8) -> list[torch.Tensor]:
     return [classical, circle, *shuffled]
 
 
-def _crossings(pos: list[Point], pairs: list[tuple[int, int]]) -> int:
-    """Lines that cross (sharing an end does not count) plus lines that pass close by a node.
+def _crossings(pos: list[Point], pairs: list[tuple[int, int]]) -> tuple[int, int]:
+    """Lines that cross (sharing an end does not count), then lines that pass close by a node.
 
     "Close" grows with the number of lines between the same two nodes, since
     they are drawn fanned out as curves.
     """
     fan = {pair: sum(1 for other in pairs if {*other} == {*pair}) for pair in pairs}
-    count = 0
+    crossing = near_misses = 0
     for n, (a, b) in enumerate(pairs):
         for c, d in pairs[n + 1 :]:
-            if len({a, b, c, d}) == 4 and _intersect(pos[a], pos[b], pos[c], pos[d]):
-                count += 1
+            if len({a, b, c, d}) == 4 and intersect(pos[a], pos[b], pos[c], pos[d]):
+                crossing += 1
         near = 0.5 + 0.2 * (fan[(a, b)] - 1)
         for node in range(len(pos)):
-            if node not in (a, b) and _foot(pos[node], pos[a], pos[b])[1] < near:
-                count += 1
-    return count
-
-
-def _foot(p: Point, a: Point, b: Point) -> tuple[float, float]:
-    """``(t, distance)``: where on segment ``a``-``b`` (``t`` in [0, 1]) ``p`` is closest, and how close."""
-    abx, aby = b[0] - a[0], b[1] - a[1]
-    t = ((p[0] - a[0]) * abx + (p[1] - a[1]) * aby) / max(abx * abx + aby * aby, 1e-12)
-    t = min(max(t, 0.0), 1.0)
-    return t, math.hypot(p[0] - a[0] - t * abx, p[1] - a[1] - t * aby)
-
-
-def _intersect(p: Point, q: Point, r: Point, s: Point) -> bool:
-    def side(a: Point, b: Point, c: Point) -> float:
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-
-    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+            if node not in (a, b) and foot(pos[node], pos[a], pos[b])[1] < near:
+                near_misses += 1
+    return crossing, near_misses
 
 
 def best_layout(graph: Graph) -> list[Point]:
-    """The stress layout with the fewest crossing lines (then the lowest stress) over several starts."""
+    """The candidate layout with the fewest crossing lines (then the lowest stress), oriented.
+
+    Candidates are stress layouts from several starts (rotated so the long
+    side is horizontal) and, for conv networks, layered layouts in the
+    paper's columns (see ``_layered``).
+    """
     dist = _distances(graph)
     if dist.shape[0] == 1:
         return [[0.0, 0.0]]
     index = {key: n for n, key in enumerate(graph.keys)}
     pairs = [(index[a], index[b]) for _, a, b in graph.lines if a != b]
-    best: tuple[int, float, list[Point]] | None = None
-    for start in _starts(dist):
-        pos, stress = _stress_layout(dist, start)
-        points = pos.tolist()
-        score = (_crossings(points, pairs), round(stress, 6))
-        if best is None or score < best[:2]:
-            best = (*score, points)
+    tensors = sum(1 for key in graph.keys if key.startswith("t"))
+    candidates = [_stress_layout(dist, start) for start in _starts(dist)]
+    oriented = [(orient(pos.tolist(), tensors), stress) for pos, stress in candidates]
+    oriented += [(pos.tolist(), _stress(dist, pos)) for pos in _layered(graph, dist)]
+    best: tuple[tuple[int, int, float], list[Point]] | None = None
+    for points, stress in oriented:
+        score = (*_crossings(points, pairs), round(stress, 6))
+        if best is None or score < best[0]:
+            best = (score, points)
     assert best is not None
-    return _clear_dots(best[2], graph, pairs)
+    return _clear_dots(best[1], graph, pairs)
+
+
+def _stress(dist: torch.Tensor, pos: torch.Tensor) -> float:
+    """How far the distances of ``pos`` are from the graph distances (weighted as in SMACOF)."""
+    positive = dist > 0
+    weights = torch.where(positive, 1.0 / torch.where(positive, dist, 1.0) ** 2, 0.0)
+    return float((weights * (torch.cdist(pos, pos) - dist) ** 2).sum() / 2)
+
+
+COLUMN_GAP = 1.4  # graph units between the columns of a layered layout
+ROW_GAP = 1.3  # graph units between the nodes of one column
+
+
+def _layered(graph: Graph, dist: torch.Tensor, limit: int = 6) -> list[torch.Tensor]:
+    """Layered layouts of a conv network: inputs left, index patterns in a middle column, kernels right.
+
+    Tensors go to their columns (``graph.columns``); a dot or a tensor without
+    a column goes to the column nearest the mean of its neighbours' columns.
+    The middle column is tried in several orders (up to ``limit``, mirror
+    images skipped) and the side columns level with it or half a row or a row
+    above or below (so lines between the sides can pass between two
+    patterns). Dangling ends point away from their node's neighbours.
+    Networks without index patterns get no layered layouts.
+    """
+    if not any(column == 0 for column in graph.columns):
+        return []
+    size = len(graph.keys)
+    index = {key: n for n, key in enumerate(graph.keys)}
+    neighbours: list[list[int]] = [[] for _ in range(size)]
+    for _, a, b in graph.lines:
+        neighbours[index[a]].append(index[b])
+        neighbours[index[b]].append(index[a])
+    column: list[int | None] = [*graph.columns, *[None] * (size - len(graph.columns))]
+    for n in range(size):
+        known = [column[m] for m in neighbours[n] if column[m] is not None]
+        if column[n] is None and graph.shapes[n] != "end":
+            column[n] = max(-1, min(1, round(sum(known) / len(known)))) if known else 0  # type: ignore[arg-type]
+    members = {c: [n for n in range(size) if column[n] == c] for c in (-1, 0, 1)}
+    unmirrored = (order for order in itertools.permutations(members[0]) if order <= order[::-1])
+    orders = list(itertools.islice(unmirrored, limit))
+    layouts = []
+    for order in orders:
+        for shift in (0.0, 0.5, -0.5, 1.0, -1.0):
+            pos = torch.zeros(size, 2, dtype=torch.float64)
+            for c, nodes in ((-1, members[-1]), (0, list(order)), (1, members[1])):
+                offset = shift * ROW_GAP if c else 0.0
+                for rank, n in enumerate(nodes):
+                    pos[n, 0] = c * COLUMN_GAP
+                    pos[n, 1] = (rank - (len(nodes) - 1) / 2) * ROW_GAP + offset
+            for n in range(size):
+                if graph.shapes[n] == "end":
+                    owner = neighbours[n][0]
+                    pos[n] = pos[owner] + END_LENGTH * _outward(pos, owner, neighbours[owner], column[owner])
+            layouts.append(pos)
+    return layouts
+
+
+END_LENGTH = 0.8  # graph units of a dangling leg in a layered layout
+
+
+def _outward(pos: torch.Tensor, node: int, neighbours: list[int], column: int | None) -> torch.Tensor:
+    """A unit direction for a dangling leg: away from the node's other neighbours (sideways on a side column)."""
+    away = pos[node] - pos[neighbours].mean(dim=0) if neighbours else torch.zeros(2, dtype=torch.float64)
+    if column:
+        away = torch.stack([torch.tensor(float(column), dtype=torch.float64), 0.5 * torch.sign(away[1])])
+    elif float(away.norm()) < 1e-9:
+        away = torch.tensor([0.0, 1.0 if float(pos[node, 1]) >= 0 else -1.0], dtype=torch.float64)
+    return away / away.norm()
 
 
 def _clear_dots(pos: list[Point], graph: Graph, pairs: list[tuple[int, int]], gap: float = 0.5) -> list[Point]:
@@ -142,7 +206,7 @@ def _clear_dots(pos: list[Point], graph: Graph, pairs: list[tuple[int, int]], ga
             for a, b in pairs:
                 if dot in (a, b) or a in ends or b in ends:
                     continue
-                t, distance = _foot(pos[dot], pos[a], pos[b])
+                t, distance = foot(pos[dot], pos[a], pos[b])
                 if distance >= gap or not 0.0 < t < 1.0:
                     continue
                 abx, aby = pos[b][0] - pos[a][0], pos[b][1] - pos[a][1]
@@ -152,8 +216,8 @@ def _clear_dots(pos: list[Point], graph: Graph, pairs: list[tuple[int, int]], ga
                     if away[0] * (pos[dot][0] - centre[0]) + away[1] * (pos[dot][1] - centre[1]) < 0:
                         away = [-away[0], -away[1]]
                 else:
-                    foot = [pos[a][0] + t * abx, pos[a][1] + t * aby]
-                    away = [(pos[dot][0] - foot[0]) / distance, (pos[dot][1] - foot[1]) / distance]
+                    nearest = [pos[a][0] + t * abx, pos[a][1] + t * aby]
+                    away = [(pos[dot][0] - nearest[0]) / distance, (pos[dot][1] - nearest[1]) / distance]
                 for moved in (dot, *ends):
                     pos[moved][0] += away[0] * (gap - distance)
                     pos[moved][1] += away[1] * (gap - distance)

@@ -61,6 +61,7 @@ class Graph:
     lines: tuple[tuple[str, str, str], ...]  # (leg, a, b)
     lengths: tuple[float, ...]  # preferred length of each line, in graph units
     labelled: tuple[tuple[str, int], ...]  # (leg, index of the line that carries its label)
+    columns: tuple[int | None, ...] = ()  # per tensor node: -1 input side, 0 pattern, +1 kernel side, None free
 
 
 def structure(net: "Network") -> Graph:
@@ -103,4 +104,44 @@ def structure(net: "Network") -> Graph:
                 labelled[-1] = (leg, len(lines))
                 lines.append((leg, dot, f"end:{leg}"))
                 lengths.append(0.7)
-    return Graph(tuple(keys), tuple(shapes), tuple(texts), tuple(lines), tuple(lengths), tuple(labelled))
+    return Graph(
+        tuple(keys), tuple(shapes), tuple(texts), tuple(lines), tuple(lengths), tuple(labelled), columns(net)
+    )
+
+
+def columns(net: "Network") -> tuple[int | None, ...]:
+    """The paper's columns of a conv network: inputs left (-1), index patterns middle (0), kernels right (+1).
+
+    A tensor joined to a pattern's ``i`` leg is an input, one joined to its
+    ``k`` leg a kernel; one joined only to ``o`` legs (an output gradient)
+    goes to whichever side no input takes. Tensors not joined to a pattern,
+    and every tensor of a network without patterns, get ``None`` (free).
+    """
+    roles: dict[str, str] = {}  # leg -> "k", "o" or "i" of the pattern carrying it
+    for entry in net.entries:
+        if isinstance(entry.kind, IndexPattern):
+            roles.update(zip(entry.legs, "koi"))
+        elif isinstance(entry.kind, PatternSum):
+            roles.update(zip(entry.legs, "ki"))
+    if not roles:
+        return tuple(None for _ in net.entries)
+    touched = [
+        {roles[leg] for leg in entry.legs if leg in roles}
+        if not isinstance(entry.kind, (IndexPattern, PatternSum))
+        else set()
+        for entry in net.entries
+    ]
+    has_inputs = any("i" in roles_of for roles_of in touched)
+    result: list[int | None] = []
+    for entry, roles_of in zip(net.entries, touched):
+        if isinstance(entry.kind, (IndexPattern, PatternSum)):
+            result.append(0)
+        elif "i" in roles_of:
+            result.append(-1)
+        elif "k" in roles_of:
+            result.append(1)
+        elif "o" in roles_of:
+            result.append(1 if has_inputs else -1)
+        else:
+            result.append(None)
+    return tuple(result)
