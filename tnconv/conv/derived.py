@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.networks import build as build_routine
 from tnconv.conv.networks import spatial_legs
 from tnconv.ir.network import Network, Tensor
@@ -142,32 +142,6 @@ def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | Non
     else:
         net = diag_ggn_network(hyper, size)
     return simplify_network(net) if simplify else net
-
-
-def build(
-    op: str,
-    input_shape: object,
-    kernel_size: object,
-    *,
-    out_channels: object = None,
-    stride: object = 1,
-    padding: object = 0,
-    dilation: object = 1,
-    groups: object = 1,
-    padding_mode: object = "zeros",
-    output_padding: object = 0,
-    transposed: object = False,
-    simplify: bool = True,
-) -> Network:
-    """``tnconv.conv_network`` for the derived ops (same arguments); validates the hyper-parameters.
-
-    ``diag_ggn``'s column leg ``m`` has a symbolic size (read off ``V`` when the program runs).
-    """
-    hyper = conv_hyper(
-        input_shape, kernel_size, out_channels, stride, padding, dilation, groups, padding_mode,
-        output_padding, transposed,
-    )
-    return network(op, hyper, simplify)
 
 
 def kept_pixels_network(hyper: ConvHyper, pixels: int) -> Network:

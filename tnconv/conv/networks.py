@@ -188,15 +188,7 @@ def conv_network(
         raise TypeError(f"op must be a str, got {op!r}")
     if not isinstance(simplify, bool):
         raise TypeError(f"simplify must be a bool, got {simplify!r}")
-    if op in DERIVED:
-        from tnconv.conv import derived
-
-        return derived.build(
-            op, input_shape, kernel_size, out_channels=out_channels, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, padding_mode=padding_mode, output_padding=output_padding,
-            transposed=transposed, simplify=simplify,
-        )
-    if op not in BUILT:
+    if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     if op in _TRANSPOSED_OPS:
         op, transposed = _TRANSPOSED_OPS[op], True
@@ -204,6 +196,10 @@ def conv_network(
         input_shape, kernel_size, out_channels, stride, padding, dilation, groups, padding_mode,
         output_padding, transposed,
     )
+    if op in DERIVED:
+        from tnconv.conv import derived
+
+        return derived.network(op, hyper, simplify)
     if op in ("forward", "input_vjp", "weight_vjp") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
     return routine(op, hyper, simplify)
