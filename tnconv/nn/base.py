@@ -16,14 +16,15 @@ from torch import Tensor
 from torch.nn import Module, Parameter, init
 from torch.nn.parameter import is_lazy
 
-from tnconv.nn.arguments import Padding, conv_arguments
+from tnconv.nn.arguments import conv_arguments
 
 ConvT = TypeVar("ConvT", bound="ConvBase")
 Device = Union[torch.device, str, None]
 
 
 class ConvBase(Module):
-    """Base of ``ConvNd`` and ``ConvTransposeNd``; subclasses call ``_setup`` from ``__init__``."""
+    """Base of ``ConvNd`` and ``ConvTransposeNd``: validates the constructor arguments and stores them as
+    torch's attributes (the fields of ``tnconv.nn.arguments.ConvArguments``), then creates the parameters."""
 
     # spatial dims fixed by the class (Conv2d: 2); None where the constructor takes N
     spatial_dims: ClassVar[int | None] = None
@@ -31,19 +32,10 @@ class ConvBase(Module):
     # the torch classes from_torch accepts, by spatial dims
     torch_classes: ClassVar[dict[int, type[Module]]] = {}
 
-    in_channels: int
-    out_channels: int
-    kernel_size: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: Padding
-    dilation: tuple[int, ...]
-    output_padding: tuple[int, ...]
-    groups: int
-    padding_mode: str
     weight: Parameter
     bias: Parameter | None
 
-    def _setup(
+    def __init__(
         self,
         dims: int,
         in_channels: int,
@@ -60,6 +52,7 @@ class ConvBase(Module):
         dtype: torch.dtype | None,
     ) -> None:
         """Validate and store the hyper-parameters, then create and initialise the parameters."""
+        super().__init__()
         args = conv_arguments(
             dims, in_channels, out_channels, kernel_size, stride, padding, dilation, output_padding, groups,
             padding_mode, self.transposed,

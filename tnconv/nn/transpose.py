@@ -4,6 +4,7 @@ drop-ins for ``torch.nn.ConvTranspose*d``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -41,8 +42,7 @@ class ConvTransposeNd(ConvBase):
         device: Device = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        self._setup(
+        super().__init__(
             N, in_channels, out_channels, kernel_size, stride, padding, dilation, output_padding, groups, bias,
             padding_mode, device, dtype,
         )  # fmt: skip
@@ -86,79 +86,45 @@ class ConvTransposeNd(ConvBase):
         )
 
 
-class ConvTranspose1d(ConvTransposeNd):
+class FixedConvTranspose(ConvTransposeNd):
+    """``ConvTransposeNd`` with ``N = spatial_dims`` set by the subclass: ``torch.nn.ConvTranspose{N}d``'s signature."""
+
+    spatial_dims: ClassVar[int]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | tuple[tuple[int, int], ...] = 0,
+        output_padding: int | tuple[int, ...] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, ...] = 1,
+        padding_mode: str = "zeros",
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            self.spatial_dims, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups,
+            bias, dilation, padding_mode, device, dtype,
+        )  # fmt: skip
+
+
+class ConvTranspose1d(FixedConvTranspose):
     """1-d transposed convolution with ``torch.nn.ConvTranspose1d``'s signature; see :class:`ConvTransposeNd`."""
 
     spatial_dims = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int],
-        stride: int | tuple[int] = 1,
-        padding: int | tuple[int] | tuple[tuple[int, int]] = 0,
-        output_padding: int | tuple[int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: int | tuple[int] = 1,
-        padding_mode: str = "zeros",
-        device: Device = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            1, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation,
-            padding_mode, device, dtype,
-        )  # fmt: skip
 
-
-class ConvTranspose2d(ConvTransposeNd):
+class ConvTranspose2d(FixedConvTranspose):
     """2-d transposed convolution with ``torch.nn.ConvTranspose2d``'s signature; see :class:`ConvTransposeNd`."""
 
     spatial_dims = 2
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] = 0,
-        output_padding: int | tuple[int, int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: int | tuple[int, int] = 1,
-        padding_mode: str = "zeros",
-        device: Device = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            2, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation,
-            padding_mode, device, dtype,
-        )  # fmt: skip
 
-
-class ConvTranspose3d(ConvTransposeNd):
+class ConvTranspose3d(FixedConvTranspose):
     """3-d transposed convolution with ``torch.nn.ConvTranspose3d``'s signature; see :class:`ConvTransposeNd`."""
 
     spatial_dims = 3
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int, int],
-        stride: int | tuple[int, int, int] = 1,
-        padding: int | tuple[int, int, int] | tuple[tuple[int, int], ...] = 0,
-        output_padding: int | tuple[int, int, int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: int | tuple[int, int, int] = 1,
-        padding_mode: str = "zeros",
-        device: Device = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            3, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation,
-            padding_mode, device, dtype,
-        )  # fmt: skip
