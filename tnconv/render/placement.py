@@ -81,11 +81,17 @@ def _starts(dist: torch.Tensor, count: int = 8) -> list[torch.Tensor]:
     return [classical, circle, *shuffled]
 
 
-def _crossings(pos: list[Point], pairs: list[tuple[int, int]]) -> tuple[int, int]:
-    """Lines that cross (sharing an end does not count), then lines that pass close by a node.
+THROUGH = 0.2  # graph units: a line this close to a node not its own runs through it
+
+
+def _crossings(
+    pos: list[Point], pairs: list[tuple[int, int]], movable: frozenset[int] = frozenset()
+) -> tuple[int, int]:
+    """Lines that cross (sharing an end does not count) or run through a node, then lines passing close by one.
 
     "Close" grows with the number of lines between the same two nodes, since
-    they are drawn fanned out as curves.
+    they are drawn fanned out as curves. Nodes in ``movable`` (dots and their
+    ends, which ``_clear_dots`` moves off lines) do not count as run through.
     """
     fan = {pair: sum(1 for other in pairs if {*other} == {*pair}) for pair in pairs}
     crossing = near_misses = 0
@@ -95,8 +101,11 @@ def _crossings(pos: list[Point], pairs: list[tuple[int, int]]) -> tuple[int, int
                 crossing += 1
         near = 0.5 + 0.2 * (fan[(a, b)] - 1)
         for node in range(len(pos)):
-            if node not in (a, b) and foot(pos[node], pos[a], pos[b])[1] < near:
-                near_misses += 1
+            if node in (a, b):
+                continue
+            distance = foot(pos[node], pos[a], pos[b])[1]
+            crossing += distance < THROUGH and node not in movable  # as bad as a crossing
+            near_misses += distance < near
     return crossing, near_misses
 
 
@@ -116,9 +125,11 @@ def best_layout(graph: Graph) -> list[Point]:
     candidates = [_stress_layout(dist, start) for start in _starts(dist)]
     oriented = [(orient(pos.tolist(), tensors), stress) for pos, stress in candidates]
     oriented += [(pos.tolist(), _stress(dist, pos)) for pos in _layered(graph, dist)]
+    dots = {n for n, shape in enumerate(graph.shapes) if shape == "dot"}
+    movable = frozenset(dots | {b for a, b in pairs if a in dots and graph.shapes[b] == "end"})
     best: tuple[tuple[int, int, float], list[Point]] | None = None
     for points, stress in oriented:
-        score = (*_crossings(points, pairs), round(stress, 6))
+        score = (*_crossings(points, pairs, movable), round(stress, 6))
         if best is None or score < best[0]:
             best = (score, points)
     assert best is not None
