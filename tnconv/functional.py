@@ -291,12 +291,7 @@ def conv_input_vjp(
     ``input_size``: the input's shape ``(B, C_in, *I)`` or its spatial size ``I``
     (needed because several input sizes give the same output size when stride > 1).
     """
-    weight = _tensor(weight, "weight")
-    grad_output = _tensor(grad_output, "grad_output")
-    _same_kind(grad_output, "grad_output", weight, "weight")
-    dims = weight.ndim - 2
-    if grad_output.ndim != dims + 2:
-        raise ValueError(f"grad_output must have {dims + 2} dims like weight, got shape {tuple(grad_output.shape)}")
+    grad_output, weight, dims = _vjp_operands(grad_output, weight, "weight")
     groups = as_int(groups, "groups")
     channels = _shape(weight.shape[1:2])[0] * groups
     shape = _full_shape(_plain(input_size), dims, _shape(grad_output.shape[:1])[0], channels, "input_size")
@@ -320,12 +315,7 @@ def conv_weight_vjp(
 
     ``kernel_size``: int, N ints (``weight.shape[2:]``), or the full weight shape.
     """
-    x = _tensor(x, "x")
-    grad_output = _tensor(grad_output, "grad_output")
-    _same_kind(x, "x", grad_output, "grad_output")
-    dims = x.ndim - 2
-    if grad_output.ndim != dims + 2:
-        raise ValueError(f"grad_output must have {dims + 2} dims like x, got shape {tuple(grad_output.shape)}")
+    grad_output, x, dims = _vjp_operands(grad_output, x, "x")
     groups = as_int(groups, "groups")
     if is_sequence(kernel_size) and len(kernel_size) == dims + 2:  # type: ignore[arg-type]
         full = tuple(as_int(v, "kernel_size") for v in kernel_size)  # type: ignore[union-attr]
@@ -344,6 +334,18 @@ def conv_weight_vjp(
 
 
 # --- helpers for the VJPs --------------------------------------------------------------------
+
+
+def _vjp_operands(grad_output: object, other: object, name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``grad_output`` and the VJP's other operand ``name`` (``weight`` or ``x``), checked as tensors of
+    one dtype, device and rank ``N + 2``; returns both and N."""
+    other = _tensor(other, name)
+    grad_output = _tensor(grad_output, "grad_output")
+    _same_kind(grad_output, "grad_output", other, name)
+    dims = other.ndim - 2
+    if grad_output.ndim != dims + 2:
+        raise ValueError(f"grad_output must have {dims + 2} dims like {name}, got shape {tuple(grad_output.shape)}")
+    return grad_output, other, dims
 
 
 def _check_weight_channels(per_group: int, groups: int, channels: int, name: str) -> None:
