@@ -124,7 +124,7 @@ def best_layout(graph: Graph) -> list[Point]:
     tensors = sum(1 for key in graph.keys if key.startswith("t"))
     candidates = [_stress_layout(dist, start) for start in _starts(dist)]
     oriented = [(orient(pos.tolist(), tensors), stress) for pos, stress in candidates]
-    oriented += [(pos.tolist(), _stress(dist, pos)) for pos in _layered(graph, dist)]
+    oriented += [(pos.tolist(), _stress(dist, pos)) for pos in _layered(graph)]
     dots = {n for n, shape in enumerate(graph.shapes) if shape == "dot"}
     movable = frozenset(dots | {b for a, b in pairs if a in dots and graph.shapes[b] == "end"})
     best: tuple[tuple[int, int, float], list[Point]] | None = None
@@ -147,7 +147,7 @@ COLUMN_GAP = 1.4  # graph units between the columns of a layered layout
 ROW_GAP = 1.3  # graph units between the nodes of one column
 
 
-def _layered(graph: Graph, dist: torch.Tensor, limit: int = 6) -> list[torch.Tensor]:
+def _layered(graph: Graph, limit: int = 6) -> list[torch.Tensor]:
     """Layered layouts of a conv network: inputs left, index patterns in a middle column, kernels right.
 
     Tensors go to their columns (``graph.columns``); a dot or a tensor without
