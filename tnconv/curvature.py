@@ -91,6 +91,26 @@ def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int 
         )
 
 
+def gradient_layer(
+    x: torch.Tensor, gradient: object, name: str, leading: int, kernel_size: object, stride: object, padding: object,
+    dilation: object, groups: object, transposed: object, output_padding: object,
+) -> tuple[torch.Tensor, ConvHyper]:
+    """The layer of ``x`` whose output gradient is ``gradient``, and ``gradient`` checked.
+
+    ``gradient`` (called ``name``) is ``(*L, N, C_out, *O)`` with ``leading``
+    axes ``L`` (the GGN columns of ``sqrt_ggn``) before the layer output
+    shape; it gives the layer's ``C_out`` and must match ``x``'s dtype and device.
+    """
+    ndim = getattr(x, "ndim", None)
+    gradient = check_tensor(gradient, name, None if ndim is None else ndim + leading, 3 + leading)
+    hyper = layer(
+        x, kernel_size, gradient.shape[leading + 1], stride, padding, dilation, groups, transposed, output_padding
+    )
+    check_output(gradient, name, hyper, leading)
+    check_pair(x, gradient, name)
+    return gradient, hyper
+
+
 def run(op: str, hyper: ConvHyper, columns: int | None = None, **operands: torch.Tensor) -> torch.Tensor:
     """Compile (cached) and call the derived network ``op`` of the layer."""
     return compile_network(network(op, hyper, True, columns))(**operands)
@@ -150,10 +170,9 @@ def per_sample_weight_grad(
         grad_output: the gradient w.r.t. the layer output ``(N, C_out, *O)``.
         kernel_size, ...: the layer's hyper-parameters (see ``kfac_expand_factor``).
     """
-    grad_output = check_tensor(grad_output, "grad_output", ndim=getattr(x, "ndim", None))
-    hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, transposed, output_padding)
-    check_output(grad_output, "grad_output", hyper)
-    check_pair(x, grad_output, "grad_output")
+    grad_output, hyper = gradient_layer(
+        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, transposed, output_padding
+    )
     result = run("per_sample_grad", hyper, X=x, V=grad_output).contiguous()
     return result.reshape(hyper.batch, *hyper.weight_shape)
 
@@ -173,11 +192,9 @@ def diag_ggn_weight(
     The ``diag_ggn`` network multiplies two copies of the per-column weight
     VJPs ``J[m, n, w]``; here ``J`` is computed once and squared.
     """
-    ndim = getattr(x, "ndim", 2) + 1
-    sqrt_ggn = check_tensor(sqrt_ggn, "sqrt_ggn", ndim=ndim, min_ndim=4)
-    hyper = layer(x, kernel_size, sqrt_ggn.shape[2], stride, padding, dilation, groups, transposed, output_padding)
-    check_output(sqrt_ggn, "sqrt_ggn", hyper, leading=1)
-    check_pair(x, sqrt_ggn, "sqrt_ggn")
+    sqrt_ggn, hyper = gradient_layer(
+        x, sqrt_ggn, "sqrt_ggn", 1, kernel_size, stride, padding, dilation, groups, transposed, output_padding
+    )
     grads = run("column_grads", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn)  # (m, n, *W legs)
     return grads.square().sum((0, 1)).reshape(hyper.weight_shape)
 
@@ -280,16 +297,15 @@ def weight_vjp_dropout(
     entries its taps feed: its work is about ``keep * prod(K)`` times a plain
     pass over ``grad_output``, so it pays off for small ``keep``.
     """
-    grad_output = check_tensor(grad_output, "grad_output", ndim=getattr(x, "ndim", None))
-    hyper = layer(x, kernel_size, grad_output.shape[1], stride, padding, dilation, groups, False, 0)
-    check_output(grad_output, "grad_output", hyper)
+    grad_output, hyper = gradient_layer(
+        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, False, 0
+    )
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a number in (0, 1], got {keep!r}")
     if mode not in DROPOUT_MODES:
         raise ValueError(f"mode must be one of {DROPOUT_MODES}, got {mode!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    check_pair(x, grad_output, "grad_output")
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "channel":
         mask = torch.rand(hyper.groups, hyper.in_channels // hyper.groups, generator=generator, device=device) < keep
