@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import sys
 import time
@@ -46,6 +47,24 @@ from tnconv.lower.compile import _RECENT, _compile, compile  # noqa: E402
 ROUTINES = (
     "forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_expand_net", "kfac_reduce",
     "kfac_reduce_net", "per_sample",
+)
+NOTES = (
+    "- Where the strategy is `native:*`, tnconv calls the very PyTorch kernel the reference calls "
+    "(`F.conv*d`, `conv_transpose*d` / `aten.convolution_backward`, `F.unfold`), so the true ratio is 1 plus "
+    "the Python cost of a program call (about 5 us: operand checks, layout views). Deviations beyond that "
+    "in single cells (say 0.9 or 1.3 for one layer and thread count) are load from other jobs on the two "
+    "shared cores, which interleaving and medians damp but do not remove.",
+    "- `native:matmul` / `einsum` rows (stride = kernel layers after `tnconv.simplify`, 1x1 stride-2 "
+    "layers, KFAC networks) run tnconv's own plans; those ratios are tnconv's.",
+    "- `kfac_*` columns time `tnconv.curvature` as it stood when the benchmark ran (its own choice of "
+    "network and reshapes); `kfac_*_net` time the compiled derived network (`tnconv.conv_network(op)`) "
+    "alone, i.e. the lowering.",
+    "- With 2 threads on 2 shared cores, plans made of many small matrix products (the KFAC-reduce "
+    "contractions with the `(K, I)` pattern sums) slow down badly whenever the other core is busy "
+    "(OpenMP synchronisation per product); the same plans are 20-100x faster than the unfold-based "
+    "code with 1 thread.",
+    "- Extra peak memory: resident-set growth during one call (glibc forced to `mmap` large blocks), "
+    "including the output.",
 )
 KFAC_REDUCE_TARGETS = (
     ("convnext_base_dw7", "kfac_reduce", 100), ("convnext_base_dw7", "kfac_reduce_net", 100),
@@ -258,6 +277,7 @@ def markdown(rows: list[dict], compile_rows: dict, device: str) -> str:
               "| layer | cold ms (build + simplify + plan) | cached us (`tnconv.compile` again) |", "|---|---|---|"]
     for name, (cold, cached) in compile_rows.items():
         lines.append(f"| {name} | {cold * 1e3:.1f} | {cached * 1e6:.1f} |")
+    lines += ["", "## Reading the numbers", "", *NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -283,8 +303,9 @@ def plot(rows: list[dict], path: Path) -> None:
         axis.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
         axis.set_title(f"tnconv / PyTorch time, {threads} thread(s)")
     axes[0].set_ylabel("ratio (log scale; < 1: tnconv faster)")
-    axes[1].legend(fontsize=8)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(routines), fontsize=8)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
 
 
@@ -310,6 +331,7 @@ def main() -> None:
         cold, cached = compile_rows[layer.name]
         print(f"{layer.name:22s} compile cold={cold * 1e3:.1f} ms cached={cached * 1e6:.1f} us", flush=True)
     Path(args.markdown).write_text(markdown(rows, compile_rows, "CPU (2 cores shared with other jobs)"))
+    Path(args.markdown).with_suffix(".json").write_text(json.dumps({"rows": rows, "compile": compile_rows}, indent=1))
     plot(rows, Path(args.plot))
 
 
