@@ -61,12 +61,14 @@ class Operand:
     prepare: Unary | None
     shape: tuple[int, ...]
     transpose: bool
+    reshape: bool = True
     axes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = field(default=((), (), ()), compare=False)
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.prepare is not None:
             tensor = self.prepare(tensor)
-        tensor = tensor.reshape(self.shape)
+        if self.reshape:
+            tensor = tensor.reshape(self.shape)
         return tensor.transpose(-1, -2) if self.transpose else tensor
 
 
@@ -81,6 +83,7 @@ class Pairwise:
     permutation: tuple[int, ...] | None
     gram: bool = False
     summed: tuple[int, ...] = ()
+    reshape: bool = True
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.swap:
@@ -90,7 +93,8 @@ class Pairwise:
         result = torch.matmul(first, second)
         if self.summed:
             result = result.sum(self.summed)
-        result = result.reshape(self.shape)
+        if self.reshape:
+            result = result.reshape(self.shape)
         return result if self.permutation is None else result.permute(self.permutation)
 
 
@@ -128,7 +132,12 @@ def recipe(
     permutation = tuple(natural.index(leg) for leg in target)
     identity = permutation == tuple(range(len(permutation)))
     shape = tuple(sizes[leg] for leg in natural)
-    return Pairwise(first, second, swap, shape, None if identity else permutation, summed=summed), target
+    product = tuple(first.shape[:-2]) + (first.shape[-1 if first.transpose else -2],)
+    product += (second.shape[-2 if second.transpose else -1],)
+    product = tuple(size for axis, size in enumerate(product) if axis not in summed)
+    pairwise = Pairwise(first, second, swap, shape, None if identity else permutation, summed=summed,
+                        reshape=product != shape)
+    return pairwise, target
 
 
 def _layouts(
@@ -212,7 +221,9 @@ def _operand(
     inner = (math.prod(sizes[leg] for leg in rows), math.prod(sizes[leg] for leg in columns))
     shape = (*outer, *(reversed(inner) if transpose else inner))
     axes = tuple(tuple(legs.index(leg) for leg in block) for block in (own_lead, rows, columns))
-    return Operand(None if prepare.identity else prepare, shape, transpose, axes)  # type: ignore[arg-type]
+    reshape = shape != tuple(sizes[leg] for leg in order)
+    prepared = None if prepare.identity else prepare
+    return Operand(prepared, shape, transpose, reshape=reshape, axes=axes)  # type: ignore[arg-type]
 
 
 def as_gram(calls: Recipe | None) -> Recipe | None:
