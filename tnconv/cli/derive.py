@@ -18,6 +18,7 @@ import torch
 from tnconv.cli.layers import Layer
 from tnconv.cli import reference
 from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.networks import TRANSPOSED_OPS, build as build_routine
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.program import Program
@@ -35,7 +36,6 @@ ROUTINES = {
     "per-sample-grad": "per_sample_grad",
     "diag-ggn": "diag_ggn",
 }
-_TRANSPOSED = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def resolve(routine: str, layer: Layer) -> tuple[str, Layer]:
         op = ROUTINES[routine]
     except KeyError:
         raise ValueError(f"unknown routine {routine!r}; choose from {', '.join(ROUTINES)}") from None
-    if op in _TRANSPOSED and not layer.transposed:
+    if op in TRANSPOSED_OPS and not layer.transposed:
         layer = replace(layer, transposed=True)
     return op, layer
 
@@ -100,12 +100,11 @@ def derivation_stages(op: str, hyper: ConvHyper, columns: int) -> list[Stage]:
     ``conv_network(op, ..., simplify=False)`` itself.
     """
     from tnconv.conv import derived
-    from tnconv.conv.networks import build as build_routine
     from tnconv.passes.vmap import vmap
 
     if op not in derived.OPS:
-        base = _TRANSPOSED.get(op, op)
-        title = f"built: the {base} network" + (" of the transposed layer" if op in _TRANSPOSED else "")
+        base = TRANSPOSED_OPS.get(op, op)
+        title = f"built: the {base} network" + (" of the transposed layer" if op in TRANSPOSED_OPS else "")
         return [Stage(title, build_routine(base, hyper))]
     final = derived.network(op, hyper, False, columns if op == "diag_ggn" else None)
     if op in ("kfac_expand", "kfac_reduce"):

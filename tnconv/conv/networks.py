@@ -30,7 +30,8 @@ from tnconv.ir.views import Unflatten
 BUILT = ("forward", "input_vjp", "weight_vjp", "unfold", "unfold_transpose", "transpose_forward", "fold")
 DERIVED = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
 OPS = BUILT + DERIVED
-_TRANSPOSED_OPS = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
+# ops that are another op of the transposed layer (``transposed=True`` implied)
+TRANSPOSED_OPS = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
 
 
 def spatial_legs(prefix: str, dims: int) -> tuple[str, ...]:
@@ -190,8 +191,8 @@ def conv_network(
         raise TypeError(f"simplify must be a bool, got {simplify!r}")
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
-    if op in _TRANSPOSED_OPS:
-        op, transposed = _TRANSPOSED_OPS[op], True
+    if op in TRANSPOSED_OPS:
+        op, transposed = TRANSPOSED_OPS[op], True
     hyper = conv_hyper(
         input_shape, kernel_size, out_channels, stride, padding, dilation, groups, padding_mode,
         output_padding, transposed,
