@@ -122,9 +122,11 @@ def kfac_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool) -> torch.Tensor
     KFAC-expand runs its whole derived network: the planner contracts the
     two copies of ``x`` through the gathered patterns without laying the
     unfolded input out for a matmul (measured faster than patches @ patches^T
-    on the benchmark layers). KFAC-reduce computes its single copy, the tiny
-    location sums ``(N, G, d)`` (``patch_sums``), once and multiplies it with
-    itself, where the network would compute that copy twice.
+    on the benchmark layers). KFAC-reduce computes the tiny location sums
+    ``(N, G, d)`` (``patch_sums``) and one batched product of them with
+    themselves: as fast as its whole network (which also prepares its copy
+    of ``x`` once) and faster on depthwise layers, whose network result needs a
+    reordering copy. The result is a new tensor (scaled in place by the callers).
     """
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
     if not reduce:
@@ -146,7 +148,7 @@ def kfac_expand_factor(
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
     scale = hyper.batch * math.prod(hyper.output_size)
-    return kfac_factor(x, hyper, reduce=False) / scale
+    return kfac_factor(x, hyper, reduce=False).div_(scale)
 
 
 def kfac_reduce_factor(
@@ -161,7 +163,7 @@ def kfac_reduce_factor(
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
     scale = hyper.batch * math.prod(hyper.output_size) ** 2
-    return kfac_factor(x, hyper, reduce=True) / scale
+    return kfac_factor(x, hyper, reduce=True).div_(scale)
 
 
 def per_sample_weight_grad(

@@ -31,7 +31,7 @@ from tnconv.lower import native
 from tnconv.lower.bind import axis_labels, check_operands, collect, operand_shapes, resolve_symbols
 from tnconv.lower.plan import Optimize
 from tnconv.lower.slicing import Executor, Sliced, plan_memory
-from tnconv.lower.structured import lower
+from tnconv.lower.lowering import lower
 
 if TYPE_CHECKING:
     from tnconv.ir.sizes import Size

@@ -20,7 +20,8 @@ import torch
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import Ones
 from tnconv.lower.plan import Optimize
-from tnconv.lower.structured import Lowering, lower
+from tnconv.lower.lowering import lower
+from tnconv.lower.structured import Lowering
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ Executor = Union[Lowering, Sliced]
 def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None, share: bool = True) -> Executor:
     """A lowering of ``net`` whose intermediates have at most ``memory_limit`` elements (None: no limit).
 
-    ``share`` is passed to ``lower`` (off inside slices: see ``tnconv.lower.structured.lower``).
+    ``share`` is passed to ``lower`` (off inside slices: see ``tnconv.lower.lowering.lower``).
     """
     whole = lower(net, optimize, share)
     if memory_limit is None or whole.largest_intermediate <= memory_limit:

@@ -15,8 +15,8 @@ it is compiled once into a ``Unary`` (one operand: sum and permute) or a
   contracted legs that lead both operands can also be ``L``, summed after the
   product (a batch of products, then a sum, instead of copying both operands);
 - among a few such layouts (either operand first; contracted legs in either
-  operand's order; leading free legs broadcast) the one that copies the
-  fewest elements is chosen, assuming each working tensor is laid out in the
+  operand's order; leading free legs broadcast; in the last step, free legs
+  in the output's order) the one that copies the fewest elements is chosen, assuming each working tensor is laid out in the
   order of its legs: operands whose legs already read ``(L, M, K)`` or
   ``(L, K, M)`` are only reshaped (and transposed), never copied;
 - the result keeps the product's natural leg order ``(L, M, N)``, so that the
@@ -171,6 +171,8 @@ def _layouts(
         if any(leg in shared for leg in common) and set(batch) <= set(common):
             contracted = [leg for leg in shared if leg not in common]
             options.append((common, free_p, contracted, free_q))
+        if order is not None:  # free legs in the output's order: the last step then needs no permutation
+            options += [(lead, _ordered(m, order), k, _ordered(n, order)) for lead, m, k, n in options]
         for lead, m, k, n in options:
             cost = _copies(p, lead, m, k, sizes) + _copies(q, lead, k, n, sizes)
             summed = [leg for leg in lead if leg in shared]
@@ -180,6 +182,11 @@ def _layouts(
             if order is not None and tuple(natural) != order:
                 cost += math.prod(sizes[leg] for leg in natural)
             yield cost, swap, p, q, lead, m, k, n
+
+
+def _ordered(legs: list[str], order: tuple[str, ...]) -> list[str]:
+    """``legs`` sorted by their place in ``order`` (legs not in it last, in their order)."""
+    return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
 
 
 def _copies(legs: list[str], lead: list[str], rows: list[str], columns: list[str], sizes) -> int:

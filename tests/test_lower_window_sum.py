@@ -1,0 +1,126 @@
+"""Window sums: ``sum_o Pi`` contracted with a tensor as a selection ``E`` and small weights ``W``.
+
+``split_columns`` must factor every pattern sum exactly (``P = W E``), the
+selection must compute ``E`` on any axis, joined or not, and the lowered
+networks (KFAC-reduce of any layer) must equal the dense contraction.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lower_reference import assert_close, dense, random_operands
+from strategies import conv_layers
+
+import tnconv
+from tnconv.ir.tensors import IndexPattern, PatternSum
+from tnconv.ir.views import apply_views
+from tnconv.lower import lowering
+from tnconv.lower.compile import compile
+from tnconv.lower.window_sum import ColumnSplit, WindowSum, apply_window_sums, split_columns
+
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+@st.composite
+def pattern_sums(draw: st.DrawFn) -> PatternSum:
+    """Pattern sums of any padding mode, with up to as much padding as the mode allows."""
+    mode = draw(st.sampled_from(MODES))
+    size = draw(st.integers(1, 40))
+    kernel, stride, dilation = draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    limit = {"zeros": 4, "reflect": size - 1, "replicate": 4, "circular": size}[mode]
+    left, right = draw(st.integers(0, min(limit, 4))), draw(st.integers(0, min(limit, 4)))
+    if size + left + right < dilation * (kernel - 1) + 1:
+        left += dilation * (kernel - 1) + 1 - size - left - right
+        if mode != "zeros" and left > limit:
+            mode = "zeros"
+    return PatternSum(IndexPattern(size, kernel, stride, left, right, dilation, mode))
+
+
+def pattern_matrix(kind: PatternSum) -> torch.Tensor:
+    """``P`` ``(K, I)`` in float64."""
+    shape = (kind.pattern.kernel_size, kind.pattern.input_size)
+    return kind.materialize(shape, torch.float64, torch.device("cpu"))
+
+
+def selection_matrix(split: ColumnSplit, pixels: int) -> torch.Tensor:
+    """``E`` ``(R, I)``: the split's selection applied to the identity."""
+    return split.selection(1)(torch.eye(pixels, dtype=torch.float64))
+
+
+@settings(max_examples=300)
+@given(pattern_sums())
+def test_split_factors_the_pattern_sum_exactly(kind):
+    matrix = pattern_matrix(kind)
+    split = split_columns(matrix, kind.pattern.stride)
+    if split is None:
+        return
+    assert 0 < split.kept <= matrix.shape[1] // 2
+    assert torch.equal(split.weights @ selection_matrix(split, matrix.shape[1]), matrix)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "kept"),
+    [
+        (IndexPattern(56, 7, 1, 3, 3), 7),  # ConvNeXt 7x7: one block sum, 3 + 3 border pixels
+        (IndexPattern(56, 3, 2, 1, 1), 4),  # MobileNet stride 2: a block of 2 and the last two pixels
+        (IndexPattern(16000, 10, 5), 15),  # wav2vec2: a block of 5 (both taps of a phase) and 10 border pixels
+        (IndexPattern(56, 1, 2), 2),  # 1x1 stride 2: every other pixel, one block
+    ],
+)
+def test_benchmark_layers_keep_few_rows(pattern, kept):
+    split = split_columns(pattern_matrix(PatternSum(pattern)), pattern.stride)
+    assert split is not None and split.kept == kept
+
+
+def test_a_pattern_sum_with_no_repeated_columns_stays_dense():
+    """Kernel 5 on 6 pixels without padding: every column differs, so the product is kept."""
+    assert split_columns(pattern_matrix(PatternSum(IndexPattern(6, 5))), 1) is None
+
+
+@settings(max_examples=60)
+@given(pattern_sums(), pattern_sums(), st.integers(0, 2), st.booleans())
+def test_selections_on_any_axis_joined_or_not(first_kind, second_kind, extra, split_first):
+    first, second = pattern_matrix(first_kind), pattern_matrix(second_kind)
+    splits = [split_columns(first, first_kind.pattern.stride), split_columns(second, second_kind.pattern.stride)]
+    if None in splits:
+        return
+    torch.manual_seed(0)
+    x = torch.randn(2, first.shape[1], 3, second.shape[1], *([2] * extra), dtype=torch.float64)
+    sums = [splits[0].selection(1), splits[1].selection(3)]  # the second's i is axis 3 of (r1, a, c, j, ..)
+    result = apply_window_sums(x, sums, split_first)  # (r2, r1, a, c, ..)
+    expected = torch.einsum("aicj...,ri,sj->srac...", x, selection_matrix(splits[0], first.shape[1]),
+                            selection_matrix(splits[1], second.shape[1]))
+    assert_close(result, expected)
+
+
+@settings(max_examples=40)
+@given(conv_layers(max_dims=3, padding_modes=MODES, max_groups=2), st.booleans())
+def test_kfac_reduce_networks_equal_the_dense_contraction(layer, split_first):
+    """Lowered with the first window sum's pieces joined or not (``lowering.SPLIT_SUMS_ABOVE``)."""
+    net = tnconv.conv_network(
+        "kfac_reduce", layer.x_shape, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+        dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lowering, "SPLIT_SUMS_ABOVE", 0 if split_first else 1 << 62)
+        executor = lowering.lower(net, "auto")
+    assert all(p.split_sums == split_first for p in executor.preparations if len(p.sums) > 1)
+    operands = random_operands(net, seed=2)
+    data = [apply_views(net.entries[p].kind.views, operands[0]) for p in executor.data]
+    result = executor.execute(data, executor.make_constants(torch.float64, torch.device("cpu")))
+    assert_close(result, dense(net, operands))
+
+
+def test_standard_layers_run_window_sums():
+    """KFAC-reduce of a 'same' 3x3 layer: both pattern sums are window sums; the second copy of X
+    is the first one, prepared once."""
+    net = tnconv.conv_network("kfac_reduce", (2, 4, 9, 8), 3, padding=1)
+    program = compile(net)
+    first, second = program._executor.preparations
+    assert [type(s) for s in first.sums] == [WindowSum, WindowSum] and second.alias == first.slot
+    operands = random_operands(net)
+    assert_close(program(*operands), dense(net, operands))
+

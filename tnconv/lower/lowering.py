@@ -1,0 +1,233 @@
+"""Plan how a concrete network runs: a ``Lowering`` (``tnconv.lower.structured``).
+
+Structured tensors are classified (``tnconv.lower.classify``); each working
+tensor's preparation (gathers, scatters, window sums) is fixed and costed;
+the rest is planned as pairwise steps (``tnconv.lower.plan``) over the
+prepared tensors, so that the planner sees the cost model of the structured
+operations (a gathered ``X`` has ``X``'s legs with ``i -> (o, k)``); folds run
+on the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+
+from tnconv.ir.network import Network
+from tnconv.ir.tensors import IndexPattern
+from tnconv.lower.classify import classify
+from tnconv.lower.plan import Optimize, Plan, plan_pairwise
+from tnconv.lower.steps import as_gram
+from tnconv.lower.structured import (
+    Fold, Gather, Lowering, Preparation, Window, fold_selection, fold_target, pad_index,
+)
+from tnconv.lower.window_sum import split_columns
+
+SPLIT_SUMS_ABOVE = 1 << 18
+"""Elements of a first window sum's result above which its pieces are not joined (``apply_window_sums``):
+joining copies them once (measured ~0.9 ms for 1.6 M elements in float32 on this machine's CPU, page
+faults included), while not joining costs a few torch calls (~5 us each) per piece and later window sum."""
+
+
+def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
+    """Lower a concrete network; with an explicit path every structured tensor is built densely.
+
+    ``share``: a working tensor that is an earlier one's operand prepared alike is that
+    tensor (prepared once), and a step that computes what an earlier one did (the same
+    equation on the same operands - the two halves of a Gram matrix ``X X^T``) reuses its
+    result. Only valid when equal operands get equal tensors, so slicing (which narrows
+    each occurrence of an operand on its own legs) turns it off.
+    """
+    entries = net.entries
+    sizes = {leg: int(size) for leg, size in net.sizes.items()}
+    classes = classify(net) if not isinstance(optimize, tuple) else None
+    gathered, folds, scattered, summed = classes if classes is not None else ([], [], [], [])
+    splits = {}
+    for position, host in sorted(summed, key=lambda pair: _on_last_axis(net, *pair)):
+        kind = entries[position].kind
+        shape = tuple(sizes[leg] for leg in entries[position].legs)
+        split = split_columns(kind.materialize(shape, torch.float64, torch.device("cpu")), int(kind.pattern.stride))
+        if split is not None:
+            splits[position] = (host, split)
+    consumed = {p for p, _ in gathered} | set(folds) | {p for p, _ in scattered}
+    data = tuple(p for p, e in enumerate(entries) if not e.structured)
+    built_positions = tuple(p for p, e in enumerate(entries) if e.structured and p not in consumed)
+    built = tuple((p, entries[p].kind, tuple(sizes[l] for l in entries[p].legs)) for p in built_positions)
+    order = sorted(data + built_positions)
+    slot = {position: n for n, position in enumerate(order)}
+    sources = tuple((p in data, data.index(p) if p in data else built_positions.index(p)) for p in order)
+    legs = [list(entries[p].legs) for p in order]
+    constants: list[tuple[str, object]] = [
+        ("weights", splits[p][1].weights) if p in splits else ("dense", (kind, shape)) for p, kind, shape in built
+    ]
+    operations: list[dict[str, list]] = [{"gathers": [], "scatters": [], "sums": []} for _ in order]
+    applied: list[list[object]] = [[] for _ in order]
+    first_sums: dict[int, int] = {}  # slot -> elements of its first window sum's result
+    cost, largest = 0, 0
+    for position, host in gathered:
+        k, o, i = entries[position].legs
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        index = -1
+        if window.mode != "zeros":
+            constants.append(("index", pad_index(window)))
+            index = len(constants) - 1
+        host_legs = legs[slot[host]]
+        axis = host_legs.index(i)
+        operations[slot[host]]["gathers"].append(Gather(axis, window, index))
+        applied[slot[host]].append(("gather", axis, window))
+        host_legs[axis] = o
+        host_legs.append(k)
+        size = _size(host_legs, sizes)
+        cost, largest = cost + size, max(largest, size)
+    for position, host in scattered:
+        k, o, i = entries[position].legs
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        target, selection = _fold_constants(constants, window, keep_k=True)
+        host_legs = legs[slot[host]]
+        source = _size(host_legs, sizes) * window.kernel_size
+        operations[slot[host]]["scatters"].append(Fold(host_legs.index(o), -1, True, window, target, selection))
+        applied[slot[host]].append(("scatter", host_legs.index(o), window))
+        host_legs.remove(o)
+        host_legs.extend((k, i))
+        cost, largest = cost + source, max(largest, source, _size(host_legs, sizes))
+    for position, (host, split) in splits.items():
+        k, i = entries[position].legs
+        kept = _fresh_leg(i, sizes)
+        sizes[kept] = split.kept
+        legs[slot[position]] = [k, kept]
+        host_legs = legs[slot[host]]
+        axis = host_legs.index(i)
+        operations[slot[host]]["sums"].append(split.selection(axis))
+        applied[slot[host]].append(("sum", axis, entries[position].kind))
+        read = _size(host_legs, sizes)
+        host_legs.pop(axis)
+        host_legs.insert(0, kept)
+        cost, largest = cost + read, max(largest, _size(host_legs, sizes))
+        if len(operations[slot[host]]["sums"]) == 1:
+            first_sums[slot[host]] = _size(host_legs, sizes)
+    signatures = _signatures(net, order, applied, legs, sizes)
+    preparations = []
+    for n, done in enumerate(operations):
+        alias = signatures.index(signatures[n]) if share and not net.entries[order[n]].structured else n
+        if any(done.values()) or alias != n:
+            split = first_sums.get(n, 0) > SPLIT_SUMS_ABOVE
+            preparations.append(Preparation(
+                n, tuple(done["gathers"]), tuple(done["scatters"]), tuple(done["sums"]), alias if alias != n else -1,
+                split,
+            ))
+    rest_output = _rest_output(net, folds, legs)
+    plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
+    same, plan = _shared_steps(signatures, plan) if share else ((), plan)
+    cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
+    current = list(rest_output)
+    fold_ops = []
+    for position in folds:
+        k, o, i = entries[position].legs
+        window = Window.of(entries[position].kind)  # type: ignore[arg-type]
+        keep_k = k in net.output
+        target, selection = _fold_constants(constants, window, keep_k)
+        k_axis = current.index(k) if k in current else -1
+        fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
+        source = _size(current, sizes) * (1 if k in current else window.kernel_size)
+        current = [leg for leg in current if leg not in (k, o)] + ([k, i] if keep_k else [i])
+        cost, largest = cost + source, max(largest, source, _size(current, sizes))
+    permutation = tuple(current.index(leg) for leg in net.output)
+    dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
+    return Lowering(
+        data, sources, tuple(preparations), plan, tuple(fold_ops),
+        None if permutation == tuple(range(len(permutation))) else permutation,
+        tuple(constants), cost, largest, dense, same,
+    )
+
+
+def _on_last_axis(net: Network, pattern_sum: int, host: int) -> bool:
+    """Whether a pattern sum's ``i`` is its host's last leg. Those window sums go last: a strided sum
+    along the last axis is several times slower than along another, and by then the other window
+    sums have shrunk the tensor."""
+    return net.entries[pattern_sum].legs[1] == net.entries[host].legs[-1]
+
+
+def _fresh_leg(leg: str, sizes: dict[str, int]) -> str:
+    """A leg name not in ``sizes``, made from ``leg`` (the kept rows of a window sum over ``leg``)."""
+    name = f"{leg}:kept"
+    while name in sizes:
+        name += "'"
+    return name
+
+
+def _fold_constants(constants: list[tuple[str, object]], window: Window, keep_k: bool) -> tuple[int, int]:
+    """Add a scatter's index maps to ``constants``: the numbers of its target and selection (-1: none)."""
+    constants.append(("index", fold_target(window, keep_k)))
+    target = len(constants) - 1
+    if window.mode == "zeros" and not _all_inside(window):
+        constants.append(("index", fold_selection(window)))
+        return target, len(constants) - 1
+    return target, -1
+
+
+def _signatures(
+    net: Network, order: Sequence[int], applied: Sequence[Sequence[object]], legs: Sequence[Sequence[str]],
+    sizes: dict[str, int],
+) -> list[object]:
+    """Each working tensor's signature: its operand name, views, preparation and shape (data), or its
+    kind and shape (built). Equal signatures mean equal values laid out alike."""
+    signatures: list[object] = []
+    for n, position in enumerate(order):
+        entry = net.entries[position]
+        shape = tuple(sizes[leg] for leg in legs[n])
+        if entry.structured:
+            signatures.append(("built", entry.kind, shape))
+        else:
+            signatures.append(("data", entry.name, entry.kind.views, tuple(applied[n]), shape))  # type: ignore[attr-defined]
+    return signatures
+
+
+def _shared_steps(signatures: Sequence[object], plan: Plan) -> tuple[tuple[int, ...], Plan]:
+    """For each step, an earlier step with the same inputs and equation (its result is reused), or -1;
+    and the plan with steps whose two inputs are equal turned into Gram products (``as_gram``).
+
+    A step's signature is its equation and its inputs' signatures (``_signatures``).
+    """
+    working = list(signatures)
+    seen: dict[object, int] = {}
+    same = []
+    steps = []
+    for number, step in enumerate(plan.steps):
+        inputs = tuple(working[p] for p in step.positions)
+        signature = (step.equation, inputs)
+        same.append(seen.setdefault(signature, number) if signature in seen else -1)
+        seen.setdefault(signature, number)
+        working = [t for p, t in enumerate(working) if p not in step.positions] + [signature]
+        if len(inputs) == 2 and inputs[0] == inputs[1]:
+            step = replace(step, torch_calls=as_gram(step.torch_calls))
+        steps.append(step)
+    return (tuple(same) if any(n >= 0 for n in same) else ()), replace(plan, steps=tuple(steps))
+
+
+def _rest_output(net: Network, folds: list[int], legs: list[list[str]]) -> tuple[str, ...]:
+    """The legs the pairwise contraction keeps: the output with each fold's ``i`` replaced by its ``(k, o)``."""
+    present = {leg for term in legs for leg in term}
+    replaced = {net.entries[p].legs[2]: net.entries[p].legs for p in folds}
+    result: list[str] = []
+    for leg in net.output:
+        if leg in replaced:
+            k, o, _ = replaced[leg]
+            result.extend(l for l in (k, o) if l in present and l not in result)
+        elif leg in present and leg not in result:
+            result.append(leg)
+    return tuple(result)
+
+
+def _all_inside(window: Window) -> bool:
+    return window.pad_left <= 0 and (
+        window.stride * (window.output_size - 1) + window.span - window.pad_left <= window.input_size
+    )
+
+
+def _size(legs: Sequence[str], sizes: dict[str, int]) -> int:
+    size = 1
+    for leg in legs:
+        size *= sizes[leg]
+    return size
