@@ -11,7 +11,8 @@
   what it was just before (``/proc/self/status`` VmHWM, reset through
   ``/proc/self/clear_refs``). glibc must serve large allocations by ``mmap`` so
   that freed buffers cannot hide new ones: ``ensure_mmap_allocations()`` re-runs
-  the script with ``MALLOC_MMAP_THRESHOLD_`` set.
+  the script with ``MALLOC_MMAP_THRESHOLD_`` set (``MMAP_THRESHOLD``). Timing runs
+  under the default allocator, as training loops do.
 """
 
 from __future__ import annotations
