@@ -195,6 +195,20 @@ def test_unbatched_inputs() -> None:
     torch.testing.assert_close(TF.fold(u, (7, 6), (3, 2)), F.fold(u, (7, 6), (3, 2)), **TOL)
 
 
+def test_repeated_calls_are_validated_by_their_typed_arguments() -> None:
+    """A configuration seen before skips validation, but ``True`` is not taken for a cached ``1``, nor
+    a list (not cached) for anything; an error is never cached."""
+    x, w = torch.randn(2, 3, 7, 7, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, w, stride=1, padding=1)
+    for _ in range(2):
+        torch.testing.assert_close(tnconv.F.conv(x, w, stride=1, padding=1), expected)
+        torch.testing.assert_close(tnconv.F.conv(x, w, stride=[1, 1], padding=(1, 1)), expected)
+        with pytest.raises(TypeError, match="stride"):
+            tnconv.F.conv(x, w, stride=True, padding=1)
+        with pytest.raises(ValueError, match="padding"):
+            tnconv.F.conv(x, w, stride=1, padding=-1)
+
+
 def test_public_aliases() -> None:
     assert tnconv.F is tnconv.functional is TF
 
