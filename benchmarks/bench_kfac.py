@@ -5,7 +5,7 @@ the same layers from tnconv/layers.json, or --layers-file), both methods
 compute ``A_g = 1/(N*T^2) sum_n (sum_t u_g[n,t]) (sum_t u_g[n,t])^T``:
 
 - ``tnconv``: ``tnconv.curvature.kfac_reduce_factor`` (the derived network:
-  ``X`` contracted with ``sum_o Pi``, a ``(K, I)`` matrix per dim);
+  ``X`` contracted with ``sum_o Pi`` per dim, run as window sums);
 - ``unfold``: form the unfolded input ``u`` with PyTorch alone, sum it over
   locations, take the per-group outer products. ``F.unfold`` for 1-d/2-d
   layers; for 3-d a ``conv3d`` with one-hot kernels (``groups=C``); for the

@@ -22,11 +22,12 @@ with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
   (not multilinear in ``V``) is the product of two copies, summed over ``m, n``.
 
 The KFAC and DiagGGN networks hold two copies of one factor (the patches,
-their location sums, the per-column weight VJPs); ``network("patches")``,
-``network("patch_sums")`` and ``network("column_grads")`` are that single
-copy, which ``tnconv.curvature`` evaluates once and multiplies with itself
-(a contraction plan cannot share the two copies' work). It also applies the
-scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and
+their location sums, the per-column weight VJPs). ``network("patch_sums")``
+and ``network("column_grads")`` are that single copy, which
+``tnconv.curvature`` evaluates once and multiplies with itself (the lowering
+of a whole network shares equal steps of the two copies too, but then leaves
+the factor in an order that needs one more copy on depthwise layers).
+It also applies the scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and
 torch shapes. ``kept_pixels_network`` is the weight VJP over a random subset
 of input pixels (spatial tensor dropout).
 """
@@ -49,7 +50,7 @@ from tnconv.passes.vmap import vmap
 
 OPS = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
 # the single copy inside the kfac and diag_ggn networks, to evaluate them without computing it twice
-PARTS = ("patches", "patch_sums", "column_grads")
+PARTS = ("patch_sums", "column_grads")
 
 
 def second(leg: str) -> str:
@@ -131,8 +132,8 @@ def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | Non
     if op in ("per_sample_grad", "diag_ggn", "column_grads") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
     size = leg_symbol("m") if columns is None else columns
-    if op in ("patches", "patch_sums"):
-        net = patches_network(hyper, reduce=op == "patch_sums")
+    if op == "patch_sums":
+        net = patches_network(hyper, reduce=True)
     elif op in ("kfac_expand", "kfac_reduce"):
         net = kfac_network(hyper, reduce=op == "kfac_reduce")
     elif op == "per_sample_grad":
