@@ -314,14 +314,27 @@ def _pattern_legs(net: Network, patterns: list[int]) -> tuple[list[str], list[st
     return list(k), list(o), list(i)
 
 
-def _conv(net: Network, x: int, w: int, patterns: list[int]) -> tuple[str, Kernel] | None:
-    n = len(patterns)
-    ks, os, is_ = _pattern_legs(net, patterns)
-    split = _split(net, x, w, set(ks + is_))
-    spatial = _spatial(net, patterns, kernel_padding=True, modes=True)
-    if split is None or spatial is None or n > 3:
+def _shaped(
+    net: Network, a: int, b: int, patterns: list[int], pattern_legs: str, kernel_padding: bool
+) -> tuple[tuple[list[str], list[str], list[str]], tuple, Spatial] | None:
+    """What a native kernel on operands ``a`` and ``b`` needs: the patterns' ``(k, o, i)`` legs, the
+    legs' split (``_split``, with the pattern legs ``pattern_legs`` of ``"ki"``/``"ko"``/``"oi"``
+    on the two operands) and the spatial hyper-parameters; None when no kernel of <= 3 dims fits."""
+    legs = _pattern_legs(net, patterns)
+    on_operands = {leg for which in pattern_legs for leg in legs["koi".index(which)]}
+    split = _split(net, a, b, on_operands)
+    spatial = _spatial(net, patterns, kernel_padding=kernel_padding, modes=kernel_padding)
+    if split is None or spatial is None or len(patterns) > 3:
         return None
-    groups, batch, c_out, c_in = split
+    return legs, split, spatial
+
+
+def _conv(net: Network, x: int, w: int, patterns: list[int]) -> tuple[str, Kernel] | None:
+    found = _shaped(net, x, w, patterns, "ki", kernel_padding=True)
+    if found is None:
+        return None
+    (ks, os, is_), (groups, batch, c_out, c_in), spatial = found
+    n = len(patterns)
     sizes = _sizes(net)
     x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
     w_in = arrange(net.entries[w], _operand(net, w), [groups + c_out, c_in, *([l] for l in ks)], sizes)
@@ -330,13 +343,11 @@ def _conv(net: Network, x: int, w: int, patterns: list[int]) -> tuple[str, Kerne
 
 
 def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> tuple[str, Kernel] | None:
-    n = len(patterns)
-    ks, os, is_ = _pattern_legs(net, patterns)
-    split = _split(net, v, w, set(ks + os))
-    spatial = _spatial(net, patterns, kernel_padding=False, modes=False)
-    if split is None or spatial is None or n > 3:
+    found = _shaped(net, v, w, patterns, "ko", kernel_padding=False)
+    if found is None:
         return None
-    groups, batch, c_result, c_contracted = split
+    (ks, os, is_), (groups, batch, c_result, c_contracted), spatial = found
+    n = len(patterns)
     sizes = _sizes(net)
     v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_contracted, *([l] for l in os)], sizes)
     w_in = arrange(net.entries[w], _operand(net, w), [groups + c_contracted, c_result, *([l] for l in ks)], sizes)
@@ -360,13 +371,11 @@ def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> tuple[str, 
 
 
 def _weight(net: Network, x: int, v: int, patterns: list[int]) -> tuple[str, Kernel] | None:
-    n = len(patterns)
-    ks, os, is_ = _pattern_legs(net, patterns)
-    split = _split(net, x, v, set(os + is_))
-    spatial = _spatial(net, patterns, kernel_padding=True, modes=True)
-    if split is None or spatial is None or n > 3:
+    found = _shaped(net, x, v, patterns, "oi", kernel_padding=True)
+    if found is None:
         return None
-    groups, c_in, c_out, batch = split
+    (ks, os, is_), (groups, c_in, c_out, batch), spatial = found
+    n = len(patterns)
     sizes = _sizes(net)
     x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
     v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_out, *([l] for l in os)], sizes)
