@@ -65,6 +65,10 @@ class Spatial:
     mode: str
     windows: tuple[Window, ...]
 
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``pad`` applied (``x`` itself when there is none)."""
+        return x if self.pad is None else signed_pad(x, self.pad, self.mode)
+
 
 @dataclass(frozen=True)
 class Conv:
@@ -78,9 +82,7 @@ class Conv:
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         s = self.spatial
-        x = self.x(operands)
-        if s.pad is not None:
-            x = signed_pad(x, s.pad, s.mode)
+        x = s.padded(self.x(operands))
         return self.out(CONV[len(s.kernel)](x, self.w(operands), None, s.stride, s.padding, s.dilation, self.groups))
 
 
@@ -126,9 +128,7 @@ class ConvWeight:
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         s = self.spatial
-        x, v = self.x(operands), self.v(operands)
-        if s.pad is not None:
-            x = signed_pad(x, s.pad, s.mode)
+        x, v = s.padded(self.x(operands)), self.v(operands)
         result = torch.ops.aten.convolution_backward(
             v, x, x.new_empty(1).expand(self.weight_shape), None, s.stride, s.padding, s.dilation,
             False, (0,) * len(s.kernel), self.groups, (False, True, False),
@@ -147,9 +147,7 @@ class Unfold:
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
         s = self.spatial
-        x = self.x(operands)
-        if s.pad is not None:
-            x = signed_pad(x, s.pad, s.mode)
+        x = s.padded(self.x(operands))
         if self.im2col:
             return self.out(F.unfold(x, s.kernel, s.dilation, s.padding, s.stride))
         for d, window in enumerate(s.windows):
