@@ -36,9 +36,10 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def scaled_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool, scale: int) -> torch.Tensor:
     """``kfac_factor(...) / scale``, accumulated in ``accumulation_dtype`` and returned in ``x.dtype``."""
     wide = accumulation_dtype(x.dtype)
+    divisor = float(scale)  # N*T^2 may exceed int64 (a large padding); a float scalar rounds, torch cannot take it
     if wide == x.dtype:
-        return kfac_factor(x, hyper, reduce).div_(scale)
-    return kfac_factor(x.to(wide), hyper, reduce).div_(scale).to(x.dtype)
+        return kfac_factor(x, hyper, reduce).div_(divisor)
+    return kfac_factor(x.to(wide), hyper, reduce).div_(divisor).to(x.dtype)
 
 
 def kfac_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool) -> torch.Tensor:
