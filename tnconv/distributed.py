@@ -25,12 +25,12 @@ per factor); the inputs are left unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 
-Factors = TypeVar("Factors", torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor])
+Factors = TypeVar("Factors")  # a tensor, or lists, tuples and dicts of tensors and None, nested
 
 REDUCTIONS = ("mean", "sum")
 
@@ -51,7 +51,7 @@ class Description:
 
 
 def all_reduce_factors(
-    factors: Factors, reduction: str = "mean", batch_size: int | None = None, group: object = None
+    factors: Factors, reduction: str = "mean", batch_size: int | None = None, group: dist.ProcessGroup | None = None
 ) -> Factors:
     """Combine ``factors`` (a tensor, or lists, tuples and dicts of tensors, nested) across the ranks of ``group``.
 
@@ -90,7 +90,7 @@ def all_reduce_factors(
     check_agreement(descriptions)
     tensors = [tensor for _, tensor in leaves]
     if not tensors:
-        return rebuild([])
+        return cast(Factors, rebuild([]))
     weights = [1 if d.batch_size is None else d.batch_size for d in descriptions]
     total = sum(weights)
     if reduction == "mean" and total == 0:
@@ -104,17 +104,17 @@ def all_reduce_factors(
     if reduction == "mean":
         buffer = buffer / total
     pieces = buffer.split([t.numel() for t in tensors])
-    return rebuild([piece.reshape(t.shape) for piece, t in zip(pieces, tensors)])
+    return cast(Factors, rebuild([piece.reshape(t.shape) for piece, t in zip(pieces, tensors)]))
 
 
-def gather(description: Description, group: object) -> list[Description]:
+def gather(description: Description, group: dist.ProcessGroup | None) -> list[Description]:
     """Every rank's description, in group rank order (the same list on every rank)."""
     descriptions: list[Description | None] = [None] * dist.get_world_size(group)
     dist.all_gather_object(descriptions, description, group=group)
     return descriptions  # type: ignore[return-value]
 
 
-def rank_in(group: object) -> int:
+def rank_in(group: dist.ProcessGroup | None) -> int:
     """This process's rank in ``group`` (0 without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return 0
