@@ -107,3 +107,13 @@ def test_clear_caches_releases_constants_of_programs_callers_still_hold(empty_ca
 def test_clear_caches_is_public():
     assert "clear_caches" in tnconv.__all__
     assert tnconv.clear_caches() is None
+
+
+def test_clear_caches_empties_the_functional_cache_through_its_clear_cache(monkeypatch):
+    """``tnconv.functional.clear_cache`` (where the functional module has one) is called."""
+    import tnconv.functional
+
+    calls = []
+    monkeypatch.setattr(tnconv.functional, "clear_cache", lambda: calls.append(1), raising=False)
+    tnconv.clear_caches()
+    assert calls == [1]
