@@ -53,7 +53,7 @@ import tnconv  # noqa: E402
 from common import (  # noqa: E402
     LAYER_FILES, MMAP_THRESHOLD, ROOT, Layer, ensure_mmap_allocations, interleaved, load_layers, peak_extra,
 )
-from tnconv.lower.compile import _RECENT, _compile, compile  # noqa: E402
+from tnconv.lower.compile import compile  # noqa: E402
 
 ROUTINES = (
     "forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_expand_net", "kfac_reduce",
@@ -165,20 +165,11 @@ def curvature_pairs(layer: Layer) -> dict:
 
 def compile_times(layer: Layer) -> tuple[float, float]:
     """Largest cold and cached compile time (seconds) over the routines of the layer."""
-    import tnconv.passes.simplify as simplify
-    from tnconv.conv import derived, networks
-
-    caches = [networks.build, _compile] + [
-        getattr(module, name) for module, name in ((simplify, "_cached"), (derived, "network"))
-        if hasattr(getattr(module, name, None), "cache_clear")
-    ]
     cold, cached = 0.0, 0.0
     ops = ("forward", "input_vjp", "weight_vjp") + (("unfold",) if not layer.transposed else ())
     compile(tnconv.conv_network("forward", (1, 2, 5, 5), (3, 3), 2))  # imports and first-use costs
     for op in ops:
-        for cache in caches:
-            cache.cache_clear()
-        _RECENT.clear()
+        tnconv.clear_caches()
         start = time.perf_counter()
         net = tnconv.conv_network(op, **layer.hyper())
         compile(net)

@@ -122,7 +122,8 @@ def conv_layers(
     """Small valid conv layers (ConvTranspose layers when ``transposed``).
 
     Non-"zeros" ``padding_modes`` give symmetric int/tuple/"same"/"valid" padding
-    within PyTorch's limits (reflect: padding < input size; circular: <=).
+    within PyTorch's limits (reflect: padding < input size; circular: <=);
+    ``"same"`` only for non-transposed layers, as in PyTorch.
     """
     dims = draw(st.integers(min_dims, max_dims))
     mode = "zeros" if transposed else draw(st.sampled_from(tuple(padding_modes)))
@@ -133,7 +134,8 @@ def conv_layers(
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
-    form = draw(st.sampled_from(("int", "tuple", "same", "valid", "pairs" if mode == "zeros" else "tuple")))
+    forms = ("int", "tuple", "valid", "pairs" if mode == "zeros" else "tuple")
+    form = draw(st.sampled_from(forms if transposed else (*forms, "same")))  # torch has no transposed "same"
     if form == "same":
         stride = (1,) * dims
     if form == "same":

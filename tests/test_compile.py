@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv import Network
+from tnconv import Data, Network, Tensor
+from tnconv.ir.views import Unflatten
 
 LEGS = string.ascii_lowercase[:10]
 
@@ -158,6 +159,43 @@ def test_dtype_and_device_mismatch():
         program(torch.ones(2, 3), torch.ones(3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="device.*'B' is on meta"):
         program(torch.ones(2, 3), torch.ones(3, 4, device="meta"))
+
+
+def test_compile_verifies_occurrences_of_one_operand():
+    # one tensor X bound to legs (i, j) and (k, j): i and k must agree (3 != 4 gave a (3, 3) result before)
+    net = Network.from_einsum("ij,kj->ik", "X", "X", sizes={"i": 3, "j": 5, "k": 4})
+    with pytest.raises(ValueError, match=r"operand 'X'.*position 1 has legs \(k, j\).*leg k of size 4 against leg i of size 3"):
+        tnconv.compile(net)
+    viewed = Network(
+        [Tensor("X", ("g", "c", "j"), Data((Unflatten(0, (2, 3)),))), Tensor("X", ("a", "j"))], ("c",),
+        {"g": 2, "c": 3, "j": 4, "a": 5},
+    )
+    with pytest.raises(ValueError, match=r"operand 'X'.*legs \(a, j\).*axis 0 is leg a of size 5 against leg \(g\*c\) of size 6"):
+        tnconv.compile(viewed)
+
+
+def test_every_occurrence_of_a_symbolic_operand_binds_the_one_tensor():
+    gram = tnconv.compile(Network.from_einsum("ij,kj->ik", "X", "X"))  # i, k symbolic: both read off X
+    x = torch.randn(3, 5, dtype=torch.float64)
+    torch.testing.assert_close(gram(x), x @ x.T)
+    chained = tnconv.compile(Network.from_einsum("ij,kj,kl->il", "X", "X", "Y", sizes={"i": 3}))
+    with pytest.raises(ValueError, match=r"operand 'Y' axis 0 \(leg k of its occurrence at position 2\) has size 4 but k = 3"):
+        chained(torch.randn(3, 5), torch.randn(4, 2))
+    y = torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(chained(x, y), x @ x.T @ y)
+
+
+def test_bool_operands_are_refused_by_name():
+    program = tnconv.compile(Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4}))
+    with pytest.raises(TypeError, match="operand 'A' has dtype torch.bool"):
+        program(torch.ones(2, 3, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool))
+    assert program(torch.ones(2, 3, dtype=torch.int64), torch.ones(3, 4, dtype=torch.int64)).eq(3).all()
+
+
+def test_network_output_must_be_a_sequence_of_legs():
+    with pytest.raises(TypeError, match="output must be a sequence of leg names, got None"):
+        Network([Tensor("A", ("i",))], output=None)
+    assert Network([Tensor("A", ("i", "j"))], output=(leg for leg in "ji")).output == ("j", "i")
 
 
 def test_bad_optimize_and_net_arguments():

@@ -113,6 +113,12 @@ BAD = [
     (dict(padding_mode="reflect", transposed=True), ValueError, ["padding_mode", "'reflect'", "transposed"]),
     (dict(input_shape=(1, 4, 1, 1), padding=2, transposed=True), ValueError, ["output size", "padding=2"]),
     (dict(transposed=1), TypeError, ["transposed", "1"]),
+    (dict(padding="same", transposed=True), ValueError, ["padding='same'", "transposed"]),
+    (dict(padding=10**12), ValueError, ["padding=1000000000000", "padded input", "MAX_ELEMENTS"]),
+    (dict(out_channels=2**40), ValueError, ["output (N, C, *O)", "MAX_ELEMENTS"]),
+    (dict(stride=10**12, transposed=True), ValueError, ["stride=1000000000000", "MAX_ELEMENTS"]),
+    (dict(stride=2**63), ValueError, ["stride", "int64", str(2**63)]),
+    (dict(input_shape=(2, 4, 5, -(2**70))), ValueError, ["input_shape", "int64"]),
 ]
 
 

@@ -79,6 +79,18 @@ def test_float32_and_dtype_kept():
     torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, rtol", [(torch.float16, 6e-4), (torch.bfloat16, 4e-3)])  # ~ half an ulp
+@pytest.mark.parametrize("routine", [curvature.kfac_expand_factor, curvature.kfac_reduce_factor])
+def test_half_precision_factors_are_finite_and_close_to_float64(routine, dtype, rtol):
+    """Unscaled sums of N*T (~1e5 here) and N*T^2 (~1e8) products overflow float16 and lose digits in bfloat16:
+    they are summed in float32, so the result is the exact factor rounded once."""
+    x = (8.0 + torch.randn(4, 4, 20, 20, generator=torch.Generator().manual_seed(0))).to(dtype)
+    got = routine(x, 3, padding=1, groups=2)
+    expected = routine(x.double(), 3, padding=1, groups=2)  # the same rounded input, summed in float64
+    assert got.dtype == dtype and got.isfinite().all()
+    torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=0)
+
+
 @settings(max_examples=8, deadline=None)
 @given(st.booleans().flatmap(lambda t: conv_layers(4, t, min_dims=4, max_groups=2)), st.integers(0, 2**16))
 def test_four_spatial_dims_against_references(layer, seed):

@@ -140,3 +140,26 @@ def test_sqrt_ggn_bad_arguments():
         curvature.sqrt_ggn(torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="function"):
         curvature.pullback(curvature.sqrt_ggn(logits), "f", logits)
+
+
+def test_generator_must_be_a_torch_generator():
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got 123"):
+        curvature.sqrt_ggn(random((2, 3), 0), mc_samples=2, generator=123)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_monte_carlo_columns_need_finite_logits(bad):
+    logits = random((3, 4), 0)
+    logits[1, 2] = bad
+    with pytest.raises(ValueError, match=r"output \(the logits\) must be finite.*1 NaN or inf entry"):
+        curvature.sqrt_ggn(logits, mc_samples=2)
+
+
+def test_pullback_columns_must_match_the_model_output():
+    layer_output = random((3, 4), 0)
+    columns = random((2, 3, 5), 1)
+    with pytest.raises(ValueError, match=r"columns must have shape \(M, \*function\(layer_output\).shape\) = \(M, 3, 4\), got \(2, 3, 5\)"):
+        curvature.pullback(columns, lambda z: 2 * z, layer_output)
+    with pytest.raises(TypeError, match="function must return one tensor"):
+        curvature.pullback(columns, lambda z: (z, z), layer_output)
+    torch.testing.assert_close(curvature.pullback(columns[..., :4], lambda z: 2 * z, layer_output), 2 * columns[..., :4])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -33,19 +36,31 @@ def factors(x: torch.Tensor, sqrt_ggn: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def shard_factors(rank: int) -> dict[str, torch.Tensor]:
+    """This rank's shard's factors, all-reduced: batch-weighted means, a sum, and an unweighted mean."""
+    x, sqrt_ggn = batch()
+    start = sum(SHARDS[:rank])
+    shard = slice(start, start + SHARDS[rank])
+    local = factors(x[shard], sqrt_ggn[:, shard])
+    diag = local.pop("diag_ggn")
+    averaged = all_reduce_factors(local, batch_size=SHARDS[rank])
+    (summed,) = all_reduce_factors([diag], reduction="sum")
+    equal = all_reduce_factors(local["expand"])  # ranks counted equally
+    return {**averaged, "diag_ggn": summed, "equal": equal}
+
+
 def worker(rank: int, port: int, out: str) -> None:
+    """One rank: the shard factors, then every scenario (``("ok", value)`` or ``(error type, message)``)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=len(SHARDS))
+    dist.init_process_group("gloo", rank=rank, world_size=len(SHARDS), timeout=datetime.timedelta(seconds=120))
     try:
-        x, sqrt_ggn = batch()
-        start = sum(SHARDS[:rank])
-        shard = slice(start, start + SHARDS[rank])
-        local = factors(x[shard], sqrt_ggn[:, shard])
-        diag = local.pop("diag_ggn")
-        averaged = all_reduce_factors(local, batch_size=SHARDS[rank])
-        (summed,) = all_reduce_factors([diag], reduction="sum")
-        equal = all_reduce_factors(local["expand"])  # ranks counted equally
-        torch.save({**averaged, "diag_ggn": summed, "equal": equal}, Path(out) / f"rank{rank}.pt")
+        results: dict[str, tuple] = {"shards": ("ok", shard_factors(rank))}
+        for name, run in scenarios(rank).items():
+            try:
+                results[name] = ("ok", run())
+            except (TypeError, ValueError) as error:
+                results[name] = (type(error).__name__, str(error))
+        torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -56,12 +71,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
-def test_two_gloo_ranks_reproduce_the_full_batch_factors(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=len(SHARDS), join=True)
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> list[dict[str, tuple]]:
+    """Each rank's results of ``worker``: one spawn of two gloo processes serves every test here."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch built without gloo")
+    out = tmp_path_factory.mktemp("ranks")
+    mp.spawn(worker, args=(free_port(), str(out)), nprocs=len(SHARDS), join=True)
+    return [torch.load(out / f"rank{rank}.pt") for rank in range(len(SHARDS))]
+
+
+def test_two_gloo_ranks_reproduce_the_full_batch_factors(outcomes):
     x, sqrt_ggn = batch()
     full = factors(x, sqrt_ggn)
-    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(len(SHARDS))]
+    results = [outcome["shards"][1] for outcome in outcomes]
     for result in results:
         for name in ("expand", "reduce", "diag_ggn"):
             torch.testing.assert_close(result[name], full[name], rtol=1e-10, atol=1e-12)
@@ -81,6 +104,14 @@ def test_single_process_keeps_values_and_structure():
     torch.testing.assert_close(all_reduce_factors(a, reduction="sum"), a)
 
 
+def test_single_process_keeps_nested_structure_and_key_order():
+    a, b = torch.ones(2, 2, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64)
+    same = all_reduce_factors({"z": (a, None), "a": [b]}, reduction="sum")
+    assert list(same) == ["z", "a"] and isinstance(same["z"], tuple) and same["z"][1] is None
+    torch.testing.assert_close(same["z"][0], a, rtol=0, atol=0)
+    torch.testing.assert_close(same["a"][0], b, rtol=0, atol=0)
+
+
 def test_bad_arguments_name_themselves():
     a = torch.ones(2)
     with pytest.raises(ValueError, match="reduction"):
@@ -97,3 +128,94 @@ def test_bad_arguments_name_themselves():
         all_reduce_factors([a, a.double()])
     with pytest.raises(TypeError, match="factors"):
         all_reduce_factors("a")
+    with pytest.raises(TypeError, match="factors"):
+        all_reduce_factors(None)
+    with pytest.raises(TypeError, match=r"factors\['a'\]\[1\] must be a tensor"):
+        all_reduce_factors({"a": [a, "b"]})
+
+
+# --- two ranks that hold different things: matched by key, or one ValueError on every rank ----------------------
+
+
+def value(*values: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
+def scenarios(rank: int) -> dict[str, Callable[[], object]]:
+    """What each rank passes, by case; rank 0 first in each pair."""
+    first = rank == 0
+    ones = torch.ones(2, 3, dtype=torch.float64)
+    return {
+        "by_key_sum": lambda: all_reduce_factors(
+            {"a": value(1), "b": value(10)} if first else {"b": value(20), "a": value(2)}, reduction="sum"
+        ),
+        "by_key_mean": lambda: all_reduce_factors(
+            {"a": value(1), "b": value(10)} if first else {"b": value(20), "a": value(2)}, batch_size=3 if first else 1
+        ),
+        "nested": lambda: all_reduce_factors(
+            {"conv": (value(1, 2), None), "conv.bias": (None, value(4))} if first
+            else {"conv.bias": (None, value(6)), "conv": (value(3, 4), None)},
+            reduction="sum",
+        ),
+        "keys": lambda: all_reduce_factors({"a": value(1), "b": value(2)} if first else {"a": value(1), "c": value(2)}),
+        "shapes": lambda: all_reduce_factors({"a": ones if first else ones.reshape(3, 2)}),
+        "counts": lambda: all_reduce_factors([ones, ones] if first else [ones]),
+        "dtypes": lambda: all_reduce_factors([ones if first else ones.float()]),
+        "reduction": lambda: all_reduce_factors([ones], reduction="mean" if first else "sum"),
+        "batch_given": lambda: all_reduce_factors([ones], batch_size=2 if first else None),
+        "zero_batches": lambda: all_reduce_factors([ones], batch_size=0),
+        "local_error": lambda: all_reduce_factors([ones if first else ones.long()]),
+        "afterwards": lambda: all_reduce_factors([value(rank + 1)], reduction="sum"),
+    }
+
+
+def test_dict_entries_combine_by_key_not_by_position(outcomes):
+    for result in outcomes:
+        status, summed = result["by_key_sum"]
+        assert status == "ok" and list(summed) == (["a", "b"] if result is outcomes[0] else ["b", "a"])
+        torch.testing.assert_close(summed["a"], value(3), rtol=0, atol=0)
+        torch.testing.assert_close(summed["b"], value(30), rtol=0, atol=0)
+        status, mean = result["by_key_mean"]
+        torch.testing.assert_close(mean["a"], value((3 * 1 + 2) / 4), rtol=1e-15, atol=0)
+        torch.testing.assert_close(mean["b"], value((3 * 10 + 20) / 4), rtol=1e-15, atol=0)
+
+
+def test_nested_factors_with_none_entries_combine_by_key(outcomes):
+    for result in outcomes:
+        status, combined = result["nested"]
+        assert status == "ok" and combined["conv"][1] is None and combined["conv.bias"][0] is None
+        assert isinstance(combined["conv"], tuple)
+        torch.testing.assert_close(combined["conv"][0], value(4, 6), rtol=0, atol=0)
+        torch.testing.assert_close(combined["conv.bias"][1], value(10), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("keys", r"disagree on the factors: .*rank 1 lacks factors\['b'\] and has factors\['c'\] that rank 0 lacks"),
+        ("shapes", r"shape of factors\['a'\]: rank 0 has \(2, 3\), rank 1 has \(3, 2\)"),
+        ("counts", r"disagree on the factors: rank 0 has 2 .*rank 1 has 1"),
+        ("dtypes", r"dtype of factors\[0\]: rank 0 has torch.float64, rank 1 has torch.float32"),
+        ("reduction", r"disagree on reduction: rank 0 gives 'mean', rank 1 gives 'sum'"),
+        ("batch_given", r"batch_size must be given on every rank or on none"),
+        ("zero_batches", r"batch_size is 0 on every rank"),
+    ],
+    ids=lambda item: item if item.isidentifier() else "",
+)
+def test_ranks_that_disagree_raise_the_same_value_error(outcomes, case, message):
+    first, second = outcomes[0][case], outcomes[1][case]
+    assert first[0] == second[0] == "ValueError"
+    assert first[1] == second[1]
+    assert re.search(message, first[1]), first[1]
+
+
+def test_a_rank_with_bad_arguments_raises_its_error_and_the_others_quote_it(outcomes):
+    assert outcomes[1]["local_error"][0] == "TypeError" and "torch.int64" in outcomes[1]["local_error"][1]
+    kind, text = outcomes[0]["local_error"]
+    assert kind == "ValueError" and "rank 1 could not take part: TypeError" in text and "torch.int64" in text
+
+
+def test_the_group_still_works_after_the_errors(outcomes):
+    for result in outcomes:
+        status, (combined,) = result["afterwards"]
+        torch.testing.assert_close(combined, value(3), rtol=0, atol=0)

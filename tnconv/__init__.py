@@ -24,6 +24,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "InvariantError": ("tnconv.ir.verify", "InvariantError"),
     "compile": ("tnconv.lower.compile", "compile"),
     "Program": ("tnconv.lower.program", "Program"),
+    "clear_caches": ("tnconv.caches", "clear_caches"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
     "conv_network": ("tnconv.conv.networks", "conv_network"),
     "differentiate": ("tnconv.passes.differentiate", "differentiate"),

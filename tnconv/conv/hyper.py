@@ -16,6 +16,12 @@ Accepted forms (N = number of spatial dims):
 
 Errors: ``TypeError`` for a wrong type (bool, float, str where an int is
 needed), ``ValueError`` for a wrong value; both name the argument and value.
+
+Sizes are checked as results too: every integer must fit in int64 (torch's
+index type), and a layer whose padded input ``(N, C_in, *(I + P))`` or output
+``(N, C, *O)`` would hold more than ``MAX_ELEMENTS`` elements is refused with
+a ``ValueError`` naming the arguments that make it so (``padding=10**12`` on a
+4x4 input), before any allocator or kernel error.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from tnconv.ir.tensors import PADDING_MODES, IndexPattern
 
 Pairs = tuple[tuple[int, int], ...]
 
+INT64_MAX = 2**63 - 1
+MAX_ELEMENTS = 2**40
+"""The most elements (about 1.1e12: 4 TiB in float32, beyond any single device's memory) of a
+tensor a conv routine lays out: a layer's padded input or output, a dense ``index_pattern``."""
+
 
 def as_int(value: object, name: str) -> int:
     """``value`` as a Python int; TypeError for bool, float, str and other non-integers."""
@@ -39,9 +50,12 @@ def as_int(value: object, name: str) -> int:
     if isinstance(value, torch.Tensor) and (value.ndim != 0 or value.is_floating_point() or value.dtype == torch.bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
     try:
-        return operator.index(value)  # type: ignore[arg-type]
+        result = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+    if abs(result) > INT64_MAX:
+        raise ValueError(f"{name} must fit in int64 (at most 2**63 - 1 in size), got {value!r}")
+    return result
 
 
 def is_sequence(value: object) -> bool:
@@ -238,7 +252,7 @@ def conv_hyper(
         kernel_size: int or N ints (``weight.shape[2:]`` works).
         out_channels: C_out, or None where no weight/output channel is involved.
         stride, dilation: int or N ints, each >= 1.
-        padding: see the module docstring.
+        padding: see the module docstring (``"same"`` only when not ``transposed``).
         groups: G >= 1 dividing C_in (and C_out when given).
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (only zeros when transposed).
         output_padding: int or N ints (transposed only), each < max(stride, dilation) as in PyTorch.
@@ -254,6 +268,11 @@ def conv_hyper(
     kernel = per_dim(kernel_size, dims, "kernel_size", 1)
     strides = per_dim(stride, dims, "stride", 1)
     dilations = per_dim(dilation, dims, "dilation", 1)
+    if transposed and isinstance(padding, str) and padding == "same":
+        raise ValueError(
+            "padding='same' is not defined for a transposed convolution (torch's conv_transpose rejects it too); "
+            "give an int, a tuple of ints or (left, right) pairs, or 'valid'"
+        )
     pairs = padding_pairs(padding, dims, kernel, dilations, strides)
     group_count = as_int(groups, "groups")
     if group_count < 1:
@@ -286,6 +305,7 @@ def conv_hyper(
     _check_padding_mode(padding_mode, pairs, shape[2:], padding)
     hyper = ConvHyper(shape, kernel, channels, strides, pairs, dilations, group_count, padding_mode, extra, transposed)
     _check_extent(hyper, padding)
+    _check_elements(hyper, padding, stride, dilation, output_padding)
     return hyper
 
 
@@ -320,3 +340,31 @@ def _check_extent(hyper: ConvHyper, padding: object) -> None:
                 f"kernel_size={hyper.kernel_size} (dilation={hyper.dilation}) spans {extent} pixels in dim {d}, "
                 f"larger than the padded input size {i} + {left} + {right} (padding={padding!r})"
             )
+
+
+def _check_elements(hyper: ConvHyper, padding: object, stride: object, dilation: object, output_padding: object) -> None:
+    """The padded input and the output of the layer must each hold at most ``MAX_ELEMENTS`` elements.
+
+    For a transposed layer, the padded input is that of the conv it transposes
+    (its ``I`` is the layer's output).
+    """
+    padded = tuple(p.input_size + p.pad_left + p.pad_right for p in hyper.patterns)
+    size = hyper.batch * hyper.in_channels * math.prod(padded)
+    if size > MAX_ELEMENTS:
+        what = f"padding={padding!r}" if not hyper.transposed else (
+            f"stride={stride!r}, padding={padding!r}, dilation={dilation!r}, output_padding={output_padding!r}"
+        )
+        raise ValueError(
+            f"{what} with input shape {hyper.input_shape} and kernel_size={hyper.kernel_size} makes a padded input "
+            f"(N, C_in, *(I + P)) = {(hyper.batch, hyper.in_channels, *padded)} of {size:.3e} elements, more than "
+            f"tnconv.conv.hyper.MAX_ELEMENTS = 2**40"
+        )
+    channels = hyper.out_channels if hyper.out_channels is not None else hyper.in_channels
+    size = hyper.batch * channels * math.prod(hyper.output_size)
+    if size > MAX_ELEMENTS:
+        raise ValueError(
+            f"stride={stride!r}, padding={padding!r}, dilation={dilation!r}, output_padding={output_padding!r} "
+            f"with input shape {hyper.input_shape}, kernel_size={hyper.kernel_size} and {channels} channels make an "
+            f"output (N, C, *O) = {(hyper.batch, channels, *hyper.output_size)} of {size:.3e} elements, more than "
+            f"tnconv.conv.hyper.MAX_ELEMENTS = 2**40"
+        )

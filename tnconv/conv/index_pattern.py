@@ -9,9 +9,11 @@ function materialises it, for inspection and tests.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from tnconv.conv.hyper import as_int, padding_pairs
+from tnconv.conv.hyper import MAX_ELEMENTS, as_int, padding_pairs
 from tnconv.ir.tensors import PADDING_MODES, IndexPattern
 
 
@@ -72,7 +74,14 @@ def index_pattern(
     ``padding`` is an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair; ``mode``
     (``"reflect"``, ``"replicate"``, ``"circular"``) maps padded positions back into the input
     as ``torch.nn.functional.pad`` does. ``dtype`` defaults to torch's default float dtype.
+    A pattern of more than ``tnconv.conv.hyper.MAX_ELEMENTS`` elements is refused (ValueError).
     """
     kind = pattern(I, K, stride, padding, dilation, mode)
     shape = tuple(int(s) for s in kind.implied_sizes(3))
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise ValueError(
+            f"index_pattern(I={kind.input_size}, K={kind.kernel_size}, ...) is a dense (K, O, I) = {shape} tensor of "
+            f"{math.prod(shape)} elements, more than tnconv.conv.hyper.MAX_ELEMENTS = 2**40; inside a Network the "
+            f"pattern stays structured (tnconv.IndexPattern) and is never built densely"
+        )
     return kind.materialize(shape, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))

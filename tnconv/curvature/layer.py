@@ -22,6 +22,26 @@ def run(op: str, hyper: ConvHyper, columns: int | None = None, **operands: torch
     return compile_network(network(op, hyper, True, columns))(**operands)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the factors are summed in: float32 for float16 and bfloat16, else ``dtype`` itself.
+
+    A KFAC factor sums ``N*T`` (expand) or ``N*T^2`` (reduce) products before
+    it is scaled: in float16 the sums overflow (a ResNet layer's ``sum_t u`` of
+    3136 locations squared is ~1e8, float16 ends at 65504) and in bfloat16 they
+    lose all but ~3 digits. float32 and float64 run as they are.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def scaled_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool, scale: int) -> torch.Tensor:
+    """``kfac_factor(...) / scale``, accumulated in ``accumulation_dtype`` and returned in ``x.dtype``."""
+    wide = accumulation_dtype(x.dtype)
+    divisor = float(scale)  # N*T^2 may exceed int64 (a large padding); a float scalar rounds, torch cannot take it
+    if wide == x.dtype:
+        return kfac_factor(x, hyper, reduce).div_(divisor)
+    return kfac_factor(x.to(wide), hyper, reduce).div_(divisor).to(x.dtype)
+
+
 def kfac_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool) -> torch.Tensor:
     """``sum_{n,t} u u^T`` per group from the patches (expand) or their location sums (reduce), unscaled.
 
@@ -51,10 +71,12 @@ def kfac_expand_factor(
         x: the layer input ``(N, C_in, *I)``.
         kernel_size, stride, padding, dilation, groups: the layer's, as in ``torch.nn.Conv*d``.
         transposed, output_padding: the layer is a ``ConvTranspose*d`` with this output padding.
+
+    float16 and bfloat16 inputs are summed in float32 (the sums overflow float16) and the
+    factor is returned in the input's dtype.
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
-    scale = hyper.batch * math.prod(hyper.output_size)
-    return kfac_factor(x, hyper, reduce=False).div_(scale)
+    return scaled_factor(x, hyper, False, hyper.batch * math.prod(hyper.output_size))
 
 
 def kfac_reduce_factor(
@@ -68,8 +90,7 @@ def kfac_reduce_factor(
     so the unfolded input is never formed.
     """
     hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
-    scale = hyper.batch * math.prod(hyper.output_size) ** 2
-    return kfac_factor(x, hyper, reduce=True).div_(scale)
+    return scaled_factor(x, hyper, True, hyper.batch * math.prod(hyper.output_size) ** 2)
 
 
 def per_sample_weight_grad(

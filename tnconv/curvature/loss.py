@@ -32,6 +32,10 @@ def sqrt_ggn(
     ``reduction`` as in torch: ``"mean"`` divides by N (cross-entropy) or by
     ``N*C`` (MSE), so the columns are scaled by the square root of that.
     The Hessians do not depend on the targets, so none are needed.
+
+    ``output`` is detached: the columns are constants for autograd (curvature is
+    not differentiated further), whatever graph ``output`` belongs to.
+    ``generator`` (a ``torch.Generator``) draws the Monte-Carlo columns.
     """
     output = check_tensor(output, "output", ndim=2, min_ndim=2)
     if output.shape[0] == 0 or output.shape[1] == 0:
@@ -42,7 +46,15 @@ def sqrt_ggn(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1):
         raise ValueError(f"mc_samples must be None or an int >= 1, got {mc_samples!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r} ({type(generator).__name__})")
     output = output.detach()
+    if mc_samples is not None and loss == "cross_entropy" and not bool(output.isfinite().all()):
+        bad = int((~output.isfinite()).sum())
+        raise ValueError(
+            f"output (the logits) must be finite to sample labels from softmax(output), got {bad} NaN or inf "
+            f"entr{'y' if bad == 1 else 'ies'} in shape {tuple(output.shape)}"
+        )
     batch, classes = output.shape
     draws = classes if mc_samples is None else mc_samples
     if loss == "cross_entropy":
@@ -77,11 +89,22 @@ def pullback(
     ``function`` maps the layer output to the model output; each column is
     multiplied by its transposed Jacobian (``torch.func.vjp``, batched over M).
     The result is the ``sqrt_ggn`` argument of ``diag_ggn_weight``.
+
+    ``layer_output`` is detached (``function`` is linearised at its value, and
+    the result is a constant for autograd); ``columns`` must be shaped
+    ``(M, *function(layer_output).shape)``.
     """
     columns = check_tensor(columns, "columns", min_ndim=2)
     layer_output = check_tensor(layer_output, "layer_output", min_ndim=1)
     if not callable(function):
         raise TypeError(f"function must be callable, got {type(function).__name__}")
-    _, vjp = torch.func.vjp(function, layer_output.detach())
+    model_output, vjp = torch.func.vjp(function, layer_output.detach())
+    if not isinstance(model_output, torch.Tensor):
+        raise TypeError(f"function must return one tensor (the model output), got {type(model_output).__name__}")
+    if tuple(columns.shape[1:]) != tuple(model_output.shape):
+        raise ValueError(
+            f"columns must have shape (M, *function(layer_output).shape) = (M, {', '.join(map(str, model_output.shape))}), "
+            f"got {tuple(columns.shape)}"
+        )
     (result,) = torch.func.vmap(vjp)(columns)
     return result

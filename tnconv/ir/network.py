@@ -56,7 +56,7 @@ class Network:
             integer symbol named after the leg.
     """
 
-    __slots__ = ("_entries", "_output", "_sizes", "__dict__")
+    __slots__ = ("_entries", "_output", "_sizes", "__dict__", "__weakref__")
 
     def __init__(
         self,
@@ -68,9 +68,11 @@ class Network:
         for entry in entries:
             if not isinstance(entry, Tensor):
                 raise TypeError(f"tensors must be tnconv Tensor objects, got {entry!r}")
-        if isinstance(output, str) or not all(isinstance(leg, str) for leg in output):
-            raise TypeError(f"output must be a sequence of leg names, got {output!r}")
+        if isinstance(output, str) or not isinstance(output, Iterable):
+            raise TypeError(f"output must be a sequence of leg names, got {output!r} ({type(output).__name__})")
         output = tuple(output)
+        if not all(isinstance(leg, str) for leg in output):
+            raise TypeError(f"output must be a sequence of leg names, got {output!r}")
         legs = {leg for entry in entries for leg in entry.legs}
         repeated = sorted({leg for leg in output if output.count(leg) > 1})
         if repeated:
@@ -295,11 +297,29 @@ class Network:
     def _key(self) -> tuple:
         return (self._entries, self._output, tuple(self._sizes.items()))
 
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self._key)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Network) and (self is other or self._key == other._key)
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``torch.save``) as the constructor's arguments: tensors, output and sizes.
+
+        Cached properties (graph, key) are not pickled; the copy rebuilds them on use,
+        equals the original and hashes alike.
+        """
+        return (Network, (self._entries, self._output, dict(self._sizes)))
+
+    def __copy__(self) -> "Network":
+        return self  # immutable: a copy is the value itself, as for tuples
+
+    def __deepcopy__(self, memo: dict) -> "Network":
+        return self
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in Network.__slots__ and hasattr(self, name):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tnconv.ir.network import Network
-from tnconv.ir.sizes import equal
+from tnconv.ir.network import Network, Tensor
+from tnconv.ir.sizes import Size, equal
 from tnconv.ir.tensors import Data, Identity
-from tnconv.ir.views import source_shape
+from tnconv.ir.views import source_labels, source_shape
 
 
 class InvariantError(ValueError):
@@ -26,7 +26,7 @@ def verify(net: Network) -> Network:
         raise InvariantError(f"sizes cover {sorted(net.sizes)} but tensors have legs {sorted(legs)}")
     if len(set(net.output)) != len(net.output) or not set(net.output) <= legs:
         raise InvariantError(f"output {net.output} must be distinct legs present on tensors")
-    operand_shapes: dict[str, tuple] = {}
+    occurrences: dict[str, tuple[int, Tensor, tuple[Size, ...]]] = {}  # name -> its first occurrence
     for position, entry in enumerate(net.entries):
         where = f"tensor {entry.name!r} (position {position})"
         shape = tuple(net.size(leg) for leg in entry.legs)
@@ -47,10 +47,10 @@ def verify(net: Network) -> Network:
                 source = source_shape(entry.kind.views, shape)
             except (IndexError, TypeError) as error:
                 raise InvariantError(f"{where}: views {entry.kind.views} do not fit legs {entry.legs}") from error
-            previous = operand_shapes.setdefault(entry.name, source)
-            if len(previous) != len(source) or any(equal(a, b) is False for a, b in zip(previous, source)):
-                raise InvariantError(f"{where}: operand shape {source} differs from another occurrence's {previous}")
-        elif entry.name in operand_shapes or any(
+            first = occurrences.setdefault(entry.name, (position, entry, source))
+            if first[0] != position:
+                _check_same_operand(first, (position, entry, source))
+        elif entry.name in occurrences or any(
             e.name == entry.name and not e.structured for e in net.entries
         ):
             raise InvariantError(f"{where}: name is shared by a data tensor and a {entry.kind.label} tensor")
@@ -58,3 +58,20 @@ def verify(net: Network) -> Network:
     if net.graph.number_of_edges() != slots:
         raise InvariantError(f"graph has {net.graph.number_of_edges()} edges for {slots} leg slots")
     return net
+
+
+def _check_same_operand(first: tuple[int, Tensor, tuple[Size, ...]], other: tuple[int, Tensor, tuple[Size, ...]]) -> None:
+    """Two occurrences of one operand are bound to one tensor: their operand shapes must agree axis by axis."""
+    (position_a, entry_a, shape_a), (position_b, entry_b, shape_b) = first, other
+    labels_a = source_labels(entry_a.kind.views, entry_a.legs)
+    labels_b = source_labels(entry_b.kind.views, entry_b.legs)
+    where = (
+        f"operand {entry_a.name!r} is one tensor bound to every occurrence, but its occurrence at position "
+        f"{position_b} has legs ({', '.join(labels_b)}) of sizes {shape_b} and the one at position {position_a} "
+        f"has legs ({', '.join(labels_a)}) of sizes {shape_a}"
+    )
+    if len(shape_a) != len(shape_b):
+        raise InvariantError(f"{where}: {len(shape_b)} axes against {len(shape_a)}")
+    for axis, (a, b, leg_a, leg_b) in enumerate(zip(shape_a, shape_b, labels_a, labels_b)):
+        if equal(a, b) is False:
+            raise InvariantError(f"{where}: axis {axis} is leg {leg_b} of size {b} against leg {leg_a} of size {a}")

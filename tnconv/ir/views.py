@@ -181,6 +181,27 @@ def source_shape(views: Sequence[View], shape: Sequence[Size]) -> tuple[Size, ..
     return result
 
 
+def source_labels(views: Sequence[View], legs: Sequence[str]) -> tuple[str, ...]:
+    """What each axis of the operand is in terms of ``legs`` (``'c'``, ``'(g*ci)'``, ``'i[::2]'``)."""
+    current = list(legs)
+    for view in reversed(views):
+        if isinstance(view, Unflatten):
+            end = view.axis + len(view.sizes)
+            current[view.axis : end] = ["(" + "*".join(current[view.axis : end]) + ")"]
+        elif isinstance(view, Slice):
+            current[view.axis] = f"{current[view.axis]}[{view.start}::{view.step}]"
+        elif isinstance(view, Squeeze):
+            current.insert(view.axis, "1")
+        elif isinstance(view, Flatten):
+            merged = current[view.axis]
+            current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
+        elif isinstance(view, Pad):
+            current[view.axis] = f"{current[view.axis]}[pad {view.left},{view.right}]"
+        elif isinstance(view, Windows):
+            current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
+    return tuple(current)
+
+
 def apply_views(views: Sequence[View], tensor: torch.Tensor) -> torch.Tensor:
     """Apply ``views`` to an operand, in order."""
     for view in views:

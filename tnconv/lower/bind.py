@@ -13,7 +13,7 @@ import torch
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, Windows, source_shape
+from tnconv.ir.views import source_labels, source_shape
 
 
 def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
@@ -26,28 +26,11 @@ def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
 
 
 def axis_labels(net: Network) -> dict[str, tuple[str, ...]]:
-    """For each operand, what each axis is in terms of legs (``'c'``, ``'(g*ci)'``, ``'i[::2]'``)."""
+    """For each operand, what each axis is in terms of legs (``'c'``, ``'(g*ci)'``, ``'i[::2]'``), first occurrence."""
     labels: dict[str, tuple[str, ...]] = {}
     for entry in net.entries:
-        if entry.structured or entry.name in labels:
-            continue
-        current = list(entry.legs)
-        for view in reversed(entry.kind.views):
-            if isinstance(view, Unflatten):
-                end = view.axis + len(view.sizes)
-                current[view.axis : end] = ["(" + "*".join(current[view.axis : end]) + ")"]
-            elif isinstance(view, Slice):
-                current[view.axis] = f"{current[view.axis]}[{view.start}::{view.step}]"
-            elif isinstance(view, Squeeze):
-                current.insert(view.axis, "1")
-            elif isinstance(view, Flatten):
-                merged = current[view.axis]
-                current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
-            elif isinstance(view, Pad):
-                current[view.axis] = f"{current[view.axis]}[pad {view.left},{view.right}]"
-            elif isinstance(view, Windows):
-                current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
-        labels[entry.name] = tuple(current)
+        if not entry.structured and entry.name not in labels:
+            labels[entry.name] = source_labels(entry.kind.views, entry.legs)
     return labels
 
 
@@ -114,29 +97,39 @@ def resolve_symbols(
 ) -> dict[sympy.Symbol, int]:
     """Values of the network's size symbols read off the operands' shapes.
 
-    Each operand axis whose expected size is a bare symbol fixes that symbol;
-    other axes are checked once their symbols are known. Raises ValueError when
-    a shape contradicts the sizes or a symbol stays unknown.
+    Every occurrence of an operand is read (one tensor is bound to all of them):
+    each axis whose expected size is a bare symbol fixes that symbol; other axes
+    are checked once their symbols are known. Raises ValueError when a shape
+    contradicts the sizes (naming the operand, the occurrence's position and
+    leg) or a symbol stays unknown.
     """
-    expected = operand_shapes(net)
-    labels = axis_labels(net)
+    bound = dict(zip(names, operands))
+    occurrences = [
+        (position, entry, source_shape(entry.kind.views, [net.size(leg) for leg in entry.legs]))
+        for position, entry in enumerate(net.entries)
+        if not entry.structured
+    ]
     values: dict[sympy.Symbol, int] = {}
-    for name, operand in zip(names, operands):
-        want = expected[name]
+    for position, entry, want in occurrences:
+        operand, labels = bound[entry.name], source_labels(entry.kind.views, entry.legs)
         if len(want) != operand.ndim:
-            raise ValueError(shape_mismatch(name, tuple(operand.shape), want, labels[name]))
+            raise ValueError(shape_mismatch(entry.name, tuple(operand.shape), want, labels))
         for axis, (size, have) in enumerate(zip(want, operand.shape)):
-            if isinstance(size, sympy.Symbol):
-                if values.setdefault(size, int(have)) != have:
-                    raise ValueError(
-                        f"operand {name!r} axis {axis} (leg {labels[name][axis]}) has size {have} but "
-                        f"{size} = {values[size]} from another operand"
-                    )
+            if isinstance(size, sympy.Symbol) and values.setdefault(size, int(have)) != have:
+                raise ValueError(
+                    f"operand {entry.name!r} axis {axis} (leg {labels[axis]} of its occurrence at position "
+                    f"{position}) has size {have} but {size} = {values[size]} from another operand or occurrence"
+                )
     unknown = sorted(str(s) for s in net.symbols if s not in values)
     if unknown:
         raise ValueError(f"size symbol(s) {unknown} cannot be read off the operands; substitute them first")
-    for name, operand in zip(names, operands):
-        want = tuple(substitute(s, values) for s in expected[name])
+    for position, entry, want in occurrences:
+        operand = bound[entry.name]
+        want = tuple(substitute(s, values) for s in want)
         if tuple(operand.shape) != want:
-            raise ValueError(shape_mismatch(name, tuple(operand.shape), want, labels[name]))
+            labels = source_labels(entry.kind.views, entry.legs)
+            raise ValueError(
+                shape_mismatch(entry.name, tuple(operand.shape), want, labels)
+                + f" (its occurrence at position {position})"
+            )
     return values

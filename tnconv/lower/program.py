@@ -28,6 +28,7 @@ import torch
 from tnconv.ir.network import Network
 from tnconv.ir.views import apply_views
 from tnconv.lower import native
+from tnconv.lower.cache import PROGRAMS, nested_bytes
 from tnconv.lower.bind import axis_labels, check_operands, collect, operand_shapes, resolve_symbols
 from tnconv.lower.plan import Optimize
 from tnconv.lower.slicing import Executor, Sliced, plan_memory
@@ -139,6 +140,8 @@ class Program:
         if not args:
             return self._execute(args, torch.get_default_dtype(), torch.device("cpu"))
         dtype, device = args[0].dtype, args[0].device
+        if dtype == torch.bool:
+            raise TypeError(f"operand {names[0]!r} has dtype torch.bool; pass a number dtype (e.g. {names[0]}.float())")
         for operand, shape in zip(args, self._expected):
             if operand.shape != shape or operand.dtype != dtype or operand.device != device:
                 check_operands(names, args, self._expected, self._labels)  # type: ignore[arg-type]
@@ -160,11 +163,32 @@ class Program:
             made = executor.make_constants(dtype, device)
             if not torch.compiler.is_compiling():
                 self._constants[key] = made
+                PROGRAMS.account((self.network, self.optimize, self.memory_limit), self)
         return made
+
+    @property
+    def constant_bytes(self) -> int:
+        """Bytes of the structured constants this program holds (over the dtypes and devices it ran on)."""
+        return nested_bytes(list(self._constants.values()))
+
+    def release_constants(self) -> None:
+        """Drop the structured constants (the program cache does this on eviction); rebuilt on the next call."""
+        self._constants = {}
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``torch.save``) as ``(network, optimize, memory_limit)``, rebuilt through ``tnconv.compile``."""
+        return (_rebuild, (self.network, self.optimize, self.memory_limit))
 
     def __repr__(self) -> str:
         cost = f", flops={self.flops}" if self.concrete else ", symbolic"
         return f"Program({self.equation!r}, strategy={self.strategy!r}{cost})"
+
+
+def _rebuild(network: Network, optimize: Optimize, memory_limit: int | None) -> "Program":
+    """The compiled (cached) program of an unpickled ``(network, optimize, memory_limit)``."""
+    from tnconv.lower.compile import compile as compile_network
+
+    return compile_network(network, optimize, memory_limit=memory_limit)
 
 
 def _innermost(executor: Executor):

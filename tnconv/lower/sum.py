@@ -26,13 +26,19 @@ class SumProgram:
     Attributes:
         network: the ``NetworkSum``.
         terms: one ``Program`` per term.
+        optimize, memory_limit: as given to ``tnconv.compile`` (shared by the terms).
         operands: names of the operands over all terms, in positional order.
         equation: the terms' equations joined by ``" + "``.
     """
 
-    def __init__(self, network: "NetworkSum", terms: Sequence[Program]) -> None:
+    def __init__(
+        self, network: "NetworkSum", terms: Sequence[Program], optimize: Optimize = "auto",
+        memory_limit: int | None = None,
+    ) -> None:
         self.network = network
         self.terms = tuple(terms)
+        self.optimize = optimize
+        self.memory_limit = memory_limit
         self.operands = network.operands
         self.equation = " + ".join(term.equation for term in self.terms)
         self.strategy = "sum"
@@ -72,6 +78,10 @@ class SumProgram:
             result = value if result is None else result + value
         return result
 
+    def __reduce__(self) -> tuple:
+        """Pickle as ``(network, optimize, memory_limit)``, rebuilt through the cached ``compile_sum``."""
+        return (compile_sum, (self.network, self.optimize, self.memory_limit))
+
     def __repr__(self) -> str:
         cost = f", flops={self.flops}" if self.concrete else ", symbolic"
         return f"SumProgram({self.equation!r}{cost})"
@@ -82,4 +92,5 @@ def compile_sum(net: "NetworkSum", optimize: Optimize, memory_limit: int | None 
     """The cached ``SumProgram`` of ``net`` (each term through ``tnconv.compile``)."""
     from tnconv.lower.compile import compile as compile_network
 
-    return SumProgram(net, [compile_network(term, optimize, memory_limit=memory_limit) for term in net.terms])
+    terms = [compile_network(term, optimize, memory_limit=memory_limit) for term in net.terms]
+    return SumProgram(net, terms, optimize, memory_limit)

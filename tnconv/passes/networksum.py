@@ -65,6 +65,16 @@ class NetworkSum:
             return self
         return NetworkSum(terms)
 
+    def __reduce__(self) -> tuple:
+        """Pickle as the terms (each a ``Network``, pickled by value); unpickling re-checks them."""
+        return (NetworkSum, (self.terms,))
+
+    def __copy__(self) -> "NetworkSum":
+        return self  # immutable: a copy is the value itself
+
+    def __deepcopy__(self, memo: dict) -> "NetworkSum":
+        return self
+
     def __len__(self) -> int:
         return len(self.terms)
 

@@ -1,0 +1,41 @@
+"""``tnconv.clear_caches()``: empty every cache tnconv keeps and free the memory its entries hold.
+
+tnconv caches work that repeats: compiled programs (``tnconv.compile``, bounded
+by the bytes of their constants, see ``tnconv.lower.cache``) and compiled
+sums of networks, the routines of ``tnconv.functional``, simplified networks
+(``tnconv.simplify``) and the networks of conv routines (``conv_network`` and
+the curvature routines). Each cache is bounded; clearing them all at once
+frees their memory now, e.g. between experiments or before measuring memory.
+They refill on use, so clearing never changes a result.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# (module, function name): caches whose module has been imported; a module never imported holds nothing
+_LRU_CACHES = (
+    ("tnconv.lower.sum", "compile_sum"),
+    ("tnconv.passes.simplify", "_cached"),
+    ("tnconv.conv.networks", "build"),
+    ("tnconv.conv.derived", "network"),
+)
+
+
+def clear_caches() -> None:
+    """Empty tnconv's caches: programs (their structured constants are released), routines, networks.
+
+    Programs that callers still hold keep working: they rebuild their constants
+    on their next call.
+    """
+    from tnconv.lower.cache import PROGRAMS
+
+    for module_name, function_name in _LRU_CACHES:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            getattr(module, function_name).cache_clear()
+    functional = sys.modules.get("tnconv.functional")
+    clear_functional = getattr(functional, "clear_cache", None)
+    if clear_functional is not None:
+        clear_functional()
+    PROGRAMS.clear()
