@@ -12,17 +12,20 @@ computes them on its own shard, and one all-reduce combines them.
   per-sample quantities already scaled to the global batch).
 
 All tensors go through a single flat all-reduce (one message, not one per
-factor); the inputs are left unchanged.
+factor); the inputs are left unchanged. Structures nest, so ``KFAC.factors`` (a dict
+of ``(A, B)`` pairs, ``A`` None for a separate bias) goes through as it is;
+``KFAC(..., distributed=True)`` all-reduces each batch's factors in ``update``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 import torch.distributed as dist
 
-Factors = TypeVar("Factors", torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor])
+# a tensor, or dicts/lists/tuples of tensors and None, nested
+Factors = TypeVar("Factors")
 
 REDUCTIONS = ("mean", "sum")
 
@@ -33,7 +36,8 @@ def all_reduce_factors(
     """Combine ``factors`` (a tensor, a sequence or a dict of tensors) across the ranks of ``group``.
 
     Args:
-        factors: this rank's factors; all on one device with one floating dtype.
+        factors: this rank's factors (a tensor, or dicts/lists/tuples of them, nested, with
+            ``None`` entries kept as they are); all on one device with one floating dtype.
         reduction: ``"mean"`` (weighted by ``batch_size`` when given) or ``"sum"``.
         batch_size: this rank's number of samples (``reduction="mean"`` only).
         group: the process group (default: the whole world).
@@ -76,23 +80,35 @@ def all_reduce_factors(
     return rebuild([piece.reshape(t.shape) for piece, t in zip(pieces, tensors)])
 
 
-def flatten_structure(factors: object) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], object]]:
-    """The tensors of ``factors`` in order, and a function that rebuilds the structure from new tensors."""
+def flatten_structure(factors: object) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], Any]]:
+    """The tensors of ``factors`` in order, and a function that rebuilds the structure from new tensors.
+
+    Dicts, lists and tuples nest (a ``KFAC.factors`` dict of ``(A, B)`` pairs); ``None`` entries
+    (the missing ``A`` of a separate bias) stay ``None``.
+    """
+    if factors is None:
+        return [], lambda new: None
     if isinstance(factors, torch.Tensor):
         return [factors], lambda new: new[0]
     if isinstance(factors, Mapping):
         keys = list(factors)
-        items = [factors[k] for k in keys]
-        return items_of(items), lambda new: dict(zip(keys, new))
+        items, rebuild_items = flatten_items([factors[k] for k in keys])
+        return items, lambda new: dict(zip(keys, rebuild_items(new)))
     if isinstance(factors, (list, tuple)):
         kind = type(factors)
-        return items_of(list(factors)), lambda new: kind(new)
+        items, rebuild_items = flatten_items(list(factors))
+        return items, lambda new: kind(rebuild_items(new))
     raise TypeError(f"factors must be a tensor, a list/tuple or a dict of tensors, got {type(factors).__name__}")
 
 
-def items_of(items: list[object]) -> list[torch.Tensor]:
-    """``items``, checked to be tensors."""
-    for position, item in enumerate(items):
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"factors must hold torch.Tensors, got {type(item).__name__} at position {position}")
-    return items  # type: ignore[return-value]
+def flatten_items(items: list[object]) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], list[object]]]:
+    """The tensors of each item of a container, and a function that rebuilds the items from new tensors."""
+    tensors: list[torch.Tensor] = []
+    rebuilders = []
+    for item in items:
+        if item is not None and not isinstance(item, (torch.Tensor, Mapping, list, tuple)):
+            raise TypeError(f"factors must hold torch.Tensors, got {type(item).__name__} at position {len(tensors)}")
+        found, rebuild = flatten_structure(item)
+        rebuilders.append((len(tensors), len(found), rebuild))
+        tensors.extend(found)
+    return tensors, lambda new: [rebuild(new[start : start + count]) for start, count, rebuild in rebuilders]
