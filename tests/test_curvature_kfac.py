@@ -125,7 +125,8 @@ def explicit_preconditioning(kfac: KFAC, gradients: dict[str, torch.Tensor], dam
             result[layer.bias] = solved[:, :, -1].reshape(-1)
             solved = solved[:, :, :-1]
         elif layer.bias is not None:
-            result[layer.bias] = (inverse(kfac.factors[layer.name + ".bias"][1]) @ bias_matrix(gradients[layer.bias], grid)).reshape(-1)
+            bias_b = kfac.factors[layer.name + ".bias"][1]
+            result[layer.bias] = (inverse(bias_b) @ bias_matrix(gradients[layer.bias], grid)).reshape(-1)
         result[layer.weight] = matrix_weight(solved, grid, weight.shape)
     return result
 
@@ -271,7 +272,9 @@ def test_bad_models_and_batches_are_rejected():
         KFAC(torch.nn.Sequential(torch.nn.ReLU()), LOSS)
     shared = torch.nn.Linear(3, 3).double()
     with pytest.raises(ValueError, match="more than once"):
-        KFAC(torch.nn.Sequential(shared, shared), LOSS).update(torch.randn(2, 3, dtype=torch.float64), torch.zeros(2, dtype=torch.long))
+        KFAC(torch.nn.Sequential(shared, shared), LOSS).update(
+            torch.randn(2, 3, dtype=torch.float64), torch.zeros(2, dtype=torch.long)
+        )
     unused = torch.nn.ModuleDict({"used": torch.nn.Linear(3, 3), "unused": torch.nn.Linear(3, 3)}).double()
     unused.forward = lambda x: unused["used"](x)
     with pytest.raises(ValueError, match="did not run"):

@@ -151,12 +151,23 @@ def join_bias(factor: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 
 def output_factor(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
-    """KFAC's ``B`` ``(G, c, c)`` from columns at the layer output: ``sum_{m,n,t} v v^T`` or with ``sum_t v``."""
-    v = channels_last(columns, layer)
+    """KFAC's ``B`` ``(G, c, c)`` from columns at the layer output: ``sum_{m,n,t} v v^T`` or with ``sum_t v``.
+
+    Conv columns ``(M, N, C_out, *O)`` are read as ``(M*N, G, c, T)`` without a copy and
+    multiplied by themselves in chunks of ``(m, n)`` pairs (batched products, several
+    times faster than one einsum over ``m, n, t``) whose ``(chunk, G, c, c)`` results are
+    never larger than the columns.
+    """
+    if layer.kind == "linear":
+        flat = columns.reshape(-1, columns.shape[-1]) if not reduce else locations(columns.flatten(0, 1)).sum(1)
+        return (flat.T @ flat)[None]
+    per_group = layer.out_channels // layer.groups
+    v = columns.reshape(-1, layer.groups, per_group, math.prod(columns.shape[3:]))  # (M*N, G, c, T)
     if reduce:
-        sums = v.sum(2)
-        return torch.einsum("mnga,mngb->gab", sums, sums)
-    return torch.einsum("mntga,mntgb->gab", v, v)
+        v = v.sum(-1, keepdim=True)
+    chunk = max(1, v.shape[0] * v.shape[-1] // per_group)
+    parts = [torch.matmul(part, part.transpose(-1, -2)).sum(0) for part in v.split(chunk)]
+    return torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
 
 
 def weight_matrix(weight: torch.Tensor, layer: Geometry) -> torch.Tensor:

@@ -120,7 +120,9 @@ class Capture:
             raise ValueError(f"layers {missing} did not run in the forward pass, so they have no curvature")
 
 
-def forward(model: torch.nn.Module, layers: list[Layer], inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, Record]]:
+def forward(
+    model: torch.nn.Module, layers: list[Layer], inputs: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Record]]:
     """Run ``model(inputs)`` with gradients on, capturing every layer once; the output and the records."""
     with torch.enable_grad(), Capture(layers) as capture:
         output = model(inputs)

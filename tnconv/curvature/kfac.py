@@ -101,7 +101,9 @@ class KFAC:
         samples = None if self.fisher != "mc" else self.mc_samples
         columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
         pulled = pull_back(output, records, columns)
-        batch = {layer.name: self.batch_factors(layer, records[layer.name], pulled[layer.name]) for layer in self.layers}
+        batch = {
+            layer.name: self.batch_factors(layer, records[layer.name], pulled[layer.name]) for layer in self.layers
+        }
         size = output.shape[0]
         if self.distributed:
             batch, size = self.all_reduce(batch, size)
