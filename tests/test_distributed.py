@@ -1,4 +1,9 @@
-"""tnconv.distributed: two gloo processes on localhost combine shard factors into the full-batch factors."""
+"""tnconv.distributed: two gloo processes on localhost combine shard factors into the full-batch factors.
+
+Also for whole models: ``KFAC(..., distributed=True)`` on two ranks holds the factors of the
+full batch, and a KFAC-preconditioned training run on two ranks (gradients averaged with
+``all_reduce_factors``) is the run of one process on the full batch.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +70,58 @@ def worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+def training_setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1, groups=2), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(4 * 16, 3)
+    ).double()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(STEPS, sum(SHARDS), 2, 4, 4, generator=generator, dtype=torch.float64)
+    return model, x, torch.randint(0, 3, (STEPS, sum(SHARDS)), generator=generator)
+
+
+STEPS = 3
+
+
+def kfac_training(shard: slice, distributed: bool) -> dict[str, object]:
+    """A few KFAC-preconditioned SGD steps on ``shard`` of each batch; the factors and parameters after them."""
+    model, xs, ys = training_setup()
+    loss_function = torch.nn.CrossEntropyLoss()
+    kfac = curvature.KFAC(model, loss_function, ema_decay=0.5, distributed=distributed)
+    preconditioner = kfac.preconditioner(0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for x, y in zip(xs[:, shard], ys[:, shard]):
+        kfac.update(x, y)
+        optimizer.zero_grad()
+        loss_function(model(x), y).backward()
+        grads = all_reduce_factors({name: p.grad for name, p in model.named_parameters()}, batch_size=len(y))
+        for name, p in model.named_parameters():
+            p.grad.copy_(grads[name])
+        preconditioner.step()
+        optimizer.step()
+    return {"factors": kfac.factors, "count": kfac.count, "params": dict(model.state_dict())}
+
+
+def first_batch_factors(shard: slice) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+    """``KFAC.factors`` of the first batch's ``shard``, all-reduced as they are (``(A, B)`` pairs, ``None``s)."""
+    model, xs, ys = training_setup()
+    kfac = curvature.KFAC(model, torch.nn.CrossEntropyLoss())
+    kfac.update(xs[0, shard], ys[0, shard])
+    return all_reduce_factors(kfac.factors, batch_size=len(ys[0, shard]))
+
+
+def training_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=len(SHARDS))
+    try:
+        start = sum(SHARDS[:rank])
+        shard = slice(start, start + SHARDS[rank])
+        result = {**kfac_training(shard, distributed=True), "first": first_batch_factors(shard)}
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,6 +148,19 @@ def test_two_gloo_ranks_reproduce_the_full_batch_factors(outcomes):
     torch.testing.assert_close(results[0]["equal"], results[1]["equal"], rtol=0, atol=0)
     shards = [curvature.kfac_expand_factor(x[:3], **LAYER), curvature.kfac_expand_factor(x[3:], **LAYER)]
     torch.testing.assert_close(results[0]["equal"], (shards[0] + shards[1]) / 2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
+def test_two_gloo_ranks_train_with_kfac_as_one_process_on_the_full_batch(tmp_path):
+    mp.spawn(training_worker, args=(free_port(), str(tmp_path)), nprocs=len(SHARDS), join=True)
+    full = {**kfac_training(slice(None), distributed=False), "first": first_batch_factors(slice(None))}
+    assert full["count"] == STEPS * sum(SHARDS)
+    for rank in range(len(SHARDS)):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["count"] == full["count"]
+        for key in ("factors", "params", "first"):
+            assert list(result[key]) == list(full[key])
+            torch.testing.assert_close(result[key], full[key], rtol=1e-10, atol=1e-12)
 
 
 def test_single_process_keeps_values_and_structure():

@@ -11,9 +11,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_three_notebooks():
+def test_there_are_four_notebooks():
     assert [path.name for path in NOTEBOOKS] == [
-        "01_build_and_draw.ipynb", "02_kfac_reduce_depthwise.ipynb", "03_tensor_dropout.ipynb"
+        "01_build_and_draw.ipynb", "02_kfac_reduce_depthwise.ipynb", "03_tensor_dropout.ipynb",
+        "04_whole_model_kfac.ipynb",
     ]
 
 

@@ -19,7 +19,9 @@ dtypes, the reduction, whether a batch size is given, the batch sizes) and
 every rank raises the same ``ValueError`` when the descriptions disagree,
 instead of combining mismatched tensors or aborting inside the backend.
 Then all tensors go through a single flat all-reduce (one message, not one
-per factor); the inputs are left unchanged.
+per factor); the inputs are left unchanged. ``KFAC.factors`` (a dict of
+``(A, B)`` pairs, ``A`` None for a separate bias) goes through as it is;
+``KFAC(..., distributed=True)`` all-reduces each batch's factors in ``update``.
 """
 
 from __future__ import annotations

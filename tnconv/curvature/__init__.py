@@ -13,15 +13,28 @@ With ``G`` groups, ``d = C_in // G * prod(K)``, ``T`` output locations and
   loss w.r.t. the model output, exactly (``M = C``) or by Monte-Carlo (``M = mc_samples``);
   ``pullback`` carries them back to a layer output.
 
+Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linear`` layers):
+
+- ``KFAC(model, loss_function, approx=, fisher=, ...)``: running Kronecker factors
+  ``(A, B)`` per layer and group, ``.update(inputs, targets)``, ``.factors``,
+  ``.preconditioner(damping)`` (a ``Preconditioner``: callable on gradients, ``.step()``);
+- ``per_sample_grads`` and ``diag_ggn`` of the supported layers' weights and biases.
+
 Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
-``dropout`` (tensor dropout), ``checks`` (argument validation they share).
+``dropout`` (tensor dropout), ``checks`` (argument validation they share); for whole
+models ``hooks`` (finding layers, capturing inputs and pulling columns back),
+``columns`` (the columns at the model output), ``factors`` (the per-layer math),
+``kfac``, ``preconditioner`` and ``model`` (per-sample gradients, GGN diagonal).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """
 
 from tnconv.curvature.dropout import weight_vjp_dropout
+from tnconv.curvature.kfac import KFAC
 from tnconv.curvature.layer import diag_ggn_weight, kfac_expand_factor, kfac_reduce_factor, per_sample_weight_grad
 from tnconv.curvature.loss import pullback, sqrt_ggn
+from tnconv.curvature.model import diag_ggn, per_sample_grads
+from tnconv.curvature.preconditioner import Preconditioner
 
 __all__ = [
     "kfac_expand_factor",
@@ -31,4 +44,8 @@ __all__ = [
     "weight_vjp_dropout",
     "sqrt_ggn",
     "pullback",
+    "KFAC",
+    "Preconditioner",
+    "per_sample_grads",
+    "diag_ggn",
 ]

@@ -1,0 +1,222 @@
+"""The per-layer math of whole-model curvature: KFAC factors, per-sample gradients, GGN diagonals.
+
+Plain functions of one supported layer (``Linear``, a conv or a transposed conv)
+given its input ``x`` and the columns ``V`` pulled back to its output, so that
+they can move into a table of routines as they are. With ``G`` groups:
+
+- the input factor ``A`` ``(G, dA, dA)`` comes from ``kfac_expand_factor`` /
+  ``kfac_reduce_factor`` (conv layers: the derived networks), or from ``x``
+  itself for ``Linear`` (``G = 1``; leading dims between batch and features
+  are its locations ``t``, as for curvlinops);
+- the output factor ``B`` ``(G, dB, dB)`` is ``sum_{m,n,t} v v^T`` (expand) or
+  ``sum_{m,n} (sum_t v)(sum_t v)^T`` (reduce) over the output channels of a group;
+- a bias joins ``A`` as a trailing row and column of ones (``dA = d + 1``): the
+  new column is the mean patch over samples and locations (for both
+  approximations), the corner is 1;
+- a weight is a ``(G, dB, dA)`` matrix per group (rows: the group's output
+  channels; columns: its input channels times kernel taps, in the order of
+  ``A``), so that ``kron(B_g, A_g)`` acts on it as ``B_g W_g A_g``.
+
+Channels are dim 1 of a conv output ``(N, C_out, *O)`` and the last dim of a
+``Linear`` output ``(N, *, C_out)``; columns carry one more leading dim ``M``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from tnconv.conv.hyper import conv_hyper
+from tnconv.curvature.checks import layer as conv_layer
+from tnconv.curvature.layer import (
+    diag_ggn_weight,
+    kfac_expand_factor,
+    kfac_reduce_factor,
+    per_sample_weight_grad,
+    run,
+)
+
+KINDS = ("linear", "conv", "transposed")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A supported layer as the per-layer routines see it.
+
+    ``kind`` is one of ``KINDS``; ``conv`` holds the keyword arguments of the
+    ``tnconv.curvature`` conv routines (``kernel_size``, ``stride``, ``padding``
+    pairs, ``dilation``, ``groups``, ``transposed``, ``output_padding``), empty for ``Linear``.
+    """
+
+    kind: str
+    groups: int
+    out_channels: int
+    conv: dict[str, object] = field(default_factory=dict)
+
+
+def layout(module: torch.nn.Module) -> Geometry:
+    """A supported layer's kind, groups and output channels: enough to reshape its parameters."""
+    if isinstance(module, torch.nn.Linear):
+        return Geometry("linear", 1, module.out_features)
+    kind = "transposed" if module.transposed else "conv"
+    return Geometry(kind, module.groups, module.out_channels)  # type: ignore[arg-type]
+
+
+def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Geometry]:
+    """The layer ``module`` (called ``name``) that mapped ``x`` to ``y``, and ``x`` as its routines take it.
+
+    A conv with ``padding_mode`` other than zeros gets ``x`` padded in that mode and
+    zero padding; a transposed conv's ``output_padding`` is read from ``y`` (it
+    differs from the attribute when its forward got ``output_size``).
+    """
+    shape = layout(module)
+    if shape.kind == "linear":
+        if x.ndim < 2:
+            raise ValueError(f"layer {name!r} (Linear) needs a batched input (N, *, in_features), got {tuple(x.shape)}")
+        return x, shape
+    dims = len(module.kernel_size)  # type: ignore[arg-type]
+    if x.ndim != dims + 2:
+        raise ValueError(
+            f"layer {name!r} needs a batched input (N, C_in, *{dims} spatial dims), got shape {tuple(x.shape)}"
+        )
+    transposed = shape.kind == "transposed"
+    mode = "zeros" if transposed else str(module.padding_mode)
+    output_padding: tuple[int, ...] = tuple(module.output_padding) if transposed else (0,) * dims  # type: ignore
+    hyper = conv_hyper(
+        tuple(x.shape), module.kernel_size, None, module.stride, module.padding, module.dilation, module.groups, mode,
+        output_padding, transposed,
+    )  # fmt: skip
+    if transposed:  # a forward given output_size pads differently from the attribute
+        output_padding = tuple(op + out - size for op, out, size in zip(output_padding, y.shape[2:], hyper.output_size))
+    padding: object = hyper.padding
+    if mode != "zeros":
+        x = F.pad(x, [side for pair in reversed(hyper.padding) for side in pair], mode=mode)
+        padding = 0
+    arguments = dict(
+        kernel_size=hyper.kernel_size, stride=hyper.stride, padding=padding, dilation=hyper.dilation,
+        groups=hyper.groups, transposed=transposed, output_padding=output_padding,
+    )  # fmt: skip
+    return x, replace(shape, conv=arguments)
+
+
+def locations(x: torch.Tensor) -> torch.Tensor:
+    """A ``Linear`` input ``(N, *, d)`` as ``(N, T, d)``."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def channels_last(columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """Output columns ``(M, N, C_out, *O)`` or ``(M, N, *, C_out)`` as ``(M, N, T, G, C_out // G)``."""
+    m, n = columns.shape[:2]
+    if layer.kind == "linear":
+        flat = columns.reshape(m, n, -1, layer.out_channels)
+    else:
+        flat = columns.reshape(m, n, layer.out_channels, -1).transpose(2, 3)
+    return flat.reshape(*flat.shape[:3], layer.groups, layer.out_channels // layer.groups)
+
+
+def input_factor(x: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
+    """KFAC's ``A`` ``(G, d, d)``: ``1/(N*T) sum u u^T`` (expand) or ``1/(N*T^2) sum_n (sum_t u)(sum_t u)^T``."""
+    if layer.kind != "linear":
+        return (kfac_reduce_factor if reduce else kfac_expand_factor)(x, **layer.conv)  # type: ignore[arg-type]
+    u = locations(x)
+    batch, count = u.shape[:2]
+    if reduce:
+        sums = u.sum(1)
+        return (sums.T @ sums).div_(batch * count**2)[None]
+    flat = u.reshape(-1, u.shape[-1])
+    return (flat.T @ flat).div_(batch * count)[None]
+
+
+def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)``."""
+    if layer.kind == "linear":
+        return locations(x).mean((0, 1))[None]
+    hyper = conv_layer(x, out_channels=None, **layer.conv)  # type: ignore[arg-type]
+    sums = run("patch_sums", hyper, X=x).reshape(hyper.batch, hyper.groups, -1)
+    return sums.sum(0).div_(hyper.batch * math.prod(hyper.output_size))
+
+
+def join_bias(factor: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``A`` ``(G, d, d)`` with the bias row and column ``[mean, 1]`` appended: ``(G, d + 1, d + 1)``."""
+    groups, d = mean.shape
+    joined = factor.new_empty(groups, d + 1, d + 1)
+    joined[:, :d, :d] = factor
+    joined[:, :d, d] = mean
+    joined[:, d, :d] = mean
+    joined[:, d, d] = 1
+    return joined
+
+
+def output_factor(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
+    """KFAC's ``B`` ``(G, c, c)`` from columns at the layer output: ``sum_{m,n,t} v v^T`` or with ``sum_t v``.
+
+    Conv columns ``(M, N, C_out, *O)`` are read as ``(M*N, G, c, T)`` without a copy and
+    multiplied by themselves in chunks of ``(m, n)`` pairs (batched products, several
+    times faster than one einsum over ``m, n, t``) whose ``(chunk, G, c, c)`` results are
+    never larger than the columns.
+    """
+    if layer.kind == "linear":
+        flat = columns.reshape(-1, columns.shape[-1]) if not reduce else locations(columns.flatten(0, 1)).sum(1)
+        return (flat.T @ flat)[None]
+    per_group = layer.out_channels // layer.groups
+    v = columns.reshape(-1, layer.groups, per_group, math.prod(columns.shape[3:]))  # (M*N, G, c, T)
+    if reduce:
+        v = v.sum(-1, keepdim=True)
+    chunk = max(1, v.shape[0] * v.shape[-1] // per_group)
+    parts = [torch.matmul(part, part.transpose(-1, -2)).sum(0) for part in v.split(chunk)]
+    return torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
+
+
+def weight_matrix(weight: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """A weight-shaped tensor as ``(G, dB, d)`` per group, columns in the order of ``A``."""
+    groups = layer.groups
+    if layer.kind == "linear":
+        return weight[None]
+    if layer.kind == "conv":
+        return weight.reshape(groups, weight.shape[0] // groups, -1)
+    per_group = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)  # (G, C_in/G, C_out/G, K)
+    return per_group.transpose(1, 2).reshape(groups, weight.shape[1], -1)
+
+
+def matrix_weight(matrix: torch.Tensor, layer: Geometry, shape: torch.Size) -> torch.Tensor:
+    """The inverse of ``weight_matrix``: ``(G, dB, d)`` back to the weight ``shape``."""
+    if layer.kind != "transposed":
+        return matrix.reshape(shape)
+    groups, rows = layer.groups, shape[1]
+    per_group = matrix.reshape(groups, rows, shape[0] // groups, -1).transpose(1, 2)
+    return per_group.reshape(shape)
+
+
+def bias_matrix(bias: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """A bias-shaped tensor ``(C_out,)`` as ``(G, dB, 1)``."""
+    return bias.reshape(layer.groups, -1, 1)
+
+
+def per_sample_weight(x: torch.Tensor, gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """Each sample's weight gradient ``(N, *weight.shape)`` from the output gradient ``(N, *y.shape[1:])``."""
+    if layer.kind != "linear":
+        return per_sample_weight_grad(x, gradient, **layer.conv)  # type: ignore[arg-type]
+    return torch.einsum("nto,nti->noi", channels_last(gradient[None], layer)[0].flatten(2), locations(x))
+
+
+def per_sample_bias(gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """Each sample's bias gradient ``(N, C_out)``: the output gradient summed over locations."""
+    return channels_last(gradient[None], layer)[0].sum(1).flatten(1)
+
+
+def weight_diag_ggn(x: torch.Tensor, columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """The GGN diagonal of the weight: ``sum_{m,n} (weight VJP of columns[m, n])^2``, weight-shaped."""
+    if layer.kind != "linear":
+        return diag_ggn_weight(x, columns, **layer.conv)  # type: ignore[arg-type]
+    v, u = channels_last(columns, layer).flatten(3), locations(x)
+    if v.shape[2] == 1:  # no shared locations: the VJP is an outer product, square its factors
+        return torch.einsum("mno,ni->oi", v[:, :, 0].square(), u[:, 0].square())
+    return torch.einsum("mnto,nti->mnoi", v, u).square().sum((0, 1))
+
+
+def bias_diag_ggn(columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
+    """The GGN diagonal of the bias ``(C_out,)``: ``sum_{m,n} (sum_t v[m, n, t])^2``."""
+    return channels_last(columns, layer).sum(2).flatten(2).square().sum((0, 1))

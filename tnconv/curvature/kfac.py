@@ -1,0 +1,220 @@
+"""KFAC of a whole model: running Kronecker factors of every supported layer, and their preconditioner.
+
+Per layer and group, the curvature block of the weight is ``kron(B, A)`` with
+``A`` the input factor (the derived ``kfac_expand``/``kfac_reduce`` networks for
+conv layers) and ``B`` the output factor from the columns pulled back to the
+layer output (``tnconv.curvature.factors``). The scaling is curvlinops'
+``KFACLinearOperator`` with ``loss_average="batch"``: ``A`` is a mean over the
+samples seen; ``B`` is a mean over them for a loss with ``reduction="mean"``
+and a sum for ``reduction="sum"``, so that ``kron(B, A)`` approximates the GGN of
+that loss over all the data that ``update`` saw.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from tnconv.curvature.columns import FISHERS, check_loss, check_output, fisher_columns
+from tnconv.curvature.factors import input_factor, join_bias, mean_patch, output_factor
+from tnconv.curvature.hooks import Layer, Record, check_model, find_layers, forward, pull_back
+from tnconv.curvature.preconditioner import Preconditioner
+from tnconv.distributed import all_reduce_factors
+
+APPROXES = ("expand", "reduce")
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+class KFAC:
+    """Kronecker-factored curvature of every supported layer of ``model``, accumulated over batches.
+
+    Args:
+        model: any ``torch.nn.Module``; its ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d`` and
+            ``Linear`` layers (``torch.nn`` or ``tnconv.nn``) with a trainable weight get
+            factors, wherever they sit; every other module is differentiated through. Each
+            such layer must run exactly once per forward.
+        loss_function: a ``torch.nn.CrossEntropyLoss`` or ``MSELoss`` (``reduction`` "mean" or "sum").
+        approx: ``"expand"`` or ``"reduce"``: which KFAC for layers that share weights over
+            locations (conv layers, ``Linear`` on ``(N, *, features)``).
+        fisher: ``"type-2"`` (the exact GGN's factorisation, ``C`` columns pulled back in one
+            batched backward), ``"mc"`` (``mc_samples`` labels drawn from the model's predictive
+            distribution) or ``"empirical"`` (the gradient of the loss on the targets).
+        mc_samples: labels drawn per sample (``fisher="mc"`` only; otherwise it must be 1).
+        separate_bias: keep a bias apart (``(None, B)`` under ``name + ".bias"``) or fold it
+            into ``A`` as a trailing row and column of ones.
+        generator: the random source of ``fisher="mc"``.
+        ema_decay: None (default) for the running mean over all batches, weighted by batch
+            size; a number in ``[0, 1)`` for an exponential moving average used in training:
+            each ``update`` sets ``factor = ema_decay * factor + (1 - ema_decay) * batch factor``
+            (the first one takes the batch factor).
+        distributed: all-reduce each batch's factors across the ranks of ``group`` with
+            ``tnconv.distributed.all_reduce_factors`` before they are accumulated, so that
+            every rank holds the factors of the global batch (weighted by each rank's batch size).
+        group: the ``torch.distributed`` process group (default: the whole world).
+
+    ``update`` runs one forward of ``model`` in its current mode (BatchNorm statistics
+    update as in any training forward) and leaves every ``.grad`` as it was.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, loss_function: torch.nn.Module, *, approx: str = "expand",
+        fisher: str = "type-2", mc_samples: int = 1, separate_bias: bool = True,
+        generator: torch.Generator | None = None, ema_decay: float | None = None, distributed: bool = False,
+        group: object = None,
+    ) -> None:  # fmt: skip
+        self.model = check_model(model)
+        self.loss = check_loss(loss_function)
+        if approx not in APPROXES:
+            raise ValueError(f"approx must be one of {APPROXES}, got {approx!r}")
+        if fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+            raise ValueError(f"mc_samples must be an int >= 1, got {mc_samples!r}")
+        if fisher != "mc" and mc_samples != 1:
+            raise ValueError(f"mc_samples must be 1 unless fisher='mc', got mc_samples={mc_samples} with {fisher=}")
+        for flag, value in (("separate_bias", separate_bias), ("distributed", distributed)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if ema_decay is not None and (
+            isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay < 1
+        ):
+            raise ValueError(f"ema_decay must be None or a number in [0, 1), got {ema_decay!r}")
+        self.approx, self.fisher, self.mc_samples = approx, fisher, mc_samples
+        self.separate_bias, self.generator, self.ema_decay = separate_bias, generator, ema_decay
+        self.distributed, self.group = distributed, group
+        self.layers: list[Layer] = find_layers(self.model)
+        self.count = 0  # samples seen (on all ranks when distributed)
+        self.version = 0  # bumped whenever the factors change; preconditioners watch it
+        self._factors: dict[str, Pair] = {}  # layer name -> (A, B), A joined with the bias unless separate
+
+    # --- accumulation ---------------------------------------------------------------------------
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add the batch ``(inputs, targets)`` to the factors: one forward, one batched backward.
+
+        ``model(inputs)`` must be ``(N, C)`` logits (cross-entropy) or predictions (MSE).
+        """
+        output, records = forward(self.model, self.layers, inputs)
+        targets = check_output(output, targets, self.loss)
+        samples = None if self.fisher != "mc" else self.mc_samples
+        columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
+        pulled = pull_back(output, records, columns)
+        batch = {
+            layer.name: self.batch_factors(layer, records[layer.name], pulled[layer.name]) for layer in self.layers
+        }
+        size = output.shape[0]
+        if self.distributed:
+            batch, size = self.all_reduce(batch, size)
+        self.accumulate(batch, size)
+
+    def batch_factors(self, layer: Layer, record: Record, columns: torch.Tensor) -> Pair:
+        """``(A, B)`` of one layer on this batch (``A`` joined with the bias unless kept separate)."""
+        reduce = self.approx == "reduce"
+        a = input_factor(record.x, record.geometry, reduce)
+        if layer.bias is not None and not self.separate_bias:
+            a = join_bias(a, mean_patch(record.x, record.geometry))
+        return a, output_factor(columns, record.geometry, reduce)
+
+    def all_reduce(self, batch: dict[str, Pair], size: int) -> tuple[dict[str, Pair], int]:
+        """The factors of the global batch: sums of ``size``-weighted means (of sums for a summed loss)."""
+        summed_b = self.loss.reduction == "sum"
+        weighted = {name: (a * size, b if summed_b else b * size) for name, (a, b) in batch.items()}
+        reference = next(iter(batch.values()))[0]
+        count = torch.tensor(float(size), dtype=reference.dtype, device=reference.device)
+        totals, total = all_reduce_factors((weighted, count), reduction="sum", group=self.group)
+        size = round(total.item())
+        return {name: (a / size, b if summed_b else b / size) for name, (a, b) in totals.items()}, size
+
+    def accumulate(self, batch: dict[str, Pair], size: int) -> None:
+        """Merge one (global) batch of ``size`` samples into the running factors."""
+        if self._factors:
+            if self.ema_decay is not None:
+                decay = self.ema_decay
+                batch = {
+                    name: (decay * a + (1 - decay) * new_a, decay * b + (1 - decay) * new_b)
+                    for name, ((a, b), (new_a, new_b)) in self.paired(batch)
+                }
+            else:
+                weight = size / (self.count + size)
+                summed_b = self.loss.reduction == "sum"
+                batch = {
+                    name: (a + weight * (new_a - a), b + new_b if summed_b else b + weight * (new_b - b))
+                    for name, ((a, b), (new_a, new_b)) in self.paired(batch)
+                }
+        self._factors = batch
+        self.count += size
+        self.version += 1
+
+    def paired(self, batch: dict[str, Pair]) -> list[tuple[str, tuple[Pair, Pair]]]:
+        """Each layer's running and new factors."""
+        return [(name, (self._factors[name], batch[name])) for name in self._factors]
+
+    # --- results --------------------------------------------------------------------------------
+    @property
+    def factors(self) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Layer name -> ``(A, B)``, ``A`` ``(G, dA, dA)``, ``B`` ``(G, dB, dB)``; ``name + ".bias"`` -> ``(None, B)``.
+
+        The bias entry exists with ``separate_bias=True`` for layers with a trainable bias;
+        otherwise the bias is in ``A`` (``dA = d + 1``). Empty before the first ``update``.
+        """
+        result: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
+        for layer in self.layers:
+            if layer.name not in self._factors:
+                continue
+            a, b = self._factors[layer.name]
+            result[layer.name] = (a, b)
+            if self.separate_bias and layer.bias is not None:
+                result[layer.name + ".bias"] = (None, b)
+        return result
+
+    def layer_factors(self) -> dict[str, Pair]:
+        """Layer name -> ``(A, B)`` with the bias folded into ``A`` where configured (``state_dict``'s factors)."""
+        return dict(self._factors)
+
+    def preconditioner(self, damping: float) -> Preconditioner:
+        """``(B + damping I)^{-1} G (A + damping I)^{-1}`` per layer and group, as a callable with ``.step()``.
+
+        Its Cholesky factors are computed on its first call after an ``update`` or
+        ``load_state_dict`` and reused until the next one.
+        """
+        return Preconditioner(self, damping)
+
+    # --- state ----------------------------------------------------------------------------------
+    def settings(self) -> dict[str, object]:
+        """What must agree between a state dict and the KFAC that loads it."""
+        return {
+            "approx": self.approx, "fisher": self.fisher, "separate_bias": self.separate_bias,
+            "loss": type(self.loss.function).__name__, "reduction": self.loss.reduction,
+        }  # fmt: skip
+
+    def state_dict(self) -> dict[str, object]:
+        """The factors (layer name -> ``(A, B)``, bias joined as configured), the sample count, the settings."""
+        return {**self.settings(), "count": self.count, "factors": self.layer_factors()}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Take the factors and count of ``state`` (from ``state_dict`` of a KFAC with the same settings and layers)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}")
+        missing = [key for key in (*self.settings(), "count", "factors") if key not in state]
+        if missing:
+            raise ValueError(f"state lacks the keys {missing}")
+        for key, value in self.settings().items():
+            if state[key] != value:
+                raise ValueError(f"state has {key}={state[key]!r} but this KFAC has {key}={value!r}")
+        factors = state["factors"]
+        if not isinstance(factors, Mapping) or set(factors) != {layer.name for layer in self.layers}:
+            names = sorted(factors) if isinstance(factors, Mapping) else factors
+            raise ValueError(f"state['factors'] must hold the layers {[l.name for l in self.layers]}, got {names}")
+        count = state["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"state['count'] must be an int >= 1, got {count!r}")
+        for name, pair in factors.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                    and all(isinstance(f, torch.Tensor) and f.ndim == 3 for f in pair)):
+                raise ValueError(f"state['factors'][{name!r}] must be a pair (A, B) of (G, d, d) tensors, got {pair!r}")
+        self._factors = {name: (a.detach().clone(), b.detach().clone()) for name, (a, b) in factors.items()}
+        self.count = count
+        self.version += 1
+

@@ -1,0 +1,138 @@
+"""The KFAC preconditioner: ``(B + damping I)^{-1} G (A + damping I)^{-1}`` per layer and group.
+
+``G`` is a layer's gradient as a ``(G, dB, dA)`` matrix per group (``factors.weight_matrix``;
+with the bias as a trailing column when it is folded into ``A``). The damped factors are
+Cholesky-factorised once per change of the factors (``KFAC.version``): the first call after
+an ``update`` or ``load_state_dict`` factorises, later calls reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+
+from tnconv.curvature.factors import bias_matrix, matrix_weight, weight_matrix
+from tnconv.curvature.hooks import Layer
+
+if TYPE_CHECKING:
+    from tnconv.curvature.kfac import KFAC
+
+
+def damped_cholesky(factor: torch.Tensor, damping: float) -> torch.Tensor:
+    """The lower Cholesky factor of ``factor + damping I`` (batched over groups)."""
+    eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
+    return torch.linalg.cholesky(factor + damping * eye)
+
+
+def solve_both(matrix: torch.Tensor, left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
+    """``(L_B L_B^T)^{-1} matrix (L_A L_A^T)^{-1}`` for ``matrix`` ``(G, dB, dA)`` (no right factor: ``dA = 1``)."""
+    if right is not None:
+        matrix = torch.cholesky_solve(matrix.transpose(1, 2), right).transpose(1, 2)
+    return torch.cholesky_solve(matrix, left)
+
+
+class Preconditioner:
+    """Applies KFAC's damped inverse to gradients; ``step()`` writes the result into ``.grad``.
+
+    Args:
+        kfac: the ``KFAC`` whose factors it uses (always its current ones).
+        damping: a number > 0 added to the diagonal of both factors.
+    """
+
+    def __init__(self, kfac: KFAC, damping: float) -> None:
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)):
+            raise TypeError(f"damping must be a number, got {type(damping).__name__}")
+        if not math.isfinite(damping) or damping <= 0:
+            raise ValueError(f"damping must be a finite number > 0, got {damping!r}")
+        self.kfac, self.damping = kfac, float(damping)
+        self.parameters = dict(kfac.model.named_parameters())
+        self._version: int | None = None
+        self._choleskys: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def choleskys(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Layer name -> Cholesky factors of ``(A + damping I, B + damping I)``, recomputed when the factors changed."""
+        if self._version != self.kfac.version:
+            factors = self.kfac.layer_factors()
+            if not factors:
+                raise ValueError("the KFAC has no factors yet: call update(inputs, targets) first")
+            self._choleskys = {
+                name: (damped_cholesky(a, self.damping), damped_cholesky(b, self.damping))
+                for name, (a, b) in factors.items()
+            }
+            self._version = self.kfac.version
+        return self._choleskys
+
+    def __call__(self, gradients: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The preconditioned gradients of the supported layers' parameters.
+
+        Args:
+            gradients: parameter name -> gradient shaped like the parameter (default: the
+                parameters' ``.grad`` where set). With the bias folded into ``A``, a layer's
+                weight and bias gradients come together or not at all.
+
+        Returns:
+            Parameter name -> preconditioned gradient, for each given parameter of a supported
+            layer (others are left out).
+        """
+        if gradients is None:
+            gradients = {name: p.grad for name, p in self.parameters.items() if p.grad is not None}
+        elif not isinstance(gradients, Mapping):
+            raise TypeError(f"gradients must be a dict parameter name -> tensor, got {type(gradients).__name__}")
+        for name, gradient in gradients.items():
+            self.check_gradient(name, gradient)
+        choleskys = self.choleskys()
+        result: dict[str, torch.Tensor] = {}
+        for layer in self.kfac.layers:
+            result.update(self.precondition(layer, gradients, *choleskys[layer.name]))
+        return result
+
+    def check_gradient(self, name: str, gradient: object) -> None:
+        """``gradient`` must be a tensor shaped like parameter ``name``."""
+        if not isinstance(gradient, torch.Tensor):
+            raise TypeError(f"gradients[{name!r}] must be a torch.Tensor, got {type(gradient).__name__}")
+        parameter = self.parameters.get(name)
+        if parameter is None:
+            raise ValueError(f"gradients has {name!r}, which is not a parameter of the model")
+        if gradient.shape != parameter.shape:
+            raise ValueError(
+                f"gradients[{name!r}] must have the parameter's shape {tuple(parameter.shape)}, "
+                f"got {tuple(gradient.shape)}"
+            )
+
+    def precondition(
+        self, layer: Layer, gradients: Mapping[str, torch.Tensor], chol_a: torch.Tensor, chol_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """One layer's preconditioned weight and bias gradients (those present in ``gradients``)."""
+        weight = gradients.get(layer.weight)
+        bias = None if layer.bias is None else gradients.get(layer.bias)
+        shape = self.parameters[layer.weight].shape
+        result: dict[str, torch.Tensor] = {}
+        if layer.bias is not None and not self.kfac.separate_bias:
+            if (weight is None) != (bias is None):
+                raise ValueError(
+                    f"gradients must hold both {layer.weight!r} and {layer.bias!r} or neither: "
+                    f"the bias is folded into A (separate_bias=False)"
+                )
+            if weight is None or bias is None:
+                return result
+            joined = torch.cat([weight_matrix(weight, layer.layout), bias_matrix(bias, layer.layout)], dim=2)
+            solved = solve_both(joined, chol_b, chol_a)
+            result[layer.weight] = matrix_weight(solved[:, :, :-1], layer.layout, shape)
+            result[layer.bias] = solved[:, :, -1].reshape(-1)
+            return result
+        if weight is not None:
+            solved = solve_both(weight_matrix(weight, layer.layout), chol_b, chol_a)
+            result[layer.weight] = matrix_weight(solved, layer.layout, shape)
+        if bias is not None and layer.bias is not None:
+            result[layer.bias] = solve_both(bias_matrix(bias, layer.layout), chol_b, None).reshape(-1)
+        return result
+
+    def step(self) -> None:
+        """Replace every supported layer's ``.grad`` (where set) by its preconditioned value, in place."""
+        with torch.no_grad():
+            for name, value in self().items():
+                grad = self.parameters[name].grad
+                assert grad is not None  # only set gradients are preconditioned
+                grad.copy_(value)
