@@ -25,11 +25,20 @@ MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 @st.composite
-def pattern_sums(draw: st.DrawFn) -> PatternSum:
-    """Pattern sums of any padding mode, with up to as much padding as the mode allows."""
+def pattern_sums(draw: st.DrawFn, long: bool = False) -> PatternSum:
+    """Pattern sums of any padding mode, with up to as much padding as the mode allows.
+
+    ``long``: inputs at least four times as long as the borders where columns differ
+    (``4 * (D*(K-1) + max padding + 2*S)``), with padding up to 4 in every mode.
+    """
     mode = draw(st.sampled_from(MODES))
-    size = draw(st.integers(1, 40))
     kernel, stride, dilation = draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    if long:
+        left, right = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+        border = dilation * (kernel - 1) + max(left, right) + 2 * stride
+        size = draw(st.integers(4 * border, 4 * border + 20))
+        return PatternSum(IndexPattern(size, kernel, stride, left, right, dilation, mode))
+    size = draw(st.integers(1, 40))
     limit = {"zeros": 4, "reflect": size - 1, "replicate": 4, "circular": size}[mode]
     left, right = draw(st.integers(0, min(limit, 4))), draw(st.integers(0, min(limit, 4)))
     if size + left + right < dilation * (kernel - 1) + 1:
@@ -50,15 +59,31 @@ def selection_matrix(split: ColumnSplit, pixels: int) -> torch.Tensor:
     return split.selection(1)(torch.eye(pixels, dtype=torch.float64))
 
 
+def split_of(kind: PatternSum) -> ColumnSplit | None:
+    return split_columns(pattern_matrix(kind), kind.pattern.stride)
+
+
+# pattern sums that split_columns splits (the others keep the product; see the tests below)
+split_pattern_sums = pattern_sums().filter(lambda kind: split_of(kind) is not None)
+
+
 @settings(max_examples=300)
-@given(pattern_sums())
+@given(split_pattern_sums)
 def test_split_factors_the_pattern_sum_exactly(kind):
     matrix = pattern_matrix(kind)
-    split = split_columns(matrix, kind.pattern.stride)
-    if split is None:
-        return
+    split = split_of(kind)
     assert 0 < split.kept <= matrix.shape[1] // 2
     assert torch.equal(split.weights @ selection_matrix(split, matrix.shape[1]), matrix)
+
+
+@settings(max_examples=60)
+@given(pattern_sums(long=True))
+def test_long_inputs_always_split(kind):
+    """Away from the borders the columns repeat with period S, so an input four times longer than
+    the borders (window span, padding and two strides) always splits, keeping under half the columns."""
+    split = split_of(kind)
+    assert split is not None
+    assert torch.equal(split.weights @ selection_matrix(split, kind.pattern.input_size), pattern_matrix(kind))
 
 
 @pytest.mark.parametrize(
@@ -81,12 +106,10 @@ def test_a_pattern_sum_with_no_repeated_columns_stays_dense():
 
 
 @settings(max_examples=60)
-@given(pattern_sums(), pattern_sums(), st.integers(0, 2), st.booleans())
+@given(split_pattern_sums, split_pattern_sums, st.integers(0, 2), st.booleans())
 def test_selections_on_any_axis_joined_or_not(first_kind, second_kind, extra, split_first):
     first, second = pattern_matrix(first_kind), pattern_matrix(second_kind)
-    splits = [split_columns(first, first_kind.pattern.stride), split_columns(second, second_kind.pattern.stride)]
-    if None in splits:
-        return
+    splits = [split_of(first_kind), split_of(second_kind)]
     torch.manual_seed(0)
     x = torch.randn(2, first.shape[1], 3, second.shape[1], *([2] * extra), dtype=torch.float64)
     sums = [splits[0].selection(1), splits[1].selection(3)]  # the second's i is axis 3 of (r1, a, c, j, ..)

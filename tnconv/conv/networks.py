@@ -1,4 +1,4 @@
-"""Conv routines as tensor networks (the conventions of CONV.md), and ``tnconv.conv_network``.
+"""Conv routines as tensor networks (the conventions below, drawn in docs/concepts.md), and ``tnconv.conv_network``.
 
 With N spatial dims and G groups, a convolution is the network::
 

@@ -8,7 +8,7 @@ and legs joining more than two ends meet at a dot. The layout is
 deterministic: the same network always gives the same file.
 
 SVG and DOT are written without any plotting library; PNG and PDF use
-matplotlib (``pip install matplotlib``).
+matplotlib (``pip install matplotlib``, or tnconv's ``draw`` extra).
 """
 
 from __future__ import annotations

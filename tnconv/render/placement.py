@@ -6,8 +6,9 @@ result is rotated so its long side is horizontal with the first tensor on
 the left. Conv networks also get layered candidates in the paper's columns
 (inputs left, index patterns middle, kernels right). The candidate with the
 fewest crossing lines wins, then the fewest lines passing close by nodes,
-then the lowest stress. Hyperedge dots are then moved off lines they do not
-belong to. No randomness survives: the same network
+then the lowest stress; of equally good ones (mirror images, images under
+the graph's symmetries) a canonical one is taken. Hyperedge dots are then
+moved off lines they do not belong to. No randomness survives: the same network
 always gives the same positions. The linear algebra runs in torch (float64,
 CPU), so drawing needs no other numerical library.
 """
@@ -21,6 +22,7 @@ import torch
 
 from tnconv.render.geometry import foot, intersect
 from tnconv.render.structure import Graph
+from tnconv.render.symmetry import automorphisms
 
 Point = list[float]  # [x, y] in graph units
 
@@ -114,7 +116,7 @@ def best_layout(graph: Graph) -> list[Point]:
 
     Candidates are stress layouts from several starts (rotated so the long
     side is horizontal) and, for conv networks, layered layouts in the
-    paper's columns (see ``_layered``).
+    paper's columns (see ``_layered``); ties go to a canonical one (see ``_choose``).
     """
     dist = _distances(graph)
     if dist.shape[0] == 1:
@@ -123,17 +125,71 @@ def best_layout(graph: Graph) -> list[Point]:
     pairs = [(index[a], index[b]) for _, a, b in graph.lines if a != b]
     tensors = sum(1 for key in graph.keys if key.startswith("t"))
     candidates = [_stress_layout(dist, start) for start in _starts(dist)]
-    oriented = [(orient(pos.tolist(), tensors), stress) for pos, stress in candidates]
-    oriented += [(pos.tolist(), _stress(dist, pos)) for pos in _layered(graph)]
+    oriented: list[tuple[list[Point], float, Flips]] = [
+        (orient(pos.tolist(), tensors), stress, ANY_MIRROR) for pos, stress in candidates
+    ]
+    oriented += [(pos.tolist(), _stress(dist, pos), UPSIDE_DOWN) for pos in _layered(graph)]
     dots = {n for n, shape in enumerate(graph.shapes) if shape == "dot"}
     movable = frozenset(dots | {b for a, b in pairs if a in dots and graph.shapes[b] == "end"})
-    best: tuple[tuple[int, int, float], list[Point]] | None = None
-    for points, stress in oriented:
-        score = (*_crossings(points, pairs, movable), round(stress, 6))
-        if best is None or score < best[0]:
-            best = (score, points)
+    scored = [(_crossings(points, pairs, movable), stress, points, flips) for points, stress, flips in oriented]
+    return _clear_dots(_choose(scored, automorphisms(graph)), graph, pairs)
+
+
+STRESS_TIE = 1e-6  # relative: stresses this close are equal (equivalent layouts differ by rounding alone)
+POSITION_TIE = 1e-3  # graph units: coordinates this close are equal
+Flips = tuple[tuple[float, float], ...]  # (x, y) signs of the mirror images a candidate may take
+ANY_MIRROR: Flips = ((1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0))  # a stress layout, either way
+UPSIDE_DOWN: Flips = ((1.0, 1.0), (1.0, -1.0))  # a layered one keeps its inputs left
+Scored = tuple[tuple[int, int], float, list[Point], Flips]
+
+
+def _choose(scored: list[Scored], symmetries: list[list[int]]) -> list[Point]:
+    """The layout with the fewest crossings, then near misses, then the lowest stress, made canonical.
+
+    Mirror images and the images under the graph's ``symmetries`` (see
+    ``tnconv.render.symmetry``) of the winners are exactly as good; which of
+    them the placement found first depends on its starts and on the last bits
+    of its linear algebra. Of all winners (stresses equal but for rounding)
+    and their images, the one that puts the first node that differs highest,
+    then leftmost (``Pi1`` above ``Pi2``, the first tensor top left), is
+    taken, so the same network gets the same picture on every machine.
+    """
+    fewest = min(crossings for crossings, _, _, _ in scored)
+    tied = [(stress, points, flips) for crossings, stress, points, flips in scored if crossings == fewest]
+    lowest = min(stress for stress, _, _ in tied)
+    best: list[Point] | None = None
+    for stress, points, flips in tied:
+        if stress > lowest + STRESS_TIE * max(1.0, lowest):
+            continue
+        for image in _images(points, flips, symmetries):
+            if best is None or _reads_before(image, best):
+                best = image
     assert best is not None
-    return _clear_dots(best[1], graph, pairs)
+    return best
+
+
+def _images(points: list[Point], flips: Flips, symmetries: list[list[int]]) -> list[list[Point]]:
+    """``points`` centred, mirrored by each of ``flips`` and permuted by each symmetry."""
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    images = []
+    for sx, sy in flips:
+        mirrored = [[sx * (x - mean_x), sy * (y - mean_y)] for x, y in points]
+        for permutation in symmetries:
+            image: list[Point] = [[0.0, 0.0] for _ in points]
+            for node, target in enumerate(permutation):
+                image[target] = mirrored[node]
+            images.append(image)
+    return images
+
+
+def _reads_before(a: list[Point], b: list[Point]) -> bool:
+    """Whether layout ``a`` puts the first node that sits differently higher (then further left) than ``b``."""
+    for (ax, ay), (bx, by) in zip(a, b):
+        for mine, theirs in ((ay, by), (ax, bx)):
+            if abs(mine - theirs) > POSITION_TIE:
+                return mine < theirs
+    return False
 
 
 def _stress(dist: torch.Tensor, pos: torch.Tensor) -> float:

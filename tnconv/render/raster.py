@@ -21,7 +21,8 @@ def _matplotlib():
         from matplotlib.path import Path as MplPath
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "writing PNG/PDF diagrams needs matplotlib (pip install matplotlib); SVG and DOT need nothing"
+            "writing PNG/PDF diagrams needs matplotlib (pip install matplotlib, or tnconv's draw extra); "
+            "SVG and DOT need nothing"
         ) from error
     return plt, patches, MplPath
 
