@@ -65,16 +65,35 @@ def _canonical(name: str) -> str:
 
 
 PRELUDE = """\
-import importlib.abc, sys
+import importlib.abc, importlib.machinery, os, sys, sysconfig
 
-class NotInstalled(importlib.abc.MetaPathFinder):
-    '''Imports of anything but the standard library and ALLOWED fail, as after the README's install.'''
+STDLIB = [sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")]
+STDLIB.append(os.path.join(STDLIB[1], "lib-dynload"))
+
+class NotInstalled(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    '''Modules other than the standard library and ALLOWED behave as after the README's install.
+
+    One that is not on this machine at all stays absent (``find_spec`` gives None, so optional
+    probes such as torch's work as usual); one that is here but not ALLOWED gets a spec whose
+    import raises ModuleNotFoundError. The standard library is ``sys.stdlib_module_names`` and
+    whatever lies in the interpreter's own folders (private modules such as ``_sysconfigdata_*``).'''
 
     def find_spec(self, name, path=None, target=None):
         top = name.partition(".")[0]
-        if top not in ALLOWED and top not in sys.stdlib_module_names:
-            raise ModuleNotFoundError(f"No module named {top!r} (not installed by the README's install)", name=top)
-        return None
+        if top in ALLOWED or top in sys.stdlib_module_names:
+            return None
+        if importlib.machinery.PathFinder.find_spec(top, STDLIB) is not None:
+            return None
+        if importlib.machinery.PathFinder.find_spec(top) is None:
+            return None
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec):
+        top = spec.name.partition(".")[0]
+        raise ModuleNotFoundError(f"No module named {top!r} (not installed by the README's install)", name=top)
+
+    def exec_module(self, module):
+        raise AssertionError("create_module always raises")
 
 sys.meta_path.insert(0, NotInstalled())
 del NotInstalled
