@@ -28,8 +28,9 @@ replicate, circular) is done with ``F.pad`` first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -441,3 +442,68 @@ def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:
     for leg in legs:
         result *= sizes[leg]
     return result
+
+
+@dataclass(frozen=True)
+class Created:
+    """A tensor that a kernel call allocates: the aten op that returned it and its shape."""
+
+    op: str
+    shape: tuple[int, ...]
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    """What one call of a native kernel does: its FLOPs and the tensors it allocates, in order.
+
+    ``flops`` is ``torch.utils.flop_counter``'s count (2 per multiply-add, for
+    convolutions and matrix products; copies such as padding, im2col or a
+    reordering count 0). Sizes are exact integers.
+    """
+
+    flops: int
+    created: tuple[Created, ...]
+
+    @property
+    def largest(self) -> int:
+        """Elements of the largest tensor created (0 when the kernel only returns views)."""
+        return max((tensor.elements for tensor in self.created), default=0)
+
+
+def kernel_cost(kernel: Kernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
+    """Run ``kernel`` once on meta tensors of these operand shapes (no data, no arithmetic) and record its work.
+
+    A tensor counts as created when an aten op returns one whose storage no
+    earlier tensor had: views (permutes, reshapes that need no copy, expands,
+    ``Tensor.unfold``) do not count; padded copies, reordering copies and the
+    result do.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    from torch.utils.flop_counter import FlopCounterMode
+
+    created: list[Created] = []
+    alive: list[torch.Tensor] = []  # keeps storages alive, so that a new one never reuses a seen address
+    seen: set[int] = set()
+
+    class Allocations(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            result = func(*args, **(kwargs or {}))
+            for tensor in tree_leaves(result):
+                if isinstance(tensor, torch.Tensor):
+                    storage = tensor.untyped_storage()._cdata
+                    if storage not in seen:
+                        seen.add(storage)
+                        created.append(Created(str(func.overloadpacket), tuple(tensor.shape)))
+                    alive.append(tensor)
+            return result
+
+    operands = [torch.empty(tuple(int(size) for size in shape), device="meta") for shape in shapes]
+    seen.update(operand.untyped_storage()._cdata for operand in operands)
+    with FlopCounterMode(display=False) as counter, Allocations():
+        kernel(operands)
+    return KernelCost(int(counter.get_total_flops()), tuple(created))

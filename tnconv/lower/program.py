@@ -116,7 +116,24 @@ class Program:
         """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self._executor).plan.steps)
 
+    def kernel_cost(self) -> native.KernelCost | None:
+        """What a call of the native kernel does (FLOPs, the tensors it creates), or None without one.
+
+        The other cost attributes describe the einsum plan, which a native program does not run.
+        """
+        return None if self._kernel is None else native.kernel_cost(self._kernel, self._expected)  # type: ignore[arg-type]
+
     # --- running ------------------------------------------------------------------------
+    def run_einsum_plan(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        """Contract a concrete network along its einsum plan, even where a native kernel would run it.
+
+        An independent reference for the kernel (``tnconv derive --check``).
+        """
+        operands = tuple(collect(self.operands, args, kwargs))
+        check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
+        device = operands[0].device if operands else torch.device("cpu")
+        return self._execute(operands, operands[0].dtype if operands else torch.get_default_dtype(), device)
+
     def specialize(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> "Program":
         """The concrete program for these operands' shapes (itself when already concrete)."""
         if self.network.is_concrete:
