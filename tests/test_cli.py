@@ -301,6 +301,10 @@ def test_kernel_cost_counts_padded_copies_and_results():
     assert cost.largest == 2 * 4 * 8 * 8 and cost.flops == 2 * 2 * 4 * 8 * 8 * 3 * 2 * 2
     unfold = tnconv.compile(tnconv.conv_network("unfold", (2, 3, 8, 8), 3, padding=1))
     assert unfold.kernel_cost().flops == 0 and unfold.kernel_cost().largest == 2 * 27 * 64
+    for op in ("forward", "input_vjp", "weight_vjp"):  # grouped: C_in/G input channels per output channel
+        grouped = tnconv.compile(tnconv.conv_network(op, (2, 8, 9, 9), 3, 4, stride=2, groups=4))
+        assert grouped.strategy.startswith("native:")
+        assert grouped.kernel_cost().flops == 2 * 2 * 4 * 2 * 4 * 4 * 3 * 3
     reduce = tnconv.compile(tnconv.conv_network("kfac_reduce", (2, 3, 8, 8), 3))
     assert reduce.strategy.startswith("einsum") and reduce.kernel_cost() is None
 

@@ -142,7 +142,7 @@ def what_runs(program: Program) -> dict[str, Any]:
     """The statistics of what a call of ``program`` runs, and of its einsum plan (labelled whether it runs).
 
     ``flops`` and ``largest_intermediate`` are those of what runs: for a native
-    kernel its FLOPs (torch's count, exact) and its largest created tensor; for
+    kernel its FLOPs (2 per multiply-add, exact) and its largest created tensor; for
     the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
     is beyond what a float holds exactly).
     """

@@ -54,7 +54,11 @@ def count(value: int, exact: bool = True) -> str:
 
 
 def _shape(shape: list[int]) -> str:
-    return "(" + ",".join(map(str, shape)) + ")"
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _elements(number: int) -> str:
+    return f"{count(number)} element" + ("" if number == 1 else "s")
 
 
 def stages(data: dict[str, Any], out: TextIO) -> None:
@@ -94,12 +98,12 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
     print(f"strategy  {data['strategy']}: one PyTorch kernel computes the whole network", file=out)
     for index, tensor in enumerate(kernel["created"]):
         label = "creates" if index == 0 else ""
-        print(f"{label:<10}{tensor['op']} {_shape(tensor['shape'])}: {count(tensor['elements'])} elements", file=out)
+        print(f"{label:<10}{tensor['op']} {_shape(tensor['shape'])}: {_elements(tensor['elements'])}", file=out)
     if not kernel["created"]:
         print("creates   nothing (its result is a view of the input)", file=out)
-    what = "torch's count, 2 per multiply-add" if kernel["flops"] else "it only copies"
+    what = "2 per multiply-add" if kernel["flops"] else "no multiply-adds: it copies (and adds)"
     print(f"flops     {count(kernel['flops'])} ({kernel['flops']:.3g}; {what})", file=out)
-    print(f"largest tensor created  {count(kernel['largest'])} elements", file=out)
+    print(f"largest tensor created  {_elements(kernel['largest'])}", file=out)
     print("einsum plan (not run; what the network would cost without the kernel):", file=out)
     _plan(plan, "  ", out)
 

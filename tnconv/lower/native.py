@@ -460,9 +460,8 @@ class Created:
 class KernelCost:
     """What one call of a native kernel does: its FLOPs and the tensors it allocates, in order.
 
-    ``flops`` is ``torch.utils.flop_counter``'s count (2 per multiply-add, for
-    convolutions and matrix products; copies such as padding, im2col or a
-    reordering count 0). Sizes are exact integers.
+    ``flops`` is 2 per multiply-add (0 for unfold and fold, which copy and add);
+    sizes are exact integers.
     """
 
     flops: int
@@ -474,17 +473,27 @@ class KernelCost:
         return max((tensor.elements for tensor in self.created), default=0)
 
 
-def kernel_cost(kernel: Kernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
-    """Run ``kernel`` once on meta tensors of these operand shapes (no data, no arithmetic) and record its work.
+def multiply_adds(net: Network, kernel: Kernel) -> int:
+    """Multiply-adds of the kernel that computes ``net``: one per combination of the legs other than the
+    patterns' ``i`` legs (each pair of an output and a kernel position reads one input position), as a
+    convolution kernel or a matrix product runs them; 0 for unfold and fold."""
+    if isinstance(kernel, (Unfold, Fold)):
+        return 0
+    pixels = {entry.legs[2] for entry in net.entries if isinstance(entry.kind, IndexPattern)}
+    return math.prod(int(size) for leg, size in net.sizes.items() if leg not in pixels)
 
-    A tensor counts as created when an aten op returns one whose storage no
-    earlier tensor had: views (permutes, reshapes that need no copy, expands,
-    ``Tensor.unfold``) do not count; padded copies, reordering copies and the
-    result do.
+
+def kernel_cost(net: Network, kernel: Kernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
+    """The FLOPs of ``kernel`` (which computes ``net``) and the tensors one call creates.
+
+    The tensors are recorded by running the kernel once on meta tensors of these
+    operand shapes (no data, no arithmetic): a tensor counts as created when an
+    aten op returns one whose storage no earlier tensor had, so views (permutes,
+    reshapes that need no copy, expands, ``Tensor.unfold``) do not count and
+    padded copies, reordering copies and the result do.
     """
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
-    from torch.utils.flop_counter import FlopCounterMode
 
     created: list[Created] = []
     alive: list[torch.Tensor] = []  # keeps storages alive, so that a new one never reuses a seen address
@@ -504,6 +513,6 @@ def kernel_cost(kernel: Kernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
 
     operands = [torch.empty(tuple(int(size) for size in shape), device="meta") for shape in shapes]
     seen.update(operand.untyped_storage()._cdata for operand in operands)
-    with FlopCounterMode(display=False) as counter, Allocations():
+    with Allocations():
         kernel(operands)
-    return KernelCost(int(counter.get_total_flops()), tuple(created))
+    return KernelCost(2 * multiply_adds(net, kernel), tuple(created))

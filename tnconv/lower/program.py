@@ -121,7 +121,9 @@ class Program:
 
         The other cost attributes describe the einsum plan, which a native program does not run.
         """
-        return None if self._kernel is None else native.kernel_cost(self._kernel, self._expected)  # type: ignore[arg-type]
+        if self._kernel is None:
+            return None
+        return native.kernel_cost(self.network, self._kernel, self._expected)  # type: ignore[arg-type]
 
     # --- running ------------------------------------------------------------------------
     def run_einsum_plan(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
