@@ -1,8 +1,9 @@
-"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, check and time it.
+"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, and describe
+what the compiled program runs and how a KFAC factor is scaled.
 
 Everything here returns plain data (``Derivation``, dicts) so that the
 command line can print it as text or JSON; printing lives in
-``tnconv.cli.main``.
+``tnconv.cli.show``, checking and timing in ``tnconv.cli.measure``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def derive(
     ``columns`` is M, the number of columns of the GGN factorisation for
     ``diag-ggn`` (the size of its leg ``m``).
     """
+    routine = routine_name(routine)
     op, layer = resolve(routine, layer)
     hyper = hyper_of(layer)
     stages = derivation_stages(op, hyper, columns)
