@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_run import ROOT, one_line_error, run
-from tnconv.cli import main
+
+from tnconv.cli import main, reference
 from tnconv.cli.derive import ROUTINES, derive
 from tnconv.cli.layers import builtin_layer, custom_layer, layer_names
-from tnconv.cli import reference
 
 
 @pytest.mark.parametrize("routine", list(ROUTINES))
@@ -351,12 +350,12 @@ def test_kfac_derivations_state_the_scaling_and_shape(routine, divisor):
 @pytest.mark.parametrize("op", ["kfac_reduce", "kfac_expand"])
 def test_stated_kfac_scaling_gives_the_curvature_factor(op):
     """The network's sum times the stated scale, reshaped to the stated shape, is tnconv.curvature's factor."""
-    import tnconv
     from tnconv.curvature import kfac_expand_factor, kfac_reduce_factor
 
     layer = builtin_layer("tiny_depthwise_2d", batch=3)
     derivation = derive(op.replace("_", "-"), layer)
-    status, out, _ = run("derive", op, "--layer", "tiny_depthwise_2d", "--batch", "3", "--no-diagram", "--json")
+    status, out, err = run("derive", op, "--layer", "tiny_depthwise_2d", "--batch", "3", "--no-diagram", "--json")
+    assert status == 0, err
     scaling = json.loads(out)["scaling"]
     x = torch.randn(layer.input_shape, dtype=torch.float64)
     factor = (derivation.program(X=x) / scaling["divisor"]).reshape(scaling["shape"])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_run import one_line_error, python, run
 
 import tnconv
-from cli_run import one_line_error, python, run
 from tnconv.conv.networks import OPS, TRANSPOSED_OPS
 
 HEAVY = ("torch", "sympy", "networkx", "opt_einsum")
@@ -70,7 +70,7 @@ def test_routines_take_either_spelling(spelling, tmp_path):
 @pytest.mark.parametrize("op", [op for op in OPS if "_" in op])
 def test_conv_network_takes_either_spelling(op):
     hyphen = op.replace("_", "-")
-    kwargs = dict(input_shape=(2, 4, 6, 6), kernel_size=3, out_channels=4)
+    kwargs = {"input_shape": (2, 4, 6, 6), "kernel_size": 3, "out_channels": 4}
     assert tnconv.conv_network(hyphen, **kwargs).dump() == tnconv.conv_network(op, **kwargs).dump()
 
 

@@ -17,7 +17,8 @@ from tnconv.cli.layers import Layer
 from tnconv.cli.names import ROUTINES, routine_name
 from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import TRANSPOSED_OPS, build as build_routine
+from tnconv.conv.networks import TRANSPOSED_OPS
+from tnconv.conv.networks import build as build_routine
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.native import KernelCost

@@ -22,7 +22,7 @@ def header(request: Request, out: TextIO) -> None:
     print(f"layer  {request.layer.describe()}", file=out)
 
 
-def report(derivation: "Derivation") -> dict[str, Any]:
+def report(derivation: Derivation) -> dict[str, Any]:
     """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
     from tnconv.cli.derive import kfac_scaling, what_runs
 
