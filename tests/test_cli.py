@@ -332,6 +332,9 @@ def test_run_einsum_plan_is_the_einsum_path():
     program._kernel = None  # a program that cannot reach the kernel still answers run_einsum_plan
     program_plan = program.run_einsum_plan(X=x, V=v)
     assert torch.allclose(program_plan, expected, rtol=1e-12, atol=1e-12)
+    symbolic = tnconv.compile(tnconv.Network.from_einsum("ij,jk->ik", "A", "B"))
+    with pytest.raises(ValueError, match="needs a concrete program"):
+        symbolic.run_einsum_plan(torch.ones(2, 3), torch.ones(3, 4))
 
 
 @pytest.mark.parametrize("routine, divisor", [("kfac-reduce", 8 * 81**2), ("kfac-expand", 8 * 81)])

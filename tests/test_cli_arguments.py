@@ -134,6 +134,16 @@ def test_an_unwritable_diagram_folder_is_refused_first(monkeypatch, tmp_path):
     assert "--diagram (default 'tnconv-derive-forward.svg'): cannot write there; choose another file" in err
 
 
+def test_a_raster_diagram_without_matplotlib_is_refused_first(monkeypatch, tmp_path):
+    from tnconv.cli import arguments
+
+    real = arguments.importlib.util.find_spec
+    monkeypatch.setattr(arguments.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--diagram", "d.png", cwd=tmp_path)
+    assert status == 2 and out == ""
+    assert "--diagram 'd.png': .png needs matplotlib (pip install matplotlib); .svg and .dot need nothing" in err
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -131,6 +131,8 @@ class Program:
 
         An independent reference for the kernel (``tnconv derive --check``).
         """
+        if not self._concrete:
+            raise ValueError("run_einsum_plan needs a concrete program; use program.specialize(*operands) first")
         operands = tuple(collect(self.operands, args, kwargs))
         check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
         device = operands[0].device if operands else torch.device("cpu")
