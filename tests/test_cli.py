@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import ROOT, one_line_error, run
 
-from tnconv.cli import main
+from tnconv.cli import main, reference
 from tnconv.cli.derive import ROUTINES, derive
 from tnconv.cli.layers import builtin_layer, custom_layer, layer_names
-from tnconv.cli import reference
-
-
-def run(*argv: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        status = main(list(argv), out, err)
-    finally:
-        os.chdir(previous)
-    return status, out.getvalue(), err.getvalue()
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tnconv: error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize("routine", list(ROUTINES))
@@ -67,7 +45,8 @@ def test_every_routine_derives_and_checks(routine, tmp_path):
 def test_check_passes_for_varied_layers(routine, flags):
     if "reflect" in flags and routine not in ("forward", "unfold", "kfac-expand", "kfac-reduce"):
         flags = [f for f in flags if f not in ("--padding-mode", "reflect")]
-    status, out, err = run("derive", routine, *flags, "--check", "--no-diagram", "--ggn-columns", "2")
+    columns = ["--ggn-columns", "2"] if routine == "diag-ggn" else []
+    status, out, err = run("derive", routine, *flags, *columns, "--check", "--no-diagram")
     assert status == 0, err
     assert "PASSED" in out
 
@@ -104,19 +83,73 @@ def test_json_output_is_complete(tmp_path):
     assert report["flops"] > 0 and report["largest_intermediate"] > 0
     assert report["stages"][0]["network"].startswith("X ")
     assert isinstance(report["stages"][-1]["rewrites"], list)
-    assert report["einsum"].count("->") == 1 and report["strategy"]
+    assert report["einsum"].count("->") == 1 and report["strategy"] == "native:conv2d_weight"
+    assert report["kernel"]["name"] == "conv2d_weight" and report["kernel"]["created"]
+    plan = report["einsum_plan"]
+    assert plan["runs"] is False and plan["path"] and len(plan["steps"]) == len(plan["path"])
+    assert [c["against"] for c in report["check"]["comparisons"]] == ["PyTorch", "einsum plan"]
+    assert report["scaling"] is None
 
 
 def test_bench_times_both_and_shows_progress():
     status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--bench", "--repeats", "2", "--no-diagram")
     assert status == 0, err
-    assert "bench [" in err and err.rstrip().endswith("pytorch")
+    assert "bench [" in err and "8/8" in err  # 2 warm-up + 2 timed rounds of both sides
     assert "tnconv " in out and "pytorch " in out and "ratio " in out
     status, out, err = run("derive", "unfold", "--layer", "tiny_2d", "--bench", "--repeats", "1", "--json",
                            "--no-diagram")
     result = json.loads(out)["bench"]
     assert result["tnconv_s"] > 0 and result["pytorch_s"] > 0 and result["ratio"] > 0
     assert err == ""
+
+
+def test_bench_reports_the_spread_of_both_sides(monkeypatch):
+    """min <= median <= max per side and of the paired ratios, threads, repeats, warm-up; both sides warmed up."""
+    calls = {"pytorch": 0}
+    original = reference.implementation
+
+    def counted(op, hyper):
+        function = original(op, hyper)
+
+        def call(operands):
+            calls["pytorch"] += 1
+            return function(operands)
+
+        return call
+
+    monkeypatch.setattr(reference, "implementation", counted)
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--bench", "--repeats", "3", "--json",
+                           "--no-diagram")
+    assert status == 0, err
+    result = json.loads(out)["bench"]
+    assert (result["repeats"], result["warmup"], result["threads"]) == (3, 2, torch.get_num_threads())
+    for side in ("tnconv", "pytorch", "paired_ratio"):
+        assert 0 < result[side]["min"] <= result[side]["median"] <= result[side]["max"]
+    assert result["tnconv_s"] == result["tnconv"]["median"] and result["pytorch_s"] == result["pytorch"]["median"]
+    assert calls["pytorch"] == result["warmup"] + result["repeats"] * result["calls_per_sample"]
+    status, out, _ = run("derive", "forward", "--layer", "tiny_2d", "--bench", "--repeats", "3", "--no-diagram")
+    assert "2 threads" in out or f"{torch.get_num_threads()} threads" in out
+    assert "3 interleaved rounds" in out and "2 warm-up calls" in out
+    assert "ms per call" in out and "min" in out and "median" in out and "max" in out
+
+
+def test_bench_prints_small_ratios_and_times_with_significant_digits():
+    """A tiny ratio is not printed as 0.00x (three significant digits), nor a tiny time as 0.000 ms."""
+    import io
+
+    from tnconv.cli import show
+
+    result = {
+        "dtype": "float32", "threads": 2, "warmup": 2, "repeats": 3, "calls_per_sample": 1,
+        "tnconv": {"min": 1.1e-7, "median": 1.2e-7, "max": 1.3e-7},
+        "pytorch": {"min": 0.05, "median": 0.091, "max": 0.2},
+        "paired_ratio": {"min": 1.1e-6, "median": 1.32e-6, "max": 2e-6}, "ratio": 1.32e-6,
+    }
+    out = io.StringIO()
+    show.bench(result, out)
+    text = out.getvalue()
+    assert "1.32e-06x" in text and "0.00x" not in text
+    assert "0.00012" in text and "91" in text
 
 
 def test_layers_lists_the_builtin_layers():
@@ -133,16 +166,31 @@ def test_layers_lists_the_builtin_layers():
     assert transposed["weight_shape"] == [128, 64, 2, 2] and transposed["out_channels"] == 64
 
 
+BENCHMARK_LAYERS = ROOT / "benchmarks" / "layers.json"
+SHARED_LAYERS = ROOT.parent / "shared" / "benchmarks" / "layers.json"  # the list the project was given, if beside it
+
+
 def test_builtin_layers_match_the_benchmark_list():
-    shared = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "layers.json"
-    if not shared.exists():
-        shared = Path(__file__).resolve().parents[1] / "shared" / "benchmarks" / "layers.json"
-    assert shared.exists(), "the shared benchmark list sits beside the repository"
-    for entry in json.loads(shared.read_text())["layers"]:
-        layer = builtin_layer(entry["name"])
+    """Every benchmark layer (benchmarks/layers.json) is a built-in layer with the same shapes and hyper-parameters."""
+    benchmark = json.loads(BENCHMARK_LAYERS.read_text())["layers"]
+    assert len(benchmark) >= 10
+    builtin = {name: builtin_layer(name) for name in layer_names()}
+    for entry in benchmark:
+        layer = builtin[entry["name"]]
         assert layer.input_shape[1:] == tuple(entry["x"])
         assert layer.weight_shape == tuple(entry["w"])
+        assert (layer.stride, layer.padding) == (entry["stride"], entry["padding"])
         assert layer.groups == entry.get("groups", 1)
+        assert layer.transposed == entry.get("transposed", False)
+    extra = set(builtin) - {entry["name"] for entry in benchmark}
+    assert extra == {"tiny_2d", "tiny_depthwise_2d"}  # the built-in list is the benchmark list plus tiny layers
+
+
+@pytest.mark.skipif(not SHARED_LAYERS.exists(), reason=f"{SHARED_LAYERS} is absent: the repository is not beside "
+                    "the shared folder it was created from, so there is no original to compare its copy with")
+def test_benchmark_list_is_the_shared_one():
+    """benchmarks/layers.json is a copy of ../shared/benchmarks/layers.json (where that file exists)."""
+    assert json.loads(BENCHMARK_LAYERS.read_text()) == json.loads(SHARED_LAYERS.read_text())
 
 
 @pytest.mark.parametrize(
@@ -152,14 +200,15 @@ def test_builtin_layers_match_the_benchmark_list():
         (["derive", "kfac-reduce", "--input", "8,0,5,5"], "--input: expected integers >= 1"),
         (["derive", "kfac-reduce", "--input", "8,4"], "--input: expected (N, C_in, *spatial)"),
         (["derive", "forward", "--kernel", "3,3,3", "--input", "1,2,5,5"], "--kernel: expected 1 or 2 integers"),
-        (["derive", "convolve"], "invalid choice: 'convolve'"),
+        (["derive", "convolve"], "ROUTINE: unknown routine 'convolve'"),
         (["derive", "forward", "--layer", "resnet99"], "unknown layer 'resnet99'"),
         (["derive", "forward", "--input", "2,4,9,9", "--groups", "3"], "in_channels=4 must be divisible by groups=3"),
         (["derive", "forward", "--input", "2,4,3,3", "--kernel", "5"], "kernel"),
         (["derive", "forward", "--layer", "tiny_2d", "--stride", "0"], "--stride: expected integers >= 1"),
-        (["derive", "forward", "--layer", "tiny_2d", "--diagram", "d.jpg"], "must end in one of"),
-        (["derive", "forward", "--layer", "tiny_2d", "--optimize", "fastest"], "optimize must be one of"),
-        (["derive", "forward", "--layer", "tiny_2d", "--output-padding", "1"], "output_padding"),
+        (["derive", "forward", "--layer", "tiny_2d", "--diagram", "d.jpg"], "--diagram 'd.jpg': the file name must end in"),
+        (["derive", "forward", "--layer", "tiny_2d", "--optimize", "fastest"], "--optimize: unknown optimizer 'fastest'"),
+        (["derive", "forward", "--layer", "tiny_2d", "--output-padding", "1"],
+         "--output-padding applies to a transposed layer only"),
         (["derive", "unfold-transpose", "--layer", "vit_b16_patchify", "--check"], "use a smaller --batch or layer"),
         (["derive"], "the following arguments are required: ROUTINE"),
         ([], "the following arguments are required: COMMAND"),
@@ -218,3 +267,116 @@ def test_console_script_is_installed():
     completed = subprocess.run([str(script), "layers"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     assert "resnet18_layer1_3x3" in completed.stdout
+
+
+def test_native_programs_report_what_the_kernel_runs():
+    """A native kernel's FLOPs and created tensors are printed as what runs; the einsum plan is labelled not run."""
+    status, out, err = run("derive", "forward", "--layer", "convnext_base_dw7", "--json", "--no-diagram")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["strategy"] == "native:conv2d"
+    result = 8 * 128 * 56 * 56
+    assert report["kernel"]["created"] == [{"op": "aten.convolution", "shape": [8, 128, 56, 56], "elements": result}]
+    assert report["largest_intermediate"] == result  # not the 157M of the unfolded input
+    assert report["flops"] == 2 * 8 * 128 * 56 * 56 * 7 * 7
+    assert report["einsum_plan"]["largest_intermediate"] == 8 * 128 * 49 * 56 * 56 and not report["einsum_plan"]["runs"]
+    status, out, err = run("derive", "forward", "--layer", "convnext_base_dw7", "--no-diagram")
+    compiled = out[out.index("== compiled =="):]
+    assert f"largest tensor created  {result:,} elements" in compiled
+    plan = compiled[compiled.index("einsum plan (not run"):]
+    assert "largest intermediate  157,351,936 elements" in plan
+    assert "157,351,936" not in compiled[: compiled.index("einsum plan (not run")]
+
+
+def test_kernel_cost_counts_padded_copies_and_results():
+    """Program.kernel_cost: a pad the kernel cannot do is a created tensor; an einsum program has no kernel cost."""
+    import tnconv
+
+    same = tnconv.compile(tnconv.conv_network("forward", (2, 3, 8, 8), 2, 4, padding="same"))
+    cost = same.kernel_cost()
+    assert same.strategy == "native:conv2d"
+    assert [(c.op, c.shape) for c in cost.created] == [("aten.constant_pad_nd", (2, 3, 9, 9)),
+                                                      ("aten.convolution", (2, 4, 8, 8))]
+    assert cost.largest == 2 * 4 * 8 * 8 and cost.flops == 2 * 2 * 4 * 8 * 8 * 3 * 2 * 2
+    unfold = tnconv.compile(tnconv.conv_network("unfold", (2, 3, 8, 8), 3, padding=1))
+    assert unfold.kernel_cost().flops == 0 and unfold.kernel_cost().largest == 2 * 27 * 64
+    for op in ("forward", "input_vjp", "weight_vjp"):  # grouped: C_in/G input channels per output channel
+        grouped = tnconv.compile(tnconv.conv_network(op, (2, 8, 9, 9), 3, 4, stride=2, groups=4))
+        assert grouped.strategy.startswith("native:")
+        assert grouped.kernel_cost().flops == 2 * 2 * 4 * 2 * 4 * 4 * 3 * 3
+    reduce = tnconv.compile(tnconv.conv_network("kfac_reduce", (2, 3, 8, 8), 3))
+    assert reduce.strategy.startswith("einsum") and reduce.kernel_cost() is None
+
+
+def test_check_of_a_native_kernel_compares_with_its_einsum_plan(monkeypatch):
+    """--check on a native routine also compares with the einsum plan in float64, and fails when they differ."""
+    from tnconv.lower.program import Program
+
+    status, out, err = run("derive", "input-vjp", "--layer", "tiny_depthwise_2d", "--check", "--no-diagram")
+    assert status == 0, err
+    assert "passed  vs PyTorch" in out and "passed  vs einsum plan" in out
+    original = Program.run_einsum_plan
+    monkeypatch.setattr(Program, "run_einsum_plan", lambda self, **operands: original(self, **operands) * (1 + 1e-8))
+    status, out, _ = run("derive", "input-vjp", "--layer", "tiny_depthwise_2d", "--check", "--no-diagram")
+    assert status == 1
+    assert "FAILED" in out and "FAILED  vs einsum plan" in out and "passed  vs PyTorch" in out
+
+
+def test_run_einsum_plan_is_the_einsum_path():
+    """Program.run_einsum_plan agrees with the native kernel without calling it."""
+    import tnconv
+
+    program = tnconv.compile(tnconv.conv_network("weight_vjp", (2, 4, 7, 6), (3, 2), 6, stride=2, groups=2))
+    x, v = torch.randn(2, 4, 7, 6, dtype=torch.float64), torch.randn(2, 6, 3, 3, dtype=torch.float64)
+    expected = program(X=x, V=v)
+    program._kernel = None  # a program that cannot reach the kernel still answers run_einsum_plan
+    program_plan = program.run_einsum_plan(X=x, V=v)
+    assert torch.allclose(program_plan, expected, rtol=1e-12, atol=1e-12)
+    symbolic = tnconv.compile(tnconv.Network.from_einsum("ij,jk->ik", "A", "B"))
+    with pytest.raises(ValueError, match="needs a concrete program"):
+        symbolic.run_einsum_plan(torch.ones(2, 3), torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("routine, divisor", [("kfac-reduce", 8 * 81**2), ("kfac-expand", 8 * 81)])
+def test_kfac_derivations_state_the_scaling_and_shape(routine, divisor):
+    """The KFAC routines say their sum is unnormalised, how the factor is scaled, and its (G, d, d) shape."""
+    status, out, err = run("derive", routine, "--layer", "tiny_2d", "--no-diagram")
+    assert status == 0, err
+    formula = "1/(N*T^2) = 1/(8*81^2)" if routine == "kfac-reduce" else "1/(N*T) = 1/(8*81)"
+    assert f"{formula} = 1/{divisor:,}" in out and "without normalisation" in out
+    assert "(G, d, d) = (1, 36, 36)" in out and "N = 8 samples, T = 81 output locations" in out
+    status, out, _ = run("derive", routine, "--layer", "tiny_2d", "--no-diagram", "--json")
+    scaling = json.loads(out)["scaling"]
+    assert scaling["divisor"] == divisor and scaling["shape"] == [1, 36, 36]
+
+
+@pytest.mark.parametrize("op", ["kfac_reduce", "kfac_expand"])
+def test_stated_kfac_scaling_gives_the_curvature_factor(op):
+    """The network's sum times the stated scale, reshaped to the stated shape, is tnconv.curvature's factor."""
+    from tnconv.curvature import kfac_expand_factor, kfac_reduce_factor
+
+    layer = builtin_layer("tiny_depthwise_2d", batch=3)
+    derivation = derive(op.replace("_", "-"), layer)
+    status, out, err = run("derive", op, "--layer", "tiny_depthwise_2d", "--batch", "3", "--no-diagram", "--json")
+    assert status == 0, err
+    scaling = json.loads(out)["scaling"]
+    x = torch.randn(layer.input_shape, dtype=torch.float64)
+    factor = (derivation.program(X=x) / scaling["divisor"]).reshape(scaling["shape"])
+    function = kfac_reduce_factor if op == "kfac_reduce" else kfac_expand_factor
+    expected = function(x, layer.kernel_size, stride=layer.stride, padding=layer.padding, groups=layer.groups)
+    assert scaling["function"] == f"tnconv.curvature.{function.__name__}"
+    assert torch.allclose(factor, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_flops_are_exact_integers_or_marked_as_estimates():
+    """A native kernel's FLOPs print exactly at any size; an einsum-plan figure beyond 2**53 prints as 'about'."""
+    channels = 2**24  # input and output of 2**27 numbers, weight of 3 * 2**48 (never allocated without --check)
+    status, out, err = run("derive", "forward", "--input", f"1,{channels},8", "--no-diagram")
+    assert status == 0, err
+    exact = 2 * channels * channels * 6 * 3
+    assert f"flops     {exact:,} " in out
+    plan = out[out.index("einsum plan (not run"):]
+    assert "flops     about " in plan
+    from tnconv.cli.show import count
+
+    assert count(2**60 + 1) == f"{2**60 + 1:,}" and count(2**60, exact=False) == "about 1.15e+18"

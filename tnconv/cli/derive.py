@@ -1,41 +1,30 @@
-"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, check and time it.
+"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, and describe
+what the compiled program runs and how a KFAC factor is scaled.
 
 Everything here returns plain data (``Derivation``, dicts) so that the
 command line can print it as text or JSON; printing lives in
-``tnconv.cli.main``.
+``tnconv.cli.show``, checking and timing in ``tnconv.cli.measure``.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
-import torch
-
-from tnconv.cli.layers import Layer
 from tnconv.cli import reference
+from tnconv.cli.layers import Layer
+from tnconv.cli.names import ROUTINES, routine_name
+from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import TRANSPOSED_OPS, build as build_routine
+from tnconv.conv.networks import TRANSPOSED_OPS
+from tnconv.conv.networks import build as build_routine
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.native import KernelCost
 from tnconv.lower.program import Program
 
-# command-line routine name -> conv_network op
-ROUTINES = {
-    "forward": "forward",
-    "input-vjp": "input_vjp",
-    "weight-vjp": "weight_vjp",
-    "unfold": "unfold",
-    "unfold-transpose": "unfold_transpose",
-    "transpose-forward": "transpose_forward",
-    "kfac-expand": "kfac_expand",
-    "kfac-reduce": "kfac_reduce",
-    "per-sample-grad": "per_sample_grad",
-    "diag-ggn": "diag_ggn",
-}
+__all__ = ["ROUTINES", "Derivation", "Stage", "derive", "kfac_scaling", "what_runs"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +54,8 @@ class Derivation:
 
 
 def resolve(routine: str, layer: Layer) -> tuple[str, Layer]:
-    """The conv_network op of a command-line routine, and the layer (made transposed where implied)."""
-    try:
-        op = ROUTINES[routine]
-    except KeyError:
-        raise ValueError(f"unknown routine {routine!r}; choose from {', '.join(ROUTINES)}") from None
+    """The conv_network op of a command-line routine (either spelling), and the layer (made transposed where implied)."""
+    op = ROUTINES[routine_name(routine)]
     if op in TRANSPOSED_OPS and not layer.transposed:
         layer = replace(layer, transposed=True)
     return op, layer
@@ -138,6 +124,7 @@ def derive(
     ``columns`` is M, the number of columns of the GGN factorisation for
     ``diag-ggn`` (the size of its leg ``m``).
     """
+    routine = routine_name(routine)
     op, layer = resolve(routine, layer)
     hyper = hyper_of(layer)
     stages = derivation_stages(op, hyper, columns)
@@ -148,87 +135,56 @@ def derive(
     return Derivation(routine, op, layer, hyper, tuple(stages), program, columns)
 
 
-MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create
+def kernel_report(cost: KernelCost) -> dict[str, Any]:
+    """A native kernel's cost as plain data: FLOPs, the tensors it creates and the largest of them."""
+    created = [{"op": t.op, "shape": list(t.shape), "elements": t.elements} for t in cost.created]
+    return {"flops": cost.flops, "created": created, "largest": cost.largest}
 
 
-def guard(derivation: Derivation, dtype: torch.dtype, flag: str) -> None:
-    """Refuse to run when PyTorch has no reference or a tensor would exceed ``MEMORY_LIMIT``."""
-    hyper = derivation.hyper
-    why_not = reference.supported(hyper)
-    if why_not is not None:
-        raise ValueError(f"{flag}: {why_not}")
-    program, net = derivation.program, derivation.network
-    largest = max(math.prod(int(net.size(leg)) for leg in net.output), program.largest_intermediate,
-                  reference.largest_tensor(derivation.op, hyper, derivation.columns))
-    size = largest * torch.finfo(dtype).bits // 8
-    if size > MEMORY_LIMIT:
-        raise ValueError(
-            f"{flag}: this layer needs a tensor of {largest:,} numbers ({size / 2**30:.1f} GiB in "
-            f"{str(dtype).removeprefix('torch.')}), more than {MEMORY_LIMIT // 2**30} GiB; use a smaller --batch or layer"
-        )
+def what_runs(program: Program) -> dict[str, Any]:
+    """The statistics of what a call of ``program`` runs, and of its einsum plan (labelled whether it runs).
 
-
-def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
-    """Run the derived network in float64 on random operands and compare with PyTorch (rtol 1e-10)."""
-    hyper = derivation.hyper
-    guard(derivation, torch.float64, "--check")
-    operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.columns)
-    expected = reference.implementation(derivation.op, hyper)(operands)
-    program = derivation.program
-    got = program(**{name: operands[name] for name in program.operands})
-    if got.numel() != expected.numel():
-        raise ValueError(
-            f"--check: the network gives {tuple(got.shape)} ({got.numel()} numbers) but PyTorch gives "
-            f"{tuple(expected.shape)}"
-        )
-    got = got.reshape(expected.shape)
-    scale = expected.abs().max().item() or 1.0
-    error = (got - expected).abs().max().item()
-    passed = bool(torch.allclose(got, expected, rtol=1e-10, atol=1e-10 * scale))
-    return {
-        "passed": passed, "dtype": "float64", "max_abs_error": error, "max_abs_reference": scale,
-        "rtol": 1e-10, "shape": list(expected.shape), "seed": seed,
+    ``flops`` and ``largest_intermediate`` are those of what runs: for a native
+    kernel its FLOPs (2 per multiply-add, exact) and its largest created tensor; for
+    the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
+    is beyond what a float holds exactly).
+    """
+    cost = program.kernel_cost()
+    flops, largest = program.flops, program.largest_intermediate
+    plan = {
+        "runs": cost is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
+        "flops": flops, "flops_exact": flops < EXACT_FLOAT_INTEGERS,
+        "largest_intermediate": largest, "largest_intermediate_exact": largest < EXACT_FLOAT_INTEGERS,
     }
+    if cost is None:
+        return {"strategy": program.strategy, "kernel": None, "flops": flops, "flops_exact": plan["flops_exact"],
+                "largest_intermediate": largest, "einsum_plan": plan}
+    kernel = {"name": program.strategy.removeprefix("native:"), **kernel_report(cost)}
+    return {"strategy": program.strategy, "kernel": kernel, "flops": cost.flops, "flops_exact": True,
+            "largest_intermediate": cost.largest, "einsum_plan": plan}
 
 
-def _time(function: Callable[[], object], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
+KFAC_SCALING = {"kfac_expand": ("1/(N*T)", 1), "kfac_reduce": ("1/(N*T^2)", 2)}  # op -> (formula, power of T)
 
 
-def bench(
-    derivation: Derivation,
-    repeats: int = 10,
-    warmup: int = 2,
-    dtype: torch.dtype = torch.float32,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[str, Any]:
-    """Median wall-clock time of the compiled network and of the PyTorch implementation (interleaved)."""
-    hyper = derivation.hyper
-    guard(derivation, dtype, "--bench")
-    operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.columns)
-    program = derivation.program
-    ours = {name: operands[name] for name in program.operands}
-    baseline = reference.implementation(derivation.op, hyper)
-    runs: dict[str, Callable[[], object]] = {"tnconv": lambda: program(**ours), "pytorch": lambda: baseline(operands)}
-    total = (repeats + warmup) * len(runs)
-    done = 0
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    with torch.no_grad():
-        for round_ in range(repeats + warmup):
-            for name, function in runs.items():
-                elapsed = _time(function, 1)
-                if round_ >= warmup:
-                    times[name].extend(elapsed)
-                done += 1
-                if progress is not None:
-                    progress(done, total, name)
-    ours_s, theirs_s = statistics.median(times["tnconv"]), statistics.median(times["pytorch"])
+def kfac_scaling(op: str, hyper: ConvHyper, output: tuple[str, ...]) -> dict[str, Any] | None:
+    """How the unnormalised sum of a KFAC network becomes the factor (None for other routines).
+
+    The network computes ``sum_{n,t} u u^T`` (expand) or ``sum_n (sum_t u)(sum_t u)^T``
+    (reduce) with the legs ``output``; the factor ``A`` is that times ``1/(N*T)``
+    or ``1/(N*T^2)`` (``T`` output locations), reshaped to ``(G, d, d)`` with
+    ``d = C_in/G * prod(K)``, as ``tnconv.curvature.kfac_expand_factor`` /
+    ``kfac_reduce_factor`` return it.
+    """
+    if op not in KFAC_SCALING:
+        return None
+    formula, power = KFAC_SCALING[op]
+    batch, locations = int(hyper.batch), math.prod(int(size) for size in hyper.output_size)
+    channels, taps = int(hyper.in_channels) // int(hyper.groups), math.prod(int(k) for k in hyper.kernel_size)
+    d = channels * taps
     return {
-        "dtype": str(dtype).replace("torch.", ""), "repeats": repeats, "threads": torch.get_num_threads(),
-        "tnconv_s": ours_s, "pytorch_s": theirs_s, "ratio": ours_s / theirs_s if theirs_s else math.inf,
+        "formula": formula, "N": batch, "T": locations, "divisor": batch * locations**power,
+        "network_output": list(output), "shape": [int(hyper.groups), d, d], "d": d,
+        "channels_per_group": channels, "kernel_taps": taps,
+        "function": f"tnconv.curvature.{op}_factor",
     }

@@ -9,12 +9,21 @@ weight shape, hyper-parameters); ``--batch`` supplies the batch.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Mapping
 
+from tnconv.cli.names import hint
+
 DEFAULT_BATCH = 8
+INT64_MAX = 2**63 - 1  # the most elements (and the largest size) a torch tensor can have
+# the per-dim hyper-parameters of a Layer and the flag that sets each
+PER_DIM_FLAGS = {
+    "kernel_size": "--kernel", "stride": "--stride", "padding": "--padding", "dilation": "--dilation",
+    "output_padding": "--output-padding",
+}
 
 
 @dataclass(frozen=True)
@@ -103,11 +112,16 @@ def layer_names() -> tuple[str, ...]:
 
 
 def builtin_layer(name: str, batch: int = DEFAULT_BATCH) -> Layer:
-    """The built-in layer ``name`` with batch ``batch``; ValueError names the unknown name."""
+    """The built-in layer ``name`` (``tiny_2d`` or ``tiny-2d``) with batch ``batch``.
+
+    ValueError names the unknown name and the closest built-in one.
+    """
+    canonical = name.replace("-", "_")
     for entry in _catalogue()["layers"]:
-        if entry["name"] == name:
+        if entry["name"] == canonical:
             return _from_entry(entry, batch)
-    raise ValueError(f"--layer: unknown layer {name!r}; built-in layers: {', '.join(layer_names())}")
+    names = layer_names()
+    raise ValueError(f"--layer: unknown layer {name!r}{hint(canonical, names)} (built-in layers: {', '.join(names)})")
 
 
 def _from_entry(entry: Mapping[str, Any], batch: int) -> Layer:
@@ -132,7 +146,17 @@ def parse_ints(text: str, flag: str, allow_zero: bool = False) -> tuple[int, ...
     low = 0 if allow_zero else 1
     if any(value < low for value in values):
         raise ValueError(f"{flag}: expected integers >= {low}, got {text!r}")
+    if any(value > INT64_MAX for value in values):
+        raise ValueError(f"{flag}: {text!r} has a size beyond int64 (2**63-1), more than any tensor can hold")
     return values
+
+
+def shape_flag(text: str, flag: str = "--input") -> tuple[int, ...]:
+    """``--input``: ``N,C_in,*spatial`` with at least one spatial dim."""
+    shape = parse_ints(text, flag)
+    if len(shape) < 3:
+        raise ValueError(f"{flag}: expected (N, C_in, *spatial) with at least one spatial dim, got {text}")
+    return shape
 
 
 def per_dim_flag(text: str, flag: str, allow_zero: bool = False) -> tuple[int, ...] | int:
@@ -149,29 +173,49 @@ def padding_flag(text: str) -> tuple[int, ...] | int | str:
 
 
 def with_overrides(layer: Layer, flags: Mapping[str, Any]) -> Layer:
-    """``layer`` with the hyper-parameters given on the command line replaced (None = not given)."""
+    """``layer`` with the hyper-parameters given on the command line replaced (None = not given).
+
+    An int ``kernel_size`` is repeated over the (new) spatial dims. ValueError,
+    naming the flags, when a per-dim value does not fit the input's dims: one the
+    user gave (``--stride 1,2,3`` for a 2-d input), or one kept from a built-in
+    layer whose input ``--input`` changed to another number of dims.
+    """
     given = {key: value for key, value in flags.items() if value is not None}
     if not given:
-        return layer
+        return checked_sizes(layer)
+    shape = given.get("input_shape", layer.input_shape)
+    dims = len(shape) - 2
     if isinstance(given.get("kernel_size"), int):
-        given["kernel_size"] = (given["kernel_size"],) * layer.dims
-    return replace(layer, name=f"{layer.name} (modified)", **given)
+        given["kernel_size"] = (given["kernel_size"],) * dims
+    for key, flag in PER_DIM_FLAGS.items():
+        value = given.get(key, getattr(layer, key))
+        if not isinstance(value, tuple) or len(value) == dims:
+            continue
+        if key in given:
+            counts = "1 integer" if dims == 1 else f"1 or {dims} integers"
+            raise ValueError(f"{flag}: expected {counts} for a {dims}-d input, got {_value(value)}")
+        raise ValueError(
+            f"--input has {dims} spatial dim{'s' if dims != 1 else ''} but --layer {layer.name} has a "
+            f"{len(value)}-d {flag.lstrip('-').replace('-', ' ')} ({_value(value)}); give {flag} too"
+        )
+    return checked_sizes(replace(layer, name=f"{layer.name} (modified)", **given))
 
 
 def custom_layer(input_shape: tuple[int, ...], flags: Mapping[str, Any]) -> Layer:
-    """A layer from ``--input`` and the other flags (kernel 3, out channels = in channels by default)."""
-    if len(input_shape) < 3:
-        raise ValueError(
-            f"--input: expected (N, C_in, *spatial) with at least one spatial dim, got {','.join(map(str, input_shape))}"
-        )
+    """A layer from ``--input`` (``shape_flag``) and the other flags (kernel 3, out channels = in channels by default)."""
     dims = len(input_shape) - 2
-    kernel = flags.get("kernel_size") or 3
-    kernel_size = (kernel,) * dims if isinstance(kernel, int) else tuple(kernel)
-    if len(kernel_size) != dims:
-        raise ValueError(f"--kernel: expected 1 or {dims} integers for a {dims}-d input, got {_value(kernel)}")
-    base = Layer(
-        name="custom", input_shape=input_shape, out_channels=flags.get("out_channels") or input_shape[1],
-        kernel_size=kernel_size,
-    )
-    rest = {k: v for k, v in flags.items() if k not in ("kernel_size", "out_channels")}
-    return replace(with_overrides(base, rest), name="custom")
+    base = Layer(name="custom", input_shape=input_shape, out_channels=input_shape[1], kernel_size=(3,) * dims)
+    return replace(with_overrides(base, flags), name="custom")
+
+
+def checked_sizes(layer: Layer) -> Layer:
+    """``layer``, after checking that its input and weight fit in a tensor (at most 2**63-1 elements)."""
+    for what, shape, flags in (("input", layer.input_shape, "--input or --batch"),
+                               ("weight", layer.weight_shape, "--out-channels or --kernel")):
+        elements = math.prod(shape)
+        if elements > INT64_MAX:
+            raise ValueError(
+                f"the layer {what} {_shape(shape)} has {elements:,} elements, more than a tensor can hold "
+                f"(2**63-1); use a smaller {flags}"
+            )
+    return layer

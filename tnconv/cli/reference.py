@@ -19,18 +19,19 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tnconv.cli.arguments import DEFAULT_COLUMNS, REFERENCE_DIMS
 from tnconv.conv.hyper import ConvHyper
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-GGN_COLUMNS = 10  # M, the columns of the GGN factorisation for diag_ggn (e.g. 10 classes)
+GGN_COLUMNS = DEFAULT_COLUMNS  # M, the columns of the GGN factorisation for diag_ggn (e.g. 10 classes)
 
 Operands = dict[str, torch.Tensor]
 
 
 def supported(hyper: ConvHyper) -> str | None:
     """Why PyTorch has no reference for this layer (None when it has one)."""
-    if hyper.dims > 3:
+    if hyper.dims > REFERENCE_DIMS:
         return f"PyTorch has no {hyper.dims}-d convolution"
     return None
 

@@ -19,6 +19,7 @@ the user passes torch-layout tensors; the ``g`` leg is always present.
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
@@ -171,7 +172,8 @@ def conv_network(
 
     Args:
         op: forward, input_vjp, weight_vjp, unfold, unfold_transpose, transpose_forward,
-            fold, or the derived kfac_expand, kfac_reduce, per_sample_grad, diag_ggn.
+            fold, or the derived kfac_expand, kfac_reduce, per_sample_grad, diag_ggn
+            (``-`` may stand for ``_``: ``kfac-reduce`` is ``kfac_reduce``).
             ``unfold_transpose``/``transpose_forward`` are ``unfold``/``forward`` of a
             transposed layer (``transposed`` is implied).
         input_shape: ``(N, C_in, *I)`` of the layer input (for ``fold``: of the folded image).
@@ -189,8 +191,7 @@ def conv_network(
         raise TypeError(f"op must be a str, got {op!r}")
     if not isinstance(simplify, bool):
         raise TypeError(f"simplify must be a bool, got {simplify!r}")
-    if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    op = op_name(op)
     if op in TRANSPOSED_OPS:
         op, transposed = TRANSPOSED_OPS[op], True
     hyper = conv_hyper(
@@ -204,6 +205,16 @@ def conv_network(
     if op in ("forward", "input_vjp", "weight_vjp") and hyper.out_channels is None:
         raise ValueError(f"op={op!r} needs out_channels, got None")
     return routine(op, hyper, simplify)
+
+
+def op_name(op: str) -> str:
+    """``op`` in the spelling of ``OPS`` (``kfac-reduce`` -> ``kfac_reduce``); ValueError with the closest op."""
+    canonical = op.replace("-", "_")
+    if canonical not in OPS:
+        close = difflib.get_close_matches(canonical, OPS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"op must be one of {OPS}, got {op!r}{hint}")
+    return canonical
 
 
 def routine(op: str, hyper: ConvHyper, simplify: bool) -> Network:

@@ -28,8 +28,9 @@ replicate, circular) is done with ``F.pad`` first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -441,3 +442,77 @@ def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:
     for leg in legs:
         result *= sizes[leg]
     return result
+
+
+@dataclass(frozen=True)
+class Created:
+    """A tensor that a kernel call allocates: the aten op that returned it and its shape."""
+
+    op: str
+    shape: tuple[int, ...]
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    """What one call of a native kernel does: its FLOPs and the tensors it allocates, in order.
+
+    ``flops`` is 2 per multiply-add (0 for unfold and fold, which copy and add);
+    sizes are exact integers.
+    """
+
+    flops: int
+    created: tuple[Created, ...]
+
+    @property
+    def largest(self) -> int:
+        """Elements of the largest tensor created (0 when the kernel only returns views)."""
+        return max((tensor.elements for tensor in self.created), default=0)
+
+
+def multiply_adds(net: Network, kernel: Kernel) -> int:
+    """Multiply-adds of the kernel that computes ``net``: one per combination of the legs other than the
+    patterns' ``i`` legs (each pair of an output and a kernel position reads one input position), as a
+    convolution kernel or a matrix product runs them; 0 for unfold and fold."""
+    if isinstance(kernel, (Unfold, Fold)):
+        return 0
+    pixels = {entry.legs[2] for entry in net.entries if isinstance(entry.kind, IndexPattern)}
+    return math.prod(int(size) for leg, size in net.sizes.items() if leg not in pixels)
+
+
+def kernel_cost(net: Network, kernel: Kernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
+    """The FLOPs of ``kernel`` (which computes ``net``) and the tensors one call creates.
+
+    The tensors are recorded by running the kernel once on meta tensors of these
+    operand shapes (no data, no arithmetic): a tensor counts as created when an
+    aten op returns one whose storage no earlier tensor had, so views (permutes,
+    reshapes that need no copy, expands, ``Tensor.unfold``) do not count and
+    padded copies, reordering copies and the result do.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    created: list[Created] = []
+    alive: list[torch.Tensor] = []  # keeps storages alive, so that a new one never reuses a seen address
+    seen: set[int] = set()
+
+    class Allocations(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            result = func(*args, **(kwargs or {}))
+            for tensor in tree_leaves(result):
+                if isinstance(tensor, torch.Tensor):
+                    storage = tensor.untyped_storage()._cdata
+                    if storage not in seen:
+                        seen.add(storage)
+                        created.append(Created(str(func.overloadpacket), tuple(tensor.shape)))
+                    alive.append(tensor)
+            return result
+
+    operands = [torch.empty(tuple(int(size) for size in shape), device="meta") for shape in shapes]
+    seen.update(operand.untyped_storage()._cdata for operand in operands)
+    with Allocations():
+        kernel(operands)
+    return KernelCost(2 * multiply_adds(net, kernel), tuple(created))

@@ -117,7 +117,28 @@ class Program:
         """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self._executor).plan.steps)
 
+    def kernel_cost(self) -> native.KernelCost | None:
+        """What a call of the native kernel does (FLOPs, the tensors it creates), or None without one.
+
+        The other cost attributes describe the einsum plan, which a native program does not run.
+        """
+        if self._kernel is None:
+            return None
+        return native.kernel_cost(self.network, self._kernel, self._expected)  # type: ignore[arg-type]
+
     # --- running ------------------------------------------------------------------------
+    def run_einsum_plan(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        """Contract a concrete network along its einsum plan, even where a native kernel would run it.
+
+        An independent reference for the kernel (``tnconv derive --check``).
+        """
+        if not self._concrete:
+            raise ValueError("run_einsum_plan needs a concrete program; use program.specialize(*operands) first")
+        operands = tuple(collect(self.operands, args, kwargs))
+        check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
+        device = operands[0].device if operands else torch.device("cpu")
+        return self._execute(operands, operands[0].dtype if operands else torch.get_default_dtype(), device)
+
     def specialize(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> "Program":
         """The concrete program for these operands' shapes (itself when already concrete)."""
         if self.network.is_concrete:

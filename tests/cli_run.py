@@ -1,0 +1,44 @@
+"""Running the ``tnconv`` command in-process and in a fresh interpreter, for the command-line tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tnconv.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """``tnconv ARGV`` in this process (in folder ``cwd``): exit status, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        status = main(list(argv), out, err)
+    finally:
+        os.chdir(previous)
+    return status, out.getvalue(), err.getvalue()
+
+
+def one_line_error(err: str) -> str:
+    """The single ``tnconv: error: ...`` line of ``err`` (asserting there is exactly one and no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tnconv: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def python(code: str, cwd: Path = ROOT) -> str:
+    """Run ``code`` in a fresh interpreter (this repository's tnconv first on the path); its stdout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    completed = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout

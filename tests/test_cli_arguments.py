@@ -1,0 +1,200 @@
+"""The command line's arguments: answered without torch, names in either spelling with a hint for a typo,
+every flag checked before any work, conflicts named by their flags, sizes within int64."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_run import one_line_error, python, run
+
+import tnconv
+from tnconv.conv.networks import OPS, TRANSPOSED_OPS
+
+HEAVY = ("torch", "sympy", "networkx", "opt_einsum")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["derive", "--help"],
+        ["layers"],
+        ["derive", "kfac-reduse"],
+        ["derive", "forward", "--kernal", "3"],
+        ["derive", "forward", "--layer", "tiny_2d", "--diagram", "x.jpg"],
+        ["derive", "forward", "--layer", "tiny_2d", "--input", "8,4,9"],
+        ["derive", "forward", "--input", "99999999999999999999,3,8,8"],
+    ],
+    ids=["help", "derive-help", "layers", "routine-typo", "flag-typo", "diagram-suffix", "dims", "int64"],
+)
+def test_answers_without_importing_torch(argv):
+    """--help, layers and argument errors import neither torch nor the IR's libraries (they answer at once)."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tnconv.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main({argv!r}, err=io.StringIO())\n"
+        f"print(status, sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+    )
+    status, heavy = python(code).split(" ", 1)
+    assert heavy.strip() == "[]"
+    assert status == ("0" if argv[-1] in ("--help", "layers") else "2")
+
+
+def test_derive_prints_its_header_before_importing_torch():
+    """The main job starts its output before the heavy imports (and then runs to the end)."""
+    code = (
+        "import io, sys\n"
+        "from tnconv.cli import main\n"
+        "class Probe(io.StringIO):\n"
+        "    torch_at_first_write = None\n"
+        "    def write(self, text):\n"
+        "        if self.torch_at_first_write is None and text:\n"
+        "            self.torch_at_first_write = 'torch' in sys.modules\n"
+        "        return super().write(text)\n"
+        "probe = Probe()\n"
+        "status = main(['derive', 'forward', '--layer', 'tiny_2d', '--no-diagram'], probe, io.StringIO())\n"
+        "print(status, probe.torch_at_first_write, '== compiled ==' in probe.getvalue())\n"
+    )
+    assert python(code).split() == ["0", "False", "True"]
+
+
+@pytest.mark.parametrize("spelling", ["kfac_reduce", "kfac-reduce"])
+def test_routines_take_either_spelling(spelling, tmp_path):
+    status, out, err = run("derive", spelling, "--layer", "tiny_2d", "--no-diagram")
+    assert status == 0, err
+    assert out.startswith("tnconv derive kfac-reduce   (conv_network op 'kfac_reduce')")
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if "_" in op])
+def test_conv_network_takes_either_spelling(op):
+    hyphen = op.replace("_", "-")
+    kwargs = {"input_shape": (2, 4, 6, 6), "kernel_size": 3, "out_channels": 4}
+    assert tnconv.conv_network(hyphen, **kwargs).dump() == tnconv.conv_network(op, **kwargs).dump()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["derive", "kfac-reduse"], "ROUTINE: unknown routine 'kfac-reduse'; did you mean 'kfac-reduce'?"),
+        (["derive", "per_sample_grads"], "did you mean 'per-sample-grad'?"),
+        (["derive", "forward", "--layer", "tiny2d"], "--layer: unknown layer 'tiny2d'; did you mean 'tiny_2d'?"),
+        (["derive", "forward", "--kernal", "3"], "unrecognized arguments: --kernal 3; did you mean '--kernel'?"),
+        (["derive", "forward", "--optimize", "greedi"], "--optimize: unknown optimizer 'greedi'; did you mean 'greedy'?"),
+    ],
+)
+def test_typos_get_the_closest_name(argv, message):
+    status, out, err = run(*argv)
+    assert status == 2 and out == ""
+    assert message in one_line_error(err)
+
+
+def test_conv_network_suggests_the_closest_op():
+    with pytest.raises(ValueError, match=r"got 'kfac_reduse'; did you mean 'kfac_reduce'\?"):
+        tnconv.conv_network("kfac_reduse", (2, 3, 8, 8), 3)
+    with pytest.raises(ValueError, match=r"got 'xyz'$"):
+        tnconv.conv_network("xyz", (2, 3, 8, 8), 3)
+
+
+def test_builtin_layers_take_either_spelling():
+    status, out, err = run("derive", "forward", "--layer", "tiny-depthwise-2d", "--no-diagram")
+    assert status == 0, err
+    assert "layer  tiny_depthwise_2d: Conv2d" in out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--diagram", "x.jpg"], "--diagram 'x.jpg': the file name must end in one of .svg, .png, .pdf, .dot, .gv"),
+        (["--diagram", "missing/d.svg"], "--diagram 'missing/d.svg': folder 'missing' does not exist"),
+        (["--diagram", "folder.svg"], "--diagram 'folder.svg': that is a folder, not a file"),
+        (["--diagram", "d.svg", "--no-diagram"], "--diagram and --no-diagram contradict each other"),
+        (["--repeats", "3"], "--repeats applies to --bench only"),
+        (["--ggn-columns", "3"], "--ggn-columns applies to diag-ggn only, not to forward"),
+        (["--input", "1,2,3,4,5,6", "--kernel", "1", "--check"], "--check: PyTorch has no 4-d convolution"),
+        (["--input", "1,2,3,4,5,6", "--kernel", "1", "--bench"], "--bench: PyTorch has no 4-d convolution"),
+    ],
+)
+def test_flags_are_checked_before_any_work(flags, message, tmp_path):
+    """A bad flag is reported, naming it, before anything is derived or printed."""
+    (tmp_path / "folder.svg").mkdir()
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", *flags, cwd=tmp_path)
+    assert status == 2
+    assert out == ""
+    assert message in one_line_error(err)
+
+
+def test_an_unwritable_diagram_folder_is_refused_first(monkeypatch, tmp_path):
+    from tnconv.cli import arguments
+
+    monkeypatch.setattr(arguments.os, "access", lambda path, mode: False)
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", cwd=tmp_path)
+    assert status == 2 and out == ""
+    assert "--diagram (default 'tnconv-derive-forward.svg'): cannot write there; choose another file" in err
+
+
+def test_a_raster_diagram_without_matplotlib_is_refused_first(monkeypatch, tmp_path):
+    from tnconv.cli import arguments
+
+    real = arguments.importlib.util.find_spec
+    monkeypatch.setattr(arguments.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--diagram", "d.png", cwd=tmp_path)
+    assert status == 2 and out == ""
+    assert "--diagram 'd.png': .png needs matplotlib (pip install matplotlib); .svg and .dot need nothing" in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--layer", "tiny_2d", "--input", "8,4,9"],
+         "--input has 1 spatial dim but --layer tiny_2d has a 2-d kernel (3,3); give --kernel too"),
+        (["--layer", "c3d_conv1_3d", "--input", "2,3,8,8"],
+         "--input has 2 spatial dims but --layer c3d_conv1_3d has a 3-d kernel (3,3,3); give --kernel too"),
+        (["--layer", "tiny_2d", "--stride", "1,2,3"], "--stride: expected 1 or 2 integers for a 2-d input, got 1,2,3"),
+        (["--input", "2,3,8", "--dilation", "1,2"], "--dilation: expected 1 integer for a 1-d input, got 1,2"),
+        (["--input", "99999999999999999999,3,8,8"], "--input: '99999999999999999999,3,8,8' has a size beyond int64"),
+        (["--input", f"{2**62},3,8,8"],
+         f"the layer input ({2**62},3,8,8) has {2**62 * 192:,} elements, more than a tensor can hold (2**63-1)"),
+        (["--layer", "tiny_2d", "--batch", f"{2**62}"], "more than a tensor can hold (2**63-1); use a smaller --input"),
+        (["--input", "2,3,8,8", "--out-channels", f"{2**62}"], "the layer weight"),
+    ],
+)
+def test_conflicts_and_sizes_name_their_flags(flags, message):
+    status, out, err = run("derive", "forward", *flags, "--no-diagram")
+    assert status == 2 and out == ""
+    assert message in one_line_error(err)
+
+
+def test_input_with_a_kernel_for_its_dims_overrides_a_builtin_layer():
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--input", "8,4,9", "--kernel", "3",
+                           "--check", "--no-diagram")
+    assert status == 0, err
+    assert "x=(8,4,9) w=(6,4,3)" in out and "PASSED" in out
+
+
+def test_library_errors_come_after_the_header_as_one_line():
+    """What only conv_hyper can judge is still one line on stderr, status 2, before any derivation."""
+    status, out, err = run("derive", "forward", "--input", "2,4,9,9", "--groups", "3", "--no-diagram")
+    assert status == 2
+    assert "in_channels=4 must be divisible by groups=3" in one_line_error(err)
+    assert "== 1." not in out and len(out.splitlines()) == 2
+
+
+def test_json_output_has_no_header():
+    status, out, err = run("derive", "unfold", "--layer", "tiny_2d", "--json", "--no-diagram")
+    assert status == 0, err
+    assert json.loads(out)["routine"] == "unfold"
+
+
+def test_light_copies_match_the_library():
+    """The constants the command line checks without torch are those of the library."""
+    from tnconv.cli import arguments, reference
+    from tnconv.cli.names import ROUTINES
+    from tnconv.lower.plan import OPTIMIZERS
+    from tnconv.render.draw import FORMATS
+
+    assert arguments.DIAGRAM_FORMATS == FORMATS and arguments.OPTIMIZERS == OPTIMIZERS
+    assert {ROUTINES[name] for name in arguments.TRANSPOSED_ROUTINES} == set(TRANSPOSED_OPS)
+    assert set(ROUTINES.values()) == set(OPS) - {"fold"}
+    assert reference.GGN_COLUMNS == arguments.DEFAULT_COLUMNS

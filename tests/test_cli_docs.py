@@ -1,0 +1,32 @@
+"""docs/cli.md shows what the commands print today: its examples are regenerated and compared."""
+
+from __future__ import annotations
+
+import sys
+
+from cli_run import ROOT
+
+
+def _generator():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_cli_examples
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    return make_cli_examples
+
+
+def test_cli_examples_are_current():
+    """Every example block holds its command's output (rounding errors of --check masked): if this fails, run
+    python docs/make_cli_examples.py."""
+    generator = _generator()
+    committed = generator.PAGE.read_text(encoding="utf-8")
+    commands = [match["command"] for match in generator.EXAMPLE.finditer(committed)]
+    assert len(commands) >= 5 and any("--check" in command for command in commands)
+    assert generator.deterministic(generator.regenerate(committed)) == generator.deterministic(committed)
+
+
+def test_cli_examples_hold_no_machine_specific_text():
+    committed = _generator().PAGE.read_text(encoding="utf-8")
+    assert str(ROOT) not in committed and "/tmp" not in committed
+    assert "bench (" not in committed  # timings are never part of a checked example

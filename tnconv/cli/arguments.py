@@ -1,0 +1,235 @@
+"""The ``tnconv`` command line: its parser, and the checks of a whole ``derive`` request before any work.
+
+Everything here is light (argparse, json, pathlib; no torch, no sympy), so that
+``--help``, ``layers`` and every argument error answer at once. What only the
+library can judge (channels divisible by groups, a kernel larger than the
+padded input, ...) is checked by ``tnconv.conv.hyper`` when ``derive`` starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, NoReturn, TypeVar
+
+from tnconv import __version__
+from tnconv.cli.layers import (
+    DEFAULT_BATCH,
+    Layer,
+    builtin_layer,
+    custom_layer,
+    default_layer_name,
+    padding_flag,
+    parse_ints,
+    per_dim_flag,
+    shape_flag,
+    with_overrides,
+)
+from tnconv.cli.names import ROUTINES, hint, routine_name
+
+# tnconv.render.draw.FORMATS and tnconv.lower.plan.OPTIMIZERS, repeated here so that checking
+# them imports no torch (tests/test_cli_arguments.py keeps the copies equal)
+DIAGRAM_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
+RASTER_FORMATS = (".png", ".pdf")
+OPTIMIZERS = (
+    "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
+    "random-greedy", "random-greedy-128",
+)
+# routines of the transposed layer (tnconv.conv.networks.TRANSPOSED_OPS)
+TRANSPOSED_ROUTINES = ("unfold-transpose", "transpose-forward")
+REFERENCE_DIMS = 3  # PyTorch has conv1d, conv2d and conv3d
+DEFAULT_REPEATS = 10
+DEFAULT_COLUMNS = 10  # M, the columns of the GGN factorisation for diag-ggn (e.g. 10 classes)
+
+
+class UsageError(Exception):
+    """A bad command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line instead of usage text and a message.
+
+    ``commands`` holds the subcommands' parsers by name (to suggest their flags).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+T = TypeVar("T")
+
+
+def _flag(converter: Callable[[str, str], T], flag: str) -> Callable[[str], T]:
+    """An argparse ``type`` that turns our ValueErrors into argparse errors naming the flag."""
+
+    def convert(text: str) -> T:
+        try:
+            return converter(text, flag)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{flag}: ")) from None
+
+    convert.__name__ = flag.lstrip("-")
+    return convert
+
+
+def _positive(text: str, flag: str) -> int:
+    values = parse_ints(text, flag)
+    if len(values) != 1:
+        raise ValueError(f"{flag}: expected one integer >= 1, got {text!r}")
+    return values[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tnconv", description="Convolutions as tensor-network diagrams: derive, inspect, check.")
+    parser.add_argument("--version", action="version", version=f"tnconv {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    layers = commands.add_parser("layers", help="list the built-in layers")
+    layers.add_argument("--json", action="store_true", help="machine-readable output")
+    layers.add_argument("--batch", type=_flag(_positive, "--batch"), default=DEFAULT_BATCH, help="batch size N")
+
+    sub = commands.add_parser("derive", help="derive a routine for a conv layer and show every step")
+    sub.add_argument("routine", metavar="ROUTINE", help=" | ".join(ROUTINES) + " (or with _ for -)")
+    group = sub.add_argument_group("layer (a built-in one, optionally changed by the other flags)")
+    group.add_argument("--layer", metavar="NAME", help=f"built-in layer name (default: {default_layer_name()}; see `tnconv layers`)")
+    group.add_argument("--input", type=_flag(shape_flag, "--input"), metavar="SHAPE",
+                       help="layer input shape N,C_in,*spatial, e.g. 8,64,56,56")
+    group.add_argument("--batch", type=_flag(_positive, "--batch"), metavar="N", help=f"batch N (default {DEFAULT_BATCH})")
+    group.add_argument("--kernel", type=_flag(per_dim_flag, "--kernel"), metavar="K", help="K or K1,K2,... (default 3)")
+    group.add_argument("--out-channels", type=_flag(_positive, "--out-channels"), metavar="C", help="C_out (default C_in)")
+    group.add_argument("--stride", type=_flag(per_dim_flag, "--stride"), metavar="S", help="S or S1,S2,... (default 1)")
+    group.add_argument("--padding", type=_flag(lambda t, f: padding_flag(t), "--padding"), metavar="P",
+                       help="P, P1,P2,..., same or valid (default 0)")
+    group.add_argument("--dilation", type=_flag(per_dim_flag, "--dilation"), metavar="D", help="D or D1,D2,... (default 1)")
+    group.add_argument("--groups", type=_flag(_positive, "--groups"), metavar="G", help="groups (default 1)")
+    group.add_argument("--transposed", action="store_true", default=None, help="a ConvTranspose layer")
+    group.add_argument("--output-padding", type=_flag(lambda t, f: per_dim_flag(t, f, allow_zero=True),
+                                                      "--output-padding"), metavar="OP",
+                       help="output padding of a transposed layer (default 0)")
+    group.add_argument("--padding-mode", choices=("zeros", "reflect", "replicate", "circular"))
+    out = sub.add_argument_group("output")
+    out.add_argument("--diagram", type=Path, metavar="PATH", help="diagram file (" + ", ".join(DIAGRAM_FORMATS) +
+                     "); default tnconv-derive-ROUTINE.svg in the current folder")
+    out.add_argument("--no-diagram", action="store_true", help="write no diagram")
+    out.add_argument("--no-simplify", action="store_true", help="skip the simplify pass")
+    out.add_argument("--optimize", default="auto", metavar="NAME",
+                     help="opt_einsum path optimizer: " + ", ".join(OPTIMIZERS) + " (default auto)")
+    out.add_argument("--ggn-columns", type=_flag(_positive, "--ggn-columns"), metavar="M",
+                     help=f"diag-ggn only: M, columns of the GGN factorisation (default {DEFAULT_COLUMNS})")
+    out.add_argument("--check", action="store_true",
+                     help="compare with PyTorch in float64 (and a native kernel with the einsum plan)")
+    out.add_argument("--bench", action="store_true", help="time against the PyTorch implementation")
+    out.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
+                     help=f"--bench only: timed runs of each side (default {DEFAULT_REPEATS})")
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.commands = {"layers": layers, "derive": sub}
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse a command line; UsageError (one line) for an unknown flag, with the closest known one."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser.commands[args.command]  # type: ignore[attr-defined]
+        flags = [option for action in command._actions for option in action.option_strings]
+        first = next((word for word in unknown if word.startswith("-")), unknown[0])
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}{hint(first.split('=')[0], flags)}")
+    return args
+
+
+@dataclass(frozen=True)
+class Request:
+    """A ``tnconv derive`` command line, checked: what to derive, for which layer, and what to show."""
+
+    routine: str  # the command-line name, hyphen spelling
+    layer: Layer  # made transposed where the routine implies it
+    optimize: str
+    simplify: bool
+    columns: int  # M for diag-ggn
+    diagram: Path | None
+    check: bool
+    bench: bool
+    repeats: int
+    json: bool
+
+    @property
+    def op(self) -> str:
+        """The ``conv_network`` op."""
+        return ROUTINES[self.routine]
+
+
+def request(args: argparse.Namespace) -> Request:
+    """Check a parsed ``derive`` command line as a whole (ValueError naming the flag) and return it."""
+    routine = routine_name(args.routine)
+    if args.optimize not in OPTIMIZERS:
+        raise ValueError(f"--optimize: unknown optimizer {args.optimize!r}{hint(args.optimize, OPTIMIZERS)} "
+                         f"(choose from {', '.join(OPTIMIZERS)})")
+    if args.ggn_columns is not None and routine != "diag-ggn":
+        raise ValueError(f"--ggn-columns applies to diag-ggn only, not to {routine}")
+    if args.repeats is not None and not args.bench:
+        raise ValueError("--repeats applies to --bench only; give --bench too")
+    layer = _layer(args, transposed=routine in TRANSPOSED_ROUTINES)
+    for flag, given in (("--check", args.check), ("--bench", args.bench)):
+        if given and layer.dims > REFERENCE_DIMS:
+            raise ValueError(f"{flag}: PyTorch has no {layer.dims}-d convolution to compare with (1 to 3 spatial dims)")
+    return Request(
+        routine=routine, layer=layer, optimize=args.optimize, simplify=not args.no_simplify,
+        columns=args.ggn_columns or DEFAULT_COLUMNS, diagram=diagram_target(args, routine), check=args.check,
+        bench=args.bench, repeats=args.repeats or DEFAULT_REPEATS, json=args.json,
+    )
+
+
+def _layer(args: argparse.Namespace, transposed: bool) -> Layer:
+    """The layer of the command line: a built-in one changed by the flags, or one from ``--input``."""
+    flags = {
+        "kernel_size": args.kernel, "out_channels": args.out_channels, "stride": args.stride,
+        "padding": args.padding, "dilation": args.dilation, "groups": args.groups, "transposed": args.transposed,
+        "output_padding": args.output_padding, "padding_mode": args.padding_mode,
+    }
+    if args.input is not None and args.layer is None:
+        shape = args.input if args.batch is None else (args.batch, *args.input[1:])
+        layer = custom_layer(shape, flags)
+    else:
+        layer = builtin_layer(args.layer or default_layer_name(), args.batch or DEFAULT_BATCH)
+        if args.input is not None:
+            flags["input_shape"] = args.input if args.batch is None else (args.batch, *args.input[1:])
+        layer = with_overrides(layer, flags)
+    if transposed and not layer.transposed:
+        layer = replace(layer, transposed=True)
+    if args.output_padding is not None and not layer.transposed:
+        raise ValueError(
+            "--output-padding applies to a transposed layer only: give --transposed, a ConvTranspose --layer, "
+            f"or ROUTINE {' or '.join(TRANSPOSED_ROUTINES)}"
+        )
+    return layer
+
+
+def diagram_target(args: argparse.Namespace, routine: str) -> Path | None:
+    """Where the diagram goes (None for ``--no-diagram``), after checking that it can be written there."""
+    if args.no_diagram:
+        if args.diagram is not None:
+            raise ValueError("--diagram and --no-diagram contradict each other; give one of them")
+        return None
+    given = args.diagram is not None
+    target = args.diagram if given else Path(f"tnconv-derive-{routine}.svg")
+    what = f"--diagram {str(target)!r}" if given else f"--diagram (default {str(target)!r})"
+    advice = "" if given else "; choose another file with --diagram, or give --no-diagram"
+    suffix = target.suffix.lower()
+    if suffix not in DIAGRAM_FORMATS:
+        raise ValueError(f"{what}: the file name must end in one of {', '.join(DIAGRAM_FORMATS)}")
+    if suffix in RASTER_FORMATS and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(f"{what}: {suffix} needs matplotlib (pip install matplotlib); .svg and .dot need nothing")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"{what}: folder {str(folder)!r} does not exist")
+    if target.is_dir():
+        raise ValueError(f"{what}: that is a folder, not a file{advice}")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"{what}: cannot write there{advice}")
+    return target

@@ -1,0 +1,155 @@
+"""What ``tnconv derive`` shows: the report of a derivation as plain data (``--json``), and as text.
+
+Counts are exact integers printed in full; a figure that may have been
+rounded (opt_einsum estimates its costs in floats) is printed as ``about``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TextIO
+
+from tnconv.cli.arguments import Request
+
+if TYPE_CHECKING:
+    from tnconv.cli.derive import Derivation
+
+EXACT_FLOAT_INTEGERS = 2**53  # opt_einsum's cost estimates are floats: integers above this may be rounded
+
+
+def header(request: Request, out: TextIO) -> None:
+    """The first lines: what is derived, for which layer (printed before any heavy import)."""
+    print(f"tnconv derive {request.routine}   (conv_network op {request.op!r})", file=out)
+    print(f"layer  {request.layer.describe()}", file=out)
+
+
+def report(derivation: Derivation) -> dict[str, Any]:
+    """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
+    from tnconv.cli.derive import kfac_scaling, what_runs
+
+    program = derivation.program
+    return {
+        "routine": derivation.routine,
+        "op": derivation.op,
+        "layer": derivation.layer.as_dict(),
+        "stages": [
+            {
+                "title": stage.title,
+                "network": stage.network.dump(),
+                "einsum": stage.network.to_einsum(),
+                "rewrites": list(stage.rewrites) if stage.rewrites is not None else None,
+            }
+            for stage in derivation.stages
+        ],
+        "einsum": program.equation,
+        "output": list(derivation.network.output),
+        "operands": list(program.operands),
+        **what_runs(program),
+        "scaling": kfac_scaling(derivation.op, derivation.hyper, derivation.network.output),
+    }
+
+
+def count(value: int, exact: bool = True) -> str:
+    """``1,234,567`` for an exact count; ``about 1.23e+20`` for one that may be float-rounded."""
+    return f"{value:,}" if exact else f"about {value:.3g}"
+
+
+def _shape(shape: list[int]) -> str:
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _elements(number: int) -> str:
+    return f"{count(number)} element" + ("" if number == 1 else "s")
+
+
+def stages(data: dict[str, Any], out: TextIO) -> None:
+    """The networks of the derivation, each pass with the rewrites it made."""
+    for number, stage in enumerate(data["stages"], 1):
+        print(f"\n== {number}. {stage['title']} ==", file=out)
+        if stage["rewrites"] is not None:
+            print("rewrites:", file=out)
+            lines = stage["rewrites"] or ["(none: nothing to rewrite)"]
+            for index, line in enumerate(lines, 1):
+                print(f"  {index}. {line}" if stage["rewrites"] else f"  {line}", file=out)
+            print("network after the pass:", file=out)
+        print(stage["network"], file=out)
+
+
+def _plan(plan: dict[str, Any], indent: str, out: TextIO) -> None:
+    print(f"{indent}path      {plan['path']}", file=out)
+    for index, step in enumerate(plan["steps"], 1):
+        print(f"{indent}  step {index}: {step}", file=out)
+    estimate = "" if plan["flops_exact"] else " (opt_einsum's float estimate, rounded)"
+    print(f"{indent}flops     {count(plan['flops'], plan['flops_exact'])} ({plan['flops']:.3g}){estimate}", file=out)
+    largest = count(plan["largest_intermediate"], plan["largest_intermediate_exact"])
+    print(f"{indent}largest intermediate  {largest} elements", file=out)
+
+
+def compiled(data: dict[str, Any], out: TextIO) -> None:
+    """The compiled program: the statistics of what runs, and the einsum plan (labelled when it does not run)."""
+    print("\n== compiled ==", file=out)
+    print(f"einsum    {data['einsum']}", file=out)
+    print(f"output    ({', '.join(data['output'])})", file=out)
+    print(f"operands  {', '.join(data['operands'])}", file=out)
+    kernel, plan = data["kernel"], data["einsum_plan"]
+    if kernel is None:
+        print(f"strategy  {data['strategy']}: pairwise steps along the contraction path", file=out)
+        _plan(plan, "", out)
+        return
+    print(f"strategy  {data['strategy']}: one PyTorch kernel computes the whole network", file=out)
+    for index, tensor in enumerate(kernel["created"]):
+        label = "creates" if index == 0 else ""
+        print(f"{label:<10}{tensor['op']} {_shape(tensor['shape'])}: {_elements(tensor['elements'])}", file=out)
+    if not kernel["created"]:
+        print("creates   nothing (its result is a view of the input)", file=out)
+    what = "2 per multiply-add" if kernel["flops"] else "no multiply-adds: it copies (and adds)"
+    print(f"flops     {count(kernel['flops'])} ({kernel['flops']:.3g}; {what})", file=out)
+    print(f"largest tensor created  {_elements(kernel['largest'])}", file=out)
+    print("einsum plan (not run; what the network would cost without the kernel):", file=out)
+    _plan(plan, "  ", out)
+
+
+def scaling(data: dict[str, Any], out: TextIO) -> None:
+    """How a KFAC network's unnormalised sum becomes the factor, with this layer's numbers."""
+    scale = data["scaling"]
+    if scale is None:
+        return
+    reduce = data["op"] == "kfac_reduce"
+    total = "sum_n (sum_t u)(sum_t u)^T" if reduce else "sum_{n,t} u u^T"
+    power = "^2" if reduce else ""
+    g, d, _ = scale["shape"]
+    print(f"\n== the {'KFAC-reduce' if reduce else 'KFAC-expand'} factor ==", file=out)
+    print(f"the network computes {total} over the patches u, a sum without normalisation;", file=out)
+    print(f"the factor is it times {scale['formula']} = 1/({scale['N']:,}*{scale['T']:,}{power}) = "
+          f"1/{scale['divisor']:,} (N = {scale['N']:,} samples, T = {scale['T']:,} output locations),", file=out)
+    print(f"reshaped from ({', '.join(scale['network_output'])}) to (G, d, d) = ({g:,}, {d:,}, {d:,}) with "
+          f"d = C_in/G * prod(K) = {scale['channels_per_group']:,}*{scale['kernel_taps']:,}", file=out)
+    print(f"({scale['function']} returns it so)", file=out)
+
+
+def check(result: dict[str, Any], out: TextIO) -> None:
+    print(f"\n== check (float64, rtol {result['rtol']:g}, shape {tuple(result['shape'])}) ==", file=out)
+    print("PASSED" if result["passed"] else "FAILED", file=out)
+    for comparison in result["comparisons"]:
+        against = f"vs {comparison['against']}"
+        if comparison["passed"] is None:
+            print(f"  skipped {against:<16} {comparison['skipped']}", file=out)
+            continue
+        verdict = "passed " if comparison["passed"] else "FAILED "
+        print(f"  {verdict} {against:<16} max |error| {comparison['max_abs_error']:.3g} "
+              f"(max |reference| {comparison['max_abs_reference']:.3g})", file=out)
+
+
+def _calls(number: int) -> str:
+    return f"{number} call" + ("" if number == 1 else "s")
+
+
+def bench(result: dict[str, Any], out: TextIO) -> None:
+    print(f"\n== bench ({result['dtype']}, {result['threads']} threads; {result['warmup']} warm-up calls, then "
+          f"{result['repeats']} interleaved rounds of {_calls(result['calls_per_sample'])} per side) ==", file=out)
+    print(f"{'ms per call':<12}{'min':>12}{'median':>12}{'max':>12}", file=out)
+    for side in ("tnconv", "pytorch"):
+        times = result[side]
+        print(f"{side:<12}" + "".join(f"{times[key] * 1e3:>12.4g}" for key in ("min", "median", "max")), file=out)
+    paired = result["paired_ratio"]
+    print(f"ratio       {result['ratio']:.3g}x (tnconv / pytorch medians; paired rounds {paired['min']:.3g}x "
+          f"to {paired['max']:.3g}x); below 1: tnconv is faster", file=out)
