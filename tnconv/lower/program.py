@@ -116,6 +116,16 @@ class Program:
         """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self._executor).plan.steps)
 
+    @property
+    def kernel(self) -> native.Kernel | None:
+        """The PyTorch kernel that runs the whole network (``strategy`` ``"native:..."``), else None.
+
+        A callable on the operands in ``operands`` order, with none of the checks of a
+        call, used for floating-point operands only (a call runs other dtypes on the
+        einsum path). It holds no batch size where it needs none (``tnconv.lower.native``).
+        """
+        return self._kernel
+
     # --- running ------------------------------------------------------------------------
     def specialize(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> "Program":
         """The concrete program for these operands' shapes (itself when already concrete)."""
