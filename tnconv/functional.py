@@ -5,9 +5,15 @@ the compiled program of its network (``tnconv.conv.networks`` through
 ``tnconv.compile``; cached by normalised hyper-parameters and shapes), runs
 it on the torch-layout tensors and reshapes the result to PyTorch's layout.
 Programs run plain torch operations, so results are differentiable by
-autograd (double backward included) and keep the inputs' dtype and device;
-under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
-(``_setup``) and only the program's torch operations are traced.
+autograd (double backward included) and keep the inputs' dtype and device.
+
+Under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
+and only the program's torch operations are traced. Hyper-parameters and sizes
+that dynamo sees as symbolic ints are specialised (guarded).
+
+Set-up routines are cached per configuration (``tnconv.routine_cache``: at most
+``CACHE_LIMIT`` configurations per cache, emptied by :func:`clear_cache`); the
+routines are safe to call from several threads.
 
 Layouts (N spatial dims, G groups): ``x`` ``(B, C_in, *I)`` (or unbatched
 ``(C_in, *I)``), conv weight ``(C_out, C_in // G, *K)``, transposed-conv
@@ -18,80 +24,16 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import fields
 from typing import Sequence
 
 import torch
 
-from tnconv.conv.hyper import ConvHyper, as_int, conv_hyper, is_sequence
-from tnconv.conv.networks import routine
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.conv.hyper import ConvHyper, as_int, is_sequence
+from tnconv.routine_cache import clear_cache, configure
 
-__all__ = ["conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp"]
-
-
-class _Entries:
-    """Compiled routines by configuration, kept as attributes of one object (a bounded cache).
-
-    Attributes rather than a dict because dynamo reads an object's attribute
-    afresh at each access, while it snapshots a dict once per traced frame: a
-    compiled function that calls two routines would otherwise miss the
-    second routine's entry, added by ``_setup`` during the same trace.
-    """
-
-    limit = 1024
-
-
-_ENTRIES = _Entries()
-_FIELDS = tuple(f.name for f in fields(ConvHyper))
-_NAMES: dict[tuple, str] = {}
-"""Entry names by the raw arguments of ``_setup`` (typed, see ``_typed``): an eager call with
-arguments seen before skips validation (about 30 us). Bounded like ``_ENTRIES``."""
-
-
-def _prepare(op: str, *hyper_arguments: object) -> tuple[Program, ConvHyper]:
-    """The compiled program of routine ``op`` and the normalised ``conv_hyper(*hyper_arguments)``.
-
-    Eager calls and ``torch.compile`` both come here: ``_setup`` (opaque to
-    dynamo) validates and builds once per configuration and returns the name
-    of the entry (a plain constant); the entry is read as an attribute of
-    ``_ENTRIES``, which dynamo traces and guards. Shapes must be passed
-    through ``_shape`` (plain ints).
-    """
-    return getattr(_ENTRIES, _setup(op, *hyper_arguments))
-
-
-@torch.compiler.assume_constant_result
-def _setup(op: str, *hyper_arguments: object) -> str:
-    """Validate, build and compile (cached); return the name of the entry in ``_ENTRIES``."""
-    key = _typed((op, *hyper_arguments))
-    name = _NAMES.get(key) if key is not None else None
-    if name is not None and hasattr(_ENTRIES, name):
-        return name
-    hyper = conv_hyper(*hyper_arguments)
-    name = repr((op, *(getattr(hyper, field) for field in _FIELDS)))
-    if not hasattr(_ENTRIES, name):
-        if len(vars(_ENTRIES)) >= _Entries.limit:
-            vars(_ENTRIES).clear()
-        setattr(_ENTRIES, name, (compile_network(routine(op, hyper, simplify=True)), hyper))
-    if key is not None:
-        if len(_NAMES) >= _Entries.limit:
-            _NAMES.clear()
-        _NAMES[key] = name
-    return name
-
-
-_KEY_TYPES = (int, str, type(None))
-
-
-def _typed(value: object) -> object:
-    """``value`` with the type of every leaf beside it (so that ``True`` and ``1`` differ), or None
-    when it holds anything but ints, strings, None and tuples of them (then it is validated afresh)."""
-    if isinstance(value, tuple):
-        items = tuple(_typed(item) for item in value)
-        return None if any(item is None for item in items) else items
-    return (type(value), value) if isinstance(value, _KEY_TYPES) else None
+__all__ = [
+    "conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp", "clear_cache",
+]
 
 
 def _shape(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -150,6 +92,11 @@ def _unbatch(y: torch.Tensor, unbatched: bool) -> torch.Tensor:
     return y.squeeze(0) if unbatched else y
 
 
+def _columns(hyper: ConvHyper) -> tuple[int, int, int]:
+    """The shape of unfolded columns ``(B, C*prod(K), L)``."""
+    return hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size)
+
+
 # --- routines ------------------------------------------------------------------------------
 
 
@@ -173,8 +120,8 @@ def conv(
     _same_kind(x, "x", weight, "weight")
     groups = as_int(groups, "groups")
     _check_weight_channels(weight.shape[1], groups, x.shape[1], "weight.shape[1]")
-    program, hyper = _prepare(
-        "forward", _shape(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation,
+    program, hyper = configure(
+        "forward", tuple(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation,
         groups, padding_mode,
     )
     y = program(X=x, W=weight).reshape(hyper.output_shape)
@@ -205,8 +152,8 @@ def conv_transpose(
             f"weight.shape[0]={weight.shape[0]} must equal the input channels x.shape[1]={x.shape[1]} "
             f"for a transposed convolution"
         )
-    program, hyper = _prepare(
-        "forward", _shape(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[1:2])[0] * groups, stride, padding,
+    program, hyper = configure(
+        "forward", tuple(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[1:2])[0] * groups, stride, padding,
         dilation, groups, "zeros", output_padding, True,
     )
     y = program(X=x, W=weight).reshape(hyper.output_shape)
@@ -231,10 +178,8 @@ def unfold(
             f"has {x.ndim - 2} spatial dims (batched) or {x.ndim - 1} (unbatched)"
         )
     x, unbatched = _batched(x, dims, "x")
-    program, hyper = _prepare("unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation)
-    y = program(X=x)
-    y = y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
-    return _unbatch(y, unbatched)
+    program, hyper = configure("unfold", tuple(x.shape), _plain(kernel_size), None, stride, padding, dilation)
+    return _unbatch(program(X=x).reshape(_columns(hyper)), unbatched)
 
 
 def unfold_transpose(
@@ -251,11 +196,11 @@ def unfold_transpose(
     ``w.transpose(0, 1).flatten(1) @ unfold_transpose(x, ...)`` reshaped to ``(B, C_out, *O)``.
     """
     x = _tensor(x, "x")
-    program, hyper = _prepare(
-        "unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation, 1, "zeros", output_padding, True
+    program, hyper = configure(
+        "unfold", tuple(x.shape), _plain(kernel_size), None, stride, padding, dilation, 1, "zeros", output_padding,
+        True,
     )
-    y = program(X=x)
-    return y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
+    return program(X=x).reshape(_columns(hyper))
 
 
 def fold(
@@ -288,7 +233,8 @@ def fold(
     if len(size) != dims:  # type: ignore[arg-type]
         raise ValueError(f"output_size must be an int or a tuple of {dims} ints, got {output_size!r}")
     batch, rows = _shape(x.shape[:2])
-    program, hyper = _prepare("fold", (batch, rows // taps, *size), kernel, None, stride, padding, dilation)
+    shape = (batch, rows // taps, *size)
+    program, hyper = configure("fold", shape, kernel, None, stride, padding, dilation)
     blocks = math.prod(hyper.output_size)
     if x.shape[2] != blocks:
         raise ValueError(
@@ -296,8 +242,7 @@ def fold(
             f"for output_size={output_size!r}, kernel_size={kernel_size!r}, dilation={dilation!r}, "
             f"padding={padding!r}, stride={stride!r}"
         )
-    y = program(X=x).reshape(hyper.input_shape)
-    return _unbatch(y, unbatched)
+    return _unbatch(program(X=x).reshape(hyper.input_shape), unbatched)
 
 
 def conv_input_vjp(
@@ -318,7 +263,7 @@ def conv_input_vjp(
     groups = as_int(groups, "groups")
     channels = _shape(weight.shape[1:2])[0] * groups
     shape = _full_shape(_plain(input_size), dims, _shape(grad_output.shape[:1])[0], channels, "input_size")
-    program, hyper = _prepare(
+    program, hyper = configure(
         "input_vjp", shape, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation, groups
     )
     _check_output(grad_output, hyper)
@@ -348,8 +293,8 @@ def conv_weight_vjp(
                 f"({grad_output.shape[1]}, {x.shape[1] // groups})"
             )
         kernel_size = full[2:]
-    program, hyper = _prepare(
-        "weight_vjp", _shape(x.shape), _plain(kernel_size), _shape(grad_output.shape[1:2])[0], stride, padding,
+    program, hyper = configure(
+        "weight_vjp", tuple(x.shape), _plain(kernel_size), _shape(grad_output.shape[1:2])[0], stride, padding,
         dilation, groups,
     )
     _check_output(grad_output, hyper)
