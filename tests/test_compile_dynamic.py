@@ -1,6 +1,7 @@
-"""tnconv.functional under ``torch.compile(fullgraph=True)`` with dynamic shapes and int arguments.
+"""tnconv.functional and tnconv.nn under ``torch.compile(fullgraph=True)`` with dynamic shapes and int arguments.
 
-Native kernels hold no batch size; hyper-parameters that dynamo sees as symbolic ints are specialised.
+A native kernel keeps the batch size symbolic (no more graphs than the torch twin needs over
+many batch sizes); hyper-parameters that dynamo sees as symbolic ints are specialised.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from strategies import conv_layers
 
 import tnconv
 import tnconv.functional as TF
+import tnconv.nn as tnn
 from tnconv.lower.compile import compile
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 MODES = ("zeros", "reflect", "replicate", "circular")
+BATCHES = tuple(range(1, 11))  # more than dynamo's 8 recompiles
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -37,6 +40,16 @@ def compiled_with_graph_count(function: Callable, **options) -> tuple[Callable, 
         return graph.forward
 
     return torch.compile(function, backend=backend, fullgraph=True, **options), graphs
+
+
+def over_batches(function: Callable, shape: tuple[int, ...], reference: Callable) -> int:
+    """Run ``function`` compiled with ``dynamic=True`` on every batch size; check it against ``reference``
+    run eagerly; return the number of graphs compiled."""
+    compiled, graphs = compiled_with_graph_count(function, dynamic=True)
+    for batch in BATCHES:
+        x = randn(batch, *shape, seed=batch)
+        torch.testing.assert_close(compiled(x), reference(x), **TOL)
+    return len(graphs)
 
 
 ROUTINES = (("forward", False), ("forward", True), ("input_vjp", False), ("weight_vjp", False), ("unfold", False),
@@ -73,6 +86,65 @@ def test_native_kernels_hold_no_batch_size(routine):
     assert two.kernel == five.kernel
     operands = random_operands(nets[1])
     assert_close(two.kernel(operands), five(*operands))
+
+
+MODULES = {  # tnconv class, its torch twin, input shape less the batch
+    "conv2d": (tnn.Conv2d, lambda: torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 9, 8)),
+    "conv1d_reflect": (
+        tnn.Conv1d, lambda: torch.nn.Conv1d(3, 5, 3, padding=2, dilation=2, padding_mode="reflect"), (3, 11)
+    ),
+    "conv_transpose2d": (
+        tnn.ConvTranspose2d,
+        lambda: torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, output_padding=1, groups=2),
+        (4, 5, 6),
+    ),
+    "unfold": (tnn.Unfold, lambda: torch.nn.Unfold(3, padding=1, stride=2), (3, 7, 6)),
+    "fold": (tnn.Fold, lambda: torch.nn.Fold((5, 6), 2), (12, 20)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_compile_once_for_all_batch_sizes(name):
+    """Over 10 batch sizes, as many graphs as the torch twin (2: batch 1, then a symbolic batch), the same values."""
+    ours_class, make_twin, shape = MODULES[name]
+    torch.manual_seed(0)
+    twin = make_twin().double()
+    ours = ours_class.from_torch(twin)
+    torch_graphs = over_batches(twin, shape, twin)
+    assert over_batches(ours, shape, twin) <= torch_graphs
+
+
+def test_compiled_module_gradients_for_any_batch_size():
+    torch.manual_seed(0)
+    twin = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2).double()
+    ours = tnn.Conv2d.from_torch(twin)
+    compiled, graphs = compiled_with_graph_count(ours, dynamic=True)
+    for batch in (2, 5, 7):
+        x = randn(batch, 4, 7, 6, seed=batch).requires_grad_(True)
+        got = torch.autograd.grad(compiled(x).square().sum(), (x, ours.weight, ours.bias))
+        expected = torch.autograd.grad(twin(x).square().sum(), (x, twin.weight, twin.bias))
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, **TOL)
+    assert len(graphs) == 1
+
+
+def test_vjps_compile_once_for_all_batch_sizes():
+    w = randn(6, 2, 3, 2, seed=1)
+    input_vjp = lambda v: TF.conv_input_vjp(v, w, (8, 6), 2, 1, 1, 2)
+    v_reference = lambda v: torch.nn.grad.conv2d_input((v.shape[0], 4, 8, 6), w, v, 2, 1, 1, 2)
+    assert over_batches(input_vjp, (6, 4, 4), v_reference) <= 2
+    v = randn(max(BATCHES), 6, 4, 4, seed=2)
+    weight_vjp = lambda x: TF.conv_weight_vjp(x, v[: x.shape[0]], (3, 2), 2, 1, 1, 2)
+    w_reference = lambda x: torch.nn.grad.conv2d_weight(x, w.shape, v[: x.shape[0]], 2, 1, 1, 2)
+    assert over_batches(weight_vjp, (4, 8, 6), w_reference) <= 2
+
+
+def test_transposed_conv_cropped_to_its_pixels_compiles_once_for_all_batch_sizes():
+    """Per-side padding: the kernel runs aten.convolution_backward on a batch-sized input and crops."""
+    w = randn(4, 3, 3, 2, seed=1)
+    transposed = lambda x: TF.conv_transpose(x, w, None, 2, ((2, 0), 1))
+    full = lambda x: F.conv_transpose2d(x, w, None, 2)[:, :, 2:, 1:-1]
+    assert over_batches(transposed, (4, 5, 6), full) <= 2
 
 
 @pytest.mark.parametrize("dynamic", [None, True])

@@ -9,7 +9,10 @@ autograd (double backward included) and keep the inputs' dtype and device.
 
 Under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
 and only the program's torch operations are traced. Hyper-parameters and sizes
-that dynamo sees as symbolic ints are specialised (guarded).
+that dynamo sees as symbolic ints are specialised (guarded), except the batch
+size where a native kernel runs every batch size: there it stays symbolic, so
+``dynamic=True`` gives one graph for all batch sizes, as torch's own kernels do.
+Programs on the einsum path are planned per batch size.
 
 Set-up routines are cached per configuration (``tnconv.routine_cache``: at most
 ``CACHE_LIMIT`` configurations per cache, emptied by :func:`clear_cache`); the
@@ -29,7 +32,7 @@ from typing import Sequence
 import torch
 
 from tnconv.conv.hyper import ConvHyper, as_int, is_sequence
-from tnconv.routine_cache import clear_cache, configure
+from tnconv.routine_cache import clear_cache, configure, run
 
 __all__ = [
     "conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp", "clear_cache",
@@ -120,11 +123,11 @@ def conv(
     _same_kind(x, "x", weight, "weight")
     groups = as_int(groups, "groups")
     _check_weight_channels(weight.shape[1], groups, x.shape[1], "weight.shape[1]")
-    program, hyper = configure(
-        "forward", tuple(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation,
-        groups, padding_mode,
+    program, hyper, any_batch = configure(
+        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
+        stride, padding, dilation, groups, padding_mode,
     )
-    y = program(X=x, W=weight).reshape(hyper.output_shape)
+    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
     return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
 
 
@@ -152,11 +155,11 @@ def conv_transpose(
             f"weight.shape[0]={weight.shape[0]} must equal the input channels x.shape[1]={x.shape[1]} "
             f"for a transposed convolution"
         )
-    program, hyper = configure(
-        "forward", tuple(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[1:2])[0] * groups, stride, padding,
-        dilation, groups, "zeros", output_padding, True,
+    program, hyper, any_batch = configure(
+        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]),
+        _shape(weight.shape[1:2])[0] * groups, stride, padding, dilation, groups, "zeros", output_padding, True,
     )
-    y = program(X=x, W=weight).reshape(hyper.output_shape)
+    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
     return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
 
 
@@ -178,8 +181,10 @@ def unfold(
             f"has {x.ndim - 2} spatial dims (batched) or {x.ndim - 1} (unbatched)"
         )
     x, unbatched = _batched(x, dims, "x")
-    program, hyper = configure("unfold", tuple(x.shape), _plain(kernel_size), None, stride, padding, dilation)
-    return _unbatch(program(X=x).reshape(_columns(hyper)), unbatched)
+    program, hyper, any_batch = configure(
+        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation
+    )
+    return _unbatch(run(program, {"X": x}, _columns(hyper), any_batch), unbatched)
 
 
 def unfold_transpose(
@@ -196,11 +201,11 @@ def unfold_transpose(
     ``w.transpose(0, 1).flatten(1) @ unfold_transpose(x, ...)`` reshaped to ``(B, C_out, *O)``.
     """
     x = _tensor(x, "x")
-    program, hyper = configure(
-        "unfold", tuple(x.shape), _plain(kernel_size), None, stride, padding, dilation, 1, "zeros", output_padding,
-        True,
+    program, hyper, any_batch = configure(
+        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation, 1,
+        "zeros", output_padding, True,
     )
-    return program(X=x).reshape(_columns(hyper))
+    return run(program, {"X": x}, _columns(hyper), any_batch)
 
 
 def fold(
@@ -225,16 +230,17 @@ def fold(
     dims = next((len(v) for v in (output_size, kernel_size, dilation, padding, stride) if is_sequence(v)), 2)  # type: ignore[arg-type]
     size = tuple(_plain(output_size)) if is_sequence(output_size) else (as_int(output_size, "output_size"),) * dims  # type: ignore[arg-type]
     kernel = tuple(_plain(kernel_size)) if is_sequence(kernel_size) else (as_int(kernel_size, "kernel_size"),) * dims  # type: ignore[arg-type]
-    taps = math.prod(as_int(k, "kernel_size") for k in kernel)
+    taps = math.prod([as_int(k, "kernel_size") for k in kernel])
     if taps < 1 or x.shape[1] % taps:
         raise ValueError(
             f"x.shape[1]={x.shape[1]} must be divisible by prod(kernel_size)={taps} (kernel_size={kernel_size!r})"
         )
     if len(size) != dims:  # type: ignore[arg-type]
         raise ValueError(f"output_size must be an int or a tuple of {dims} ints, got {output_size!r}")
-    batch, rows = _shape(x.shape[:2])
-    shape = (batch, rows // taps, *size)
-    program, hyper = configure("fold", shape, kernel, None, stride, padding, dilation)
+    shape = (x.shape[0], operator.index(x.shape[1]) // taps, *size)
+    program, hyper, any_batch = configure(
+        "fold", shape, x.dtype.is_floating_point, kernel, None, stride, padding, dilation
+    )
     blocks = math.prod(hyper.output_size)
     if x.shape[2] != blocks:
         raise ValueError(
@@ -242,7 +248,7 @@ def fold(
             f"for output_size={output_size!r}, kernel_size={kernel_size!r}, dilation={dilation!r}, "
             f"padding={padding!r}, stride={stride!r}"
         )
-    return _unbatch(program(X=x).reshape(hyper.input_shape), unbatched)
+    return _unbatch(run(program, {"X": x}, hyper.input_shape, any_batch), unbatched)
 
 
 def conv_input_vjp(
@@ -262,12 +268,13 @@ def conv_input_vjp(
     grad_output, weight, dims = _vjp_operands(grad_output, weight, "weight")
     groups = as_int(groups, "groups")
     channels = _shape(weight.shape[1:2])[0] * groups
-    shape = _full_shape(_plain(input_size), dims, _shape(grad_output.shape[:1])[0], channels, "input_size")
-    program, hyper = configure(
-        "input_vjp", shape, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation, groups
+    shape = _full_shape(_plain(input_size), dims, grad_output.shape[0], channels, "input_size")
+    program, hyper, any_batch = configure(
+        "input_vjp", shape, weight.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
+        stride, padding, dilation, groups,
     )
-    _check_output(grad_output, hyper)
-    return program(V=grad_output, W=weight).reshape(shape)
+    _check_output(grad_output, (grad_output.shape[0], *hyper.output_shape[1:]))
+    return run(program, {"V": grad_output, "W": weight}, hyper.input_shape, any_batch)
 
 
 def conv_weight_vjp(
@@ -293,12 +300,12 @@ def conv_weight_vjp(
                 f"({grad_output.shape[1]}, {x.shape[1] // groups})"
             )
         kernel_size = full[2:]
-    program, hyper = configure(
-        "weight_vjp", tuple(x.shape), _plain(kernel_size), _shape(grad_output.shape[1:2])[0], stride, padding,
-        dilation, groups,
+    program, hyper, any_batch = configure(
+        "weight_vjp", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size),
+        _shape(grad_output.shape[1:2])[0], stride, padding, dilation, groups,
     )
-    _check_output(grad_output, hyper)
-    return program(X=x, V=grad_output).reshape(hyper.weight_shape)
+    _check_output(grad_output, (x.shape[0], *hyper.output_shape[1:]))
+    return run(program, {"X": x, "V": grad_output}, hyper.weight_shape, any_batch, batched_result=False)
 
 
 # --- helpers for the VJPs --------------------------------------------------------------------
@@ -340,9 +347,8 @@ def _full_shape(size: object, dims: int, batch: int, channels: int, name: str) -
     raise ValueError(f"{name} must have {dims} (spatial) or {dims + 2} (full shape) entries, got {size!r}")
 
 
-def _check_output(grad_output: torch.Tensor, hyper: ConvHyper) -> None:
-    if tuple(grad_output.shape) != hyper.output_shape:
+def _check_output(grad_output: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(grad_output.shape) != expected:
         raise ValueError(
-            f"grad_output has shape {tuple(grad_output.shape)} but the convolution's output shape is "
-            f"{hyper.output_shape}"
+            f"grad_output has shape {tuple(grad_output.shape)} but the convolution's output shape is {expected}"
         )

@@ -12,7 +12,8 @@ shapes) and the result, an *entry* ``(program, hyper)``, is cached.
   (``torch.compiler.assume_constant_result``), which publishes the entry as an
   attribute of ``_TRACED`` and returns its name, a constant of the graph; dynamo
   then reads the attribute, tracing and guarding the program's torch calls.
-  Ints among the arguments are specialised first (``_constant``).
+  Ints among the arguments are specialised first (``_constant``), except the
+  batch size when a native kernel runs every batch size (``configure``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import operator
 import threading
 from dataclasses import fields
+from typing import cast
 
 import torch
 
@@ -28,7 +30,7 @@ from tnconv.conv.networks import routine
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.program import Program
 
-__all__ = ["CACHE_LIMIT", "clear_cache", "configure"]
+__all__ = ["CACHE_LIMIT", "clear_cache", "configure", "run"]
 
 CACHE_LIMIT = 1024
 """How many configurations each cache of this module holds (a configuration: routine, hyper-parameters and
@@ -74,17 +76,45 @@ def clear_cache() -> None:
         _TRACED_STALE.set()
 
 
-def configure(op: str, shape: tuple, *hyper_arguments: object) -> Entry:
-    """Routine ``op`` set up for input shape ``shape`` and ``hyper_arguments`` (``conv_hyper``'s after the shape):
-    its compiled program and the normalised hyper-parameters.
+def configure(op: str, shape: tuple, floating: bool, *hyper_arguments: object) -> tuple[Program, ConvHyper, bool]:
+    """Routine ``op`` set up for input shape ``shape = (B, ...)`` and ``hyper_arguments`` (``conv_hyper``'s after
+    the shape), and whether its kernel runs any batch size.
 
-    Eager calls take their entry from ``_entry``. Under ``torch.compile`` every int
-    among the arguments is specialised (``_constant``: dynamo guards on its value,
-    a symbolic size or an int argument alike) and the entry comes through ``_setup``.
+    Under ``torch.compile``, for floating-point operands (``floating``; others
+    run on the einsum path), the routine is set up without ``B`` when a native
+    kernel runs every batch size (``_any_batch``); ``run`` then calls that kernel
+    on the operands as they are. The batch size never enters the setup: dynamo
+    neither guards on it nor specialises it, and dynamic shapes give one graph
+    for all batch sizes, as torch's own kernels do. Otherwise every int among the
+    arguments is specialised (``_constant``: dynamo guards on its value, a symbolic
+    size or an int argument alike). Eager calls take their entry from ``_entry``.
     """
     if not torch.compiler.is_compiling():
-        return _entry(op, shape, *hyper_arguments)
-    return getattr(_TRACED, _setup(op, *_constants((shape, *hyper_arguments))))
+        program, hyper = _entry(op, shape, *hyper_arguments)
+        return program, hyper, False
+    if floating:
+        name = _setup(op, True, *_constants((tuple(shape[1:]), *hyper_arguments)))
+        if name:
+            program, hyper = getattr(_TRACED, name)
+            return program, hyper, True
+    program, hyper = getattr(_TRACED, _setup(op, False, *_constants((shape, *hyper_arguments))))
+    return program, hyper, False
+
+
+def run(
+    program: Program,
+    operands: dict[str, torch.Tensor],
+    result_shape: tuple[int, ...],
+    any_batch: bool,
+    batched_result: bool = True,
+) -> torch.Tensor:
+    """``program`` on ``operands`` (by name), reshaped to ``result_shape``; with ``any_batch``
+    (``configure``), its kernel on them, the batch size of the result (when ``batched_result``)
+    following the operands."""
+    if not any_batch:
+        return program(**operands).reshape(result_shape)
+    result = program.kernel(tuple(operands[name] for name in program.operands))  # type: ignore[misc]
+    return result.reshape(-1, *result_shape[1:]) if batched_result else result.reshape(result_shape)
 
 
 def _entry(op: str, *hyper_arguments: object) -> Entry:
@@ -111,14 +141,22 @@ def _entry(op: str, *hyper_arguments: object) -> Entry:
 
 
 @torch.compiler.assume_constant_result
-def _setup(op: str, *hyper_arguments: object) -> str:
-    """Set up routine ``op`` (``_entry``), publish it as an attribute of ``_TRACED`` and return its name.
+def _setup(op: str, any_batch: bool, *hyper_arguments: object) -> str:
+    """Set up routine ``op``, publish it as an attribute of ``_TRACED`` and return its name.
 
-    Only traced calls come here, and dynamo traces one frame at a time (under its
-    compile lock); as nothing else changes ``_TRACED``, the entry is still there
-    when the caller reads it.
+    ``any_batch``: ``hyper_arguments`` start with the input shape less its batch
+    size, and the entry is ``_any_batch``'s (the name is ``""`` when there is none);
+    otherwise it is ``_entry``'s. Only traced calls come here, and dynamo traces
+    one frame at a time (under its compile lock); as nothing else changes
+    ``_TRACED``, the entry is still there when the caller reads it.
     """
-    entry = _entry(op, *hyper_arguments)
+    if any_batch:
+        sizes, *rest = hyper_arguments
+        entry = _any_batch(op, cast("tuple[int, ...]", sizes), *rest)
+    else:
+        entry = _entry(op, *hyper_arguments)
+    if entry is None:
+        return ""
     name = _name(op, entry[1])
     with _LOCK:
         if _TRACED_STALE.is_set():
@@ -126,6 +164,20 @@ def _setup(op: str, *hyper_arguments: object) -> str:
             vars(_TRACED).clear()
         _insert(vars(_TRACED), name, entry)
     return name
+
+
+def _any_batch(op: str, sizes: tuple[int, ...], *hyper_arguments: object) -> Entry | None:
+    """The entry for input shape ``(2, *sizes)`` if its program's kernel runs any batch size, else None.
+
+    That kernel must equal the one for batch size 3: then no size of the batch
+    enters it (``tnconv.lower.native``), and it runs every batch whose operands and
+    result lead with the batch, as the routines' do.
+    """
+    entry = _entry(op, (2, *sizes), *hyper_arguments)
+    kernel = entry[0].kernel
+    if kernel is None or kernel != _entry(op, (3, *sizes), *hyper_arguments)[0].kernel:
+        return None
+    return entry
 
 
 def _name(op: str, hyper: ConvHyper) -> str:
