@@ -5,9 +5,18 @@ the compiled program of its network (``tnconv.conv.networks`` through
 ``tnconv.compile``; cached by normalised hyper-parameters and shapes), runs
 it on the torch-layout tensors and reshapes the result to PyTorch's layout.
 Programs run plain torch operations, so results are differentiable by
-autograd (double backward included) and keep the inputs' dtype and device;
-under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
-(``_setup``) and only the program's torch operations are traced.
+autograd (double backward included) and keep the inputs' dtype and device.
+
+Under ``torch.compile(fullgraph=True)`` the setup is a constant of the graph
+and only the program's torch operations are traced. Hyper-parameters and sizes
+that dynamo sees as symbolic ints are specialised (guarded), except the batch
+size where a native kernel runs every batch size: there it stays symbolic, so
+``dynamic=True`` gives one graph for all batch sizes, as torch's own kernels do.
+Programs on the einsum path are planned per batch size.
+
+Set-up routines are cached per configuration (``tnconv.routine_cache``: at most
+``CACHE_LIMIT`` configurations per cache, emptied by :func:`clear_cache`); the
+routines are safe to call from several threads.
 
 Layouts (N spatial dims, G groups): ``x`` ``(B, C_in, *I)`` (or unbatched
 ``(C_in, *I)``), conv weight ``(C_out, C_in // G, *K)``, transposed-conv
@@ -18,80 +27,16 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import fields
 from typing import Sequence
 
 import torch
 
-from tnconv.conv.hyper import ConvHyper, as_int, conv_hyper, is_sequence
-from tnconv.conv.networks import routine
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.conv.hyper import ConvHyper, as_int, is_sequence
+from tnconv.routine_cache import clear_cache, configure, run
 
-__all__ = ["conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp"]
-
-
-class _Entries:
-    """Compiled routines by configuration, kept as attributes of one object (a bounded cache).
-
-    Attributes rather than a dict because dynamo reads an object's attribute
-    afresh at each access, while it snapshots a dict once per traced frame: a
-    compiled function that calls two routines would otherwise miss the
-    second routine's entry, added by ``_setup`` during the same trace.
-    """
-
-    limit = 1024
-
-
-_ENTRIES = _Entries()
-_FIELDS = tuple(f.name for f in fields(ConvHyper))
-_NAMES: dict[tuple, str] = {}
-"""Entry names by the raw arguments of ``_setup`` (typed, see ``_typed``): an eager call with
-arguments seen before skips validation (about 30 us). Bounded like ``_ENTRIES``."""
-
-
-def _prepare(op: str, *hyper_arguments: object) -> tuple[Program, ConvHyper]:
-    """The compiled program of routine ``op`` and the normalised ``conv_hyper(*hyper_arguments)``.
-
-    Eager calls and ``torch.compile`` both come here: ``_setup`` (opaque to
-    dynamo) validates and builds once per configuration and returns the name
-    of the entry (a plain constant); the entry is read as an attribute of
-    ``_ENTRIES``, which dynamo traces and guards. Shapes must be passed
-    through ``_shape`` (plain ints).
-    """
-    return getattr(_ENTRIES, _setup(op, *hyper_arguments))
-
-
-@torch.compiler.assume_constant_result
-def _setup(op: str, *hyper_arguments: object) -> str:
-    """Validate, build and compile (cached); return the name of the entry in ``_ENTRIES``."""
-    key = _typed((op, *hyper_arguments))
-    name = _NAMES.get(key) if key is not None else None
-    if name is not None and hasattr(_ENTRIES, name):
-        return name
-    hyper = conv_hyper(*hyper_arguments)
-    name = repr((op, *(getattr(hyper, field) for field in _FIELDS)))
-    if not hasattr(_ENTRIES, name):
-        if len(vars(_ENTRIES)) >= _Entries.limit:
-            vars(_ENTRIES).clear()
-        setattr(_ENTRIES, name, (compile_network(routine(op, hyper, simplify=True)), hyper))
-    if key is not None:
-        if len(_NAMES) >= _Entries.limit:
-            _NAMES.clear()
-        _NAMES[key] = name
-    return name
-
-
-_KEY_TYPES = (int, str, type(None))
-
-
-def _typed(value: object) -> object:
-    """``value`` with the type of every leaf beside it (so that ``True`` and ``1`` differ), or None
-    when it holds anything but ints, strings, None and tuples of them (then it is validated afresh)."""
-    if isinstance(value, tuple):
-        items = tuple(_typed(item) for item in value)
-        return None if any(item is None for item in items) else items
-    return (type(value), value) if isinstance(value, _KEY_TYPES) else None
+__all__ = [
+    "conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp", "clear_cache",
+]
 
 
 def _shape(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -150,6 +95,11 @@ def _unbatch(y: torch.Tensor, unbatched: bool) -> torch.Tensor:
     return y.squeeze(0) if unbatched else y
 
 
+def _columns(hyper: ConvHyper) -> tuple[int, int, int]:
+    """The shape of unfolded columns ``(B, C*prod(K), L)``."""
+    return hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size)
+
+
 # --- routines ------------------------------------------------------------------------------
 
 
@@ -173,11 +123,11 @@ def conv(
     _same_kind(x, "x", weight, "weight")
     groups = as_int(groups, "groups")
     _check_weight_channels(weight.shape[1], groups, x.shape[1], "weight.shape[1]")
-    program, hyper = _prepare(
-        "forward", _shape(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation,
-        groups, padding_mode,
+    program, hyper, any_batch = configure(
+        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
+        stride, padding, dilation, groups, padding_mode,
     )
-    y = program(X=x, W=weight).reshape(hyper.output_shape)
+    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
     return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
 
 
@@ -205,11 +155,11 @@ def conv_transpose(
             f"weight.shape[0]={weight.shape[0]} must equal the input channels x.shape[1]={x.shape[1]} "
             f"for a transposed convolution"
         )
-    program, hyper = _prepare(
-        "forward", _shape(x.shape), _shape(weight.shape[2:]), _shape(weight.shape[1:2])[0] * groups, stride, padding,
-        dilation, groups, "zeros", output_padding, True,
+    program, hyper, any_batch = configure(
+        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]),
+        _shape(weight.shape[1:2])[0] * groups, stride, padding, dilation, groups, "zeros", output_padding, True,
     )
-    y = program(X=x, W=weight).reshape(hyper.output_shape)
+    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
     return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
 
 
@@ -231,10 +181,10 @@ def unfold(
             f"has {x.ndim - 2} spatial dims (batched) or {x.ndim - 1} (unbatched)"
         )
     x, unbatched = _batched(x, dims, "x")
-    program, hyper = _prepare("unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation)
-    y = program(X=x)
-    y = y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
-    return _unbatch(y, unbatched)
+    program, hyper, any_batch = configure(
+        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation
+    )
+    return _unbatch(run(program, {"X": x}, _columns(hyper), any_batch), unbatched)
 
 
 def unfold_transpose(
@@ -251,11 +201,11 @@ def unfold_transpose(
     ``w.transpose(0, 1).flatten(1) @ unfold_transpose(x, ...)`` reshaped to ``(B, C_out, *O)``.
     """
     x = _tensor(x, "x")
-    program, hyper = _prepare(
-        "unfold", _shape(x.shape), _plain(kernel_size), None, stride, padding, dilation, 1, "zeros", output_padding, True
+    program, hyper, any_batch = configure(
+        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation, 1,
+        "zeros", output_padding, True,
     )
-    y = program(X=x)
-    return y.reshape(hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size))
+    return run(program, {"X": x}, _columns(hyper), any_batch)
 
 
 def fold(
@@ -280,15 +230,17 @@ def fold(
     dims = next((len(v) for v in (output_size, kernel_size, dilation, padding, stride) if is_sequence(v)), 2)  # type: ignore[arg-type]
     size = tuple(_plain(output_size)) if is_sequence(output_size) else (as_int(output_size, "output_size"),) * dims  # type: ignore[arg-type]
     kernel = tuple(_plain(kernel_size)) if is_sequence(kernel_size) else (as_int(kernel_size, "kernel_size"),) * dims  # type: ignore[arg-type]
-    taps = math.prod(as_int(k, "kernel_size") for k in kernel)
+    taps = math.prod([as_int(k, "kernel_size") for k in kernel])
     if taps < 1 or x.shape[1] % taps:
         raise ValueError(
             f"x.shape[1]={x.shape[1]} must be divisible by prod(kernel_size)={taps} (kernel_size={kernel_size!r})"
         )
     if len(size) != dims:  # type: ignore[arg-type]
         raise ValueError(f"output_size must be an int or a tuple of {dims} ints, got {output_size!r}")
-    batch, rows = _shape(x.shape[:2])
-    program, hyper = _prepare("fold", (batch, rows // taps, *size), kernel, None, stride, padding, dilation)
+    shape = (x.shape[0], operator.index(x.shape[1]) // taps, *size)
+    program, hyper, any_batch = configure(
+        "fold", shape, x.dtype.is_floating_point, kernel, None, stride, padding, dilation
+    )
     blocks = math.prod(hyper.output_size)
     if x.shape[2] != blocks:
         raise ValueError(
@@ -296,8 +248,7 @@ def fold(
             f"for output_size={output_size!r}, kernel_size={kernel_size!r}, dilation={dilation!r}, "
             f"padding={padding!r}, stride={stride!r}"
         )
-    y = program(X=x).reshape(hyper.input_shape)
-    return _unbatch(y, unbatched)
+    return _unbatch(run(program, {"X": x}, hyper.input_shape, any_batch), unbatched)
 
 
 def conv_input_vjp(
@@ -317,12 +268,13 @@ def conv_input_vjp(
     grad_output, weight, dims = _vjp_operands(grad_output, weight, "weight")
     groups = as_int(groups, "groups")
     channels = _shape(weight.shape[1:2])[0] * groups
-    shape = _full_shape(_plain(input_size), dims, _shape(grad_output.shape[:1])[0], channels, "input_size")
-    program, hyper = _prepare(
-        "input_vjp", shape, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0], stride, padding, dilation, groups
+    shape = _full_shape(_plain(input_size), dims, grad_output.shape[0], channels, "input_size")
+    program, hyper, any_batch = configure(
+        "input_vjp", shape, weight.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
+        stride, padding, dilation, groups,
     )
-    _check_output(grad_output, hyper)
-    return program(V=grad_output, W=weight).reshape(shape)
+    _check_output(grad_output, (grad_output.shape[0], *hyper.output_shape[1:]))
+    return run(program, {"V": grad_output, "W": weight}, hyper.input_shape, any_batch)
 
 
 def conv_weight_vjp(
@@ -348,12 +300,12 @@ def conv_weight_vjp(
                 f"({grad_output.shape[1]}, {x.shape[1] // groups})"
             )
         kernel_size = full[2:]
-    program, hyper = _prepare(
-        "weight_vjp", _shape(x.shape), _plain(kernel_size), _shape(grad_output.shape[1:2])[0], stride, padding,
-        dilation, groups,
+    program, hyper, any_batch = configure(
+        "weight_vjp", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size),
+        _shape(grad_output.shape[1:2])[0], stride, padding, dilation, groups,
     )
-    _check_output(grad_output, hyper)
-    return program(X=x, V=grad_output).reshape(hyper.weight_shape)
+    _check_output(grad_output, (x.shape[0], *hyper.output_shape[1:]))
+    return run(program, {"X": x, "V": grad_output}, hyper.weight_shape, any_batch, batched_result=False)
 
 
 # --- helpers for the VJPs --------------------------------------------------------------------
@@ -395,9 +347,8 @@ def _full_shape(size: object, dims: int, batch: int, channels: int, name: str) -
     raise ValueError(f"{name} must have {dims} (spatial) or {dims + 2} (full shape) entries, got {size!r}")
 
 
-def _check_output(grad_output: torch.Tensor, hyper: ConvHyper) -> None:
-    if tuple(grad_output.shape) != hyper.output_shape:
+def _check_output(grad_output: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(grad_output.shape) != expected:
         raise ValueError(
-            f"grad_output has shape {tuple(grad_output.shape)} but the convolution's output shape is "
-            f"{hyper.output_shape}"
+            f"grad_output has shape {tuple(grad_output.shape)} but the convolution's output shape is {expected}"
         )

@@ -8,6 +8,10 @@ for legs ``n, g, c_in, i1, i2`` seen through the channel ``Unflatten``), it is
 passed as it is; otherwise its views are applied, its legs permuted and
 grouped with one reshape. ``Restore`` splits a kernel's result back into legs
 and permutes them into the network's output order.
+
+Every reshape target leads with -1 (sizes are >= 1, so the leading size follows
+from the others): the leading dim follows the tensor, which lets a kernel built
+for one batch size run any batch size when the batch leads (``tnconv.lower.native``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ Groups = Sequence[Sequence[str]]
 
 @dataclass(frozen=True)
 class Arrange:
-    """Operand ``operand`` -> views -> permutation -> reshape (each step skipped when not needed)."""
+    """Operand ``operand`` -> views -> permutation -> reshape (each step skipped when not needed).
+
+    ``shape``: the reshape target, led by -1 (see the module docstring)."""
 
     operand: int
     views: tuple[View, ...]
@@ -47,7 +53,7 @@ class Arrange:
 
 @dataclass(frozen=True)
 class Restore:
-    """A kernel result -> one axis per leg (``shape``) -> the output order (``permutation``)."""
+    """A kernel result -> one axis per leg (``shape``, led by -1) -> the output order (``permutation``)."""
 
     shape: tuple[int, ...]
     permutation: tuple[int, ...] | None
@@ -78,12 +84,12 @@ def arrange(entry: Tensor, operand: int, groups: Groups, sizes: Mapping[str, int
     raw = operand_groups(entry)
     if raw is not None and [leg for group in raw for leg in group] == flat:
         own = tuple(math.prod(sizes[leg] for leg in group) for group in raw)
-        return Arrange(operand, (), None, None if own == shape else shape)
+        return Arrange(operand, (), None, None if own == shape else _led(shape))
     permutation = tuple(entry.legs.index(leg) for leg in flat)
     identity = permutation == tuple(range(len(permutation)))
     per_leg = tuple(sizes[leg] for leg in flat)
     views = entry.kind.views  # type: ignore[attr-defined]
-    return Arrange(operand, views, None if identity else permutation, None if per_leg == shape else shape)
+    return Arrange(operand, views, None if identity else permutation, None if per_leg == shape else _led(shape))
 
 
 def restore(groups: Groups, output: Sequence[str], sizes: Mapping[str, int]) -> Restore:
@@ -93,4 +99,9 @@ def restore(groups: Groups, output: Sequence[str], sizes: Mapping[str, int]) -> 
         raise ValueError(f"groups {groups} do not cover the output legs {tuple(output)}")
     permutation = tuple(flat.index(leg) for leg in output)
     identity = permutation == tuple(range(len(permutation)))
-    return Restore(tuple(sizes[leg] for leg in flat), None if identity else permutation)
+    return Restore(_led(tuple(sizes[leg] for leg in flat)), None if identity else permutation)
+
+
+def _led(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` with -1 for its leading size (the same target for a tensor of ``prod(shape)`` elements)."""
+    return (-1, *shape[1:]) if shape else shape

@@ -24,6 +24,14 @@ tensor, a repeated leg, identities, padding modes torch cannot pad, more
 spatial dimensions than the kernel has - returns None and runs on the einsum
 path. Padding the kernel cannot express (asymmetric, negative, reflect,
 replicate, circular) is done with ``F.pad`` first.
+
+Convolution, VJP, unfold and fold kernels hold no batch size: their reshapes
+lead with -1 (``tnconv.lower.layout``) and the transposed convolution takes the
+batch of its operand. So when a network's batch is the leading leg of its
+operands and its output, these kernels of that network are equal for all batch
+sizes, and one runs them all (``Program.kernel``; ``tnconv.functional`` uses it
+under ``torch.compile`` to keep batch sizes symbolic). A matrix product's recipe
+holds its sizes.
 """
 
 from __future__ import annotations
@@ -97,7 +105,7 @@ class ConvTranspose:
     spatial: Spatial
     groups: int
     output_padding: tuple[int, ...] | None
-    input_shape: tuple[int, ...]
+    input_sizes: tuple[int, ...]  # the uncropped result's shape after its leading (batch) dim, that of ``v``
     crop: tuple[int, ...] | None
 
     def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -108,7 +116,7 @@ class ConvTranspose:
             result = transpose(v, w, None, s.stride, s.padding, self.output_padding, self.groups, s.dilation)
         else:
             result = torch.ops.aten.convolution_backward(
-                v, v.new_empty(1).expand(self.input_shape), w, None, s.stride, s.padding, s.dilation,
+                v, v.new_empty(1).expand(v.shape[0], *self.input_sizes), w, None, s.stride, s.padding, s.dilation,
                 False, (0,) * len(s.kernel), self.groups, (True, False, False),
             )[0]
         if self.crop is not None:
@@ -364,8 +372,8 @@ def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> tuple[str, 
         output_padding = None
         crop = tuple(p for w, f in zip(reversed(windows), reversed(full))
                      for p in (-w.pad_left, w.input_size + w.pad_left - f))
-    input_shape = (_product(batch, sizes), _product(groups + c_result, sizes), *full)
-    kernel = ConvTranspose(v_in, w_in, out, spatial, _product(groups, sizes), output_padding, input_shape, crop)
+    input_sizes = (_product(groups + c_result, sizes), *full)
+    kernel = ConvTranspose(v_in, w_in, out, spatial, _product(groups, sizes), output_padding, input_sizes, crop)
     return f"conv_transpose{n}d", kernel
 
 

@@ -126,6 +126,16 @@ class Program:
             return None
         return native.kernel_cost(self.network, self._kernel, self._expected)  # type: ignore[arg-type]
 
+    @property
+    def kernel(self) -> native.Kernel | None:
+        """The PyTorch kernel that runs the whole network (``strategy`` ``"native:..."``), else None.
+
+        A callable on the operands in ``operands`` order, with none of the checks of a
+        call, used for floating-point operands only (a call runs other dtypes on the
+        einsum path). It holds no batch size where it needs none (``tnconv.lower.native``).
+        """
+        return self._kernel
+
     # --- running ------------------------------------------------------------------------
     def run_einsum_plan(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract a concrete network along its einsum plan, even where a native kernel would run it.

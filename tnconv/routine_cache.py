@@ -1,0 +1,233 @@
+"""The set-up routines of ``tnconv.functional``, cached by configuration: safe under threads and ``torch.compile``.
+
+Setting a routine up validates its hyper-parameters (``conv_hyper``), builds its
+network (``tnconv.conv.networks.routine``) and compiles it (``tnconv.compile``):
+milliseconds, so it happens once per configuration (routine, hyper-parameters and
+shapes) and the result, an *entry* ``(program, hyper)``, is cached.
+
+- Eager calls (``configure`` outside ``torch.compile``) get the entry itself from
+  ``_entry``, never a name to look up later: another thread that drops it from a
+  full cache meanwhile cannot make the call fail. Every cache mutation holds one lock.
+- Traced calls go through ``_setup``, opaque to dynamo
+  (``torch.compiler.assume_constant_result``), which publishes the entry as an
+  attribute of ``_TRACED`` and returns its name, a constant of the graph; dynamo
+  then reads the attribute, tracing and guarding the program's torch calls.
+  Ints among the arguments are specialised first (``_constant``), except the
+  batch size when a native kernel runs every batch size (``configure``).
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from dataclasses import fields
+from typing import cast
+
+import torch
+
+from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.networks import routine
+from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.program import Program
+
+__all__ = ["CACHE_LIMIT", "clear_cache", "configure", "run"]
+
+CACHE_LIMIT = 1024
+"""How many configurations each cache of this module holds (a configuration: routine, hyper-parameters and
+shapes). When a cache is full, its oldest configuration is dropped (first in, first out) before a new one
+goes in. Read at every insertion, so it can be changed at any time; ``clear_cache`` empties the caches."""
+
+Entry = tuple[Program, ConvHyper]
+
+
+class _Traced:
+    """The entries that ``torch.compile`` traces read, kept as attributes of one object (see ``_setup``).
+
+    Attributes rather than a dict because dynamo reads an object's attribute
+    afresh at each access, while it snapshots a dict once per traced frame: a
+    compiled function that calls two routines would otherwise miss the
+    second routine's entry, added by ``_setup`` during the same trace.
+    """
+
+
+_LOCK = threading.Lock()
+_TRACED = _Traced()
+_TRACED_STALE = threading.Event()
+"""Set by ``clear_cache``: ``_setup``, the only place that changes ``_TRACED``, empties it first."""
+_BY_CONFIG: dict[str, Entry] = {}
+"""Entries by the name of their normalised configuration (``_name``): every spelling of a configuration
+shares one entry."""
+_BY_ARGUMENTS: dict[object, Entry] = {}
+"""Entries by the raw arguments of ``_entry`` (typed, see ``_typed``): an eager call with arguments seen
+before skips validation (about 30 us)."""
+_FIELDS = tuple(f.name for f in fields(ConvHyper))
+
+
+def clear_cache() -> None:
+    """Drop every routine this module has set up (validated hyper-parameters and compiled programs).
+
+    Later calls set their routines up afresh. The entries that ``torch.compile``
+    traces read go at the next trace (a trace may be reading one now); functions
+    already traced keep working. Safe to call from any thread at any time.
+    """
+    with _LOCK:
+        _BY_ARGUMENTS.clear()
+        _BY_CONFIG.clear()
+        _TRACED_STALE.set()
+
+
+def configure(op: str, shape: tuple, floating: bool, *hyper_arguments: object) -> tuple[Program, ConvHyper, bool]:
+    """Routine ``op`` set up for input shape ``shape = (B, ...)`` and ``hyper_arguments`` (``conv_hyper``'s after
+    the shape), and whether its kernel runs any batch size.
+
+    Under ``torch.compile``, for floating-point operands (``floating``; others
+    run on the einsum path), the routine is set up without ``B`` when a native
+    kernel runs every batch size (``_any_batch``); ``run`` then calls that kernel
+    on the operands as they are. The batch size never enters the setup: dynamo
+    neither guards on it nor specialises it, and dynamic shapes give one graph
+    for all batch sizes, as torch's own kernels do. Otherwise every int among the
+    arguments is specialised (``_constant``: dynamo guards on its value, a symbolic
+    size or an int argument alike). Eager calls take their entry from ``_entry``.
+    """
+    if not torch.compiler.is_compiling():
+        program, hyper = _entry(op, shape, *hyper_arguments)
+        return program, hyper, False
+    if floating:
+        name = _setup(op, True, *_constants((tuple(shape[1:]), *hyper_arguments)))
+        if name:
+            program, hyper = getattr(_TRACED, name)
+            return program, hyper, True
+    program, hyper = getattr(_TRACED, _setup(op, False, *_constants((shape, *hyper_arguments))))
+    return program, hyper, False
+
+
+def run(
+    program: Program,
+    operands: dict[str, torch.Tensor],
+    result_shape: tuple[int, ...],
+    any_batch: bool,
+    batched_result: bool = True,
+) -> torch.Tensor:
+    """``program`` on ``operands`` (by name), reshaped to ``result_shape``; with ``any_batch``
+    (``configure``), its kernel on them, the batch size of the result (when ``batched_result``)
+    following the operands."""
+    if not any_batch:
+        return program(**operands).reshape(result_shape)
+    result = program.kernel(tuple(operands[name] for name in program.operands))  # type: ignore[misc]
+    return result.reshape(-1, *result_shape[1:]) if batched_result else result.reshape(result_shape)
+
+
+def _entry(op: str, *hyper_arguments: object) -> Entry:
+    """Validate, build and compile routine ``op`` for ``conv_hyper(*hyper_arguments)``, once per configuration.
+
+    Returns the entry itself (never a name to look up later), so that another
+    thread that drops it from a full cache meanwhile cannot make this call fail.
+    """
+    key = _typed((op, *hyper_arguments))
+    if key is not None:
+        found = _BY_ARGUMENTS.get(key)
+        if found is not None:
+            return found
+    hyper = conv_hyper(*hyper_arguments)
+    name = _name(op, hyper)
+    entry = _BY_CONFIG.get(name)
+    if entry is None:
+        entry = (compile_network(routine(op, hyper, simplify=True)), hyper)
+    with _LOCK:
+        entry = _insert(_BY_CONFIG, name, entry)
+        if key is not None:
+            _insert(_BY_ARGUMENTS, key, entry)
+    return entry
+
+
+@torch.compiler.assume_constant_result
+def _setup(op: str, any_batch: bool, *hyper_arguments: object) -> str:
+    """Set up routine ``op``, publish it as an attribute of ``_TRACED`` and return its name.
+
+    ``any_batch``: ``hyper_arguments`` start with the input shape less its batch
+    size, and the entry is ``_any_batch``'s (the name is ``""`` when there is none);
+    otherwise it is ``_entry``'s. Only traced calls come here, and dynamo traces
+    one frame at a time (under its compile lock); as nothing else changes
+    ``_TRACED``, the entry is still there when the caller reads it.
+    """
+    if any_batch:
+        sizes, *rest = hyper_arguments
+        entry = _any_batch(op, cast("tuple[int, ...]", sizes), *rest)
+    else:
+        entry = _entry(op, *hyper_arguments)
+    if entry is None:
+        return ""
+    name = _name(op, entry[1])
+    with _LOCK:
+        if _TRACED_STALE.is_set():
+            _TRACED_STALE.clear()
+            vars(_TRACED).clear()
+        _insert(vars(_TRACED), name, entry)
+    return name
+
+
+def _any_batch(op: str, sizes: tuple[int, ...], *hyper_arguments: object) -> Entry | None:
+    """The entry for input shape ``(2, *sizes)`` if its program's kernel runs any batch size, else None.
+
+    That kernel must equal the one for batch size 3: then no size of the batch
+    enters it (``tnconv.lower.native``), and it runs every batch whose operands and
+    result lead with the batch, as the routines' do.
+    """
+    entry = _entry(op, (2, *sizes), *hyper_arguments)
+    kernel = entry[0].kernel
+    if kernel is None or kernel != _entry(op, (3, *sizes), *hyper_arguments)[0].kernel:
+        return None
+    return entry
+
+
+def _name(op: str, hyper: ConvHyper) -> str:
+    """The name of a configuration: the routine and every normalised hyper-parameter."""
+    return repr((op, *(getattr(hyper, field) for field in _FIELDS)))
+
+
+def _insert(cache: dict, key: object, entry: Entry) -> Entry:
+    """``cache[key]``, set to ``entry`` when absent, dropping the oldest keys while the cache is full.
+
+    Call with ``_LOCK`` held."""
+    found = cache.get(key)
+    if found is not None:
+        return found
+    while cache and len(cache) >= CACHE_LIMIT:
+        del cache[next(iter(cache))]
+    cache[key] = entry
+    return entry
+
+
+_KEY_TYPES = (int, str, type(None))
+
+
+def _typed(value: object) -> object:
+    """``value`` with the type of every leaf beside it (so that ``True`` and ``1`` differ), or None
+    when it holds anything but ints, strings, None and tuples of them (then it is validated afresh)."""
+    if isinstance(value, tuple):
+        items = tuple(_typed(item) for item in value)
+        return None if any(item is None for item in items) else items
+    return (type(value), value) if isinstance(value, _KEY_TYPES) else None
+
+
+def _constants(values: tuple[object, ...]) -> tuple[object, ...]:
+    """Every value through ``_constant``."""
+    return tuple([_constant(value) for value in values])
+
+
+def _constant(value: object) -> object:
+    """``value`` with every int (but bools) as a plain int, in tuples and lists too.
+
+    Under ``torch.compile`` an int may be symbolic (a dynamic size, or an int
+    argument that dynamo made dynamic after seeing it change); ``operator.index``
+    makes dynamo specialise it (guard on its value), so that the setup, a
+    constant of the graph, gets a constant.
+    """
+    if isinstance(value, (tuple, list)):
+        items = [_constant(item) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return operator.index(value)
+    return value
+
+
