@@ -74,5 +74,5 @@ def index_pattern(
     as ``torch.nn.functional.pad`` does. ``dtype`` defaults to torch's default float dtype.
     """
     kind = pattern(I, K, stride, padding, dilation, mode)
-    shape = tuple(int(s) for s in kind.implied_sizes(3))
+    shape = tuple(int(s) for s in kind.implied_sizes())
     return kind.materialize(shape, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))

@@ -46,10 +46,10 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size
+from tnconv.ir.sizes import Size, proven_equal, proven_le, proven_lt
 from tnconv.ir.tensors import Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
-from tnconv.passes.core import Record, Rewrite, proven_equal, proven_le, proven_lt
+from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.viewchain import append_views
 
 

@@ -33,7 +33,7 @@ def compile(  # noqa: A001 - the public name
     recent = _RECENT.get(id(net))
     if recent is not None and recent[0] is net and recent[1] == optimize and recent[2] == memory_limit:
         return recent[3]
-    from tnconv.passes.networksum import NetworkSum
+    from tnconv.ir.networksum import NetworkSum
 
     if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
         from tnconv.lower.sum import compile_sum

@@ -24,15 +24,11 @@ not converge) and ``checked`` (run the verifier after the pass).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Collection, Iterable, Optional
 
-import sympy
-
 from tnconv.ir.network import Network
-from tnconv.ir.sizes import Size, decide, equal
+from tnconv.ir.networksum import NetworkSum, Value
 from tnconv.ir.verify import verify
-from tnconv.passes.networksum import NetworkSum, Value
 
 
 @dataclass(frozen=True)
@@ -109,11 +105,6 @@ def termwise(run: Callable[[Network], tuple[Network, Trace]]) -> Run:
         return NetworkSum(result for result, _ in results), Trace(r for _, trace in results for r in trace)
 
     return on_value
-
-
-def rule_pass(name: str, rule: Rule) -> Pass:
-    """A pass that applies ``rule`` once (or returns the network unchanged when it declines)."""
-    return first(name, rule)
 
 
 def first(name: str, *rules: Rule) -> Pass:
@@ -205,28 +196,3 @@ def fresh_leg(base: str, taken: Collection[str]) -> str:
         name += "'"
     return name
 
-
-# --- proofs over sizes: True only when proven (ints answer at once; sympy answers are cached) ---------
-
-
-def proven_equal(a: Size, b: Size) -> bool:
-    """Whether ``a == b`` is proven."""
-    return a == b if isinstance(a, int) and isinstance(b, int) else _proven("==", a, b)
-
-
-def proven_le(a: Size, b: Size) -> bool:
-    """Whether ``a <= b`` is proven."""
-    return a <= b if isinstance(a, int) and isinstance(b, int) else _proven("<=", a, b)
-
-
-def proven_lt(a: Size, b: Size) -> bool:
-    """Whether ``a < b`` is proven."""
-    return a < b if isinstance(a, int) and isinstance(b, int) else _proven("<", a, b)
-
-
-@lru_cache(maxsize=4096)
-def _proven(relation: str, a: Size, b: Size) -> bool:
-    if relation == "==":
-        return equal(a, b) is True
-    compare = sympy.Le if relation == "<=" else sympy.Lt
-    return decide(compare(sympy.sympify(a), sympy.sympify(b))) is True

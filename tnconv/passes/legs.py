@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.sizes import proven_equal
 from tnconv.ir.tensors import Data, Identity, Ones
 from tnconv.ir.views import Flatten, Squeeze
-from tnconv.passes.core import Record, Rewrite, fresh_leg, proven_equal
+from tnconv.passes.core import Record, Rewrite, fresh_leg
 from tnconv.passes.viewchain import append_views
 
 

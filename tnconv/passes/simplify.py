@@ -27,9 +27,9 @@ from functools import lru_cache
 
 from tnconv.conv.rules import RULES as PATTERN_RULES
 from tnconv.ir.network import Network
+from tnconv.ir.networksum import NetworkSum, Value
 from tnconv.passes.core import Pass, Trace, first, fixpoint, termwise
 from tnconv.passes.legs import RULES as LEG_RULES
-from tnconv.passes.networksum import NetworkSum, Value
 
 SIMPLIFY: Pass = fixpoint(first("simplify", *PATTERN_RULES, *LEG_RULES))
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
-from tnconv.ir.sizes import product
+from tnconv.ir.sizes import product, proven_equal
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows
-from tnconv.passes.core import proven_equal
 
 
 def append_views(kind: Data, views: Iterable[View]) -> Data:
