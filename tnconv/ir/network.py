@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Collection, Iterable, Mapping, Sequence, cast
 
@@ -334,9 +335,12 @@ class Network:
         super().__setattr__(name, value)
 
 
+_legs_of = attrgetter("legs")
+
+
 def _legs_in_order(entries: Sequence[Tensor]) -> dict[str, None]:
     """Every leg once, in order of first appearance (a dict: ordered, and a set)."""
-    return dict.fromkeys(chain.from_iterable(entry.legs for entry in entries))
+    return dict.fromkeys(chain.from_iterable(map(_legs_of, entries)))
 
 
 def _names(items: tuple[object, ...], empty_ok: bool = False) -> bool:
