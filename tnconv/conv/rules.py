@@ -127,6 +127,16 @@ def _rewrite_readers(net: Network, site: _Site, views: tuple[View, ...], new_leg
     return entries
 
 
+def _unpadded_reading(net: Network, site: _Site, view: View, length: Size) -> Network:
+    """``net`` with the readers' ``i`` seen through ``view`` (``length`` pixels) and ``Pi`` unpadded on them."""
+    p = site.pattern
+    entries = _rewrite_readers(net, site, (view,), (site.i,))
+    entries[site.position] = Tensor(
+        site.entry.name, site.entry.legs, IndexPattern(length, p.kernel_size, p.stride, 0, 0, p.dilation)
+    )
+    return net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
+
+
 def _at(view: View, slot: int) -> View:
     """``view`` written for axis 0 moved to axis ``slot``."""
     return replace(view, axis=view.axis + slot)
@@ -172,10 +182,8 @@ def _match_unused_pixels(net: Network, position: int) -> Optional[_Crop]:
 def _crop(net: Network, match: _Crop) -> Rewrite:
     site, start, length = match.site, match.start, match.length
     p = site.pattern
-    S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
-    entries = _rewrite_readers(net, site, (Slice(0, start, 1, length, I),), (site.i,))
-    entries[site.position] = Tensor(site.entry.name, site.entry.legs, IndexPattern(length, K, S, 0, 0, D))
-    result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
+    S, K, D, O = p.stride, p.kernel_size, p.dilation, site.size_o
+    result = _unpadded_reading(net, site, Slice(0, start, 1, length, site.size_i), length)
     last = start + S * (O - 1) + D * (K - 1)
     condition = f"{_describe(p, O)}: taps read pixels {start}..{last} only"
     effect = f"slice {site.i} to pixels [{start}, {start + length}) on {site.names}"
@@ -337,11 +345,7 @@ def _match_padding(net: Network, position: int) -> Optional[_Padding]:
 def _pad(net: Network, match: _Padding) -> Rewrite:
     site, left, right, length = match.site, match.left, match.right, match.length
     p = site.pattern
-    entries = _rewrite_readers(net, site, (Pad(0, left, right, site.size_i),), (site.i,))
-    entries[site.position] = Tensor(
-        site.entry.name, site.entry.legs, IndexPattern(length, p.kernel_size, p.stride, 0, 0, p.dilation)
-    )
-    result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
+    result = _unpadded_reading(net, site, Pad(0, left, right, site.size_i), length)
     condition = f"{_describe(p, site.size_o)}: reads zero padding; taps of one output do not overlap the next"
     effect = f"zero-pad {site.i} by ({left}, {right}) on {site.names} (a copy); {site.entry.name} unpadded, I={length}"
     return result, Record("padding", (site.entry.name,), (site.i,), condition, effect)
