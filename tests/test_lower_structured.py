@@ -70,7 +70,7 @@ def sized(tensors: list[Tensor], output: tuple[str, ...], extra: dict[str, int])
     """A network whose pattern legs get the patterns' sizes and other legs ``extra``."""
     sizes = dict(extra)
     for t in tensors:
-        implied = t.kind.implied_sizes(len(t.legs))
+        implied = t.kind.implied_sizes()
         if implied is not None:
             sizes.update({leg: int(s) for leg, s in zip(t.legs, implied)})
     return Network(tensors, output, sizes)

@@ -7,7 +7,7 @@ import pytest
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Identity
 from tnconv.ir.verify import InvariantError
-from tnconv.passes.core import NoFixpointError, Pass, Record, Trace, checked, first, fixpoint, fresh_leg, rule_pass, sequence
+from tnconv.passes.core import NoFixpointError, Pass, Record, Trace, checked, first, fixpoint, fresh_leg, sequence
 
 NET = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
 
@@ -43,29 +43,29 @@ def test_record_and_trace_text() -> None:
 
 
 def test_passes_return_the_same_object_when_nothing_changes() -> None:
-    assert rule_pass("never", never)(NET) is NET
+    assert first("never", never)(NET) is NET
     assert first("none", never, never)(NET) is NET
-    assert sequence(rule_pass("a", never), rule_pass("b", never))(NET) is NET
+    assert sequence(first("a", never), first("b", never))(NET) is NET
     assert fixpoint(first("none", never))(NET) is NET
-    assert checked(rule_pass("never", never))(NET) is NET
+    assert checked(first("never", never))(NET) is NET
 
 
 def test_first_sequence_and_fixpoint_compose_with_traces() -> None:
     once = first("rules", never, rename_j)
     result, trace = fixpoint(once).traced(NET)
     assert result.all_legs == ("i", "m", "k") and trace.rules() == ("rename",)
-    both, trace = sequence(once, rule_pass("never", never)).traced(NET)
+    both, trace = sequence(once, first("never", never)).traced(NET)
     assert both == result and len(trace) == 1
     assert fixpoint(once)(result) is result
 
 
 def test_fixpoint_raises_on_a_loop_and_on_non_convergence() -> None:
     with pytest.raises(NoFixpointError, match="loops"):
-        fixpoint(rule_pass("swap", swap))(NET)
+        fixpoint(first("swap", swap))(NET)
     with pytest.raises(NoFixpointError, match="did not converge in 5 rounds"):
-        fixpoint(rule_pass("grow", grow), max_rounds=5)(NET)
+        fixpoint(first("grow", grow), max_rounds=5)(NET)
     with pytest.raises(ValueError, match="max_rounds must be a positive int"):
-        fixpoint(rule_pass("grow", grow), max_rounds=0)
+        fixpoint(first("grow", grow), max_rounds=0)
     with pytest.raises(TypeError, match="fixpoint takes a Pass"):
         fixpoint(grow)
 
@@ -76,16 +76,16 @@ def test_checked_verifies_the_result() -> None:
         return net.replace(tensors=[*net.entries, bad]), Record("break", ("delta",), (), "", "bad identity")
 
     with pytest.raises(InvariantError, match="unequal sizes"):
-        checked(rule_pass("break", breaks))(NET)
+        checked(first("break", breaks))(NET)
     with pytest.raises(TypeError, match="takes a tnconv.Network"):
-        rule_pass("never", never)("ij")
+        first("never", never)("ij")
     with pytest.raises(TypeError, match="sequence takes Pass objects"):
         sequence(never)
 
 
 def test_fresh_leg() -> None:
     assert fresh_leg("n", {"i"}) == "n" and fresh_leg("n", {"n", "n'"}) == "n''"
-    assert isinstance(rule_pass("x", never), Pass)
+    assert isinstance(first("x", never), Pass)
 
 
 def test_traced_passes_compose_into_a_derivation() -> None:

@@ -202,11 +202,18 @@ def test_1x1_input_vjp_pattern_becomes_an_identity() -> None:
 @settings(max_examples=25, deadline=None)
 @given(conv_cases(), st.sampled_from(OPS))
 def test_verify_holds_after_every_single_rewrite(case: ConvCase, op: str) -> None:
-    from tnconv.conv.rules import RULES as PATTERN_RULES
-    from tnconv.passes.core import checked, first, fixpoint
-    from tnconv.passes.legs import RULES as LEG_RULES
+    from tnconv.passes.core import fixpoint
+    from tnconv.passes.simplify import RULES
+    from tnconv.passes.sweep import Rule, sweep
 
-    stepwise = fixpoint(checked(first("simplify", *PATTERN_RULES, *LEG_RULES)))
+    def verified(rule: Rule) -> Rule:
+        return Rule(rule.name, rule.looks_at, rule.match, lambda net, match: _verified(rule.rewrite(net, match)))
+
+    def _verified(rewrite):
+        tnconv.verify(rewrite[0])
+        return rewrite
+
+    stepwise = fixpoint(sweep("simplify", [tuple(map(verified, phase)) for phase in RULES]))
     net = conv_net(case, op)
     assert stepwise(net) == simplify(net)
 

@@ -110,10 +110,22 @@ def test_clear_caches_is_public():
 
 
 def test_clear_caches_empties_the_functional_cache_through_its_clear_cache(monkeypatch):
-    """``tnconv.functional.clear_cache`` (where the functional module has one) is called."""
+    """``tnconv.functional.clear_cache`` is called once the functional module is loaded."""
     import tnconv.functional
 
     calls = []
-    monkeypatch.setattr(tnconv.functional, "clear_cache", lambda: calls.append(1), raising=False)
+    monkeypatch.setattr(tnconv.functional, "clear_cache", lambda: calls.append(1))
     tnconv.clear_caches()
     assert calls == [1]
+
+
+def test_clear_caches_empties_the_proofs_over_symbolic_sizes():
+    import sympy
+
+    from tnconv.ir import sizes
+
+    n = sympy.Symbol("n", integer=True, positive=True)
+    assert sizes.proven_le(n, n + 1)
+    assert sizes._proven.cache_info().currsize > 0
+    tnconv.clear_caches()
+    assert sizes._proven.cache_info().currsize == 0

@@ -31,7 +31,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "vmap": ("tnconv.passes.vmap", "vmap"),
     "fuse": ("tnconv.passes.fuse", "fuse"),
     "simplify": ("tnconv.passes.simplify", "simplify"),
-    "NetworkSum": ("tnconv.passes.differentiate", "NetworkSum"),
+    "NetworkSum": ("tnconv.ir.networksum", "NetworkSum"),
     "draw": ("tnconv.render.draw", "draw"),
     "functional": ("tnconv.functional", None),
     "F": ("tnconv.functional", None),

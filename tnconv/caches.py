@@ -3,9 +3,10 @@
 tnconv caches work that repeats: compiled programs (``tnconv.compile``, bounded
 by the bytes of their constants, see ``tnconv.lower.cache``) and compiled
 sums of networks, the routines of ``tnconv.functional``, simplified networks
-(``tnconv.simplify``) and the networks of conv routines (``conv_network`` and
-the curvature routines). Each cache is bounded; clearing them all at once
-frees their memory now, e.g. between experiments or before measuring memory.
+(``tnconv.simplify``), proofs over symbolic sizes, and the networks of conv
+routines (``conv_network`` and the curvature routines). Each cache is bounded;
+clearing them all at once frees their memory now, e.g. between experiments or
+before measuring memory.
 They refill on use, so clearing never changes a result.
 """
 
@@ -19,6 +20,7 @@ _LRU_CACHES = (
     ("tnconv.passes.simplify", "_cached"),
     ("tnconv.conv.networks", "build"),
     ("tnconv.conv.derived", "network"),
+    ("tnconv.ir.sizes", "_proven"),
 )
 
 
@@ -35,7 +37,6 @@ def clear_caches() -> None:
         if module is not None:
             getattr(module, function_name).cache_clear()
     functional = sys.modules.get("tnconv.functional")
-    clear_functional = getattr(functional, "clear_cache", None)
-    if clear_functional is not None:
-        clear_functional()
+    if functional is not None:
+        functional.clear_cache()
     PROGRAMS.clear()

@@ -77,7 +77,7 @@ def index_pattern(
     A pattern of more than ``tnconv.conv.hyper.MAX_ELEMENTS`` elements is refused (ValueError).
     """
     kind = pattern(I, K, stride, padding, dilation, mode)
-    shape = tuple(int(s) for s in kind.implied_sizes(3))
+    shape = tuple(int(s) for s in kind.implied_sizes())
     if math.prod(shape) > MAX_ELEMENTS:
         raise ValueError(
             f"index_pattern(I={kind.input_size}, K={kind.kernel_size}, ...) is a dense (K, O, I) = {shape} tensor of "

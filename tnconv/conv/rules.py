@@ -1,38 +1,42 @@
-"""Index-pattern rewrites, each applied only where its condition is proven from the (symbolic) sizes.
+"""Index-pattern rewrite rules, each applied only where its condition is proven from the (symbolic) sizes.
 
 ``Pi[k, o, i] = [i == S*o + D*k - P_left]`` (legs ``(k, o, i)``). Let
-``O`` be the output size. The rules, in the order ``simplify`` tries them:
+``O`` be the output size. Each rule is a ``tnconv.passes.sweep.Rule`` that
+looks at ``IndexPattern`` tensors; ``tnconv.passes.simplify.RULES`` orders
+them (and says why):
 
-- **unused pixels**: with no left padding (``P_left <= 0``) and no tap ever
+- ``unused_pixels``: with no left padding (``P_left <= 0``) and no tap ever
   reading padding (``S*(O-1) + D*(K-1) - P_left <= I-1``), pixels before
   ``-P_left`` and after the last block are never read: slice ``i`` down to
   them (a ``Slice`` view on each data tensor on ``i``), giving a pattern
   with ``P = 0`` and ``I' = S*O`` (when blocks do not overlap) or
   ``I' = S*(O-1) + D*(K-1) + 1``. This is the ``I % S != 0`` rule.
-- **dense / downsampling / 1x1 / kernel covers input** (pattern -> views):
-  with ``P = 0`` and no padding read, ``Pi`` is a relabelling of pixels
-  whenever one output's taps never overlap the next one's:
-  * blocks: ``D*(K-1) < S`` and ``I == S*O``: ``i = S*o + D*k`` is
+- pattern -> views: with ``P = 0`` and no padding read, ``Pi`` is a
+  relabelling of pixels whenever one output's taps never overlap the next
+  one's. Four layouts, tried in this order on each pattern:
+  * ``strided_slice``: ``K == 1``: ``i = S*o`` is a strided slice of ``O``
+    pixels (*1x1* when ``S == 1``, else *downsampling*);
+  * ``blocks``: ``D*(K-1) < S`` and ``I == S*O``: ``i = S*o + D*k`` is
     ``i -> (o, s)`` (an ``Unflatten``) then ``s = D*k`` (a ``Slice`` with
     step ``D`` keeping ``K`` taps). ``K == S, D == 1`` is *dense* (patchify,
-    ViT stems), ``S > K`` is *downsampling*, ``K == S == 1`` is *1x1*;
-  * ``K == 1``: ``i = S*o`` is a strided slice of ``O`` pixels;
-  * ``O == 1``: ``i = D*k`` is a strided slice of ``K`` pixels (the kernel
-    covers the whole input);
-  * the last block cut short (``I < S*O``): ``i -> (o, s)`` as windows
-    (``Tensor.unfold``, a strided view) then the ``D``-step slice.
+    ViT stems), ``S > K`` is *downsampling*, ``D > 1`` *dilated blocks*;
+  * ``covering_slice``: ``O == 1``: ``i = D*k`` is a strided slice of ``K``
+    pixels (the *kernel covers the input*);
+  * ``partial_blocks``: the last block cut short (``I < S*O``): ``i -> (o, s)``
+    as windows (``Tensor.unfold``, a strided view) then the ``D``-step slice.
   Each data tensor on ``i`` then carries ``(o, k)`` in place of ``i`` and
   ``Pi`` disappears: the identities ``delta[o, o'] delta[k, k']`` left by
   the reshape are removed by using the same leg names directly.
-- **pattern sum**: when ``o`` is on ``Pi`` only and not an output leg,
+- ``pattern_sum``: when ``o`` is on ``Pi`` only and not an output leg,
   ``sum_o Pi`` is the small ``(K, I)`` ``PatternSum`` (KFAC-reduce).
-- **padding** (zeros mode): where padding is read but the taps of one output
+- ``padding`` (zeros mode): where padding is read but the taps of one output
   do not overlap the next (``D*(K-1) < S``, or ``K == 1``, or ``O == 1``),
   zero-pad the data (a ``Pad`` view, a copy) and drop the pattern's padding;
   the view rules then apply. Overlapping patterns keep their padding.
-- **pattern identity**: ``K == S == 1, P == 0`` gives ``delta[o, i]`` and a
-  kernel covering the unpadded input gives ``delta[k, i]``, whatever the
-  legs join (input VJPs, whose ``i`` is an output leg).
+- ``one_by_one_identity``, ``covering_identity``: ``K == S == 1, P == 0``
+  gives ``delta[o, i]`` and a kernel covering the unpadded input gives
+  ``delta[k, i]``, whatever the legs join (input VJPs, whose ``i`` is an
+  output leg).
 
 Every rule needs the legs to connect as it assumes: ``Pi``'s three legs are
 distinct and, for the rules that change views, ``i`` is not an output leg
@@ -46,12 +50,12 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size
-from tnconv.ir.tensors import Identity, IndexPattern, PatternSum
+from tnconv.ir.sizes import Size, proven_equal, proven_le, proven_lt
+from tnconv.ir.tensors import Data, Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
-from tnconv.passes.core import Record, Rewrite, proven_equal, proven_le, proven_lt
+from tnconv.passes.core import Record, Rewrite
+from tnconv.passes.sweep import Rule
 from tnconv.passes.viewchain import append_views
-
 
 _is, _le, _lt = proven_equal, proven_le, proven_lt  # short names: the conditions read like the maths
 
@@ -72,26 +76,35 @@ class _Site:
     names: str  # the readers' names, for the trace
 
 
-def _sites(net: Network):
-    """Every index pattern with distinct legs whose ``i`` leg only data tensors (carrying it once) share."""
-    for position, entry in enumerate(net.entries):
-        if not isinstance(entry.kind, IndexPattern) or len(set(entry.legs)) != 3:
+def _pattern(net: Network, position: int) -> Optional[tuple[Tensor, IndexPattern]]:
+    """The tensor at ``position`` and its pattern, when it is an index pattern with three distinct legs."""
+    entry = net.entries[position]
+    if not isinstance(entry.kind, IndexPattern) or len(set(entry.legs)) != 3:
+        return None
+    return entry, entry.kind
+
+
+def _site(net: Network, position: int) -> Optional[_Site]:
+    """The pattern at ``position`` as a ``_Site`` when only data tensors (carrying it once) share its ``i`` leg."""
+    found = _pattern(net, position)
+    if found is None:
+        return None
+    entry, pattern = found
+    k, o, i = entry.legs
+    if i in net.output:
+        return None
+    readers = []
+    for other in net.tensors_on(i):
+        if other == position:
             continue
-        k, o, i = entry.legs
-        if i in net.output:
-            continue
-        readers = []
-        for other in net.tensors_on(i):
-            if other == position:
-                continue
-            carrier = net.entries[other]
-            if carrier.structured or carrier.legs.count(i) != 1:
-                break
-            readers.append((other, carrier.legs.index(i)))
-        else:
-            if readers:
-                names = ", ".join(dict.fromkeys(net.entries[p].name for p, _ in readers))
-                yield _Site(position, entry, entry.kind, k, o, i, net.size(i), net.size(o), tuple(readers), names)
+        carrier = net.entries[other]
+        if carrier.structured or carrier.legs.count(i) != 1:
+            return None
+        readers.append((other, carrier.legs.index(i)))
+    if not readers:
+        return None
+    names = ", ".join(dict.fromkeys(net.entries[p].name for p, _ in readers))
+    return _Site(position, entry, pattern, k, o, i, net.size(i), net.size(o), tuple(readers), names)
 
 
 def _reads_no_padding(site: _Site) -> tuple[bool, Size]:
@@ -107,10 +120,21 @@ def _rewrite_readers(net: Network, site: _Site, views: tuple[View, ...], new_leg
     entries = list(net.entries)
     for position, slot in site.readers:
         entry = entries[position]
+        assert isinstance(entry.kind, Data)  # a reader (``_site``)
         shifted = tuple(_at(view, slot) for view in views)
         legs = entry.legs[:slot] + new_legs + entry.legs[slot + 1 :]
-        entries[position] = Tensor(entry.name, legs, append_views(entry.kind, shifted))  # type: ignore[arg-type]
+        entries[position] = Tensor(entry.name, legs, append_views(entry.kind, shifted))
     return entries
+
+
+def _unpadded_reading(net: Network, site: _Site, view: View, length: Size) -> Network:
+    """``net`` with the readers' ``i`` seen through ``view`` (``length`` pixels) and ``Pi`` unpadded on them."""
+    p = site.pattern
+    entries = _rewrite_readers(net, site, (view,), (site.i,))
+    entries[site.position] = Tensor(
+        site.entry.name, site.entry.legs, IndexPattern(length, p.kernel_size, p.stride, 0, 0, p.dilation)
+    )
+    return net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
 
 
 def _at(view: View, slot: int) -> View:
@@ -122,86 +146,180 @@ def _describe(p: IndexPattern, size_o: Size) -> str:
     return f"I={p.input_size}, K={p.kernel_size}, S={p.stride}, P=({p.pad_left},{p.pad_right}), D={p.dilation}, O={size_o}"
 
 
-def unused_pixels(net: Network) -> Optional[Rewrite]:
-    """Slice away pixels no tap reads (leading ones when ``P_left < 0``, trailing ones when ``I % S != 0``)."""
-    for site in _sites(net):
-        p = site.pattern
-        clean, start = _reads_no_padding(site)
-        if not clean:
-            continue
-        S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
-        blocked = _le(D * (K - 1) + 1, S) and _le(start + S * O, I)
-        length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
-        if not (_lt(0, start) or _lt(length, I)):
-            continue
-        views: tuple[View, ...] = (Slice(0, start, 1, length, I),)
-        entries = _rewrite_readers(net, site, views, (site.i,))
-        entries[site.position] = Tensor(site.entry.name, site.entry.legs, IndexPattern(length, K, S, 0, 0, D))
-        result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
-        last = start + S * (O - 1) + D * (K - 1)
-        condition = f"{_describe(p, O)}: taps read pixels {start}..{last} only"
-        effect = f"slice {site.i} to pixels [{start}, {start + length}) on {site.names}"
-        return result, Record("unused pixels", (site.entry.name,), (site.i,), condition, effect)
-    return None
+def _taps_fit_in_stride(p: IndexPattern) -> bool:
+    """``D*(K-1) + 1 <= S``: one output's taps end before the next output's begin."""
+    return _le(p.dilation * (p.kernel_size - 1) + 1, p.stride)
 
 
-def pattern_to_view(net: Network) -> Optional[Rewrite]:
-    """Replace ``Pi`` by views on the data tensors it reads (dense, downsampling, 1x1, kernel covers input)."""
-    for site in _sites(net):
-        p = site.pattern
-        clean, start = _reads_no_padding(site)
-        if not clean or not _is(start, 0):
-            continue
-        S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
-        views: tuple[View, ...]
-        if _is(K, 1):
-            views = (Slice(0, 0, S, O, I), Unflatten(0, (O, 1)))
-            rule, condition = ("1x1", f"K=S=1, P=0, I=O={I}") if _is(S, 1) else (
-                "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}"
-            )
-        elif _le(D * (K - 1) + 1, S) and _is(S * O, I):
-            views = (Unflatten(0, (O, S)), Slice(1, 0, D, K, S))
-            if _is(K, S) and _is(D, 1):
-                rule, condition = "dense", f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)"
-            elif _is(D, 1):
-                rule, condition = "downsampling", f"S={S} > K={K}, P=0, D=1, I={I}=S*O"
-            else:
-                rule, condition = "dilated blocks", f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O"
-        elif _is(O, 1):
-            views = (Slice(0, 0, D, K, I), Unflatten(0, (1, K)))
-            rule, condition = "kernel covers input", f"O=1, P=0: i = {D}*k, K={K}, I={I}"
-        elif _le(D * (K - 1) + 1, S):
-            span = D * (K - 1) + 1
-            views = (Windows(0, span, S, O, I), Slice(1, 0, D, K, span))
-            name = "downsampling" if _is(D, 1) else "dilated blocks"
-            rule, condition = name, f"D*(K-1)+1={span} <= S={S}, P=0, I={I} (last block partial)"
-        else:
-            continue
-        entries = _rewrite_readers(net, site, views, (site.o, site.k))
-        del entries[site.position]
-        effect = f"reshape {site.i} into ({site.o}, {site.k}) on {site.names} + identities; drop {site.entry.name}"
-        return net.replace(tensors=entries), Record(rule, (site.entry.name,), (site.i,), condition, effect)
-    return None
+# --- unused pixels -----------------------------------------------------------------------------
 
 
-def pattern_sum(net: Network) -> Optional[Rewrite]:
-    """``sum_o Pi[k, o, i]`` -> ``PatternSum[k, i]`` where ``o`` is on ``Pi`` only and not an output leg."""
-    for position, entry in enumerate(net.entries):
-        if not isinstance(entry.kind, IndexPattern) or len(set(entry.legs)) != 3:
-            continue
-        k, o, i = entry.legs
-        if o in net.output or net.tensors_on(o) != (position,):
-            continue
-        entries = list(net.entries)
-        entries[position] = Tensor(entry.name, (k, i), PatternSum(entry.kind))
-        condition = f"{o} on {entry.name} only, not an output leg"
-        effect = f"sum over {o}: {entry.name} becomes the ({k}, {i}) pattern sum"
-        return net.replace(tensors=entries), Record("pattern sum", (entry.name,), (o,), condition, effect)
-    return None
+@dataclass(frozen=True)
+class _Crop:
+    """Keep pixels ``[start, start + length)`` of ``site.i``."""
+
+    site: _Site
+    start: Size
+    length: Size
 
 
-def padding(net: Network) -> Optional[Rewrite]:
-    """Zero padding read by a pattern whose outputs' taps do not overlap -> a ``Pad`` view on the data.
+def _match_unused_pixels(net: Network, position: int) -> Optional[_Crop]:
+    site = _site(net, position)
+    if site is None:
+        return None
+    p = site.pattern
+    clean, start = _reads_no_padding(site)
+    if not clean:
+        return None
+    S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
+    blocked = _taps_fit_in_stride(p) and _le(start + S * O, I)
+    length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
+    if not (_lt(0, start) or _lt(length, I)):
+        return None
+    return _Crop(site, start, length)
+
+
+def _crop(net: Network, match: _Crop) -> Rewrite:
+    site, start, length = match.site, match.start, match.length
+    p = site.pattern
+    S, K, D, O = p.stride, p.kernel_size, p.dilation, site.size_o
+    result = _unpadded_reading(net, site, Slice(0, start, 1, length, site.size_i), length)
+    last = start + S * (O - 1) + D * (K - 1)
+    condition = f"{_describe(p, O)}: taps read pixels {start}..{last} only"
+    effect = f"slice {site.i} to pixels [{start}, {start + length}) on {site.names}"
+    return result, Record("unused pixels", (site.entry.name,), (site.i,), condition, effect)
+
+
+unused_pixels: Rule[_Crop] = Rule("unused pixels", IndexPattern, _match_unused_pixels, _crop)
+"""Slice away pixels no tap reads (leading ones when ``P_left < 0``, trailing ones when ``I % S != 0``)."""
+
+
+# --- pattern -> views: four layouts ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Relabel:
+    """``Pi`` read as ``views`` of its readers' ``i`` slot, giving legs ``(o, k)``; ``rule`` and ``condition`` for the trace."""
+
+    site: _Site
+    views: tuple[View, ...]
+    rule: str
+    condition: str
+
+
+def _relabel_site(net: Network, position: int) -> Optional[_Site]:
+    """The pattern at ``position`` when it reads pixels from 0 on and no padding (``P = 0`` in effect)."""
+    site = _site(net, position)
+    if site is None:
+        return None
+    clean, start = _reads_no_padding(site)
+    return site if clean and _is(start, 0) else None
+
+
+def _match_strided_slice(net: Network, position: int) -> Optional[_Relabel]:
+    """``K == 1``: ``i = S*o``, the strided slice of ``O`` pixels (``1x1`` when ``S == 1``)."""
+    site = _relabel_site(net, position)
+    if site is None or not _is(site.pattern.kernel_size, 1):
+        return None
+    S, O, I = site.pattern.stride, site.size_o, site.size_i
+    views = (Slice(0, 0, S, O, I), Unflatten(0, (O, 1)))
+    if _is(S, 1):
+        return _Relabel(site, views, "1x1", f"K=S=1, P=0, I=O={I}")
+    return _Relabel(site, views, "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}")
+
+
+def _match_blocks(net: Network, position: int) -> Optional[_Relabel]:
+    """``D*(K-1) < S``, ``I == S*O``: ``i -> (o, s)`` then ``s = D*k`` (dense, downsampling, dilated blocks)."""
+    site = _relabel_site(net, position)
+    if site is None or not (_taps_fit_in_stride(site.pattern) and _is(site.pattern.stride * site.size_o, site.size_i)):
+        return None
+    S, K, D, O, I = site.pattern.stride, site.pattern.kernel_size, site.pattern.dilation, site.size_o, site.size_i
+    views = (Unflatten(0, (O, S)), Slice(1, 0, D, K, S))
+    if _is(K, S) and _is(D, 1):
+        return _Relabel(site, views, "dense", f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)")
+    if _is(D, 1):
+        return _Relabel(site, views, "downsampling", f"S={S} > K={K}, P=0, D=1, I={I}=S*O")
+    return _Relabel(site, views, "dilated blocks", f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O")
+
+
+def _match_covering_slice(net: Network, position: int) -> Optional[_Relabel]:
+    """``O == 1``: ``i = D*k``, the strided slice of ``K`` pixels (the kernel covers the input)."""
+    site = _relabel_site(net, position)
+    if site is None or not _is(site.size_o, 1):
+        return None
+    K, D, I = site.pattern.kernel_size, site.pattern.dilation, site.size_i
+    views = (Slice(0, 0, D, K, I), Unflatten(0, (1, K)))
+    return _Relabel(site, views, "kernel covers input", f"O=1, P=0: i = {D}*k, K={K}, I={I}")
+
+
+def _match_partial_blocks(net: Network, position: int) -> Optional[_Relabel]:
+    """``D*(K-1) < S`` with the last block cut short: windows of ``D*(K-1)+1`` pixels every ``S``, then ``s = D*k``."""
+    site = _relabel_site(net, position)
+    if site is None or not _taps_fit_in_stride(site.pattern):
+        return None
+    S, K, D, O, I = site.pattern.stride, site.pattern.kernel_size, site.pattern.dilation, site.size_o, site.size_i
+    span = D * (K - 1) + 1
+    views = (Windows(0, span, S, O, I), Slice(1, 0, D, K, span))
+    name = "downsampling" if _is(D, 1) else "dilated blocks"
+    return _Relabel(site, views, name, f"D*(K-1)+1={span} <= S={S}, P=0, I={I} (last block partial)")
+
+
+def _relabel(net: Network, match: _Relabel) -> Rewrite:
+    site = match.site
+    entries = _rewrite_readers(net, site, match.views, (site.o, site.k))
+    del entries[site.position]
+    effect = f"reshape {site.i} into ({site.o}, {site.k}) on {site.names} + identities; drop {site.entry.name}"
+    return net.replace(tensors=entries), Record(match.rule, (site.entry.name,), (site.i,), match.condition, effect)
+
+
+strided_slice: Rule[_Relabel] = Rule("strided slice", IndexPattern, _match_strided_slice, _relabel)
+blocks: Rule[_Relabel] = Rule("blocks", IndexPattern, _match_blocks, _relabel)
+covering_slice: Rule[_Relabel] = Rule("covering slice", IndexPattern, _match_covering_slice, _relabel)
+partial_blocks: Rule[_Relabel] = Rule("partial blocks", IndexPattern, _match_partial_blocks, _relabel)
+
+
+# --- pattern sum -------------------------------------------------------------------------------
+
+
+def _match_pattern_sum(net: Network, position: int) -> Optional[tuple[int, IndexPattern]]:
+    """The position and pattern when ``o`` is on ``Pi`` only and not an output leg."""
+    found = _pattern(net, position)
+    if found is None:
+        return None
+    o = found[0].legs[1]
+    return (position, found[1]) if o not in net.output and net.tensors_on(o) == (position,) else None
+
+
+def _sum_over_o(net: Network, match: tuple[int, IndexPattern]) -> Rewrite:
+    position, pattern = match
+    entry = net.entries[position]
+    k, o, i = entry.legs
+    entries = list(net.entries)
+    entries[position] = Tensor(entry.name, (k, i), PatternSum(pattern))
+    condition = f"{o} on {entry.name} only, not an output leg"
+    effect = f"sum over {o}: {entry.name} becomes the ({k}, {i}) pattern sum"
+    return net.replace(tensors=entries), Record("pattern sum", (entry.name,), (o,), condition, effect)
+
+
+pattern_sum: Rule[tuple[int, IndexPattern]] = Rule("pattern sum", IndexPattern, _match_pattern_sum, _sum_over_o)
+"""``sum_o Pi[k, o, i]`` -> ``PatternSum[k, i]`` where ``o`` is on ``Pi`` only and not an output leg."""
+
+
+# --- padding -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Padding:
+    """Zero-pad ``site.i`` by ``(left, right)`` to ``length`` pixels."""
+
+    site: _Site
+    left: Size
+    right: Size
+    length: Size
+
+
+def _match_padding(net: Network, position: int) -> Optional[_Padding]:
+    """Zero padding is read and the taps of one output do not overlap the next (or ``K == 1``, or ``O == 1``).
 
     ``sum_i Pi[k, o, i] X[i] = X'[S*o + D*k]`` with ``X'`` = ``X`` zero-padded
     by ``P_left`` on the left (and cropped or padded on the right to the
@@ -209,57 +327,88 @@ def padding(net: Network) -> Optional[Rewrite]:
     Overlapping patterns (``D*(K-1) >= S``) keep theirs: a copy of the padded
     input would not pay for itself there.
     """
-    for site in _sites(net):
-        p = site.pattern
-        if p.mode != "zeros":
-            continue
-        S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
-        last = S * (O - 1) + D * (K - 1) - p.pad_left
-        if not (_lt(0, p.pad_left) or _lt(I - 1, last)):
-            continue
-        blocked = _le(D * (K - 1) + 1, S)
-        if not (blocked or _is(K, 1) or _is(O, 1)):
-            continue
-        length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
-        left, right = p.pad_left, length - p.pad_left - I
-        entries = _rewrite_readers(net, site, (Pad(0, left, right, I),), (site.i,))
-        entries[site.position] = Tensor(site.entry.name, site.entry.legs, IndexPattern(length, K, S, 0, 0, D))
-        result = net.replace(tensors=entries, sizes={**net.sizes, site.i: length})
-        condition = f"{_describe(p, O)}: reads zero padding; taps of one output do not overlap the next"
-        effect = f"zero-pad {site.i} by ({left}, {right}) on {site.names} (a copy); {site.entry.name} unpadded, I={length}"
-        return result, Record("padding", (site.entry.name,), (site.i,), condition, effect)
-    return None
+    site = _site(net, position)
+    if site is None or site.pattern.mode != "zeros":
+        return None
+    p = site.pattern
+    S, K, D, O, I = p.stride, p.kernel_size, p.dilation, site.size_o, site.size_i
+    last = S * (O - 1) + D * (K - 1) - p.pad_left
+    if not (_lt(0, p.pad_left) or _lt(I - 1, last)):
+        return None
+    blocked = _taps_fit_in_stride(p)
+    if not (blocked or _is(K, 1) or _is(O, 1)):
+        return None
+    length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
+    return _Padding(site, p.pad_left, length - p.pad_left - I, length)
 
 
-def pattern_identity(net: Network) -> Optional[Rewrite]:
-    """``Pi`` as an identity, whatever its legs join (also where ``i`` is an output leg, as in input VJPs).
-
-    - 1x1: ``K == 1, S == 1, P == 0``: ``Pi[0, o, i] = delta[o, i]``;
-    - kernel covers input: ``O == 1, D == 1, P == 0, K == I``: ``Pi[k, 0, i] = delta[k, i]``.
-    The size-1 leg left over (``k``, resp. ``o``) stays on the other tensors
-    that carry it; where only ``Pi`` carries it, it must be summed (not an output leg).
-    """
-    for position, entry in enumerate(net.entries):
-        if not isinstance(entry.kind, IndexPattern) or len(set(entry.legs)) != 3:
-            continue
-        p, (k, o, i) = entry.kind, entry.legs
-        no_padding = _is(p.pad_left, 0) and _is(p.pad_right, 0)
-        if not no_padding:
-            continue
-        if _is(p.kernel_size, 1) and _is(p.stride, 1):
-            rule, kept, spare, condition = "1x1", (o, i), k, f"K=S=1, P=0: {entry.name}[0, o, i] = delta[o, i]"
-        elif _is(net.size(o), 1) and _is(p.dilation, 1) and _is(p.kernel_size, p.input_size):
-            rule, kept, spare = "kernel covers input", (k, i), o
-            condition = f"K=I={p.input_size}, P=0, D=1: {entry.name}[k, 0, i] = delta[k, i]"
-        else:
-            continue
-        if spare in net.output and net.tensors_on(spare) == (position,):
-            continue
-        entries = list(net.entries)
-        entries[position] = Tensor(entry.name, kept, Identity())
-        effect = f"{entry.name} becomes the identity on ({', '.join(kept)}); size-1 leg {spare} summed"
-        return net.replace(tensors=entries), Record(rule, (entry.name,), (i,), condition, effect)
-    return None
+def _pad(net: Network, match: _Padding) -> Rewrite:
+    site, left, right, length = match.site, match.left, match.right, match.length
+    p = site.pattern
+    result = _unpadded_reading(net, site, Pad(0, left, right, site.size_i), length)
+    condition = f"{_describe(p, site.size_o)}: reads zero padding; taps of one output do not overlap the next"
+    effect = f"zero-pad {site.i} by ({left}, {right}) on {site.names} (a copy); {site.entry.name} unpadded, I={length}"
+    return result, Record("padding", (site.entry.name,), (site.i,), condition, effect)
 
 
-RULES = (unused_pixels, pattern_to_view, pattern_sum, padding, pattern_identity)
+padding: Rule[_Padding] = Rule("padding", IndexPattern, _match_padding, _pad)
+
+
+# --- pattern as an identity --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AsIdentity:
+    """``Pi`` at ``position`` is the identity on ``kept``; its size-1 leg ``spare`` is summed."""
+
+    position: int
+    kept: tuple[str, str]
+    spare: str
+    rule: str
+    condition: str
+
+
+def _summable(net: Network, position: int, spare: str) -> bool:
+    """Whether ``spare`` may be summed away: not an output leg that only the pattern carries."""
+    return not (spare in net.output and net.tensors_on(spare) == (position,))
+
+
+def _unpadded(p: IndexPattern) -> bool:
+    return _is(p.pad_left, 0) and _is(p.pad_right, 0)
+
+
+def _match_one_by_one_identity(net: Network, position: int) -> Optional[_AsIdentity]:
+    """``K == S == 1, P == 0``: ``Pi[0, o, i] = delta[o, i]``, whatever ``i`` joins (input VJPs)."""
+    found = _pattern(net, position)
+    if found is None:
+        return None
+    (entry, p), (k, o, i) = found, found[0].legs
+    if not (_unpadded(p) and _is(p.kernel_size, 1) and _is(p.stride, 1) and _summable(net, position, k)):
+        return None
+    return _AsIdentity(position, (o, i), k, "1x1", f"K=S=1, P=0: {entry.name}[0, o, i] = delta[o, i]")
+
+
+def _match_covering_identity(net: Network, position: int) -> Optional[_AsIdentity]:
+    """``O == 1, D == 1, K == I, P == 0``: ``Pi[k, 0, i] = delta[k, i]``, whatever ``i`` joins."""
+    found = _pattern(net, position)
+    if found is None:
+        return None
+    (entry, p), (k, o, i) = found, found[0].legs
+    covers = _is(net.size(o), 1) and _is(p.dilation, 1) and _is(p.kernel_size, p.input_size)
+    if not (_unpadded(p) and covers and _summable(net, position, o)):
+        return None
+    condition = f"K=I={p.input_size}, P=0, D=1: {entry.name}[k, 0, i] = delta[k, i]"
+    return _AsIdentity(position, (k, i), o, "kernel covers input", condition)
+
+
+def _as_identity(net: Network, match: _AsIdentity) -> Rewrite:
+    entry = net.entries[match.position]
+    entries = list(net.entries)
+    entries[match.position] = Tensor(entry.name, match.kept, Identity())
+    effect = f"{entry.name} becomes the identity on ({', '.join(match.kept)}); size-1 leg {match.spare} summed"
+    record = Record(match.rule, (entry.name,), (entry.legs[2],), match.condition, effect)
+    return net.replace(tensors=entries), record
+
+
+one_by_one_identity: Rule[_AsIdentity] = Rule("1x1 identity", IndexPattern, _match_one_by_one_identity, _as_identity)
+covering_identity: Rule[_AsIdentity] = Rule("covering identity", IndexPattern, _match_covering_identity, _as_identity)

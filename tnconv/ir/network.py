@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
+from operator import attrgetter
 from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence, cast
 
 import networkx as nx
 import opt_einsum
@@ -36,7 +38,7 @@ class Tensor:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"tensor name must be a non-empty str, got {self.name!r}")
-        if not isinstance(self.legs, tuple) or not all(isinstance(l, str) and l for l in self.legs):
+        if not isinstance(self.legs, tuple) or not _names(self.legs):
             raise TypeError(f"legs of tensor {self.name!r} must be a tuple of non-empty str, got {self.legs!r}")
         if not isinstance(self.kind, Kind):
             raise TypeError(f"kind of tensor {self.name!r} must be a tnconv Kind, got {self.kind!r}")
@@ -64,32 +66,41 @@ class Network:
         output: Sequence[str],
         sizes: Mapping[str, Size] | None = None,
     ) -> None:
-        entries = tuple(tensors)
+        self._build(tuple(tensors), output, sizes or {}, drop_unknown=False)
+
+    def _build(
+        self, entries: tuple[Tensor, ...], output: Sequence[str], given: Mapping[str, Size], drop_unknown: bool
+    ) -> None:
+        """Validate and set the parts; sizes of legs on no tensor are an error unless ``drop_unknown``.
+
+        Networks are rebuilt after every rewrite, some with thousands of legs,
+        so the common case (every size a known int) is checked in bulk.
+        """
         for entry in entries:
             if not isinstance(entry, Tensor):
                 raise TypeError(f"tensors must be tnconv Tensor objects, got {entry!r}")
         if isinstance(output, str) or not isinstance(output, Iterable):
             raise TypeError(f"output must be a sequence of leg names, got {output!r} ({type(output).__name__})")
         output = tuple(output)
-        if not all(isinstance(leg, str) for leg in output):
+        if not _names(output, empty_ok=True):
             raise TypeError(f"output must be a sequence of leg names, got {output!r}")
-        legs = {leg for entry in entries for leg in entry.legs}
-        repeated = sorted({leg for leg in output if output.count(leg) > 1})
-        if repeated:
+        ordered = _legs_in_order(entries)
+        if len(set(output)) != len(output):
+            repeated = sorted({leg for leg in output if output.count(leg) > 1})
             raise ValueError(f"output legs must be distinct, got {output!r} (repeats {repeated})")
-        missing = [leg for leg in output if leg not in legs]
+        missing = [leg for leg in output if leg not in ordered]
         if missing:
             raise ValueError(f"output leg(s) {missing} are on no tensor (output={output!r})")
-        given = dict(sizes or {})
-        unknown = sorted(set(given) - legs)
-        if unknown:
+        if not drop_unknown and not given.keys() <= ordered.keys():
+            unknown = sorted(set(given).difference(ordered))
             raise ValueError(f"sizes given for leg(s) {unknown} that no tensor has")
-        ordered = _legs_in_order(entries)
+        sizes: dict[str, Size] = dict(zip(ordered, map(given.get, ordered)))  # type-checked just below
+        values = sizes.values()
+        if values and not (set(map(type, values)) == {int} and min(cast("Collection[int]", values)) >= 0):
+            sizes = {leg: _size(given, leg) for leg in ordered}  # symbols, missing or bad sizes: one by one
         self._entries = entries
         self._output = output
-        self._sizes = MappingProxyType(
-            {leg: check_size(given[leg], f"leg {leg!r}") if leg in given else leg_symbol(leg) for leg in ordered}
-        )
+        self._sizes = MappingProxyType(sizes)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -121,10 +132,14 @@ class Network:
         sizes: Mapping[str, Size] | None = None,
     ) -> "Network":
         """A new network with some parts replaced; sizes of legs that vanished are dropped."""
-        entries = tuple(self._entries if tensors is None else tensors)
-        merged = dict(self._sizes if sizes is None else sizes)
-        legs = {leg for entry in entries for leg in entry.legs}
-        return Network(entries, self._output if output is None else output, {l: s for l, s in merged.items() if l in legs})
+        result = Network.__new__(Network)
+        result._build(
+            tuple(self._entries if tensors is None else tensors),
+            self._output if output is None else output,
+            self._sizes if sizes is None else sizes,
+            drop_unknown=True,
+        )
+        return result
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -146,7 +161,7 @@ class Network:
         """Leg -> size, read-only, legs in order of first appearance."""
         return self._sizes
 
-    @property
+    @cached_property
     def all_legs(self) -> tuple[str, ...]:
         """Every leg, in order of first appearance on the tensors."""
         return tuple(self._sizes)
@@ -187,8 +202,19 @@ class Network:
             raise ValueError(f"unknown leg {leg!r}; the network has legs {self.all_legs}") from None
 
     def tensors_on(self, leg: str) -> tuple[int, ...]:
-        """Positions of the tensors that carry ``leg`` (a position once per tensor)."""
-        return tuple(p for p, e in enumerate(self._entries) if leg in e.legs)
+        """Positions of the tensors that carry ``leg`` (a position once per tensor, in order).
+
+        Remembered per leg: rewrite rules ask it of a few legs of each of
+        many networks, so a full index would cost more than it saves.
+        """
+        found = self._carriers.get(leg)
+        if found is None:
+            found = self._carriers[leg] = tuple(p for p, e in enumerate(self._entries) if leg in e.legs)
+        return found
+
+    @cached_property
+    def _carriers(self) -> dict[str, tuple[int, ...]]:
+        return {}
 
     @cached_property
     def is_concrete(self) -> bool:
@@ -327,8 +353,32 @@ class Network:
         super().__setattr__(name, value)
 
 
-def _legs_in_order(entries: Sequence[Tensor]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(leg for entry in entries for leg in entry.legs))
+_legs_of = attrgetter("legs")
+
+
+def _legs_in_order(entries: Sequence[Tensor]) -> dict[str, None]:
+    """Every leg once, in order of first appearance (a dict: ordered, and a set)."""
+    return dict.fromkeys(chain.from_iterable(map(_legs_of, entries)))
+
+
+def _names(items: tuple[object, ...], empty_ok: bool = False) -> bool:
+    """Whether ``items`` are all str (non-empty ones unless ``empty_ok``), checked at C speed.
+
+    Networks are rebuilt after every rewrite, with thousands of legs on some
+    tensors: a Python-level loop here dominated ``simplify``.
+    """
+    try:
+        "".join(cast("tuple[str, ...]", items))  # raises TypeError at the first item that is not a str
+    except TypeError:
+        return False
+    return empty_ok or all(items)
+
+
+def _size(given: Mapping[str, object], leg: str) -> Size:
+    """The checked size given for ``leg``, or its symbol when none is given."""
+    if leg not in given:
+        return leg_symbol(leg)
+    return check_size(given[leg], f"leg {leg!r}")
 
 
 def _parse_equation(equation: str) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:

@@ -4,12 +4,16 @@ A size is an ``int`` whenever it is known, so that concrete networks never
 touch sympy on a hot path. Unknown sizes are positive integer symbols named
 after their leg; they are resolved by substitution (``Network.substitute``) or
 when operands are bound. Conditions over sizes answer ``True``, ``False`` or
-``None`` (unknown), so that rewrites apply only when a condition is proven.
+``None`` (unknown), so that rewrites apply only when a condition is proven:
+``proven_equal``, ``proven_le`` and ``proven_lt`` say True only then (ints
+answer at once; sympy answers are cached, since rules ask the same questions
+of every tensor on every sweep).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Iterable, Mapping, Union
 
 import sympy
@@ -99,6 +103,25 @@ def equal(a: Size, b: Size) -> bool | None:
     return None
 
 
-def show(size: Size) -> str:
-    """A short deterministic text for a size."""
-    return str(size)
+def proven_equal(a: Size, b: Size) -> bool:
+    """Whether ``a == b`` is proven."""
+    return a == b if isinstance(a, int) and isinstance(b, int) else _proven("==", a, b)
+
+
+def proven_le(a: Size, b: Size) -> bool:
+    """Whether ``a <= b`` is proven."""
+    return a <= b if isinstance(a, int) and isinstance(b, int) else _proven("<=", a, b)
+
+
+def proven_lt(a: Size, b: Size) -> bool:
+    """Whether ``a < b`` is proven."""
+    return a < b if isinstance(a, int) and isinstance(b, int) else _proven("<", a, b)
+
+
+@lru_cache(maxsize=4096)
+def _proven(relation: str, a: Size, b: Size) -> bool:
+    """The cached sympy answer behind ``proven_*`` (``relation`` one of ``==``, ``<=``, ``<``)."""
+    if relation == "==":
+        return equal(a, b) is True
+    compare = sympy.Le if relation == "<=" else sympy.Lt
+    return decide(compare(sympy.sympify(a), sympy.sympify(b))) is True

@@ -32,7 +32,7 @@ class Kind:
     label: ClassVar[str] = "kind"
     structured: ClassVar[bool] = True
 
-    def implied_sizes(self, n_legs: int) -> tuple[Size, ...] | None:
+    def implied_sizes(self) -> tuple[Size, ...] | None:
         """The leg sizes this kind fixes (in leg order), or None when it fixes none."""
         return None
 
@@ -116,7 +116,7 @@ class IndexPattern(Kind):
             return span // self.stride + 1
         return sympy.floor(span / self.stride) + 1
 
-    def implied_sizes(self, n_legs: int) -> tuple[Size, ...]:
+    def implied_sizes(self) -> tuple[Size, ...]:
         return (self.kernel_size, self.output_size, self.input_size)
 
     def substitute(self, values):
@@ -164,7 +164,7 @@ class PatternSum(Kind):
     label: ClassVar[str] = "pattern_sum"
     pattern: IndexPattern = field(default_factory=lambda: IndexPattern(1, 1))
 
-    def implied_sizes(self, n_legs: int) -> tuple[Size, ...]:
+    def implied_sizes(self) -> tuple[Size, ...]:
         return (self.pattern.kernel_size, self.pattern.input_size)
 
     def substitute(self, values):

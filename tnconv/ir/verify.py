@@ -30,7 +30,7 @@ def verify(net: Network) -> Network:
     for position, entry in enumerate(net.entries):
         where = f"tensor {entry.name!r} (position {position})"
         shape = tuple(net.size(leg) for leg in entry.legs)
-        implied = entry.kind.implied_sizes(len(entry.legs))
+        implied = entry.kind.implied_sizes()
         if implied is not None:
             if len(implied) != len(shape):
                 raise InvariantError(f"{where} of kind {entry.kind.label} needs {len(implied)} legs, has {entry.legs}")

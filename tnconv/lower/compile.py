@@ -38,7 +38,7 @@ def compile(  # noqa: A001 - the public name
     different sizes.
     """
     if not isinstance(net, Network):
-        from tnconv.passes.networksum import NetworkSum
+        from tnconv.ir.networksum import NetworkSum
 
         if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
             from tnconv.lower.sum import compile_sum

@@ -17,7 +17,7 @@ from tnconv.lower.plan import Optimize
 from tnconv.lower.program import Program
 
 if TYPE_CHECKING:
-    from tnconv.passes.networksum import NetworkSum
+    from tnconv.ir.networksum import NetworkSum
 
 
 class SumProgram:

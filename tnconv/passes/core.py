@@ -2,7 +2,9 @@
 
 A *rule* looks at a network and either declines (``None``) or performs one
 rewrite, returning the new network and a ``Record`` that says which rule
-fired, on which tensors and legs, and which condition was proven::
+fired, on which tensors and legs, and which condition was proven (the
+rules of ``simplify`` are ``tnconv.passes.sweep.Rule`` objects, a declared
+match plus a rewrite, which are such functions too)::
 
     dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=16=S*O)] -> reshape i1 into (o1, k1) on X + identities; drop Pi1
 
@@ -16,7 +18,8 @@ rewrote; it returns the *same object* when nothing changed, which is how
     derive = sequence(as_pass(differentiate_traced, "W"), as_pass(simplify_traced))
     network, trace = derive.traced(net)
 
-Passes compose with ``sequence``, ``first`` (try rules in order, apply the first that fires),
+Passes compose with ``sequence``, ``first`` (try rules in order, apply the first that fires;
+``tnconv.passes.sweep.sweep`` applies many rewrites per call),
 ``fixpoint`` (repeat until nothing changes; raise on a loop or when it does
 not converge) and ``checked`` (run the verifier after the pass).
 """
@@ -24,15 +27,11 @@ not converge) and ``checked`` (run the verifier after the pass).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Collection, Iterable, Optional
 
-import sympy
-
 from tnconv.ir.network import Network
-from tnconv.ir.sizes import Size, decide, equal
+from tnconv.ir.networksum import NetworkSum, Value
 from tnconv.ir.verify import verify
-from tnconv.passes.networksum import NetworkSum, Value
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Trace(tuple):
 
 
 Rewrite = tuple[Network, Record]
-Rule = Callable[[Network], Optional[Rewrite]]
+RuleFunction = Callable[[Network], Optional[Rewrite]]
 Run = Callable[[Value], tuple[Value, Trace]]
 
 
@@ -111,12 +110,7 @@ def termwise(run: Callable[[Network], tuple[Network, Trace]]) -> Run:
     return on_value
 
 
-def rule_pass(name: str, rule: Rule) -> Pass:
-    """A pass that applies ``rule`` once (or returns the network unchanged when it declines)."""
-    return first(name, rule)
-
-
-def first(name: str, *rules: Rule) -> Pass:
+def first(name: str, *rules: RuleFunction) -> Pass:
     """A pass that applies the first of ``rules`` that fires (one rewrite per network), or changes nothing."""
 
     def run(net: Network) -> tuple[Network, Trace]:
@@ -152,21 +146,25 @@ def sequence(*passes: Pass) -> Pass:
     return Pass("sequence(" + ", ".join(p.name for p in passes) + ")", run)
 
 
-def fixpoint(inner: Pass, max_rounds: int = 1000) -> Pass:
+def fixpoint(inner: Pass, max_rounds: int | None = None) -> Pass:
     """Repeat ``inner`` until it returns its input unchanged.
 
     Raises ``NoFixpointError`` when a network seen before comes back (a rewrite
-    loop) or after ``max_rounds`` rounds, naming the last rewrites.
+    loop) or after ``max_rounds`` rounds, naming the last rewrites. By default
+    the limit grows with the network (``round_limit``), so that a pass that
+    rewrites one leg at a time still converges on a network with thousands of
+    legs.
     """
     if not isinstance(inner, Pass):
         raise TypeError(f"fixpoint takes a Pass, got {inner!r}")
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds must be a positive int, got {max_rounds!r}")
+    if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1):
+        raise ValueError(f"max_rounds must be a positive int or None, got {max_rounds!r}")
 
     def run(net: Value) -> tuple[Value, Trace]:
         records: list[Record] = []
         seen = {net}
-        for _ in range(max_rounds):
+        limit = round_limit(net) if max_rounds is None else max_rounds
+        for _ in range(limit):
             result, trace = inner.traced(net)
             if result is net:
                 return net, Trace(records)
@@ -179,11 +177,23 @@ def fixpoint(inner: Pass, max_rounds: int = 1000) -> Pass:
             seen.add(result)
             net = result
         raise NoFixpointError(
-            f"fixpoint({inner.name}) did not converge in {max_rounds} rounds; "
+            f"fixpoint({inner.name}) did not converge in {limit} rounds; "
             f"last rewrites: {'; '.join(map(str, records[-3:]))}"
         )
 
     return Pass(f"fixpoint({inner.name})", run)
+
+
+def round_limit(net: Value) -> int:
+    """``fixpoint``'s default round limit for ``net``: 1000 plus 2 per leg slot (over all terms of a sum).
+
+    Rule sets such as ``simplify``'s make a bounded number of rewrites per
+    tensor and leg, so a fixed limit would stop a large network that does
+    converge (one rewrite per round under ``first``: 1600 rounds for a conv
+    with 800 size-1 dims); the 1000 keeps small networks' limit as it was.
+    """
+    terms = net.terms if isinstance(net, NetworkSum) else (net,)
+    return 1000 + 2 * sum(len(entry.legs) for term in terms for entry in term.entries)
 
 
 def checked(inner: Pass) -> Pass:
@@ -205,28 +215,3 @@ def fresh_leg(base: str, taken: Collection[str]) -> str:
         name += "'"
     return name
 
-
-# --- proofs over sizes: True only when proven (ints answer at once; sympy answers are cached) ---------
-
-
-def proven_equal(a: Size, b: Size) -> bool:
-    """Whether ``a == b`` is proven."""
-    return a == b if isinstance(a, int) and isinstance(b, int) else _proven("==", a, b)
-
-
-def proven_le(a: Size, b: Size) -> bool:
-    """Whether ``a <= b`` is proven."""
-    return a <= b if isinstance(a, int) and isinstance(b, int) else _proven("<=", a, b)
-
-
-def proven_lt(a: Size, b: Size) -> bool:
-    """Whether ``a < b`` is proven."""
-    return a < b if isinstance(a, int) and isinstance(b, int) else _proven("<", a, b)
-
-
-@lru_cache(maxsize=4096)
-def _proven(relation: str, a: Size, b: Size) -> bool:
-    if relation == "==":
-        return equal(a, b) is True
-    compare = sympy.Le if relation == "<=" else sympy.Lt
-    return decide(compare(sympy.sympify(a), sympy.sympify(b))) is True

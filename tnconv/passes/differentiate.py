@@ -33,7 +33,7 @@ from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import equal
 from tnconv.ir.tensors import Identity, Ones
 from tnconv.passes.core import Record, Trace, fresh_leg
-from tnconv.passes.networksum import NetworkSum, Value
+from tnconv.ir.networksum import NetworkSum, Value
 
 __all__ = ["differentiate", "differentiate_traced", "NetworkSum"]
 

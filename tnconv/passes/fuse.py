@@ -21,7 +21,7 @@ import sympy
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal
 from tnconv.passes.core import Record, Trace, fresh_leg
-from tnconv.passes.networksum import NetworkSum, Value
+from tnconv.ir.networksum import NetworkSum, Value
 
 
 def fuse(outer: Value, name: str, inner: Value) -> Value:

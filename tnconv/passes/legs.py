@@ -1,4 +1,6 @@
-"""Leg-level rewrites that hold for any network: identities, size-1 legs, parallel legs.
+"""Leg-level rewrite rules that hold for any network: identities, size-1 legs, parallel legs.
+
+Each is a ``tnconv.passes.sweep.Rule``; ``tnconv.passes.simplify.RULES`` orders them.
 
 - **identity**: ``delta[a, b, ...]`` joined to other tensors is a renaming:
   call all its legs by one name and drop it (at most one of them may be an
@@ -16,116 +18,173 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.sizes import proven_equal
 from tnconv.ir.tensors import Data, Identity, Ones
 from tnconv.ir.views import Flatten, Squeeze
-from tnconv.passes.core import Record, Rewrite, fresh_leg, proven_equal
+from tnconv.passes.core import Record, Rewrite, fresh_leg
+from tnconv.passes.sweep import LEGS, Rule
 from tnconv.passes.viewchain import append_views
 
 
-def remove_identity(net: Network) -> Optional[Rewrite]:
-    """Drop an identity tensor by renaming its legs to one leg."""
-    for position, entry in enumerate(net.entries):
-        if not isinstance(entry.kind, Identity) or len(set(entry.legs)) != len(entry.legs):
-            continue
-        sizes = [net.size(leg) for leg in entry.legs]
-        if any(not proven_equal(size, sizes[0]) for size in sizes[1:]):
-            continue
-        outputs = [leg for leg in entry.legs if leg in net.output]
-        if len(outputs) > 1:
-            continue
-        target = outputs[0] if outputs else entry.legs[0]
-        others = [e for p, e in enumerate(net.entries) if p != position]
-        if not any(leg in e.legs for e in others for leg in entry.legs):
-            continue
-        mapping = {leg: target for leg in entry.legs if leg != target}
-        entries = [Tensor(e.name, tuple(mapping.get(l, l) for l in e.legs), e.kind) for e in others]
-        sizes_left = {leg: size for leg, size in net.sizes.items() if leg not in mapping}
-        result = Network(entries, net.output, {leg: s for leg, s in sizes_left.items() if any(leg in e.legs for e in entries)})
-        renames = ", ".join(f"{old}->{target}" for old in mapping)
-        condition = f"legs {entry.legs} of size {sizes[0]}" + (f", {target} an output leg" if outputs else "")
-        return result, Record("identity", (entry.name,), entry.legs, condition, f"rename {renames}; drop {entry.name}")
-    return None
+@dataclass(frozen=True)
+class _Renaming:
+    """Drop the identity at ``position``, calling its legs ``target``."""
+
+    position: int
+    target: str
+    an_output: bool
 
 
-def squeeze(net: Network) -> Optional[Rewrite]:
-    """Drop a summed size-1 leg from the data, all-ones and identity tensors that carry it."""
-    for leg, size in net.sizes.items():
-        if leg in net.output or not proven_equal(size, 1):
-            continue
-        carriers = [net.entries[p] for p in net.tensors_on(leg)]
-        if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):
-            continue  # a pattern keeps the leg: squeezing the others gains nothing
-        entries: list[Tensor] = []
-        changed: list[str] = []
-        for entry in net.entries:
-            if leg not in entry.legs:
-                entries.append(entry)
-                continue
-            legs = tuple(l for l in entry.legs if l != leg)
-            changed.append(entry.name)
-            if isinstance(entry.kind, Data):
-                slots = [slot for slot, l in enumerate(entry.legs) if l == leg]
-                views = [Squeeze(slot) for slot in reversed(slots)]
-                entries.append(Tensor(entry.name, legs, append_views(entry.kind, views)))
-            elif isinstance(entry.kind, Identity) and len(legs) >= 2:
-                entries.append(Tensor(entry.name, legs, entry.kind))
-            elif legs or len(net.entries) == 1:
-                entries.append(Tensor(entry.name, legs, Ones()))
-        if not entries:
-            entries.append(Tensor(fresh_leg("ones", set(net.tensors)), (), Ones()))
-        effect = f"drop {leg} from {', '.join(dict.fromkeys(changed))}"
-        result = net.replace(tensors=entries)
-        return result, Record("squeeze", tuple(dict.fromkeys(changed)), (leg,), f"{leg} has size 1, summed", effect)
-    return None
+def _match_identity(net: Network, position: int) -> Optional[_Renaming]:
+    """Distinct legs of proven-equal sizes, at most one an output leg, and some leg on another tensor too."""
+    entry = net.entries[position]
+    if not isinstance(entry.kind, Identity) or len(set(entry.legs)) != len(entry.legs):
+        return None
+    sizes = [net.size(leg) for leg in entry.legs]
+    if any(not proven_equal(size, sizes[0]) for size in sizes[1:]):
+        return None
+    outputs = [leg for leg in entry.legs if leg in net.output]
+    if len(outputs) > 1:
+        return None
+    if not any(carrier != position for leg in entry.legs for carrier in net.tensors_on(leg)):
+        return None
+    return _Renaming(position, outputs[0] if outputs else entry.legs[0], bool(outputs))
 
 
-def drop_ones(net: Network) -> Optional[Rewrite]:
-    """Drop an all-ones tensor whose legs other tensors carry too (a factor of 1 everywhere)."""
-    for position, entry in enumerate(net.entries):
-        if not isinstance(entry.kind, Ones) or len(net.entries) == 1:
-            continue
-        if all(len(net.tensors_on(leg)) > 1 for leg in entry.legs):
-            entries = [e for p, e in enumerate(net.entries) if p != position]
-            condition = f"legs {entry.legs} on other tensors too" if entry.legs else "no legs"
-            return net.replace(tensors=entries), Record("ones", (entry.name,), entry.legs, condition, f"drop {entry.name}")
-    return None
+def _rename_through(net: Network, match: _Renaming) -> Rewrite:
+    entry, target = net.entries[match.position], match.target
+    mapping = {leg: target for leg in entry.legs if leg != target}
+    entries = [
+        Tensor(e.name, tuple(mapping.get(l, l) for l in e.legs), e.kind)
+        for p, e in enumerate(net.entries)
+        if p != match.position
+    ]
+    result = net.replace(tensors=entries, sizes={leg: s for leg, s in net.sizes.items() if leg not in mapping})
+    renames = ", ".join(f"{old}->{target}" for old in mapping)
+    condition = f"legs {entry.legs} of size {net.size(entry.legs[0])}" + (f", {target} an output leg" if match.an_output else "")
+    return result, Record("identity", (entry.name,), entry.legs, condition, f"rename {renames}; drop {entry.name}")
 
 
-def merge_parallel(net: Network) -> Optional[Rewrite]:
-    """Merge two adjacent summed legs that appear together on the same data / all-ones tensors."""
-    for first in net.all_legs:
-        if first in net.output:
+remove_identity: Rule[_Renaming] = Rule("identity", Identity, _match_identity, _rename_through)
+"""Drop an identity tensor by renaming its legs to one leg."""
+
+
+def _match_squeeze(net: Network, leg: str) -> Optional[str]:
+    """``leg`` itself when it is summed, of size 1, and no index pattern (whose kind fixes its legs) carries it."""
+    if leg in net.output or not proven_equal(net.size(leg), 1):
+        return None
+    carriers = [net.entries[p] for p in net.tensors_on(leg)]
+    if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):
+        return None  # a pattern keeps the leg: squeezing the others gains nothing
+    return leg
+
+
+def _squeeze(net: Network, leg: str) -> Rewrite:
+    entries: list[Tensor] = []
+    changed: list[str] = []
+    for entry in net.entries:
+        if leg not in entry.legs:
+            entries.append(entry)
             continue
-        carriers = net.tensors_on(first)
-        entry = net.entries[carriers[0]]
-        if entry.legs.count(first) != 1:
-            continue
-        slot = entry.legs.index(first)
-        if slot + 1 >= len(entry.legs):
-            continue
-        second = entry.legs[slot + 1]
-        if second == first or second in net.output or net.tensors_on(second) != carriers:
-            continue
-        if not all(_adjacent(net.entries[p], first, second) for p in carriers):
-            continue
-        merged = fresh_leg(f"({first},{second})", set(net.all_legs))
-        sizes = (net.size(first), net.size(second))
-        entries = list(net.entries)
-        for p in carriers:
-            e = entries[p]
-            at = e.legs.index(first)
-            legs = e.legs[:at] + (merged,) + e.legs[at + 2 :]
-            kind = append_views(e.kind, [Flatten(at, sizes)]) if isinstance(e.kind, Data) else e.kind
-            entries[p] = Tensor(e.name, legs, kind)
-        new_sizes = {**net.sizes, merged: sizes[0] * sizes[1]}
-        result = net.replace(tensors=entries, sizes=new_sizes)
-        names = tuple(dict.fromkeys(net.entries[p].name for p in carriers))
-        condition = f"{first}, {second} adjacent on exactly {', '.join(names)}, summed"
-        return result, Record("merge parallel legs", names, (first, second), condition, f"one leg {merged}")
-    return None
+        legs = _without(entry.legs, leg)
+        changed.append(entry.name)
+        if isinstance(entry.kind, Data):
+            slots = [slot for slot, l in enumerate(entry.legs) if l == leg]
+            views = [Squeeze(slot) for slot in reversed(slots)]
+            entries.append(Tensor(entry.name, legs, append_views(entry.kind, views)))
+        elif isinstance(entry.kind, Identity) and len(legs) >= 2:
+            entries.append(Tensor(entry.name, legs, entry.kind))
+        elif legs or len(net.entries) == 1:
+            entries.append(Tensor(entry.name, legs, Ones()))
+    if not entries:
+        entries.append(Tensor(fresh_leg("ones", set(net.tensors)), (), Ones()))
+    names = tuple(dict.fromkeys(changed))
+    effect = f"drop {leg} from {', '.join(names)}"
+    return net.replace(tensors=entries), Record("squeeze", names, (leg,), f"{leg} has size 1, summed", effect)
+
+
+squeeze: Rule[str] = Rule("squeeze", LEGS, _match_squeeze, _squeeze)
+"""Drop a summed size-1 leg from the data, all-ones and identity tensors that carry it."""
+
+
+def _without(legs: tuple[str, ...], leg: str) -> tuple[str, ...]:
+    """``legs`` without ``leg`` (slicing where it occurs once: tensors may carry thousands of legs)."""
+    if legs.count(leg) == 1:
+        at = legs.index(leg)
+        return legs[:at] + legs[at + 1 :]
+    return tuple(l for l in legs if l != leg)
+
+
+def _match_ones(net: Network, position: int) -> Optional[int]:
+    """The position itself when the all-ones tensor there is not alone and other tensors carry all its legs."""
+    entry = net.entries[position]
+    if not isinstance(entry.kind, Ones) or len(net.entries) == 1:
+        return None
+    return position if all(len(net.tensors_on(leg)) > 1 for leg in entry.legs) else None
+
+
+def _drop_ones(net: Network, position: int) -> Rewrite:
+    entry = net.entries[position]
+    entries = [e for p, e in enumerate(net.entries) if p != position]
+    condition = f"legs {entry.legs} on other tensors too" if entry.legs else "no legs"
+    return net.replace(tensors=entries), Record("ones", (entry.name,), entry.legs, condition, f"drop {entry.name}")
+
+
+drop_ones: Rule[int] = Rule("ones", Ones, _match_ones, _drop_ones)
+"""Drop an all-ones tensor whose legs other tensors carry too (a factor of 1 everywhere)."""
+
+
+@dataclass(frozen=True)
+class _Parallel:
+    """Summed legs ``first``, ``second``, adjacent in that order on exactly the tensors at ``carriers``."""
+
+    first: str
+    second: str
+    carriers: tuple[int, ...]
+
+
+def _match_parallel(net: Network, first: str) -> Optional[_Parallel]:
+    """``first`` and the leg after it on its first carrier, when both are summed and sit together everywhere."""
+    if first in net.output:
+        return None
+    carriers = net.tensors_on(first)
+    entry = net.entries[carriers[0]]
+    if entry.legs.count(first) != 1:
+        return None
+    slot = entry.legs.index(first)
+    if slot + 1 >= len(entry.legs):
+        return None
+    second = entry.legs[slot + 1]
+    if second == first or second in net.output or net.tensors_on(second) != carriers:
+        return None
+    if not all(_adjacent(net.entries[p], first, second) for p in carriers):
+        return None
+    return _Parallel(first, second, carriers)
+
+
+def _merge(net: Network, match: _Parallel) -> Rewrite:
+    first, second = match.first, match.second
+    merged = fresh_leg(f"({first},{second})", set(net.all_legs))
+    sizes = (net.size(first), net.size(second))
+    entries = list(net.entries)
+    for p in match.carriers:
+        e = entries[p]
+        at = e.legs.index(first)
+        legs = e.legs[:at] + (merged,) + e.legs[at + 2 :]
+        kind = append_views(e.kind, [Flatten(at, sizes)]) if isinstance(e.kind, Data) else e.kind
+        entries[p] = Tensor(e.name, legs, kind)
+    result = net.replace(tensors=entries, sizes={**net.sizes, merged: sizes[0] * sizes[1]})
+    names = tuple(dict.fromkeys(net.entries[p].name for p in match.carriers))
+    condition = f"{first}, {second} adjacent on exactly {', '.join(names)}, summed"
+    return result, Record("merge parallel legs", names, (first, second), condition, f"one leg {merged}")
+
+
+merge_parallel: Rule[_Parallel] = Rule("merge parallel legs", LEGS, _match_parallel, _merge)
+"""Merge two adjacent summed legs that appear together on the same data / all-ones tensors."""
 
 
 def _adjacent(entry: Tensor, first: str, second: str) -> bool:
@@ -134,6 +193,3 @@ def _adjacent(entry: Tensor, first: str, second: str) -> bool:
         return False
     at = entry.legs.index(first)
     return at + 1 < len(entry.legs) and entry.legs[at + 1] == second
-
-
-RULES = (remove_identity, squeeze, drop_ones, merge_parallel)

@@ -1,16 +1,12 @@
-"""``simplify``: convolution-aware rewrites, one at a time, to a fixpoint.
+"""``simplify``: convolution-aware rewrites to a fixpoint, one sweep of the network per round.
 
 The rules (``tnconv.conv.rules`` for index patterns, ``tnconv.passes.legs``
 for legs) each fire only where their condition is proven from the sizes,
-which may be symbolic; each preserves the network's value exactly. Order:
-
-1. unused pixels (slice away pixels no tap reads; the ``I % S != 0`` rule),
-2. pattern -> views (dense, downsampling, 1x1, kernel covering the input),
-3. pattern sum (``sum_o Pi`` where ``o`` is summed on ``Pi`` only),
-4. padding (zero-pad the data where the taps do not overlap),
-5. pattern identity (1x1 and whole-input kernels where ``i`` is an output leg),
-6. identities removed by renaming, 7. size-1 legs squeezed,
-8. all-ones factors dropped, 9. parallel legs merged.
+which may be symbolic; each preserves the network's value exactly.
+``RULES`` below is their order, the one place it is stated; ``sweep``
+applies it (each phase visits its sites once per round; see
+``tnconv.passes.sweep``) and ``fixpoint`` repeats rounds until one changes
+nothing.
 
 ``simplify(net)`` returns the simplified network (the same object when no
 rule fires, so ``simplify(simplify(net)) is simplify(net)``);
@@ -25,13 +21,65 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tnconv.conv.rules import RULES as PATTERN_RULES
+from tnconv.conv.rules import (
+    blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_sum,
+    strided_slice, unused_pixels,
+)
 from tnconv.ir.network import Network
-from tnconv.passes.core import Pass, Trace, first, fixpoint, termwise
-from tnconv.passes.legs import RULES as LEG_RULES
-from tnconv.passes.networksum import NetworkSum, Value
+from tnconv.ir.networksum import NetworkSum, Value
+from tnconv.passes.core import Pass, Trace, fixpoint, termwise
+from tnconv.passes.legs import drop_ones, merge_parallel, remove_identity, squeeze
+from tnconv.passes.sweep import Phase, sweep
 
-SIMPLIFY: Pass = fixpoint(first("simplify", *PATTERN_RULES, *LEG_RULES))
+RULES: tuple[Phase, ...] = (
+    (unused_pixels,),
+    (strided_slice, blocks, covering_slice, partial_blocks),
+    (pattern_sum,),
+    (padding,),
+    (one_by_one_identity, covering_identity),
+    (remove_identity,),
+    (squeeze,),
+    (drop_ones,),
+    (merge_parallel,),
+)
+"""The rules of ``simplify``, phase by phase (the rules of one phase are alternatives, tried in order).
+
+Why this order:
+
+1. ``unused_pixels`` first: slicing away pixels no tap reads costs no copy
+   and turns an ``I % S != 0`` pattern into one the view rules take whole.
+2. The view layouts (a pattern becomes views of the data it reads, and
+   disappears) before anything that keeps a pattern; among them the most
+   specific first: ``K == 1`` is a strided slice rather than blocks of one
+   tap, whole blocks an ``Unflatten`` rather than windows, and a kernel
+   covering the input a slice rather than one partial block.
+3. ``pattern_sum`` where no view applies but ``o`` is summed on the pattern
+   alone: a small ``(K, I)`` matrix, and no copy of the input.
+4. ``padding`` only then: it copies the input (a zero-padded view), which
+   the rules above avoid; the padded pattern then takes the view rules,
+   which the sweep tries on it at once.
+5. The pattern identities (``i`` an output leg, as in input VJPs, where no
+   view applies) last among the pattern rules; the leg rules then remove
+   the identities they leave.
+6. ``remove_identity`` before the other leg rules: renaming joins legs, so
+   that ``squeeze`` and ``merge_parallel`` see the final legs.
+7. ``squeeze`` after the views, which leave size-1 legs (``k`` of a 1x1
+   conv, ``o`` of a kernel covering its input), and before ``drop_ones``:
+   squeezing can leave an all-ones tensor behind.
+8. ``drop_ones`` before ``merge_parallel``: an all-ones tensor on one of two
+   legs keeps them from being parallel.
+9. ``merge_parallel`` last, on the legs that are left.
+
+Each rule's rewrite enables only rules later in this order, or earlier ones
+on the same tensor (which the sweep tries at once), with one exception:
+removing an identity or an all-ones tensor can leave a pattern's ``o`` leg
+on the pattern alone or its ``i`` leg on data tensors alone; the next round
+takes that pattern (where restarting from the first rule after every
+rewrite took it at once: the trace then lists the same rewrites in another
+order, or, rarely, a view where it listed a pattern sum).
+"""
+
+SIMPLIFY: Pass = fixpoint(sweep("simplify", RULES))
 
 
 def simplify(net: Value) -> Value:
@@ -53,4 +101,6 @@ def _simplify_one(net: Network) -> tuple[Network, Trace]:
 
 @lru_cache(maxsize=512)
 def _cached(net: Network) -> tuple[Network, Trace]:
-    return SIMPLIFY.traced(net)
+    result, trace = SIMPLIFY.traced(net)
+    assert isinstance(result, Network)  # the rules rewrite a network into a network
+    return result, trace

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
-from tnconv.ir.sizes import product
+from tnconv.ir.sizes import product, proven_equal
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows
-from tnconv.passes.core import proven_equal
 
 
 def append_views(kind: Data, views: Iterable[View]) -> Data:
@@ -41,73 +40,116 @@ def _trivial(view: View) -> bool:
 
 
 def _append(chain: list[View], view: View) -> list[View]:
+    """``chain`` (owned by the caller, extended in place) with ``view`` after it, simplified."""
     if _trivial(view):
         return chain
     absorbed = _absorb(chain, view)
-    return absorbed if absorbed is not None else [*chain, view]
+    if absorbed is not None:
+        return absorbed
+    chain.append(view)
+    return chain
 
 
 def _absorb(chain: Sequence[View], view: View) -> Optional[list[View]]:
     """``chain + [view]`` with ``view`` cancelled against an earlier view, or None when it cannot be."""
-    if not chain:
+    if isinstance(view, Squeeze):
+        return _absorb_squeeze(chain, view.axis)
+    merged = _merge(chain[-1], view) if chain else None
+    if merged is None:
         return None
-    last = chain[-1]
-    merged = _cancel(last, view)
-    if merged is not None:
-        result = list(chain[:-1])
-        for item in merged:
+    result = list(chain[:-1])
+    for item in merged:
+        result = _append(result, item)
+    return result
+
+
+def _absorb_squeeze(chain: Sequence[View], axis: int) -> Optional[list[View]]:
+    """``chain`` then a squeeze of ``axis``, the squeeze cancelled against an earlier view, or None.
+
+    The squeeze cancels against the last view, or moves before it and tries
+    the one before that, and so on. The walk only tracks the squeezed axis;
+    the views it moved past are rebuilt (one axis lower where the squeezed
+    axis preceded theirs) once a partner is found, so a failed walk builds
+    nothing. (Walks are long on tensors with hundreds of size-1 legs.)
+    """
+    before: list[int] = []  # the squeezed axis just before chain[-1], chain[-2], ...
+    for index in range(len(chain) - 1, -1, -1):
+        last = chain[index]
+        if type(last) is Squeeze:  # inline ``_squeeze_past`` for the long runs of squeezes
+            axis = axis + 1 if axis >= last.axis else axis
+            before.append(axis)
+            continue
+        step = _squeeze_past(last, axis)
+        if step is None:
+            return None
+        if isinstance(step, int):
+            axis = step
+            before.append(axis)
+            continue
+        result = list(chain[:index])
+        for item in step:
             result = _append(result, item)
+        before.reverse()  # now in chain order: the squeezed axis just before chain[index + 1], ...
+        for past, axis in zip(chain[index + 1 :], before):
+            if axis < past.axis:
+                past = _lowered(past)
+            if isinstance(past, _NEVER_ABSORBED):  # was in the chain: not trivial either
+                result.append(past)
+            else:
+                result = _append(result, past)
         return result
-    swapped = _commute(last, view)
-    if swapped is None:
-        return None
-    before, after = swapped
-    inner = _absorb(chain[:-1], before)
-    return None if inner is None else _append(inner, after)
-
-
-def _cancel(last: View, view: View) -> Optional[list[View]]:
-    """Views equal to ``last`` then ``view``, shorter, or None."""
-    if isinstance(last, Windows) and isinstance(view, Squeeze) and view.axis == last.axis + 1:
-        if proven_equal(last.size, 1):  # windows of one index: a strided slice
-            return [Slice(last.axis, 0, last.step, last.count, last.source)]
-    if isinstance(last, Slice) and isinstance(view, Slice) and view.axis == last.axis:
-        start = last.start + last.step * view.start  # a slice of a slice is a slice
-        return [Slice(last.axis, start, last.step * view.step, view.count, last.source)]
-    if not isinstance(last, Unflatten):
-        return None
-    low, count = last.axis, len(last.sizes)
-    if isinstance(view, Squeeze) and low <= view.axis < low + count:
-        at = view.axis - low
-        if proven_equal(last.sizes[at], 1):
-            return [Unflatten(low, last.sizes[:at] + last.sizes[at + 1 :])]
-    if isinstance(view, Flatten) and low <= view.axis and view.axis + len(view.sizes) <= low + count:
-        at = view.axis - low
-        sizes = last.sizes[:at] + (product(view.sizes),) + last.sizes[at + len(view.sizes) :]
-        return [Unflatten(low, sizes)]
     return None
 
 
-def _commute(last: View, view: View) -> Optional[tuple[View, View]]:
-    """``(before, after)`` with ``before`` then ``after`` equal to ``last`` then ``view``, for a squeeze."""
-    if not isinstance(view, Squeeze):
-        return None
-    axis = view.axis
+def _squeeze_past(last: View, axis: int) -> int | list[View] | None:
+    """A squeeze of ``axis`` after ``last``: the views the two cancel into, or its axis before ``last``, or None.
+
+    None means neither: the squeeze cannot move past ``last``. ``last`` itself
+    reads one axis lower once the squeeze moved before it, when the squeezed
+    axis lies before its own.
+    """
+    if type(last) is Squeeze:  # first: runs of squeezes make the long walks
+        return axis + 1 if axis >= last.axis else axis
     if isinstance(last, Unflatten):
         end = last.axis + len(last.sizes)
         if axis < last.axis:
-            return Squeeze(axis), Unflatten(last.axis - 1, last.sizes)
+            return axis
         if axis >= end:
-            return Squeeze(axis - len(last.sizes) + 1), last
+            return axis - len(last.sizes) + 1
+        at = axis - last.axis
+        if proven_equal(last.sizes[at], 1):
+            return [Unflatten(last.axis, last.sizes[:at] + last.sizes[at + 1 :])]
         return None
-    if isinstance(last, Windows) and axis not in (last.axis, last.axis + 1):
-        if axis < last.axis:
-            return Squeeze(axis), Windows(last.axis - 1, last.size, last.step, last.count, last.source)
-        return Squeeze(axis - 1), last
-    if isinstance(last, (Slice, Pad)) and axis != last.axis:
-        return Squeeze(axis), replace(last, axis=last.axis - 1 if axis < last.axis else last.axis)
-    if isinstance(last, Squeeze):
-        if axis >= last.axis:
-            return Squeeze(axis + 1), last
-        return Squeeze(axis), Squeeze(last.axis - 1)
+    if isinstance(last, Windows):
+        if axis == last.axis + 1 and proven_equal(last.size, 1):
+            return [Slice(last.axis, 0, last.step, last.count, last.source)]  # windows of one index: a strided slice
+        if axis in (last.axis, last.axis + 1):
+            return None
+        return axis if axis < last.axis else axis - 1
+    if isinstance(last, (Slice, Pad)):
+        return None if axis == last.axis else axis
+    return None
+
+
+_NEVER_ABSORBED = (Unflatten, Windows, Pad)  # views that no earlier view cancels (only squeezes, slices, flattens can)
+
+
+def _lowered(view: View) -> View:
+    """``view`` one axis lower."""
+    if type(view) is Unflatten:  # the common case, built directly (``replace`` costs twice as much)
+        return Unflatten(view.axis - 1, view.sizes)
+    return replace(view, axis=view.axis - 1)
+
+
+def _merge(last: View, view: View) -> Optional[list[View]]:
+    """Views equal to ``last`` then ``view`` (not a squeeze), shorter, or None."""
+    if isinstance(last, Slice) and isinstance(view, Slice) and view.axis == last.axis:
+        start = last.start + last.step * view.start  # a slice of a slice is a slice
+        return [Slice(last.axis, start, last.step * view.step, view.count, last.source)]
+    if isinstance(last, Unflatten) and isinstance(view, Flatten):
+        low, count = last.axis, len(last.sizes)
+        if low <= view.axis and view.axis + len(view.sizes) <= low + count:
+            at = view.axis - low
+            sizes = last.sizes[:at] + (product(view.sizes),) + last.sizes[at + len(view.sizes) :]
+            return [Unflatten(low, sizes)]
     return None

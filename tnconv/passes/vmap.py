@@ -17,7 +17,7 @@ from tnconv.ir.sizes import Size, check_size
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import View
 from tnconv.passes.core import Record, Trace, termwise
-from tnconv.passes.networksum import NetworkSum, Value
+from tnconv.ir.networksum import NetworkSum, Value
 
 
 def vmap(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) -> Value:

@@ -9,7 +9,7 @@ from tnconv.render.style import FILLS, INK, OPEN_LEG
 
 if TYPE_CHECKING:
     from tnconv.ir.network import Network
-    from tnconv.passes.networksum import NetworkSum
+    from tnconv.ir.networksum import NetworkSum
 
 _SHAPES = {
     "data": "box",
@@ -32,7 +32,7 @@ def to_dot(net: "Network | NetworkSum") -> str:
     leg label ``leg=size``. The terms of a ``NetworkSum`` are clusters.
     """
     from tnconv.ir.network import Network
-    from tnconv.passes.networksum import NetworkSum
+    from tnconv.ir.networksum import NetworkSum
 
     if isinstance(net, Network):
         terms, output = (net,), net.output

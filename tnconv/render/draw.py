@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 from tnconv.ir.network import Network
-from tnconv.passes.networksum import NetworkSum
+from tnconv.ir.networksum import NetworkSum
 from tnconv.render.dot import to_dot
 from tnconv.render.layout import Diagram, layout, layout_sum
 from tnconv.render.svg import to_svg_text

@@ -58,13 +58,6 @@ class NetworkSum:
         """Data operand names over all terms, each once, in order of first occurrence."""
         return tuple(dict.fromkeys(name for term in self.terms for name in term.operands))
 
-    def map(self, function) -> "NetworkSum":
-        """Apply ``function`` (Network -> Network) to every term; the same object when no term changed."""
-        terms = tuple(function(term) for term in self.terms)
-        if all(new is old for new, old in zip(terms, self.terms)):
-            return self
-        return NetworkSum(terms)
-
     def __reduce__(self) -> tuple:
         """Pickle as the terms (each a ``Network``, pickled by value); unpickling re-checks them."""
         return (NetworkSum, (self.terms,))
