@@ -198,7 +198,7 @@ def test_fixpoint_round_limit_grows_with_the_network() -> None:
 
 
 def test_rules_are_rule_functions_and_sweep_checks_its_phases() -> None:
-    from tnconv.conv.rules import pattern_sum, strided_slice
+    from tnconv.passes.pattern_rules import pattern_sum, strided_slice
     from tnconv.passes.legs import squeeze
 
     pattern = IndexPattern(7, 3, 1, 1, 1)

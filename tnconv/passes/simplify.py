@@ -1,6 +1,6 @@
 """``simplify``: convolution-aware rewrites to a fixpoint, one sweep of the network per round.
 
-The rules (``tnconv.conv.rules`` for index patterns, ``tnconv.passes.legs``
+The rules (``tnconv.passes.pattern_rules`` for index patterns, ``tnconv.passes.legs``
 for legs) each fire only where their condition is proven from the sizes,
 which may be symbolic; each preserves the network's value exactly.
 ``RULES`` below is their order, the one place it is stated; ``sweep``
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tnconv.conv.rules import (
+from tnconv.passes.pattern_rules import (
     blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_sum,
     strided_slice, unused_pixels,
 )
