@@ -15,13 +15,15 @@ device and dtype; users never pass them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
 
 import sympy
 import torch
 
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import View
+
+if TYPE_CHECKING:
+    from tnconv.ir.views import View
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 

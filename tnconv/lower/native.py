@@ -11,7 +11,7 @@ pattern legs go to     network                 kernel
 ``o->A, k->B, i->out``  input VJP / transposed  ``F.conv_transpose{N}d`` (or
                         convolution forward     ``aten.convolution_backward``)
 ``i->A, o->B, k->out``  weight VJP              ``aten.convolution_backward``
-``i->A, (k, o)->out``   unfold (im2col)         ``F.unfold`` (2-d), strided views
+``i->A, (k, o)->out``   unfold (im2col)         ``F.unfold`` (2-d, overlapping), strided views
 ``(k, o)->A, i->out``   fold (col2im)           ``F.fold`` (2-d)
 no patterns            matrix product          ``torch.matmul`` (copy-avoiding layout)
 =====================  ======================  ==================================
@@ -48,7 +48,7 @@ from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
 from tnconv.lower.steps import Pairwise, Recipe, as_gram, recipe
 from tnconv.lower.structured import Window, signed_pad
-from tnconv.lower.unsplit import restore_patterns
+from tnconv.lower.lift import as_taps, structural
 
 OUT = -1
 CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -147,7 +147,8 @@ class ConvWeight:
 
 @dataclass(frozen=True)
 class Unfold:
-    """im2col: ``F.unfold`` in 2-d with zero padding, otherwise pad + ``Tensor.unfold`` views (no copy)."""
+    """im2col: ``F.unfold`` in 2-d with zero padding where windows overlap or read padding (it copies once into
+    its layout), otherwise pad + ``Tensor.unfold`` views (a patchify unfold is then a view, no copy)."""
 
     x: Arrange
     out: Restore
@@ -200,15 +201,36 @@ Kernel = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 def match(net: Network) -> tuple[str, Kernel] | None:
     """The torch kernel that computes ``net`` (a name such as ``"conv2d"`` and a callable), or None.
 
-    The callable takes the operands in ``net.operands`` order. Pixel axes that
-    ``tnconv.simplify`` split into ``(o, k)`` (stride = kernel) are seen as the
-    convolutions they are (``tnconv.lower.unsplit``).
+    The callable takes the operands in ``net.operands`` order. The match is made
+    on the structural form (``tnconv.lower.lift``: pixels that ``tnconv.simplify``
+    reads as taps are index patterns again), then on ``net`` as it is (two data
+    tensors read through taps views can still be a matrix product). The weight
+    VJP of a 1x1 conv runs as the matrix product of strided views it is
+    (``_one_by_one``), simplified or not.
     """
     if not net.is_concrete or any(int(size) < 1 for size in net.sizes.values()):
         return None
-    restored = restore_patterns(net)
-    found = _match(restored) if restored is not None else None
-    return found if found is not None else _match(net)
+    lifted = structural(net)
+    found = _match(lifted)
+    if found is not None and isinstance(found[1], ConvWeight):
+        patterns = [p for p, e in enumerate(lifted.entries) if isinstance(e.kind, IndexPattern)]
+        if all(_one_by_one(lifted.entries[p].kind) for p in patterns):  # type: ignore[arg-type]
+            taps = as_taps(lifted, patterns)
+            product = _match(taps) if taps is not None else None
+            return product if product is not None else found
+    return found if found is not None or lifted is net else _match(net)
+
+
+def _one_by_one(pattern: IndexPattern) -> bool:
+    """A 1x1 kernel reading no padding: its conv is a matrix product of strided views.
+
+    For the weight VJP (and per-sample gradients, where the batch becomes the groups)
+    torch's ``matmul`` beats ``convolution_backward`` there on CPU (ResNet-18's 1x1
+    stride-2 downsampling, batch 8: 7.2 ms against 8.5 ms, per-sample 4.5 ms against 10.9 ms).
+    """
+    window = Window.of(pattern)
+    last = window.stride * (window.output_size - 1) - window.pad_left
+    return window.kernel_size == 1 and window.pad_left <= 0 and last < window.input_size
 
 
 def _match(net: Network) -> tuple[str, Kernel] | None:
@@ -397,7 +419,8 @@ def _unfold(net: Network, x: int, patterns: list[int]) -> tuple[str, Kernel] | N
     rest = [leg for leg in net.entries[x].legs if leg not in is_]
     if any(leg not in net.output for leg in rest):
         return None
-    im2col = n == 2
+    windows = [Window.of(net.entries[p].kind) for p in patterns]  # type: ignore[arg-type]
+    im2col = n == 2 and any(w.pad_left or w.pad_right or w.span > w.stride for w in windows)
     spatial = _spatial(net, patterns, kernel_padding=im2col, modes=True)
     if spatial is None:
         return None
