@@ -191,7 +191,7 @@ def test_light_copies_match_the_library():
     """The constants the command line checks without torch are those of the library."""
     from tnconv.cli import arguments, reference
     from tnconv.cli.names import ROUTINES
-    from tnconv.lower.plan import OPTIMIZERS
+    from tnconv.lower.path import OPTIMIZERS
     from tnconv.render.draw import FORMATS
 
     assert arguments.DIAGRAM_FORMATS == FORMATS and arguments.OPTIMIZERS == OPTIMIZERS

@@ -141,7 +141,7 @@ def test_matmul_dispatch(roles, seed):
 def test_grouped_channels_in_one_operand_pass_without_copy():
     x = torch.randn(2, 4, 8)
     net = tnconv.conv_network("forward", x.shape, (3,), 6, groups=2, simplify=False)
-    kernel = compile(net)._kernel
+    kernel = compile(net).plan.kernel
     assert kernel.x.views == () and kernel.x.permutation is None and kernel.x.shape is None
     assert kernel.w.views == () and kernel.w.permutation is None and kernel.w.shape is None
     assert net.entries[0].kind.views == (Unflatten(1, (2, 2)),)
@@ -159,7 +159,7 @@ def test_crops_reaching_past_the_padding():
     net = tnconv.conv_network("transpose_forward", (1, 1, 1), (1,), 1, stride=3, padding=((2, 0),),
                               output_padding=2, simplify=False)
     check(net, "native:conv_transpose1d")
-    from tnconv.lower.structured import signed_pad
+    from tnconv.backends.torch.views import signed_pad
 
     x = torch.arange(1.0, 4.0).reshape(1, 3)
     torch.testing.assert_close(signed_pad(x, (-4, 2)), torch.zeros(1, 1))
@@ -197,7 +197,7 @@ def test_channel_splits_are_not_mistaken_for_patterns():
 def test_lifted_patterns_keep_the_spatial_order():
     """The lifted patterns follow the pixel axes, so the operands reach the kernel without a copy."""
     net = tnconv.conv_network("forward", (2, 3, 8, 12), (4, 4), 5, stride=4)
-    kernel = compile(net)._kernel
+    kernel = compile(net).plan.kernel
     assert compile(net).strategy == "native:conv2d"
     assert kernel.x.permutation is None and kernel.w.permutation is None and kernel.out.permutation is None
     check(net, "native:conv2d")

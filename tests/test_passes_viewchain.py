@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tnconv.ir.tensors import Data, IndexPattern
-from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View, apply_views
+from tnconv.backends.torch.views import apply_views
+from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 from tnconv.passes.viewchain import append_views
 
 

@@ -21,7 +21,7 @@ from tnconv.conv.networks import TRANSPOSED_OPS
 from tnconv.conv.networks import build as build_routine
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.native import KernelCost
+from tnconv.lower.kernels import KernelCost
 from tnconv.lower.program import Program
 
 __all__ = ["ROUTINES", "Derivation", "Stage", "derive", "kfac_scaling", "what_runs"]

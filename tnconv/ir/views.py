@@ -5,9 +5,9 @@ rewrite can read an axis ``i`` as the taps ``(o, k)`` of an index pattern
 (``Taps``: the dense, downsampling and padding rules), keep only some indices
 of it (``Slice``), and a convolution splits channels into ``(groups,
 channels)`` (``Unflatten``). Such a tensor carries a chain of views; the
-program applies them to the bound operand (torch views; a copy only where a
-``Taps`` reads padding), and the chain run backwards gives the operand shape
-the user must pass.
+backend applies them to the bound operand (``tnconv.backends.torch.views``:
+torch views, a copy only where a ``Taps`` reads padding), and the chain run
+backwards gives the operand shape the user must pass. Views are plain data.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import sympy
-import torch
 
 from tnconv.ir.sizes import Size, equal, product, substitute
 from tnconv.ir.tensors import IndexPattern
@@ -28,11 +27,6 @@ class Unflatten:
 
     axis: int
     sizes: tuple[Size, ...]
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.sizes:  # a size-1 axis split into no axes at all
-            return tensor.squeeze(self.axis)
-        return tensor.unflatten(self.axis, tuple(int(s) for s in self.sizes))
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         end = self.axis + len(self.sizes)
@@ -54,11 +48,6 @@ class Slice:
     step: Size
     count: Size
     source: Size
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        start, step, count = int(self.start), int(self.step), int(self.count)
-        index = (slice(None),) * self.axis + (slice(start, start + step * (count - 1) + 1, step),)
-        return tensor[index]
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])
@@ -82,9 +71,6 @@ class Squeeze:
 
     axis: int
 
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.squeeze(self.axis)
-
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], 1, *shape[self.axis :])
 
@@ -101,9 +87,6 @@ class Flatten:
 
     axis: int
     sizes: tuple[Size, ...]
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.flatten(self.axis, self.axis + len(self.sizes) - 1)
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], *self.sizes, *shape[self.axis + 1 :])
@@ -129,9 +112,6 @@ class Taps:
 
     axis: int
     pattern: IndexPattern
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return read_taps(tensor, self.axis, self.pattern)
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         p = self.pattern
@@ -197,49 +177,3 @@ def tap_axes(views: Sequence[View], ndim: int) -> frozenset[int]:
         elif isinstance(view, Squeeze):
             current.insert(view.axis, set())
     return frozenset(found)
-
-
-def read_taps(tensor: torch.Tensor, axis: int, pattern: IndexPattern) -> torch.Tensor:
-    """``tensor`` with axis ``axis`` read as the taps ``(o, k)`` of ``pattern`` (see ``Taps``), by the cheapest
-    torch views: a strided slice (``K == 1`` or ``O == 1``), an unflatten and a slice (blocks that tile the
-    axis), else ``Tensor.unfold`` and a dilation slice; zero padding read is one ``F.pad`` (a copy), the
-    padding modes' folds one ``index_select``."""
-    size, kernel, stride, dilation = int(pattern.input_size), int(pattern.kernel_size), int(pattern.stride), int(pattern.dilation)
-    outputs, left = int(pattern.output_size), int(pattern.pad_left)
-    span = dilation * (kernel - 1) + 1
-    tiles = kernel > 1 and outputs > 1 and span <= stride
-    length = stride * outputs if tiles else stride * (outputs - 1) + span  # pixels read, from -left
-    if pattern.mode != "zeros" and (left > 0 or length - left > size):
-        tensor = tensor.index_select(axis, torch.tensor(pattern_positions(pattern, length), device=tensor.device))
-    elif left > 0 or length - left > size:
-        after = tensor.ndim - axis - 1
-        tensor = torch.nn.functional.pad(tensor, (0, 0) * after + (max(left, 0), max(length - left - size, 0)))
-        tensor = tensor.narrow(axis, max(-left, 0), length)
-    elif left < 0 or length < size:
-        tensor = tensor.narrow(axis, -left, length)
-    if kernel == 1:
-        return tensor[(slice(None),) * axis + (slice(0, length, stride),)].unsqueeze(axis + 1)
-    if outputs == 1:
-        return tensor[(slice(None),) * axis + (slice(0, span, dilation),)].unsqueeze(axis)
-    if tiles:
-        tensor = tensor.unflatten(axis, (outputs, stride))
-        return tensor if span == stride and dilation == 1 else tensor[(slice(None),) * (axis + 1) + (slice(0, span, dilation),)]
-    tensor = tensor.unfold(axis, span, stride)
-    if dilation > 1:
-        tensor = tensor[..., ::dilation]
-    return tensor.movedim(-1, axis + 1)
-
-
-def pattern_positions(pattern: IndexPattern, length: int) -> list[int]:
-    """The pixel each of the ``length`` positions ``-P_left, -P_left + 1, ...`` reads, folded by the padding mode."""
-    size, left = int(pattern.input_size), int(pattern.pad_left)
-    whole = IndexPattern(size, length, 1, left, length - left - size, 1, pattern.mode)
-    index, _ = whole.positions(torch.device("cpu"))
-    return index[:, 0].tolist()
-
-
-def apply_views(views: Sequence[View], tensor: torch.Tensor) -> torch.Tensor:
-    """Apply ``views`` to an operand, in order."""
-    for view in views:
-        tensor = view.apply(tensor)
-    return tensor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tnconv.ir.network import Network
 from tnconv.ir.verify import verify
 from tnconv.lower.cache import PROGRAMS
-from tnconv.lower.plan import normalize_optimize
+from tnconv.lower.path import normalize_optimize
 from tnconv.lower.program import Program
 
 

@@ -113,6 +113,6 @@ def as_taps(net: Network, positions: Sequence[int]) -> Optional[Network]:
             return None
         slot = reader.legs.index(i)
         legs = (*reader.legs[:slot], o, k, *reader.legs[slot + 1 :])
-        views = (*reader.kind.views, Taps(slot, net.entries[position].kind))  # type: ignore[union-attr, arg-type]
+        views = (*reader.kind.views, Taps(slot, net.entries[position].kind))  # type: ignore[attr-defined, arg-type]
         entries[readers[0]] = Tensor(reader.name, legs, Data(views))
     return net.replace(tensors=[entry for p, entry in enumerate(entries) if p not in set(positions)])
