@@ -109,8 +109,9 @@ def _sliced(plan: Sliced, parts: Sequence[Body]) -> Body:
 def _preparation(preparation: Preparation) -> Callable[[torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]:
     """A working tensor's gathers (taps, ``k`` last), scatters and window sums, in that order."""
     gathers = preparation.gathers
-    read = taps_reader([(gather.axis, gather.window) for gather in gathers], True) if gathers else None
     indices = [gather.index for gather in gathers]
+    run = [(gather.axis, gather.window) for gather in gathers]
+    read = taps_reader(run, True, [index >= 0 for index in indices]) if gathers else None
     scatters = [_fold(fold) for fold in preparation.scatters]
     sums, split = preparation.sums, preparation.split_sums
 

@@ -108,20 +108,14 @@ def reads_padding(window: Window) -> bool:
     return window.pad_left > 0 or last >= window.input_size
 
 
-def taps(x: torch.Tensor, axis: int, window: Window, k_last: bool, available: int | None = None) -> torch.Tensor:
-    """``x`` with axis ``axis`` read as the taps ``(o, k)`` of ``window``: ``o`` at ``axis``, ``k`` after it
-    or last (``k_last``).
-
-    ``available``: the axis already starts at position ``-P_left`` (padded, or selected
-    through an index map) and has that many pixels; None: it is the input's ``I`` pixels,
-    read without padding (``reads_padding`` is False).
-    """
-    return _taps_call(axis, window, k_last, x.shape[axis] if available is None else available, available is None)(x)
-
-
 def _taps_call(axis: int, window: Window, k_last: bool, size: int, from_input: bool) -> Call:
-    """``taps`` of an axis of ``size`` pixels (from pixel 0 of the input when ``from_input``, else from
-    ``-P_left``), every choice made once."""
+    """A tensor with axis ``axis`` read as the taps ``(o, k)`` of ``window``: ``o`` at ``axis``, ``k`` after it
+    or last (``k_last``), every choice made once.
+
+    The axis has ``size`` pixels: the input's ``I``, read from pixel 0 without padding, when
+    ``from_input`` (``reads_padding`` is False); else it starts at position ``-P_left``
+    (padded, or selected through an index map).
+    """
     w = window
     start = -w.pad_left if from_input else 0
     available = size - start
@@ -163,15 +157,16 @@ def _taps_call(axis: int, window: Window, k_last: bool, size: int, from_input: b
 
 
 Run = Sequence[tuple[int, Window]]
+Reader = Callable[[torch.Tensor, Sequence["torch.Tensor | None"]], torch.Tensor]
 
 
-def taps_reader(run: Run, k_last: bool) -> Callable[[torch.Tensor, Sequence[torch.Tensor | None]], torch.Tensor]:
+def taps_reader(run: Run, k_last: bool, indexed: Sequence[bool]) -> Reader:
     """Reads of the taps ``(axis, window)`` of ``run``, in order: ``reader(x, indices)``, with ``indices[n]``
-    the index map of read ``n`` (a padding mode's fold, ``pad_index``) or None.
+    the index map of read ``n`` (a padding mode's fold, ``pad_index``) where ``indexed[n]``, else None.
 
     Reads that need no padding are fixed views; the zero padding of the axes ``x`` has is
     one pad for the run (a read can pad early when its axis is one ``x`` has that no earlier
-    read of the run made or used).
+    read of the run made or used). Every choice is made once (per number of dims of ``x``).
     """
     if not any(reads_padding(window) for _, window in run):
         calls = [_taps_call(axis, window, k_last, window.input_size, True) for axis, window in run]
@@ -185,38 +180,67 @@ def taps_reader(run: Run, k_last: bool) -> Callable[[torch.Tensor, Sequence[torc
             return x
 
         return plain
-    return lambda x, indices: _padded_run(x, run, indices, k_last)
+    by_ndim: dict[int, Reader] = {}
+
+    def padded(x: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        reader = by_ndim.get(x.ndim)
+        if reader is None:
+            reader = _padded_reader(run, k_last, indexed, x.ndim)
+            if not torch.compiler.is_compiling():  # traced code keeps no Python state
+                by_ndim[x.ndim] = reader
+        return reader(x, indices)
+
+    return padded
 
 
-def _padded_run(x: torch.Tensor, run: Run, indices: Sequence[torch.Tensor | None], k_last: bool) -> torch.Tensor:
+def _padded_reader(run: Run, k_last: bool, indexed: Sequence[bool], ndim: int) -> Reader:
+    """``taps_reader``'s reads of a run that reads padding, for an ``x`` of ``ndim`` dims (each read adds one)."""
     early: dict[int, int] = {}  # run number -> axis of x padded before the reads
     used: set[int] = set()
     for number, (axis, window) in enumerate(run):
-        source = _source_axis(axis, run[:number], k_last, x.ndim)
-        if source is not None and source not in used and indices[number] is None and reads_padding(window):
+        source = _source_axis(axis, run[:number], k_last, ndim)
+        if source is not None and source not in used and not indexed[number] and reads_padding(window):
             early[number] = source
         if source is not None:
             used.add(source)
+    first: Call | None = None
     if early:
-        pad = [0, 0] * x.ndim
+        pad = [0, 0] * ndim
         for number, source in early.items():
             window = run[number][1]
-            pad[2 * (x.ndim - 1 - source)] = window.pad_left
-            pad[2 * (x.ndim - 1 - source) + 1] = _length(window) - window.pad_left - window.input_size
-        x = signed_pad(x, pad[: 2 * (x.ndim - min(early.values()))])
+            pad[2 * (ndim - 1 - source)] = window.pad_left
+            pad[2 * (ndim - 1 - source) + 1] = _length(window) - window.pad_left - window.input_size
+        together = pad[: 2 * (ndim - min(early.values()))]
+        first = lambda x: signed_pad(x, together)  # noqa: E731 - a fixed call
+    reads: list[tuple[bool, Call]] = []
     for number, (axis, window) in enumerate(run):
-        index = indices[number]
-        if index is not None:
-            x = taps(x.index_select(axis, index), axis, window, k_last, index.numel())
+        if indexed[number]:
+            reads.append((True, _taps_call(axis, window, k_last, len(einsum.pad_index(window)), False)))
         elif number in early:
-            x = taps(x, axis, window, k_last, _length(window))
+            reads.append((False, _taps_call(axis, window, k_last, _length(window), False)))
         elif reads_padding(window):
             right = _length(window) - window.pad_left - window.input_size
-            x = taps(signed_pad(x, [0, 0] * (x.ndim - 1 - axis) + [window.pad_left, right]), axis, window, k_last,
-                     _length(window))
+            reads.append((False, _padding_then(
+                [0, 0] * (ndim + number - 1 - axis) + [window.pad_left, right],
+                _taps_call(axis, window, k_last, _length(window), False),
+            )))
         else:
-            x = taps(x, axis, window, k_last)
-    return x
+            reads.append((False, _taps_call(axis, window, k_last, window.input_size, True)))
+    axes = [axis for axis, _ in run]
+
+    def read(x: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        if first is not None:
+            x = first(x)
+        for (selects, call), axis, index in zip(reads, axes, indices):
+            x = call(x.index_select(axis, index) if selects else x)  # type: ignore[arg-type]
+        return x
+
+    return read
+
+
+def _padding_then(pad: Sequence[int], call: Call) -> Call:
+    """Zero-pad with ``pad`` (``F.pad`` order), then ``call``."""
+    return lambda x: call(signed_pad(x, pad))
 
 
 def _source_axis(axis: int, before: Run, k_last: bool, ndim: int) -> int | None:
@@ -234,8 +258,8 @@ def _source_axis(axis: int, before: Run, k_last: bool, ndim: int) -> int | None:
 
 def _taps_view_run(run: Run) -> Call:
     """A run of consecutive ``Taps`` views as one call (index maps for padding modes built once per device)."""
-    reader = taps_reader(run, False)
     folded = [window.mode != "zeros" and reads_padding(window) for _, window in run]
+    reader = taps_reader(run, False, folded)
     if not any(folded):
         none = (None,) * len(run)
         return lambda tensor: reader(tensor, none)
