@@ -67,11 +67,11 @@ def channel_dropout(
     """
     groups, c_in, c_out = hyper.groups, hyper.in_channels // hyper.groups, hyper.out_channels // hyper.groups
     kernel = hyper.kernel_size
-    result = x.new_zeros(groups, c_in, c_out, *kernel)
+    result = x.new_zeros(groups, c_out, c_in, *kernel)
     counts = mask.sum(1)
     chosen = counts.nonzero().flatten()  # (A,)
     if chosen.numel() == 0:
-        return result.transpose(1, 2).reshape(hyper.weight_shape)
+        return result.reshape(hyper.weight_shape)
     slots = int(counts.max())
     order = torch.argsort((~mask[chosen]).to(torch.int8), dim=1, stable=True)[:, :slots]  # kept first: (A, L)
     used = torch.arange(slots) < counts[chosen, None]  # (A, L)
@@ -84,8 +84,8 @@ def channel_dropout(
     vjp = weight_vjp_slice(xs, vs, kernel, hyper.stride, hyper.padding, hyper.dilation, len(chosen))
     vjp = vjp.unflatten(0, (len(chosen), c_out)).transpose(1, 2)  # (A, L, C_out/G, *K)
     where = (chosen[:, None].expand_as(channels)[used].to(x.device), channels[used].to(x.device))
-    result.index_put_(where, vjp[used.to(x.device)] / keep)
-    return result.transpose(1, 2).reshape(hyper.weight_shape)
+    result.transpose(1, 2).index_put_(where, vjp[used.to(x.device)] / keep)
+    return result.reshape(hyper.weight_shape)
 
 
 def default_block_rows(hyper: ConvHyper) -> int:
