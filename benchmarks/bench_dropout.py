@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 from common import interleaved
+
 from tnconv.cli.layers import Layer, builtin_layer, layer_names
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import weight_vjp_dropout

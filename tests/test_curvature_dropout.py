@@ -12,9 +12,9 @@ from strategies import ConvLayer
 from test_curvature_reference import conv_layer, kwargs, layers, per_sample_reference, random
 
 from tnconv import curvature
+from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import dropout_pixels, dropout_slices
 from tnconv.curvature.dropout_slices import default_block_rows
-from tnconv.conv.hyper import conv_hyper
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 MODES = ("channel", "rows", "spatial")
@@ -190,15 +190,16 @@ def test_bad_arguments_name_themselves():
         curvature.weight_vjp_dropout(x, v, 3, 0.5, "channel", block_rows=2)
 
 
-def test_default_block_rows_keeps_the_halo_small_and_4_to_16_blocks():
+def test_default_block_rows_keeps_the_halo_small_and_2_to_8_blocks():
     def rows(input_size: int, kernel: int, stride: int = 1, dilation: int = 1) -> int:
         return default_block_rows(conv_hyper((1, 1, input_size, 5), kernel, 1, stride, kernel // 2, dilation))
 
     assert rows(56, 3) == 8  # window 10 rows for 8: 2 extra = 1/4
-    assert rows(112, 3) == 8 and rows(400, 3) == 25  # at most 16 blocks
-    assert rows(8, 3) == 2  # at least 4 blocks
-    assert rows(56, 1) == 4 and rows(3, 3) == 1
-    assert rows(224, 7, stride=2) == 10  # window 2*9 + 7 = 25 rows for 10 blocks of stride 2: 5 extra
+    assert rows(112, 3) == 14 and rows(400, 3) == 50  # at most 8 blocks
+    assert rows(8, 3) == 4 and rows(3, 3) == 2  # at least 2 blocks
+    assert rows(56, 1) == 7  # no overlap: 8 blocks
+    assert rows(448, 7, stride=2) == 28  # window 2*27 + 7 = 61 rows for 28 of stride 2: 5 extra
+    assert rows(224, 7, stride=2) == 14  # output 112: at most 8 blocks
 
 
 @pytest.mark.parametrize("mode", ["channel", "rows"])

@@ -67,15 +67,23 @@ def random(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("mode", MODES)
-def test_keep_one_gives_the_exact_gradients(kind, mode):
+def exact_and_estimated(
+    kind: str, keep: float, mode: str
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A model of ``models()``, its exact gradients, and its gradients under ``approximate_backprop`` (then removed)."""
     model, shape = models()[kind]
     x = random(shape, 0)
     exact = gradients(model, x)
-    with approximate_backprop(model, 1.0, mode, torch.Generator().manual_seed(0)) as handle:
+    with approximate_backprop(model, keep, mode, torch.Generator().manual_seed(1)) as handle:
         assert set(handle.layers) == {name.removesuffix(".weight") for name in conv_weights(model)}
         got = gradients(model, x)
+    return model, exact, got
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("mode", MODES)
+def test_keep_one_gives_the_exact_gradients(kind, mode):
+    _, exact, got = exact_and_estimated(kind, 1.0, mode)
     for name in exact:
         torch.testing.assert_close(got[name], exact[name], **TOL)
 
@@ -84,12 +92,7 @@ def test_keep_one_gives_the_exact_gradients(kind, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_only_conv_weight_gradients_change(kind, mode):
     """Input, bias and other gradients stay exact; each conv weight gradient is a (random) other value."""
-    model, shape = models()[kind]
-    x = random(shape, 0)
-    exact = gradients(model, x)
-    handle = approximate_backprop(model, 0.5, mode, torch.Generator().manual_seed(0))
-    got = gradients(model, x)
-    handle.remove()
+    model, exact, got = exact_and_estimated(kind, 0.5, mode)
     estimated = conv_weights(model)
     for name in exact:
         if name in estimated:
@@ -116,11 +119,7 @@ def test_remove_restores_exact_gradients(mode):
 @pytest.mark.parametrize("kind", MODELS)
 def test_channel_estimates_are_whole_channels_of_the_exact_gradient_scaled(kind):
     """Every layer's estimate is its own exact weight gradient with some input channels dropped, the rest / keep."""
-    model, shape = models()[kind]
-    x = random(shape, 0)
-    exact = gradients(model, x)
-    with approximate_backprop(model, 0.5, "channel", torch.Generator().manual_seed(1)):
-        got = gradients(model, x)
+    model, exact, got = exact_and_estimated(kind, 0.5, "channel")
     kept = []
     for name in conv_weights(model):
         groups = model.get_submodule(name.removesuffix(".weight")).groups
@@ -224,9 +223,8 @@ def test_bad_arguments_name_themselves():
         approximate_backprop(torch.nn.Sequential(torch.nn.ConvTranspose2d(2, 2, 3), torch.nn.Linear(2, 2)), 0.5)
     with pytest.raises(ValueError, match="uninitialized"):
         approximate_backprop(torch.nn.LazyConv2d(2, 3), 0.5)
-    with approximate_backprop(model, 0.5):
-        with pytest.raises(ValueError, match="'0' already"):
-            approximate_backprop(model, 0.5)
+    with approximate_backprop(model, 0.5), pytest.raises(ValueError, match="'0' already"):
+        approximate_backprop(model, 0.5)
     assert not any("forward" in vars(m) for m in model.modules())
 
 

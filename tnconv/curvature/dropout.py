@@ -58,7 +58,7 @@ def weight_vjp_dropout(
       weight-gradient kernel runs on the kept channels: about ``keep`` times
       the exact cost.
     - ``mode="rows"``: blocks of ``block_rows`` consecutive output rows (rows:
-      the first spatial dim; default ``default_block_rows``: 4 to 16 blocks per
+      the first spatial dim; default ``default_block_rows``: 2 to 8 blocks per
       sample), per sample. The weight VJP is a sum over samples and output
       positions, so keeping whole ``(sample, block)`` terms is unbiased; the
       kernel runs on the kept blocks and their input windows, about ``keep``

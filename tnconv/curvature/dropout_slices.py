@@ -29,7 +29,7 @@ from tnconv.conv.hyper import ConvHyper, Pairs
 
 NATIVE_DIMS = 3  # aten.convolution_backward covers 1-, 2- and 3-d convolutions
 HALO_PARTS = 4  # a row block copies at most 1/HALO_PARTS more input rows than S times its rows
-BLOCKS_PER_SAMPLE = (4, 16)  # the fewest and most row blocks per sample, where the output has enough rows
+BLOCKS_PER_SAMPLE = (2, 8)  # the fewest and most row blocks per sample, where the output has enough rows
 
 
 def weight_vjp_slice(
@@ -93,9 +93,10 @@ def default_block_rows(hyper: ConvHyper) -> int:
 
     The fewest rows ``B`` whose input window ``S*(B-1) + D*(K-1) + 1`` exceeds
     ``S*B`` rows by at most ``1/HALO_PARTS`` of them (the overlap between neighbouring
-    windows is copied twice), clamped so that a sample has between 4 and 16
+    windows is copied twice), clamped so that a sample has between 2 and 8
     blocks where its output has that many rows: more blocks give a
-    lower-variance estimate, fewer give fewer, larger copies.
+    lower-variance estimate, fewer give taller blocks, on which the kernel
+    runs faster.
     """
     stride, span = hyper.stride[0], hyper.dilation[0] * (hyper.kernel_size[0] - 1) + 1
     rows = hyper.output_size[0]

@@ -18,7 +18,7 @@ restores exact gradients.
 from tnconv.nn.conv import Conv1d, Conv2d, Conv3d, ConvNd
 from tnconv.nn.fold import Fold, Unfold
 from tnconv.nn.transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd
-from tnconv.nn.approximate import ApproximateBackprop, approximate_backprop  # last: it imports tnconv.curvature
+from tnconv.nn.approximate import ApproximateBackprop, approximate_backprop  # isort: skip (last: it imports tnconv.curvature)
 
 __all__ = [
     "Conv1d",

@@ -19,8 +19,8 @@ gradient is exact). Transposed convolutions keep their exact gradients.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
