@@ -174,6 +174,25 @@ def test_a_layer_called_twice_gets_both_estimates():
         assert not torch.equal(gradients(model, x)["0.weight"], exact["0.weight"])
 
 
+class StandardizedConv2d(torch.nn.Conv2d):
+    """A conv whose own forward standardises the weight: not the computation approximate_backprop replaces."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / self.weight.std((1, 2, 3), keepdim=True)
+        return self._conv_forward(input, weight, self.bias)
+
+
+def test_subclasses_with_their_own_forward_stay_exact():
+    model = torch.nn.Sequential(StandardizedConv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Conv2d(3, 2, 3)).double()
+    x = random((2, 2, 8, 8), 0)
+    exact = gradients(model, x)
+    with approximate_backprop(model, 0.5, "channel", torch.Generator().manual_seed(0)) as handle:
+        assert handle.layers == ("2",)
+        got = gradients(model, x)
+    torch.testing.assert_close(got["0.weight"], exact["0.weight"], **TOL)
+    assert not torch.equal(got["2.weight"], exact["2.weight"])
+
+
 def test_frozen_weights_and_inputs_without_gradients():
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Conv2d(3, 2, 3)).double()
     model[0].weight.requires_grad_(False)

@@ -65,7 +65,8 @@ def channel_dropout(
     results are discarded (dropped channels are never read). Its weight VJP
     ``(A*C_out/G, L, *K)`` is scattered into the full one.
     """
-    groups, c_in, c_out = hyper.groups, hyper.in_channels // hyper.groups, hyper.out_channels // hyper.groups
+    groups, c_in = hyper.groups, hyper.in_channels // hyper.groups
+    c_out = v.shape[1] // groups
     kernel = hyper.kernel_size
     result = x.new_zeros(groups, c_out, c_in, *kernel)
     counts = mask.sum(1)

@@ -5,7 +5,8 @@ supported conv layer (an instance attribute, so the class is untouched) by one
 that runs the same convolution through ``EstimatedWeightGradConv``, an
 autograd function whose backward returns
 
-- the exact input gradient (``tnconv.functional.conv_input_vjp``),
+- the exact input gradient (PyTorch's ``convolution_backward``, or
+  ``tnconv.functional.conv_input_vjp`` beyond 3 dims and for asymmetric padding),
 - the exact bias gradient (``grad_output`` summed over batch and positions),
 - the weight gradient estimated by ``tnconv.curvature.weight_vjp_dropout``
   (through ``torch.ops.tnconv.seeded_weight_vjp_dropout``, one random stream
@@ -14,7 +15,8 @@ autograd function whose backward returns
 Supported layers: ``torch.nn.Conv1d/2d/3d`` and ``tnconv.nn.Conv1d/2d/3d/ConvNd``
 with any padding (ints, pairs, ``"same"``/``"valid"``) and padding mode (a
 non-zero mode pads the input first, as torch does, and the padding's
-gradient is exact). Transposed convolutions keep their exact gradients.
+gradient is exact). Transposed convolutions, and subclasses that override
+``forward`` or ``_conv_forward``, keep their exact gradients.
 """
 
 from __future__ import annotations
@@ -32,9 +34,30 @@ from tnconv import functional as tnf
 from tnconv.conv.hyper import Pairs, padding_pairs
 from tnconv.curvature.dropout import check_dropout
 from tnconv.curvature.dropout_op import new_seed, seeded_weight_vjp_dropout
+from tnconv.curvature.dropout_slices import NATIVE_DIMS
+from tnconv.lower.native import CONV
 from tnconv.nn.conv import ConvNd
 
 SUPPORTED_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, ConvNd)
+
+
+def is_supported(module: Module) -> bool:
+    """Whether ``module`` is a supported conv layer that computes its output as its class's base does.
+
+    A subclass that overrides ``forward`` or ``_conv_forward`` (weight
+    standardisation, say) computes something else, so it keeps its own forward
+    and exact gradients.
+    """
+    if not isinstance(module, SUPPORTED_LAYERS):
+        return False
+    base = next(cls for cls in SUPPORTED_LAYERS if isinstance(module, cls))
+    kind = type(module)
+    return kind.forward is base.forward and kind._conv_forward is base._conv_forward
+
+
+def native(dims: int, padding: Pairs) -> bool:
+    """Whether PyTorch's own kernels run the layer: up to 3 spatial dims and symmetric padding."""
+    return dims <= NATIVE_DIMS and all(left == right for left, right in padding)
 
 
 class EstimatedWeightGradConv(torch.autograd.Function):
@@ -43,7 +66,10 @@ class EstimatedWeightGradConv(torch.autograd.Function):
     Inputs: ``x`` ``(N, C_in, *I)``, ``weight``, ``bias`` (or None), ``seed``
     (the layer's random stream, advanced by each backward), then the layer's
     ``stride``, ``padding`` (pairs), ``dilation``, ``groups`` and the dropout's
-    ``keep``, ``mode``, ``block_rows`` (0: the default).
+    ``keep``, ``mode``, ``block_rows`` (0: the default). The forward pass and the
+    exact input and bias gradients are PyTorch's own kernels where ``native``
+    holds (so they equal what autograd computes for a torch layer), else
+    ``tnconv.functional``'s.
     """
 
     @staticmethod
@@ -52,6 +78,9 @@ class EstimatedWeightGradConv(torch.autograd.Function):
         stride: tuple[int, ...], padding: Pairs, dilation: tuple[int, ...], groups: int, keep: float, mode: str,
         block_rows: int,
     ) -> torch.Tensor:
+        dims = len(stride)
+        if native(dims, padding):
+            return CONV[dims](x, weight, bias, stride, [left for left, _ in padding], dilation, groups)
         return tnf.conv(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
@@ -69,7 +98,14 @@ class EstimatedWeightGradConv(torch.autograd.Function):
         stride, padding, dilation, groups, keep, mode, block_rows = ctx.layer  # type: ignore[attr-defined]
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_x = grad_weight = grad_bias = None
-        if needs_x:
+        dims = len(stride)
+        if needs_x and native(dims, padding):
+            # the bias gradient apart: asked for with it, the kernel computes the weight gradient too
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_output, x, weight, None, stride, [left for left, _ in padding], dilation, False, [0] * dims,
+                groups, (True, False, False),
+            )[0]
+        elif needs_x:
             grad_x = tnf.conv_input_vjp(grad_output, weight, tuple(x.shape), stride, padding, dilation, groups)
         if needs_weight:
             grad_weight = seeded_weight_vjp_dropout(
@@ -153,8 +189,9 @@ def approximate_backprop(
     ``torch.compile`` (apply this before compiling the model).
 
     Supported layers: ``torch.nn.Conv1d/2d/3d`` and the ``tnconv.nn`` convolutions,
-    with any padding and padding mode; transposed convolutions keep exact
-    gradients. The estimate has no double backward.
+    with any padding and padding mode; transposed convolutions and subclasses
+    that override ``forward`` or ``_conv_forward`` keep exact gradients. The
+    estimate has no double backward.
 
     Returns a handle whose ``.remove()`` restores exact gradients; it is also a
     context manager (``with approximate_backprop(model, 0.5): ...``).
@@ -162,7 +199,7 @@ def approximate_backprop(
     if not isinstance(model, Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     rows = check_dropout(keep, mode, generator, block_rows)
-    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, SUPPORTED_LAYERS)]
+    layers = [(name, module) for name, module in model.named_modules() if is_supported(module)]
     if not layers:
         raise ValueError(
             f"model has no supported conv layer (torch.nn.Conv1d/2d/3d or tnconv.nn.ConvNd), got "
@@ -176,9 +213,9 @@ def approximate_backprop(
                 f"layer {name!r} already has a replaced forward (an earlier approximate_backprop handle "
                 f"that was not removed?)"
             )
-    forwards = {}
+    forwards: dict[str, tuple[Module, Callable]] = {}
     for name, module in layers:
         forward = estimated_forward(module, float(keep), mode, rows or 0, new_seed(generator))
-        module.forward = forward
+        module.forward = forward  # type: ignore[method-assign]
         forwards[name] = (module, forward)
     return ApproximateBackprop(forwards, float(keep), mode)
