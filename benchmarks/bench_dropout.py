@@ -10,10 +10,13 @@ layers skipped: dropout estimates conv weight VJPs), batch 8, float32 on the CPU
   ``channel`` (kept input channels), ``rows`` (kept blocks of output rows per
   sample) and ``spatial`` (kept input pixels, gathered one by one).
 
-All functions of a layer run round-robin in one process (``common.interleaved``: a
-warm-up round, then medians), so load from other processes hits them alike; the
-printed ratio is median(estimate) / median(exact). The kept count varies between
-draws (a binomial), so single timings vary by about ``sqrt((1-keep)/(keep*units))``.
+All functions of a layer run round-robin in one process (a warm-up round, then
+medians), so load from other processes hits them alike; each round starts one
+function later (``rotated``), because a call right after a memory-heavy one finds
+the caches cold (a 1x1 layer's exact weight VJP ran about twice as slow right
+after a row-dropout call as elsewhere in the round). The printed ratio is
+median(estimate) / median(exact). The kept count varies between draws (a
+binomial), so single timings vary by about ``sqrt((1-keep)/(keep*units))``.
 
 Usage: python benchmarks/bench_dropout.py [--layers NAME ...] [--threads 1 2] [--keeps 1 0.5 0.25]
        [--modes channel rows spatial] [--repeats 7] [--batch 8]
@@ -23,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-from collections.abc import Callable
+import statistics
+import time
+from collections.abc import Callable, Mapping
 
 import torch
-from common import interleaved
 
 from tnconv.cli.layers import Layer, builtin_layer, layer_names
 from tnconv.conv.hyper import conv_hyper
@@ -69,6 +73,22 @@ def functions(layer: Layer, modes: tuple[str, ...], keeps: tuple[float, ...]) ->
     return found
 
 
+def rotated(functions: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function over ``repeats`` rounds after a warm-up round; round ``r`` starts
+    with function ``r`` (mod their number), so that no function always runs first."""
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(repeats + 1):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            elapsed = time.perf_counter() - start
+            if round_number:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", nargs="*", default=None, help="built-in layer names (default: all conv layers)")
@@ -90,7 +110,7 @@ def main() -> None:
         print("| layer | exact ms | " + " | ".join(columns) + " |")
         print("|---|---:|" + "---:|" * len(columns))
         for layer in layers:
-            times = interleaved(functions(layer, modes, keeps), options.repeats)
+            times = rotated(functions(layer, modes, keeps), options.repeats)
             ratios = {name: times[name] / times["exact"] for name in columns}
             cells = " | ".join(f"{ratios[name]:.2f}" for name in columns)
             print(f"| {layer.name} | {times['exact'] * 1e3:.1f} | {cells} |", flush=True)
