@@ -48,8 +48,8 @@ def kept_rows(layer: ConvLayer, keep: float, seed: int, block_rows: int | None) 
 
 def kept_channels(layer: ConvLayer, keep: float, seed: int) -> torch.Tensor:
     """The documented draw of ``mode="channel"``: ``torch.rand(G, C_in // G) < keep``, flattened to ``(C_in,)``."""
-    groups = layer.groups
-    return (torch.rand(groups, layer.in_channels // groups, generator=torch.Generator().manual_seed(seed)) < keep).flatten()
+    groups, generator = layer.groups, torch.Generator().manual_seed(seed)
+    return (torch.rand(groups, layer.in_channels // groups, generator=generator) < keep).flatten()
 
 
 def kept_pixels(layer: ConvLayer, keep: float, seed: int) -> torch.Tensor:

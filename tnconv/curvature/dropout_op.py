@@ -27,8 +27,8 @@ def new_seed(generator: torch.Generator | None) -> torch.Tensor:
 
 @torch.library.custom_op("tnconv::seeded_weight_vjp_dropout", mutates_args=("seed",))
 def seeded_weight_vjp_dropout(
-    x: torch.Tensor, grad_output: torch.Tensor, seed: torch.Tensor, keep: float, dropout_mode: str, kernel_size: list[int],
-    stride: list[int], padding: list[int], dilation: list[int], groups: int, block_rows: int,
+    x: torch.Tensor, grad_output: torch.Tensor, seed: torch.Tensor, keep: float, dropout_mode: str,
+    kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int], groups: int, block_rows: int,
 ) -> torch.Tensor:
     """``weight_vjp_dropout`` with the generator seeded by ``seed``, which is then advanced in place.
 
@@ -39,8 +39,8 @@ def seeded_weight_vjp_dropout(
     generator = torch.Generator().manual_seed(int(seed.item()))
     pairs = tuple(zip(padding[::2], padding[1::2]))
     result = weight_vjp_dropout(
-        x, grad_output, tuple(kernel_size), keep, dropout_mode, tuple(stride), pairs, tuple(dilation), groups, generator,
-        block_rows=block_rows or None,
+        x, grad_output, tuple(kernel_size), keep, dropout_mode, tuple(stride), pairs, tuple(dilation), groups,
+        generator, block_rows=block_rows or None,
     )
     seed.copy_(torch.randint(SEED_LIMIT, (1,), generator=generator))
     return result
@@ -48,8 +48,8 @@ def seeded_weight_vjp_dropout(
 
 @seeded_weight_vjp_dropout.register_fake
 def _weight_shaped(
-    x: torch.Tensor, grad_output: torch.Tensor, seed: torch.Tensor, keep: float, dropout_mode: str, kernel_size: list[int],
-    stride: list[int], padding: list[int], dilation: list[int], groups: int, block_rows: int,
+    x: torch.Tensor, grad_output: torch.Tensor, seed: torch.Tensor, keep: float, dropout_mode: str,
+    kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int], groups: int, block_rows: int,
 ) -> torch.Tensor:
     """The result's shape, dtype and device without computing it: ``(C_out, C_in // groups, *K)``."""
     return x.new_empty((grad_output.shape[1], x.shape[1] // groups, *kernel_size))

@@ -81,7 +81,9 @@ def channel_dropout(
         xs = x
     else:
         xs = x.index_select(1, (chosen[:, None] * c_in + channels).flatten().to(x.device))  # (N, A*L, *I)
-    vs = v if len(chosen) == groups else v.unflatten(1, (groups, c_out)).index_select(1, chosen.to(v.device)).flatten(1, 2)
+    vs = v
+    if len(chosen) < groups:
+        vs = v.unflatten(1, (groups, c_out)).index_select(1, chosen.to(v.device)).flatten(1, 2)  # (N, A*C_out/G, *O)
     vjp = weight_vjp_slice(xs, vs, kernel, hyper.stride, hyper.padding, hyper.dilation, len(chosen))
     vjp = vjp.unflatten(0, (len(chosen), c_out)).transpose(1, 2)  # (A, L, C_out/G, *K)
     where = (chosen[:, None].expand_as(channels)[used].to(x.device), channels[used].to(x.device))

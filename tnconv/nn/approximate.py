@@ -108,8 +108,9 @@ class EstimatedWeightGradConv(torch.autograd.Function):
         elif needs_x:
             grad_x = tnf.conv_input_vjp(grad_output, weight, tuple(x.shape), stride, padding, dilation, groups)
         if needs_weight:
+            seed = ctx.seed  # type: ignore[attr-defined]
             grad_weight = seeded_weight_vjp_dropout(
-                x, grad_output, ctx.seed, keep, mode, list(weight.shape[2:]), list(stride),  # type: ignore[attr-defined]
+                x, grad_output, seed, keep, mode, list(weight.shape[2:]), list(stride),
                 [p for pair in padding for p in pair], list(dilation), groups, block_rows,
             )
         if needs_bias:
