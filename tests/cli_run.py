@@ -42,3 +42,20 @@ def python(code: str, cwd: Path = ROOT) -> str:
                                timeout=300)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
+
+
+HEAVY = ("torch", "sympy", "networkx", "opt_einsum")  # what --help and argument errors must not import
+
+
+def heavy_imports(argv: list[str]) -> tuple[int, list[str]]:
+    """``tnconv ARGV`` in a fresh interpreter: its exit status and which of ``HEAVY`` it imported."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tnconv.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main({argv!r}, err=io.StringIO())\n"
+        f"print(status, *sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+    )
+    status, *heavy = python(code).split()
+    return int(status), heavy
+

@@ -9,12 +9,10 @@ import textwrap
 
 import pytest
 import torch
-from cli_run import one_line_error, python, run
+from cli_run import heavy_imports, one_line_error, python, run
 
 from tnconv.cli import curvature
 from tnconv.curvature import KFAC
-
-HEAVY = ("torch", "sympy", "networkx", "opt_einsum")
 
 # a model with every kind of supported layer: a transposed conv, a grouped conv with reflect padding (from
 # tnconv.nn), a Linear on locations (N, T, C), a Linear without bias, and a frozen layer (no curvature)
@@ -161,7 +159,7 @@ def test_text_report_with_timing(model_file):
     assert status == 0, err
     header = next(line for line in out.splitlines() if line.startswith("layer "))
     assert header.split()[-2:] == ["time", "memory"]
-    assert re.search(r"^update: \S+ m?s median \(min .*1 runs after a warm-up", out, re.M)
+    assert re.search(r"^update: \S+ [mu]s median \(min .*; 1 run after a warm-up", out, re.M)
     assert "extra peak memory of one update: " in out
     assert err.rstrip().endswith("7/7 memory")  # 4 layers, warm-up, 1 timed update, the profiled one
 
@@ -204,16 +202,25 @@ def test_builtin_model_takes_classes_and_input_channels():
     ids=["help", "model-typo", "missing-file", "input-dims", "repeats-no-timing", "fisher-choice"],
 )
 def test_answers_without_importing_torch(argv):
+    assert heavy_imports(argv) == (0 if argv[-1] == "--help" else 2, [])
+
+
+def test_the_header_comes_before_torch_loads(tmp_path):
+    (tmp_path / "lin.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(4, 2)\n", encoding="utf-8")
     code = (
-        "import contextlib, io, sys\n"
+        "import io, sys\n"
         "from tnconv.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    status = main({argv!r}, err=io.StringIO())\n"
-        f"print(status, sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+        "class Probe(io.StringIO):\n"
+        "    torch_at_first_write = None\n"
+        "    def write(self, text):\n"
+        "        if self.torch_at_first_write is None and text:\n"
+        "            self.torch_at_first_write = 'torch' in sys.modules\n"
+        "        return super().write(text)\n"
+        "probe = Probe()\n"
+        "status = main(['curvature', 'lin.py:make', '--input', '2,4', '--no-timing'], probe, io.StringIO())\n"
+        "print(status, probe.torch_at_first_write, 'total: 1 layer,' in probe.getvalue())\n"
     )
-    status, heavy = python(code).split(" ", 1)
-    assert heavy.strip() == "[]"
-    assert status == ("0" if argv[-1] == "--help" else "2")
+    assert python(code, cwd=tmp_path).split() == ["0", "False", "True"]
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,10 @@ def _shape(shape: Any) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
 
 
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _seconds(value: float) -> str:
     return f"{value * 1e3:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} us"
 
@@ -214,7 +218,7 @@ def table(report: dict[str, Any], out: TextIO) -> None:
         print("  ".join(cells).rstrip(), file=out)
     totals = report["totals"]
     flops = count(totals["flops"], totals["flops_exact"])
-    print(f"\ntotal: {totals['layers']} layers, A FLOPs {flops}, factors {count(totals['factor_elements'])} numbers "
+    print(f"\ntotal: {_plural(totals['layers'], 'layer')}, A FLOPs {flops}, factors {count(totals['factor_elements'])} numbers "
           f"({_bytes(totals['factor_bytes'])} in {report['dtype']})", file=out)
     if not timed:
         print("(--no-timing: no update ran)", file=out)
@@ -222,7 +226,7 @@ def table(report: dict[str, Any], out: TextIO) -> None:
     update = report["update"]
     seconds = update["seconds"]
     print(f"update: {_seconds(seconds['median'])} median (min {_seconds(seconds['min'])}, max "
-          f"{_seconds(seconds['max'])}; {update['repeats']} runs after a warm-up, {report['threads']} threads), "
+          f"{_seconds(seconds['max'])}; {_plural(update['repeats'], 'run')} after a warm-up, {report['threads']} threads), "
           f"{_seconds(update['forward_backward_seconds'])} of it forward and batched backward", file=out)
     print(f"extra peak memory of one update: {_bytes(update['peak_bytes'])} ({update['memory_method']})", file=out)
     print("time and memory per layer: its A and B inside the update (medians; memory above the level where it began)",

@@ -41,6 +41,7 @@ from tnconv import models
 from tnconv.cli.curvature import DEFAULT_CLASSES, SEED, CurvatureRequest, ModelSource
 from tnconv.cli.derive import what_runs
 from tnconv.cli.measure import spread
+from tnconv.cli.names import hint
 from tnconv.curvature.columns import check_output
 from tnconv.curvature.hooks import Layer, Record, forward
 from tnconv.curvature.kfac import KFAC
@@ -87,8 +88,6 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
 
 
 def _closest(name: str, defined: list[str]) -> str:
-    from tnconv.cli.names import hint
-
     return hint(name, defined) or (f" (its callables: {', '.join(defined)})" if defined else "")
 
 
