@@ -159,7 +159,7 @@ def test_text_report_with_timing(model_file):
     assert status == 0, err
     header = next(line for line in out.splitlines() if line.startswith("layer "))
     assert header.split()[-2:] == ["time", "memory"]
-    assert re.search(r"^update: \S+ [mu]s median \(min .*; 1 run after a warm-up", out, re.M)
+    assert re.search(r"^update: \S+ [mu]s median \(min .*; 1 run after a warm-up", out, re.MULTILINE)
     assert "extra peak memory of one update: " in out
     assert err.rstrip().endswith("7/7 memory")  # 4 layers, warm-up, 1 timed update, the profiled one
 
@@ -276,13 +276,14 @@ def test_errors_of_the_users_file_and_model_are_one_line(tmp_path):
     assert status == 2
     assert "MODEL: bad.py:make on an input of shape (2, 3): RuntimeError: mat1 and mat2" in one_line_error(err)
     status, out, err = run("curvature", "bad.py:make", "--input", "2,4", "--classes", "5", cwd=tmp_path)
+    assert status == 2 and out.startswith("tnconv curvature bad.py:make")
     assert "--classes 5: the model outputs 2 classes (shape (2, 2)); give --classes 2" in one_line_error(err)
 
 
 def test_a_model_file_can_import_its_neighbours(tmp_path):
-    (tmp_path / "blocks.py").write_text("import torch\nWIDTH = 3\n", encoding="utf-8")
+    (tmp_path / "neighbour_of_uses.py").write_text("import torch\nWIDTH = 3\n", encoding="utf-8")
     (tmp_path / "uses.py").write_text(
-        "import torch\nfrom blocks import WIDTH\ndef make():\n    return torch.nn.Linear(4, WIDTH)\n", encoding="utf-8"
+        "import torch\nfrom neighbour_of_uses import WIDTH\ndef make():\n    return torch.nn.Linear(4, WIDTH)\n", encoding="utf-8"
     )
     report = _json(str(tmp_path / "uses.py") + ":make", "--input", "2,4", "--no-timing")
     assert report["layers"][0]["B"] == [1, 3, 3]

@@ -26,6 +26,8 @@ All three pool globally before their head, so they also run on larger inputs.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -175,7 +177,7 @@ class ConvNeXt(nn.Module):
         stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], 4, stride=4), ChannelsLayerNorm(dims[0], eps=1e-6))
         downsampling = [
             nn.Sequential(ChannelsLayerNorm(before, eps=1e-6), nn.Conv2d(before, after, 2, stride=2))
-            for before, after in zip(dims, dims[1:])
+            for before, after in itertools.pairwise(dims)
         ]
         self.downsample_layers = nn.ModuleList([stem, *downsampling])
         self.stages = nn.ModuleList(

@@ -83,7 +83,7 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
         raise ValueError(f"MODEL: {str(path)!r} defines no {name!r}{_closest(name, defined)}")
     factory = namespace[name]
     if not callable(factory):
-        raise ValueError(f"MODEL: {name!r} in {str(path)!r} is a {type(factory).__name__}, not a callable")
+        raise TypeError(f"MODEL: {name!r} in {str(path)!r} is a {type(factory).__name__}, not a callable")
     return factory
 
 
@@ -105,7 +105,7 @@ def build_model(source: ModelSource, input_shape: tuple[int, ...], classes: int 
         except Exception as error:  # the user's factory: one line naming it
             raise ValueError(f"MODEL: {source.name}() failed: {type(error).__name__}: {error}") from None
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"MODEL: {source.name}() returned a {type(model).__name__}, not a torch.nn.Module")
+        raise TypeError(f"MODEL: {source.name}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -153,7 +153,8 @@ def layer_row(layer: Layer, record: Record, input_shape: list[int], approx: str)
     if geometry.kind == "linear":
         d, routine = x.shape[-1], linear_routine(x, approx)
     else:  # d = C_in/G * prod(K)
-        d = x.shape[1] // groups * math.prod(geometry.conv["kernel_size"])  # type: ignore[arg-type]
+        kernel: tuple[int, ...] = geometry.conv["kernel_size"]  # type: ignore[assignment]
+        d = x.shape[1] // groups * math.prod(kernel)
         routine = conv_routine(record, approx)
     return {
         "name": layer.name, "type": type(layer.module).__name__, "bias": layer.bias is not None,
@@ -308,7 +309,8 @@ def _measure(request: CurvatureRequest, progress: Progress) -> dict[str, Any]:
         rows.append(layer_row(layer, setup.records[layer.name], setup.shapes[layer.name], request.approx))
         progress(done, steps, layer.name)
     setup.records.clear()  # the captured inputs
-    update, timed = None, {}
+    update: dict[str, Any] | None = None
+    timed: dict[str, tuple[float, int]] = {}
     if request.timing:
         counter = iter(range(len(layers) + 1, steps + 1))
         update, timed = time_updates(setup.kfac, setup.inputs, setup.targets, request.repeats,
