@@ -282,9 +282,8 @@ def test_errors_of_the_users_file_and_model_are_one_line(tmp_path):
 
 def test_a_model_file_can_import_its_neighbours(tmp_path):
     (tmp_path / "neighbour_of_uses.py").write_text("import torch\nWIDTH = 3\n", encoding="utf-8")
-    (tmp_path / "uses.py").write_text(
-        "import torch\nfrom neighbour_of_uses import WIDTH\ndef make():\n    return torch.nn.Linear(4, WIDTH)\n", encoding="utf-8"
-    )
+    code = "import torch\nfrom neighbour_of_uses import WIDTH\ndef make():\n    return torch.nn.Linear(4, WIDTH)\n"
+    (tmp_path / "uses.py").write_text(code, encoding="utf-8")
     report = _json(str(tmp_path / "uses.py") + ":make", "--input", "2,4", "--no-timing")
     assert report["layers"][0]["B"] == [1, 3, 3]
 

@@ -218,16 +218,17 @@ def table(report: dict[str, Any], out: TextIO) -> None:
         print("  ".join(cells).rstrip(), file=out)
     totals = report["totals"]
     flops = count(totals["flops"], totals["flops_exact"])
-    print(f"\ntotal: {_plural(totals['layers'], 'layer')}, A FLOPs {flops}, factors {count(totals['factor_elements'])} numbers "
-          f"({_bytes(totals['factor_bytes'])} in {report['dtype']})", file=out)
+    factors = f"{count(totals['factor_elements'])} numbers ({_bytes(totals['factor_bytes'])} in {report['dtype']})"
+    print(f"\ntotal: {_plural(totals['layers'], 'layer')}, A FLOPs {flops}, factors {factors}", file=out)
     if not timed:
         print("(--no-timing: no update ran)", file=out)
         return
     update = report["update"]
     seconds = update["seconds"]
+    runs = f"{_plural(update['repeats'], 'run')} after a warm-up, {_plural(report['threads'], 'thread')}"
     print(f"update: {_seconds(seconds['median'])} median (min {_seconds(seconds['min'])}, max "
-          f"{_seconds(seconds['max'])}; {_plural(update['repeats'], 'run')} after a warm-up, {report['threads']} threads), "
-          f"{_seconds(update['forward_backward_seconds'])} of it forward and batched backward", file=out)
+          f"{_seconds(seconds['max'])}; {runs}), {_seconds(update['forward_backward_seconds'])} of it forward and "
+          "batched backward", file=out)
     print(f"extra peak memory of one update: {_bytes(update['peak_bytes'])} ({update['memory_method']})", file=out)
     print("time and memory per layer: its A and B inside the update (medians; memory above the level where it began)",
           file=out)
