@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_run import heavy_imports, one_line_error, python, run
+from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
 
 import tnconv
 from tnconv.conv.networks import OPS, TRANSPOSED_OPS
@@ -33,20 +33,8 @@ def test_answers_without_importing_torch(argv):
 
 def test_derive_prints_its_header_before_importing_torch():
     """The main job starts its output before the heavy imports (and then runs to the end)."""
-    code = (
-        "import io, sys\n"
-        "from tnconv.cli import main\n"
-        "class Probe(io.StringIO):\n"
-        "    torch_at_first_write = None\n"
-        "    def write(self, text):\n"
-        "        if self.torch_at_first_write is None and text:\n"
-        "            self.torch_at_first_write = 'torch' in sys.modules\n"
-        "        return super().write(text)\n"
-        "probe = Probe()\n"
-        "status = main(['derive', 'forward', '--layer', 'tiny_2d', '--no-diagram'], probe, io.StringIO())\n"
-        "print(status, probe.torch_at_first_write, '== compiled ==' in probe.getvalue())\n"
-    )
-    assert python(code).split() == ["0", "False", "True"]
+    argv = ["derive", "forward", "--layer", "tiny_2d", "--no-diagram"]
+    assert torch_at_first_write(argv, "== compiled ==") == (0, False, True)
 
 
 @pytest.mark.parametrize("spelling", ["kfac_reduce", "kfac-reduce"])

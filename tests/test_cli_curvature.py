@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from cli_run import heavy_imports, one_line_error, python, run
+from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
 
 from tnconv.cli import curvature
 from tnconv.curvature import KFAC
@@ -207,20 +207,8 @@ def test_answers_without_importing_torch(argv):
 
 def test_the_header_comes_before_torch_loads(tmp_path):
     (tmp_path / "lin.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(4, 2)\n", encoding="utf-8")
-    code = (
-        "import io, sys\n"
-        "from tnconv.cli import main\n"
-        "class Probe(io.StringIO):\n"
-        "    torch_at_first_write = None\n"
-        "    def write(self, text):\n"
-        "        if self.torch_at_first_write is None and text:\n"
-        "            self.torch_at_first_write = 'torch' in sys.modules\n"
-        "        return super().write(text)\n"
-        "probe = Probe()\n"
-        "status = main(['curvature', 'lin.py:make', '--input', '2,4', '--no-timing'], probe, io.StringIO())\n"
-        "print(status, probe.torch_at_first_write, 'total: 1 layer,' in probe.getvalue())\n"
-    )
-    assert python(code, cwd=tmp_path).split() == ["0", "False", "True"]
+    argv = ["curvature", "lin.py:make", "--input", "2,4", "--no-timing"]
+    assert torch_at_first_write(argv, "total: 1 layer,", cwd=tmp_path) == (0, False, True)
 
 
 @pytest.mark.parametrize(
