@@ -42,3 +42,40 @@ def python(code: str, cwd: Path = ROOT) -> str:
                                timeout=300)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
+
+
+HEAVY = ("torch", "sympy", "networkx", "opt_einsum")  # what --help and argument errors must not import
+
+
+def heavy_imports(argv: list[str]) -> tuple[int, list[str]]:
+    """``tnconv ARGV`` in a fresh interpreter: its exit status and which of ``HEAVY`` it imported."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tnconv.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main({argv!r}, err=io.StringIO())\n"
+        f"print(status, *sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+    )
+    status, *heavy = python(code).split()
+    return int(status), heavy
+
+
+def torch_at_first_write(argv: list[str], marker: str, cwd: Path = ROOT) -> tuple[int, bool, bool]:
+    """``tnconv ARGV`` in a fresh interpreter: its exit status, whether torch was loaded when it first wrote to
+    stdout, and whether ``marker`` is in its stdout (it ran to the end)."""
+    code = (
+        "import io, sys\n"
+        "from tnconv.cli import main\n"
+        "class Probe(io.StringIO):\n"
+        "    torch_at_first_write = None\n"
+        "    def write(self, text):\n"
+        "        if self.torch_at_first_write is None and text:\n"
+        "            self.torch_at_first_write = 'torch' in sys.modules\n"
+        "        return super().write(text)\n"
+        "probe = Probe()\n"
+        f"status = main({argv!r}, probe, io.StringIO())\n"
+        f"print(status, probe.torch_at_first_write, {marker!r} in probe.getvalue())\n"
+    )
+    status, loaded, ran = python(code, cwd).split()
+    return int(status), loaded == "True", ran == "True"
+

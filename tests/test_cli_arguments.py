@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_run import one_line_error, python, run
+from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
 
 import tnconv
 from tnconv.conv.networks import OPS, TRANSPOSED_OPS
-
-HEAVY = ("torch", "sympy", "networkx", "opt_einsum")
 
 
 @pytest.mark.parametrize(
@@ -30,34 +28,13 @@ HEAVY = ("torch", "sympy", "networkx", "opt_einsum")
 )
 def test_answers_without_importing_torch(argv):
     """--help, layers and argument errors import neither torch nor the IR's libraries (they answer at once)."""
-    code = (
-        "import contextlib, io, sys\n"
-        "from tnconv.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    status = main({argv!r}, err=io.StringIO())\n"
-        f"print(status, sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
-    )
-    status, heavy = python(code).split(" ", 1)
-    assert heavy.strip() == "[]"
-    assert status == ("0" if argv[-1] in ("--help", "layers") else "2")
+    assert heavy_imports(argv) == (0 if argv[-1] in ("--help", "layers") else 2, [])
 
 
 def test_derive_prints_its_header_before_importing_torch():
     """The main job starts its output before the heavy imports (and then runs to the end)."""
-    code = (
-        "import io, sys\n"
-        "from tnconv.cli import main\n"
-        "class Probe(io.StringIO):\n"
-        "    torch_at_first_write = None\n"
-        "    def write(self, text):\n"
-        "        if self.torch_at_first_write is None and text:\n"
-        "            self.torch_at_first_write = 'torch' in sys.modules\n"
-        "        return super().write(text)\n"
-        "probe = Probe()\n"
-        "status = main(['derive', 'forward', '--layer', 'tiny_2d', '--no-diagram'], probe, io.StringIO())\n"
-        "print(status, probe.torch_at_first_write, '== compiled ==' in probe.getvalue())\n"
-    )
-    assert python(code).split() == ["0", "False", "True"]
+    argv = ["derive", "forward", "--layer", "tiny_2d", "--no-diagram"]
+    assert torch_at_first_write(argv, "== compiled ==") == (0, False, True)
 
 
 @pytest.mark.parametrize("spelling", ["kfac_reduce", "kfac-reduce"])

@@ -38,6 +38,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "nn": ("tnconv.nn", None),
     "curvature": ("tnconv.curvature", None),
     "distributed": ("tnconv.distributed", None),
+    "models": ("tnconv.models", None),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
                      help=f"--bench only: timed runs of each side (default {DEFAULT_REPEATS})")
     out.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.commands = {"layers": layers, "derive": sub}
+    from tnconv.cli.curvature import add_parser as add_curvature  # it imports _flag and _positive from here
+
+    parser.commands = {"layers": layers, "derive": sub, "curvature": add_curvature(commands)}
     return parser
 
 

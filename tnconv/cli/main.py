@@ -1,4 +1,4 @@
-"""The ``tnconv`` command: ``tnconv derive ROUTINE [layer flags]`` and ``tnconv layers``.
+"""The ``tnconv`` command: ``tnconv derive ROUTINE [layer flags]``, ``tnconv layers`` and ``tnconv curvature MODEL``.
 
 ``derive`` shows how a routine of a conv layer comes out of the diagram: the
 network before and after each pass with the rewrites made, the final einsum,
@@ -20,19 +20,23 @@ from typing import Any, Sequence, TextIO
 
 from tnconv.cli import show
 from tnconv.cli.arguments import Request, UsageError, parse, request
+from tnconv.cli.curvature import curvature_request, run_curvature
 from tnconv.cli.layers import builtin_layer, default_layer_name, layer_names
 
 EXIT_ERROR = 2
 EXIT_CHECK_FAILED = 1
 
 
-def _progress(stream: TextIO):
-    """A plain-text progress bar on ``stream`` (carriage return, one line)."""
+def _progress(stream: TextIO, label: str = "bench"):
+    """A plain-text progress bar on ``stream`` (carriage return, one line; ``what`` padded to the longest yet)."""
+    longest = 8
 
     def show_progress(done: int, total: int, what: str) -> None:
+        nonlocal longest
         width = 30
         filled = width * done // total
-        stream.write(f"\rbench [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<8}")
+        longest = max(longest, len(what))
+        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<{longest}}")
         if done == total:
             stream.write("\n")
         stream.flush()
@@ -111,6 +115,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return int(done.code or 0)
         if args.command == "layers":
             return run_layers(args.batch, args.json, out)
+        if args.command == "curvature":
+            job = curvature_request(args)
+            return run_curvature(job, out, None if job.json else _progress(err, "curvature"))
         return run_derive(request(args), out, err)
     except UsageError as error:
         print(f"tnconv: error: {error}", file=err)
