@@ -8,10 +8,11 @@ import torch
 
 from tnconv.conv.derived import kept_pixels_network
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import routine
 from tnconv.curvature.checks import gradient_layer
 from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.compile import compile as compile_network
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.table import TABLE
 
 
 DROPOUT_MODES = ("channel", "spatial")
@@ -38,9 +39,8 @@ def weight_vjp_dropout(
     entries its taps feed: its work is about ``keep * prod(K)`` times a plain
     pass over ``grad_output``, so it pays off for small ``keep``.
     """
-    grad_output, hyper = gradient_layer(
-        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, False, 0
-    )
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    grad_output, hyper = gradient_layer(x, grad_output, "grad_output", 0, arguments)
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a number in (0, 1], got {keep!r}")
     if mode not in DROPOUT_MODES:
@@ -79,7 +79,7 @@ def channel_dropout(
     small = conv_hyper(
         tuple(xs.shape), hyper.kernel_size, vs.shape[1], hyper.stride, hyper.padding, hyper.dilation, len(chosen)
     )
-    vjp = compile_network(routine("weight_vjp", small, True))(X=xs, V=vs)  # (A, C_out/G, L, *K)
+    vjp = compile_network(routine_network(TABLE["weight_vjp"], small))(X=xs, V=vs)  # (A, C_out/G, L, *K)
     values = vjp.transpose(1, 2) * weight.reshape(*weight.shape, *([1] * (vjp.ndim - 2)))
     result.index_put_((chosen[:, None].expand_as(channels), channels), values, accumulate=True)
     return result.transpose(1, 2).reshape(hyper.weight_shape)
