@@ -7,20 +7,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from tnconv.cli import main
+from tnconv.routines import TABLE, Routine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*argv: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    """``tnconv ARGV`` in this process (in folder ``cwd``): exit status, stdout, stderr."""
+def run(*argv: str, cwd: Path | None = None, routines: Mapping[str, Routine] = TABLE) -> tuple[int, str, str]:
+    """``tnconv ARGV`` in this process (in folder ``cwd``, with the routine table ``routines``): exit status,
+    stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
     previous = os.getcwd()
     if cwd is not None:
         os.chdir(cwd)
     try:
-        status = main(list(argv), out, err)
+        status = main(list(argv), out, err, routines=routines)
     finally:
         os.chdir(previous)
     return status, out.getvalue(), err.getvalue()

@@ -81,7 +81,9 @@ def test_routines_are_safe_under_threads_while_the_cache_overflows(monkeypatch):
     as AttributeError in every run of this test before the fix.
     """
     monkeypatch.setattr(routine_cache, "CACHE_LIMIT", 1)
-    monkeypatch.setattr(routine_cache, "routine", functools.lru_cache(maxsize=None)(routine_cache.routine))
+    monkeypatch.setattr(
+        routine_cache, "routine_network", functools.lru_cache(maxsize=None)(routine_cache.routine_network)
+    )
     monkeypatch.setattr(
         routine_cache, "compile_network", functools.lru_cache(maxsize=None)(routine_cache.compile_network)
     )

@@ -26,7 +26,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Program": ("tnconv.lower.program", "Program"),
     "clear_caches": ("tnconv.caches", "clear_caches"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
-    "conv_network": ("tnconv.conv.networks", "conv_network"),
+    "conv_network": ("tnconv.routines.derivation", "conv_network"),
     "differentiate": ("tnconv.passes.differentiate", "differentiate"),
     "vmap": ("tnconv.passes.vmap", "vmap"),
     "fuse": ("tnconv.passes.fuse", "fuse"),

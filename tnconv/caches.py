@@ -19,7 +19,8 @@ _LRU_CACHES = (
     ("tnconv.lower.sum", "compile_sum"),
     ("tnconv.passes.simplify", "_cached"),
     ("tnconv.conv.networks", "build"),
-    ("tnconv.conv.derived", "network"),
+    ("tnconv.routines.derivation", "routine_network"),
+    ("tnconv.routines.run", "setup"),
     ("tnconv.ir.sizes", "_proven"),
 )
 

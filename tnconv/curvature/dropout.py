@@ -72,9 +72,8 @@ def weight_vjp_dropout(
     for row blocks (``R = ceil(O_1 / block_rows)``), ``torch.rand(*I, generator=generator) < keep``
     for pixels.
     """
-    grad_output, hyper = gradient_layer(
-        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, False, 0
-    )
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    grad_output, hyper = gradient_layer(x, grad_output, "grad_output", 0, arguments)
     rows = check_dropout(keep, mode, generator, block_rows)
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "channel":

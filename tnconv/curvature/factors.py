@@ -36,8 +36,9 @@ from tnconv.curvature.layer import (
     kfac_expand_factor,
     kfac_reduce_factor,
     per_sample_weight_grad,
-    run,
 )
+from tnconv.routines.run import run_routine
+from tnconv.routines.table import TABLE
 
 KINDS = ("linear", "conv", "transposed")
 
@@ -86,8 +87,8 @@ def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     mode = "zeros" if transposed else str(module.padding_mode)
     output_padding: tuple[int, ...] = tuple(module.output_padding) if transposed else (0,) * dims  # type: ignore
     hyper = conv_hyper(
-        tuple(x.shape), module.kernel_size, None, module.stride, module.padding, module.dilation, module.groups, mode,
-        output_padding, transposed,
+        tuple(x.shape), module.kernel_size, stride=module.stride, padding=module.padding, dilation=module.dilation,
+        groups=module.groups, padding_mode=mode, output_padding=output_padding, transposed=transposed,
     )  # fmt: skip
     if transposed:  # a forward given output_size pads differently from the attribute
         output_padding = tuple(op + out - size for op, out, size in zip(output_padding, y.shape[2:], hyper.output_size))
@@ -134,8 +135,8 @@ def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
     """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)``."""
     if layer.kind == "linear":
         return locations(x).mean((0, 1))[None]
-    hyper = conv_layer(x, out_channels=None, **layer.conv)  # type: ignore[arg-type]
-    sums = run("patch_sums", hyper, X=x).reshape(hyper.batch, hyper.groups, -1)
+    hyper = conv_layer(x, layer.conv)
+    sums = run_routine(TABLE["patch_sums"], hyper, {"X": x}).reshape(hyper.batch, hyper.groups, -1)
     return sums.sum(0).div_(hyper.batch * math.prod(hyper.output_size))
 
 
