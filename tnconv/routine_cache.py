@@ -157,7 +157,6 @@ def _entry(op: str, shape: tuple, names: Names, values: tuple) -> Entry:
     return entry
 
 
-@torch.compiler.assume_constant_result
 def _setup(op: str, any_batch: bool, names: Names, shape: tuple, values: tuple) -> str:
     """Set up routine ``op``, publish it as an attribute of ``_TRACED`` and return its name.
 
@@ -177,6 +176,12 @@ def _setup(op: str, any_batch: bool, names: Names, shape: tuple, values: tuple) 
             vars(_TRACED).clear()
         _insert(vars(_TRACED), name, entry)
     return name
+
+
+# What ``torch.compiler.assume_constant_result(_setup)`` does, without importing
+# ``torch._dynamo`` (seconds) when tnconv is imported: dynamo reads this mark when it
+# traces a call of ``_setup`` (tests/test_routine_cache.py checks the two agree).
+_setup._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _any_batch(op: str, sizes: tuple[int, ...], names: Names, values: tuple) -> Entry | None:
