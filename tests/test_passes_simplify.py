@@ -181,7 +181,7 @@ def test_identity_removal_and_squeeze_and_merge() -> None:
     simple, trace = simplify_traced(net)
     assert trace.rules() == ("identity", "squeeze", "merge parallel legs")
     assert [e.name for e in simple.entries] == ["A", "B"]
-    assert simple.legs("A") == ("(a,b)", "d")
+    assert simple.legs("A") == ("a*b", "d")
     _check(net)
 
 

@@ -33,7 +33,7 @@ not converge) and ``checked`` (run the verifier after the pass).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from tnconv.ir.network import Network
 from tnconv.ir.networksum import NetworkSum, Value
@@ -262,9 +262,3 @@ def checked(inner: Pass) -> Pass:
     return Pass(f"checked({inner.name})", run)
 
 
-def fresh_leg(base: str, taken: Collection[str]) -> str:
-    """``base`` if it is free, else ``base'``, ``base''``, ... (the first name not in ``taken``)."""
-    name = base
-    while name in taken:
-        name += "'"
-    return name
