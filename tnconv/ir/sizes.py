@@ -144,8 +144,16 @@ def equal(a: Size, b: Size) -> bool | None:
 
 @lru_cache(maxsize=4096)
 def _equal(a: Size, b: Size) -> bool | None:
-    """``equal`` for sympy sizes (cached)."""
-    difference = sympy.simplify(sympy.sympify(a) - sympy.sympify(b))
+    """``equal`` for sympy sizes (cached): zero once expanded, or refuted by a bound on the difference; sympy's
+    ``simplify`` only where ``floor`` terms may cancel."""
+    difference = sympy.expand(sympy.sympify(a) - sympy.sympify(b))
+    if difference == 0:
+        return True
+    low, high = _floor_bounds(difference)
+    if _positive(low) or _positive(-high):
+        return False
+    if difference.has(sympy.floor):
+        difference = sympy.simplify(difference)
     if difference.is_zero is True:
         return True
     if difference.is_zero is False:
@@ -230,18 +238,20 @@ def _floor_bounds(expression: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
 
 
 def _nonnegative(expression: sympy.Expr) -> bool:
-    """Whether ``expression >= 0`` is proven (see ``_shifted_sign``; else sympy's own answer, asked only of
-    expressions without ``floor``: it cannot bound those, and it takes long to say so)."""
-    if _shifted_sign(expression, strict=False):
-        return True
-    return not expression.has(sympy.floor) and decide(sympy.Ge(expression, 0)) is True
+    """Whether ``expression >= 0`` is proven (``_shifted_sign``; sympy's own answer only for expressions that are
+    neither polynomials in the symbols, which ``_shifted_sign`` settles, nor hold ``floor``, which sympy cannot
+    bound: it takes long to say so)."""
+    return _shifted_sign(expression, strict=False) or (_unsettled(expression) and decide(sympy.Ge(expression, 0)) is True)
 
 
 def _positive(expression: sympy.Expr) -> bool:
     """Whether ``expression > 0`` is proven."""
-    if _shifted_sign(expression, strict=True):
-        return True
-    return not expression.has(sympy.floor) and decide(sympy.Gt(expression, 0)) is True
+    return _shifted_sign(expression, strict=True) or (_unsettled(expression) and decide(sympy.Gt(expression, 0)) is True)
+
+
+def _unsettled(expression: sympy.Expr) -> bool:
+    """Whether ``_shifted_sign`` cannot judge ``expression`` and sympy may: not a polynomial, no ``floor``."""
+    return _shifted(expression) is None and not expression.has(sympy.floor)
 
 
 def _shifted_sign(expression: sympy.Expr, strict: bool) -> bool:
