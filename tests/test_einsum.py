@@ -172,6 +172,7 @@ def test_optimizer_objects() -> None:
     (lambda x: tnconv.einsum("ij->ij", x, optimize="fastest"), ValueError, ["optimize", "'fastest'"]),
     (lambda x: tnconv.einsum("ij->ij", x, optimize=3), TypeError, ["optimize", "3"]),
     (lambda x: tnconv.einsum("->"), ValueError, ["at least one operand"]),
+    (lambda x: tnconv.einsum(["ij"], x), TypeError, ["equation", "['ij']"]),
 ])
 def test_bad_calls_name_what_is_wrong(call, error: type, words: list[str]) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error) as info:

@@ -61,6 +61,8 @@ def einsum(equation: str, *operands: torch.Tensor, optimize: object = "auto") ->
             equation (or where broadcasting cannot reconcile two sizes of a leg).
         TypeError: for an operand that is not a tensor, or a bad ``optimize``.
     """
+    if not isinstance(equation, str):
+        raise TypeError(f"equation must be a str, got {equation!r}")
     shapes = tuple(operand.shape if isinstance(operand, torch.Tensor) else None for operand in operands)
     key = (_KEY, equation, shapes, optimize if isinstance(optimize, str) else _optimize_key(optimize))
     program = PROGRAMS.get(key)
