@@ -23,6 +23,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "verify": ("tnconv.ir.verify", "verify"),
     "InvariantError": ("tnconv.ir.verify", "InvariantError"),
     "compile": ("tnconv.lower.compile", "compile"),
+    "einsum": ("tnconv.contract", "einsum"),
     "Program": ("tnconv.lower.program", "Program"),
     "clear_caches": ("tnconv.caches", "clear_caches"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),

@@ -22,6 +22,8 @@ _LRU_CACHES = (
     ("tnconv.routines.derivation", "routine_network"),
     ("tnconv.routines.run", "setup"),
     ("tnconv.ir.sizes", "_proven"),
+    ("tnconv.ir.sizes", "_is_le"),
+    ("tnconv.ir.sizes", "_equal"),
 )
 
 

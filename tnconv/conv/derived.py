@@ -33,6 +33,7 @@ from typing import Callable
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.networks import build as build_routine
 from tnconv.conv.networks import spatial_legs
+from tnconv.ir.names import copy_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.networksum import Value
 from tnconv.ir.sizes import Size, leg_symbol
@@ -46,8 +47,8 @@ from tnconv.routines.routine import Options
 
 
 def second(leg: str) -> str:
-    """The name of ``leg`` on the second copy (``c_in`` -> ``c_in_2``)."""
-    return f"{leg}_2"
+    """The name of ``leg`` on the second copy (``c_in`` -> ``c_in_2``, ``tnconv.ir.names.copy_name``)."""
+    return copy_name(leg, 2)
 
 
 def fuse_into(label: str, name: str, sketch: Callable[[Network], Network]) -> Pass:

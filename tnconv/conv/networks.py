@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from tnconv.conv.hyper import ConvHyper
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size
+from tnconv.ir.sizes import Size, quotient
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Unflatten
 
@@ -47,11 +47,11 @@ class _Parts:
         self.patterns = tuple(
             Tensor(f"Pi{d + 1}", (self.k[d], self.o[d], self.i[d]), patterns[d]) for d in range(dims)
         )
-        self.sizes: dict[str, Size] = {"n": hyper.batch, "g": groups, "c_in": hyper.in_channels // groups}
+        self.sizes: dict[str, Size] = {"n": hyper.batch, "g": groups, "c_in": quotient(hyper.in_channels, groups)}
         for d, p in enumerate(patterns):
             self.sizes.update({self.k[d]: p.kernel_size, self.o[d]: p.output_size, self.i[d]: p.input_size})
         if hyper.out_channels is not None:
-            self.sizes["c_out"] = hyper.out_channels // groups
+            self.sizes["c_out"] = quotient(hyper.out_channels, groups)
 
     def x(self) -> Tensor:
         """The layer input ``X`` (user shape ``(N, C_in, *I)``)."""

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import IndexPattern
 from tnconv.lower.classify import classify
@@ -94,7 +95,7 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         cost, largest = cost + source, max(largest, source, _size(host_legs, sizes))
     for position, (host, split) in splits.items():
         k, i = entries[position].legs
-        kept = _fresh_leg(i, sizes)
+        kept = fresh_name(f"{i}:kept", sizes)  # the kept rows of the window sum over i
         sizes[kept] = split.kept
         legs[slot[position]] = [k, kept]
         host_legs = legs[slot[host]]
@@ -148,13 +149,6 @@ def _on_last_axis(net: Network, pattern_sum: int, host: int) -> bool:
     sums have shrunk the tensor."""
     return net.entries[pattern_sum].legs[1] == net.entries[host].legs[-1]
 
-
-def _fresh_leg(leg: str, sizes: dict[str, int]) -> str:
-    """A leg name not in ``sizes``, made from ``leg`` (the kept rows of a window sum over ``leg``)."""
-    name = f"{leg}:kept"
-    while name in sizes:
-        name += "'"
-    return name
 
 
 def _fold_constants(constants: list[tuple[str, object]], window: Window, keep_k: bool) -> tuple[int, int]:

@@ -108,9 +108,11 @@ def conv_network(
             (``-`` may stand for ``_``: ``kfac-reduce`` is ``kfac_reduce``).
             ``unfold_transpose``/``transpose_forward`` are ``unfold``/``forward`` of a
             transposed layer (``transposed`` is implied).
-        input_shape: ``(N, C_in, *I)`` of the layer input (for ``fold``: of the folded image).
+        input_shape: ``(N, C_in, *I)`` of the layer input (for ``fold``: of the folded image); each size an
+            int, a symbol name (``"N"``) or a sympy expression (a positive integer symbol stands for any size).
         kernel_size: int or N ints (``weight.shape[2:]`` works).
-        out_channels: C_out; needed where a weight or output gradient appears.
+        out_channels: C_out (an int, a symbol name or a sympy expression); needed where a weight or output
+            gradient appears.
         stride, padding, dilation, groups, padding_mode, output_padding, transposed:
             as in ``torch.nn.Conv*d`` / ``ConvTranspose*d`` (see ``tnconv.conv.hyper``).
         simplify: run ``tnconv.simplify`` on the result.
@@ -118,7 +120,9 @@ def conv_network(
             a copy with more routines: ``tnconv.routines.routine_table``).
 
     Returns:
-        A concrete network; operands ``X`` (layer input), ``W`` (torch weight),
+        The network (concrete when every size is an int, else with sympy sizes: output
+        sizes such as ``floor((H - 3)/2) + 1``; rewrites fire only where proven for all
+        values of the symbols, see ``tnconv.simplify``); operands ``X`` (layer input), ``W`` (torch weight),
         ``V`` (gradient of the layer output; for ``diag_ggn`` its ``M`` columns on a
         leg ``m`` of symbolic size) as each routine needs them.
     """
@@ -128,6 +132,6 @@ def conv_network(
     hyper = conv_hyper(
         input_shape, kernel_size, out_channels=out_channels, stride=stride, padding=padding, dilation=dilation,
         groups=groups, padding_mode=padding_mode, output_padding=output_padding,
-        transposed=True if routine.transposed else transposed,
+        transposed=True if routine.transposed else transposed, symbolic=True,
     )
     return routine_network(routine, hyper, DEFAULT_OPTIONS, simplify)
