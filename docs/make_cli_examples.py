@@ -35,7 +35,7 @@ ROUNDING = re.compile(r"max \|error\| \S+")
 
 
 def output(command: str) -> str:
-    """What ``command`` (``tnconv ...``) prints, stdout then stderr, run in an empty temporary folder."""
+    """What ``command`` (``tnconv ...``) prints, stdout then stderr as a terminal shows it, run in an empty folder."""
     words = shlex.split(command)
     if words[0] != "tnconv":
         raise ValueError(f"an example command must start with tnconv, got {command!r}")
@@ -47,7 +47,12 @@ def output(command: str) -> str:
             tnconv_main(words[1:], out, err)
         finally:
             os.chdir(previous)
-    return out.getvalue() + err.getvalue()
+    return out.getvalue() + terminal(err.getvalue())
+
+
+def terminal(text: str) -> str:
+    """What a terminal shows of ``text``: each line as its last carriage return left it (a progress bar's end)."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
 def regenerate(page: str) -> str:

@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from cli_run import ROOT, one_line_error, run
 
-from tnconv.cli import main, reference
-from tnconv.cli.derive import ROUTINES, derive
+from tnconv.cli import main
+from tnconv.cli.derive import derive
 from tnconv.cli.layers import builtin_layer, custom_layer, layer_names
+from tnconv.routines import TABLE, routine_table
 
 
-@pytest.mark.parametrize("routine", list(ROUTINES))
+def with_reference(name, wrap):
+    """A copy of ``TABLE`` whose routine ``name`` has the reference ``wrap(reference)``."""
+    entry = TABLE[name]
+    build = entry.reference.build
+    changed = replace(entry, reference=replace(entry.reference, build=lambda hyper: wrap(build(hyper))))
+    return routine_table(changed if routine is entry else routine for routine in TABLE.values())
+
+
+@pytest.mark.parametrize("routine", [routine.hyphen_name for routine in TABLE.values()])
 def test_every_routine_derives_and_checks(routine, tmp_path):
     status, out, err = run("derive", routine, "--layer", "tiny_depthwise_2d", "--check", cwd=tmp_path)
     assert status == 0, err
@@ -51,16 +61,10 @@ def test_check_passes_for_varied_layers(routine, flags):
     assert "PASSED" in out
 
 
-def test_check_fails_loudly_on_a_wrong_network(monkeypatch):
+def test_check_fails_loudly_on_a_wrong_network():
     """--check compares with PyTorch for real: a reference that differs makes it fail with exit status 1."""
-    original = reference.implementation
-
-    def perturbed(op, hyper):
-        function = original(op, hyper)
-        return lambda operands: function(operands) * (1 + 1e-8)
-
-    monkeypatch.setattr(reference, "implementation", perturbed)
-    status, out, _ = run("derive", "forward", "--layer", "tiny_2d", "--check", "--no-diagram")
+    routines = with_reference("forward", lambda function: lambda operands: function(operands) * (1 + 1e-8))
+    status, out, _ = run("derive", "forward", "--layer", "tiny_2d", "--check", "--no-diagram", routines=routines)
     assert status == 1
     assert "FAILED" in out
 
@@ -103,23 +107,19 @@ def test_bench_times_both_and_shows_progress():
     assert err == ""
 
 
-def test_bench_reports_the_spread_of_both_sides(monkeypatch):
+def test_bench_reports_the_spread_of_both_sides():
     """min <= median <= max per side and of the paired ratios, threads, repeats, warm-up; both sides warmed up."""
     calls = {"pytorch": 0}
-    original = reference.implementation
 
-    def counted(op, hyper):
-        function = original(op, hyper)
-
+    def counted(function):
         def call(operands):
             calls["pytorch"] += 1
             return function(operands)
 
         return call
 
-    monkeypatch.setattr(reference, "implementation", counted)
     status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--bench", "--repeats", "3", "--json",
-                           "--no-diagram")
+                           "--no-diagram", routines=with_reference("forward", counted))
     assert status == 0, err
     result = json.loads(out)["bench"]
     assert (result["repeats"], result["warmup"], result["threads"]) == (3, 2, torch.get_num_threads())

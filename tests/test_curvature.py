@@ -21,8 +21,6 @@ from test_curvature_reference import (
 
 import tnconv
 from tnconv import curvature
-from tnconv.conv import derived
-from tnconv.conv.hyper import conv_hyper
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -153,7 +151,7 @@ def test_kfac_reduce_network_never_forms_the_unfolded_input():
     assert program.largest_intermediate <= factor
     expand = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding=3, groups=8))
     assert program.flops < expand.flops // 10
-    sums = derived.network("patch_sums", conv_hyper(shape, kernel, padding=3, groups=8))
+    sums = tnconv.conv_network("patch_sums", shape, kernel, padding=3, groups=8)
     assert {type(entry.kind).__name__ for entry in sums.entries} == {"Data", "PatternSum"}
     assert tnconv.compile(sums).largest_intermediate <= 4 * 8 * kernel * 32  # X after one (K, I) pattern sum
 

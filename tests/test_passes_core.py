@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tnconv.ir.names import copy_name, fresh_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Identity
 from tnconv.ir.verify import InvariantError
-from tnconv.passes.core import NoFixpointError, Pass, Record, Trace, checked, first, fixpoint, fresh_leg, sequence
+from tnconv.passes.core import NoFixpointError, Pass, Record, Trace, checked, first, fixpoint, sequence
 
 NET = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
 
@@ -83,8 +84,11 @@ def test_checked_verifies_the_result() -> None:
         sequence(never)
 
 
-def test_fresh_leg() -> None:
-    assert fresh_leg("n", {"i"}) == "n" and fresh_leg("n", {"n", "n'"}) == "n''"
+def test_fresh_names_number_the_copies() -> None:
+    assert fresh_name("n", {"i"}) == "n" and fresh_name("n", {"n", "n_2"}) == "n_3" and fresh_name("n", {"n"}) == "n_2"
+    assert copy_name("c_in", 1) == "c_in" and copy_name("c_in", 2) == "c_in_2"
+    with pytest.raises(ValueError, match="copy"):
+        copy_name("c_in", 0)
     assert isinstance(first("x", never), Pass)
 
 
@@ -103,17 +107,17 @@ def test_traced_passes_compose_into_a_derivation() -> None:
     lines = str(trace).splitlines()
     assert lines[0] == (
         "1. differentiate: W [1 occurrence(s) in 1 term(s)] -> remove W; its legs (g, c_out, c_in, k1) "
-        "become output legs (g', c_out', c_in, k1)"
+        "become output legs (g_2, c_out_2, c_in, k1)"
     )
     assert lines[1] == "2. vmap: X [size 5] -> add leg b first to X and the output"
     assert lines[2].startswith("3. dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=8=S*O)] -> read i1 as taps (o1, k1) of X")
-    assert result.output == ("b", "n", "g", "c_out", "o1", "g'", "c_out'", "c_in", "k1")
+    assert result.output == ("b", "n", "g", "c_out", "o1", "g_2", "c_out_2", "c_in", "k1")
 
     gram = Network.from_einsum("ni,mi->nm", "X", "X", sizes={"n": 2, "m": 2, "i": 3})
     summed, trace = differentiate_traced(gram, "X")
     assert str(trace) == (
         "1. differentiate: X [2 occurrence(s) in 1 term(s)] -> remove X; its legs (n, i) become output legs "
-        "(n', i); product rule: a sum of 2 networks"
+        "(n_2, i); product rule: a sum of 2 networks"
     )
     outer = Network.from_einsum("ab,bc->ac", "A", "T", sizes={"a": 2, "b": 2, "c": 2})
     _, trace = fuse_traced(outer, "T", gram)

@@ -99,7 +99,7 @@ def test_gram_matrix_product_rule_and_program() -> None:
     net = Network.from_einsum("ni,mi->nm", "X", "X", sizes={"n": 3, "m": 3, "i": 4})
     derivative = differentiate(net, "X")
     assert isinstance(derivative, NetworkSum) and len(derivative) == 2
-    assert derivative.output == ("n", "m", "n'", "i")
+    assert derivative.output == ("n", "m", "n_2", "i")
     x = torch.randn(3, 4, dtype=torch.float64)
     program = tnconv.compile(derivative)
     assert isinstance(program, SumProgram) and tnconv.compile(derivative) is program
@@ -108,14 +108,14 @@ def test_gram_matrix_product_rule_and_program() -> None:
     expected = torch.autograd.functional.jacobian(lambda t: t @ t.T, x)
     torch.testing.assert_close(program(x), expected, rtol=1e-10, atol=1e-10)
     hessian = differentiate(derivative, "X")
-    assert hessian.output == ("n", "m", "n'", "i", "m'", "i'") and hessian.operands == ()
+    assert hessian.output == ("n", "m", "n_2", "i", "m_2", "i_2") and hessian.operands == ()
 
 
 def test_conv_input_derivative_has_the_tensor_legs_after_views() -> None:
     """d conv / d X has X's legs (n, g, c_in, i1): reshape them to the operand layout (N, C_in, I)."""
     net = tnconv.conv_network("forward", (2, 4, 6), 3, out_channels=2, stride=2, padding=1, groups=2, simplify=False)
     derivative = differentiate(net, "X")
-    assert derivative.output == ("n", "g", "c_out", "o1", "n'", "g'", "c_in", "i1")
+    assert derivative.output == ("n", "g", "c_out", "o1", "n_2", "g_2", "c_in", "i1")
     x, w = torch.randn(2, 4, 6, dtype=torch.float64), torch.randn(2, 2, 3, dtype=torch.float64)
     value = tnconv.compile(derivative)(W=w)
     expected = torch.autograd.functional.jacobian(
@@ -127,7 +127,7 @@ def test_conv_input_derivative_has_the_tensor_legs_after_views() -> None:
 def test_derivative_of_the_only_tensor_is_a_constant() -> None:
     net = Network.from_einsum("ij->i", "A", sizes={"i": 2, "j": 3})
     derivative = differentiate(net, "A")
-    assert derivative.output == ("i", "i'", "j") and not derivative.operands
+    assert derivative.output == ("i", "i_2", "j") and not derivative.operands
     expected = torch.einsum("ab,c->abc", torch.eye(2, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(dense_value(derivative, {}), expected)
     scalar = differentiate(Network([Tensor("s", ())], ()), "s")

@@ -22,7 +22,7 @@ def _check(net: Network, seed: int = 0) -> Network:
     simple, trace = simplify_traced(net)
     tnconv.verify(simple)
     assert simplify(simple) is simple
-    if not trace:
+    if not trace.changed:
         assert simple is net
     values = operands(net, seed)
     expected = dense_value(net, values)
@@ -157,7 +157,16 @@ def test_dense_on_symbolic_sizes_when_divisibility_is_known() -> None:
         ("n", "c", "o"),
         {"k": 4, "o": IndexPattern(i, 4, 4).output_size},
     )
-    assert simplify(unproven) is unproven  # I % 4 == 0 cannot be proven
+    simple, trace = simplify_traced(unproven)  # I % 4 == 0 cannot be proven: no dense rule, taps instead
+    assert trace.rules() == ("downsampling",) and "dense" not in trace.rules()
+    assert [str(r) for r in trace.unproven()] == ["dense: Pi not applied [not proven for all sizes: i % 4 == 0]"]
+    assert simple.entries[0].kind.views[0] == Taps(1, IndexPattern(i, 4, 4))
+    for size in (8, 10, 11):
+        values = {"i": size, "n": 2, "c": 2}
+        specialised = unproven.substitute(values)
+        inputs = operands(specialised, size)
+        got = tnconv.compile(simple.substitute(values))(**{name: inputs[name] for name in simple.operands})
+        torch.testing.assert_close(got, dense_value(specialised, inputs), rtol=1e-10, atol=1e-10)
 
 def test_identity_removal_and_squeeze_and_merge() -> None:
     net = Network(
@@ -173,7 +182,7 @@ def test_identity_removal_and_squeeze_and_merge() -> None:
     simple, trace = simplify_traced(net)
     assert trace.rules() == ("identity", "squeeze", "merge parallel legs")
     assert [e.name for e in simple.entries] == ["A", "B"]
-    assert simple.legs("A") == ("(a,b)", "d")
+    assert simple.legs("A") == ("a*b", "d")
     _check(net)
 
 

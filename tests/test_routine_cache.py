@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 import threading
 
@@ -81,7 +82,9 @@ def test_routines_are_safe_under_threads_while_the_cache_overflows(monkeypatch):
     as AttributeError in every run of this test before the fix.
     """
     monkeypatch.setattr(routine_cache, "CACHE_LIMIT", 1)
-    monkeypatch.setattr(routine_cache, "routine", functools.lru_cache(maxsize=None)(routine_cache.routine))
+    monkeypatch.setattr(
+        routine_cache, "routine_network", functools.lru_cache(maxsize=None)(routine_cache.routine_network)
+    )
     monkeypatch.setattr(
         routine_cache, "compile_network", functools.lru_cache(maxsize=None)(routine_cache.compile_network)
     )
@@ -113,3 +116,22 @@ def test_routines_are_safe_under_threads_while_the_cache_overflows(monkeypatch):
         sys.setswitchinterval(interval)
         torch.set_num_threads(torch_threads)
     assert not failures, failures[:3]
+
+
+def test_setup_is_marked_as_torch_marks_a_constant_result():
+    """``_setup`` carries the mark ``torch.compiler.assume_constant_result`` sets (set by hand, to keep
+    ``torch._dynamo`` out of ``import tnconv``): if torch changes how it marks, this fails."""
+
+    def probe() -> None:
+        pass
+
+    marked = torch.compiler.assume_constant_result(probe)
+    added = set(vars(marked))
+    assert added, "assume_constant_result no longer marks the function by an attribute"
+    assert {name: getattr(routine_cache._setup, name, None) for name in added} == vars(marked)
+
+
+def test_importing_tnconv_does_not_import_dynamo():
+    code = "import sys, tnconv, tnconv.curvature, tnconv.nn, tnconv.functional; print('torch._dynamo' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "False"

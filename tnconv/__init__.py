@@ -23,10 +23,11 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "verify": ("tnconv.ir.verify", "verify"),
     "InvariantError": ("tnconv.ir.verify", "InvariantError"),
     "compile": ("tnconv.lower.compile", "compile"),
+    "einsum": ("tnconv.contract", "einsum"),
     "Program": ("tnconv.lower.program", "Program"),
     "clear_caches": ("tnconv.caches", "clear_caches"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
-    "conv_network": ("tnconv.conv.networks", "conv_network"),
+    "conv_network": ("tnconv.routines.derivation", "conv_network"),
     "differentiate": ("tnconv.passes.differentiate", "differentiate"),
     "vmap": ("tnconv.passes.vmap", "vmap"),
     "fuse": ("tnconv.passes.fuse", "fuse"),
@@ -38,6 +39,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "nn": ("tnconv.nn", None),
     "curvature": ("tnconv.curvature", None),
     "distributed": ("tnconv.distributed", None),
+    "models": ("tnconv.models", None),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,8 +19,11 @@ _LRU_CACHES = (
     ("tnconv.lower.sum", "compile_sum"),
     ("tnconv.passes.simplify", "_cached"),
     ("tnconv.conv.networks", "build"),
-    ("tnconv.conv.derived", "network"),
+    ("tnconv.routines.derivation", "routine_network"),
+    ("tnconv.routines.run", "setup"),
     ("tnconv.ir.sizes", "_proven"),
+    ("tnconv.ir.sizes", "_is_le"),
+    ("tnconv.ir.sizes", "_equal"),
 )
 
 

@@ -31,7 +31,8 @@ from typing import Sequence
 
 import torch
 
-from tnconv.conv.hyper import ConvHyper, as_int, is_sequence
+from tnconv.checks import check_same_kind, check_tensor
+from tnconv.conv.hyper import as_int, is_sequence
 from tnconv.routine_cache import clear_cache, configure, run
 
 __all__ = [
@@ -52,23 +53,6 @@ def _plain(value: object) -> object:
 # --- argument checks ---------------------------------------------------------------------
 
 
-def _tensor(value: object, name: str, min_dims: int = 3) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if not (value.is_floating_point() or value.is_complex()):
-        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
-    if value.ndim < min_dims:
-        raise ValueError(f"{name} must have at least {min_dims} dims, got shape {tuple(value.shape)}")
-    return value
-
-
-def _same_kind(reference: torch.Tensor, reference_name: str, other: torch.Tensor, name: str) -> None:
-    if other.dtype != reference.dtype:
-        raise ValueError(f"{name} has dtype {other.dtype} but {reference_name} has dtype {reference.dtype}")
-    if other.device != reference.device:
-        raise ValueError(f"{name} is on device {other.device} but {reference_name} is on {reference.device}")
-
-
 def _batched(x: torch.Tensor, dims: int, name: str) -> tuple[torch.Tensor, bool]:
     """``x`` with a batch dim (added when it is unbatched ``(C, *I)``); whether one was added."""
     if x.ndim == dims + 2:
@@ -84,20 +68,15 @@ def _batched(x: torch.Tensor, dims: int, name: str) -> tuple[torch.Tensor, bool]
 def _add_bias(y: torch.Tensor, bias: object, channels: int, x: torch.Tensor) -> torch.Tensor:
     if bias is None:
         return y
-    bias = _tensor(bias, "bias", min_dims=1)
+    bias = check_tensor(bias, "bias", min_ndim=1, allow_complex=True)
     if bias.shape != (channels,):
         raise ValueError(f"bias must have shape ({channels},) (one per output channel), got {tuple(bias.shape)}")
-    _same_kind(x, "x", bias, "bias")
+    check_same_kind(x, "x", bias, "bias")
     return y + bias.reshape(channels, *(1,) * (y.ndim - 2))
 
 
 def _unbatch(y: torch.Tensor, unbatched: bool) -> torch.Tensor:
     return y.squeeze(0) if unbatched else y
-
-
-def _columns(hyper: ConvHyper) -> tuple[int, int, int]:
-    """The shape of unfolded columns ``(B, C*prod(K), L)``."""
-    return hyper.batch, hyper.in_channels * hyper.kernel_elements, math.prod(hyper.output_size)
 
 
 # --- routines ------------------------------------------------------------------------------
@@ -118,17 +97,18 @@ def conv(
     ``x``: ``(B, C_in, *I)``; ``weight``: ``(C_out, C_in // groups, *K)``;
     returns ``(B, C_out, *O)``.
     """
-    weight = _tensor(weight, "weight")
-    x, unbatched = _batched(_tensor(x, "x", min_dims=2), weight.ndim - 2, "x")
-    _same_kind(x, "x", weight, "weight")
+    weight = check_tensor(weight, "weight", allow_complex=True)
+    x, unbatched = _batched(check_tensor(x, "x", min_ndim=2, allow_complex=True), weight.ndim - 2, "x")
+    check_same_kind(x, "x", weight, "weight")
     groups = as_int(groups, "groups")
     _check_weight_channels(weight.shape[1], groups, x.shape[1], "weight.shape[1]")
-    program, hyper, any_batch = configure(
-        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
-        stride, padding, dilation, groups, padding_mode,
+    entry, any_batch = configure(
+        "forward", tuple(x.shape), x.dtype.is_floating_point, kernel_size=_shape(weight.shape[2:]),
+        out_channels=_shape(weight.shape[:1])[0], stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode,
     )
-    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
-    return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
+    y = run(entry, {"X": x, "W": weight}, any_batch)
+    return _unbatch(_add_bias(y, bias, entry.shape[1], x), unbatched)
 
 
 def conv_transpose(
@@ -146,21 +126,22 @@ def conv_transpose(
     ``x``: ``(B, C_in, *I)``; ``weight``: ``(C_in, C_out // groups, *K)``;
     returns ``(B, C_out, *O)`` with ``O = (I-1)*stride - pad_left - pad_right + dilation*(K-1) + output_padding + 1``.
     """
-    weight = _tensor(weight, "weight")
-    x, unbatched = _batched(_tensor(x, "x", min_dims=2), weight.ndim - 2, "x")
-    _same_kind(x, "x", weight, "weight")
+    weight = check_tensor(weight, "weight", allow_complex=True)
+    x, unbatched = _batched(check_tensor(x, "x", min_ndim=2, allow_complex=True), weight.ndim - 2, "x")
+    check_same_kind(x, "x", weight, "weight")
     groups = as_int(groups, "groups")
     if weight.shape[0] != x.shape[1]:
         raise ValueError(
             f"weight.shape[0]={weight.shape[0]} must equal the input channels x.shape[1]={x.shape[1]} "
             f"for a transposed convolution"
         )
-    program, hyper, any_batch = configure(
-        "forward", tuple(x.shape), x.dtype.is_floating_point, _shape(weight.shape[2:]),
-        _shape(weight.shape[1:2])[0] * groups, stride, padding, dilation, groups, "zeros", output_padding, True,
+    entry, any_batch = configure(
+        "transpose_forward", tuple(x.shape), x.dtype.is_floating_point, kernel_size=_shape(weight.shape[2:]),
+        out_channels=_shape(weight.shape[1:2])[0] * groups, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, output_padding=output_padding, transposed=True,
     )
-    y = run(program, {"X": x, "W": weight}, hyper.output_shape, any_batch)
-    return _unbatch(_add_bias(y, bias, hyper.out_channels, x), unbatched)  # type: ignore[arg-type]
+    y = run(entry, {"X": x, "W": weight}, any_batch)
+    return _unbatch(_add_bias(y, bias, entry.shape[1], x), unbatched)
 
 
 def unfold(
@@ -173,7 +154,7 @@ def unfold(
     an unbatched ``(C, *I)`` input (as ``F.unfold`` takes a ``(C, H, W)`` image), whose
     result is ``(C*prod(K), L)``.
     """
-    x = _tensor(x, "x", min_dims=2)
+    x = check_tensor(x, "x", min_ndim=2, allow_complex=True)
     dims = len(kernel_size) if is_sequence(kernel_size) else x.ndim - 2  # type: ignore[arg-type]
     if x.ndim not in (dims + 1, dims + 2):
         raise ValueError(
@@ -181,10 +162,11 @@ def unfold(
             f"has {x.ndim - 2} spatial dims (batched) or {x.ndim - 1} (unbatched)"
         )
     x, unbatched = _batched(x, dims, "x")
-    program, hyper, any_batch = configure(
-        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation
+    entry, any_batch = configure(
+        "unfold", tuple(x.shape), x.dtype.is_floating_point, kernel_size=_plain(kernel_size), stride=stride,
+        padding=padding, dilation=dilation,
     )
-    return _unbatch(run(program, {"X": x}, _columns(hyper), any_batch), unbatched)
+    return _unbatch(run(entry, {"X": x}, any_batch), unbatched)
 
 
 def unfold_transpose(
@@ -200,12 +182,12 @@ def unfold_transpose(
     For ``groups=1``: ``conv_transpose(x, w)`` equals
     ``w.transpose(0, 1).flatten(1) @ unfold_transpose(x, ...)`` reshaped to ``(B, C_out, *O)``.
     """
-    x = _tensor(x, "x")
-    program, hyper, any_batch = configure(
-        "unfold", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size), None, stride, padding, dilation, 1,
-        "zeros", output_padding, True,
+    x = check_tensor(x, "x", allow_complex=True)
+    entry, any_batch = configure(
+        "unfold_transpose", tuple(x.shape), x.dtype.is_floating_point, kernel_size=_plain(kernel_size), stride=stride,
+        padding=padding, dilation=dilation, output_padding=output_padding, transposed=True,
     )
-    return run(program, {"X": x}, _columns(hyper), any_batch)
+    return run(entry, {"X": x}, any_batch)
 
 
 def fold(
@@ -221,7 +203,7 @@ def fold(
     N is the length of the first tuple among ``output_size``, ``kernel_size``,
     ``dilation``, ``padding``, ``stride``; 2 when all are ints (as ``F.fold``).
     """
-    x = _tensor(x, "x", min_dims=2)
+    x = check_tensor(x, "x", min_ndim=2, allow_complex=True)
     unbatched = x.ndim == 2
     if unbatched:
         x = x.unsqueeze(0)
@@ -238,9 +220,11 @@ def fold(
     if len(size) != dims:  # type: ignore[arg-type]
         raise ValueError(f"output_size must be an int or a tuple of {dims} ints, got {output_size!r}")
     shape = (x.shape[0], operator.index(x.shape[1]) // taps, *size)
-    program, hyper, any_batch = configure(
-        "fold", shape, x.dtype.is_floating_point, kernel, None, stride, padding, dilation
+    entry, any_batch = configure(
+        "fold", shape, x.dtype.is_floating_point, kernel_size=kernel, stride=stride, padding=padding,
+        dilation=dilation,
     )
+    hyper = entry.hyper
     blocks = math.prod(hyper.output_size)
     if x.shape[2] != blocks:
         raise ValueError(
@@ -248,7 +232,7 @@ def fold(
             f"for output_size={output_size!r}, kernel_size={kernel_size!r}, dilation={dilation!r}, "
             f"padding={padding!r}, stride={stride!r}"
         )
-    return _unbatch(run(program, {"X": x}, hyper.input_shape, any_batch), unbatched)
+    return _unbatch(run(entry, {"X": x}, any_batch), unbatched)
 
 
 def conv_input_vjp(
@@ -269,12 +253,12 @@ def conv_input_vjp(
     groups = as_int(groups, "groups")
     channels = _shape(weight.shape[1:2])[0] * groups
     shape = _full_shape(_plain(input_size), dims, grad_output.shape[0], channels, "input_size")
-    program, hyper, any_batch = configure(
-        "input_vjp", shape, weight.dtype.is_floating_point, _shape(weight.shape[2:]), _shape(weight.shape[:1])[0],
-        stride, padding, dilation, groups,
+    entry, any_batch = configure(
+        "input_vjp", shape, weight.dtype.is_floating_point, kernel_size=_shape(weight.shape[2:]),
+        out_channels=_shape(weight.shape[:1])[0], stride=stride, padding=padding, dilation=dilation, groups=groups,
     )
-    _check_output(grad_output, (grad_output.shape[0], *hyper.output_shape[1:]))
-    return run(program, {"V": grad_output, "W": weight}, hyper.input_shape, any_batch)
+    _check_output(grad_output, (grad_output.shape[0], *entry.hyper.output_shape[1:]))
+    return run(entry, {"V": grad_output, "W": weight}, any_batch)
 
 
 def conv_weight_vjp(
@@ -300,12 +284,13 @@ def conv_weight_vjp(
                 f"({grad_output.shape[1]}, {x.shape[1] // groups})"
             )
         kernel_size = full[2:]
-    program, hyper, any_batch = configure(
-        "weight_vjp", tuple(x.shape), x.dtype.is_floating_point, _plain(kernel_size),
-        _shape(grad_output.shape[1:2])[0], stride, padding, dilation, groups,
+    entry, any_batch = configure(
+        "weight_vjp", tuple(x.shape), x.dtype.is_floating_point, kernel_size=_plain(kernel_size),
+        out_channels=_shape(grad_output.shape[1:2])[0], stride=stride, padding=padding, dilation=dilation,
+        groups=groups,
     )
-    _check_output(grad_output, (x.shape[0], *hyper.output_shape[1:]))
-    return run(program, {"X": x, "V": grad_output}, hyper.weight_shape, any_batch, batched_result=False)
+    _check_output(grad_output, (x.shape[0], *entry.hyper.output_shape[1:]))
+    return run(entry, {"X": x, "V": grad_output}, any_batch)
 
 
 # --- helpers for the VJPs --------------------------------------------------------------------
@@ -314,9 +299,9 @@ def conv_weight_vjp(
 def _vjp_operands(grad_output: object, other: object, name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``grad_output`` and the VJP's other operand ``name`` (``weight`` or ``x``), checked as tensors of
     one dtype, device and rank ``N + 2``; returns both and N."""
-    other = _tensor(other, name)
-    grad_output = _tensor(grad_output, "grad_output")
-    _same_kind(grad_output, "grad_output", other, name)
+    other = check_tensor(other, name, allow_complex=True)
+    grad_output = check_tensor(grad_output, "grad_output", allow_complex=True)
+    check_same_kind(grad_output, "grad_output", other, name)
     dims = other.ndim - 2
     if grad_output.ndim != dims + 2:
         raise ValueError(f"grad_output must have {dims + 2} dims like {name}, got shape {tuple(grad_output.shape)}")

@@ -1,9 +1,10 @@
 """The set-up routines of ``tnconv.functional``, cached by configuration: safe under threads and ``torch.compile``.
 
-Setting a routine up validates its hyper-parameters (``conv_hyper``), builds its
-network (``tnconv.conv.networks.routine``) and compiles it (``tnconv.compile``):
-milliseconds, so it happens once per configuration (routine, hyper-parameters and
-shapes) and the result, an *entry* ``(program, hyper)``, is cached.
+Setting a routine of ``tnconv.routines.TABLE`` up validates its hyper-parameters
+(``conv_hyper``), builds its network (``tnconv.routines.derivation.routine_network``)
+and compiles it (``tnconv.compile``): milliseconds, so it happens once per
+configuration (routine, hyper-parameters and shapes) and the result, an ``Entry``
+(program, hyper-parameters, the torch shape of the result), is cached.
 
 - Eager calls (``configure`` outside ``torch.compile``) get the entry itself from
   ``_entry``, never a name to look up later: another thread that drops it from a
@@ -14,6 +15,9 @@ shapes) and the result, an *entry* ``(program, hyper)``, is cached.
   then reads the attribute, tracing and guarding the program's torch calls.
   Ints among the arguments are specialised first (``_constant``), except the
   batch size when a native kernel runs every batch size (``configure``).
+
+Hyper-parameters travel as the names and the values of ``conv_hyper``'s keyword
+arguments, so that no function here restates its signature.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from __future__ import annotations
 import operator
 import threading
 from dataclasses import fields
-from typing import cast
+from typing import NamedTuple
 
 import torch
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import routine
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.program import Program
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.routine import DEFAULT_OPTIONS
+from tnconv.routines.table import TABLE
 
 __all__ = ["CACHE_LIMIT", "clear_cache", "configure", "run"]
 
@@ -37,7 +43,21 @@ CACHE_LIMIT = 1024
 shapes). When a cache is full, its oldest configuration is dropped (first in, first out) before a new one
 goes in. Read at every insertion, so it can be changed at any time; ``clear_cache`` empties the caches."""
 
-Entry = tuple[Program, ConvHyper]
+Names = tuple[str, ...]
+"""Names of keyword arguments of ``conv_hyper`` (all but ``input_shape``), in the caller's order; their values
+travel beside them as a tuple."""
+
+
+class Entry(NamedTuple):
+    """A routine set up for one configuration: its program, the layer, and the torch shape of its result.
+
+    ``batched``: the result leads with the batch (all routines but the weight VJP).
+    """
+
+    program: Program
+    hyper: ConvHyper
+    shape: tuple[int, ...]
+    batched: bool
 
 
 class _Traced:
@@ -76,9 +96,9 @@ def clear_cache() -> None:
         _TRACED_STALE.set()
 
 
-def configure(op: str, shape: tuple, floating: bool, *hyper_arguments: object) -> tuple[Program, ConvHyper, bool]:
-    """Routine ``op`` set up for input shape ``shape = (B, ...)`` and ``hyper_arguments`` (``conv_hyper``'s after
-    the shape), and whether its kernel runs any batch size.
+def configure(op: str, shape: tuple, floating: bool, **arguments: object) -> tuple[Entry, bool]:
+    """Routine ``op`` of ``TABLE`` set up for input shape ``shape = (B, ...)`` and ``arguments`` (``conv_hyper``'s
+    keyword arguments but ``input_shape``), and whether its kernel runs any batch size.
 
     Under ``torch.compile``, for floating-point operands (``floating``; others
     run on the einsum path), the routine is set up without ``B`` when a native
@@ -89,50 +109,47 @@ def configure(op: str, shape: tuple, floating: bool, *hyper_arguments: object) -
     arguments is specialised (``_constant``: dynamo guards on its value, a symbolic
     size or an int argument alike). Eager calls take their entry from ``_entry``.
     """
+    names, values = tuple(arguments), tuple(arguments.values())
     if not torch.compiler.is_compiling():
-        program, hyper = _entry(op, shape, *hyper_arguments)
-        return program, hyper, False
+        return _entry(op, shape, names, values), False
     if floating:
-        name = _setup(op, True, *_constants((tuple(shape[1:]), *hyper_arguments)))
+        name = _setup(op, True, names, *_constants((tuple(shape[1:]), values)))
         if name:
-            program, hyper = getattr(_TRACED, name)
-            return program, hyper, True
-    program, hyper = getattr(_TRACED, _setup(op, False, *_constants((shape, *hyper_arguments))))
-    return program, hyper, False
+            return getattr(_TRACED, name), True
+    return getattr(_TRACED, _setup(op, False, names, *_constants((shape, values)))), False
 
 
-def run(
-    program: Program,
-    operands: dict[str, torch.Tensor],
-    result_shape: tuple[int, ...],
-    any_batch: bool,
-    batched_result: bool = True,
-) -> torch.Tensor:
-    """``program`` on ``operands`` (by name), reshaped to ``result_shape``; with ``any_batch``
-    (``configure``), its kernel on them, the batch size of the result (when ``batched_result``)
-    following the operands."""
+def run(entry: Entry, operands: dict[str, torch.Tensor], any_batch: bool) -> torch.Tensor:
+    """``entry``'s program on ``operands`` (by name), reshaped to its result's torch shape; with ``any_batch``
+    (``configure``), its kernel on them, the batch size of a batched result following the operands."""
     if not any_batch:
-        return program(**operands).reshape(result_shape)
+        return entry.program(**operands).reshape(entry.shape)
+    program = entry.program
     result = program.kernel(tuple(operands[name] for name in program.operands))  # type: ignore[misc]
-    return result.reshape(-1, *result_shape[1:]) if batched_result else result.reshape(result_shape)
+    return result.reshape(-1, *entry.shape[1:]) if entry.batched else result.reshape(entry.shape)
 
 
-def _entry(op: str, *hyper_arguments: object) -> Entry:
-    """Validate, build and compile routine ``op`` for ``conv_hyper(*hyper_arguments)``, once per configuration.
+def _entry(op: str, shape: tuple, names: Names, values: tuple) -> Entry:
+    """Validate, build and compile routine ``op`` for ``conv_hyper(shape, **dict(zip(names, values)))``, once
+    per configuration.
 
     Returns the entry itself (never a name to look up later), so that another
     thread that drops it from a full cache meanwhile cannot make this call fail.
     """
-    key = _typed((op, *hyper_arguments))
+    typed = _typed((op, shape, *values))
+    key = None if typed is None else (names, typed)
     if key is not None:
         found = _BY_ARGUMENTS.get(key)
         if found is not None:
             return found
-    hyper = conv_hyper(*hyper_arguments)
+    hyper = conv_hyper(shape, **dict(zip(names, values)))
     name = _name(op, hyper)
     entry = _BY_CONFIG.get(name)
     if entry is None:
-        entry = (compile_network(routine(op, hyper, simplify=True)), hyper)
+        routine = TABLE[op]
+        network = routine_network(routine, hyper)
+        shape_of_result = routine.result_shape(hyper, DEFAULT_OPTIONS)
+        entry = Entry(compile_network(network), hyper, shape_of_result, network.output[0] == "n")
     with _LOCK:
         entry = _insert(_BY_CONFIG, name, entry)
         if key is not None:
@@ -140,24 +157,19 @@ def _entry(op: str, *hyper_arguments: object) -> Entry:
     return entry
 
 
-@torch.compiler.assume_constant_result
-def _setup(op: str, any_batch: bool, *hyper_arguments: object) -> str:
+def _setup(op: str, any_batch: bool, names: Names, shape: tuple, values: tuple) -> str:
     """Set up routine ``op``, publish it as an attribute of ``_TRACED`` and return its name.
 
-    ``any_batch``: ``hyper_arguments`` start with the input shape less its batch
-    size, and the entry is ``_any_batch``'s (the name is ``""`` when there is none);
-    otherwise it is ``_entry``'s. Only traced calls come here, and dynamo traces
-    one frame at a time (under its compile lock); as nothing else changes
-    ``_TRACED``, the entry is still there when the caller reads it.
+    ``any_batch``: ``shape`` is the input shape less its batch size, and the
+    entry is ``_any_batch``'s (the name is ``""`` when there is none); otherwise
+    it is ``_entry``'s. Only traced calls come here, and dynamo traces one frame
+    at a time (under its compile lock); as nothing else changes ``_TRACED``, the
+    entry is still there when the caller reads it.
     """
-    if any_batch:
-        sizes, *rest = hyper_arguments
-        entry = _any_batch(op, cast("tuple[int, ...]", sizes), *rest)
-    else:
-        entry = _entry(op, *hyper_arguments)
+    entry = _any_batch(op, shape, names, values) if any_batch else _entry(op, shape, names, values)
     if entry is None:
         return ""
-    name = _name(op, entry[1])
+    name = _name(op, entry.hyper)
     with _LOCK:
         if _TRACED_STALE.is_set():
             _TRACED_STALE.clear()
@@ -166,16 +178,22 @@ def _setup(op: str, any_batch: bool, *hyper_arguments: object) -> str:
     return name
 
 
-def _any_batch(op: str, sizes: tuple[int, ...], *hyper_arguments: object) -> Entry | None:
+# What ``torch.compiler.assume_constant_result(_setup)`` does, without importing
+# ``torch._dynamo`` (seconds) when tnconv is imported: dynamo reads this mark when it
+# traces a call of ``_setup`` (tests/test_routine_cache.py checks the two agree).
+_setup._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def _any_batch(op: str, sizes: tuple[int, ...], names: Names, values: tuple) -> Entry | None:
     """The entry for input shape ``(2, *sizes)`` if its program's kernel runs any batch size, else None.
 
     That kernel must equal the one for batch size 3: then no size of the batch
     enters it (``tnconv.lower.native``), and it runs every batch whose operands and
     result lead with the batch, as the routines' do.
     """
-    entry = _entry(op, (2, *sizes), *hyper_arguments)
-    kernel = entry[0].kernel
-    if kernel is None or kernel != _entry(op, (3, *sizes), *hyper_arguments)[0].kernel:
+    entry = _entry(op, (2, *sizes), names, values)
+    kernel = entry.program.kernel
+    if kernel is None or kernel != _entry(op, (3, *sizes), names, values).program.kernel:
         return None
     return entry
 
@@ -205,8 +223,8 @@ def _typed(value: object) -> object:
     """``value`` with the type of every leaf beside it (so that ``True`` and ``1`` differ), or None
     when it holds anything but ints, strings, None and tuples of them (then it is validated afresh)."""
     if isinstance(value, tuple):
-        items = tuple(_typed(item) for item in value)
-        return None if any(item is None for item in items) else items
+        items = tuple(map(_typed, value))  # map, not a generator: this runs on every eager call
+        return None if None in items else items
     return (type(value), value) if isinstance(value, _KEY_TYPES) else None
 
 

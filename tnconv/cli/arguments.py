@@ -13,7 +13,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, NoReturn, TypeVar
+from typing import Callable, Mapping, NoReturn, TypeVar
 
 from tnconv import __version__
 from tnconv.cli.layers import (
@@ -28,7 +28,9 @@ from tnconv.cli.layers import (
     shape_flag,
     with_overrides,
 )
-from tnconv.cli.names import ROUTINES, hint, routine_name
+from tnconv.cli.names import hint, routine_name, routine_names
+from tnconv.routines.routine import Routine
+from tnconv.routines.table import TABLE
 
 # tnconv.render.draw.FORMATS and tnconv.lower.path.OPTIMIZERS, repeated here so that checking
 # them imports no torch (tests/test_cli_arguments.py keeps the copies equal)
@@ -38,9 +40,7 @@ OPTIMIZERS = (
     "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
     "random-greedy", "random-greedy-128",
 )
-# routines of the transposed layer (tnconv.conv.networks.TRANSPOSED_OPS)
-TRANSPOSED_ROUTINES = ("unfold-transpose", "transpose-forward")
-REFERENCE_DIMS = 3  # PyTorch has conv1d, conv2d and conv3d
+REFERENCE_DIMS = 3  # PyTorch has conv1d, conv2d and conv3d (tnconv.routines.references.REFERENCE_DIMS)
 DEFAULT_REPEATS = 10
 DEFAULT_COLUMNS = 10  # M, the columns of the GGN factorisation for diag-ggn (e.g. 10 classes)
 
@@ -84,7 +84,8 @@ def _positive(text: str, flag: str) -> int:
     return values[0]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentParser:
+    """The parser of the command line; ``derive`` takes the routines of ``routines``."""
     parser = _Parser(prog="tnconv", description="Convolutions as tensor-network diagrams: derive, inspect, check.")
     parser.add_argument("--version", action="version", version=f"tnconv {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--batch", type=_flag(_positive, "--batch"), default=DEFAULT_BATCH, help="batch size N")
 
     sub = commands.add_parser("derive", help="derive a routine for a conv layer and show every step")
-    sub.add_argument("routine", metavar="ROUTINE", help=" | ".join(ROUTINES) + " (or with _ for -)")
+    sub.add_argument("routine", metavar="ROUTINE", help=" | ".join(routine_names(routines)) + " (or with _ for -)")
     group = sub.add_argument_group("layer (a built-in one, optionally changed by the other flags)")
     group.add_argument("--layer", metavar="NAME", help=f"built-in layer name (default: {default_layer_name()}; see `tnconv layers`)")
     group.add_argument("--input", type=_flag(shape_flag, "--input"), metavar="SHAPE",
@@ -127,13 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
                      help=f"--bench only: timed runs of each side (default {DEFAULT_REPEATS})")
     out.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.commands = {"layers": layers, "derive": sub}
+    from tnconv.cli.curvature import add_parser as add_curvature  # it imports _flag and _positive from here
+
+    parser.commands = {"layers": layers, "derive": sub, "curvature": add_curvature(commands)}
     return parser
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def parse(argv: list[str] | None, routines: Mapping[str, Routine] = TABLE) -> argparse.Namespace:
     """Parse a command line; UsageError (one line) for an unknown flag, with the closest known one."""
-    parser = build_parser()
+    parser = build_parser(routines)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = parser.commands[args.command]  # type: ignore[attr-defined]
@@ -148,6 +151,7 @@ class Request:
     """A ``tnconv derive`` command line, checked: what to derive, for which layer, and what to show."""
 
     routine: str  # the command-line name, hyphen spelling
+    op: str  # the routine's name in the table (and for conv_network)
     layer: Layer  # made transposed where the routine implies it
     optimize: str
     simplify: bool
@@ -158,35 +162,33 @@ class Request:
     repeats: int
     json: bool
 
-    @property
-    def op(self) -> str:
-        """The ``conv_network`` op."""
-        return ROUTINES[self.routine]
 
-
-def request(args: argparse.Namespace) -> Request:
+def request(args: argparse.Namespace, routines: Mapping[str, Routine] = TABLE) -> Request:
     """Check a parsed ``derive`` command line as a whole (ValueError naming the flag) and return it."""
-    routine = routine_name(args.routine)
+    routine = routine_name(args.routine, routines)
+    entry = routines[routine.replace("-", "_")]
     if args.optimize not in OPTIMIZERS:
         raise ValueError(f"--optimize: unknown optimizer {args.optimize!r}{hint(args.optimize, OPTIMIZERS)} "
                          f"(choose from {', '.join(OPTIMIZERS)})")
-    if args.ggn_columns is not None and routine != "diag-ggn":
-        raise ValueError(f"--ggn-columns applies to diag-ggn only, not to {routine}")
+    if args.ggn_columns is not None and not entry.takes_columns:
+        takers = [other.hyphen_name for other in routines.values() if other.takes_columns]
+        raise ValueError(f"--ggn-columns applies to {' and '.join(takers)} only, not to {routine}")
     if args.repeats is not None and not args.bench:
         raise ValueError("--repeats applies to --bench only; give --bench too")
-    layer = _layer(args, transposed=routine in TRANSPOSED_ROUTINES)
+    layer = _layer(args, entry.transposed, [other.hyphen_name for other in routines.values() if other.transposed])
     for flag, given in (("--check", args.check), ("--bench", args.bench)):
         if given and layer.dims > REFERENCE_DIMS:
             raise ValueError(f"{flag}: PyTorch has no {layer.dims}-d convolution to compare with (1 to 3 spatial dims)")
     return Request(
-        routine=routine, layer=layer, optimize=args.optimize, simplify=not args.no_simplify,
+        routine=routine, op=entry.name, layer=layer, optimize=args.optimize, simplify=not args.no_simplify,
         columns=args.ggn_columns or DEFAULT_COLUMNS, diagram=diagram_target(args, routine), check=args.check,
         bench=args.bench, repeats=args.repeats or DEFAULT_REPEATS, json=args.json,
     )
 
 
-def _layer(args: argparse.Namespace, transposed: bool) -> Layer:
-    """The layer of the command line: a built-in one changed by the flags, or one from ``--input``."""
+def _layer(args: argparse.Namespace, transposed: bool, transposed_routines: list[str]) -> Layer:
+    """The layer of the command line: a built-in one changed by the flags, or one from ``--input``; made
+    transposed when the routine implies it (``transposed``; ``transposed_routines`` do)."""
     flags = {
         "kernel_size": args.kernel, "out_channels": args.out_channels, "stride": args.stride,
         "padding": args.padding, "dilation": args.dilation, "groups": args.groups, "transposed": args.transposed,
@@ -205,7 +207,7 @@ def _layer(args: argparse.Namespace, transposed: bool) -> Layer:
     if args.output_padding is not None and not layer.transposed:
         raise ValueError(
             "--output-padding applies to a transposed layer only: give --transposed, a ConvTranspose --layer, "
-            f"or ROUTINE {' or '.join(TRANSPOSED_ROUTINES)}"
+            f"or ROUTINE {' or '.join(transposed_routines)}"
         )
     return layer
 

@@ -1,138 +1,91 @@
-"""``tnconv derive``: build a routine's network, run the passes with their trace, compile it, and describe
-what the compiled program runs and how a KFAC factor is scaled.
+"""``tnconv derive``: derive a routine of the table for a layer (its stages with their rewrites), compile it, and
+describe what the compiled program runs and how the network's value is scaled.
 
 Everything here returns plain data (``Derivation``, dicts) so that the
 command line can print it as text or JSON; printing lives in
-``tnconv.cli.show``, checking and timing in ``tnconv.cli.measure``.
+``tnconv.cli.show``, checking and timing in ``tnconv.cli.measure``. The stages
+are the routine's own (``tnconv.routines.derivation.derive``): nothing here
+knows one routine from another.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
-from tnconv.cli import reference
+from tnconv.cli.arguments import DEFAULT_COLUMNS
 from tnconv.cli.layers import Layer
-from tnconv.cli.names import ROUTINES, routine_name
 from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import TRANSPOSED_OPS
-from tnconv.conv.networks import build as build_routine
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.kernels import KernelCost
 from tnconv.lower.program import Program
+from tnconv.routines.derivation import StageResult
+from tnconv.routines.derivation import derive as derive_stages
+from tnconv.routines.names import resolve
+from tnconv.routines.routine import QUANTITIES, Options, Routine
+from tnconv.routines.run import finish
+from tnconv.routines.scaling import quantities, scale, substituted, used
+from tnconv.routines.table import TABLE
 
-__all__ = ["ROUTINES", "Derivation", "Stage", "derive", "kfac_scaling", "what_runs"]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the derivation: a title, the network after it, and the rewrites it made (if a pass)."""
-
-    title: str
-    network: Network
-    rewrites: tuple[str, ...] | None = None
+__all__ = ["Derivation", "derive", "hyper_of", "scaling", "what_runs"]
 
 
 @dataclass(frozen=True)
 class Derivation:
-    """A derived routine: its stages, the final network, its compiled program and M for ``diag_ggn``."""
+    """A derived routine: its stages, the final network, its compiled program and M for routines that take columns.
+
+    ``routine`` is the command-line name, ``op`` the table's; ``entry`` the routine itself.
+    """
 
     routine: str
     op: str
+    entry: Routine
     layer: Layer
     hyper: ConvHyper
-    stages: tuple[Stage, ...]
+    stages: tuple[StageResult, ...]
     program: Program
-    columns: int = reference.GGN_COLUMNS
+    options: Options
 
     @property
     def network(self) -> Network:
         return self.stages[-1].network
 
-
-def resolve(routine: str, layer: Layer) -> tuple[str, Layer]:
-    """The conv_network op of a command-line routine (either spelling), and the layer (made transposed where implied)."""
-    op = ROUTINES[routine_name(routine)]
-    if op in TRANSPOSED_OPS and not layer.transposed:
-        layer = replace(layer, transposed=True)
-    return op, layer
+    @property
+    def columns(self) -> int | None:
+        """M, the columns of the GGN factorisation (None for routines that take none)."""
+        return self.options.columns
 
 
 def hyper_of(layer: Layer) -> ConvHyper:
     """The validated hyper-parameters of ``layer`` (ValueError/TypeError name the bad flag value)."""
-    return conv_hyper(
-        layer.input_shape, layer.kernel_size, layer.out_channels, layer.stride, layer.padding, layer.dilation,
-        layer.groups, layer.padding_mode, layer.output_padding, layer.transposed,
-    )
+    return conv_hyper(**layer.kwargs())
 
 
-def simplify_traced(net: Network) -> tuple[Network, tuple[str, ...]]:
-    """``tnconv.simplify`` with the rewrites it made, one line each (``tnconv.passes.simplify.simplify_traced``)."""
-    from tnconv.passes.simplify import simplify_traced as traced
-
-    result, trace = traced(net)
-    return result, tuple(str(record) for record in trace)
-
-
-def derivation_stages(op: str, hyper: ConvHyper, columns: int) -> list[Stage]:
-    """The networks on the way to routine ``op``: the plain routine it starts from, then one per pass.
-
-    The plain routines are built directly (``tnconv.conv.networks``); the
-    curvature routines follow ``tnconv.conv.derived``: fuse a small sketch
-    network with a plain routine, differentiate, vmap. The last stage is
-    ``conv_network(op, ..., simplify=False)`` itself.
-    """
-    from tnconv.conv import derived
-    from tnconv.passes.vmap import vmap
-
-    if op not in derived.OPS:
-        base = TRANSPOSED_OPS.get(op, op)
-        title = f"built: the {base} network" + (" of the transposed layer" if op in TRANSPOSED_OPS else "")
-        return [Stage(title, build_routine(base, hyper))]
-    final = derived.network(op, hyper, False, columns if op == "diag_ggn" else None)
-    if op in ("kfac_expand", "kfac_reduce"):
-        reduce = op == "kfac_reduce"
-        stages = [Stage("built: the unfold network, patches U[n,g,c_in,k..,o..] = X Pi..", build_routine("unfold", hyper))]
-        if reduce:
-            stages.append(Stage("fuse: sum_o U[n,g,c_in,k..,o..] with U := unfold (patch sums)",
-                                derived.patches_network(hyper, reduce=True)))
-        tied = "n" if reduce else "n and the locations o.."
-        stages.append(Stage(f"fuse: P[n,g,c_in,k..] P[n,g,c_in_2,k_2..] summed over {tied}, with P := the patches",
-                            final))
-        return stages
-    forward = build_routine("forward", hyper)
-    per_sample = derived.per_sample_network(hyper)
-    stages = [
-        Stage("built: the forward network Y = X Pi.. W", forward),
-        Stage("fuse + differentiate: d/dW of sum V[n,..] Y[n,..] with Y := forward (n kept)", per_sample),
-    ]
-    if op == "diag_ggn":
-        stages.append(Stage(f"vmap: leg m of size {columns} on V (columns of the GGN factor)",
-                            vmap(per_sample, "m", columns, "V")))
-        stages.append(Stage("fuse: J[m,n,w] J[m,n,w] -> w, with J := the vmapped per-sample gradient", final))
-    return stages
+def routine_layer(routine: str, layer: Layer, routines: Mapping[str, Routine] = TABLE) -> tuple[Routine, Layer]:
+    """The routine of a command-line name (either spelling), and the layer (made transposed where it implies it)."""
+    entry = resolve(routine, routines, "ROUTINE", hyphens=True)
+    if entry.transposed and not layer.transposed:
+        layer = replace(layer, transposed=True)
+    return entry, layer
 
 
 def derive(
-    routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True, columns: int = reference.GGN_COLUMNS
+    routine: str, layer: Layer, optimize: str = "auto", simplify: bool = True, columns: int = DEFAULT_COLUMNS,
+    *, routines: Mapping[str, Routine] = TABLE,
 ) -> Derivation:
-    """Build routine ``routine`` of ``layer`` pass by pass, simplify it (traced) and compile it.
+    """Build routine ``routine`` of ``routines`` for ``layer`` stage by stage, simplify it (traced) and compile it.
 
     ``columns`` is M, the number of columns of the GGN factorisation for
-    ``diag-ggn`` (the size of its leg ``m``).
+    routines that take columns (``diag-ggn``: the size of its leg ``m``).
     """
-    routine = routine_name(routine)
-    op, layer = resolve(routine, layer)
+    entry, layer = routine_layer(routine, layer, routines)
     hyper = hyper_of(layer)
-    stages = derivation_stages(op, hyper, columns)
-    if simplify:
-        result, rewrites = simplify_traced(stages[-1].network)
-        stages.append(Stage("pass: simplify", result, rewrites))
+    options = Options(columns if entry.takes_columns else None)
+    stages = derive_stages(entry, hyper, options, simplify)
     program = compile_network(stages[-1].network, optimize)
-    return Derivation(routine, op, layer, hyper, tuple(stages), program, columns)
+    return Derivation(entry.hyphen_name, entry.name, entry, layer, hyper, stages, program, options)
 
 
 def kernel_report(cost: KernelCost) -> dict[str, Any]:
@@ -164,27 +117,25 @@ def what_runs(program: Program) -> dict[str, Any]:
             "largest_intermediate": cost.largest, "einsum_plan": plan}
 
 
-KFAC_SCALING = {"kfac_expand": ("1/(N*T)", 1), "kfac_reduce": ("1/(N*T^2)", 2)}  # op -> (formula, power of T)
+def scaling(derivation: Derivation) -> dict[str, Any] | None:
+    """How the network's unnormalised sum becomes the routine's value (None for a routine without scaling).
 
-
-def kfac_scaling(op: str, hyper: ConvHyper, output: tuple[str, ...]) -> dict[str, Any] | None:
-    """How the unnormalised sum of a KFAC network becomes the factor (None for other routines).
-
-    The network computes ``sum_{n,t} u u^T`` (expand) or ``sum_n (sum_t u)(sum_t u)^T``
-    (reduce) with the legs ``output``; the factor ``A`` is that times ``1/(N*T)``
-    or ``1/(N*T^2)`` (``T`` output locations), reshaped to ``(G, d, d)`` with
-    ``d = C_in/G * prod(K)``, as ``tnconv.curvature.kfac_expand_factor`` /
-    ``kfac_reduce_factor`` return it.
+    The network computes ``computes`` with the legs of its output; the value is
+    that times ``formula`` (with this layer's ``quantities``: ``1/(N*T)`` of a
+    KFAC-expand factor), reshaped to ``shape``, as the routine's public
+    ``function`` returns it.
     """
-    if op not in KFAC_SCALING:
+    entry, hyper = derivation.entry, derivation.hyper
+    if entry.scaling is None:
         return None
-    formula, power = KFAC_SCALING[op]
-    batch, locations = int(hyper.batch), math.prod(int(size) for size in hyper.output_size)
-    channels, taps = int(hyper.in_channels) // int(hyper.groups), math.prod(int(k) for k in hyper.kernel_size)
-    d = channels * taps
+    rule = entry.scaling
+    factor = scale(rule.formula, hyper)
+    values = quantities(hyper)
     return {
-        "formula": formula, "N": batch, "T": locations, "divisor": batch * locations**power,
-        "network_output": list(output), "shape": [int(hyper.groups), d, d], "d": d,
-        "channels_per_group": channels, "kernel_taps": taps,
-        "function": f"tnconv.curvature.{op}_factor",
+        "title": rule.title, "computes": rule.computes, "formula": rule.formula,
+        "substituted": substituted(rule.formula, hyper),
+        "quantities": {name: {"value": values[name], "counts": QUANTITIES[name]} for name in used(rule.formula)},
+        "numerator": int(factor.p), "divisor": int(factor.q), "network_output": list(derivation.network.output),
+        "layout": rule.layout, "where": rule.where, "shape": list(finish(entry, hyper, derivation.options).shape),
+        "function": entry.function,
     }

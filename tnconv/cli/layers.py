@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Mapping
@@ -54,12 +54,9 @@ class Layer:
         return (first, second, *self.kernel_size)
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``tnconv.conv_network`` (after ``op``)."""
-        return dict(
-            input_shape=self.input_shape, kernel_size=self.kernel_size, out_channels=self.out_channels,
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-            padding_mode=self.padding_mode, output_padding=self.output_padding, transposed=self.transposed,
-        )
+        """Keyword arguments of ``tnconv.conv.hyper.conv_hyper`` (and of ``tnconv.conv_network`` after ``op``):
+        every field but ``name``, which are named as its arguments."""
+        return {field.name: getattr(self, field.name) for field in fields(self) if field.name != "name"}
 
     def describe(self) -> str:
         """One line: name, shapes and the hyper-parameters that differ from the defaults."""

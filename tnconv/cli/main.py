@@ -1,4 +1,4 @@
-"""The ``tnconv`` command: ``tnconv derive ROUTINE [layer flags]`` and ``tnconv layers``.
+"""The ``tnconv`` command: ``tnconv derive ROUTINE [layer flags]``, ``tnconv layers`` and ``tnconv curvature MODEL``.
 
 ``derive`` shows how a routine of a conv layer comes out of the diagram: the
 network before and after each pass with the rewrites made, the final einsum,
@@ -16,23 +16,31 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from tnconv.cli import show
 from tnconv.cli.arguments import Request, UsageError, parse, request
+from tnconv.cli.curvature import curvature_request, run_curvature
 from tnconv.cli.layers import builtin_layer, default_layer_name, layer_names
+from tnconv.routines.table import TABLE
+
+if TYPE_CHECKING:
+    from tnconv.routines.routine import Routine
 
 EXIT_ERROR = 2
 EXIT_CHECK_FAILED = 1
 
 
-def _progress(stream: TextIO):
-    """A plain-text progress bar on ``stream`` (carriage return, one line)."""
+def _progress(stream: TextIO, label: str = "bench"):
+    """A plain-text progress bar on ``stream`` (carriage return, one line; ``what`` padded to the longest yet)."""
+    longest = 8
 
     def show_progress(done: int, total: int, what: str) -> None:
+        nonlocal longest
         width = 30
         filled = width * done // total
-        stream.write(f"\rbench [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<8}")
+        longest = max(longest, len(what))
+        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<{longest}}")
         if done == total:
             stream.write("\n")
         stream.flush()
@@ -40,8 +48,9 @@ def _progress(stream: TextIO):
     return show_progress
 
 
-def run_derive(job: Request, out: TextIO, err: TextIO) -> int:
-    """Derive, show, draw, check and time as ``job`` asks; returns the exit status."""
+def run_derive(job: Request, out: TextIO, err: TextIO, routines: Mapping[str, Routine] = TABLE) -> int:
+    """Derive routine ``job.op`` of ``routines``, show, draw, check and time as ``job`` asks; returns the exit
+    status."""
     if not job.json:
         show.header(job, out)
         out.flush()
@@ -49,13 +58,16 @@ def run_derive(job: Request, out: TextIO, err: TextIO) -> int:
 
     from tnconv.cli import measure
     from tnconv.cli.derive import derive, hyper_of
+    from tnconv.routines.routine import Options
 
     runs = [(flag, dtype) for flag, dtype, wanted in (("--check", torch.float64, job.check),
                                                       ("--bench", torch.float32, job.bench)) if wanted]
     hyper = hyper_of(job.layer)
+    entry = routines[job.op]
     for flag, dtype in runs:
-        measure.guard_layer(job.op, hyper, job.columns, dtype, flag)
-    derivation = derive(job.routine, job.layer, optimize=job.optimize, simplify=job.simplify, columns=job.columns)
+        measure.guard_layer(entry, hyper, Options(job.columns if entry.takes_columns else None), dtype, flag)
+    derivation = derive(job.routine, job.layer, optimize=job.optimize, simplify=job.simplify, columns=job.columns,
+                        routines=routines)
     for flag, dtype in runs:
         measure.guard(derivation, dtype, flag)
     report: dict[str, Any] = show.report(derivation)
@@ -100,18 +112,27 @@ def run_layers(batch: int, as_json: bool, out: TextIO) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a failed --check, 2 an error)."""
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, *,
+    routines: Mapping[str, Routine] = TABLE,
+) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a failed --check, 2 an error).
+
+    ``derive`` takes the routines of ``routines`` (``tnconv.routines.TABLE``, or a copy with more routines).
+    """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
         try:
-            args = parse(None if argv is None else list(argv))
+            args = parse(None if argv is None else list(argv), routines)
         except SystemExit as done:  # --help, --version
             return int(done.code or 0)
         if args.command == "layers":
             return run_layers(args.batch, args.json, out)
-        return run_derive(request(args), out, err)
+        if args.command == "curvature":
+            job = curvature_request(args)
+            return run_curvature(job, out, None if job.json else _progress(err, "curvature"))
+        return run_derive(request(args, routines), out, err, routines)
     except UsageError as error:
         print(f"tnconv: error: {error}", file=err)
     except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError, MemoryError) as error:

@@ -1,7 +1,9 @@
 """``tnconv derive --check`` and ``--bench``: run a derived routine against PyTorch, numerically and in time.
 
-- ``check``: float64 on random operands, compared with the PyTorch
-  implementation (``tnconv.cli.reference``); a program that runs a native
+- ``check``: float64 on random operands (drawn in the shapes of the routine's
+  ``operands``): the program's value, scaled and reshaped as the routine says
+  (``tnconv.routines.run.finish``), compared with the routine's PyTorch
+  ``reference`` (``tnconv.routines.references``); a program that runs a native
   kernel is a PyTorch kernel itself, so it is also compared with its own
   einsum plan (``Program.run_einsum_plan``), a reference independent of torch's
   convolution code.
@@ -22,9 +24,11 @@ from typing import Any, Callable
 
 import torch
 
-from tnconv.cli import reference
 from tnconv.cli.derive import Derivation
 from tnconv.conv.hyper import ConvHyper
+from tnconv.routines.references import supported
+from tnconv.routines.routine import Options, Routine
+from tnconv.routines.run import finish
 
 MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create
 RTOL = 1e-10
@@ -41,21 +45,41 @@ def _refuse_large(largest: int, dtype: torch.dtype, flag: str) -> None:
         )
 
 
-def guard_layer(op: str, hyper: ConvHyper, columns: int, dtype: torch.dtype, flag: str) -> None:
+def largest_tensor(routine: Routine, hyper: ConvHyper, options: Options) -> int:
+    """Numbers in the largest tensor the PyTorch reference of ``routine`` needs: an operand, the result, or
+    what it creates on the way (``Reference.largest``)."""
+    shapes = [operand.shape(hyper, options) for operand in routine.operands]
+    sizes = [math.prod(shape) for shape in (*shapes, routine.result_shape(hyper, options))]
+    if routine.reference.largest is not None:
+        sizes.append(routine.reference.largest(hyper, options))
+    return max(sizes)
+
+
+def guard_layer(routine: Routine, hyper: ConvHyper, options: Options, dtype: torch.dtype, flag: str) -> None:
     """Before deriving: refuse when PyTorch has no reference or its tensors exceed ``MEMORY_LIMIT``."""
-    why_not = reference.supported(hyper)
+    why_not = supported(hyper)
     if why_not is not None:
         raise ValueError(f"{flag}: {why_not}")
-    _refuse_large(reference.largest_tensor(op, hyper, columns), dtype, flag)
+    _refuse_large(largest_tensor(routine, hyper, options), dtype, flag)
 
 
 def guard(derivation: Derivation, dtype: torch.dtype, flag: str) -> None:
     """``guard_layer``, and refuse when the compiled program's own tensors exceed ``MEMORY_LIMIT``."""
-    guard_layer(derivation.op, derivation.hyper, derivation.columns, dtype, flag)
+    guard_layer(derivation.entry, derivation.hyper, derivation.options, dtype, flag)
     program, net = derivation.program, derivation.network
     cost = program.kernel_cost()
     runs = cost.largest if cost is not None else program.largest_intermediate
     _refuse_large(max(math.prod(int(net.size(leg)) for leg in net.output), runs), dtype, flag)
+
+
+def operands(derivation: Derivation, dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random operands of the routine, by name, in the shapes its ``operands`` give (drawn in float64, in order)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        operand.name: torch.randn(operand.shape(derivation.hyper, derivation.options), generator=generator,
+                                  dtype=torch.float64).to(dtype)
+        for operand in derivation.entry.operands
+    }
 
 
 def _compare(against: str, got: torch.Tensor, expected: torch.Tensor) -> dict[str, Any]:
@@ -76,30 +100,32 @@ def _plan_too_large(derivation: Derivation) -> str | None:
 
 
 def check(derivation: Derivation, seed: int = 0) -> dict[str, Any]:
-    """Run the derived program in float64 on random operands; compare with PyTorch (and a native kernel with
-    its einsum plan). ``passed`` holds when every comparison that ran passed (rtol ``RTOL``)."""
+    """Run the derived program in float64 on random operands, scale and reshape its value as the routine says,
+    and compare with the routine's PyTorch reference (and a native kernel's value with its einsum plan's).
+    ``passed`` holds when every comparison that ran passed (rtol ``RTOL``)."""
     hyper = derivation.hyper
     guard(derivation, torch.float64, "--check")
-    operands = reference.operands(derivation.op, hyper, torch.float64, seed, derivation.columns)
-    expected = reference.implementation(derivation.op, hyper)(operands)
+    drawn = operands(derivation, torch.float64, seed)
+    expected = derivation.entry.reference.build(hyper)(drawn)
     program = derivation.program
-    ours = {name: operands[name] for name in program.operands}
-    got = program(**ours)
+    ours = {name: drawn[name] for name in program.operands}
+    value = program(**ours)
+    got = finish(derivation.entry, hyper, derivation.options)(value)
     if got.numel() != expected.numel():
         raise ValueError(
-            f"--check: the network gives {tuple(got.shape)} ({got.numel()} numbers) but PyTorch gives "
+            f"--check: the routine gives {tuple(got.shape)} ({got.numel()} numbers) but PyTorch gives "
             f"{tuple(expected.shape)}"
         )
-    comparisons = [_compare("PyTorch", got.reshape(expected.shape), expected)]
+    comparisons = [_compare("PyTorch", got, expected.reshape(got.shape))]
     if program.kernel_cost() is not None:
         skipped = _plan_too_large(derivation)
         if skipped is None:
-            comparisons.append(_compare("einsum plan", got, program.run_einsum_plan(**ours)))
+            comparisons.append(_compare("einsum plan", value, program.run_einsum_plan(**ours)))
         else:
             comparisons.append({"against": "einsum plan", "passed": None, "skipped": skipped})
     return {
         "passed": all(c["passed"] is not False for c in comparisons), "dtype": "float64", "rtol": RTOL,
-        "shape": list(expected.shape), "seed": seed, "comparisons": comparisons,
+        "shape": list(got.shape), "seed": seed, "comparisons": comparisons,
     }
 
 
@@ -122,7 +148,7 @@ def bench(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Time the compiled program and the PyTorch implementation of the routine, interleaved.
+    """Time the routine (compiled program, scaled and reshaped) and its PyTorch reference, interleaved.
 
     Both sides run ``warmup`` calls first (constants built, caches filled); the
     warm-up times choose ``calls_per_sample`` (the same for both) so that the
@@ -134,11 +160,14 @@ def bench(
     """
     hyper = derivation.hyper
     guard(derivation, dtype, "--bench")
-    operands = reference.operands(derivation.op, hyper, dtype, 0, derivation.columns)
+    drawn = operands(derivation, dtype)
     program = derivation.program
-    ours = {name: operands[name] for name in program.operands}
-    baseline = reference.implementation(derivation.op, hyper)
-    sides: dict[str, Callable[[], object]] = {"tnconv": lambda: program(**ours), "pytorch": lambda: baseline(operands)}
+    ours = {name: drawn[name] for name in program.operands}
+    baseline = derivation.entry.reference.build(hyper)
+    done_as_routine = finish(derivation.entry, hyper, derivation.options)
+    sides: dict[str, Callable[[], object]] = {
+        "tnconv": lambda: done_as_routine(program(**ours)), "pytorch": lambda: baseline(drawn),
+    }
     total, done = (warmup + repeats) * len(sides), 0
     warm: dict[str, list[float]] = {name: [] for name in sides}
     times: dict[str, list[float]] = {name: [] for name in sides}

@@ -24,7 +24,7 @@ def header(request: Request, out: TextIO) -> None:
 
 def report(derivation: Derivation) -> dict[str, Any]:
     """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
-    from tnconv.cli.derive import kfac_scaling, what_runs
+    from tnconv.cli.derive import scaling, what_runs
 
     program = derivation.program
     return {
@@ -44,7 +44,7 @@ def report(derivation: Derivation) -> dict[str, Any]:
         "output": list(derivation.network.output),
         "operands": list(program.operands),
         **what_runs(program),
-        "scaling": kfac_scaling(derivation.op, derivation.hyper, derivation.network.output),
+        "scaling": scaling(derivation),
     }
 
 
@@ -108,22 +108,28 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
     _plan(plan, "  ", out)
 
 
+def _number(numerator: int, divisor: int) -> str:
+    """``1/52,488``, ``3/4`` or ``2``."""
+    if divisor == 1:
+        return f"{numerator:,}"
+    return f"{numerator:,}/{divisor:,}"
+
+
 def scaling(data: dict[str, Any], out: TextIO) -> None:
-    """How a KFAC network's unnormalised sum becomes the factor, with this layer's numbers."""
+    """How the network's unnormalised sum becomes the routine's value, with this layer's numbers."""
     scale = data["scaling"]
     if scale is None:
         return
-    reduce = data["op"] == "kfac_reduce"
-    total = "sum_n (sum_t u)(sum_t u)^T" if reduce else "sum_{n,t} u u^T"
-    power = "^2" if reduce else ""
-    g, d, _ = scale["shape"]
-    print(f"\n== the {'KFAC-reduce' if reduce else 'KFAC-expand'} factor ==", file=out)
-    print(f"the network computes {total} over the patches u, a sum without normalisation;", file=out)
-    print(f"the factor is it times {scale['formula']} = 1/({scale['N']:,}*{scale['T']:,}{power}) = "
-          f"1/{scale['divisor']:,} (N = {scale['N']:,} samples, T = {scale['T']:,} output locations),", file=out)
-    print(f"reshaped from ({', '.join(scale['network_output'])}) to (G, d, d) = ({g:,}, {d:,}, {d:,}) with "
-          f"d = C_in/G * prod(K) = {scale['channels_per_group']:,}*{scale['kernel_taps']:,}", file=out)
-    print(f"({scale['function']} returns it so)", file=out)
+    counts = ", ".join(f"{name} = {item['value']:,} {item['counts']}" for name, item in scale["quantities"].items())
+    shape = ", ".join(f"{size:,}" for size in scale["shape"])
+    where = f" with {scale['where']}" if scale["where"] else ""
+    print(f"\n== {scale['title']} ==", file=out)
+    print(f"the network computes {scale['computes']}, a sum without normalisation;", file=out)
+    print(f"{scale['title']} is it times {scale['formula']} = {scale['substituted']} = "
+          f"{_number(scale['numerator'], scale['divisor'])}" + (f" ({counts})," if counts else ","), file=out)
+    print(f"reshaped from ({', '.join(scale['network_output'])}) to {scale['layout']} = ({shape}){where}", file=out)
+    if scale["function"]:
+        print(f"({scale['function']} returns it so)", file=out)
 
 
 def check(result: dict[str, Any], out: TextIO) -> None:

@@ -1,94 +1,93 @@
-"""Second-order conv routines derived from the conv diagram (``conv_network`` ops kfac_expand, ...).
+"""The passes that derive second-order conv routines from the plain conv networks (``tnconv.routines``' stages).
 
-Each network is derived from the plain routines of ``tnconv.conv.networks``
-with the passes (``fuse``, ``differentiate``, ``vmap``, ``simplify``):
+Each function here takes the layer (and the routine's ``Options``) and returns
+the ``tnconv.passes.Pass`` of one derivation stage. Most fuse the network so far
+into a small *sketch* network in the place of one of its tensors:
 
-- ``kfac_expand``: a two-tensor network ``U[n,g,c_in,k..,t..] U[n,g,c_in_2,k_2..,t..]``
-  (the Gram matrix of the patches over samples ``n`` and output locations
-  ``t``) with both ``U`` fused with the unfold network: two copies of ``X``
-  whose ``n`` and location legs are tied. Output ``(g, c_in, k.., c_in_2, k_2..)``.
-- ``kfac_reduce``: the same, but each copy keeps its own locations ``t``,
-  ``t_2``, summed inside the copy. The locations then sit on the index
-  patterns alone, so ``simplify`` turns ``sum_o Pi`` into the small
-  ``PatternSum`` ``(K, I)`` and the unfolded input is never formed. (For a
-  transposed layer the locations are the patterns' ``i`` legs; their sum is a
-  ``(K, O)`` 0/1 matrix that the contraction forms from the small pattern.)
-- ``per_sample_grad``: the derivative w.r.t. ``W`` of the per-sample
-  linearised loss ``l[n] = sum V[n,..] Y[n,..]`` with ``Y`` fused with the
-  forward network: the weight VJP with the batch leg kept, ``(n, *weight legs)``.
-- ``diag_ggn``: ``per_sample_grad`` vmapped over the GGN columns (leg ``m``
-  on ``V``, which then holds ``sqrt_ggn`` ``(M, N, C_out, *O)``), and a
-  network ``J[m,n,w] J[m,n,w] -> w`` with both ``J`` fused with it: the square
-  (not multilinear in ``V``) is the product of two copies, summed over ``m, n``.
+- ``sum_over_locations``: ``sum_t U[n,g,c_in,k..,t..]`` with ``U`` := the patches
+  (unfold): the patch sums. The locations then sit on the index patterns
+  alone, so ``simplify`` turns ``sum_o Pi`` into the small ``PatternSum``
+  ``(K, I)`` and the unfolded input is never formed. (For a transposed layer the
+  locations are the patterns' ``i`` legs; their sum is a ``(K, O)`` 0/1 matrix
+  that the contraction forms from the small pattern.)
+- ``gram``: ``P[n,g,c_in,k..,..] P[n,g,c_in_2,k_2..,..]`` summed over every leg
+  but the channels and taps, with ``P`` := the network: two copies of ``X``
+  whose ``n`` (and, for the patches themselves, location) legs are tied. Output
+  ``(g, c_in, k.., c_in_2, k_2..)``: KFAC-expand from the patches, KFAC-reduce
+  from their sums.
+- ``linearised_loss``: ``l[n] = sum V[n,g,c_out,t..] Y[n,g,c_out,t..]`` with ``Y``
+  := the forward network; ``differentiate_weight`` then removes ``W``: the
+  weight VJP with the batch leg kept, ``(n, *W legs)``.
+- ``vmap_columns``: leg ``m`` (the GGN columns, M) on ``V``;
+  ``square_columns``: ``J[m,n,w] J[m,n,w] -> w`` with ``J`` := the network. The
+  square (not multilinear in ``V``) is the product of two copies.
 
-The KFAC and DiagGGN networks hold two copies of one factor (the patches,
-their location sums, the per-column weight VJPs). ``network("patch_sums")``
-and ``network("column_grads")`` are that single copy, which
-``tnconv.curvature`` evaluates once and multiplies with itself (the lowering
-of a whole network shares equal steps of the two copies too, but then leaves
-the factor in an order that needs one more copy on depthwise layers).
-It also applies the scalings (``1/(N*T)``, ``1/(N*T^2)``) and reshapes to ``(G, d, d)`` and
-torch shapes. ``kept_pixels_network`` is the weight VJP over a random subset
-of input pixels (spatial tensor dropout).
+``kept_pixels_network`` is the weight VJP over a random subset of input
+pixels (spatial tensor dropout).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Callable
 
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.networks import build as build_routine
 from tnconv.conv.networks import spatial_legs
+from tnconv.ir.names import copy_name
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.networksum import Value
 from tnconv.ir.sizes import Size, leg_symbol
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Unflatten
-from tnconv.passes.differentiate import differentiate
-from tnconv.passes.fuse import fuse
-from tnconv.passes.simplify import simplify as simplify_network
-from tnconv.passes.vmap import vmap
-
-OPS = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
-# the single copy inside the kfac and diag_ggn networks, to evaluate them without computing it twice
-PARTS = ("patch_sums", "column_grads")
+from tnconv.passes.core import Pass, Trace, as_pass
+from tnconv.passes.differentiate import differentiate_traced
+from tnconv.passes.fuse import fuse_traced
+from tnconv.passes.vmap import vmap_traced
+from tnconv.routines.routine import Options
 
 
 def second(leg: str) -> str:
-    """The name of ``leg`` on the second copy (``c_in`` -> ``c_in_2``)."""
-    return f"{leg}_2"
+    """The name of ``leg`` on the second copy (``c_in`` -> ``c_in_2``, ``tnconv.ir.names.copy_name``)."""
+    return copy_name(leg, 2)
 
 
-def patches_network(hyper: ConvHyper, reduce: bool) -> Network:
-    """The patches ``U[n,g,c_in,k..,t..]`` (unfold), or (reduce) their sums over locations ``(n,g,c_in,k..)``.
+def fuse_into(label: str, name: str, sketch: Callable[[Network], Network]) -> Pass:
+    """The pass ``net -> fuse(sketch(net), name, net)``: ``net`` in the place of tensor ``name`` of its sketch."""
 
-    The sums are the one-tensor network ``sum_t U`` fused with unfold; ``simplify``
-    then replaces ``sum_o Pi`` by ``PatternSum``.
-    """
-    unfold = build_routine("unfold", hyper)
-    if not reduce:
-        return unfold
-    kernel = spatial_legs("k", hyper.dims)
-    sizes = {leg: unfold.size(leg) for leg in unfold.output}
-    total = Network((Tensor("U", unfold.output),), ("n", "g", "c_in", *kernel), sizes)
-    return fuse(total, "U", unfold)
+    def run(net: Value) -> tuple[Value, Trace]:
+        if not isinstance(net, Network):
+            raise TypeError(f"pass {label!r} takes a Network, got {type(net).__name__}")
+        return fuse_traced(sketch(net), name, net)
+
+    return Pass(label, run)
 
 
-def kfac_network(hyper: ConvHyper, reduce: bool) -> Network:
-    """``sum_{n,t} U U_2`` (expand) or ``sum_n (sum_t U)(sum_t U_2)`` (reduce): two copies of the patches.
+def _sizes(net: Network, legs: tuple[str, ...]) -> dict[str, Size]:
+    return {leg: net.size(leg) for leg in legs}
 
-    The copies share ``n`` and ``g`` (and, for expand, the locations ``t``);
-    their channel and kernel legs form the two sides of the factor.
-    """
-    patches = patches_network(hyper, reduce)
-    legs = patches.output  # (n, g, c_in, k.., [t..])
-    kernel = spatial_legs("k", hyper.dims)
-    untied = ("c_in", *kernel)
-    other = tuple(second(leg) if leg in untied else leg for leg in legs)
-    sizes = {**{leg: patches.size(leg) for leg in legs}, **{second(leg): patches.size(leg) for leg in untied}}
-    gram = Network(
-        (Tensor("P", legs), Tensor("P", other)), ("g", "c_in", *kernel, second("c_in"), *map(second, kernel)), sizes
-    )
-    return fuse(gram, "P", patches)
+
+def sum_over_locations(hyper: ConvHyper, options: Options) -> Pass:
+    """``sum_t U[n,g,c_in,k..,t..]`` with ``U`` := the patches: their sums ``(n, g, c_in, k..)``."""
+    kept = ("n", "g", "c_in", *spatial_legs("k", hyper.dims))
+
+    def sketch(patches: Network) -> Network:
+        return Network((Tensor("U", patches.output),), kept, _sizes(patches, patches.output))
+
+    return fuse_into("sum_over_locations", "U", sketch)
+
+
+def gram(hyper: ConvHyper, options: Options) -> Pass:
+    """``P P_2`` summed over every leg of ``P`` but ``c_in, k..``: output ``(g, c_in, k.., c_in_2, k_2..)``."""
+    untied = ("c_in", *spatial_legs("k", hyper.dims))
+
+    def sketch(factor: Network) -> Network:
+        legs = factor.output
+        other = tuple(second(leg) if leg in untied else leg for leg in legs)
+        sizes = {**_sizes(factor, legs), **{second(leg): factor.size(leg) for leg in untied}}
+        output = ("g", *untied, *map(second, untied))
+        return Network((Tensor("P", legs), Tensor("P", other)), output, sizes)
+
+    return fuse_into("gram", "P", sketch)
 
 
 def output_gradient(hyper: ConvHyper) -> Tensor:
@@ -97,52 +96,35 @@ def output_gradient(hyper: ConvHyper) -> Tensor:
     return v
 
 
-def per_sample_network(hyper: ConvHyper) -> Network:
-    """``d/dW sum_{g,c_out,t} V[n,g,c_out,t] Y[n,g,c_out,t]`` with ``Y`` the forward network: ``(n, *W legs)``."""
-    forward = build_routine("forward", hyper)
+def linearised_loss(hyper: ConvHyper, options: Options) -> Pass:
+    """``l[n] = sum_{g,c_out,t} V[n,g,c_out,t..] Y[n,g,c_out,t..]`` with ``Y`` := the (forward) network."""
     v = output_gradient(hyper)
-    loss = Network((v, Tensor("Y", v.legs)), ("n",), {leg: forward.size(leg) for leg in v.legs})
-    return differentiate(fuse(loss, "Y", forward), "W")
+
+    def sketch(forward: Network) -> Network:
+        return Network((v, Tensor("Y", v.legs)), ("n",), _sizes(forward, v.legs))
+
+    return fuse_into("linearised_loss", "Y", sketch)
 
 
-def column_grads_network(hyper: ConvHyper, columns: Size) -> Network:
-    """``J[m,n,w]``: the per-sample weight VJP vmapped over the GGN columns ``m`` on ``V``."""
-    return vmap(per_sample_network(hyper), "m", columns, "V")
+def differentiate_weight(hyper: ConvHyper, options: Options) -> Pass:
+    """``differentiate(net, "W")``: its legs follow the output."""
+    return as_pass(differentiate_traced, "W")
 
 
-def diag_ggn_network(hyper: ConvHyper, columns: Size) -> Network:
-    """``sum_{m,n} J[m,n,w]^2`` with ``J`` the per-sample weight VJP vmapped over ``m`` on ``V``."""
-    jacobian = column_grads_network(hyper, columns)
-    legs = jacobian.output  # (m, n, *W legs)
-    square = Network(
-        (Tensor("J", legs), Tensor("J", legs)), legs[2:], {leg: jacobian.size(leg) for leg in legs}
-    )
-    return fuse(square, "J", jacobian)
+def vmap_columns(hyper: ConvHyper, options: Options) -> Pass:
+    """``vmap(net, "m", M, "V")``: the GGN columns on ``V`` (M symbolic when ``options.columns`` is None)."""
+    columns = leg_symbol("m") if options.columns is None else options.columns
+    return as_pass(vmap_traced, "m", columns, "V")
 
 
-@lru_cache(maxsize=512)
-def network(op: str, hyper: ConvHyper, simplify: bool = True, columns: int | None = None) -> Network:
-    """The derived network of ``op`` for a normalised layer (cached).
+def square_columns(hyper: ConvHyper, options: Options) -> Pass:
+    """``J[m,n,w] J[m,n,w] -> w`` with ``J`` := the network: the squares summed over its first two legs."""
 
-    ``op`` is one of ``OPS`` or ``PARTS``; ``columns``: M, the number of GGN
-    columns of ``diag_ggn`` (symbolic ``m`` when None).
-    """
-    if op not in OPS + PARTS:
-        raise ValueError(f"op must be one of {OPS + PARTS}, got {op!r}")
-    if op in ("per_sample_grad", "diag_ggn", "column_grads") and hyper.out_channels is None:
-        raise ValueError(f"op={op!r} needs out_channels, got None")
-    size = leg_symbol("m") if columns is None else columns
-    if op == "patch_sums":
-        net = patches_network(hyper, reduce=True)
-    elif op in ("kfac_expand", "kfac_reduce"):
-        net = kfac_network(hyper, reduce=op == "kfac_reduce")
-    elif op == "per_sample_grad":
-        net = per_sample_network(hyper)
-    elif op == "column_grads":
-        net = column_grads_network(hyper, size)
-    else:
-        net = diag_ggn_network(hyper, size)
-    return simplify_network(net) if simplify else net
+    def sketch(jacobian: Network) -> Network:
+        legs = jacobian.output
+        return Network((Tensor("J", legs), Tensor("J", legs)), legs[2:], _sizes(jacobian, legs))
+
+    return fuse_into("square_columns", "J", sketch)
 
 
 def kept_pixels_network(hyper: ConvHyper, pixels: int) -> Network:

@@ -22,6 +22,16 @@ index type), and a layer whose padded input ``(N, C_in, *(I + P))`` or output
 ``(N, C, *O)`` would hold more than ``MAX_ELEMENTS`` elements is refused with
 a ``ValueError`` naming the arguments that make it so (``padding=10**12`` on a
 4x4 input), before any allocator or kernel error.
+
+Symbolic layers (``conv_hyper(..., symbolic=True)``, what ``tnconv.conv_network``
+asks for): the batch, channels and spatial sizes of ``input_shape`` and
+``out_channels`` may be symbol names (``"N"``) or sympy expressions
+(``tnconv.ir.sizes.as_size``); output sizes are then sympy expressions with
+``floor``. A check that holds for some values of the symbols and not for others
+(the kernel fits the padded input ``I``) is left to the call that binds them;
+one that fails for all values still raises. Channels must be proven divisible
+by ``groups`` (``2*C`` with ``groups=2``), since the split into groups is
+part of the network.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+import sympy
+
+from tnconv.ir.sizes import Size, as_size, is_le, proven_divisible, quotient, symbols_of
 from tnconv.ir.tensors import PADDING_MODES, IndexPattern
 
 Pairs = tuple[tuple[int, int], ...]
@@ -123,16 +136,28 @@ def padding_pairs(
     return pairs
 
 
-def layer_shape(shape: object, name: str) -> tuple[int, ...]:
-    """A layer input shape ``(N, C, *I)`` as a tuple of ints (at least one spatial dim)."""
+def layer_shape(shape: object, name: str, symbolic: bool = False) -> tuple[Size, ...]:
+    """A layer input shape ``(N, C, *I)`` as a tuple of sizes (at least one spatial dim).
+
+    Ints, or with ``symbolic`` also symbol names and sympy expressions (``as_size``).
+    """
     if not is_sequence(shape):
         raise TypeError(f"{name} must be a tuple of ints (or torch.Size), got {shape!r}")
-    result = tuple(as_int(v, name) for v in shape)  # type: ignore[union-attr]
+    result = tuple(layer_size(v, name, symbolic) for v in shape)  # type: ignore[union-attr]
     if len(result) < 3:
         raise ValueError(f"{name} must have at least 3 entries (batch, channels, spatial...), got {shape!r}")
-    if any(v < 0 for v in result) or any(v < 1 for v in result[1:]):
+    if any(is_le(v, -1) for v in result) or any(is_le(v, 0) for v in result[1:]):
         raise ValueError(f"{name} must have sizes >= 1 (batch >= 0), got {shape!r}")
     return result
+
+
+def layer_size(value: object, name: str, symbolic: bool) -> Size:
+    """One size of a layer: an int (``as_int``), or with ``symbolic`` also a symbol name or sympy expression."""
+    if symbolic and isinstance(value, (str, sympy.Expr)):
+        if isinstance(value, str) and not value.isidentifier():
+            raise TypeError(f"{name} must be an int or a symbol name (an identifier such as 'N'), got {value!r}")
+        return as_size(value, name)
+    return as_int(value, name)
 
 
 @dataclass(frozen=True)
@@ -144,9 +169,9 @@ class ConvHyper:
     ``out_channels`` is None where no weight or output channel is involved.
     """
 
-    input_shape: tuple[int, ...]
+    input_shape: tuple[Size, ...]
     kernel_size: tuple[int, ...]
-    out_channels: int | None
+    out_channels: Size | None
     stride: tuple[int, ...]
     padding: Pairs
     dilation: tuple[int, ...]
@@ -161,20 +186,20 @@ class ConvHyper:
         return len(self.kernel_size)
 
     @property
-    def batch(self) -> int:
+    def batch(self) -> Size:
         return self.input_shape[0]
 
     @property
-    def in_channels(self) -> int:
+    def in_channels(self) -> Size:
         return self.input_shape[1]
 
     @property
-    def input_size(self) -> tuple[int, ...]:
+    def input_size(self) -> tuple[Size, ...]:
         """Spatial sizes of the layer input."""
         return self.input_shape[2:]
 
     @property
-    def output_size(self) -> tuple[int, ...]:
+    def output_size(self) -> tuple[Size, ...]:
         """Spatial sizes of the layer output (of the transposed conv when ``transposed``)."""
         if self.transposed:
             return tuple(
@@ -214,16 +239,16 @@ class ConvHyper:
         return math.prod(self.kernel_size)
 
     @property
-    def weight_shape(self) -> tuple[int, ...]:
+    def weight_shape(self) -> tuple[Size, ...]:
         """The torch weight shape: ``(C_out, C_in // G, *K)``, or ``(C_in, C_out // G, *K)`` when transposed."""
         if self.out_channels is None:
             raise ValueError("out_channels is needed for the weight shape, got None")
         if self.transposed:
-            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+            return (self.in_channels, quotient(self.out_channels, self.groups), *self.kernel_size)
+        return (self.out_channels, quotient(self.in_channels, self.groups), *self.kernel_size)
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
+    def output_shape(self) -> tuple[Size, ...]:
         """The layer output shape ``(N, C_out, *O)``."""
         if self.out_channels is None:
             raise ValueError("out_channels is needed for the output shape, got None")
@@ -246,6 +271,8 @@ def conv_hyper(
     padding_mode: object = "zeros",
     output_padding: object = 0,
     transposed: object = False,
+    *,
+    symbolic: bool = False,
 ) -> ConvHyper:
     """Validate and normalise a conv layer's hyper-parameters.
 
@@ -259,11 +286,12 @@ def conv_hyper(
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (only zeros when transposed).
         output_padding: int or N ints (transposed only), each < max(stride, dilation) as in PyTorch.
         transposed: whether the layer is a ConvTranspose.
+        symbolic: whether ``input_shape`` and ``out_channels`` may hold symbols (module docstring).
 
     Raises:
         TypeError, ValueError: naming the argument and the offending value.
     """
-    shape = layer_shape(input_shape, "input_shape")
+    shape = layer_shape(input_shape, "input_shape", symbolic)
     dims = len(shape) - 2
     if not isinstance(transposed, bool):
         raise TypeError(f"transposed must be a bool, got {transposed!r}")
@@ -279,15 +307,13 @@ def conv_hyper(
     group_count = as_int(groups, "groups")
     if group_count < 1:
         raise ValueError(f"groups must be >= 1, got {groups!r}")
-    if shape[1] % group_count:
-        raise ValueError(f"in_channels={shape[1]} must be divisible by groups={group_count}")
+    _check_divisible("in_channels", shape[1], group_count)
     channels = None
     if out_channels is not None:
-        channels = as_int(out_channels, "out_channels")
-        if channels < 1:
+        channels = layer_size(out_channels, "out_channels", symbolic)
+        if is_le(channels, 0):
             raise ValueError(f"out_channels must be >= 1, got {out_channels!r}")
-        if channels % group_count:
-            raise ValueError(f"out_channels={channels} must be divisible by groups={group_count}")
+        _check_divisible("out_channels", channels, group_count)
     if not isinstance(padding_mode, str):
         raise TypeError(f"padding_mode must be a str, got {padding_mode!r}")
     if padding_mode not in PADDING_MODES:
@@ -311,14 +337,27 @@ def conv_hyper(
     return hyper
 
 
-def _check_padding_mode(mode: str, pairs: Pairs, size: Sequence[int], padding: object) -> None:
-    """PyTorch's limits: reflect needs padding < input size, circular padding <= input size."""
-    if mode == "reflect" and any(max(pair) >= i for pair, i in zip(pairs, size)):
+def _check_divisible(name: str, channels: Size, groups: int) -> None:
+    """``channels % groups == 0``, proven for all values of the symbols in ``channels``."""
+    if proven_divisible(channels, groups):
+        return
+    if isinstance(channels, int):
+        raise ValueError(f"{name}={channels} must be divisible by groups={groups}")
+    symbols = ", ".join(sorted(map(str, symbols_of((channels,)))))
+    raise ValueError(
+        f"{name}={channels} must be divisible by groups={groups}, which is not proven for all values of {symbols}; "
+        f"give {name} as a multiple of {groups} (e.g. {groups}*{channels})"
+    )
+
+
+def _check_padding_mode(mode: str, pairs: Pairs, size: Sequence[Size], padding: object) -> None:
+    """PyTorch's limits: reflect needs padding < input size, circular padding <= input size (where decided)."""
+    if mode == "reflect" and any(is_le(i, max(pair)) for pair, i in zip(pairs, size)):
         raise ValueError(
             f"padding_mode='reflect' needs padding smaller than the input size in every dim, "
             f"got padding={padding!r} for input size {tuple(size)}"
         )
-    if mode == "circular" and any(max(pair) > i for pair, i in zip(pairs, size)):
+    if mode == "circular" and any(is_le(i + 1, max(pair)) for pair, i in zip(pairs, size)):
         raise ValueError(
             f"padding_mode='circular' needs padding at most the input size in every dim, "
             f"got padding={padding!r} for input size {tuple(size)}"
@@ -326,9 +365,9 @@ def _check_padding_mode(mode: str, pairs: Pairs, size: Sequence[int], padding: o
 
 
 def _check_extent(hyper: ConvHyper, padding: object) -> None:
-    """The (dilated) kernel must fit in the padded input; a transposed output must be non-empty."""
+    """The (dilated) kernel must fit in the padded input; a transposed output must be non-empty (where decided)."""
     if hyper.transposed:
-        if any(o < 1 for o in hyper.output_size):
+        if any(is_le(o, 0) for o in hyper.output_size):
             raise ValueError(
                 f"transposed convolution output size {hyper.output_size} is not positive: padding={padding!r} "
                 f"is too large for input size {hyper.input_size}, kernel_size={hyper.kernel_size}, "
@@ -337,7 +376,7 @@ def _check_extent(hyper: ConvHyper, padding: object) -> None:
         return
     for d, (i, k, dil, (left, right)) in enumerate(zip(hyper.input_size, hyper.kernel_size, hyper.dilation, hyper.padding)):
         extent = dil * (k - 1) + 1
-        if extent > i + left + right:
+        if is_le(i + left + right + 1, extent):
             raise ValueError(
                 f"kernel_size={hyper.kernel_size} (dilation={hyper.dilation}) spans {extent} pixels in dim {d}, "
                 f"larger than the padded input size {i} + {left} + {right} (padding={padding!r})"
@@ -352,21 +391,26 @@ def _check_elements(hyper: ConvHyper, padding: object, stride: object, dilation:
     """
     padded = tuple(p.input_size + p.pad_left + p.pad_right for p in hyper.patterns)
     size = hyper.batch * hyper.in_channels * math.prod(padded)
-    if size > MAX_ELEMENTS:
+    if is_le(MAX_ELEMENTS + 1, size):
         what = f"padding={padding!r}" if not hyper.transposed else (
             f"stride={stride!r}, padding={padding!r}, dilation={dilation!r}, output_padding={output_padding!r}"
         )
         raise ValueError(
             f"{what} with input shape {hyper.input_shape} and kernel_size={hyper.kernel_size} makes a padded input "
-            f"(N, C_in, *(I + P)) = {(hyper.batch, hyper.in_channels, *padded)} of {size:.3e} elements, more than "
+            f"(N, C_in, *(I + P)) = {(hyper.batch, hyper.in_channels, *padded)} of {_count(size)} elements, more than "
             f"tnconv.conv.hyper.MAX_ELEMENTS = 2**40"
         )
     channels = hyper.out_channels if hyper.out_channels is not None else hyper.in_channels
     size = hyper.batch * channels * math.prod(hyper.output_size)
-    if size > MAX_ELEMENTS:
+    if is_le(MAX_ELEMENTS + 1, size):
         raise ValueError(
             f"stride={stride!r}, padding={padding!r}, dilation={dilation!r}, output_padding={output_padding!r} "
             f"with input shape {hyper.input_shape}, kernel_size={hyper.kernel_size} and {channels} channels make an "
-            f"output (N, C, *O) = {(hyper.batch, channels, *hyper.output_size)} of {size:.3e} elements, more than "
+            f"output (N, C, *O) = {(hyper.batch, channels, *hyper.output_size)} of {_count(size)} elements, more than "
             f"tnconv.conv.hyper.MAX_ELEMENTS = 2**40"
         )
+
+
+def _count(elements: Size) -> str:
+    """A number of elements for a message: ``1.100e+12``, or the expression when symbolic."""
+    return f"{elements:.3e}" if isinstance(elements, int) else str(elements)

@@ -4,7 +4,9 @@
 ``mode="zeros"``; the other padding modes fold outside positions back into
 ``[0, I)``). Inside a network the same tensor is the structured kind
 ``tnconv.ir.tensors.IndexPattern`` (hyper-parameters, never numbers); this
-function materialises it through the torch backend, for inspection and tests.
+function materialises it through the torch backend, for inspection and tests. ``pattern`` builds that
+structured tensor, whose input size may be symbolic (``pattern("H", 3)``: its
+output size is a sympy expression, its positions exist once ``H`` is bound).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import math
 import torch
 
 from tnconv.backends.torch.constants import dense
-from tnconv.conv.hyper import MAX_ELEMENTS, as_int, padding_pairs
+from tnconv.conv.hyper import MAX_ELEMENTS, as_int, layer_size, padding_pairs
+from tnconv.ir.sizes import is_le
 from tnconv.ir.tensors import PADDING_MODES, IndexPattern
 
 
@@ -28,14 +31,16 @@ def pattern(
 ) -> IndexPattern:
     """The structured ``IndexPattern`` of one spatial dim, validated.
 
-    ``padding``: an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair.
-    Raises ValueError when the dilated kernel does not fit the padded input.
+    ``padding``: an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair. ``I`` may be
+    symbolic (a symbol name or a sympy expression; see ``tnconv.ir.sizes.as_size``).
+    Raises ValueError when the dilated kernel does not fit the padded input (for a
+    symbolic ``I``: for no value of it).
     """
-    size = as_int(I, "I")
+    size = layer_size(I, "I", symbolic=True)
     kernel = as_int(K, "K")
     step = as_int(stride, "stride")
     spacing = as_int(dilation, "dilation")
-    if size < 1:
+    if is_le(size, 0):
         raise ValueError(f"I must be >= 1, got {I!r}")
     if kernel < 1:
         raise ValueError(f"K must be >= 1, got {K!r}")
@@ -50,7 +55,7 @@ def pattern(
     pair = padding if isinstance(padding, str) else (padding,)
     ((left, right),) = padding_pairs(pair, 1, (kernel,), (spacing,), (step,))
     extent = spacing * (kernel - 1) + 1
-    if extent > size + left + right:
+    if is_le(size + left + right + 1, extent):
         raise ValueError(
             f"K={kernel} (dilation={spacing}) spans {extent} pixels, larger than the padded input "
             f"I={size} + {left} + {right} (padding={padding!r})"
@@ -75,9 +80,15 @@ def index_pattern(
     ``padding`` is an int, ``"same"``, ``"valid"`` or a ``(left, right)`` pair; ``mode``
     (``"reflect"``, ``"replicate"``, ``"circular"``) maps padded positions back into the input
     as ``torch.nn.functional.pad`` does. ``dtype`` defaults to torch's default float dtype.
-    A pattern of more than ``tnconv.conv.hyper.MAX_ELEMENTS`` elements is refused (ValueError).
+    A pattern of more than ``tnconv.conv.hyper.MAX_ELEMENTS`` elements is refused (ValueError), and
+    so is a symbolic ``I`` (a dense tensor needs numbers; ``pattern`` gives the structured one).
     """
     kind = pattern(I, K, stride, padding, dilation, mode)
+    if not isinstance(kind.input_size, int):
+        raise ValueError(
+            f"index_pattern builds the dense tensor, which needs an int I, got I={I!r}; "
+            f"tnconv.conv.index_pattern.pattern({I!r}, ...) gives the structured (symbolic) pattern"
+        )
     shape = tuple(int(s) for s in kind.implied_sizes())
     if math.prod(shape) > MAX_ELEMENTS:
         raise ValueError(

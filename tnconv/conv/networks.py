@@ -1,10 +1,10 @@
-"""Conv routines as tensor networks (the conventions below, drawn in docs/concepts.md), and ``tnconv.conv_network``.
+"""The conv networks every routine starts from (the conventions below, drawn in docs/concepts.md).
 
 With N spatial dims and G groups, a convolution is the network::
 
     Y[n,g,c_out,o1..oN] = X[n,g,c_in,i1..iN] Pi1[k1,o1,i1] ... PiN[kN,oN,iN] W[g,c_out,c_in,k1..kN]
 
-Every routine here is that diagram with some tensor removed or replaced:
+The networks here are that diagram with some tensor removed or replaced:
 the input VJP swaps X for the output gradient V, the weight VJP swaps W for
 V, unfold (im2col) drops W, fold is unfold's adjoint. A transposed conv
 (ConvTranspose) uses the pattern of the conv it transposes: its input lives
@@ -19,20 +19,13 @@ the user passes torch-layout tensors; the ``g`` leg is always present.
 
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 
-from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.hyper import ConvHyper
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size
+from tnconv.ir.sizes import Size, quotient
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Unflatten
-
-BUILT = ("forward", "input_vjp", "weight_vjp", "unfold", "unfold_transpose", "transpose_forward", "fold")
-DERIVED = ("kfac_expand", "kfac_reduce", "per_sample_grad", "diag_ggn")
-OPS = BUILT + DERIVED
-# ops that are another op of the transposed layer (``transposed=True`` implied)
-TRANSPOSED_OPS = {"unfold_transpose": "unfold", "transpose_forward": "forward"}
 
 
 def spatial_legs(prefix: str, dims: int) -> tuple[str, ...]:
@@ -54,11 +47,11 @@ class _Parts:
         self.patterns = tuple(
             Tensor(f"Pi{d + 1}", (self.k[d], self.o[d], self.i[d]), patterns[d]) for d in range(dims)
         )
-        self.sizes: dict[str, Size] = {"n": hyper.batch, "g": groups, "c_in": hyper.in_channels // groups}
+        self.sizes: dict[str, Size] = {"n": hyper.batch, "g": groups, "c_in": quotient(hyper.in_channels, groups)}
         for d, p in enumerate(patterns):
             self.sizes.update({self.k[d]: p.kernel_size, self.o[d]: p.output_size, self.i[d]: p.input_size})
         if hyper.out_channels is not None:
-            self.sizes["c_out"] = hyper.out_channels // groups
+            self.sizes["c_out"] = quotient(hyper.out_channels, groups)
 
     def x(self) -> Tensor:
         """The layer input ``X`` (user shape ``(N, C_in, *I)``)."""
@@ -141,87 +134,14 @@ _BUILDERS = {
 
 
 @lru_cache(maxsize=512)
-def build(op: str, hyper: ConvHyper) -> Network:
-    """The (unsimplified) network of routine ``op`` for a normalised layer; cached by ``(op, hyper)``.
+def build(start: str, hyper: ConvHyper) -> Network:
+    """The (unsimplified) network ``start`` of a normalised layer, where derivations start; cached.
 
-    ``op`` is one of forward, input_vjp, weight_vjp, unfold, fold; the
-    transposed variants are these with ``hyper.transposed``.
+    ``start`` is one of ``tnconv.routines.routine.STARTS`` (forward, input_vjp,
+    weight_vjp, unfold, fold); the transposed variants are these with ``hyper.transposed``.
     """
     try:
-        builder = _BUILDERS[op]
+        builder = _BUILDERS[start]
     except KeyError:
-        raise ValueError(f"op must be one of {tuple(_BUILDERS)} here, got {op!r}") from None
+        raise ValueError(f"start must be one of {tuple(_BUILDERS)}, got {start!r}") from None
     return builder(hyper)
-
-
-def conv_network(
-    op: str,
-    input_shape: object,
-    kernel_size: object,
-    out_channels: object = None,
-    stride: object = 1,
-    padding: object = 0,
-    dilation: object = 1,
-    groups: object = 1,
-    padding_mode: object = "zeros",
-    output_padding: object = 0,
-    transposed: object = False,
-    simplify: bool = True,
-) -> Network:
-    """The tensor network of a named conv routine, to inspect, transform or compile.
-
-    Args:
-        op: forward, input_vjp, weight_vjp, unfold, unfold_transpose, transpose_forward,
-            fold, or the derived kfac_expand, kfac_reduce, per_sample_grad, diag_ggn
-            (``-`` may stand for ``_``: ``kfac-reduce`` is ``kfac_reduce``).
-            ``unfold_transpose``/``transpose_forward`` are ``unfold``/``forward`` of a
-            transposed layer (``transposed`` is implied).
-        input_shape: ``(N, C_in, *I)`` of the layer input (for ``fold``: of the folded image).
-        kernel_size: int or N ints (``weight.shape[2:]`` works).
-        out_channels: C_out; needed where a weight or output gradient appears.
-        stride, padding, dilation, groups, padding_mode, output_padding, transposed:
-            as in ``torch.nn.Conv*d`` / ``ConvTranspose*d`` (see ``tnconv.conv.hyper``).
-        simplify: run ``tnconv.simplify`` on the result.
-
-    Returns:
-        A concrete network; operands ``X`` (layer input), ``W`` (torch weight),
-        ``V`` (gradient of the layer output) as each routine needs them.
-    """
-    if not isinstance(op, str):
-        raise TypeError(f"op must be a str, got {op!r}")
-    if not isinstance(simplify, bool):
-        raise TypeError(f"simplify must be a bool, got {simplify!r}")
-    op = op_name(op)
-    if op in TRANSPOSED_OPS:
-        op, transposed = TRANSPOSED_OPS[op], True
-    hyper = conv_hyper(
-        input_shape, kernel_size, out_channels, stride, padding, dilation, groups, padding_mode,
-        output_padding, transposed,
-    )
-    if op in DERIVED:
-        from tnconv.conv import derived
-
-        return derived.network(op, hyper, simplify)
-    if op in ("forward", "input_vjp", "weight_vjp") and hyper.out_channels is None:
-        raise ValueError(f"op={op!r} needs out_channels, got None")
-    return routine(op, hyper, simplify)
-
-
-def op_name(op: str) -> str:
-    """``op`` in the spelling of ``OPS`` (``kfac-reduce`` -> ``kfac_reduce``); ValueError with the closest op."""
-    canonical = op.replace("-", "_")
-    if canonical not in OPS:
-        close = difflib.get_close_matches(canonical, OPS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"op must be one of {OPS}, got {op!r}{hint}")
-    return canonical
-
-
-def routine(op: str, hyper: ConvHyper, simplify: bool) -> Network:
-    """``build(op, hyper)``, simplified by ``tnconv.simplify`` when ``simplify``."""
-    net = build(op, hyper)
-    if simplify:
-        from tnconv.passes.simplify import simplify as simplify_network
-
-        net = simplify_network(net)
-    return net

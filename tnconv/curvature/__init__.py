@@ -7,7 +7,7 @@ With ``G`` groups, ``d = C_in // G * prod(K)``, ``T`` output locations and
 - ``kfac_reduce_factor``: ``A_g = 1/(N*T^2) sum_n (sum_t u_g)(sum_t u_g)^T``, never forming ``u``.
 - ``per_sample_weight_grad``: ``(N, *weight.shape)``, the weight VJP of each sample.
 - ``diag_ggn_weight``: ``sum_{m,n} (weight VJP of sqrt_ggn[m, n])^2`` (BackPACK's DiagGGN).
-- ``weight_vjp_dropout``: an unbiased weight VJP from a random subset of channels or pixels,
+- ``weight_vjp_dropout``: an unbiased weight VJP from a random subset of channels, output-row blocks or pixels,
   so that its cost falls with ``keep``.
 - ``sqrt_ggn``: columns ``S[m, n, c]`` with ``sum_m S S^T`` = the Hessian of a cross-entropy or MSE
   loss w.r.t. the model output, exactly (``M = C``) or by Monte-Carlo (``M = mc_samples``);
@@ -21,10 +21,11 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
 - ``per_sample_grads`` and ``diag_ggn`` of the supported layers' weights and biases.
 
 Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
-``dropout`` (tensor dropout), ``checks`` (argument validation they share); for whole
-models ``hooks`` (finding layers, capturing inputs and pulling columns back),
-``columns`` (the columns at the model output), ``factors`` (the per-layer math),
-``kfac``, ``preconditioner`` and ``model`` (per-sample gradients, GGN diagonal).
+``dropout`` (tensor dropout, with ``dropout_slices``, ``dropout_pixels`` and ``dropout_op``),
+``checks`` (argument validation they share); for whole models ``hooks`` (finding layers,
+capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
+``factors`` (the per-layer math), ``kfac``, ``preconditioner`` and ``model`` (per-sample
+gradients, GGN diagonal).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """

@@ -1,46 +1,28 @@
-"""Argument checks shared by the curvature routines: tensors, the layer they describe, gradients."""
+"""Argument checks shared by the curvature routines: tensors, the layer they describe, gradients.
+
+A layer is given as ``arguments``: keyword arguments of ``tnconv.conv.hyper.conv_hyper``
+(``kernel_size``, ``stride``, ...) other than ``input_shape`` and ``out_channels``,
+which come from the tensors.
+"""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
+from tnconv.checks import check_same_kind, check_tensor
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 
-
-def check_tensor(value: object, name: str, ndim: int | None = None, min_ndim: int = 3) -> torch.Tensor:
-    """``value`` as a floating-point tensor with ``ndim`` (or at least ``min_ndim``) dims."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
-    if ndim is not None and value.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(value.shape)}")
-    if value.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dims (N, C, *spatial), got shape {tuple(value.shape)}")
-    return value
+__all__ = ["check_output", "check_tensor", "gradient_layer", "layer"]
 
 
-def layer(
-    x: object, kernel_size: object, out_channels: object, stride: object, padding: object, dilation: object,
-    groups: object, transposed: object, output_padding: object,
-) -> ConvHyper:
+def layer(x: object, arguments: Mapping[str, object], out_channels: object = None) -> ConvHyper:
     """The normalised layer whose input is ``x``; a non-empty batch is required."""
     x = check_tensor(x, "x")
     if x.shape[0] == 0:
         raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
-    return conv_hyper(
-        tuple(x.shape), kernel_size, out_channels, stride, padding, dilation, groups, "zeros", output_padding,
-        transposed,
-    )
-
-
-def check_pair(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
-    """``other`` must share ``x``'s dtype and device."""
-    if other.dtype != x.dtype or other.device != x.device:
-        raise ValueError(
-            f"{name} must have the dtype and device of x ({x.dtype} on {x.device}), "
-            f"got {other.dtype} on {other.device}"
-        )
+    return conv_hyper(tuple(x.shape), out_channels=out_channels, **arguments)
 
 
 def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int = 0) -> None:
@@ -52,8 +34,7 @@ def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int 
 
 
 def gradient_layer(
-    x: torch.Tensor, gradient: object, name: str, leading: int, kernel_size: object, stride: object, padding: object,
-    dilation: object, groups: object, transposed: object, output_padding: object,
+    x: torch.Tensor, gradient: object, name: str, leading: int, arguments: Mapping[str, object]
 ) -> tuple[torch.Tensor, ConvHyper]:
     """The layer of ``x`` whose output gradient is ``gradient``, and ``gradient`` checked.
 
@@ -63,9 +44,7 @@ def gradient_layer(
     """
     ndim = getattr(x, "ndim", None)
     gradient = check_tensor(gradient, name, None if ndim is None else ndim + leading, 3 + leading)
-    hyper = layer(
-        x, kernel_size, gradient.shape[leading + 1], stride, padding, dilation, groups, transposed, output_padding
-    )
+    hyper = layer(x, arguments, gradient.shape[leading + 1])
     check_output(gradient, name, hyper, leading)
-    check_pair(x, gradient, name)
+    check_same_kind(x, "x", gradient, name)
     return gradient, hyper

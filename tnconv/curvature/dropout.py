@@ -1,128 +1,87 @@
-"""Tensor dropout: unbiased randomized weight VJPs whose work falls with the keep rate."""
+"""Tensor dropout: unbiased randomized weight VJPs whose work falls with the keep rate.
+
+The modes and what they keep (each unit independently, with probability ``keep``):
+
+- ``"channel"``: input channels (per group); the native weight-gradient kernel
+  runs on the kept channels (``tnconv.curvature.dropout_slices``).
+- ``"rows"``: blocks of consecutive output rows (first spatial dim), per sample;
+  the native kernel runs on the kept blocks' input windows (same module).
+- ``"spatial"``: single input pixels, gathered one by one
+  (``tnconv.curvature.dropout_pixels``); the slowest mode.
+"""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tnconv.conv.derived import kept_pixels_network
-from tnconv.conv.hyper import ConvHyper, conv_hyper
-from tnconv.conv.networks import routine
+from tnconv.conv.hyper import as_int
 from tnconv.curvature.checks import gradient_layer
-from tnconv.ir.tensors import IndexPattern
-from tnconv.lower.compile import compile as compile_network
+from tnconv.curvature.dropout_pixels import pixel_dropout
+from tnconv.curvature.dropout_slices import channel_dropout, default_block_rows, row_blocks, row_dropout
+
+DROPOUT_MODES = ("channel", "spatial", "rows")
 
 
-DROPOUT_MODES = ("channel", "spatial")
+def check_dropout(keep: object, mode: object, generator: object, block_rows: object) -> int | None:
+    """Validate the dropout settings shared by ``weight_vjp_dropout`` and ``tnconv.nn.approximate_backprop``.
 
-
-def weight_vjp_dropout(
-    x: torch.Tensor, grad_output: torch.Tensor, kernel_size: object, keep: float, mode: str, stride: object = 1,
-    padding: object = 0, dilation: object = 1, groups: object = 1, generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """An unbiased random estimate of the weight VJP (``weight.shape``) by tensor dropout.
-
-    ``mode="channel"`` keeps each input channel, ``mode="spatial"`` each input
-    pixel, independently with probability ``keep``; kept entries count
-    ``1/keep`` times, so the expectation is the exact weight VJP, and
-    ``keep=1`` gives it exactly. Only the kept slices of ``x`` are read (and
-    the matching parts of ``grad_output``): the work falls with ``keep``.
-
-    The draw, reproducible with ``generator`` (on the CPU by default, or on
-    any device): ``torch.rand(G, C_in // G, generator=generator) < keep`` for
-    channels (per group and channel), ``torch.rand(*I, generator=generator) < keep``
-    for pixels. Bernoulli subsets are not regular slices, so the kept slices
-    are gathered (a copy of the kept part only) rather than viewed. The
-    spatial mode reads, for each kept pixel, the ``prod(K)`` output-gradient
-    entries its taps feed: its work is about ``keep * prod(K)`` times a plain
-    pass over ``grad_output``, so it pays off for small ``keep``.
+    Returns ``block_rows`` as an int (None: the layer's default), which only ``mode="rows"`` takes.
     """
-    grad_output, hyper = gradient_layer(
-        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, False, 0
-    )
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a number in (0, 1], got {keep!r}")
     if mode not in DROPOUT_MODES:
         raise ValueError(f"mode must be one of {DROPOUT_MODES}, got {mode!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if block_rows is None:
+        return None
+    if mode != "rows":
+        raise ValueError(f"block_rows applies to mode='rows' only, got block_rows={block_rows!r} with mode={mode!r}")
+    rows = as_int(block_rows, "block_rows")
+    if rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows!r}")
+    return rows
+
+
+def weight_vjp_dropout(
+    x: torch.Tensor, grad_output: torch.Tensor, kernel_size: object, keep: float, mode: str, stride: object = 1,
+    padding: object = 0, dilation: object = 1, groups: object = 1, generator: torch.Generator | None = None,
+    *, block_rows: int | None = None,
+) -> torch.Tensor:
+    """An unbiased random estimate of the weight VJP (``weight.shape``) by tensor dropout.
+
+    Units of the contraction are kept independently with probability
+    ``keep`` and counted ``1/keep`` times, so the expectation is the exact
+    weight VJP, and ``keep=1`` gives it exactly. Dropped units are never read:
+
+    - ``mode="channel"``: each input channel (per group). The exact
+      weight-gradient kernel runs on the kept channels: about ``keep`` times
+      the exact cost.
+    - ``mode="rows"``: blocks of ``block_rows`` consecutive output rows (rows:
+      the first spatial dim; default ``default_block_rows``: 2 to 8 blocks per
+      sample), per sample. The weight VJP is a sum over samples and output
+      positions, so keeping whole ``(sample, block)`` terms is unbiased; the
+      kernel runs on the kept blocks and their input windows, about ``keep``
+      times the exact cost plus the copy of the windows.
+    - ``mode="spatial"``: each input pixel. The kept pixels are gathered one by
+      one; slower than the other modes (it pays off for small ``keep`` only).
+
+    The draw, reproducible with ``generator`` (on the CPU by default, or on
+    any device): ``torch.rand(G, C_in // G, generator=generator) < keep`` for
+    channels (per group and channel), ``torch.rand(N, R, generator=generator) < keep``
+    for row blocks (``R = ceil(O_1 / block_rows)``), ``torch.rand(*I, generator=generator) < keep``
+    for pixels.
+    """
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    grad_output, hyper = gradient_layer(x, grad_output, "grad_output", 0, arguments)
+    rows = check_dropout(keep, mode, generator, block_rows)
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "channel":
         mask = torch.rand(hyper.groups, hyper.in_channels // hyper.groups, generator=generator, device=device) < keep
-        return channel_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))
+        return channel_dropout(x, grad_output, hyper, mask.cpu(), float(keep))
+    if mode == "rows":
+        rows = rows if rows is not None else default_block_rows(hyper)
+        mask = torch.rand(hyper.batch, row_blocks(hyper, rows), generator=generator, device=device) < keep
+        return row_dropout(x, grad_output, hyper, mask.cpu(), rows, float(keep))
     mask = torch.rand(hyper.input_size, generator=generator, device=device) < keep
-    return spatial_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))
-
-
-def channel_dropout(
-    x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float
-) -> torch.Tensor:
-    """The weight VJP from the kept channels ``mask[g, c_in]`` only, scaled by ``1/keep``.
-
-    The groups with a kept channel (``A`` of them) become the groups of a
-    smaller layer whose ``L`` input channels per group are the kept ones
-    (padded to the largest count, padding weighted 0); its weight VJP is
-    scattered back into the full weight gradient.
-    """
-    groups, c_in, c_out = hyper.groups, hyper.in_channels // hyper.groups, hyper.out_channels // hyper.groups
-    result = x.new_zeros(groups, c_in, c_out, *hyper.kernel_size)
-    counts = mask.sum(1)
-    chosen = counts.nonzero().flatten()  # (A,)
-    if chosen.numel() == 0:
-        return result.transpose(1, 2).reshape(hyper.weight_shape)
-    slots = int(counts.max())
-    channels = torch.argsort((~mask[chosen]).to(torch.int8), dim=1, stable=True)[:, :slots]  # kept first: (A, L)
-    weight = (torch.arange(slots, device=x.device) < counts[chosen, None]).to(x.dtype) / keep  # (A, L)
-    xs = x.unflatten(1, (groups, c_in))[:, chosen[:, None], channels].flatten(1, 2)  # (N, A*L, *I)
-    vs = v.unflatten(1, (groups, c_out))[:, chosen].flatten(1, 2)  # (N, A*C_out/G, *O)
-    small = conv_hyper(
-        tuple(xs.shape), hyper.kernel_size, vs.shape[1], hyper.stride, hyper.padding, hyper.dilation, len(chosen)
-    )
-    vjp = compile_network(routine("weight_vjp", small, True))(X=xs, V=vs)  # (A, C_out/G, L, *K)
-    values = vjp.transpose(1, 2) * weight.reshape(*weight.shape, *([1] * (vjp.ndim - 2)))
-    result.index_put_((chosen[:, None].expand_as(channels), channels), values, accumulate=True)
-    return result.transpose(1, 2).reshape(hyper.weight_shape)
-
-
-def spatial_dropout(
-    x: torch.Tensor, v: torch.Tensor, hyper: ConvHyper, mask: torch.Tensor, keep: float
-) -> torch.Tensor:
-    """The weight VJP from the kept input pixels ``mask[i..]`` only, scaled by ``1/keep``.
-
-    ``x`` is read at the ``P`` kept pixels; ``grad_output`` at the output
-    location each kernel tap of each kept pixel feeds (the inverse of the
-    index pattern, per dim), zero where a tap feeds none. Both reads and the
-    contraction (``tnconv.conv.derived.kept_pixels_network``) scale with ``P``.
-    """
-    coords = mask.nonzero()  # (P, dims)
-    pixels, dims = coords.shape
-    if pixels == 0:
-        return x.new_zeros(hyper.weight_shape)
-    flat_pixels = (coords * torch.tensor(contiguous_strides(hyper.input_size), device=x.device)).sum(1)
-    xs = x.flatten(2)[:, :, flat_pixels]  # (N, C_in, P)
-    location = torch.zeros((), dtype=torch.long, device=x.device)  # flat output location, (*K, P)
-    valid = torch.ones((), dtype=torch.bool, device=x.device)
-    for d, (pattern, step) in enumerate(zip(hyper.patterns, contiguous_strides(hyper.output_size))):
-        taps = pattern_inverse(pattern, x.device)[:, coords[:, d]]  # (K_d, P): output fed by tap k at pixel p
-        shape = [1] * dims + [pixels]
-        shape[d] = taps.shape[0]
-        location = location + step * taps.clamp(min=0).reshape(shape)
-        valid = valid & (taps >= 0).reshape(shape)
-    us = v.flatten(2)[:, :, location] * valid.to(x.dtype)  # (N, C_out, *K, P)
-    net = kept_pixels_network(hyper, pixels)
-    return compile_network(net)(X=xs, U=us).contiguous().reshape(hyper.weight_shape) / keep
-
-
-def contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
-    """Row-major strides of a tensor with these sizes."""
-    return tuple(math.prod(sizes[d + 1 :]) for d in range(len(sizes)))
-
-
-def pattern_inverse(pattern: IndexPattern, device: torch.device) -> torch.Tensor:
-    """``o[k, i]``: the output location that tap ``k`` reads input pixel ``i`` for, or -1 (``(K, I)``)."""
-    index = torch.tensor(pattern.read_positions(), dtype=torch.long, device=device)  # (K, O), -1: padding
-    taps, outputs = (index >= 0).nonzero(as_tuple=True)
-    inverse = torch.full((int(pattern.kernel_size), int(pattern.input_size)), -1, dtype=torch.long, device=device)
-    inverse[taps, index[taps, outputs]] = outputs
-    return inverse
+    return pixel_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))

@@ -1,64 +1,20 @@
 """Curvature of one conv layer: KFAC input factors, per-sample gradients, the GGN diagonal.
 
-Each routine validates its arguments (``tnconv.curvature.checks``), takes the
-network of ``tnconv.conv_network`` for the layer (``tnconv.conv.derived``),
-compiles it once per layer and calls it; only scaling and reshaping happen here.
+Each function checks its arguments (``tnconv.curvature.checks``) and runs its
+routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
+network once per layer, call it, scale, reshape). KFAC factors of float16 and
+bfloat16 inputs are summed in float32 (the sums overflow float16; the table's
+``widen_half``) and returned in the input's dtype.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tnconv.conv.derived import network
-from tnconv.conv.hyper import ConvHyper
 from tnconv.curvature.checks import gradient_layer, layer
-from tnconv.lower.compile import compile as compile_network
-
-
-def run(op: str, hyper: ConvHyper, columns: int | None = None, **operands: torch.Tensor) -> torch.Tensor:
-    """Compile (cached) and call the derived network ``op`` of the layer."""
-    return compile_network(network(op, hyper, True, columns))(**operands)
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the factors are summed in: float32 for float16 and bfloat16, else ``dtype`` itself.
-
-    A KFAC factor sums ``N*T`` (expand) or ``N*T^2`` (reduce) products before
-    it is scaled: in float16 the sums overflow (a ResNet layer's ``sum_t u`` of
-    3136 locations squared is ~1e8, float16 ends at 65504) and in bfloat16 they
-    lose all but ~3 digits. float32 and float64 run as they are.
-    """
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def scaled_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool, scale: int) -> torch.Tensor:
-    """``kfac_factor(...) / scale``, accumulated in ``accumulation_dtype`` and returned in ``x.dtype``."""
-    wide = accumulation_dtype(x.dtype)
-    divisor = float(scale)  # N*T^2 may exceed int64 (a large padding); a float scalar rounds, torch cannot take it
-    if wide == x.dtype:
-        return kfac_factor(x, hyper, reduce).div_(divisor)
-    return kfac_factor(x.to(wide), hyper, reduce).div_(divisor).to(x.dtype)
-
-
-def kfac_factor(x: torch.Tensor, hyper: ConvHyper, reduce: bool) -> torch.Tensor:
-    """``sum_{n,t} u u^T`` per group from the patches (expand) or their location sums (reduce), unscaled.
-
-    KFAC-expand runs its whole derived network: the planner contracts the
-    two copies of ``x`` through the gathered patterns without laying the
-    unfolded input out for a matmul (measured faster than patches @ patches^T
-    on the benchmark layers). KFAC-reduce computes the tiny location sums
-    ``(N, G, d)`` (``patch_sums``) and one batched product of them with
-    themselves: as fast as its whole network (which also prepares its copy
-    of ``x`` once) and faster on depthwise layers, whose network result needs a
-    reordering copy. The result is a new tensor (scaled in place by the callers).
-    """
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
-    if not reduce:
-        return run("kfac_expand", hyper, X=x).reshape(hyper.groups, d, d).contiguous()
-    sums = run("patch_sums", hyper, X=x).reshape(hyper.batch, hyper.groups, d)
-    return torch.einsum("nga,ngb->gab", sums, sums).contiguous()
+from tnconv.routines.routine import Options
+from tnconv.routines.run import run_routine
+from tnconv.routines.table import TABLE
 
 
 def kfac_expand_factor(
@@ -72,11 +28,14 @@ def kfac_expand_factor(
         kernel_size, stride, padding, dilation, groups: the layer's, as in ``torch.nn.Conv*d``.
         transposed, output_padding: the layer is a ``ConvTranspose*d`` with this output padding.
 
+    The planner contracts the two copies of ``x`` in the derived network through
+    the gathered patterns without laying the unfolded input out for a matmul.
     float16 and bfloat16 inputs are summed in float32 (the sums overflow float16) and the
     factor is returned in the input's dtype.
     """
-    hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
-    return scaled_factor(x, hyper, False, hyper.batch * math.prod(hyper.output_size))
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     transposed=transposed, output_padding=output_padding)
+    return run_routine(TABLE["kfac_expand"], layer(x, arguments), {"X": x})
 
 
 def kfac_reduce_factor(
@@ -87,10 +46,12 @@ def kfac_reduce_factor(
 
     Arguments as ``kfac_expand_factor``. The patches are summed over locations
     through ``sum_o Pi`` (a ``(K, I)`` matrix per dim) before they meet ``x``,
-    so the unfolded input is never formed.
+    so the unfolded input is never formed; the sums ``(N, G, d)`` are computed
+    once and multiplied with themselves (the routine's shortcut).
     """
-    hyper = layer(x, kernel_size, None, stride, padding, dilation, groups, transposed, output_padding)
-    return scaled_factor(x, hyper, True, hyper.batch * math.prod(hyper.output_size) ** 2)
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     transposed=transposed, output_padding=output_padding)
+    return run_routine(TABLE["kfac_reduce"], layer(x, arguments), {"X": x})
 
 
 def per_sample_weight_grad(
@@ -104,11 +65,10 @@ def per_sample_weight_grad(
         grad_output: the gradient w.r.t. the layer output ``(N, C_out, *O)``.
         kernel_size, ...: the layer's hyper-parameters (see ``kfac_expand_factor``).
     """
-    grad_output, hyper = gradient_layer(
-        x, grad_output, "grad_output", 0, kernel_size, stride, padding, dilation, groups, transposed, output_padding
-    )
-    result = run("per_sample_grad", hyper, X=x, V=grad_output).contiguous()
-    return result.reshape(hyper.batch, *hyper.weight_shape)
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     transposed=transposed, output_padding=output_padding)
+    grad_output, hyper = gradient_layer(x, grad_output, "grad_output", 0, arguments)
+    return run_routine(TABLE["per_sample_grad"], hyper, {"X": x, "V": grad_output})
 
 
 def diag_ggn_weight(
@@ -124,10 +84,9 @@ def diag_ggn_weight(
         kernel_size, ...: the layer's hyper-parameters (see ``kfac_expand_factor``).
 
     The ``diag_ggn`` network multiplies two copies of the per-column weight
-    VJPs ``J[m, n, w]``; here ``J`` is computed once and squared.
+    VJPs ``J[m, n, w]``; here ``J`` is computed once and squared (the routine's shortcut).
     """
-    sqrt_ggn, hyper = gradient_layer(
-        x, sqrt_ggn, "sqrt_ggn", 1, kernel_size, stride, padding, dilation, groups, transposed, output_padding
-    )
-    grads = run("column_grads", hyper, sqrt_ggn.shape[0], X=x, V=sqrt_ggn)  # (m, n, *W legs)
-    return grads.square().sum((0, 1)).reshape(hyper.weight_shape)
+    arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     transposed=transposed, output_padding=output_padding)
+    sqrt_ggn, hyper = gradient_layer(x, sqrt_ggn, "sqrt_ggn", 1, arguments)
+    return run_routine(TABLE["diag_ggn"], hyper, {"X": x, "V": sqrt_ggn}, Options(sqrt_ggn.shape[0]))

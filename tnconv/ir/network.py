@@ -23,6 +23,7 @@ import networkx as nx
 import opt_einsum
 import sympy
 
+from tnconv.ir.equation import parse_equation, write_equation
 from tnconv.ir.sizes import Size, check_size, is_concrete, leg_symbol, substitute, symbols_of
 from tnconv.ir.tensors import Data, Kind
 
@@ -107,18 +108,25 @@ class Network:
     def from_einsum(cls, equation: str, *names: str, sizes: Mapping[str, Size] | None = None) -> "Network":
         """A network of data tensors from an einsum equation.
 
-        ``"ij,jk->ik"`` names one leg per letter. With spaces inside a term, legs are
-        whitespace-separated words: ``"n c_in i, k o i -> n o"``. Without ``->`` the
-        output is, as in ``torch.einsum``, the legs that occur once, sorted.
+        ``"ij,jk->ik"`` names one leg per letter. With spaces inside a term (or a leg
+        with a digit or ``_``), legs are whitespace-separated names:
+        ``"n c_in i1, c_out c_in k1 -> n c_out o1"``, the form ``to_einsum(named=True)``
+        writes (``tnconv.ir.equation``). Without ``->`` the output is, as in
+        ``torch.einsum``, the legs that occur once, sorted. ``...`` needs the operands'
+        shapes: ``tnconv.einsum`` takes it.
 
         Args:
             equation: the einsum equation.
             names: one name per operand (repeat a name for the same operand).
             sizes: optional leg -> size; missing sizes are symbolic.
         """
-        if not isinstance(equation, str):
-            raise TypeError(f"equation must be a str, got {equation!r}")
-        inputs, output = _parse_equation(equation)
+        parsed = parse_equation(equation)
+        if parsed.has_ellipsis:
+            raise ValueError(
+                f"equation {equation!r}: an ellipsis '...' needs the operands' shapes; name every leg, "
+                f"or contract with tnconv.einsum"
+            )
+        inputs, output = parsed.inputs, parsed.output
         if len(names) != len(inputs):
             raise ValueError(
                 f"equation {equation!r} has {len(inputs)} operand(s) but {len(names)} name(s) were given: {names!r}"
@@ -290,11 +298,18 @@ class Network:
         return Network(entries, self._output, {l: substitute(s, values) for l, s in self._sizes.items()})
 
     # --- output -------------------------------------------------------------------------
-    def to_einsum(self) -> str:
+    def to_einsum(self, named: bool = False) -> str:
         """An einsum equation with one letter per leg (legs in order of first appearance).
 
-        Beyond 52 legs the letters continue with opt_einsum's unicode symbols.
+        Beyond 52 legs the letters continue with opt_einsum's unicode symbols. With
+        ``named``, the legs' own names instead, space-separated, commas between operands:
+        ``"n c_in i1, c_out c_in k1 -> n c_out o1"`` (``from_einsum`` reads it back; a
+        ValueError where a leg name has characters other than letters, digits and ``_*'``).
         """
+        if not isinstance(named, bool):
+            raise TypeError(f"named must be a bool, got {named!r}")
+        if named:
+            return write_equation([e.legs for e in self._entries], self._output)
         letters = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(self._sizes)}
         inputs = ",".join("".join(letters[l] for l in e.legs) for e in self._entries)
         return f"{inputs}->{''.join(letters[l] for l in self._output)}"
@@ -379,34 +394,3 @@ def _size(given: Mapping[str, object], leg: str) -> Size:
     if leg not in given:
         return leg_symbol(leg)
     return check_size(given[leg], f"leg {leg!r}")
-
-
-def _parse_equation(equation: str) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
-    """Split an einsum equation into operand legs and output legs."""
-    if equation.count("->") > 1:
-        raise ValueError(f"equation {equation!r} has more than one '->'")
-    left, arrow, right = equation.partition("->")
-    terms = [term.strip() for term in left.split(",")]
-    words = any(any(ch.isspace() for ch in term) for term in terms) or any(
-        ch.isspace() for ch in right.strip()
-    )
-
-    def legs_of(term: str) -> tuple[str, ...]:
-        if "." in term:
-            raise ValueError(f"equation {equation!r}: ellipsis '...' is not supported; name every leg")
-        return tuple(term.split()) if words else tuple(term)
-
-    inputs = [legs_of(term) for term in terms]
-    for term, legs in zip(terms, inputs):
-        bad = [leg for leg in legs if not all(ch.isalnum() or ch == "_" for ch in leg)]
-        if bad:
-            raise ValueError(f"equation {equation!r}: operand {term!r} has invalid leg name(s) {bad}")
-    if arrow:
-        output = legs_of(right.strip())
-    else:
-        counts: dict[str, int] = {}
-        for legs in inputs:
-            for leg in legs:
-                counts[leg] = counts.get(leg, 0) + 1
-        output = tuple(sorted(leg for leg, count in counts.items() if count == 1))
-    return inputs, output

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
+from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import IndexPattern, PatternSum
 from tnconv.lower.classify import classify
@@ -42,7 +43,6 @@ from tnconv.lower.path import Contraction, Optimize, contraction
 from tnconv.lower.steps import as_gram
 from tnconv.lower.window import Window
 from tnconv.lower.window_sum import split_columns
-from tnconv.passes.core import fresh_leg
 
 SPLIT_SUMS_ABOVE = 1 << 18
 """Elements of a first window sum's result above which its pieces are not joined (``apply_window_sums``):
@@ -113,7 +113,7 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
         cost, largest = cost + source, max(largest, source, _size(host_legs, sizes))
     for position, (host, split) in splits.items():
         k, i = entries[position].legs
-        kept = fresh_leg(f"{i}:kept", sizes)
+        kept = fresh_name(f"{i}:kept", sizes)  # the kept rows of the window sum over i
         sizes[kept] = split.kept
         legs[slot[position]] = [k, kept]
         host_legs = legs[slot[host]]

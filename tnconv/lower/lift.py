@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional, Sequence
 
+from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
-from tnconv.passes.core import fresh_leg
 
 
 def structural(net: Network) -> Network:
@@ -45,10 +45,10 @@ def structural(net: Network) -> Network:
         lifted = []
         for view in reversed(taps):
             o, k = legs[view.axis], legs[view.axis + 1]
-            i = fresh_leg(f"{o}:{k}", sizes)
+            i = fresh_name(f"{o}:{k}", sizes)
             sizes[i] = view.pattern.input_size
             legs[view.axis : view.axis + 2] = [i]
-            name = fresh_leg(f"Pi[{i}]", names)
+            name = fresh_name(f"Pi[{i}]", names)
             names.add(name)
             lifted.append(Tensor(name, (k, o, i), view.pattern))
         axis = {leg: n for n, leg in enumerate(legs)}  # a chained pattern's pixel leg is another's output leg

@@ -9,11 +9,16 @@ between a tnconv module and its torch twin in both directions, and every class h
 
 ``ConvNd`` and ``ConvTransposeNd`` take the number of spatial dims ``N`` first and work for
 any ``N >= 1``; ``Unfold`` and ``Fold`` work in any N-d as well.
+
+``approximate_backprop(model, keep, mode)`` makes the weight gradients of a model's conv
+layers tensor-dropout estimates (``tnconv.nn.approximate``); its handle's ``remove()``
+restores exact gradients.
 """
 
 from tnconv.nn.conv import Conv1d, Conv2d, Conv3d, ConvNd
 from tnconv.nn.fold import Fold, Unfold
 from tnconv.nn.transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd
+from tnconv.nn.approximate import ApproximateBackprop, approximate_backprop  # isort: skip (last: it imports tnconv.curvature)
 
 __all__ = [
     "Conv1d",
@@ -26,4 +31,6 @@ __all__ = [
     "ConvTransposeNd",
     "Fold",
     "Unfold",
+    "approximate_backprop",
+    "ApproximateBackprop",
 ]

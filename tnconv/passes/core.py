@@ -8,6 +8,12 @@ match plus a rewrite, which are such functions too)::
 
     dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=16=S*O)] -> read i1 as taps (o1, k1) of X; drop Pi1
 
+Where sizes are symbolic, a rule whose condition holds for some values of the
+symbols but is not proven for all does not fire; it leaves a record with
+``fired=False`` that says which condition was not proven::
+
+    dense: Pi1 not applied [not proven for all sizes: H % 2 == 0]
+
 A ``Pass`` is a pure ``Network -> Network`` function (a ``NetworkSum`` is
 transformed term by term) that also reports the records of what it
 rewrote; it returns the *same object* when nothing changed, which is how
@@ -27,7 +33,7 @@ not converge) and ``checked`` (run the verifier after the pass).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from tnconv.ir.network import Network
 from tnconv.ir.networksum import NetworkSum, Value
@@ -36,22 +42,41 @@ from tnconv.ir.verify import verify
 
 @dataclass(frozen=True)
 class Record:
-    """One rewrite: ``rule`` fired on ``tensors`` / ``legs`` because ``condition`` held, doing ``effect``."""
+    """One rewrite: ``rule`` fired on ``tensors`` / ``legs`` because ``condition`` held, doing ``effect``.
+
+    With ``fired=False``, the rule did not fire there because ``condition`` (which holds
+    for some values of the size symbols) is not proven for all of them (``unproven``).
+    """
 
     rule: str
     tensors: tuple[str, ...]
     legs: tuple[str, ...]
     condition: str
     effect: str
+    fired: bool = True
 
     def __str__(self) -> str:
         where = ", ".join(self.tensors) if self.tensors else ", ".join(self.legs)
+        if not self.fired:
+            return f"{self.rule}: {where} not applied [not proven for all sizes: {self.condition}]"
         condition = f" [{self.condition}]" if self.condition else ""
         return f"{self.rule}: {where}{condition} -> {self.effect}"
 
 
+def unproven(rule: str, tensors: tuple[str, ...], legs: tuple[str, ...], condition: str) -> Record:
+    """The record of a rule that did not fire on ``tensors`` because ``condition`` is not proven for all sizes.
+
+    A rule's match returns it instead of None (``tnconv.passes.sweep.Rule``), so that the trace says why.
+    """
+    return Record(rule, tensors, legs, condition, "", fired=False)
+
+
 class Trace(tuple):
-    """The records of a run of passes, in order; ``print(trace)`` shows one numbered line each."""
+    """The records of a run of passes, in order.
+
+    ``print(trace)`` shows one numbered line per rewrite, and a line marked ``-`` per
+    rule that did not fire because its condition is not proven for all sizes.
+    """
 
     def __new__(cls, records: Iterable[Record] = ()) -> "Trace":
         return super().__new__(cls, tuple(records))
@@ -59,12 +84,41 @@ class Trace(tuple):
     def __str__(self) -> str:
         if not self:
             return "(no rewrites)"
-        width = len(str(len(self)))
-        return "\n".join(f"{str(n).rjust(width)}. {record}" for n, record in enumerate(self, 1))
+        width = len(str(len(self.rules()) or 1))
+        lines, number = [], 0
+        for record in self:
+            if record.fired:
+                number += 1
+                lines.append(f"{str(number).rjust(width)}. {record}")
+            else:
+                lines.append(f"{'-'.rjust(width)}  {record}")
+        return "\n".join(lines)
+
+    @property
+    def changed(self) -> bool:
+        """Whether a rule fired (the records are not all of rules that did not)."""
+        return any(record.fired for record in self)
 
     def rules(self) -> tuple[str, ...]:
-        """The rule names, in order (handy in tests)."""
-        return tuple(record.rule for record in self)
+        """The names of the rules that fired, in order (handy in tests)."""
+        return tuple(record.rule for record in self if record.fired)
+
+    def unproven(self) -> tuple[Record, ...]:
+        """The records of rules that did not fire because their condition is not proven for all sizes."""
+        return tuple(record for record in self if not record.fired)
+
+    def once(self) -> "Trace":
+        """This trace with each not-fired record kept at its first occurrence only (a rule tried on an
+        unchanged tensor in several rounds says the same thing each time)."""
+        seen: set[Record] = set()
+        kept = []
+        for record in self:
+            if not record.fired:
+                if record in seen:
+                    continue
+                seen.add(record)
+            kept.append(record)
+        return Trace(kept)
 
 
 Rewrite = tuple[Network, Record]
@@ -104,7 +158,7 @@ def termwise(run: Callable[[Network], tuple[Network, Trace]]) -> Run:
             return run(net)
         results = [run(term) for term in net.terms]
         if all(result is term for (result, _), term in zip(results, net.terms)):
-            return net, Trace()
+            return net, Trace(r for _, trace in results for r in trace)  # rules that did not fire, if any
         return NetworkSum(result for result, _ in results), Trace(r for _, trace in results for r in trace)
 
     return on_value
@@ -166,8 +220,8 @@ def fixpoint(inner: Pass, max_rounds: int | None = None) -> Pass:
         limit = round_limit(net) if max_rounds is None else max_rounds
         for _ in range(limit):
             result, trace = inner.traced(net)
-            if result is net:
-                return net, Trace(records)
+            if result is net:  # its trace holds only rules that did not fire
+                return net, Trace((*records, *trace)).once()
             records.extend(trace)
             if result in seen:
                 raise NoFixpointError(
@@ -207,11 +261,4 @@ def checked(inner: Pass) -> Pass:
 
     return Pass(f"checked({inner.name})", run)
 
-
-def fresh_leg(base: str, taken: Collection[str]) -> str:
-    """``base`` if it is free, else ``base'``, ``base''``, ... (the first name not in ``taken``)."""
-    name = base
-    while name in taken:
-        name += "'"
-    return name
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import equal
 from tnconv.ir.tensors import Identity, Ones
-from tnconv.passes.core import Record, Trace, fresh_leg
+from tnconv.ir.names import fresh_name
+from tnconv.passes.core import Record, Trace
 from tnconv.ir.networksum import NetworkSum, Value
 
 __all__ = ["differentiate", "differentiate_traced", "NetworkSum"]
@@ -89,12 +90,12 @@ def differentiate_traced(net: Value, name: str) -> tuple[Value, Trace]:
     every_leg = {leg for term in terms for leg in term.all_legs}
     temporary = []
     for slot in range(len(reference.legs)):
-        temporary.append(fresh_leg(f"#d{slot}", every_leg | set(temporary)))
+        temporary.append(fresh_name(f"#d{slot}", every_leg | set(temporary)))
     pieces = [_remove(term, position, tuple(temporary)) for term, position in occurrences]
     taken = {leg for piece in pieces for leg in piece.all_legs} - set(temporary)
     final: list[str] = []
     for leg in reference.legs:
-        final.append(fresh_leg(leg, taken | set(final)))
+        final.append(fresh_name(leg, taken | set(final)))
     renamed = [piece.rename(dict(zip(temporary, final))) for piece in pieces]
     effect = f"remove {name}; its legs ({', '.join(reference.legs)}) become output legs ({', '.join(final)})"
     if len(renamed) > 1:
@@ -121,13 +122,13 @@ def _remove(net: Network, position: int, new_legs: tuple[str, ...]) -> Network:
     ]
     names = set(net.tensors)
     for base, legs in tied.items():
-        label = fresh_leg(f"delta_{base}", names)
+        label = fresh_name(f"delta_{base}", names)
         names.add(label)
         entries.append(Tensor(label, (base, *legs), Identity()))
     carried = {leg for entry in entries for leg in entry.legs}
     loose = tuple(leg for leg in new_legs if leg not in carried)
     if loose or not entries:
-        entries.append(Tensor(fresh_leg("ones", names), loose, Ones()))
+        entries.append(Tensor(fresh_name("ones", names), loose, Ones()))
     sizes = {renames.get(leg, leg): size for leg, size in net.sizes.items()}
     sizes.update({new: net.size(leg) for leg, new in zip(removed.legs, new_legs)})
     return net.replace(tensors=entries, output=net.output + new_legs, sizes=sizes)

@@ -20,7 +20,8 @@ import sympy
 
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal
-from tnconv.passes.core import Record, Trace, fresh_leg
+from tnconv.ir.names import fresh_name
+from tnconv.passes.core import Record, Trace
 from tnconv.ir.networksum import NetworkSum, Value
 
 
@@ -67,7 +68,7 @@ def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
         legs = dict(zip(copy.output, entry.legs))
         for leg in copy.all_legs:
             if leg not in legs:
-                legs[leg] = fresh_leg(leg, taken)
+                legs[leg] = fresh_name(leg, taken)
                 taken.add(legs[leg])
                 sizes[legs[leg]] = copy.size(leg)
                 if legs[leg] != leg:
@@ -76,7 +77,7 @@ def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
         for inner_entry in copy.entries:
             label = inner_entry.name
             if inner_entry.structured and label in data_names:
-                label = fresh_leg(label, names | data_names)
+                label = fresh_name(label, names | data_names)
             entries.append(Tensor(label, tuple(legs[leg] for leg in inner_entry.legs), inner_entry.kind))
     binding = ", ".join(f"{a}->{b}" for a, b in zip(inner.output, outer.legs(positions[0])))
     effect = f"replace {len(positions)} occurrence(s) of {name} by ({', '.join(inner.tensors)})"

@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import proven_equal
 from tnconv.ir.tensors import Data, Identity, Ones
 from tnconv.ir.views import Flatten, Squeeze, tap_axes
-from tnconv.passes.core import Record, Rewrite, fresh_leg
+from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.sweep import LEGS, Rule
 from tnconv.passes.viewchain import append_views
 
@@ -105,7 +106,7 @@ def _squeeze(net: Network, leg: str) -> Rewrite:
         elif legs or len(net.entries) == 1:
             entries.append(Tensor(entry.name, legs, Ones()))
     if not entries:
-        entries.append(Tensor(fresh_leg("ones", set(net.tensors)), (), Ones()))
+        entries.append(Tensor(fresh_name("ones", set(net.tensors)), (), Ones()))
     names = tuple(dict.fromkeys(changed))
     effect = f"drop {leg} from {', '.join(names)}"
     return net.replace(tensors=entries), Record("squeeze", names, (leg,), f"{leg} has size 1, summed", effect)
@@ -172,7 +173,7 @@ def _match_parallel(net: Network, first: str) -> Optional[_Parallel]:
 
 def _merge(net: Network, match: _Parallel) -> Rewrite:
     first, second = match.first, match.second
-    merged = fresh_leg(f"({first},{second})", set(net.all_legs))
+    merged = fresh_name(f"{first}*{second}", set(net.all_legs))
     sizes = (net.size(first), net.size(second))
     entries = list(net.entries)
     for p in match.carriers:

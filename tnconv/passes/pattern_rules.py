@@ -41,6 +41,12 @@ them (and says why):
   ``delta[k, i]``, whatever the legs join (input VJPs, whose ``i`` is an
   output leg).
 
+Where sizes are symbolic, a rule fires only where its condition is proven for
+all values of the symbols. The whole-blocks layout says in the trace when its
+defining condition ``I % S == 0`` holds for some sizes but is not proven for
+all: ``dense: Pi1 not applied [not proven for all sizes: H % 2 == 0]`` (the
+partial-blocks layout then takes the pattern, for every ``H``).
+
 Every rule needs the legs to connect as it assumes: ``Pi``'s three legs are
 distinct and, for the rules that change views, ``i`` is not an output leg
 and every other tensor on it is a data tensor carrying it once (so views can
@@ -50,13 +56,13 @@ express the rewrite).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Union
 
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.sizes import Size, proven_equal, proven_le, proven_lt
+from tnconv.ir.sizes import Size, equal, proven_equal, proven_le, proven_lt
 from tnconv.ir.tensors import Data, Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Slice, Taps, Unflatten, View
-from tnconv.passes.core import Record, Rewrite
+from tnconv.passes.core import Record, Rewrite, unproven
 from tnconv.passes.sweep import Rule
 from tnconv.passes.viewchain import append_views
 
@@ -229,17 +235,27 @@ def _match_strided_slice(net: Network, position: int) -> Optional[_Relabel]:
     return _Relabel(site, "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}")
 
 
-def _match_blocks(net: Network, position: int) -> Optional[_Relabel]:
-    """``D*(K-1) < S``, ``I == S*O``: ``i = S*o + D*k`` (dense, downsampling, dilated blocks)."""
+def _match_blocks(net: Network, position: int) -> Union[_Relabel, Record, None]:
+    """``D*(K-1) < S``, ``I == S*O``: ``i = S*o + D*k`` (dense, downsampling, dilated blocks).
+
+    With the taps inside one stride and no padding, ``I == S*O`` is ``I % S == 0``: the trace says
+    so where that is not proven for all sizes.
+    """
     site = _relabel_site(net, position)
-    if site is None or not (_taps_fit_in_stride(site.pattern) and _is(site.pattern.stride * site.size_o, site.size_i)):
+    if site is None or not _taps_fit_in_stride(site.pattern):
         return None
     S, K, D, O, I = site.pattern.stride, site.pattern.kernel_size, site.pattern.dilation, site.size_o, site.size_i
-    if _is(K, S) and _is(D, 1):
-        return _Relabel(site, "dense", f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)")
-    if _is(D, 1):
-        return _Relabel(site, "downsampling", f"S={S} > K={K}, P=0, D=1, I={I}=S*O")
-    return _Relabel(site, "dilated blocks", f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O")
+    name = "dense" if _is(K, S) and _is(D, 1) else "downsampling" if _is(D, 1) else "dilated blocks"
+    whole = equal(S * O, I)
+    if whole is None:
+        return unproven(name, (site.entry.name,), (site.i,), f"{I} % {S} == 0")
+    if not whole:
+        return None
+    if name == "dense":
+        return _Relabel(site, name, f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)")
+    if name == "downsampling":
+        return _Relabel(site, name, f"S={S} > K={K}, P=0, D=1, I={I}=S*O")
+    return _Relabel(site, name, f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O")
 
 
 def _match_covering_slice(net: Network, position: int) -> Optional[_Relabel]:

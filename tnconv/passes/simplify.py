@@ -87,7 +87,8 @@ def simplify(net: Value) -> Value:
 
 
 def simplify_traced(net: Value) -> tuple[Value, Trace]:
-    """``(simplify(net), trace)``: the trace lists each rewrite (rule, tensors, proven condition, effect)."""
+    """``(simplify(net), trace)``: the trace lists each rewrite (rule, tensors, proven condition, effect), and
+    where sizes are symbolic, each rule that did not fire because its condition is not proven for all sizes."""
     if not isinstance(net, (Network, NetworkSum)):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
     return termwise(_simplify_one)(net)
@@ -95,7 +96,7 @@ def simplify_traced(net: Value) -> tuple[Value, Trace]:
 
 def _simplify_one(net: Network) -> tuple[Network, Trace]:
     result, trace = _cached(net)
-    return (net, trace) if not trace else (result, trace)  # unchanged: this very object, not an equal one
+    return (result, trace) if trace.changed else (net, trace)  # unchanged: this very object, not an equal one
 
 
 @lru_cache(maxsize=512)

@@ -26,7 +26,8 @@ from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal, is_concrete
 from tnconv.ir.tensors import Data, IndexPattern, Ones
 from tnconv.ir.views import Slice
-from tnconv.passes.core import Record, Trace, fresh_leg
+from tnconv.ir.names import fresh_name
+from tnconv.passes.core import Record, Trace
 
 
 def tie(net: Network, legs: Sequence[str]) -> Network:
@@ -93,7 +94,7 @@ def restrict_traced(net: Network, leg: str, indices: slice | range) -> tuple[Net
     if start == 0 and step == 1 and equal(count, size) is True:
         return net, Trace()
     entries: list[Tensor] = []
-    full = fresh_leg(f"{leg}_full", set(net.all_legs))
+    full = fresh_name(f"{leg}_full", set(net.all_legs))
     done: dict[str, list[str]] = {"slice": [], "slice pattern": [], "select": []}
     for entry in net.entries:
         kind = entry.kind
@@ -111,10 +112,10 @@ def restrict_traced(net: Network, leg: str, indices: slice | range) -> tuple[Net
             done["select"].append(entry.name)
     sizes = {**net.sizes, leg: count}
     if done["select"]:
-        tap = fresh_leg(f"{leg}_tap", set(net.all_legs) | {full})
+        tap = fresh_name(f"{leg}_tap", set(net.all_legs) | {full})
         right = step * (count - 1) + start + 1 - size + step - 1  # the largest padding giving count outputs
         select = IndexPattern(size, 1, step, -start, right, 1)
-        label = fresh_leg(f"select_{leg}", set(net.tensors))
+        label = fresh_name(f"select_{leg}", set(net.tensors))
         entries.append(Tensor(label, (tap, leg, full), select))
         sizes.update({full: size, tap: 1})
         done["select"] = [f"{', '.join(done['select'])} (on {full}, joined by {label})"]

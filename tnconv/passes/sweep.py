@@ -8,7 +8,10 @@ A ``Rule`` is a declared match plus a rewrite:
 - ``match(net, site)``: proves the rule's condition at that site from the
   sizes (symbolically where they are symbols, through
   ``tnconv.ir.sizes.proven_*``) and returns what the rewrite needs, or
-  ``None`` when the condition is not proven;
+  ``None`` when the condition does not hold, or a not-fired ``Record``
+  (``tnconv.passes.core.unproven``) when it holds for some values of the
+  size symbols but is not proven for all: the trace then says which
+  condition was not proven (once per tensor and condition);
 - ``rewrite(net, match)``: the new network and the ``Record`` of the trace.
 
 A rule is also a rule function ``net -> (net', record) | None`` (it
@@ -60,14 +63,15 @@ class Rule(Generic[M]):
         name: what the rule does, for messages and tests (its records name
             the rule as the trace shows it, which several rules may share).
         looks_at: the ``Kind`` subclass of the tensors it matches, or ``LEGS``.
-        match: ``(net, site) -> M | None``; ``site`` is a tensor position
-            (of a tensor of kind ``looks_at``) or a leg name.
+        match: ``(net, site) -> M | Record | None``; ``site`` is a tensor position
+            (of a tensor of kind ``looks_at``) or a leg name; a ``Record`` (``unproven``)
+            says that the rule did not fire because its condition is not proven for all sizes.
         rewrite: ``(net, match) -> (network, Record)``.
     """
 
     name: str
     looks_at: Union[type[Kind], str]
-    match: Callable[[Network, Any], Optional[M]]
+    match: Callable[[Network, Any], Union[M, Record, None]]
     rewrite: Callable[[Network, M], Rewrite]
 
     def __post_init__(self) -> None:
@@ -97,7 +101,7 @@ class Rule(Generic[M]):
         """The rewrite at the first site where the rule matches, or ``None`` (a rule function for ``first``)."""
         for site in self.sites(net):
             found = self.match(net, site)
-            if found is not None:
+            if found is not None and not isinstance(found, Record):
                 return self.rewrite(net, found)
         return None
 
@@ -125,7 +129,7 @@ def sweep(name: str, phases: Sequence[Phase]) -> Pass:
         records: list[Record] = []
         for phase, rules in zip(phases, tried):
             net = _visit_all(name, net, phase, rules, records)
-        return net, Trace(records)
+        return net, Trace(records).once()
 
     return Pass(name, termwise(run))
 
@@ -154,14 +158,19 @@ def _visit_all(name: str, net: Network, phase: Phase, rules: Phase, records: lis
 def _rewrite_site(
     net: Network, site: Site, cursor: int, on_legs: bool, rules: Phase, records: list[Record]
 ) -> tuple[Network, bool]:
-    """Apply the first of ``rules`` that matches ``site``, again until none does (each once); whether it went."""
+    """Apply the first of ``rules`` that matches ``site``, again until none does (each once); whether it went.
+
+    A rule whose condition is not proven for all sizes leaves its not-fired record in ``records``.
+    """
     fired: set[int] = set()
     while True:
         for number, rule in enumerate(rules):
             if number in fired or not rule.looks_at_site(net, site):
                 continue
             found = rule.match(net, site)
-            if found is not None:
+            if isinstance(found, Record):
+                records.append(found)
+            elif found is not None:
                 break
         else:
             return net, False

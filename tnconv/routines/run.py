@@ -1,0 +1,111 @@
+"""Running a routine of the table: compile its network, call it, scale, reshape (``run_routine``).
+
+Every routine runs the same way: the compiled program of its network (or of
+the part its ``Shortcut`` names, combined with itself), times its scaling, in
+the torch layout of ``result_shape``. ``tnconv.curvature``'s per-layer functions
+are this after their argument checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Mapping
+
+import torch
+
+from tnconv.conv.hyper import ConvHyper
+from tnconv.ir.network import Network
+from tnconv.lower.compile import compile as compile_network
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.routine import DEFAULT_OPTIONS, Options, Routine
+from tnconv.routines.scaling import scale
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a routine's network value becomes its value: times ``numerator / denominator``, reshaped to ``shape``."""
+
+    shape: tuple[int, ...]
+    numerator: int = 1
+    denominator: int = 1
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` scaled and in the routine's layout: a new contiguous tensor when scaled."""
+        result = value.reshape(self.shape).contiguous()
+        if self.numerator != 1:
+            result = result * float(self.numerator)
+        if self.denominator != 1:
+            result = result / float(self.denominator)  # N*T^2 may exceed int64: a float rounds, an int would not fit
+        return result
+
+
+def finish(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Finish:
+    """The ``Finish`` of ``routine`` on the layer ``hyper``: its ``result_shape`` and the value of its scaling."""
+    shape = routine.result_shape(hyper, options)
+    if routine.scaling is None:
+        return Finish(shape)
+    factor = scale(routine.scaling.formula, hyper)
+    return Finish(shape, int(factor.p), int(factor.q))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a call of a routine on one layer needs, worked out once (``setup``).
+
+    ``network`` is evaluated (its ``operands`` by name) and combined (``combine``) with
+    itself when the routine has a shortcut; ``finish`` scales and reshapes it.
+    """
+
+    network: Network
+    operands: tuple[str, ...]
+    combine: Callable[[torch.Tensor, ConvHyper], torch.Tensor] | None
+    finish: Finish
+
+
+@lru_cache(maxsize=512)
+def setup(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Setup:
+    """The ``Setup`` of ``routine`` for the layer ``hyper`` (cached; the compiled program is cached by
+    ``tnconv.compile``, whose cache bounds the memory programs hold)."""
+    shortcut = routine.shortcut
+    stages = None if shortcut is None else shortcut.stages
+    network = routine_network(routine, hyper, options, True, stages)
+    combine = None if shortcut is None else shortcut.combine
+    return Setup(network, network.operands, combine, finish(routine, hyper, options))
+
+
+def run_routine(
+    routine: Routine, hyper: ConvHyper, operands: Mapping[str, torch.Tensor], options: Options = DEFAULT_OPTIONS
+) -> torch.Tensor:
+    """``routine`` on the layer ``hyper`` for ``operands`` (by name): compile (cached), call, scale, reshape.
+
+    With ``routine.widen_half``, float16/bfloat16 operands run in float32 and the
+    value returns in their dtype. The operands are not checked here (the public
+    functions check them first).
+    """
+    prepared = setup(routine, hyper, options)
+    dtype = next(iter(operands.values())).dtype
+    wide = routine.widen_half and dtype in HALF
+    program = compile_network(prepared.network)
+    arguments = [operands[name].to(torch.float32) if wide else operands[name] for name in prepared.operands]
+    result = program(*arguments)
+    if prepared.combine is not None:
+        result = prepared.combine(result, hyper)
+    result = prepared.finish(result)
+    return result.to(dtype) if wide else result
+
+
+# --- the shortcuts of TABLE's routines ---------------------------------------------------------
+
+
+def gram_of_sums(sums: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """``sum_n s s^T`` per group from the patch sums ``s`` ``(n, g, c_in, k..)``: ``(G, d, d)``, one batched product."""
+    flat = sums.reshape(hyper.batch, hyper.groups, -1)
+    return torch.einsum("nga,ngb->gab", flat, flat)
+
+
+def sum_of_squares(grads: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """``sum_{m,n} J[m,n,w]^2`` from the per-column weight gradients ``J`` ``(m, n, *W legs)``."""
+    return grads.square().sum((0, 1))
