@@ -12,7 +12,8 @@ import opt_einsum
 import torch
 
 from tnconv.ir.network import Network
-from tnconv.ir.views import apply_views
+from tnconv.backends.torch.constants import dense as build
+from tnconv.backends.torch.views import apply_views
 from tnconv.lower.bind import operand_shapes
 
 
@@ -29,7 +30,7 @@ def dense(net: Network, operands: list[torch.Tensor]) -> torch.Tensor:
     for entry in net.entries:
         if entry.structured:
             shape = tuple(int(net.size(leg)) for leg in entry.legs)
-            tensors.append(entry.kind.materialize(shape, operands[0].dtype, operands[0].device))
+            tensors.append(build(entry.kind, shape, operands[0].dtype, operands[0].device))
         else:
             tensors.append(apply_views(entry.kind.views, operands[net.operands.index(entry.name)]))
     return opt_einsum.contract(net.to_einsum(), *tensors, backend="torch")

@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.views import apply_views, source_shape
+from tnconv.backends.torch.constants import dense
+from tnconv.backends.torch.views import apply_views
+from tnconv.ir.views import source_shape
 
 LEGS = ("a", "b", "c", "d", "e", "f")
 
@@ -65,7 +67,7 @@ def dense_value(net: Network, values: Mapping[str, torch.Tensor]) -> torch.Tenso
     for entry in net.entries:
         shape = tuple(int(net.size(leg)) for leg in entry.legs)
         if entry.structured:
-            tensors.append(entry.kind.materialize(shape, dtype, torch.device("cpu")))
+            tensors.append(dense(entry.kind, shape, dtype, torch.device("cpu")))
         else:
             tensors.append(apply_views(entry.kind.views, values[entry.name]))
     equation = ",".join("".join(letters[l] for l in e.legs) for e in net.entries)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnconv
+from tnconv.backends.torch.constants import dense as build
 from tnconv.conv.index_pattern import pattern
 from tnconv.ir.tensors import IndexPattern, PatternSum
 
@@ -77,7 +78,7 @@ def test_padding_mode_variants_match_f_pad(mode: str, data: st.DataObject) -> No
     torch.testing.assert_close(torch.einsum("koi,i->ko", dense, x[0, 0]), expected, rtol=0, atol=0)
     # the structured PatternSum is sum_o of the same pattern
     kind = pattern(**params, mode=mode)
-    summed = PatternSum(kind).materialize((taps, size), torch.float64, torch.device("cpu"))
+    summed = build(PatternSum(kind), (taps, size), torch.float64, torch.device("cpu"))
     torch.testing.assert_close(summed, dense.sum(1), rtol=0, atol=0)
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lower_reference import assert_close, dense, random_operands
-from strategies import conv_layers
+from strategies import ConvLayer, conv_layers, reference_conv, reference_conv_transpose
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern, Ones
-from tnconv.ir.views import Unflatten
+from tnconv.ir.views import Squeeze, Taps, Unflatten
 from tnconv.lower.compile import compile
+from tnconv.lower.lift import structural
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -25,10 +30,10 @@ def network(op: str, layer, simplify: bool = False) -> Network:
     )
 
 
-def check(net: Network, strategy: str | None) -> None:
+def check(net: Network, strategy: str | set[str] | None) -> None:
     program = compile(net)
     if strategy is not None:
-        assert program.strategy == strategy, program.strategy
+        assert program.strategy in ({strategy} if isinstance(strategy, str) else strategy), program.strategy
     operands = random_operands(net)
     assert_close(program(*operands), dense(net, operands))
 
@@ -38,7 +43,12 @@ def check(net: Network, strategy: str | None) -> None:
 def test_conv_routines_run_native_with_every_padding(layer, op):
     n = layer.dims
     name = {"forward": f"conv{n}d", "weight_vjp": f"conv{n}d_weight", "unfold": f"unfold{n}d"}[op]
-    check(network(op, layer), "native:" + name)
+    check(network(op, layer), weight_kernels(layer, "native:" + name) if op == "weight_vjp" else "native:" + name)
+
+
+def weight_kernels(layer, conv: str) -> set[str]:
+    """A weight VJP runs a conv kernel, or a matrix product where the kernel is 1x1 (``native._one_by_one``)."""
+    return {conv, "native:matmul"} if all(k == 1 for k in layer.kernel_size) else {conv}
 
 
 @settings(max_examples=30)
@@ -55,7 +65,8 @@ def test_transposed_layer_routines(layer, op):
         "forward": f"conv_transpose{n}d", "input_vjp": f"conv{n}d", "weight_vjp": f"conv{n}d_weight",
         "unfold": None,
     }[op]
-    check(network(op, layer), None if name is None else "native:" + name)
+    expected = None if name is None else "native:" + name
+    check(network(op, layer), weight_kernels(layer, expected) if op == "weight_vjp" else expected)
 
 
 @settings(max_examples=20)
@@ -130,7 +141,7 @@ def test_matmul_dispatch(roles, seed):
 def test_grouped_channels_in_one_operand_pass_without_copy():
     x = torch.randn(2, 4, 8)
     net = tnconv.conv_network("forward", x.shape, (3,), 6, groups=2, simplify=False)
-    kernel = compile(net)._kernel
+    kernel = compile(net).plan.kernel
     assert kernel.x.views == () and kernel.x.permutation is None and kernel.x.shape is None
     assert kernel.w.views == () and kernel.w.permutation is None and kernel.w.shape is None
     assert net.entries[0].kind.views == (Unflatten(1, (2, 2)),)
@@ -148,7 +159,7 @@ def test_crops_reaching_past_the_padding():
     net = tnconv.conv_network("transpose_forward", (1, 1, 1), (1,), 1, stride=3, padding=((2, 0),),
                               output_padding=2, simplify=False)
     check(net, "native:conv_transpose1d")
-    from tnconv.lower.structured import signed_pad
+    from tnconv.backends.torch.views import signed_pad
 
     x = torch.arange(1.0, 4.0).reshape(1, 3)
     torch.testing.assert_close(signed_pad(x, (-4, 2)), torch.zeros(1, 1))
@@ -162,10 +173,7 @@ def test_crops_reaching_past_the_padding():
     st.sampled_from(("forward", "input_vjp", "weight_vjp")), st.booleans(),
 )
 def test_simplified_patchify_layers_run_conv_kernels(groups, kernel, blocks, per_group, batch, op, transposed):
-    """stride = kernel: simplify splits pixel axes into (o, k) views; native dispatch restores the patterns.
-
-    (Legs of size 1 are squeezed away by simplify, which leaves a matrix product; sizes here are >= 2.)
-    """
+    """stride = kernel: simplify reads pixel axes as taps ``(o, k)``; native dispatch lifts them back to patterns."""
     channels = groups * per_group
     net = tnconv.conv_network(
         op, (batch, channels, kernel * blocks, 2 * blocks), (kernel, 2), channels, stride=(kernel, 2),
@@ -178,20 +186,86 @@ def test_simplified_patchify_layers_run_conv_kernels(groups, kernel, blocks, per
 
 
 def test_channel_splits_are_not_mistaken_for_patterns():
-    from tnconv.lower.unsplit import restore_patterns
-
     net = Network(
         [Tensor("X", ("n", "g", "c"), Data((Unflatten(1, (2, 3)),))), Tensor("W", ("g", "c", "d"), Data())],
         ("n", "g", "d"), {"n": 2, "g": 2, "c": 3, "d": 4},
     )
-    assert restore_patterns(net) is None
+    assert structural(net) is net
     check(net, "native:matmul")
 
 
-def test_restored_patterns_keep_the_spatial_order():
-    """The restored patterns follow the pixel axes, so the operands reach the kernel without a copy."""
+def test_lifted_patterns_keep_the_spatial_order():
+    """The lifted patterns follow the pixel axes, so the operands reach the kernel without a copy."""
     net = tnconv.conv_network("forward", (2, 3, 8, 12), (4, 4), 5, stride=4)
-    kernel = compile(net)._kernel
+    kernel = compile(net).plan.kernel
     assert compile(net).strategy == "native:conv2d"
     assert kernel.x.permutation is None and kernel.w.permutation is None and kernel.out.permutation is None
     check(net, "native:conv2d")
+
+
+def test_taps_after_other_views_are_lifted():
+    """A squeeze after the taps view moves before it; the conv is found again."""
+    views = (Taps(1, IndexPattern(8, 4, 4)), Squeeze(0))
+    net = Network(
+        [Tensor("X", ("o", "k", "c"), Data(views)), Tensor("W", ("d", "c", "k"), Data())],
+        ("d", "o"), {"o": 2, "k": 4, "c": 3, "d": 5},
+    )
+    lifted = structural(net)
+    assert lifted.entries[0].kind == Data((Squeeze(0),)) and lifted.entries[2].kind == IndexPattern(8, 4, 4)
+    check(net, "native:conv1d")
+
+
+LAYERS = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "layers.json").read_text())["layers"]
+CASES = [
+    *LAYERS,
+    {"name": "1x1 stride 2", "x": [4, 9, 8], "w": [5, 4, 1, 1], "stride": 2, "padding": 0},
+    {"name": "2x2 stride 2 pad 1", "x": [3, 7, 6], "w": [4, 3, 2, 2], "stride": 2, "padding": 1},
+    {"name": "3x3 stride 3 pad 1", "x": [3, 10, 8], "w": [4, 3, 3, 3], "stride": 3, "padding": 1},
+]
+
+
+def _layer(spec: dict, batch: int, small: bool) -> ConvLayer:
+    """The layer of a ``layers.json`` entry; ``small``: at most 2 groups of at most 2 channels each way."""
+    (c_in, *size), weight = spec["x"], list(spec["w"])
+    groups, transposed = spec.get("groups", 1), spec.get("transposed", False)
+    if small:
+        per_group_in, per_group_out = c_in // groups, weight[1] if transposed else weight[0] // groups
+        groups = min(groups, 2)
+        c_in = groups * min(per_group_in, 2)
+        out = min(per_group_out, 2)
+        weight[:2] = [c_in, out] if transposed else [groups * out, c_in // groups]
+    pairs = ((spec["padding"], spec["padding"]),) * len(size)
+    return ConvLayer((batch, c_in, *size), tuple(weight), spec["stride"], spec["padding"], 1, groups, "zeros", 0,
+                     transposed, pairs)
+
+
+def _kernel(spec: dict, op: str) -> str:
+    """The strategy prefix expected: a conv kernel, but a matrix product for the weight VJP of a 1x1 kernel
+    (``tnconv.lower.native._one_by_one``)."""
+    one_by_one = all(k == 1 for k in spec["w"][2:]) and spec["padding"] == 0
+    return "native:matmul" if op == "weight_vjp" and one_by_one else "native:conv"
+
+
+@pytest.mark.parametrize("simplify", (False, True))
+@pytest.mark.parametrize("spec", CASES, ids=[spec["name"] for spec in CASES])
+def test_benchmark_layers_run_native_conv_kernels(spec: dict, simplify: bool):
+    """Issue 12 item 2: every benchmark layer and the three cases that ran a matmul after simplify run a native
+    conv kernel for forward, input VJP and weight VJP, simplified or not, equal to PyTorch in float64."""
+    for op in ("forward", "input_vjp", "weight_vjp"):
+        assert compile(network(op, _layer(spec, 8, False), simplify)).strategy.startswith(_kernel(spec, op)), op
+    layer = _layer(spec, 2, True)
+    x, w = layer.tensors()
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    if layer.transposed:
+        y = reference_conv_transpose(x, w, layer.strides, layer.pairs, layer.output_paddings, layer.dilations, layer.groups)
+    else:
+        y = reference_conv(x, w, layer.strides, layer.pairs, layer.dilations, layer.groups)
+    v = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+    grad_x, grad_w = torch.autograd.grad(y, (x, w), v)
+    x, w = x.detach(), w.detach()
+    runs = {"forward": ((x, w), y.detach(), 1), "input_vjp": ((v, w), grad_x, 1), "weight_vjp": ((x, v), grad_w, 0)}
+    for op, (operands, expected, groups_axis) in runs.items():
+        program = compile(network(op, layer, simplify))
+        assert program.strategy.startswith(_kernel(spec, op)), (op, program.strategy)
+        torch.testing.assert_close(program(*operands).flatten(groups_axis, groups_axis + 1), expected, rtol=1e-10, atol=1e-10)

@@ -10,6 +10,7 @@ from lower_reference import assert_close, dense, random_operands
 import tnconv
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile
+from tnconv.backends.torch.steps import pairwise
 from tnconv.lower.steps import Pairwise, recipe
 
 LEGS = "abcdefg"
@@ -48,7 +49,7 @@ def test_broadcast_layout_avoids_copying_the_large_operand():
     assert calls.second.prepare is None and not calls.second.transpose
     assert legs == ("n", "c", "k", "j")
     x, s = torch.randn(4, 5, 9, 9, dtype=torch.float64), torch.randn(3, 9, dtype=torch.float64)
-    assert_close(calls(x, s), torch.einsum("ncij,ki->nckj", x, s))
+    assert_close(pairwise(calls)(x, s), torch.einsum("ncij,ki->nckj", x, s))
 
 
 def test_equal_halves_of_a_gram_network_are_computed_once():
@@ -56,9 +57,9 @@ def test_equal_halves_of_a_gram_network_are_computed_once():
     product of the two is a Gram product."""
     net = tnconv.conv_network("kfac_reduce", (2, 3, 7, 6), (3, 2), padding=1)
     program = compile(net)
-    first, second = program._executor.preparations
+    first, second = program.einsum_plan.preparations
     assert first.sums and first.alias < 0 and second.alias == first.slot
-    assert any(getattr(step.torch_calls, "gram", False) for step in program._executor.plan.steps)
+    assert any(getattr(step.recipe, "gram", False) for step in program.einsum_plan.contraction.steps)
     operands = random_operands(net)
     assert_close(program(*operands), dense(net, operands))
     sliced = compile(net, memory_limit=program.largest_intermediate // 2)
@@ -70,7 +71,7 @@ def test_gram_product_arranges_its_operand_once():
     """KFAC-expand contracts the unfolded input with itself: one arrangement, transposed for the other side."""
     net = tnconv.conv_network("kfac_expand", (2, 4, 7, 5), (3, 2), stride=(2, 1), padding=1, groups=2)
     program = compile(net)
-    assert any(getattr(step.torch_calls, "gram", False) for step in program._executor.plan.steps)
+    assert any(getattr(step.recipe, "gram", False) for step in program.einsum_plan.contraction.steps)
     operands = random_operands(net)
     assert_close(program(*operands), dense(net, operands))
 

@@ -170,7 +170,7 @@ def test_transposed_kfac_scatters_instead_of_building_patterns(layer, op):
         groups=layer.groups, output_padding=layer.output_padding, transposed=True, simplify=False,
     )
     program = compile(net)
-    scatters = [fold for preparation in program._executor.preparations for fold in preparation.scatters]
+    scatters = [fold for preparation in program.einsum_plan.preparations for fold in preparation.scatters]
     assert "dense" not in program.strategy and scatters, program.strategy
     operands = random_operands(net, seed=3)
     assert_close(program(*operands), dense(net, operands))

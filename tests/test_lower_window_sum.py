@@ -16,10 +16,11 @@ from strategies import conv_layers
 
 import tnconv
 from tnconv.ir.tensors import IndexPattern, PatternSum
-from tnconv.ir.views import apply_views
-from tnconv.lower import lowering
+from tnconv.backends.torch.constants import dense as build
+from tnconv.backends.torch.einsum import apply_window_sums, executor, window_sum
+from tnconv.lower import einsum
 from tnconv.lower.compile import compile
-from tnconv.lower.window_sum import ColumnSplit, WindowSum, apply_window_sums, split_columns
+from tnconv.lower.window_sum import ColumnSplit, WindowSum, split_columns
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -51,16 +52,21 @@ def pattern_sums(draw: st.DrawFn, long: bool = False) -> PatternSum:
 def pattern_matrix(kind: PatternSum) -> torch.Tensor:
     """``P`` ``(K, I)`` in float64."""
     shape = (kind.pattern.kernel_size, kind.pattern.input_size)
-    return kind.materialize(shape, torch.float64, torch.device("cpu"))
+    return build(kind, shape, torch.float64, torch.device("cpu"))
 
 
 def selection_matrix(split: ColumnSplit, pixels: int) -> torch.Tensor:
     """``E`` ``(R, I)``: the split's selection applied to the identity."""
-    return split.selection(1)(torch.eye(pixels, dtype=torch.float64))
+    return window_sum(torch.eye(pixels, dtype=torch.float64), split.selection(1))
+
+
+def weights(split: ColumnSplit) -> torch.Tensor:
+    """``W`` ``(K, R)`` in float64."""
+    return torch.tensor(split.weights, dtype=torch.float64)
 
 
 def split_of(kind: PatternSum) -> ColumnSplit | None:
-    return split_columns(pattern_matrix(kind), kind.pattern.stride)
+    return split_columns(kind.counts(), kind.pattern.stride)
 
 
 # pattern sums that split_columns splits (the others keep the product; see the tests below)
@@ -73,7 +79,7 @@ def test_split_factors_the_pattern_sum_exactly(kind):
     matrix = pattern_matrix(kind)
     split = split_of(kind)
     assert 0 < split.kept <= matrix.shape[1] // 2
-    assert torch.equal(split.weights @ selection_matrix(split, matrix.shape[1]), matrix)
+    assert torch.equal(weights(split) @ selection_matrix(split, matrix.shape[1]), matrix)
 
 
 @settings(max_examples=60)
@@ -83,7 +89,7 @@ def test_long_inputs_always_split(kind):
     the borders (window span, padding and two strides) always splits, keeping under half the columns."""
     split = split_of(kind)
     assert split is not None
-    assert torch.equal(split.weights @ selection_matrix(split, kind.pattern.input_size), pattern_matrix(kind))
+    assert torch.equal(weights(split) @ selection_matrix(split, kind.pattern.input_size), pattern_matrix(kind))
 
 
 @pytest.mark.parametrize(
@@ -96,13 +102,13 @@ def test_long_inputs_always_split(kind):
     ],
 )
 def test_benchmark_layers_keep_few_rows(pattern, kept):
-    split = split_columns(pattern_matrix(PatternSum(pattern)), pattern.stride)
+    split = split_columns(PatternSum(pattern).counts(), pattern.stride)
     assert split is not None and split.kept == kept
 
 
 def test_a_pattern_sum_with_no_repeated_columns_stays_dense():
     """Kernel 5 on 6 pixels without padding: every column differs, so the product is kept."""
-    assert split_columns(pattern_matrix(PatternSum(IndexPattern(6, 5))), 1) is None
+    assert split_columns(PatternSum(IndexPattern(6, 5)).counts(), 1) is None
 
 
 @settings(max_examples=60)
@@ -122,18 +128,18 @@ def test_selections_on_any_axis_joined_or_not(first_kind, second_kind, extra, sp
 @settings(max_examples=40)
 @given(conv_layers(max_dims=3, padding_modes=MODES, max_groups=2), st.booleans())
 def test_kfac_reduce_networks_equal_the_dense_contraction(layer, split_first):
-    """Lowered with the first window sum's pieces joined or not (``lowering.SPLIT_SUMS_ABOVE``)."""
+    """Planned with the first window sum's pieces joined or not (``einsum.SPLIT_SUMS_ABOVE``)."""
     net = tnconv.conv_network(
         "kfac_reduce", layer.x_shape, layer.kernel_size, stride=layer.stride, padding=layer.padding,
         dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode,
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lowering, "SPLIT_SUMS_ABOVE", 0 if split_first else 1 << 62)
-        executor = lowering.lower(net, "auto")
-    assert all(p.split_sums == split_first for p in executor.preparations if len(p.sums) > 1)
+        patch.setattr(einsum, "SPLIT_SUMS_ABOVE", 0 if split_first else 1 << 62)
+        plan = einsum.plan_einsum(net, "auto")
+    assert all(p.split_sums == split_first for p in plan.preparations if len(p.sums) > 1)
     operands = random_operands(net, seed=2)
-    data = [apply_views(net.entries[p].kind.views, operands[0]) for p in executor.data]
-    result = executor.execute(data, executor.make_constants(torch.float64, torch.device("cpu")))
+    run, constants = executor(plan)
+    result = run(operands, constants.make(torch.float64, torch.device("cpu")))
     assert_close(result, dense(net, operands))
 
 
@@ -142,7 +148,7 @@ def test_standard_layers_run_window_sums():
     is the first one, prepared once."""
     net = tnconv.conv_network("kfac_reduce", (2, 4, 9, 8), 3, padding=1)
     program = compile(net)
-    first, second = program._executor.preparations
+    first, second = program.einsum_plan.preparations
     assert [type(s) for s in first.sums] == [WindowSum, WindowSum] and second.alias == first.slot
     operands = random_operands(net)
     assert_close(program(*operands), dense(net, operands))

@@ -110,7 +110,7 @@ def test_traced_passes_compose_into_a_derivation() -> None:
         "become output legs (g_2, c_out_2, c_in, k1)"
     )
     assert lines[1] == "2. vmap: X [size 5] -> add leg b first to X and the output"
-    assert lines[2].startswith("3. dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=8=S*O)] -> reshape i1 into (o1, k1) on X")
+    assert lines[2].startswith("3. dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=8=S*O)] -> read i1 as taps (o1, k1) of X")
     assert result.output == ("b", "n", "g", "c_out", "o1", "g_2", "c_out_2", "c_in", "k1")
 
     gram = Network.from_einsum("ni,mi->nm", "X", "X", sizes={"n": 2, "m": 2, "i": 3})

@@ -11,7 +11,7 @@ from network_strategies import ConvCase, conv_cases, conv_net, dense_value, netw
 import tnconv
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, Identity, IndexPattern, Ones, PatternSum
-from tnconv.ir.views import Unflatten, Windows
+from tnconv.ir.views import Taps
 from tnconv.passes.simplify import simplify, simplify_traced
 
 OPS = ("forward", "input_vjp", "weight_vjp", "unfold")
@@ -74,7 +74,7 @@ def _no_pattern_and_cheap(case: ConvCase, rule: str) -> str:
 
 def test_dense_vit_patchify_16x16_stride_16() -> None:
     text = _no_pattern_and_cheap(_case(2, 3, (64, 48), 8, 16, 16), "dense")
-    assert "dense: Pi1 [K=S=16, P=0, D=1, I%K==0 (I=64=S*O)] -> reshape i1 into (o1, k1) on X" in text
+    assert "dense: Pi1 [K=S=16, P=0, D=1, I%K==0 (I=64=S*O)] -> read i1 as taps (o1, k1) of X; drop Pi1" in text
 
 
 def test_dense_convnext_stem_4x4_stride_4() -> None:
@@ -104,11 +104,12 @@ def test_kernel_covering_the_input() -> None:
     _no_pattern_and_cheap(_case(2, 3, (5, 5), 4, 5, 1), "kernel covers input")
 
 
-def test_padded_nonoverlapping_conv_pads_the_input_then_reshapes() -> None:
+def test_padded_nonoverlapping_conv_reads_padded_taps() -> None:
     case = ConvCase((2, 3, 6, 9), 4, (2, 3), (2, 4), ((1, 1), (1, 0)), (1, 1), 1)
     text = _no_pattern_and_cheap(case, "padding")
     assert "1. padding: Pi1 [I=6, K=2, S=2, P=(1,1), D=1, O=4: reads zero padding" in text
-    assert "zero-pad i1 by (1, 1) on X (a copy); Pi1 unpadded, I=8" in text
+    assert "read i1 as taps (o1, k1) of X, zero-padded by (1, 1) (a copy); drop Pi1" in text
+    assert len(text.splitlines()) == 2  # one record per pattern: the padded taps are one view
 
 
 def test_padded_overlapping_conv_keeps_its_patterns() -> None:
@@ -148,7 +149,7 @@ def test_dense_on_symbolic_sizes_when_divisibility_is_known() -> None:
     )
     simple, trace = simplify_traced(net)
     assert trace.rules() == ("dense",)
-    assert simple.entries[0].kind == Data((Unflatten(1, (m, 4)),))
+    assert simple.entries[0].kind == Data((Taps(1, pattern),))
     _check(simple.substitute({"m": 3, "n": 2, "c": 2}))
     i = sympy.Symbol("i", integer=True, positive=True)
     unproven = Network(
@@ -156,10 +157,10 @@ def test_dense_on_symbolic_sizes_when_divisibility_is_known() -> None:
         ("n", "c", "o"),
         {"k": 4, "o": IndexPattern(i, 4, 4).output_size},
     )
-    simple, trace = simplify_traced(unproven)  # I % 4 == 0 cannot be proven: no dense rule, windows instead
+    simple, trace = simplify_traced(unproven)  # I % 4 == 0 cannot be proven: no dense rule, taps instead
     assert trace.rules() == ("downsampling",) and "dense" not in trace.rules()
     assert [str(r) for r in trace.unproven()] == ["dense: Pi not applied [not proven for all sizes: i % 4 == 0]"]
-    assert simple.entries[0].kind.views[0] == Windows(1, 4, 4, IndexPattern(i, 4, 4).output_size, i)
+    assert simple.entries[0].kind.views[0] == Taps(1, IndexPattern(i, 4, 4))
     for size in (8, 10, 11):
         values = {"i": size, "n": 2, "c": 2}
         specialised = unproven.substitute(values)

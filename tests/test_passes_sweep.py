@@ -119,10 +119,32 @@ def test_sweeps_rewrite_conv_routines_as_restarting_did(case: ConvCase, op: str)
 
 
 def test_a_rewrite_that_enables_an_earlier_rule_is_followed_at_once() -> None:
-    """Padding Pi1 makes it a view at once (the sweep re-matches the tensor), before Pi2 is padded."""
-    case = ConvCase((2, 3, 6, 9), 4, (2, 3), (2, 4), ((1, 1), (1, 0)), (1, 1), 1)
-    _, trace = simplify_traced(conv_net(case))
-    assert trace.rules() == ("padding", "dense", "padding", "downsampling")
+    """A phase-2 rewrite that enables a phase-1 rule at its site: the sweep re-matches the tensor at once,
+    before it visits the next one."""
+
+    def marked(net: Network, position: int, **fields: int) -> Rewrite:
+        entry = net.entries[position]
+        kind = entry.kind.__class__(**{**vars(entry.kind), **fields})
+        entries = [Tensor(entry.name, entry.legs, kind) if p == position else e for p, e in enumerate(net.entries)]
+        return net.replace(tensors=entries), Record(f"pad_right={kind.pad_right}", (entry.name,), (), "", "")
+
+    def unpadded(net: Network, position: int) -> Optional[int]:
+        p = net.entries[position].kind
+        return position if p.pad_left == 0 and p.pad_right == 0 else None
+
+    def padded(net: Network, position: int) -> Optional[int]:
+        return position if net.entries[position].kind.pad_left > 0 else None
+
+    first_rule = Rule("first", IndexPattern, unpadded, lambda net, p: marked(net, p, pad_right=1))
+    second_rule = Rule("second", IndexPattern, padded, lambda net, p: marked(net, p, pad_left=0, pad_right=0))
+    net = Network(
+        [Tensor("P1", ("k", "o", "i"), IndexPattern(4, 2, 2, 1, 1)), Tensor("P2", ("l", "q", "j"), IndexPattern(4, 2, 2, 1, 1))],
+        ("k", "o", "i", "l", "q", "j"), {"k": 2, "o": 3, "i": 4, "l": 2, "q": 3, "j": 4},
+    )
+    _, trace = sweep("test", ((first_rule,), (second_rule,))).traced(net)
+    assert [(r.rule, r.tensors) for r in trace] == [
+        ("pad_right=0", ("P1",)), ("pad_right=1", ("P1",)), ("pad_right=0", ("P2",)), ("pad_right=1", ("P2",)),
+    ]
 
 
 def _counted(phases: tuple[Phase, ...], calls: list[int]) -> tuple[Phase, ...]:
@@ -198,7 +220,7 @@ def test_fixpoint_round_limit_grows_with_the_network() -> None:
 
 
 def test_rules_are_rule_functions_and_sweep_checks_its_phases() -> None:
-    from tnconv.conv.rules import pattern_sum, strided_slice
+    from tnconv.passes.pattern_rules import pattern_sum, strided_slice
     from tnconv.passes.legs import squeeze
 
     pattern = IndexPattern(7, 3, 1, 1, 1)

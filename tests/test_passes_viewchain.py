@@ -8,8 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tnconv.ir.tensors import Data
-from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows, apply_views
+from tnconv.ir.tensors import Data, IndexPattern
+from tnconv.backends.torch.views import apply_views
+from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 from tnconv.passes.viewchain import append_views
 
 
@@ -22,7 +23,7 @@ def view_chains(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[View, ...]]:
     for _ in range(draw(st.integers(1, 10))):
         axis = draw(st.integers(0, len(shape) - 1))
         size = shape[axis]
-        choice = draw(st.sampled_from(("unflatten", "squeeze", "slice", "windows", "flatten", "pad")))
+        choice = draw(st.sampled_from(("unflatten", "squeeze", "slice", "taps", "flatten")))
         if choice == "unflatten":
             parts = draw(st.sampled_from(((size, 1), (1, size), (1, size, 1))))
             views.append(Unflatten(axis, parts))
@@ -36,18 +37,16 @@ def view_chains(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[View, ...]]:
             count = draw(st.integers(1, (size - 1 - start) // step + 1))
             views.append(Slice(axis, start, step, count, size))
             shape[axis] = count
-        elif choice == "windows":
-            width, step = draw(st.integers(1, size)), draw(st.integers(1, 2))
-            count = (size - width) // step + 1
-            views.append(Windows(axis, width, step, count, size))
-            shape[axis : axis + 1] = [count, width]
+        elif choice == "taps":
+            left, right, stride, dilation = (draw(st.integers(-1, 1)) for _ in range(4))
+            kernel = draw(st.integers(1, 3))
+            pattern = IndexPattern(size, kernel, max(stride, 1) + 1, left, right, max(dilation, 1))
+            if pattern.output_size >= 1:
+                views.append(Taps(axis, pattern))
+                shape[axis : axis + 1] = [pattern.output_size, kernel]
         elif choice == "flatten" and axis + 1 < len(shape):
             views.append(Flatten(axis, (shape[axis], shape[axis + 1])))
             shape[axis : axis + 2] = [shape[axis] * shape[axis + 1]]
-        elif choice == "pad":
-            left, right = draw(st.integers(0, 1)), draw(st.integers(0, 1))
-            views.append(Pad(axis, left, right, size))
-            shape[axis] = size + left + right
     for _ in range(draw(st.integers(0, 3))):  # squeezes last: their partners sit deep in the chain
         ones = [a for a, s in enumerate(shape) if s == 1]
         if ones and len(shape) > 1:
@@ -74,3 +73,16 @@ def test_a_squeeze_cancels_a_deep_split_and_lowers_the_views_after_it() -> None:
     assert append_views(Data(chain), [Squeeze(4)]).views == (Unflatten(1, (1, 2)), Unflatten(4, (1, 1)), Unflatten(6, (1, 1)))
     weight = (Unflatten(0, (1, 3)), Squeeze(3), Squeeze(3))  # no partner: the squeeze goes last
     assert append_views(Data(weight), [Squeeze(3)]).views == (*weight, Squeeze(3))
+
+
+def test_taps_read_from_a_slice_are_read_from_its_source() -> None:
+    """``unused pixels`` then ``dense``: the slice and the taps become one ``Taps`` of the source pixels."""
+    cut = Slice(2, 0, 1, 28, 30)
+    merged = append_views(Data((cut,)), [Taps(2, IndexPattern(28, 4, 4))])
+    assert merged.views == (Taps(2, IndexPattern(30, 4, 4)),)
+    strided = append_views(Data((Slice(0, 1, 2, 5, 11),)), [Taps(0, IndexPattern(5, 2, 2, 0, -1))])
+    assert strided.views == (Taps(0, IndexPattern(11, 2, 4, -1, -1, 2)),)  # symmetric where it can be
+    x = torch.arange(11.0)
+    torch.testing.assert_close(apply_views(strided.views, x), apply_views((Slice(0, 1, 2, 5, 11), Taps(0, IndexPattern(5, 2, 2, 0, -1))), x))
+    padded = Taps(0, IndexPattern(5, 2, 2, 1, 1))  # reads padding: the slice stays
+    assert append_views(Data((Slice(0, 1, 2, 5, 11),)), [padded]).views == (Slice(0, 1, 2, 5, 11), padded)

@@ -25,7 +25,7 @@ def run(size: int) -> tuple[tnconv.Program, weakref.ref]:
     x = torch.randn(2, size, dtype=torch.float64)
     reference = torch.einsum("ni,koi->nko", x, tnconv.index_pattern(size, 3, dtype=torch.float64))
     torch.testing.assert_close(program(x), reference)
-    (constants,) = program._constants.values()
+    (constants,) = program.runner.constants.values()
     (dense,) = constants
     assert dense.shape == (3, size - 2, size)
     return program, weakref.ref(dense)

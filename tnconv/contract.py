@@ -21,9 +21,8 @@ may hold any number of them.
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from typing import Sequence
 
-import opt_einsum
 import torch
 
 from tnconv.ir.equation import ELLIPSIS, parse_equation
@@ -32,7 +31,7 @@ from tnconv.ir.tensors import Data
 from tnconv.ir.views import Squeeze
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.plan import normalize_optimize
+from tnconv.lower.path import normalize_optimize
 from tnconv.lower.program import Program
 
 _KEY = "tnconv.einsum"
@@ -64,7 +63,7 @@ def einsum(equation: str, *operands: torch.Tensor, optimize: object = "auto") ->
     if not isinstance(equation, str):
         raise TypeError(f"equation must be a str, got {equation!r}")
     shapes = tuple(operand.shape if isinstance(operand, torch.Tensor) else None for operand in operands)
-    key = (_KEY, equation, shapes, optimize if isinstance(optimize, str) else _optimize_key(optimize))
+    key = (_KEY, equation, shapes, optimize if isinstance(optimize, str) else normalize_optimize(optimize))
     program = PROGRAMS.get(key)
     if program is None:
         program = PROGRAMS.add(key, _compile(equation, operands, optimize))
@@ -105,23 +104,7 @@ def _compile(equation: str, operands: Sequence[object], optimize: object) -> Pro
     if not operands:
         raise ValueError(f"einsum needs at least one operand, got none for equation {equation!r}")
     net = einsum_network(equation, [tuple(operand.shape) for operand in operands])  # type: ignore[union-attr]
-    if isinstance(optimize, opt_einsum.paths.PathOptimizer):
-        return compile_network(net, _path_of(net, optimize))
-    return compile_network(net, normalize_optimize(optimize))
-
-
-def _optimize_key(optimize: object) -> Hashable:
-    """``optimize`` as part of a cache key: an optimizer object itself (by identity), a path as tuples."""
-    if isinstance(optimize, opt_einsum.paths.PathOptimizer):
-        return optimize
-    return normalize_optimize(optimize)
-
-
-def _path_of(net: Network, optimizer: opt_einsum.paths.PathOptimizer) -> tuple[tuple[int, ...], ...]:
-    """The contraction path ``optimizer`` finds for ``net`` (over its tensors, opt_einsum's convention)."""
-    shapes = [tuple(net.size(leg) for leg in entry.legs) for entry in net.entries]
-    path, _ = opt_einsum.contract_path(net.to_einsum(), *shapes, shapes=True, optimize=optimizer)
-    return tuple(tuple(step) for step in path)
+    return compile_network(net, optimize)
 
 
 def _ellipsis_rank(equation: str, n: int, legs: tuple[str, ...], shape: Sequence[int]) -> int:

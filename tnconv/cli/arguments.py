@@ -32,7 +32,7 @@ from tnconv.cli.names import hint, routine_name, routine_names
 from tnconv.routines.routine import Routine
 from tnconv.routines.table import TABLE
 
-# tnconv.render.draw.FORMATS and tnconv.lower.plan.OPTIMIZERS, repeated here so that checking
+# tnconv.render.draw.FORMATS and tnconv.lower.path.OPTIMIZERS, repeated here so that checking
 # them imports no torch (tests/test_cli_arguments.py keeps the copies equal)
 DIAGRAM_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 RASTER_FORMATS = (".png", ".pdf")

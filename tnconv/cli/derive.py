@@ -19,7 +19,7 @@ from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.native import KernelCost
+from tnconv.lower.kernels import KernelCost
 from tnconv.lower.program import Program
 from tnconv.routines.derivation import StageResult
 from tnconv.routines.derivation import derive as derive_stages

@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import sympy
-import torch
 
 from tnconv.ir.sizes import Size, as_size, is_le, proven_divisible, quotient, symbols_of
 from tnconv.ir.tensors import PADDING_MODES, IndexPattern
@@ -59,8 +59,10 @@ def as_int(value: object, name: str) -> int:
     """``value`` as a Python int; TypeError for bool, float, str and other non-integers."""
     if isinstance(value, bool) or isinstance(value, (float, str, bytes)):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if isinstance(value, torch.Tensor) and (value.ndim != 0 or value.is_floating_point() or value.dtype == torch.bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+    torch = sys.modules.get("torch")  # a tensor can only be passed where torch is loaded: never import it here
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.is_floating_point() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be an int, got {value!r}")
     try:
         result = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
@@ -71,8 +73,9 @@ def as_int(value: object, name: str) -> int:
 
 
 def is_sequence(value: object) -> bool:
-    """Whether ``value`` is a tuple, list or ``torch.Size`` (the accepted per-dim containers)."""
-    return isinstance(value, (tuple, list, torch.Size))
+    """Whether ``value`` is a tuple, list or ``torch.Size`` (the accepted per-dim containers; ``torch.Size``
+    is a tuple)."""
+    return isinstance(value, (tuple, list))
 
 
 def per_dim(value: object, dims: int, name: str, minimum: int) -> tuple[int, ...]:

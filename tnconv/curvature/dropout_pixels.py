@@ -57,8 +57,8 @@ def contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 def pattern_inverse(pattern: IndexPattern, device: torch.device) -> torch.Tensor:
     """``o[k, i]``: the output location that tap ``k`` reads input pixel ``i`` for, or -1 (``(K, I)``)."""
-    index, valid = pattern.positions(device)  # (K, O)
-    taps, outputs = valid.nonzero(as_tuple=True)
+    index = torch.tensor(pattern.read_positions(), dtype=torch.long, device=device)  # (K, O), -1: padding
+    taps, outputs = (index >= 0).nonzero(as_tuple=True)
     inverse = torch.full((int(pattern.kernel_size), int(pattern.input_size)), -1, dtype=torch.long, device=device)
     inverse[taps, index[taps, outputs]] = outputs
     return inverse

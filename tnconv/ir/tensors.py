@@ -8,20 +8,22 @@
 - ``Identity``: the generalised Kronecker delta over all of its legs.
 - ``Ones``: the all-ones tensor (a sum over its legs).
 
-Structured kinds (all but ``Data``) are built by the program on the operands'
-device and dtype; users never pass them.
+Structured kinds (all but ``Data``) are built by the backend on the operands'
+device and dtype (``tnconv.backends.torch.constants``); users never pass them.
+Kinds are plain data: the index arithmetic here is pure Python.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import sympy
-import torch
 
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import View
+
+if TYPE_CHECKING:
+    from tnconv.ir.views import View
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -38,11 +40,6 @@ class Kind:
 
     def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Kind":
         return self
-
-    def materialize(
-        self, shape: Sequence[int], dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        raise TypeError(f"a {self.label} tensor is bound by the user, not built")
 
     def describe(self) -> str:
         return self.label
@@ -73,22 +70,12 @@ class Identity(Kind):
 
     label: ClassVar[str] = "identity"
 
-    def materialize(self, shape, dtype, device):
-        size = shape[0]
-        result = torch.zeros(tuple(shape), dtype=dtype, device=device)
-        index = torch.arange(size, device=device)
-        result[(index,) * len(shape)] = 1
-        return result
-
 
 @dataclass(frozen=True)
 class Ones(Kind):
     """The all-ones tensor: contracting with it sums a leg out."""
 
     label: ClassVar[str] = "ones"
-
-    def materialize(self, shape, dtype, device):
-        return torch.ones(tuple(shape), dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
@@ -123,31 +110,36 @@ class IndexPattern(Kind):
         fields = ("input_size", "kernel_size", "stride", "pad_left", "pad_right", "dilation")
         return replace(self, **{f: substitute(getattr(self, f), values) for f in fields})
 
-    def positions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(i[k, o], valid[k, o])``: the input index each (k, o) reads, and whether it reads one."""
-        size, kernel, stride = int(self.input_size), int(self.kernel_size), int(self.stride)
-        dilation, left = int(self.dilation), int(self.pad_left)
-        outputs = torch.arange(int(self.output_size), device=device)
-        taps = torch.arange(kernel, device=device)
-        position = stride * outputs[None, :] + dilation * taps[:, None] - left
-        inside = (position >= 0) & (position < size)
+    def fold(self, position: int) -> int:
+        """The pixel that padded position ``position`` (``0`` is the first input pixel) reads, or -1 for zero padding.
+
+        Sizes must be concrete. ``zeros``: -1 outside ``[0, I)``; ``replicate`` clamps,
+        ``circular`` wraps, ``reflect`` mirrors (as ``torch.nn.functional.pad``).
+        """
+        size = int(self.input_size)
+        if 0 <= position < size:
+            return position
         if self.mode == "zeros":
-            return position.clamp(0, size - 1), inside
+            return -1
         if self.mode == "replicate":
-            return position.clamp(0, size - 1), torch.ones_like(inside)
+            return min(max(position, 0), size - 1)
         if self.mode == "circular":
-            return position.remainder(size), torch.ones_like(inside)
+            return position % size
         if self.mode == "reflect":
             period = max(2 * (size - 1), 1)
-            folded = position.remainder(period)
-            return torch.where(folded >= size, period - folded, folded), torch.ones_like(inside)
+            folded = position % period
+            return period - folded if folded >= size else folded
         raise ValueError(f"mode must be one of {PADDING_MODES}, got {self.mode!r}")
 
-    def materialize(self, shape, dtype, device):
-        index, valid = self.positions(device)
-        result = torch.zeros(tuple(shape), dtype=dtype, device=device)
-        result.scatter_(2, index.unsqueeze(-1), valid.unsqueeze(-1).to(dtype))
-        return result
+    def read_positions(self) -> tuple[tuple[int, ...], ...]:
+        """``[k][o]``: the pixel tap ``k`` of output ``o`` reads (``fold(S*o + D*k - P_left)``; -1 for zero padding)."""
+        stride, dilation, left, size = int(self.stride), int(self.dilation), int(self.pad_left), int(self.input_size)
+        end = stride * int(self.output_size)
+        fold = self.fold
+        return tuple(
+            tuple(p if 0 <= p < size else fold(p) for p in range(dilation * k - left, dilation * k - left + end, stride))
+            for k in range(int(self.kernel_size))
+        )
 
     def describe(self) -> str:
         text = (
@@ -170,11 +162,17 @@ class PatternSum(Kind):
     def substitute(self, values):
         return PatternSum(self.pattern.substitute(values))
 
-    def materialize(self, shape, dtype, device):
-        index, valid = self.pattern.positions(device)
-        result = torch.zeros(tuple(shape), dtype=dtype, device=device)
-        result.scatter_add_(1, index, valid.to(dtype))
-        return result
+    def counts(self) -> tuple[tuple[int, ...], ...]:
+        """``[k][i]``: how often tap ``k`` reads pixel ``i`` (the tensor's entries; sizes must be concrete)."""
+        size = int(self.pattern.input_size)
+        rows = []
+        for taps in self.pattern.read_positions():
+            row = [0] * size
+            for pixel in taps:
+                if pixel >= 0:
+                    row[pixel] += 1
+            rows.append(tuple(row))
+        return tuple(rows)
 
     def describe(self) -> str:
         return "sum_o " + self.pattern.describe()

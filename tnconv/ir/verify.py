@@ -45,8 +45,8 @@ def verify(net: Network) -> Network:
         if isinstance(entry.kind, Data):
             try:
                 source = source_shape(entry.kind.views, shape)
-            except (IndexError, TypeError) as error:
-                raise InvariantError(f"{where}: views {entry.kind.views} do not fit legs {entry.legs}") from error
+            except (IndexError, TypeError, ValueError) as error:
+                raise InvariantError(f"{where}: views {entry.kind.views} do not fit legs {entry.legs}: {error}") from error
             first = occurrences.setdefault(entry.name, (position, entry, source))
             if first[0] != position:
                 _check_same_operand(first, (position, entry, source))

@@ -1,11 +1,13 @@
-"""Views: zero-copy reshapes and slices that relate a user's operand to a tensor's legs.
+"""Views: reshapes, slices and taps that relate a user's operand to a tensor's legs.
 
 A data tensor in a network may not use its operand's axes as they are: a
-rewrite can split an axis ``i`` into ``(o, k)`` (the dense rule) or keep only
-every ``S``-th index of it (downsampling), and a convolution splits channels
-into ``(groups, channels)``. Such a tensor carries a chain of views; the
-program applies them to the bound operand (``torch`` views, no copies), and
-the chain run backwards gives the operand shape the user must pass.
+rewrite can read an axis ``i`` as the taps ``(o, k)`` of an index pattern
+(``Taps``: the dense, downsampling and padding rules), keep only some indices
+of it (``Slice``), and a convolution splits channels into ``(groups,
+channels)`` (``Unflatten``). Such a tensor carries a chain of views; the
+backend applies them to the bound operand (``tnconv.backends.torch.views``:
+torch views, a copy only where a ``Taps`` reads padding), and the chain run
+backwards gives the operand shape the user must pass. Views are plain data.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import sympy
-import torch
 
-from tnconv.ir.sizes import Size, product, substitute
+from tnconv.ir.sizes import Size, equal, product, substitute
+from tnconv.ir.tensors import IndexPattern
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,6 @@ class Unflatten:
 
     axis: int
     sizes: tuple[Size, ...]
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.sizes:  # a size-1 axis split into no axes at all
-            return tensor.squeeze(self.axis)
-        return tensor.unflatten(self.axis, tuple(int(s) for s in self.sizes))
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         end = self.axis + len(self.sizes)
@@ -51,11 +48,6 @@ class Slice:
     step: Size
     count: Size
     source: Size
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        start, step, count = int(self.start), int(self.step), int(self.count)
-        index = (slice(None),) * self.axis + (slice(start, start + step * (count - 1) + 1, step),)
-        return tensor[index]
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])
@@ -79,9 +71,6 @@ class Squeeze:
 
     axis: int
 
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.squeeze(self.axis)
-
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], 1, *shape[self.axis :])
 
@@ -99,9 +88,6 @@ class Flatten:
     axis: int
     sizes: tuple[Size, ...]
 
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.flatten(self.axis, self.axis + len(self.sizes) - 1)
-
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
         return (*shape[: self.axis], *self.sizes, *shape[self.axis + 1 :])
 
@@ -113,64 +99,37 @@ class Flatten:
 
 
 @dataclass(frozen=True)
-class Windows:
-    """Axis ``axis`` (size ``source``) -> ``(count, size)``: ``count`` windows of ``size`` indices, ``step`` apart.
+class Taps:
+    """Axis ``axis`` (pixels ``i``, size ``pattern.input_size``) read as taps: axes ``(o, k)`` at ``(axis, axis + 1)``.
 
-    ``out[.., w, j, ..] = in[.., step*w + j, ..]`` (``Tensor.unfold``: a strided view, no copy).
+    ``out[.., o, k, ..] = in[.., S*o + D*k - P_left, ..]`` where that position is inside
+    the axis, else zero (``mode="zeros"``) or the padding mode's fold (``pattern``'s
+    hyper-parameters): the index pattern ``Pi[k, o, i]`` contracted with the axis. The
+    pattern rules of ``tnconv.simplify`` emit it where ``Pi`` relabels pixels; the native
+    matcher turns it back into ``Pi`` (``tnconv.lower.lift``). Realised as torch views
+    (a copy only where padding is read).
     """
 
     axis: int
-    size: Size
-    step: Size
-    count: Size
-    source: Size
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        windows = tensor.narrow(self.axis, 0, int(self.step) * (int(self.count) - 1) + int(self.size))
-        return windows.unfold(self.axis, int(self.size), int(self.step)).movedim(-1, self.axis + 1)
+    pattern: IndexPattern
 
     def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
-        return (*shape[: self.axis], self.source, *shape[self.axis + 2 :])
+        p = self.pattern
+        if equal(shape[self.axis], p.output_size) is False or equal(shape[self.axis + 1], p.kernel_size) is False:
+            raise ValueError(
+                f"{self} makes axes of sizes ({p.output_size}, {p.kernel_size}), "
+                f"not ({shape[self.axis]}, {shape[self.axis + 1]})"
+            )
+        return (*shape[: self.axis], p.input_size, *shape[self.axis + 2 :])
 
-    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Windows":
-        fields = (self.size, self.step, self.count, self.source)
-        return Windows(self.axis, *(substitute(f, values) for f in fields))
-
-    def __str__(self) -> str:
-        return f"windows({self.axis}, size={self.size}, step={self.step}, count={self.count})"
-
-
-@dataclass(frozen=True)
-class Pad:
-    """Zero-pad axis ``axis`` (size ``source``) by ``left`` and ``right`` indices (negative amounts crop; a copy)."""
-
-    axis: int
-    left: Size
-    right: Size
-    source: Size
-
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        left, right, size = int(self.left), int(self.right), tensor.shape[self.axis]
-        first, last = max(0, -left), max(0, -right)  # crop these first (F.pad cannot crop past the input)
-        if first + last >= size:
-            shape = list(tensor.shape)
-            shape[self.axis] = size + left + right
-            return tensor.new_zeros(shape)
-        kept = tensor.narrow(self.axis, first, size - first - last)
-        after = tensor.ndim - self.axis - 1
-        return torch.nn.functional.pad(kept, (0, 0) * after + (max(left, 0), max(right, 0)))
-
-    def source_shape(self, shape: Sequence[Size]) -> tuple[Size, ...]:
-        return (*shape[: self.axis], self.source, *shape[self.axis + 1 :])
-
-    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Pad":
-        return Pad(self.axis, *(substitute(f, values) for f in (self.left, self.right, self.source)))
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "Taps":
+        return Taps(self.axis, self.pattern.substitute(values))
 
     def __str__(self) -> str:
-        return f"pad({self.axis}, left={self.left}, right={self.right})"
+        return f"taps({self.axis}, {self.pattern.describe().removeprefix('index_pattern ')})"
 
 
-View = Union[Unflatten, Slice, Squeeze, Flatten, Windows, Pad]
+View = Union[Unflatten, Slice, Squeeze, Flatten, Taps]
 
 
 def source_shape(views: Sequence[View], shape: Sequence[Size]) -> tuple[Size, ...]:
@@ -195,15 +154,26 @@ def source_labels(views: Sequence[View], legs: Sequence[str]) -> tuple[str, ...]
         elif isinstance(view, Flatten):
             merged = current[view.axis]
             current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
-        elif isinstance(view, Pad):
-            current[view.axis] = f"{current[view.axis]}[pad {view.left},{view.right}]"
-        elif isinstance(view, Windows):
+        elif isinstance(view, Taps):
             current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
     return tuple(current)
 
 
-def apply_views(views: Sequence[View], tensor: torch.Tensor) -> torch.Tensor:
-    """Apply ``views`` to an operand, in order."""
-    for view in views:
-        tensor = view.apply(tensor)
-    return tensor
+def tap_axes(views: Sequence[View], ndim: int) -> frozenset[int]:
+    """The axes of the tensor that ``views`` make (``ndim`` of them) that come from a ``Taps`` view: pattern legs."""
+    found: set[int] = set()
+    if not any(type(view) is Taps for view in views):
+        return frozenset()
+    current: list[set[int]] = [{axis} for axis in range(ndim)]  # the final axes each axis becomes
+    for view in reversed(views):
+        if isinstance(view, Taps):
+            found |= current[view.axis] | current[view.axis + 1]
+            current[view.axis : view.axis + 2] = [set()]
+        elif isinstance(view, Unflatten):
+            end = view.axis + len(view.sizes)
+            current[view.axis : end] = [set().union(*current[view.axis : end])]
+        elif isinstance(view, Flatten):
+            current[view.axis : view.axis + 1] = [set(current[view.axis]) for _ in view.sizes]
+        elif isinstance(view, Squeeze):
+            current.insert(view.axis, set())
+    return frozenset(found)

@@ -1,15 +1,14 @@
-"""Binding operands to a network: names, shapes, dtypes and devices, with clear errors.
+"""Binding operands to a network: their order, the shapes they must have, and the messages on a mismatch.
 
-Every check here runs on each call of a program, so the common path is a few
-tuple comparisons; the detailed messages are only built on a mismatch.
+Pure Python (operands are read through ``.shape`` and ``.ndim`` only); the
+torch backend checks types, dtypes and devices (``tnconv.backends.torch.bind``).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import sympy
-import torch
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
@@ -34,8 +33,8 @@ def axis_labels(net: Network) -> dict[str, tuple[str, ...]]:
     return labels
 
 
-def collect(names: Sequence[str], args: Sequence[object], kwargs: Mapping[str, object]) -> list[torch.Tensor]:
-    """Order the operands given positionally (in ``names`` order) and by name; check their types."""
+def order(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
+    """The operands given positionally (in ``names`` order) and by name, in ``names`` order."""
     if len(args) > len(names):
         raise ValueError(f"got {len(args)} positional operands but the program takes {len(names)}: {names}")
     given = dict(zip(names, args))
@@ -49,34 +48,7 @@ def collect(names: Sequence[str], args: Sequence[object], kwargs: Mapping[str, o
     missing = [name for name in names if name not in given]
     if missing:
         raise ValueError(f"missing operand(s) {missing}; the program takes {names}")
-    operands = [given[name] for name in names]
-    for name, value in zip(names, operands):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"operand {name!r} must be a torch.Tensor, got {type(value).__name__}")
-    return operands  # type: ignore[return-value]
-
-
-def check_operands(
-    names: Sequence[str],
-    operands: Sequence[torch.Tensor],
-    expected: Sequence[tuple[int, ...]],
-    labels: Mapping[str, tuple[str, ...]],
-) -> None:
-    """Raise ValueError on a shape, dtype or device mismatch (the message names tensor, leg and sizes)."""
-    for name, operand, shape in zip(names, operands, expected):
-        if operand.shape != shape:
-            raise ValueError(shape_mismatch(name, tuple(operand.shape), shape, labels[name]))
-    if operands:
-        dtype, device = operands[0].dtype, operands[0].device
-        for name, operand in zip(names, operands):
-            if operand.dtype != dtype:
-                raise ValueError(
-                    f"operands must share one dtype: {names[0]!r} is {dtype} but {name!r} is {operand.dtype}"
-                )
-            if operand.device != device:
-                raise ValueError(
-                    f"operands must share one device: {names[0]!r} is on {device} but {name!r} is on {operand.device}"
-                )
+    return [given[name] for name in names]
 
 
 def shape_mismatch(name: str, got: tuple[int, ...], want: Sequence[Size], labels: Sequence[str]) -> str:
@@ -92,9 +64,7 @@ def shape_mismatch(name: str, got: tuple[int, ...], want: Sequence[Size], labels
     return f"operand {name!r} has shape {got}, which contradicts its leg sizes {tuple(want)}"
 
 
-def resolve_symbols(
-    net: Network, names: Sequence[str], operands: Sequence[torch.Tensor]
-) -> dict[sympy.Symbol, int]:
+def resolve_symbols(net: Network, names: Sequence[str], operands: Sequence[Any]) -> dict[sympy.Symbol, int]:
     """Values of the network's size symbols read off the operands' shapes.
 
     Every occurrence of an operand is read (one tensor is bound to all of them):

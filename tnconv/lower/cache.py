@@ -2,7 +2,7 @@
 
 A ``Program`` builds its structured constants (dense index patterns, gather
 maps, window-sum weights) the first time it runs on a dtype and device, and
-keeps them for later calls. Those constants, not the plans, are what costs
+keeps them for later calls (in its backend runner). Those constants, not the plans, are what costs
 memory, so the cache is a least-recently-used map bounded by the bytes of the
 constants its programs hold (``max_bytes``, default 512 MiB) as well as by
 their number (``max_programs``, default 1024).
@@ -23,22 +23,11 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Hashable
 
-import torch
-
 if TYPE_CHECKING:
     from tnconv.lower.program import Program
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 DEFAULT_MAX_PROGRAMS = 1024
-
-
-def nested_bytes(value: object) -> int:
-    """Bytes of the tensors in ``value`` (a tensor, or tuples/lists of them, nested)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(nested_bytes(item) for item in value)
-    return 0
 
 
 class ProgramCache:

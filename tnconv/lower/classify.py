@@ -1,6 +1,6 @@
 """Which structured tensors of a network run how: gathered, folded, scattered, window-summed, or dense.
 
-See ``tnconv.lower.structured`` for what each means. The rules look at how a
+See ``tnconv.lower.einsum`` for what each means. The rules look at how a
 structured tensor's legs meet the other tensors; applying one changes its
 host's legs, so the rules are applied repeatedly, following those changes.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tnconv.ir.network import Network
 from tnconv.ir.verify import verify
 from tnconv.lower.cache import PROGRAMS
-from tnconv.lower.plan import normalize_optimize
+from tnconv.lower.path import normalize_optimize
 from tnconv.lower.program import Program
 
 
@@ -20,13 +20,16 @@ def compile(  # noqa: A001 - the public name
     reshape / matmul calls) with its index patterns applied as strided views,
     gathers and scatters (``Program.strategy`` says which). The
     contraction order comes from opt_einsum (``optimize``: an optimizer name
-    such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, or an explicit
+    such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``; an optimizer
+    object, an opt_einsum ``PathOptimizer`` such as ``DynamicProgramming()``
+    or a cotengra optimizer such as ``HyperOptimizer()``; or an explicit
     path over ``net.entries``, which also builds index patterns densely).
     ``memory_limit`` (elements) bounds every intermediate of the einsum path
     by slicing the contraction over legs (same result, more steps); when it is
     given, native kernels (whose workspaces tnconv does not control) are not
     used. Programs are cached by network (structure and sizes), optimizer and
-    limit: compiling the same thing twice returns the same object. The cache
+    limit: compiling the same thing twice returns the same object (an
+    optimizer object counts as the same only when it is the same object). The cache
     (``tnconv.lower.cache.PROGRAMS``) is bounded by the bytes of the
     structured constants its programs hold (512 MiB by default) and by count
     (1024); ``tnconv.clear_caches()`` empties it. A network with symbolic

@@ -7,7 +7,8 @@ own axes already are those groups (a conv input passed as ``(N, C_in, H, W)``
 for legs ``n, g, c_in, i1, i2`` seen through the channel ``Unflatten``), it is
 passed as it is; otherwise its views are applied, its legs permuted and
 grouped with one reshape. ``Restore`` splits a kernel's result back into legs
-and permutes them into the network's output order.
+and permutes them into the network's output order. Both are plain data that
+the backend turns into calls (``tnconv.backends.torch.kernels``).
 
 Every reshape target leads with -1 (sizes are >= 1, so the leading size follows
 from the others): the leading dim follows the tensor, which lets a kernel built
@@ -20,11 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import torch
-
 from tnconv.ir.network import Tensor
 from tnconv.ir.tensors import Data
-from tnconv.ir.views import Unflatten, View, apply_views
+from tnconv.ir.views import Unflatten, View
 
 Groups = Sequence[Sequence[str]]
 
@@ -40,16 +39,6 @@ class Arrange:
     permutation: tuple[int, ...] | None
     shape: tuple[int, ...] | None
 
-    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
-        tensor = operands[self.operand]
-        if self.views:
-            tensor = apply_views(self.views, tensor)
-        if self.permutation is not None:
-            tensor = tensor.permute(self.permutation)
-        if self.shape is not None:
-            tensor = tensor.reshape(self.shape)
-        return tensor
-
 
 @dataclass(frozen=True)
 class Restore:
@@ -57,10 +46,6 @@ class Restore:
 
     shape: tuple[int, ...]
     permutation: tuple[int, ...] | None
-
-    def __call__(self, result: torch.Tensor) -> torch.Tensor:
-        result = result.reshape(self.shape)
-        return result if self.permutation is None else result.permute(self.permutation)
 
 
 def operand_groups(entry: Tensor) -> list[tuple[str, ...]] | None:

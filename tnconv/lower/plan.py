@@ -1,134 +1,50 @@
-"""Contraction planning: tensors with named legs -> a fixed sequence of small einsum steps.
+"""``plan``: how a concrete network runs, as plain data a backend interprets (no torch).
 
-opt_einsum chooses the contraction order (any number of legs: it names them
-with unicode symbols). Each step is then written as its own ``torch.einsum``
-equation over at most 52 letters, assigned per step, so that networks with
-more legs than ``torch.einsum`` has letters still run. The plan is plain data
-(positions and strings): executing it needs no opt_einsum object.
+The planner tries, in order:
+
+1. a native kernel (``tnconv.lower.native``), matched on the network's
+   structural form: one PyTorch kernel computes the whole network;
+2. the einsum stage (``tnconv.lower.einsum``): taps gathers, folds, scatters
+   and window sums for the structured tensors, pairwise steps along an
+   opt_einsum path for the rest;
+3. the einsum stage sliced over legs (``tnconv.lower.slicing``), when a
+   ``memory_limit`` bounds its intermediates (no native kernel then: tnconv
+   does not control their workspaces), or an explicit path is given.
 """
 
 from __future__ import annotations
 
-import string
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
-
-import opt_einsum
-import torch
-
-from tnconv.lower.steps import Recipe, recipe
-
-Optimize = Union[str, tuple[tuple[int, ...], ...]]
-
-LETTERS = string.ascii_letters
-OPTIMIZERS = (
-    "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
-    "random-greedy", "random-greedy-128",
-)
+from tnconv.ir.network import Network
+from tnconv.lower import native
+from tnconv.lower.nodes import Executor, Plan
+from tnconv.lower.path import Optimize, normalize_optimize
+from tnconv.lower.slicing import plan_memory
 
 
-@dataclass(frozen=True)
-class Step:
-    """Contract the working operands at ``positions`` (removed) with ``equation``; append the result.
+def plan(net: Network, optimize: object = "auto", memory_limit: int | None = None) -> Plan:
+    """The plan of ``net`` (concrete sizes): a ``Native``, ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
 
-    ``legs`` are the result's legs; ``size`` its number of elements. ``torch_calls`` is the
-    step as fixed torch calls (``tnconv.lower.steps``), or None where ``torch.einsum`` runs it.
+    ``optimize`` and ``memory_limit`` as for ``tnconv.compile``. Raises ValueError for
+    symbolic sizes.
     """
-
-    positions: tuple[int, ...]
-    equation: str
-    legs: tuple[str, ...]
-    size: int = 0
-    torch_calls: Recipe | None = field(default=None, compare=False)
-
-    def __call__(self, *operands: torch.Tensor) -> torch.Tensor:
-        if self.torch_calls is None:
-            return torch.einsum(self.equation, *operands)
-        return self.torch_calls(*operands)
+    chosen = normalize_optimize(optimize)
+    _check_concrete(net)
+    if memory_limit is None and not isinstance(chosen, tuple):
+        found = native.match(net)
+        if found is not None:
+            return found
+    return einsum_plan(net, chosen, memory_limit)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A contraction order over a list of tensors and its cost, as opt_einsum estimates it."""
-
-    path: tuple[tuple[int, ...], ...]
-    steps: tuple[Step, ...]
-    flops: int
-    largest_intermediate: int
+def einsum_plan(net: Network, optimize: Optimize, memory_limit: int | None = None) -> Executor:
+    """The einsum stage's plan of ``net`` (also for networks a native kernel runs: their cost, a reference)."""
+    _check_concrete(net)
+    return plan_memory(net, optimize, memory_limit)
 
 
-def normalize_optimize(optimize: object) -> Optimize:
-    """Validate ``optimize``: an opt_einsum optimizer name or an explicit path of position tuples."""
-    if isinstance(optimize, str):
-        if optimize not in OPTIMIZERS:
-            raise ValueError(f"optimize must be one of {OPTIMIZERS} or an explicit path, got {optimize!r}")
-        return optimize
-    if isinstance(optimize, (list, tuple)) and all(
-        isinstance(step, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in step)
-        for step in optimize
-    ):
-        return tuple(tuple(step) for step in optimize)
-    raise TypeError(f"optimize must be an optimizer name or a path (sequence of int tuples), got {optimize!r}")
-
-
-def plan_pairwise(
-    legs: Sequence[tuple[str, ...]],
-    output: tuple[str, ...],
-    sizes: Mapping[str, int],
-    optimize: Optimize = "auto",
-) -> Plan:
-    """Plan the contraction of tensors with the given legs (all sizes integers) into ``output``.
-
-    Raises ValueError when there is nothing to contract or the optimizer cannot plan it.
-    """
-    if not legs:
-        raise ValueError("cannot compile a network without tensors")
-    names = list(dict.fromkeys(leg for term in legs for leg in term))
-    symbols = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(names)}
-    inputs = ",".join("".join(symbols[leg] for leg in term) for term in legs)
-    equation = f"{inputs}->{''.join(symbols[leg] for leg in output)}"
-    shapes = [tuple(int(sizes[leg]) for leg in term) for term in legs]
-    try:
-        path, info = opt_einsum.contract_path(
-            equation, *shapes, shapes=True, optimize=list(optimize) if isinstance(optimize, tuple) else optimize
+def _check_concrete(net: Network) -> None:
+    if not net.is_concrete:
+        raise ValueError(
+            f"sizes {sorted(map(str, net.symbols))} are symbolic, so there is no plan yet; "
+            "use program.specialize(*operands) or Network.substitute(...) first"
         )
-    except (KeyError, ValueError, TypeError, IndexError) as error:
-        readable = ",".join(" ".join(term) for term in legs) + " -> " + " ".join(output)
-        raise ValueError(f"optimize={optimize!r} could not plan {readable}: {error}") from error
-    steps = pairwise_steps(legs, output, sizes, [tuple(step) for step in path])
-    return Plan(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate))
-
-
-def pairwise_steps(
-    legs: Sequence[tuple[str, ...]],
-    output: tuple[str, ...],
-    sizes: Mapping[str, int],
-    path: Sequence[tuple[int, ...]],
-) -> tuple[Step, ...]:
-    """Turn a path over positions into per-step einsum equations with local letters."""
-    working: list[tuple[str, ...]] = list(legs)
-    steps = []
-    for number, positions in enumerate(path):
-        operands = [working[p] for p in positions]
-        rest = [term for p, term in enumerate(working) if p not in positions]
-        if number == len(path) - 1:
-            keep, order = set(output), output
-        else:
-            needed = set(output).union(*map(set, rest))
-            keep, order = {leg for term in operands for leg in term if leg in needed}, None
-        torch_calls, result = recipe(operands, keep, sizes, order)
-        involved = list(dict.fromkeys([leg for term in operands for leg in term] + list(result)))
-        if len(involved) > len(LETTERS):
-            raise ValueError(
-                f"contraction step {number} joins {len(involved)} distinct legs; torch.einsum has only "
-                f"{len(LETTERS)} letters per call: {involved}"
-            )
-        letter = {leg: LETTERS[n] for n, leg in enumerate(involved)}
-        equation = ",".join("".join(letter[l] for l in term) for term in operands)
-        equation += "->" + "".join(letter[l] for l in result)
-        size = 1
-        for leg in result:
-            size *= int(sizes[leg])
-        steps.append(Step(tuple(positions), equation, result, size, torch_calls))
-        working = rest + [result]
-    return tuple(steps)

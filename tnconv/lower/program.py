@@ -1,51 +1,56 @@
-"""``Program``: a compiled network, called with torch tensors.
+"""``Program``: a compiled network - its plan, and the backend runner that calls it with torch tensors.
 
-A program holds a fixed plan made of plain data and plain torch calls, so
-that calling it costs little and ``torch.compile(fullgraph=True)`` traces it
-without a graph break:
+A program holds a fixed plan made of plain data (``tnconv.lower.plan``) and the
+torch backend's runner of it (``tnconv.backends.torch``: every torch call fixed
+once), so that calling it costs little and ``torch.compile(fullgraph=True)``
+traces it without a graph break:
 
 - ``native``: one PyTorch kernel (``tnconv.lower.native``) computes the whole
   network - a convolution, its input or weight VJP, a transposed convolution,
   unfold, fold, a matrix product;
-- ``einsum``: otherwise, index patterns run as strided views / gathers /
-  scatters (``tnconv.lower.structured``) and the rest as pairwise steps along
+- ``einsum``: otherwise, index patterns run as taps (strided views), gathers
+  and scatters (``tnconv.lower.einsum``) and the rest as pairwise steps along
   an opt_einsum path, each a fixed permute / reshape / ``matmul`` recipe
   (``tnconv.lower.steps``), sliced over a leg when a ``memory_limit`` asks for
   it (``tnconv.lower.slicing``).
 
 ``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
-built densely).
+built densely). Importing this module needs no torch; making a concrete
+program imports the torch backend.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tnconv.ir.network import Network
-from tnconv.ir.views import apply_views
-from tnconv.lower import native
-from tnconv.lower.cache import PROGRAMS, nested_bytes
-from tnconv.lower.bind import axis_labels, check_operands, collect, operand_shapes, resolve_symbols
-from tnconv.lower.plan import Optimize
-from tnconv.lower.slicing import Executor, Sliced, plan_memory
-from tnconv.lower.lowering import lower
+from tnconv.lower.bind import axis_labels, operand_shapes, resolve_symbols
+from tnconv.lower.cache import PROGRAMS
+from tnconv.lower.kernels import KernelCost, Native
+from tnconv.lower.nodes import Executor, Plan, Sliced
+from tnconv.lower.path import Optimize
+from tnconv.lower.plan import einsum_plan, plan
 
 if TYPE_CHECKING:
+    import torch
+
+    from tnconv.backends.torch.runner import NativeKernel, Runner
     from tnconv.ir.sizes import Size
 
 
 class Program:
-    """A network lowered to torch calls.
+    """A network lowered to a plan that the torch backend runs.
 
     Attributes:
         network: the network it computes.
         equation: the network as one einsum equation (one letter per leg).
         operands: names of the tensors to pass, in positional order.
         strategy: how it executes (see the module docstring).
+        plan: the plan (``tnconv.lower.nodes``: ``Native``, ``Einsum`` or ``Sliced``), None while sizes are symbolic.
+        runner: the torch backend's runner of the plan (``tnconv.backends.torch.Runner``: its torch calls,
+            fixed once, and its ``constants`` per dtype and device), None while sizes are symbolic.
         memory_limit: the budget (elements) for intermediates of the einsum path, or None.
         path: the contraction path of the einsum path (opt_einsum convention, over the
             working tensors: data tensors and densely built ones, index patterns already
@@ -62,25 +67,21 @@ class Program:
         self.operands = network.operands
         self.optimize = optimize
         self.memory_limit = memory_limit
-        self._expected: tuple[tuple["Size", ...], ...] = tuple(operand_shapes(network)[n] for n in self.operands)
-        self._labels = axis_labels(network)
-        positions = {name: n for n, name in enumerate(self.operands)}
-        self._reads = tuple(
-            (positions[e.name], e.kind.views) for e in network.entries if not e.structured  # type: ignore[attr-defined]
-        )
-        self._constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
-        self._kernel = None
-        self._concrete = network.is_concrete
+        shapes = operand_shapes(network)
+        self.expected_shapes: tuple[tuple["Size", ...], ...] = tuple(shapes[name] for name in self.operands)
+        """The shape each operand must have (in ``operands`` order; symbolic sizes where the network has them)."""
+        self.axis_labels = axis_labels(network)
+        """For each operand, what each axis is in terms of legs (for error messages)."""
+        self.plan: Plan | None = None
+        self.runner: "Runner | None" = None
         if not network.is_concrete:
             self.strategy = "symbolic"
             return
-        if memory_limit is None and not isinstance(optimize, tuple):
-            found = native.match(network)
-            if found is not None:
-                self.strategy = "native:" + found[0]
-                self._kernel = found[1]
-                return
-        self.strategy = _describe(self._executor)
+        self.plan = plan(network, optimize, memory_limit)
+        self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else _describe(self.plan)
+        from tnconv.backends.torch.runner import Runner
+
+        self.runner = Runner(self)
 
     # --- cost ---------------------------------------------------------------------------
     @property
@@ -89,124 +90,105 @@ class Program:
         return self.network.is_concrete
 
     @cached_property
-    def _executor(self) -> Executor:
-        """The einsum path (also computed for native programs when asked, for its cost and as fallback)."""
-        if not self.network.is_concrete:
-            raise ValueError(
-                f"sizes {sorted(map(str, self.network.symbols))} are symbolic, so there is no plan yet; "
-                "use program.specialize(*operands) or Network.substitute(...) first"
-            )
-        if self.memory_limit is None:
-            return lower(self.network, self.optimize)
-        return plan_memory(self.network, self.optimize, self.memory_limit)
+    def einsum_plan(self) -> Executor:
+        """The einsum path's plan: the plan itself, or for a native program the one it would run otherwise
+        (planned when first asked, for its cost and as a reference)."""
+        if isinstance(self.plan, (Native, type(None))):
+            return einsum_plan(self.network, self.optimize, self.memory_limit)
+        return self.plan
 
     @property
     def path(self) -> tuple[tuple[int, ...], ...]:
-        return _innermost(self._executor).plan.path
+        return _innermost(self.einsum_plan).contraction.path
 
     @property
     def flops(self) -> int:
-        return self._executor.flops
+        return self.einsum_plan.flops
 
     @property
     def largest_intermediate(self) -> int:
-        return self._executor.largest_intermediate
+        return self.einsum_plan.largest_intermediate
 
     @property
     def steps(self) -> tuple[str, ...]:
         """The per-step einsum equations of the einsum path, in order."""
-        return tuple(step.equation for step in _innermost(self._executor).plan.steps)
+        return tuple(step.equation for step in _innermost(self.einsum_plan).contraction.steps)
 
-    def kernel_cost(self) -> native.KernelCost | None:
+    def kernel_cost(self) -> KernelCost | None:
         """What a call of the native kernel does (FLOPs, the tensors it creates), or None without one.
 
         The other cost attributes describe the einsum plan, which a native program does not run.
         """
-        if self._kernel is None:
+        kernel = self.kernel
+        if kernel is None:
             return None
-        return native.kernel_cost(self.network, self._kernel, self._expected)  # type: ignore[arg-type]
+        from tnconv.backends.torch.cost import kernel_cost
+
+        return kernel_cost(self.plan, kernel, self.expected_shapes)  # type: ignore[arg-type]
 
     @property
-    def kernel(self) -> native.Kernel | None:
+    def kernel(self) -> "NativeKernel | None":
         """The PyTorch kernel that runs the whole network (``strategy`` ``"native:..."``), else None.
 
         A callable on the operands in ``operands`` order, with none of the checks of a
         call, used for floating-point operands only (a call runs other dtypes on the
-        einsum path). It holds no batch size where it needs none (``tnconv.lower.native``).
+        einsum path). It holds no batch size where it needs none (``tnconv.lower.native``),
+        and kernels compare equal when they are the same call.
         """
-        return self._kernel
+        return None if self.runner is None else self.runner.kernel
 
     # --- running ------------------------------------------------------------------------
-    def run_einsum_plan(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+    def run_einsum_plan(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
         """Contract a concrete network along its einsum plan, even where a native kernel would run it.
 
         An independent reference for the kernel (``tnconv derive --check``).
         """
-        if not self._concrete:
+        if self.runner is None:
             raise ValueError("run_einsum_plan needs a concrete program; use program.specialize(*operands) first")
-        operands = tuple(collect(self.operands, args, kwargs))
-        check_operands(self.operands, operands, self._expected, self._labels)  # type: ignore[arg-type]
-        device = operands[0].device if operands else torch.device("cpu")
-        return self._execute(operands, operands[0].dtype if operands else torch.get_default_dtype(), device)
+        from tnconv.backends.torch.bind import check_operands, collect
 
-    def specialize(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> "Program":
+        operands = tuple(collect(self.operands, args, kwargs))
+        check_operands(self.operands, operands, self.expected_shapes, self.axis_labels)
+        if operands:
+            return self.runner.run_einsum(operands, operands[0].dtype, operands[0].device)
+        import torch
+
+        return self.runner.run_einsum(operands, torch.get_default_dtype(), torch.device("cpu"))
+
+    def specialize(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "Program":
         """The concrete program for these operands' shapes (itself when already concrete)."""
         if self.network.is_concrete:
             return self
+        from tnconv.backends.torch.bind import collect
         from tnconv.lower.compile import compile as compile_network
 
         operands = collect(self.operands, args, kwargs)
         values = resolve_symbols(self.network, self.operands, operands)
         return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
 
-    def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
         """Contract the network; operands by position (``program.operands`` order) or by name."""
-        names = self.operands
-        if kwargs and not args and len(kwargs) == len(names) and all(n in kwargs for n in names):
-            args, kwargs = tuple(kwargs[name] for name in names), {}
-        if kwargs or len(args) != len(names) or not all(isinstance(a, torch.Tensor) for a in args):
-            args = tuple(collect(names, args, kwargs))
-        if not self._concrete:
-            return self.specialize(*args)(*args)
-        if not args:
-            return self._execute(args, torch.get_default_dtype(), torch.device("cpu"))
-        dtype, device = args[0].dtype, args[0].device
-        if dtype == torch.bool:
-            raise TypeError(f"operand {names[0]!r} has dtype torch.bool; pass a number dtype (e.g. {names[0]}.float())")
-        for operand, shape in zip(args, self._expected):
-            if operand.shape != shape or operand.dtype != dtype or operand.device != device:
-                check_operands(names, args, self._expected, self._labels)  # type: ignore[arg-type]
-        if self._kernel is not None and dtype.is_floating_point:
-            return self._kernel(args)
-        return self._execute(args, dtype, device)
+        runner = self.runner
+        if runner is None:
+            return self.specialize(*args, **kwargs)(*args, **kwargs)
+        return runner(args, kwargs)
 
-    def _execute(self, operands: tuple[torch.Tensor, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Run the einsum path (views, structured lowering, pairwise steps)."""
-        executor = self._executor
-        data = [apply_views(views, operands[n]) if views else operands[n] for n, views in self._reads]
-        return executor.execute(data, self._made(executor, dtype, device))
-
-    def _made(self, executor: Executor, dtype: torch.dtype, device: torch.device) -> tuple:
-        """The structured tensors and index maps on this dtype and device, built once per pair."""
-        key = (dtype, device)
-        made = self._constants.get(key)
-        if made is None:
-            made = executor.make_constants(dtype, device)
-            if not torch.compiler.is_compiling():
-                self._constants[key] = made
-                PROGRAMS.account((self.network, self.optimize, self.memory_limit), self)
-        return made
+    # --- constants ----------------------------------------------------------------------
+    def account_constants(self) -> None:
+        """The runner built constants for a new dtype or device: the program cache counts them."""
+        PROGRAMS.account((self.network, self.optimize, self.memory_limit), self)
 
     @property
     def constant_bytes(self) -> int:
         """Bytes of the structured constants this program holds (over the dtypes and devices it ran on)."""
-        return nested_bytes(list(self._constants.values()))
+        return 0 if self.runner is None else self.runner.constant_bytes
 
     def release_constants(self) -> None:
         """Drop the structured constants (the program cache does this on eviction); rebuilt on the next call."""
-        self._constants = {}
+        if self.runner is not None:
+            self.runner.constants = {}
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (and ``torch.save``) as ``(network, optimize, memory_limit)``, rebuilt through ``tnconv.compile``."""
         return (_rebuild, (self.network, self.optimize, self.memory_limit))
 
@@ -222,7 +204,7 @@ def _rebuild(network: Network, optimize: Optimize, memory_limit: int | None) -> 
     return compile_network(network, optimize, memory_limit=memory_limit)
 
 
-def _innermost(executor: Executor):
+def _innermost(executor: Executor) -> Any:
     while isinstance(executor, Sliced):
         executor = executor.parts[0]
     return executor

@@ -1,82 +1,30 @@
 """Slicing: keep every intermediate under a memory budget by contracting in chunks of one leg.
 
-When the largest intermediate of a lowering exceeds ``memory_limit``
+When the largest intermediate of an einsum plan exceeds ``memory_limit``
 elements, the contraction is split over a leg: each chunk runs the same
-lowering on narrowed inputs (``Tensor.narrow``: views), and the chunks'
-results are concatenated (the leg is an output leg) or summed (it is
-contracted). Only legs that no structured tensor fixes can be sliced (an
-index pattern's legs cannot). A chunk that is still too large is sliced again
+plan on narrowed inputs (views), and the chunks' results are concatenated
+(the leg is an output leg) or summed (it is contracted): a ``Sliced`` plan.
+Only legs that no structured tensor fixes can be sliced (an index pattern's
+legs cannot). A chunk that is still too large is sliced again
 over another leg, so the budget is met whenever some choice of chunks meets
 it; otherwise a ValueError says how small it can go.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence, Union
-
-import torch
-
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import Ones
-from tnconv.lower.plan import Optimize
-from tnconv.lower.lowering import lower
-from tnconv.lower.structured import Lowering
-
-
-@dataclass(frozen=True)
-class Sliced:
-    """Run ``parts`` on chunks ``(start, length, part)`` of ``leg``; concatenate on ``output_axis`` or sum (-1).
-
-    ``axes[n]`` is the axis of ``leg`` in the n-th data entry's tensor (-1 when it has none).
-    """
-
-    leg: str
-    axes: tuple[int, ...]
-    output_axis: int
-    pieces: tuple[tuple[int, int, int], ...]
-    parts: tuple["Executor", ...]
-    flops: int
-    largest_intermediate: int
-
-    @property
-    def dense(self) -> tuple[str, ...]:
-        return self.parts[0].dense
-
-    def describe(self) -> str:
-        """``"leg:chunks"`` for this slicing and the ones inside it, e.g. ``"n:4,c:2"``."""
-        inner = self.parts[0]
-        rest = f",{inner.describe()}" if isinstance(inner, Sliced) else ""
-        return f"{self.leg}:{len(self.pieces)}{rest}"
-
-    def make_constants(self, dtype: torch.dtype, device: torch.device) -> tuple:
-        return tuple(part.make_constants(dtype, device) for part in self.parts)
-
-    def execute(self, data: Sequence[torch.Tensor], constants: Sequence) -> torch.Tensor:
-        total: torch.Tensor | None = None
-        chunks = []
-        for start, length, part in self.pieces:
-            narrowed = [t if axis < 0 else t.narrow(axis, start, length) for t, axis in zip(data, self.axes)]
-            result = self.parts[part].execute(narrowed, constants[part])
-            if self.output_axis >= 0:
-                chunks.append(result)
-            else:
-                total = result if total is None else total + result
-        if self.output_axis >= 0:
-            return torch.cat(chunks, self.output_axis)
-        assert total is not None
-        return total
-
-
-Executor = Union[Lowering, Sliced]
+from tnconv.lower.einsum import plan_einsum
+from tnconv.lower.nodes import Executor, Sliced
+from tnconv.lower.path import Optimize
 
 
 def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None, share: bool = True) -> Executor:
-    """A lowering of ``net`` whose intermediates have at most ``memory_limit`` elements (None: no limit).
+    """An einsum plan of ``net`` whose intermediates have at most ``memory_limit`` elements (None: no limit).
 
-    ``share`` is passed to ``lower`` (off inside slices: see ``tnconv.lower.lowering.lower``).
+    ``share`` is passed to ``plan_einsum`` (off inside slices: see ``tnconv.lower.einsum.plan_einsum``).
     """
-    whole = lower(net, optimize, share)
+    whole = plan_einsum(net, optimize, share)
     if memory_limit is None or whole.largest_intermediate <= memory_limit:
         return whole
     fitting: list[tuple[int, str]] = []
@@ -85,7 +33,7 @@ def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None, shar
         chunk = int(net.size(leg))
         while chunk > 1:
             chunk = -(-chunk // 2)
-            largest = lower(_resized(net, leg, chunk), optimize).largest_intermediate
+            largest = plan_einsum(_resized(net, leg, chunk), optimize).largest_intermediate
             if largest <= memory_limit:
                 fitting.append((-chunk, leg))
                 break
@@ -117,7 +65,7 @@ def _slice(net: Network, optimize: Optimize, memory_limit: int, leg: str, chunk:
     output_axis = net.output.index(leg) if leg in net.output else -1
     flops = sum(parts[part].flops for _, _, part in pieces)
     largest = max(part.largest_intermediate for part in parts)
-    return Sliced(leg, axes, output_axis, pieces, parts, flops, largest)
+    return Sliced(parts[0].reads, leg, axes, output_axis, pieces, parts, flops, largest)
 
 
 def _candidates(net: Network) -> list[str]:

@@ -1,11 +1,12 @@
-"""Contraction steps as fixed torch calls: ``sum``, ``permute``, ``reshape`` and ``matmul``.
+"""Contraction steps as fixed recipes of ``sum``, ``permute``, ``reshape`` and ``matmul`` calls.
 
 ``torch.einsum`` parses its equation and plans the same permutes, reshapes
 and batched product on every call, which costs more than the product itself
 on small tensors, and its fixed layout copies large operands whose contracted
 legs are not last. A step of a plan knows its legs and sizes in advance, so
 it is compiled once into a ``Unary`` (one operand: sum and permute) or a
-``Pairwise`` recipe (two operands, after summing legs only one of them has):
+``Pairwise`` recipe (two operands, after summing legs only one of them has),
+plain data that the backend turns into calls (``tnconv.backends.torch.steps``):
 
 - legs on both operands and kept are batch legs ``L``, legs on one operand and
   kept its free legs ``M`` / ``N``, legs on both and not kept are contracted
@@ -34,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from itertools import takewhile
 from typing import Mapping, Sequence
 
-import torch
-
 
 @dataclass(frozen=True)
 class Unary:
@@ -48,11 +47,6 @@ class Unary:
     def identity(self) -> bool:
         return not self.summed and self.permutation is None
 
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.summed:
-            tensor = tensor.sum(self.summed)
-        return tensor if self.permutation is None else tensor.permute(self.permutation)
-
 
 @dataclass(frozen=True)
 class Operand:
@@ -63,13 +57,6 @@ class Operand:
     transpose: bool
     reshape: bool = True
     axes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = field(default=((), (), ()), compare=False)
-
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.prepare is not None:
-            tensor = self.prepare(tensor)
-        if self.reshape:
-            tensor = tensor.reshape(self.shape)
-        return tensor.transpose(-1, -2) if self.transpose else tensor
 
 
 @dataclass(frozen=True)
@@ -85,18 +72,6 @@ class Pairwise:
     summed: tuple[int, ...] = ()
     reshape: bool = True
 
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.swap:
-            a, b = b, a
-        first = self.first(a)
-        second = first.transpose(-1, -2) if self.gram else self.second(b)
-        result = torch.matmul(first, second)
-        if self.summed:
-            result = result.sum(self.summed)
-        if self.reshape:
-            result = result.reshape(self.shape)
-        return result if self.permutation is None else result.permute(self.permutation)
-
 
 Recipe = Unary | Pairwise
 
@@ -105,10 +80,10 @@ def recipe(
     operands: Sequence[tuple[str, ...]], keep: Sequence[str] | set[str], sizes: Mapping[str, int],
     order: tuple[str, ...] | None = None,
 ) -> tuple[Recipe | None, tuple[str, ...]]:
-    """The torch-call recipe of one step and its result legs.
+    """The recipe of one step and its result legs.
 
     ``keep``: the legs the result has; ``order``: their order, or None for the recipe's
-    natural order. The recipe is None (use ``torch.einsum``) when a leg repeats on a tensor.
+    natural order. The recipe is None (the step runs as an einsum) when a leg repeats on a tensor.
     """
     kept = set(keep)
     natural: tuple[str, ...]

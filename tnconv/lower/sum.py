@@ -8,15 +8,15 @@ contraction order) and the results are added. Operands are shared by name.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from tnconv.lower.bind import collect
-from tnconv.lower.plan import Optimize
+from tnconv.lower.bind import order
+from tnconv.lower.path import Optimize
 from tnconv.lower.program import Program
 
 if TYPE_CHECKING:
+    import torch
+
     from tnconv.ir.networksum import NetworkSum
 
 
@@ -69,16 +69,16 @@ class SumProgram:
         """Each term's per-step einsum equations."""
         return tuple(term.steps for term in self.terms)
 
-    def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
         """Contract every term and add them; operands by position (``operands`` order) or by name."""
-        given = dict(zip(self.operands, collect(self.operands, args, kwargs)))
+        given = dict(zip(self.operands, order(self.operands, args, kwargs)))
         result = None
         for term in self.terms:
             value = term(**{name: given[name] for name in term.operands})
             result = value if result is None else result + value
         return result
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as ``(network, optimize, memory_limit)``, rebuilt through the cached ``compile_sum``."""
         return (compile_sum, (self.network, self.optimize, self.memory_limit))
 

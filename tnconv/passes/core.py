@@ -6,7 +6,7 @@ fired, on which tensors and legs, and which condition was proven (the
 rules of ``simplify`` are ``tnconv.passes.sweep.Rule`` objects, a declared
 match plus a rewrite, which are such functions too)::
 
-    dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=16=S*O)] -> reshape i1 into (o1, k1) on X + identities; drop Pi1
+    dense: Pi1 [K=S=4, P=0, D=1, I%K==0 (I=16=S*O)] -> read i1 as taps (o1, k1) of X; drop Pi1
 
 Where sizes are symbolic, a rule whose condition holds for some values of the
 symbols but is not proven for all does not fire; it leaves a record with

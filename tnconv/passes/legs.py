@@ -7,13 +7,15 @@ Each is a ``tnconv.passes.sweep.Rule``; ``tnconv.passes.simplify.RULES`` orders 
   output leg; the merged leg must stay on some other tensor).
 - **squeeze**: a summed leg of size 1 indexes nothing: drop it from the data
   tensors (a ``Squeeze`` view), all-ones tensors and identities carrying it
-  (only where no index pattern, whose kind fixes its legs, carries it too:
-  then the leg would stay and nothing is gained).
+  (only where no index pattern, whose kind fixes its legs, carries it too,
+  and no data tensor reads it as a tap of a pattern - a ``Taps`` view's leg:
+  then the leg would stay and nothing is gained, or the pattern be lost).
 - **ones**: an all-ones tensor whose legs all sit on other tensors too
   multiplies by 1: drop it.
 - **merge parallel legs**: two summed legs that sit next to each other, in
   the same order, on exactly the same tensors (data or all-ones) act as one
-  leg of the product size: merge them (a ``Flatten`` view).
+  leg of the product size: merge them (a ``Flatten`` view); never a pattern
+  leg of a ``Taps`` view.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import proven_equal
 from tnconv.ir.tensors import Data, Identity, Ones
-from tnconv.ir.views import Flatten, Squeeze
-from tnconv.ir.names import fresh_name
+from tnconv.ir.views import Flatten, Squeeze, tap_axes
 from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.sweep import LEGS, Rule
 from tnconv.passes.viewchain import append_views
@@ -81,6 +83,8 @@ def _match_squeeze(net: Network, leg: str) -> Optional[str]:
     carriers = [net.entries[p] for p in net.tensors_on(leg)]
     if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):
         return None  # a pattern keeps the leg: squeezing the others gains nothing
+    if any(_is_tap(e, leg) for e in carriers):
+        return None  # the leg of a pattern read as taps: squeezing it would lose the pattern
     return leg
 
 
@@ -189,8 +193,18 @@ merge_parallel: Rule[_Parallel] = Rule("merge parallel legs", LEGS, _match_paral
 
 
 def _adjacent(entry: Tensor, first: str, second: str) -> bool:
-    """Whether ``entry`` is data or all-ones and carries ``first`` then ``second`` once each, next to each other."""
+    """Whether ``entry`` is data or all-ones and carries ``first`` then ``second`` once each, next to each other,
+    neither of them a pattern leg of a ``Taps`` view."""
     if not isinstance(entry.kind, (Data, Ones)) or entry.legs.count(first) != 1 or entry.legs.count(second) != 1:
         return False
     at = entry.legs.index(first)
-    return at + 1 < len(entry.legs) and entry.legs[at + 1] == second
+    return at + 1 < len(entry.legs) and entry.legs[at + 1] == second and not (
+        _is_tap(entry, first) or _is_tap(entry, second)
+    )
+
+
+def _is_tap(entry: Tensor, leg: str) -> bool:
+    """Whether ``entry`` is a data tensor that reads ``leg`` through a ``Taps`` view (a pattern leg)."""
+    if not isinstance(entry.kind, Data):
+        return False
+    return any(entry.legs[axis] == leg for axis in tap_axes(entry.kind.views, len(entry.legs)))

@@ -1,6 +1,6 @@
 """``simplify``: convolution-aware rewrites to a fixpoint, one sweep of the network per round.
 
-The rules (``tnconv.conv.rules`` for index patterns, ``tnconv.passes.legs``
+The rules (``tnconv.passes.pattern_rules`` for index patterns, ``tnconv.passes.legs``
 for legs) each fire only where their condition is proven from the sizes,
 which may be symbolic; each preserves the network's value exactly.
 ``RULES`` below is their order, the one place it is stated; ``sweep``
@@ -13,15 +13,15 @@ rule fires, so ``simplify(simplify(net)) is simplify(net)``);
 ``simplify_traced(net)`` also returns the ``Trace`` of the rewrites, which
 reads like a derivation::
 
-    1. dense: Pi1 [K=S=16, P=0, D=1, I%K==0 (I=224=S*O)] -> reshape i1 into (o1, k1) on X + identities; drop Pi1
-    2. dense: Pi2 [...] -> reshape i2 into (o2, k2) on X + identities; drop Pi2
+    1. dense: Pi1 [K=S=16, P=0, D=1, I%K==0 (I=224=S*O)] -> read i1 as taps (o1, k1) of X; drop Pi1
+    2. dense: Pi2 [...] -> read i2 as taps (o2, k2) of X; drop Pi2
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from tnconv.conv.rules import (
+from tnconv.passes.pattern_rules import (
     blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_sum,
     strided_slice, unused_pixels,
 )
@@ -47,23 +47,22 @@ RULES: tuple[Phase, ...] = (
 Why this order:
 
 1. ``unused_pixels`` first: slicing away pixels no tap reads costs no copy
-   and turns an ``I % S != 0`` pattern into one the view rules take whole.
-2. The view layouts (a pattern becomes views of the data it reads, and
-   disappears) before anything that keeps a pattern; among them the most
+   and turns an ``I % S != 0`` pattern into one the taps rules take whole.
+2. The taps layouts (the data reads a pattern's pixels as its taps, and
+   the pattern disappears) before anything that keeps a pattern; among them the most
    specific first: ``K == 1`` is a strided slice rather than blocks of one
-   tap, whole blocks an ``Unflatten`` rather than windows, and a kernel
+   tap, whole blocks rather than windows, and a kernel
    covering the input a slice rather than one partial block.
-3. ``pattern_sum`` where no view applies but ``o`` is summed on the pattern
+3. ``pattern_sum`` where no taps layout applies but ``o`` is summed on the pattern
    alone: a small ``(K, I)`` matrix, and no copy of the input.
-4. ``padding`` only then: it copies the input (a zero-padded view), which
-   the rules above avoid; the padded pattern then takes the view rules,
-   which the sweep tries on it at once.
+4. ``padding`` only then: its taps read zero padding, which copies the
+   input (a padded tensor), which the rules above avoid.
 5. The pattern identities (``i`` an output leg, as in input VJPs, where no
-   view applies) last among the pattern rules; the leg rules then remove
+   taps layout applies) last among the pattern rules; the leg rules then remove
    the identities they leave.
 6. ``remove_identity`` before the other leg rules: renaming joins legs, so
    that ``squeeze`` and ``merge_parallel`` see the final legs.
-7. ``squeeze`` after the views, which leave size-1 legs (``k`` of a 1x1
+7. ``squeeze`` after the reshapes, which leave size-1 legs (``k`` of a 1x1
    conv, ``o`` of a kernel covering its input), and before ``drop_ones``:
    squeezing can leave an all-ones tensor behind.
 8. ``drop_ones`` before ``merge_parallel``: an all-ones tensor on one of two
@@ -76,7 +75,7 @@ removing an identity or an all-ones tensor can leave a pattern's ``o`` leg
 on the pattern alone or its ``i`` leg on data tensors alone; the next round
 takes that pattern (where restarting from the first rule after every
 rewrite took it at once: the trace then lists the same rewrites in another
-order, or, rarely, a view where it listed a pattern sum).
+order, or, rarely, taps where it listed a pattern sum).
 """
 
 SIMPLIFY: Pass = fixpoint(sweep("simplify", RULES))

@@ -1,11 +1,12 @@
 """Appending views to a data tensor's chain, keeping the chain short.
 
-Rewrites add views one at a time (slice a leg, split it, squeeze a size-1
-axis, merge two axes). Naively the chain grows with views that undo each
-other: splitting ``i`` into ``(o, k)`` with ``K = 1`` and then squeezing
-``k`` is no view at all. ``append_views`` cancels such pairs, moving a new
-squeeze back past views on other axes to find its partner, so that the
-program applies as few torch views as possible. Every step is exact.
+Rewrites add views one at a time (slice a leg, split it, read it as taps,
+squeeze a size-1 axis, merge two axes). Naively the chain grows with views
+that undo each other: splitting ``i`` into ``(o, k)`` with ``K = 1`` and then
+squeezing ``k`` is no view at all. ``append_views`` cancels such pairs,
+moving a new squeeze back past views on other axes to find its partner, and
+merges a slice with the taps read from it into one ``Taps`` view, so that
+the program applies as few torch views as possible. Every step is exact.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
-from tnconv.ir.sizes import product, proven_equal
+from tnconv.ir.sizes import Size, product, proven_equal, proven_le
 from tnconv.ir.tensors import Data
-from tnconv.ir.views import Flatten, Pad, Slice, Squeeze, Unflatten, View, Windows
+from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 
 
 def append_views(kind: Data, views: Iterable[View]) -> Data:
@@ -31,8 +32,6 @@ def _trivial(view: View) -> bool:
         return len(view.sizes) == 1
     if isinstance(view, Flatten):
         return len(view.sizes) == 1
-    if isinstance(view, Pad):
-        return proven_equal(view.left, 0) and proven_equal(view.right, 0)
     if isinstance(view, Slice):
         whole = proven_equal(view.count, view.source)
         return whole and proven_equal(view.start, 0) and (proven_equal(view.step, 1) or proven_equal(view.count, 1))
@@ -120,18 +119,16 @@ def _squeeze_past(last: View, axis: int) -> int | list[View] | None:
         if proven_equal(last.sizes[at], 1):
             return [Unflatten(last.axis, last.sizes[:at] + last.sizes[at + 1 :])]
         return None
-    if isinstance(last, Windows):
-        if axis == last.axis + 1 and proven_equal(last.size, 1):
-            return [Slice(last.axis, 0, last.step, last.count, last.source)]  # windows of one index: a strided slice
+    if isinstance(last, Taps):  # its legs are pattern legs, never squeezed: move past only
         if axis in (last.axis, last.axis + 1):
             return None
         return axis if axis < last.axis else axis - 1
-    if isinstance(last, (Slice, Pad)):
+    if isinstance(last, Slice):
         return None if axis == last.axis else axis
     return None
 
 
-_NEVER_ABSORBED = (Unflatten, Windows, Pad)  # views that no earlier view cancels (only squeezes, slices, flattens can)
+_NEVER_ABSORBED = (Unflatten, Taps)  # views that no earlier view cancels (only squeezes, slices, flattens can)
 
 
 def _lowered(view: View) -> View:
@@ -152,4 +149,25 @@ def _merge(last: View, view: View) -> Optional[list[View]]:
             at = view.axis - low
             sizes = last.sizes[:at] + (product(view.sizes),) + last.sizes[at + len(view.sizes) :]
             return [Unflatten(low, sizes)]
+    if isinstance(last, Slice) and isinstance(view, Taps) and view.axis == last.axis:
+        merged = _taps_of_slice(last, view)
+        return None if merged is None else [merged]
     return None
+
+
+def _taps_of_slice(cut: Slice, taps: Taps) -> Optional[Taps]:
+    """The taps ``taps`` reads from slice ``cut``, read from the slice's source instead, when they read no padding.
+
+    Pixel ``j`` of the slice is ``start + step*j`` of the source, so the pattern
+    ``S*o + D*k - P`` becomes ``(step*S)*o + (step*D)*k - (step*P - start)``; its right
+    padding is chosen so that it keeps ``O`` outputs (equal to the left one where it can).
+    """
+    p = taps.pattern
+    first, last = -p.pad_left, p.stride * (p.output_size - 1) + p.dilation * (p.kernel_size - 1) - p.pad_left
+    if not (proven_le(0, first) and proven_le(last, cut.count - 1)):
+        return None
+    stride, dilation, left = cut.step * p.stride, cut.step * p.dilation, cut.step * p.pad_left - cut.start
+    least = stride * (p.output_size - 1) + dilation * (p.kernel_size - 1) + 1 - cut.source - left
+    right: Size = left if proven_le(least, left) and proven_le(left, least + stride - 1) else least
+    pattern = replace(p, input_size=cut.source, stride=stride, pad_left=left, pad_right=right, dilation=dilation)
+    return Taps(taps.axis, pattern)

@@ -11,28 +11,31 @@ them (and says why):
   them (a ``Slice`` view on each data tensor on ``i``), giving a pattern
   with ``P = 0`` and ``I' = S*O`` (when blocks do not overlap) or
   ``I' = S*(O-1) + D*(K-1) + 1``. This is the ``I % S != 0`` rule.
-- pattern -> views: with ``P = 0`` and no padding read, ``Pi`` is a
-  relabelling of pixels whenever one output's taps never overlap the next
-  one's. Four layouts, tried in this order on each pattern:
-  * ``strided_slice``: ``K == 1``: ``i = S*o`` is a strided slice of ``O``
+- pattern -> taps: with ``P = 0`` and no padding read, ``Pi`` relabels
+  pixels whenever one output's taps never overlap the next one's: each data
+  tensor on ``i`` then reads ``i`` as the taps ``(o, k)`` of ``Pi`` (a
+  ``Taps`` view, realised as torch views) and ``Pi`` disappears. Four
+  layouts, tried in this order on each pattern, name the rule in the trace:
+  * ``strided_slice``: ``K == 1``: ``i = S*o``, a strided slice of ``O``
     pixels (*1x1* when ``S == 1``, else *downsampling*);
-  * ``blocks``: ``D*(K-1) < S`` and ``I == S*O``: ``i = S*o + D*k`` is
-    ``i -> (o, s)`` (an ``Unflatten``) then ``s = D*k`` (a ``Slice`` with
-    step ``D`` keeping ``K`` taps). ``K == S, D == 1`` is *dense* (patchify,
-    ViT stems), ``S > K`` is *downsampling*, ``D > 1`` *dilated blocks*;
-  * ``covering_slice``: ``O == 1``: ``i = D*k`` is a strided slice of ``K``
+  * ``blocks``: ``D*(K-1) < S`` and ``I == S*O``: ``i = S*o + D*k``, blocks
+    of ``S`` pixels. ``K == S, D == 1`` is *dense* (patchify, ViT stems),
+    ``S > K`` is *downsampling*, ``D > 1`` *dilated blocks*;
+  * ``covering_slice``: ``O == 1``: ``i = D*k``, a strided slice of ``K``
     pixels (the *kernel covers the input*);
-  * ``partial_blocks``: the last block cut short (``I < S*O``): ``i -> (o, s)``
-    as windows (``Tensor.unfold``, a strided view) then the ``D``-step slice.
-  Each data tensor on ``i`` then carries ``(o, k)`` in place of ``i`` and
-  ``Pi`` disappears: the identities ``delta[o, o'] delta[k, k']`` left by
-  the reshape are removed by using the same leg names directly.
+  * ``partial_blocks``: the last block cut short (``I < S*O``): windows.
+  Where the relabelling is a plain reshape with a size-1 leg (``K == S ==
+  1``, or ``O == 1`` with ``K == I``, ``D == 1``) the view is an
+  ``Unflatten`` instead: that conv is the matrix product it looks like, and
+  ``squeeze`` then drops the size-1 leg. The legs of a ``Taps`` view stay
+  pattern legs (``squeeze`` and ``merge_parallel`` leave them alone), so the
+  native matcher can read the pattern back (``tnconv.lower.lift``).
 - ``pattern_sum``: when ``o`` is on ``Pi`` only and not an output leg,
   ``sum_o Pi`` is the small ``(K, I)`` ``PatternSum`` (KFAC-reduce).
 - ``padding`` (zeros mode): where padding is read but the taps of one output
   do not overlap the next (``D*(K-1) < S``, or ``K == 1``, or ``O == 1``),
-  zero-pad the data (a ``Pad`` view, a copy) and drop the pattern's padding;
-  the view rules then apply. Overlapping patterns keep their padding.
+  the data reads ``i`` as the taps of the padded ``Pi`` (a ``Taps`` view that
+  pads: a copy) and ``Pi`` disappears. Overlapping patterns keep their padding.
 - ``one_by_one_identity``, ``covering_identity``: ``K == S == 1, P == 0``
   gives ``delta[o, i]`` and a kernel covering the unpadded input gives
   ``delta[k, i]``, whatever the legs join (input VJPs, whose ``i`` is an
@@ -58,7 +61,7 @@ from typing import Optional, Union
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal, proven_equal, proven_le, proven_lt
 from tnconv.ir.tensors import Data, Identity, IndexPattern, PatternSum
-from tnconv.ir.views import Pad, Slice, Unflatten, View, Windows
+from tnconv.ir.views import Slice, Taps, Unflatten, View
 from tnconv.passes.core import Record, Rewrite, unproven
 from tnconv.passes.sweep import Rule
 from tnconv.passes.viewchain import append_views
@@ -200,15 +203,14 @@ unused_pixels: Rule[_Crop] = Rule("unused pixels", IndexPattern, _match_unused_p
 """Slice away pixels no tap reads (leading ones when ``P_left < 0``, trailing ones when ``I % S != 0``)."""
 
 
-# --- pattern -> views: four layouts ------------------------------------------------------------
+# --- pattern -> taps: four layouts -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Relabel:
-    """``Pi`` read as ``views`` of its readers' ``i`` slot, giving legs ``(o, k)``; ``rule`` and ``condition`` for the trace."""
+    """``Pi`` read as taps ``(o, k)`` of its readers' ``i`` slot; ``rule`` and ``condition`` for the trace."""
 
     site: _Site
-    views: tuple[View, ...]
     rule: str
     condition: str
 
@@ -228,14 +230,13 @@ def _match_strided_slice(net: Network, position: int) -> Optional[_Relabel]:
     if site is None or not _is(site.pattern.kernel_size, 1):
         return None
     S, O, I = site.pattern.stride, site.size_o, site.size_i
-    views = (Slice(0, 0, S, O, I), Unflatten(0, (O, 1)))
     if _is(S, 1):
-        return _Relabel(site, views, "1x1", f"K=S=1, P=0, I=O={I}")
-    return _Relabel(site, views, "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}")
+        return _Relabel(site, "1x1", f"K=S=1, P=0, I=O={I}")
+    return _Relabel(site, "downsampling", f"K=1, S={S}, P=0: i = {S}*o, O={O}")
 
 
 def _match_blocks(net: Network, position: int) -> Union[_Relabel, Record, None]:
-    """``D*(K-1) < S``, ``I == S*O``: ``i -> (o, s)`` then ``s = D*k`` (dense, downsampling, dilated blocks).
+    """``D*(K-1) < S``, ``I == S*O``: ``i = S*o + D*k`` (dense, downsampling, dilated blocks).
 
     With the taps inside one stride and no padding, ``I == S*O`` is ``I % S == 0``: the trace says
     so where that is not proven for all sizes.
@@ -250,12 +251,11 @@ def _match_blocks(net: Network, position: int) -> Union[_Relabel, Record, None]:
         return unproven(name, (site.entry.name,), (site.i,), f"{I} % {S} == 0")
     if not whole:
         return None
-    views = (Unflatten(0, (O, S)), Slice(1, 0, D, K, S))
     if name == "dense":
-        return _Relabel(site, views, name, f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)")
+        return _Relabel(site, name, f"K=S={K}, P=0, D=1, I%K==0 (I={I}=S*O)")
     if name == "downsampling":
-        return _Relabel(site, views, name, f"S={S} > K={K}, P=0, D=1, I={I}=S*O")
-    return _Relabel(site, views, name, f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O")
+        return _Relabel(site, name, f"S={S} > K={K}, P=0, D=1, I={I}=S*O")
+    return _Relabel(site, name, f"D*(K-1)={D * (K - 1)} < S={S}, P=0, I={I}=S*O")
 
 
 def _match_covering_slice(net: Network, position: int) -> Optional[_Relabel]:
@@ -264,27 +264,32 @@ def _match_covering_slice(net: Network, position: int) -> Optional[_Relabel]:
     if site is None or not _is(site.size_o, 1):
         return None
     K, D, I = site.pattern.kernel_size, site.pattern.dilation, site.size_i
-    views = (Slice(0, 0, D, K, I), Unflatten(0, (1, K)))
-    return _Relabel(site, views, "kernel covers input", f"O=1, P=0: i = {D}*k, K={K}, I={I}")
+    return _Relabel(site, "kernel covers input", f"O=1, P=0: i = {D}*k, K={K}, I={I}")
 
 
 def _match_partial_blocks(net: Network, position: int) -> Optional[_Relabel]:
-    """``D*(K-1) < S`` with the last block cut short: windows of ``D*(K-1)+1`` pixels every ``S``, then ``s = D*k``."""
+    """``D*(K-1) < S`` with the last block cut short: windows of ``D*(K-1)+1`` pixels every ``S``."""
     site = _relabel_site(net, position)
     if site is None or not _taps_fit_in_stride(site.pattern):
         return None
-    S, K, D, O, I = site.pattern.stride, site.pattern.kernel_size, site.pattern.dilation, site.size_o, site.size_i
-    span = D * (K - 1) + 1
-    views = (Windows(0, span, S, O, I), Slice(1, 0, D, K, span))
+    S, K, D, I = site.pattern.stride, site.pattern.kernel_size, site.pattern.dilation, site.size_i
     name = "downsampling" if _is(D, 1) else "dilated blocks"
-    return _Relabel(site, views, name, f"D*(K-1)+1={span} <= S={S}, P=0, I={I} (last block partial)")
+    return _Relabel(site, name, f"D*(K-1)+1={D * (K - 1) + 1} <= S={S}, P=0, I={I} (last block partial)")
 
 
 def _relabel(net: Network, match: _Relabel) -> Rewrite:
     site = match.site
-    entries = _rewrite_readers(net, site, match.views, (site.o, site.k))
+    p, O, I = site.pattern, site.size_o, site.size_i
+    one_to_one = _is(p.kernel_size, 1) and _is(p.stride, 1) and _is(O, I)
+    reshape = one_to_one or (_is(O, 1) and _is(p.kernel_size, I) and _is(p.dilation, 1))
+    if reshape:  # i = o, or i = k: a plain reshape, whose size-1 leg ``squeeze`` drops
+        view: View = Unflatten(0, (O, p.kernel_size))
+        effect = f"reshape {site.i} into ({site.o}, {site.k}) on {site.names} + identities; drop {site.entry.name}"
+    else:
+        view = Taps(0, p)
+        effect = f"read {site.i} as taps ({site.o}, {site.k}) of {site.names}; drop {site.entry.name}"
+    entries = _rewrite_readers(net, site, (view,), (site.o, site.k))
     del entries[site.position]
-    effect = f"reshape {site.i} into ({site.o}, {site.k}) on {site.names} + identities; drop {site.entry.name}"
     return net.replace(tensors=entries), Record(match.rule, (site.entry.name,), (site.i,), match.condition, effect)
 
 
@@ -324,24 +329,14 @@ pattern_sum: Rule[tuple[int, IndexPattern]] = Rule("pattern sum", IndexPattern, 
 # --- padding -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Padding:
-    """Zero-pad ``site.i`` by ``(left, right)`` to ``length`` pixels."""
-
-    site: _Site
-    left: Size
-    right: Size
-    length: Size
-
-
-def _match_padding(net: Network, position: int) -> Optional[_Padding]:
+def _match_padding(net: Network, position: int) -> Optional[tuple[_Site, Size]]:
     """Zero padding is read and the taps of one output do not overlap the next (or ``K == 1``, or ``O == 1``).
 
-    ``sum_i Pi[k, o, i] X[i] = X'[S*o + D*k]`` with ``X'`` = ``X`` zero-padded
-    by ``P_left`` on the left (and cropped or padded on the right to the
-    pixels read): the pattern loses its padding and the view rules apply.
-    Overlapping patterns (``D*(K-1) >= S``) keep theirs: a copy of the padded
-    input would not pay for itself there.
+    Returns the site and the pixels its readers are padded to. ``sum_i Pi[k, o, i] X[i]
+    = X'[S*o + D*k]`` with ``X'`` = ``X`` zero-padded by ``P_left`` on the left (and
+    cropped or padded on the right to the pixels read): the readers read ``i`` as the
+    taps of ``Pi``, padding included. Overlapping patterns (``D*(K-1) >= S``) keep
+    theirs: a copy of the padded input would not pay for itself there.
     """
     site = _site(net, position)
     if site is None or site.pattern.mode != "zeros":
@@ -354,20 +349,23 @@ def _match_padding(net: Network, position: int) -> Optional[_Padding]:
     blocked = _taps_fit_in_stride(p)
     if not (blocked or _is(K, 1) or _is(O, 1)):
         return None
-    length = S * O if blocked else S * (O - 1) + D * (K - 1) + 1
-    return _Padding(site, p.pad_left, length - p.pad_left - I, length)
+    return site, S * O if blocked else S * (O - 1) + D * (K - 1) + 1
 
 
-def _pad(net: Network, match: _Padding) -> Rewrite:
-    site, left, right, length = match.site, match.left, match.right, match.length
+def _pad(net: Network, match: tuple[_Site, Size]) -> Rewrite:
+    site, length = match
     p = site.pattern
-    result = _unpadded_reading(net, site, Pad(0, left, right, site.size_i), length)
+    entries = _rewrite_readers(net, site, (Taps(0, p),), (site.o, site.k))
+    del entries[site.position]
     condition = f"{_describe(p, site.size_o)}: reads zero padding; taps of one output do not overlap the next"
-    effect = f"zero-pad {site.i} by ({left}, {right}) on {site.names} (a copy); {site.entry.name} unpadded, I={length}"
-    return result, Record("padding", (site.entry.name,), (site.i,), condition, effect)
+    effect = (
+        f"read {site.i} as taps ({site.o}, {site.k}) of {site.names}, zero-padded by "
+        f"({p.pad_left}, {length - p.pad_left - site.size_i}) (a copy); drop {site.entry.name}"
+    )
+    return net.replace(tensors=entries), Record("padding", (site.entry.name,), (site.i,), condition, effect)
 
 
-padding: Rule[_Padding] = Rule("padding", IndexPattern, _match_padding, _pad)
+padding: Rule[tuple[_Site, Size]] = Rule("padding", IndexPattern, _match_padding, _pad)
 
 
 # --- pattern as an identity --------------------------------------------------------------------

@@ -1,11 +1,32 @@
-"""Plan how a concrete network runs: a ``Lowering`` (``tnconv.lower.structured``).
+"""The einsum stage: a concrete network -> an ``Einsum`` plan (``tnconv.lower.nodes``).
 
-Structured tensors are classified (``tnconv.lower.classify``); each working
-tensor's preparation (gathers, scatters, window sums) is fixed and costed;
-the rest is planned as pairwise steps (``tnconv.lower.plan``) over the
-prepared tensors, so that the planner sees the cost model of the structured
-operations (a gathered ``X`` has ``X``'s legs with ``i -> (o, k)``); folds run
-on the result.
+A dense index pattern ``Pi[k, o, i]`` multiplies a convolution's cost by about
+the input size. Each pattern is classified by how it meets the rest of the
+network (``tnconv.lower.classify``) and run without ever being built:
+
+- *gather*: its input leg ``i`` joins exactly one other tensor ``T`` (and not
+  the output). ``T`` contracted with ``Pi`` is ``T`` read as the taps of
+  ``Pi``: ``i`` replaced by ``(o, k)``, exactly what a ``Taps`` view does (the
+  backend realises both alike: strided views of ``T``, padded where padding is
+  read), with ``k`` last. The contraction is planned over the gathered tensor,
+  so the path sees the cost model "``X`` with ``Pi`` = ``X``'s legs with
+  ``i -> (o, k)``".
+- *fold*: ``i`` is an output leg on no other tensor and ``o`` joins other
+  tensors: the rest is contracted keeping ``(k, o)``, then a scatter-add
+  sends each ``(k, o)`` to its pixel ``i``.
+- *scatter*: otherwise, when ``o`` joins exactly one other tensor ``T`` (and
+  not the output), ``T``'s ``o`` is scattered onto ``(k, i)`` before the
+  contraction (the im2col of a transposed convolution, when its ``i`` meets
+  another pattern as in KFAC of a transposed layer).
+- anything else is built densely (a ``DenseTensor`` constant), and
+  ``Einsum.dense`` names it.
+
+A ``PatternSum`` whose ``i`` joins exactly one data tensor (and not the output)
+runs as a *window sum* (``tnconv.lower.window_sum``). Each working tensor's
+preparation (gathers, scatters, window sums) is fixed and costed; the rest is
+planned as pairwise steps (``tnconv.lower.path``) over the prepared tensors;
+folds run on the result. Index maps and window-sum weights are computed here,
+in pure Python, and described as constants for the backend to build.
 """
 
 from __future__ import annotations
@@ -13,17 +34,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-import torch
-
 from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network
-from tnconv.ir.tensors import IndexPattern
+from tnconv.ir.tensors import IndexPattern, PatternSum
 from tnconv.lower.classify import classify
-from tnconv.lower.plan import Optimize, Plan, plan_pairwise
+from tnconv.lower.nodes import Constant, DenseTensor, Einsum, Fold, Gather, IndexMap, Preparation, Read, Weights
+from tnconv.lower.path import Contraction, Optimize, contraction
 from tnconv.lower.steps import as_gram
-from tnconv.lower.structured import (
-    Fold, Gather, Lowering, Preparation, Window, fold_selection, fold_target, pad_index,
-)
+from tnconv.lower.window import Window
 from tnconv.lower.window_sum import split_columns
 
 SPLIT_SUMS_ABOVE = 1 << 18
@@ -32,8 +50,8 @@ joining copies them once (measured ~0.9 ms for 1.6 M elements in float32 on this
 faults included), while not joining costs a few torch calls (~5 us each) per piece and later window sum."""
 
 
-def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
-    """Lower a concrete network; with an explicit path every structured tensor is built densely.
+def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
+    """The einsum plan of a concrete network; with an explicit path every structured tensor is built densely.
 
     ``share``: a working tensor that is an earlier one's operand prepared alike is that
     tensor (prepared once), and a step that computes what an earlier one did (the same
@@ -48,8 +66,8 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     splits = {}
     for position, host in sorted(summed, key=lambda pair: _on_last_axis(net, *pair)):
         kind = entries[position].kind
-        shape = tuple(sizes[leg] for leg in entries[position].legs)
-        split = split_columns(kind.materialize(shape, torch.float64, torch.device("cpu")), int(kind.pattern.stride))
+        assert isinstance(kind, PatternSum)  # classify's window sums
+        split = split_columns(kind.counts(), int(kind.pattern.stride))
         if split is not None:
             splits[position] = (host, split)
     consumed = {p for p, _ in gathered} | set(folds) | {p for p, _ in scattered}
@@ -60,8 +78,8 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     slot = {position: n for n, position in enumerate(order)}
     sources = tuple((p in data, data.index(p) if p in data else built_positions.index(p)) for p in order)
     legs = [list(entries[p].legs) for p in order]
-    constants: list[tuple[str, object]] = [
-        ("weights", splits[p][1].weights) if p in splits else ("dense", (kind, shape)) for p, kind, shape in built
+    constants: list[Constant] = [
+        Weights(splits[p][1].weights) if p in splits else DenseTensor(kind, shape) for p, kind, shape in built
     ]
     operations: list[dict[str, list]] = [{"gathers": [], "scatters": [], "sums": []} for _ in order]
     applied: list[list[object]] = [[] for _ in order]
@@ -72,7 +90,7 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         index = -1
         if window.mode != "zeros":
-            constants.append(("index", pad_index(window)))
+            constants.append(IndexMap(pad_index(window)))
             index = len(constants) - 1
         host_legs = legs[slot[host]]
         axis = host_legs.index(i)
@@ -113,15 +131,15 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
     for n, done in enumerate(operations):
         alias = signatures.index(signatures[n]) if share and not net.entries[order[n]].structured else n
         if any(done.values()) or alias != n:
-            split = first_sums.get(n, 0) > SPLIT_SUMS_ABOVE
+            split_first = first_sums.get(n, 0) > SPLIT_SUMS_ABOVE
             preparations.append(Preparation(
                 n, tuple(done["gathers"]), tuple(done["scatters"]), tuple(done["sums"]), alias if alias != n else -1,
-                split,
+                split_first,
             ))
     rest_output = _rest_output(net, folds, legs)
-    plan = plan_pairwise([tuple(l) for l in legs], rest_output, sizes, optimize)
-    same, plan = _shared_steps(signatures, plan) if share else ((), plan)
-    cost, largest = cost + plan.flops, max(largest, plan.largest_intermediate)
+    path = contraction([tuple(l) for l in legs], rest_output, sizes, optimize)
+    same, path = _shared_steps(signatures, path) if share else ((), path)
+    cost, largest = cost + path.flops, max(largest, path.largest_intermediate)
     current = list(rest_output)
     fold_ops = []
     for position in folds:
@@ -136,8 +154,10 @@ def lower(net: Network, optimize: Optimize, share: bool = True) -> Lowering:
         cost, largest = cost + source, max(largest, source, _size(current, sizes))
     permutation = tuple(current.index(leg) for leg in net.output)
     dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
-    return Lowering(
-        data, sources, tuple(preparations), plan, tuple(fold_ops),
+    operands = {name: n for n, name in enumerate(net.operands)}
+    reads = tuple(Read(operands[entries[p].name], entries[p].kind.views) for p in data)  # type: ignore[attr-defined]
+    return Einsum(
+        reads, sources, tuple(preparations), path, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
         tuple(constants), cost, largest, dense, same,
     )
@@ -150,15 +170,33 @@ def _on_last_axis(net: Network, pattern_sum: int, host: int) -> bool:
     return net.entries[pattern_sum].legs[1] == net.entries[host].legs[-1]
 
 
-
-def _fold_constants(constants: list[tuple[str, object]], window: Window, keep_k: bool) -> tuple[int, int]:
+def _fold_constants(constants: list[Constant], window: Window, keep_k: bool) -> tuple[int, int]:
     """Add a scatter's index maps to ``constants``: the numbers of its target and selection (-1: none)."""
-    constants.append(("index", fold_target(window, keep_k)))
+    constants.append(IndexMap(fold_target(window, keep_k)))
     target = len(constants) - 1
     if window.mode == "zeros" and not _all_inside(window):
-        constants.append(("index", fold_selection(window)))
+        constants.append(IndexMap(fold_selection(window)))
         return target, len(constants) - 1
     return target, -1
+
+
+def pad_index(window: Window) -> tuple[int, ...]:
+    """For each padded position ``j`` in ``[0, I + P_left + P_right)``, the input pixel it reads."""
+    pattern = window.pattern()
+    return tuple(pattern.fold(j - window.pad_left) for j in range(window.input_size + window.pad_left + window.pad_right))
+
+
+def fold_target(window: Window, keep_k: bool) -> tuple[int, ...]:
+    """For each ``(k, o)`` inside the input (flattened), its pixel ``i`` (``k * I + i`` when ``k`` is kept)."""
+    rows = window.pattern().read_positions()
+    size = window.input_size
+    return tuple((k * size if keep_k else 0) + i for k, row in enumerate(rows) for i in row if i >= 0)
+
+
+def fold_selection(window: Window) -> tuple[int, ...]:
+    """The flattened ``(k, o)`` that read a pixel inside the input (zero padding drops the rest)."""
+    rows = window.pattern().read_positions()
+    return tuple(n for n, i in enumerate(i for row in rows for i in row) if i >= 0)
 
 
 def _signatures(
@@ -178,7 +216,7 @@ def _signatures(
     return signatures
 
 
-def _shared_steps(signatures: Sequence[object], plan: Plan) -> tuple[tuple[int, ...], Plan]:
+def _shared_steps(signatures: Sequence[object], plan: Contraction) -> tuple[tuple[int, ...], Contraction]:
     """For each step, an earlier step with the same inputs and equation (its result is reused), or -1;
     and the plan with steps whose two inputs are equal turned into Gram products (``as_gram``).
 
@@ -195,7 +233,7 @@ def _shared_steps(signatures: Sequence[object], plan: Plan) -> tuple[tuple[int, 
         seen.setdefault(signature, number)
         working = [t for p, t in enumerate(working) if p not in step.positions] + [signature]
         if len(inputs) == 2 and inputs[0] == inputs[1]:
-            step = replace(step, torch_calls=as_gram(step.torch_calls))
+            step = replace(step, recipe=as_gram(step.recipe))
         steps.append(step)
     return (tuple(same) if any(n >= 0 for n in same) else ()), replace(plan, steps=tuple(steps))
 

@@ -1,0 +1,99 @@
+"""``Runner``: what a concrete ``Program`` calls - operand checks, dispatch, and the constants per dtype and device.
+
+A runner is made once per program (``tnconv.compile``), with every torch call
+of its plan fixed: a call checks the operands with a few tuple comparisons,
+then runs the native kernel (floating-point operands) or the einsum plan
+(other dtypes, or no kernel). Plain torch calls only, so that
+``torch.compile(fullgraph=True)`` traces a call without a graph break.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence, Union
+
+import torch
+
+from tnconv.backends.torch.bind import check_operands, collect
+from tnconv.backends.torch.constants import Constants, nested_bytes
+from tnconv.backends.torch.einsum import SlicedConstants, executor
+from tnconv.backends.torch.kernels import kernel as kernel_of
+from tnconv.lower.kernels import KernelCall, Native
+
+if TYPE_CHECKING:
+    from tnconv.lower.program import Program
+
+
+@dataclass(frozen=True)
+class NativeKernel:
+    """A native kernel as a callable on the operands (in ``Program.operands`` order), with no checks.
+
+    Equal kernels are equal calls: ``call`` is plain data that holds no batch size where the
+    kernel needs none (``tnconv.lower.native``), so kernels built for two batch sizes compare
+    equal exactly when one runs both.
+    """
+
+    call: KernelCall
+    run: Callable[[Sequence[torch.Tensor]], torch.Tensor] = field(compare=False, repr=False)
+
+    def __call__(self, operands: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.run(operands)
+
+
+class Runner:
+    """Runs a concrete program: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``."""
+
+    def __init__(self, program: "Program") -> None:
+        self._program = weakref.ref(program)  # the program holds its runner: no cycle
+        self._names = program.operands
+        self._expected = program.expected_shapes
+        self._labels = program.axis_labels
+        plan = program.plan
+        self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
+        self._fast = self.kernel.run if self.kernel is not None else None
+        self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
+        if self.kernel is None:
+            self._einsum = executor(plan)  # type: ignore[arg-type]
+        self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
+
+    def __call__(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        names = self._names
+        if kwargs and not args and len(kwargs) == len(names) and all(n in kwargs for n in names):
+            args, kwargs = tuple(kwargs[name] for name in names), {}
+        if kwargs or len(args) != len(names) or not all(isinstance(a, torch.Tensor) for a in args):
+            args = tuple(collect(names, args, kwargs))
+        if not args:
+            return self.run_einsum(args, torch.get_default_dtype(), torch.device("cpu"))
+        dtype, device = args[0].dtype, args[0].device
+        if dtype == torch.bool:
+            raise TypeError(f"operand {names[0]!r} has dtype torch.bool; pass a number dtype (e.g. {names[0]}.float())")
+        for operand, shape in zip(args, self._expected):
+            if operand.shape != shape or operand.dtype != dtype or operand.device != device:
+                check_operands(names, args, self._expected, self._labels)
+        if self._fast is not None and dtype.is_floating_point:
+            return self._fast(args)
+        return self.run_einsum(args, dtype, device)
+
+    def run_einsum(self, operands: Sequence[torch.Tensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Run the einsum plan (views, structured preparations, pairwise steps) on checked operands."""
+        if self._einsum is None:
+            program = self._program()
+            assert program is not None  # only a program reaches its runner
+            self._einsum = executor(program.einsum_plan)
+        run, constants = self._einsum
+        key = (dtype, device)
+        made = self.constants.get(key)
+        if made is None:
+            made = constants.make(dtype, device)
+            if not torch.compiler.is_compiling():
+                self.constants[key] = made
+                program = self._program()
+                if program is not None:
+                    program.account_constants()
+        return run(operands, made)
+
+    @property
+    def constant_bytes(self) -> int:
+        """Bytes of the constants held (over the dtypes and devices it ran on)."""
+        return nested_bytes(list(self.constants.values()))

@@ -1,0 +1,68 @@
+"""Pairwise recipes (``tnconv.lower.steps``) and contraction steps as fixed torch calls, built once."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tnconv.lower.path import Step
+from tnconv.lower.steps import Operand, Pairwise, Unary
+
+Call = Callable[[torch.Tensor], torch.Tensor]
+
+
+def unary(recipe: Unary) -> Call:
+    """Sum axes out, then permute."""
+    summed, permutation = recipe.summed, recipe.permutation
+    if not summed:
+        return (lambda tensor: tensor) if permutation is None else (lambda tensor: tensor.permute(permutation))
+    if permutation is None:
+        return lambda tensor: tensor.sum(summed)
+    return lambda tensor: tensor.sum(summed).permute(permutation)
+
+
+def operand(recipe: Operand) -> Call:
+    """One side of a product: sum/permute, reshape, then swap the last two axes or not."""
+    prepare = None if recipe.prepare is None else unary(recipe.prepare)
+    shape, transpose, reshape = recipe.shape, recipe.transpose, recipe.reshape
+
+    def arranged(tensor: torch.Tensor) -> torch.Tensor:
+        if prepare is not None:
+            tensor = prepare(tensor)
+        if reshape:
+            tensor = tensor.reshape(shape)
+        return tensor.transpose(-1, -2) if transpose else tensor
+
+    return arranged
+
+
+def pairwise(recipe: Pairwise) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``matmul`` of the two arranged operands, summed, split and permuted."""
+    first, second = operand(recipe.first), operand(recipe.second)
+    swap, gram, summed = recipe.swap, recipe.gram, recipe.summed
+    shape, permutation, reshape = recipe.shape, recipe.permutation, recipe.reshape
+
+    def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if swap:
+            a, b = b, a
+        left = first(a)
+        result = torch.matmul(left, left.transpose(-1, -2) if gram else second(b))
+        if summed:
+            result = result.sum(summed)
+        if reshape:
+            result = result.reshape(shape)
+        return result if permutation is None else result.permute(permutation)
+
+    return product
+
+
+def step(contraction_step: Step) -> Callable[..., torch.Tensor]:
+    """One contraction step: its recipe, or ``torch.einsum`` where it has none (a diagonal)."""
+    recipe = contraction_step.recipe
+    if recipe is None:
+        equation = contraction_step.equation
+        return lambda *operands: torch.einsum(equation, *operands)
+    if isinstance(recipe, Unary):
+        return unary(recipe)
+    return pairwise(recipe)

@@ -1,0 +1,176 @@
+"""Contraction paths: tensors with named legs -> a fixed sequence of small pairwise steps.
+
+opt_einsum chooses the contraction order (any number of legs: it names them
+with unicode symbols). Each step is then written as its own einsum equation
+over at most 52 letters, assigned per step (``torch.einsum`` has no more),
+and as a recipe of fixed calls (``tnconv.lower.steps``). The result is plain
+data (positions, strings, recipes): running it needs no opt_einsum object.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+import opt_einsum
+from opt_einsum.paths import PathOptimizer
+
+from tnconv.lower.steps import Recipe, recipe
+
+
+class Optimizer:
+    """A path optimizer object (an opt_einsum ``PathOptimizer``, such as ``DynamicProgramming()``, or a cotengra
+    optimizer, such as ``HyperOptimizer()``), compared and hashed by identity.
+
+    Such objects hold settings and search state, not a value: two of them are the same
+    optimizer only when they are one object, so programs compiled with them are cached by
+    the object (``tnconv.compile``), and a program keeps its object alive.
+    """
+
+    __slots__ = ("optimizer",)
+
+    def __init__(self, optimizer: PathOptimizer) -> None:
+        self.optimizer = optimizer
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Optimizer) and other.optimizer is self.optimizer
+
+    def __hash__(self) -> int:
+        return id(self.optimizer)
+
+    def __repr__(self) -> str:
+        return f"{type(self.optimizer).__name__}()"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Optimizer, (self.optimizer,))
+
+
+Optimize = Union[str, tuple[tuple[int, ...], ...], Optimizer]
+
+LETTERS = string.ascii_letters
+OPTIMIZERS = (
+    "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
+    "random-greedy", "random-greedy-128",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Contract the working operands at ``positions`` (removed) with ``equation``; append the result.
+
+    ``legs`` are the result's legs; ``size`` its number of elements. ``recipe`` is the
+    step as fixed calls (``tnconv.lower.steps``), or None where an einsum runs it.
+    """
+
+    positions: tuple[int, ...]
+    equation: str
+    legs: tuple[str, ...]
+    size: int = 0
+    recipe: Recipe | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """A contraction order over a list of tensors and its cost, as opt_einsum estimates it."""
+
+    path: tuple[tuple[int, ...], ...]
+    steps: tuple[Step, ...]
+    flops: int
+    largest_intermediate: int
+
+
+def normalize_optimize(optimize: object) -> Optimize:
+    """Validate ``optimize``: an opt_einsum optimizer name, an explicit path of position tuples, or an
+    optimizer object (an opt_einsum ``PathOptimizer``, which cotengra's optimizers are), wrapped in
+    ``Optimizer`` so that it compares by identity."""
+    if isinstance(optimize, str):
+        if optimize not in OPTIMIZERS:
+            raise ValueError(f"optimize must be one of {OPTIMIZERS} or an explicit path, got {optimize!r}")
+        return optimize
+    if isinstance(optimize, Optimizer):
+        return optimize
+    if isinstance(optimize, PathOptimizer):
+        return Optimizer(optimize)
+    if isinstance(optimize, (list, tuple)) and all(
+        isinstance(step, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in step)
+        for step in optimize
+    ):
+        return tuple(tuple(step) for step in optimize)
+    raise TypeError(
+        "optimize must be an optimizer name, a path (sequence of int tuples) or an opt_einsum PathOptimizer "
+        f"(cotengra's optimizers are), got {optimize!r}"
+    )
+
+
+def contraction(
+    legs: Sequence[tuple[str, ...]],
+    output: tuple[str, ...],
+    sizes: Mapping[str, int],
+    optimize: Optimize = "auto",
+) -> Contraction:
+    """Plan the contraction of tensors with the given legs (all sizes integers) into ``output``.
+
+    Raises ValueError when there is nothing to contract or the optimizer cannot plan it.
+    """
+    if not legs:
+        raise ValueError("cannot compile a network without tensors")
+    names = list(dict.fromkeys(leg for term in legs for leg in term))
+    symbols = {leg: opt_einsum.get_symbol(n) for n, leg in enumerate(names)}
+    inputs = ",".join("".join(symbols[leg] for leg in term) for term in legs)
+    equation = f"{inputs}->{''.join(symbols[leg] for leg in output)}"
+    shapes = [tuple(int(sizes[leg]) for leg in term) for term in legs]
+    chosen: object = optimize
+    if isinstance(optimize, tuple):
+        chosen = list(optimize)
+    elif isinstance(optimize, Optimizer):
+        chosen = optimize.optimizer
+    try:
+        path, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=chosen)
+    except (KeyError, ValueError, TypeError, IndexError) as error:
+        readable = ",".join(" ".join(term) for term in legs) + " -> " + " ".join(output)
+        hint = ""
+        if isinstance(optimize, Optimizer):
+            hint = (
+                f" (an optimizer object must return a path that contracts these {len(legs)} tensors into one; "
+                "one that keeps its search, such as cotengra's HyperOptimizer, plans one contraction: use a "
+                "new one per network, or cotengra.ReusableHyperOptimizer)"
+            )
+        raise ValueError(f"optimize={optimize!r} could not plan {readable}: {error}{hint}") from error
+    steps = pairwise_steps(legs, output, sizes, [tuple(step) for step in path])
+    return Contraction(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate))
+
+
+def pairwise_steps(
+    legs: Sequence[tuple[str, ...]],
+    output: tuple[str, ...],
+    sizes: Mapping[str, int],
+    path: Sequence[tuple[int, ...]],
+) -> tuple[Step, ...]:
+    """Turn a path over positions into steps: per-step einsum equations with local letters, and recipes."""
+    working: list[tuple[str, ...]] = list(legs)
+    steps = []
+    for number, positions in enumerate(path):
+        operands = [working[p] for p in positions]
+        rest = [term for p, term in enumerate(working) if p not in positions]
+        if number == len(path) - 1:
+            keep, order = set(output), output
+        else:
+            needed = set(output).union(*map(set, rest))
+            keep, order = {leg for term in operands for leg in term if leg in needed}, None
+        calls, result = recipe(operands, keep, sizes, order)
+        involved = list(dict.fromkeys([leg for term in operands for leg in term] + list(result)))
+        if len(involved) > len(LETTERS):
+            raise ValueError(
+                f"contraction step {number} joins {len(involved)} distinct legs; torch.einsum has only "
+                f"{len(LETTERS)} letters per call: {involved}"
+            )
+        letter = {leg: LETTERS[n] for n, leg in enumerate(involved)}
+        equation = ",".join("".join(letter[l] for l in term) for term in operands)
+        equation += "->" + "".join(letter[l] for l in result)
+        size = 1
+        for leg in result:
+            size *= int(sizes[leg])
+        steps.append(Step(tuple(positions), equation, result, size, calls))
+        working = rest + [result]
+    return tuple(steps)
