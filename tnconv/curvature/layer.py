@@ -2,19 +2,77 @@
 
 Each function checks its arguments (``tnconv.curvature.checks``) and runs its
 routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
-network once per layer, call it, scale, reshape). KFAC factors of float16 and
-bfloat16 inputs are summed in float32 (the sums overflow float16; the table's
-``widen_half``) and returned in the input's dtype.
+network once per layer, call it, scale, reshape). The KFAC factors run their
+routines' shortcuts (the patches, or the patch sums, multiplied with themselves
+by ``tnconv.routines.gram``: one triangle, mirrored) through ``accumulate_input_factor``,
+which ``KFAC.update`` calls to add a batch to its running factors in place. KFAC factors
+of float16 and bfloat16 inputs are summed in float32 (the sums overflow float16; the
+table's ``widen_half``) and returned in the input's dtype.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Iterator
+
 import torch
 
+from tnconv.conv.hyper import ConvHyper
 from tnconv.curvature.checks import gradient_layer, layer
+from tnconv.routines.gram import HALF, accumulate_gram
 from tnconv.routines.routine import Options
-from tnconv.routines.run import run_routine
+from tnconv.routines.run import finish, patch_rows, run_part, run_routine, sums_rows
 from tnconv.routines.table import TABLE
+
+PATCH_CHUNK = 1 << 22
+"""Elements of patches KFAC-expand forms at once (16 MiB in float32): the samples are taken in chunks of about
+this size, so that the patches of a whole batch (75 MiB for a ResNet-18 3x3 layer at batch 32) are never
+allocated and their memory is reused from chunk to chunk."""
+
+
+def accumulate_input_factor(
+    x: torch.Tensor, hyper: ConvHyper, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
+    beta: float = 0.0,
+) -> torch.Tensor:
+    """``out = beta * out + alpha * A`` in place for KFAC's input factor ``A`` ``(G, d, d)`` of the layer ``hyper``.
+
+    ``A`` is the KFAC-reduce factor when ``reduce``, else the KFAC-expand factor; ``out``
+    (symmetric; any float dtype of the products, float32 for half ``x``) is created when
+    None. The patch sums (reduce) or the patches of chunks of samples (expand, about
+    ``PATCH_CHUNK`` elements each) come from the routine's shortcut part and are multiplied
+    with themselves by upper panels (``tnconv.routines.gram``), scaled by ``alpha`` times the
+    routine's scaling, straight into ``out``: no temporary of the factor's size. The arguments
+    are not checked (the public functions check them).
+    """
+    routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
+    scale = alpha * finish(routine, hyper).factor
+    if out is None:
+        d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+        out = x.new_empty((hyper.groups, d, d), dtype=torch.float32 if x.dtype in HALF else x.dtype)
+        beta = 0.0
+    for part, part_hyper in _sample_chunks(x, hyper, reduce):
+        value = run_part(routine, part_hyper, {"X": part})
+        rows = sums_rows(value, part_hyper) if reduce else patch_rows(value, part_hyper)
+        accumulate_gram(rows, out, scale, beta)
+        beta = 1.0
+    return out
+
+
+def _sample_chunks(x: torch.Tensor, hyper: ConvHyper, whole: bool) -> Iterator[tuple[torch.Tensor, ConvHyper]]:
+    """``x`` in chunks of samples of equal size whose patches hold about ``PATCH_CHUNK`` elements (one chunk when
+    ``whole``), each with its layer."""
+    per_sample = hyper.in_channels * hyper.kernel_elements * math.prod(hyper.output_size)
+    chunks = 1 if whole else min(hyper.batch, -(-hyper.batch * per_sample // PATCH_CHUNK))
+    size = -(-hyper.batch // chunks)
+    for start in range(0, hyper.batch, size):
+        part = x[start : start + size]
+        yield part, hyper if part.shape[0] == hyper.batch else replace(hyper, input_shape=tuple(part.shape))
+
+
+def _input_factor(x: torch.Tensor, arguments: dict[str, object], reduce: bool) -> torch.Tensor:
+    factor = accumulate_input_factor(x, layer(x, arguments), reduce)
+    return factor.to(x.dtype) if factor.dtype != x.dtype else factor
 
 
 def kfac_expand_factor(
@@ -28,14 +86,15 @@ def kfac_expand_factor(
         kernel_size, stride, padding, dilation, groups: the layer's, as in ``torch.nn.Conv*d``.
         transposed, output_padding: the layer is a ``ConvTranspose*d`` with this output padding.
 
-    The planner contracts the two copies of ``x`` in the derived network through
-    the gathered patterns without laying the unfolded input out for a matmul.
-    float16 and bfloat16 inputs are summed in float32 (the sums overflow float16) and the
-    factor is returned in the input's dtype.
+    The patches of chunks of samples (the routine's shortcut part, the derived unfold
+    network) are multiplied with themselves by upper panels and mirrored
+    (``accumulate_input_factor``): about half the products of a dense Gram, exactly
+    symmetric. float16 and bfloat16 inputs are summed in float32 (the sums overflow
+    float16) and the factor is returned in the input's dtype.
     """
     arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      transposed=transposed, output_padding=output_padding)
-    return run_routine(TABLE["kfac_expand"], layer(x, arguments), {"X": x})
+    return _input_factor(x, arguments, reduce=False)
 
 
 def kfac_reduce_factor(
@@ -47,11 +106,11 @@ def kfac_reduce_factor(
     Arguments as ``kfac_expand_factor``. The patches are summed over locations
     through ``sum_o Pi`` (a ``(K, I)`` matrix per dim) before they meet ``x``,
     so the unfolded input is never formed; the sums ``(N, G, d)`` are computed
-    once and multiplied with themselves (the routine's shortcut).
+    once and multiplied with themselves by upper panels (the routine's shortcut).
     """
     arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      transposed=transposed, output_padding=output_padding)
-    return run_routine(TABLE["kfac_reduce"], layer(x, arguments), {"X": x})
+    return _input_factor(x, arguments, reduce=True)
 
 
 def per_sample_weight_grad(
