@@ -2,8 +2,8 @@
 lie, with no temporary of a factor's size, float32 sums for half-precision models, and the values of the
 unfused formulas (running mean, summed ``B``, exponential moving average) in float64.
 
-Also the per-layer pieces of it: KFAC-expand's patches taken in chunks of samples, and the bias row and
-column of a joined ``A``.
+Also the per-layer pieces of it: KFAC-expand's patches taken in chunks of samples, the bias row and
+column of a joined ``A``; and the two ways of the GGN diagonal built from the same patches.
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ from unittest import mock
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_curvature_reference import kwargs, layers, random
 
 from tnconv import curvature
-from tnconv.curvature import KFAC
-from tnconv.curvature import layer as layer_module
-from tnconv.curvature.factors import accumulate_bias
+from tnconv.curvature import KFAC, diag_ggn, sqrt_ggn
+from tnconv.curvature import factors as factors_module
+from tnconv.curvature import patches as patches_module
+from tnconv.curvature.checks import layer as checked_layer
+from tnconv.curvature.factors import Geometry, accumulate_bias, matrix_weight
+from tnconv.curvature.hooks import find_layers, forward, pull_back
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 CLASSES = 3
@@ -140,8 +146,8 @@ def test_expand_patches_in_chunks_of_samples_give_the_factor(chunk):
     when PATCH_CHUNK is smaller), of 2, 2 and 1, and all 5; the factor of all patches at once."""
     x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     patches = torch.nn.functional.unfold(x, 3, padding=1).reshape(5, 2, 9, 16).permute(1, 2, 0, 3).flatten(2)
-    calls = mock.Mock(wraps=layer_module.run_part)
-    with mock.patch.object(layer_module, "PATCH_CHUNK", chunk), mock.patch.object(layer_module, "run_part", calls):
+    calls = mock.Mock(wraps=patches_module.run_part)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "run_part", calls):
         got = curvature.kfac_expand_factor(x, 3, padding=1, groups=2)
     torch.testing.assert_close(got, patches @ patches.mT / 80, **TOL)
     sizes = [call.args[2]["X"].shape[0] for call in calls.call_args_list]
@@ -159,3 +165,43 @@ def test_the_bias_row_and_column_are_blended_and_mirrored():
     torch.testing.assert_close(joined[:, 3, 3], torch.full((2,), 1.25, dtype=torch.float64))
     assert torch.equal(joined[:, 3, :3], joined[:, :3, 3])
 
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers(), st.integers(1, 3), st.sampled_from([1, 50, 10**9]), st.integers(0, 2**16))
+def test_the_ggn_diagonal_by_columns_and_by_location_pairs_equals_the_routine(layer, columns, chunk, seed):
+    """Both ways of ``tnconv.curvature.patches`` (in chunks of one sample, of a few, of all) against the
+    ``diag_ggn`` routine, on conv and transposed conv layers of 1 to 3 dims, through ``matrix_weight``."""
+    x, v = random(layer.x_shape, seed), random((columns, *layer.output_shape), seed + 1)
+    arguments = kwargs(layer)
+    expected = curvature.diag_ggn_weight(x, v, layer.kernel_size, **arguments)
+    conv = {"kernel_size": layer.kernel_size, "transposed": False, **arguments}
+    geometry = Geometry("transposed" if layer.transposed else "conv", layer.groups, layer.output_shape[1], conv)
+    hyper = checked_layer(x, geometry.conv, geometry.out_channels)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk):
+        for path in (patches_module.diag_ggn_by_columns, patches_module.diag_ggn_by_location_pairs):
+            got = matrix_weight(path(x, v, hyper), geometry, expected.shape)
+            torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_model_diagonals_take_the_way_their_layers_call_for():
+    """A wide conv on 2x2 locations (pairs: T + 1 <= 2M), a wide one on 6x6 (by columns) and a depthwise one (the
+    routine): each way runs where it should, and ``diag_ggn`` still equals the routine on every layer."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        torch.nn.Conv2d(16, 16, 3, stride=3), torch.nn.Flatten(), torch.nn.Linear(64, CLASSES),
+    ).double()  # fmt: skip
+    x, y = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.tensor([0, 2])
+    calls = {name: mock.Mock(wraps=getattr(factors_module, name))
+             for name in ("diag_ggn_by_columns", "diag_ggn_by_location_pairs", "diag_ggn_weight")}  # fmt: skip
+    with mock.patch.multiple(factors_module, **calls):
+        diagonal = diag_ggn(model, torch.nn.CrossEntropyLoss(), x, y)
+    assert [c.call_count for c in calls.values()] == [1, 1, 1]
+    layers = find_layers(model)
+    output, records = forward(model, layers, x)
+    pulled = pull_back(output, records, sqrt_ggn(output, "cross_entropy", "mean"))
+    for layer in layers[:3]:
+        record = records[layer.name]
+        expected = curvature.diag_ggn_weight(record.x, pulled[layer.name], **record.geometry.conv)
+        torch.testing.assert_close(diagonal[layer.weight], expected, **TOL)

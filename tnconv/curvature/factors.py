@@ -33,12 +33,15 @@ import torch.nn.functional as F
 
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature.checks import layer as conv_layer
-from tnconv.curvature.layer import accumulate_input_factor, diag_ggn_weight, per_sample_weight_grad
+from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
+from tnconv.curvature.patches import accumulate_input_factor, diag_ggn_by_columns, diag_ggn_by_location_pairs
 from tnconv.routines.gram import HALF, accumulate_gram, gram
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
 
 KINDS = ("linear", "conv", "transposed")
+WIDE_GROUP = 16
+"""Output channels per group from which a conv's GGN diagonal is taken by products of its patches."""
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,21 @@ def per_sample_bias(gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
 
 
 def weight_diag_ggn(x: torch.Tensor, columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
-    """The GGN diagonal of the weight: ``sum_{m,n} (weight VJP of columns[m, n])^2``, weight-shaped."""
+    """The GGN diagonal of the weight: ``sum_{m,n} (weight VJP of columns[m, n])^2``, weight-shaped.
+
+    Conv layers take the cheapest of three ways (``tnconv.curvature.patches``): through the
+    location pairs where ``T + 1 <= 2 M`` (deep layers), by one product of the patches per
+    column where a group has ``WIDE_GROUP`` output channels or more, else the ``diag_ggn``
+    routine (its per-sample weight-VJP kernel; depthwise layers).
+    """
     if layer.kind != "linear":
-        return diag_ggn_weight(x, columns, **layer.conv)  # type: ignore[arg-type]
+        per_group, count = layer.out_channels // layer.groups, math.prod(columns.shape[3:])
+        by_pairs = count + 1 <= 2 * columns.shape[0]
+        if not by_pairs and per_group < WIDE_GROUP:
+            return diag_ggn_weight(x, columns, **layer.conv)  # type: ignore[arg-type]
+        hyper = conv_layer(x, layer.conv, layer.out_channels)
+        matrix = (diag_ggn_by_location_pairs if by_pairs else diag_ggn_by_columns)(x, columns, hyper)
+        return matrix_weight(matrix, layer, torch.Size(hyper.weight_shape))
     v, u = channels_last(columns, layer).flatten(3), locations(x)
     if v.shape[2] == 1:  # no shared locations: the VJP is an outer product, square its factors
         return torch.einsum("mno,ni->oi", v[:, :, 0].square(), u[:, 0].square())

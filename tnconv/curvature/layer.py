@@ -4,71 +4,22 @@ Each function checks its arguments (``tnconv.curvature.checks``) and runs its
 routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
 network once per layer, call it, scale, reshape). The KFAC factors run their
 routines' shortcuts (the patches, or the patch sums, multiplied with themselves
-by ``tnconv.routines.gram``: one triangle, mirrored) through ``accumulate_input_factor``,
-which ``KFAC.update`` calls to add a batch to its running factors in place. KFAC factors
+by ``tnconv.routines.gram``: one triangle, mirrored) through
+``tnconv.curvature.patches.accumulate_input_factor``, which ``KFAC.update`` calls to add a
+batch to its running factors in place. KFAC factors
 of float16 and bfloat16 inputs are summed in float32 (the sums overflow float16; the
 table's ``widen_half``) and returned in the input's dtype.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
-from typing import Iterator
-
 import torch
 
-from tnconv.conv.hyper import ConvHyper
 from tnconv.curvature.checks import gradient_layer, layer
-from tnconv.routines.gram import HALF, accumulate_gram
+from tnconv.curvature.patches import accumulate_input_factor
 from tnconv.routines.routine import Options
-from tnconv.routines.run import finish, patch_rows, run_part, run_routine, sums_rows
+from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
-
-PATCH_CHUNK = 1 << 22
-"""Elements of patches KFAC-expand forms at once (16 MiB in float32): the samples are taken in chunks of about
-this size, so that the patches of a whole batch (75 MiB for a ResNet-18 3x3 layer at batch 32) are never
-allocated and their memory is reused from chunk to chunk."""
-
-
-def accumulate_input_factor(
-    x: torch.Tensor, hyper: ConvHyper, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
-    beta: float = 0.0,
-) -> torch.Tensor:
-    """``out = beta * out + alpha * A`` in place for KFAC's input factor ``A`` ``(G, d, d)`` of the layer ``hyper``.
-
-    ``A`` is the KFAC-reduce factor when ``reduce``, else the KFAC-expand factor; ``out``
-    (symmetric; any float dtype of the products, float32 for half ``x``) is created when
-    None. The patch sums (reduce) or the patches of chunks of samples (expand, about
-    ``PATCH_CHUNK`` elements each) come from the routine's shortcut part and are multiplied
-    with themselves by upper panels (``tnconv.routines.gram``), scaled by ``alpha`` times the
-    routine's scaling, straight into ``out``: no temporary of the factor's size. The arguments
-    are not checked (the public functions check them).
-    """
-    routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
-    scale = alpha * finish(routine, hyper).factor
-    if out is None:
-        d = hyper.in_channels // hyper.groups * hyper.kernel_elements
-        out = x.new_empty((hyper.groups, d, d), dtype=torch.float32 if x.dtype in HALF else x.dtype)
-        beta = 0.0
-    for part, part_hyper in _sample_chunks(x, hyper, reduce):
-        value = run_part(routine, part_hyper, {"X": part})
-        rows = sums_rows(value, part_hyper) if reduce else patch_rows(value, part_hyper)
-        accumulate_gram(rows, out, scale, beta)
-        beta = 1.0
-    return out
-
-
-def _sample_chunks(x: torch.Tensor, hyper: ConvHyper, whole: bool) -> Iterator[tuple[torch.Tensor, ConvHyper]]:
-    """``x`` in chunks of samples of equal size whose patches hold about ``PATCH_CHUNK`` elements (one chunk when
-    ``whole``), each with its layer."""
-    per_sample = hyper.in_channels * hyper.kernel_elements * math.prod(hyper.output_size)
-    chunks = 1 if whole else min(hyper.batch, -(-hyper.batch * per_sample // PATCH_CHUNK))
-    size = -(-hyper.batch // chunks)
-    for start in range(0, hyper.batch, size):
-        part = x[start : start + size]
-        yield part, hyper if part.shape[0] == hyper.batch else replace(hyper, input_shape=tuple(part.shape))
-
 
 def _input_factor(x: torch.Tensor, arguments: dict[str, object], reduce: bool) -> torch.Tensor:
     factor = accumulate_input_factor(x, layer(x, arguments), reduce)
