@@ -123,3 +123,5 @@ def test_panels_halve_the_products():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 3\)"):
         accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"out must have contiguous rows \(last stride 1\), got strides \(9, 1, 3\)"):
+        accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 3).mT)

@@ -62,6 +62,8 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
     if out.shape != (groups, d, d):
         raise ValueError(f"out must have shape {(groups, d, d)} for rows of shape {tuple(rows.shape)}, got "
                          f"{tuple(out.shape)}")
+    if out.stride(-1) != 1:
+        raise ValueError(f"out must have contiguous rows (last stride 1), got strides {out.stride()}")
     if rows.dtype != out.dtype:
         if not (rows.dtype in HALF and out.dtype == torch.float32):
             raise TypeError(f"rows ({rows.dtype}) must have out's dtype ({out.dtype}), or be half with float32 out")
