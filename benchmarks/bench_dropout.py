@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from tnconv.cli.layers import Layer, builtin_layer, layer_names
-from tnconv.conv.hyper import conv_hyper
-from tnconv.curvature import weight_vjp_dropout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import rotated  # noqa: E402
+from tnconv.cli.layers import Layer, builtin_layer, layer_names  # noqa: E402
+from tnconv.conv.hyper import conv_hyper  # noqa: E402
+from tnconv.curvature import weight_vjp_dropout  # noqa: E402
 
 MODES = ("channel", "rows", "spatial")
 KEEPS = (1.0, 0.5, 0.25)
@@ -71,22 +74,6 @@ def functions(layer: Layer, modes: tuple[str, ...], keeps: tuple[float, ...]) ->
         for keep in keeps:
             found[f"{mode}@{keep:g}"] = estimate(mode, keep)
     return found
-
-
-def rotated(functions: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function over ``repeats`` rounds after a warm-up round; round ``r`` starts
-    with function ``r`` (mod their number), so that no function always runs first."""
-    names = list(functions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(repeats + 1):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            functions[name]()
-            elapsed = time.perf_counter() - start
-            if round_number:
-                times[name].append(elapsed)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:

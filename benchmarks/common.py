@@ -7,12 +7,17 @@
 - ``interleaved(functions, repeats)``: runs the functions round-robin (one call of
   each per round, after a warm-up round) and returns each one's median seconds,
   so that load from other processes hits all of them alike.
+- ``rotated(functions, repeats)``: the same, but round ``r`` starts with function ``r``
+  (mod their number), because a call right after a memory-heavy one finds the caches cold.
 - ``peak_extra(function)``: bytes by which one call raises the resident set above
   what it was just before (``/proc/self/status`` VmHWM, reset through
   ``/proc/self/clear_refs``). glibc must serve large allocations by ``mmap`` so
   that freed buffers cannot hide new ones: ``ensure_mmap_allocations()`` re-runs
   the script with ``MALLOC_MMAP_THRESHOLD_`` set (``MMAP_THRESHOLD``). Timing runs
   under the default allocator, as training loops do.
+- ``write_section(path, heading, body)``: put one ``## heading`` section into a
+  markdown file (``benchmarks/RESULTS.md``), replacing that section if it is there
+  and leaving every other section as it was.
 """
 
 from __future__ import annotations
@@ -152,6 +157,39 @@ def interleaved(functions: Mapping[str, Callable[[], object]], repeats: int) -> 
             if round_number:
                 times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def rotated(functions: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function over ``repeats`` rounds after a warm-up round; round ``r`` starts
+    with function ``r`` (mod their number), so that no function always runs first."""
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(repeats + 1):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            elapsed = time.perf_counter() - start
+            if round_number:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Put the section ``## heading`` (then ``body``) into the markdown file ``path``: in place of the section of
+    that heading (up to the next ``## `` heading) when there is one, else at the end; the rest stays as it was."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    section = f"## {heading}\n\n{body.strip()}\n"
+    lines = text.splitlines(keepends=True)
+    starts = [n for n, line in enumerate(lines) if line.rstrip("\n") == f"## {heading}"]
+    if not starts:
+        separator = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
+        path.write_text(text + separator + section, encoding="utf-8")
+        return
+    start = starts[0]
+    stop = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
+    tail = "".join(lines[stop:])
+    path.write_text("".join(lines[:start]) + section + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
 def _status(key: str) -> int:

@@ -29,7 +29,9 @@ compiled program; *PyTorch* is the usual implementation of the same routine
 tnconv / PyTorch: below 1 means tnconv is faster. Timings on a shared machine
 are noisy; regenerate with `python docs/make_benchmarks.py`. The fuller suite
 (more routines, 1 and 2 threads, compile times, peak memory) is
-`python benchmarks/bench_routines.py`.
+`python benchmarks/bench_routines.py`; whole models (ResNet-18, VGG-19 and a
+ConvNeXt against unfold-based code, curvlinops and BackPACK) are
+`python benchmarks/bench_models.py` (benchmarks/RESULTS.md, section "Whole models").
 
 | layer | routine | tnconv (ms) | PyTorch (ms) | ratio |
 | --- | --- | ---: | ---: | ---: |

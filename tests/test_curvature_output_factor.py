@@ -1,9 +1,9 @@
 """KFAC's output factor ``B`` from columns at a conv layer's output, on both of its evaluation paths.
 
-``output_factor`` multiplies ``(c, T)`` slices chunk by chunk when there are at least as many
-locations ``T`` as channels per group ``c``, and copies the columns once for one batched
-product when there are fewer; both must give ``sum_{m,n,t} v v^T`` per group (or with
-``sum_t v`` for KFAC-reduce).
+``output_factor`` multiplies the ``(c, T)`` slices of each ``(m, n)`` pair where there are many
+locations (``T >= tnconv.routines.gram.PER_SAMPLE_DEPTH``), and copies the columns once for one
+product where there are few; both must give ``sum_{m,n,t} v v^T`` per group (or with ``sum_t v``
+for KFAC-reduce), into a given factor in place too.
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ def test_output_factor_is_the_per_group_gram_of_the_columns(columns, batch, grou
     torch.testing.assert_close(output_factor(v, layer, reduce), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_few_and_many_locations_per_channel_give_the_definition():
-    """Fewer locations than channels (a deep layer: one batched product) and more (chunked products)."""
+def test_few_and_many_locations_give_the_definition_in_place():
+    """Few locations (one product after a copy) and many (one product per column and sample), each blended into a
+    running factor: ``beta * running + alpha * B``."""
     layer = Geometry("conv", 1, 16)
-    for spatial in ((2, 2), (8, 8)):  # T = 4 < c = 16, then T = 64 >= c
+    for spatial in ((2, 2), (16, 20)):  # T = 4, then T = 320 >= PER_SAMPLE_DEPTH
         v = torch.randn(2, 3, 16, *spatial, dtype=torch.float64)
         flat = v.reshape(6, 1, 16, -1)
-        torch.testing.assert_close(output_factor(v, layer, False), torch.einsum("bgct,bgdt->gcd", flat, flat))
+        expected = torch.einsum("bgct,bgdt->gcd", flat, flat)
+        torch.testing.assert_close(output_factor(v, layer, False), expected)
+        running = expected.clone()
+        assert output_factor(v, layer, False, running, 0.5, 2.0) is running
+        torch.testing.assert_close(running, 2.5 * expected)

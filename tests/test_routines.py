@@ -207,7 +207,7 @@ def test_the_table_is_immutable_and_names_are_unique() -> None:
     [
         (dict(name="Kfac-New"), "Routine name must be a lower-case identifier (kfac_reduce), got 'Kfac-New'"),
         (dict(start="patches"), "start must be one of ('forward', 'input_vjp', 'weight_vjp', 'unfold', 'fold'), got"),
-        (dict(shortcut=Shortcut(2, lambda part, hyper: part, "")), "shortcut.stages must be in 1..1"),
+        (dict(shortcut=Shortcut(2, lambda part, hyper: part, "")), "shortcut.stages must be in 0..1"),
     ],
 )
 def test_a_routine_refuses_bad_entries(change: dict, message: str) -> None:

@@ -54,16 +54,17 @@ Progress = Callable[[int, int, str], None]
 
 
 class MeasuredKFAC(KFAC):
-    """``KFAC`` that times each layer's batch factors and marks them as a profiler range."""
+    """``KFAC`` that times each layer's factors (accumulated into the running ones) and marks them as a
+    profiler range."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.layer_seconds: dict[str, list[float]] = {layer.name: [] for layer in self.layers}
 
-    def batch_factors(self, layer: Layer, record: Record, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def accumulate_layer(self, layer: Layer, record: Record, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.profiler.record_function(LAYER_MARK + layer.name):
             start = time.perf_counter()
-            pair = super().batch_factors(layer, record, columns)
+            pair = super().accumulate_layer(layer, record, *args)
             self.layer_seconds[layer.name].append(time.perf_counter() - start)
         return pair
 

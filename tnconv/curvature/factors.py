@@ -4,10 +4,10 @@ Plain functions of one supported layer (``Linear``, a conv or a transposed conv)
 given its input ``x`` and the columns ``V`` pulled back to its output, so that
 they can move into a table of routines as they are. With ``G`` groups:
 
-- the input factor ``A`` ``(G, dA, dA)`` comes from ``kfac_expand_factor`` /
-  ``kfac_reduce_factor`` (conv layers: the derived networks), or from ``x``
-  itself for ``Linear`` (``G = 1``; leading dims between batch and features
-  are its locations ``t``, as for curvlinops);
+- the input factor ``A`` ``(G, dA, dA)`` comes from ``accumulate_input_factor``
+  (conv layers: the shortcut parts of the derived networks, the patches or patch
+  sums), or from ``x`` itself for ``Linear`` (``G = 1``; leading dims between batch
+  and features are its locations ``t``, as for curvlinops);
 - the output factor ``B`` ``(G, dB, dB)`` is ``sum_{m,n,t} v v^T`` (expand) or
   ``sum_{m,n} (sum_t v)(sum_t v)^T`` (reduce) over the output channels of a group;
 - a bias joins ``A`` as a trailing row and column of ones (``dA = d + 1``): the
@@ -19,6 +19,8 @@ they can move into a table of routines as they are. With ``G`` groups:
 
 Channels are dim 1 of a conv output ``(N, C_out, *O)`` and the last dim of a
 ``Linear`` output ``(N, *, C_out)``; columns carry one more leading dim ``M``.
+``A`` and ``B`` are Grams multiplied by one triangle (``tnconv.routines.gram``) and, given
+a running factor ``out``, blended into it in place (``out = beta * out + alpha * factor``).
 """
 
 from __future__ import annotations
@@ -31,16 +33,15 @@ import torch.nn.functional as F
 
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature.checks import layer as conv_layer
-from tnconv.curvature.layer import (
-    diag_ggn_weight,
-    kfac_expand_factor,
-    kfac_reduce_factor,
-    per_sample_weight_grad,
-)
+from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
+from tnconv.curvature.patches import accumulate_input_factor, diag_ggn_by_columns, diag_ggn_by_location_pairs
+from tnconv.routines.gram import HALF, accumulate_gram, gram
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
 
 KINDS = ("linear", "conv", "transposed")
+WIDE_GROUP = 16
+"""Output channels per group from which a conv's GGN diagonal is taken by products of its patches."""
 
 
 @dataclass(frozen=True)
@@ -118,21 +119,36 @@ def channels_last(columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
     return flat.reshape(*flat.shape[:3], layer.groups, layer.out_channels // layer.groups)
 
 
-def input_factor(x: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
-    """KFAC's ``A`` ``(G, d, d)``: ``1/(N*T) sum u u^T`` (expand) or ``1/(N*T^2) sum_n (sum_t u)(sum_t u)^T``."""
+def input_factor(
+    x: torch.Tensor, layer: Geometry, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
+    beta: float = 0.0,
+) -> torch.Tensor:
+    """``out = beta * out + alpha * A`` in place for KFAC's ``A`` ``(G, d, d)``: ``1/(N*T) sum u u^T`` (expand)
+    or ``1/(N*T^2) sum_n (sum_t u)(sum_t u)^T``; a new ``A`` (float32 for half ``x``) when ``out`` is None.
+
+    One triangle of the Gram is multiplied and mirrored (``tnconv.routines.gram``): exactly
+    symmetric, with no temporary of the factor's size.
+    """
     if layer.kind != "linear":
-        return (kfac_reduce_factor if reduce else kfac_expand_factor)(x, **layer.conv)  # type: ignore[arg-type]
+        return accumulate_input_factor(x, conv_layer(x, layer.conv), reduce, out, alpha, beta)
     u = locations(x)
     batch, count = u.shape[:2]
     if reduce:
-        sums = u.sum(1)
-        return (sums.T @ sums).div_(batch * count**2)[None]
-    flat = u.reshape(-1, u.shape[-1])
-    return (flat.T @ flat).div_(batch * count)[None]
+        rows, scale = u.sum(1).T, 1.0 / (batch * count**2)
+    else:
+        rows, scale = u.reshape(-1, u.shape[-1]).T, 1.0 / (batch * count)
+    return _gram_into(rows[None, None], out, alpha * scale, beta)
+
+
+def _gram_into(rows: torch.Tensor, out: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:
+    """``accumulate_gram`` of ``rows`` ``(S, G, d, T)`` into ``out``, or into a new factor when it is None."""
+    return gram(rows, alpha) if out is None else accumulate_gram(rows, out, alpha, beta)
 
 
 def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
-    """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)``."""
+    """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)`` (float32 for half ``x``)."""
+    if x.dtype in HALF:
+        x = x.float()
     if layer.kind == "linear":
         return locations(x).mean((0, 1))[None]
     hyper = conv_layer(x, layer.conv)
@@ -140,42 +156,42 @@ def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
     return sums.sum(0).div_(hyper.batch * math.prod(hyper.output_size))
 
 
-def join_bias(factor: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """``A`` ``(G, d, d)`` with the bias row and column ``[mean, 1]`` appended: ``(G, d + 1, d + 1)``."""
-    groups, d = mean.shape
-    joined = factor.new_empty(groups, d + 1, d + 1)
-    joined[:, :d, :d] = factor
-    joined[:, :d, d] = mean
-    joined[:, d, :d] = mean
-    joined[:, d, d] = 1
+def accumulate_bias(joined: torch.Tensor, mean: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """``beta * joined + alpha * [mean, 1]`` in place on the bias row and column of ``joined`` ``(G, d + 1, d + 1)``
+    (not read when ``beta == 0``); returns ``joined``."""
+    d = mean.shape[1]
+    column, corner = joined[:, :d, d], joined[:, d, d]
+    if beta == 0:
+        column.copy_(mean).mul_(alpha)
+        corner.fill_(alpha)
+    else:
+        column.mul_(beta).add_(mean, alpha=alpha)
+        corner.mul_(beta).add_(alpha)
+    joined[:, d, :d] = column
     return joined
 
 
-def output_factor(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
-    """KFAC's ``B`` ``(G, c, c)`` from columns at the layer output: ``sum_{m,n,t} v v^T`` or with ``sum_t v``.
+def output_factor(
+    columns: torch.Tensor, layer: Geometry, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
+    beta: float = 0.0,
+) -> torch.Tensor:
+    """``out = beta * out + alpha * B`` in place for KFAC's ``B`` ``(G, c, c)`` from columns at the layer output:
+    ``sum_{m,n,t} v v^T`` or with ``sum_t v``; a new ``B`` (float32 for half columns) when ``out`` is None.
 
-    Conv columns ``(M, N, C_out, *O)`` are read as ``(M*N, G, c, T)`` without a copy. With
-    at least as many locations as channels (``T >= c``) they are multiplied by themselves
-    in chunks of ``(m, n)`` pairs (batched ``(c, T) @ (T, c)`` products, several times
-    faster than one einsum over ``m, n, t``) whose ``(chunk, G, c, c)`` results are never
-    larger than the columns. With fewer (deep layers, KFAC-reduce's ``T = 1``) those
-    products are thin and each writes a whole ``c x c`` result, so the columns are copied
-    once into ``(G, c, M*N*T)`` for one batched product instead (measured 3-100x faster
-    there, 1.6-10x slower where ``T >= c``).
+    Conv columns ``(M, N, C_out, *O)`` are read as the rows ``(M*N, G, c, T)`` of a Gram
+    without a copy; ``tnconv.routines.gram`` multiplies one triangle, per ``(m, n)`` pair
+    where there are many locations, else after one copy into ``(G, c, M*N*T)`` (deep
+    layers, KFAC-reduce's ``T = 1``), where per-pair products would be thin and each write
+    a whole ``c x c`` result.
     """
     if layer.kind == "linear":
         flat = columns.reshape(-1, columns.shape[-1]) if not reduce else locations(columns.flatten(0, 1)).sum(1)
-        return (flat.T @ flat)[None]
+        return _gram_into(flat.T[None, None], out, alpha, beta)
     per_group = layer.out_channels // layer.groups
     v = columns.reshape(-1, layer.groups, per_group, math.prod(columns.shape[3:]))  # (M*N, G, c, T)
     if reduce:
         v = v.sum(-1, keepdim=True)
-    if v.shape[-1] < per_group:
-        flat = v.permute(1, 2, 0, 3).reshape(layer.groups, per_group, -1)  # (G, c, M*N*T): one copy
-        return flat @ flat.transpose(-1, -2)
-    chunk = max(1, v.shape[0] * v.shape[-1] // per_group)
-    parts = [torch.matmul(part, part.transpose(-1, -2)).sum(0) for part in v.split(chunk)]
-    return torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
+    return _gram_into(v, out, alpha, beta)
 
 
 def weight_matrix(weight: torch.Tensor, layer: Geometry) -> torch.Tensor:
@@ -216,9 +232,21 @@ def per_sample_bias(gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
 
 
 def weight_diag_ggn(x: torch.Tensor, columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
-    """The GGN diagonal of the weight: ``sum_{m,n} (weight VJP of columns[m, n])^2``, weight-shaped."""
+    """The GGN diagonal of the weight: ``sum_{m,n} (weight VJP of columns[m, n])^2``, weight-shaped.
+
+    Conv layers take the cheapest of three ways (``tnconv.curvature.patches``): through the
+    location pairs where ``T + 1 <= 2 M`` (deep layers), by one product of the patches per
+    column where a group has ``WIDE_GROUP`` output channels or more, else the ``diag_ggn``
+    routine (its per-sample weight-VJP kernel; depthwise layers).
+    """
     if layer.kind != "linear":
-        return diag_ggn_weight(x, columns, **layer.conv)  # type: ignore[arg-type]
+        per_group, count = layer.out_channels // layer.groups, math.prod(columns.shape[3:])
+        by_pairs = count + 1 <= 2 * columns.shape[0]
+        if not by_pairs and per_group < WIDE_GROUP:
+            return diag_ggn_weight(x, columns, **layer.conv)  # type: ignore[arg-type]
+        hyper = conv_layer(x, layer.conv, layer.out_channels)
+        matrix = (diag_ggn_by_location_pairs if by_pairs else diag_ggn_by_columns)(x, columns, hyper)
+        return matrix_weight(matrix, layer, torch.Size(hyper.weight_shape))
     v, u = channels_last(columns, layer).flatten(3), locations(x)
     if v.shape[2] == 1:  # no shared locations: the VJP is an outer product, square its factors
         return torch.einsum("mno,ni->oi", v[:, :, 0].square(), u[:, 0].square())

@@ -12,18 +12,35 @@ that loss over all the data that ``update`` saw.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 
 from tnconv.curvature.columns import FISHERS, check_loss, check_output, fisher_columns
-from tnconv.curvature.factors import input_factor, join_bias, mean_patch, output_factor
+from tnconv.curvature.factors import Geometry, accumulate_bias, input_factor, mean_patch, output_factor
 from tnconv.curvature.hooks import Layer, Record, check_model, find_layers, forward, pull_back
 from tnconv.curvature.preconditioner import Preconditioner
 from tnconv.distributed import all_reduce_factors
+from tnconv.routines.gram import HALF
 
 APPROXES = ("expand", "reduce")
 Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How a batch factor enters a running one: ``running = beta * running + alpha * batch`` (in place)."""
+
+    beta: float
+    alpha: float
+
+    def merge(self, running: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
+        """``beta * running + alpha * batch`` written into ``running``; ``batch`` itself scaled when there is none."""
+        if running is None or self.beta == 0:
+            return batch if self.alpha == 1 else batch.mul_(self.alpha)
+        return running.mul_(self.beta).add_(batch, alpha=self.alpha)
 
 
 class KFAC:
@@ -55,6 +72,12 @@ class KFAC:
 
     ``update`` runs one forward of ``model`` in its current mode (BatchNorm statistics
     update as in any training forward) and leaves every ``.grad`` as it was.
+
+    ``update`` writes each batch's products straight into the running factors (in place, no
+    temporary of a factor's size; each factor one triangle of a Gram, mirrored, so exactly
+    symmetric). The factors of a float16/bfloat16 model are summed and held in float32 (a
+    running mean in bfloat16 would stop moving after a few hundred batches); the
+    preconditioner solves in float32 and returns gradients in their own dtype.
     """
 
     def __init__(
@@ -95,27 +118,81 @@ class KFAC:
         """Add the batch ``(inputs, targets)`` to the factors: one forward, one batched backward.
 
         ``model(inputs)`` must be ``(N, C)`` logits (cross-entropy) or predictions (MSE).
+        The running factors are updated in place (``factor = beta * factor + alpha * batch
+        factor``, the products written straight into them): tensors taken from ``factors`` or
+        ``state_dict`` before change with them (clone them to keep a snapshot).
         """
         output, records = forward(self.model, self.layers, inputs)
         targets = check_output(output, targets, self.loss)
         samples = None if self.fisher != "mc" else self.mc_samples
         columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
         pulled = pull_back(output, records, columns)
-        batch = {
-            layer.name: self.batch_factors(layer, records[layer.name], pulled[layer.name]) for layer in self.layers
-        }
+        del columns
         size = output.shape[0]
         if self.distributed:
+            fresh = (Blend(0.0, 1.0), Blend(0.0, 1.0))
+            batch = {layer.name: self.accumulate_layer(layer, records.pop(layer.name), pulled.pop(layer.name), None,
+                                                       *fresh) for layer in self.layers}  # fmt: skip
             batch, size = self.all_reduce(batch, size)
-        self.accumulate(batch, size)
+            blend_a, blend_b = self.blends(size)
+            for name, (a, b) in batch.items():
+                running = self._factors.get(name)
+                self._factors[name] = (blend_a.merge(running[0] if running else None, a),
+                                       blend_b.merge(running[1] if running else None, b))  # fmt: skip
+        else:
+            blend_a, blend_b = self.blends(size)
+            for layer in self.layers:  # each layer's input and columns are released once its factors hold them
+                record, layer_columns = records.pop(layer.name), pulled.pop(layer.name)
+                running = self._factors.get(layer.name)
+                self._factors[layer.name] = self.accumulate_layer(layer, record, layer_columns, running, blend_a,
+                                                                  blend_b)  # fmt: skip
+        self.count += size
+        self.version += 1
 
-    def batch_factors(self, layer: Layer, record: Record, columns: torch.Tensor) -> Pair:
-        """``(A, B)`` of one layer on this batch (``A`` joined with the bias unless kept separate)."""
+    def blends(self, size: int) -> tuple[Blend, Blend]:
+        """How this batch of ``size`` samples enters the running ``A`` and ``B``: the first batch alone, a running
+        mean weighted by batch size (``B`` summed for a summed loss), or the exponential moving average."""
+        if not self._factors:
+            return Blend(0.0, 1.0), Blend(0.0, 1.0)
+        if self.ema_decay is not None:
+            ema = Blend(self.ema_decay, 1.0 - self.ema_decay)
+            return ema, ema
+        weight = size / (self.count + size)
+        mean = Blend(1.0 - weight, weight)
+        return mean, Blend(1.0, 1.0) if self.loss.reduction == "sum" else mean
+
+    def accumulate_layer(
+        self, layer: Layer, record: Record, columns: torch.Tensor, running: Pair | None, blend_a: Blend,
+        blend_b: Blend,
+    ) -> Pair:  # fmt: skip
+        """One layer's ``(A, B)`` (``A`` joined with the bias unless kept separate) blended into ``running`` in place,
+        or new ones when ``running`` is None (float32 for float16/bfloat16 layers: their sums overflow)."""
         reduce = self.approx == "reduce"
-        a = input_factor(record.x, record.geometry, reduce)
-        if layer.bias is not None and not self.separate_bias:
-            a = join_bias(a, mean_patch(record.x, record.geometry))
-        return a, output_factor(columns, record.geometry, reduce)
+        x, geometry = record.x, record.geometry
+        joined = layer.bias is not None and not self.separate_bias
+        if running is None:
+            running = self.new_factors(x, columns, geometry, joined)
+        a, b = running
+        d = a.shape[-1] - 1 if joined else a.shape[-1]
+        input_factor(x, geometry, reduce, a[:, :d, :d], blend_a.alpha, blend_a.beta)
+        if joined:
+            accumulate_bias(a, mean_patch(x, geometry), blend_a.alpha, blend_a.beta)
+        output_factor(columns, geometry, reduce, b, blend_b.alpha, blend_b.beta)
+        return a, b
+
+    @staticmethod
+    def new_factors(x: torch.Tensor, columns: torch.Tensor, geometry: Geometry, joined: bool) -> Pair:
+        """Uninitialised ``(A, B)`` of a layer, ``(G, dA, dA)`` and ``(G, dB, dB)``, in the dtype that sums them."""
+        if geometry.kind == "linear":
+            d = x.shape[-1]
+        else:
+            kernel: tuple[int, ...] = geometry.conv["kernel_size"]  # type: ignore[assignment]
+            d = x.shape[1] // geometry.groups * math.prod(kernel)
+        d += joined
+        per_group = geometry.out_channels // geometry.groups
+        dtype = torch.float32 if x.dtype in HALF else x.dtype
+        return (x.new_empty((geometry.groups, d, d), dtype=dtype),
+                columns.new_empty((geometry.groups, per_group, per_group), dtype=dtype))  # fmt: skip
 
     def all_reduce(self, batch: dict[str, Pair], size: int) -> tuple[dict[str, Pair], int]:
         """The factors of the global batch: sums of ``size``-weighted means (of sums for a summed loss)."""
@@ -126,30 +203,6 @@ class KFAC:
         totals, total = all_reduce_factors((weighted, count), reduction="sum", group=self.group)
         size = round(total.item())
         return {name: (a / size, b if summed_b else b / size) for name, (a, b) in totals.items()}, size
-
-    def accumulate(self, batch: dict[str, Pair], size: int) -> None:
-        """Merge one (global) batch of ``size`` samples into the running factors."""
-        if self._factors:
-            if self.ema_decay is not None:
-                decay = self.ema_decay
-                batch = {
-                    name: (decay * a + (1 - decay) * new_a, decay * b + (1 - decay) * new_b)
-                    for name, ((a, b), (new_a, new_b)) in self.paired(batch)
-                }
-            else:
-                weight = size / (self.count + size)
-                summed_b = self.loss.reduction == "sum"
-                batch = {
-                    name: (a + weight * (new_a - a), b + new_b if summed_b else b + weight * (new_b - b))
-                    for name, ((a, b), (new_a, new_b)) in self.paired(batch)
-                }
-        self._factors = batch
-        self.count += size
-        self.version += 1
-
-    def paired(self, batch: dict[str, Pair]) -> list[tuple[str, tuple[Pair, Pair]]]:
-        """Each layer's running and new factors."""
-        return [(name, (self._factors[name], batch[name])) for name in self._factors]
 
     # --- results --------------------------------------------------------------------------------
     @property

@@ -2,9 +2,13 @@
 
 Each function checks its arguments (``tnconv.curvature.checks``) and runs its
 routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
-network once per layer, call it, scale, reshape). KFAC factors of float16 and
-bfloat16 inputs are summed in float32 (the sums overflow float16; the table's
-``widen_half``) and returned in the input's dtype.
+network once per layer, call it, scale, reshape). The KFAC factors run their
+routines' shortcuts (the patches, or the patch sums, multiplied with themselves
+by ``tnconv.routines.gram``: one triangle, mirrored) through
+``tnconv.curvature.patches.accumulate_input_factor``, which ``KFAC.update`` calls to add a
+batch to its running factors in place. KFAC factors
+of float16 and bfloat16 inputs are summed in float32 (the sums overflow float16; the
+table's ``widen_half``) and returned in the input's dtype.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from __future__ import annotations
 import torch
 
 from tnconv.curvature.checks import gradient_layer, layer
+from tnconv.curvature.patches import accumulate_input_factor
 from tnconv.routines.routine import Options
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
+
+def _input_factor(x: torch.Tensor, arguments: dict[str, object], reduce: bool) -> torch.Tensor:
+    factor = accumulate_input_factor(x, layer(x, arguments), reduce)
+    return factor.to(x.dtype) if factor.dtype != x.dtype else factor
 
 
 def kfac_expand_factor(
@@ -28,14 +37,15 @@ def kfac_expand_factor(
         kernel_size, stride, padding, dilation, groups: the layer's, as in ``torch.nn.Conv*d``.
         transposed, output_padding: the layer is a ``ConvTranspose*d`` with this output padding.
 
-    The planner contracts the two copies of ``x`` in the derived network through
-    the gathered patterns without laying the unfolded input out for a matmul.
-    float16 and bfloat16 inputs are summed in float32 (the sums overflow float16) and the
-    factor is returned in the input's dtype.
+    The patches of chunks of samples (the routine's shortcut part, the derived unfold
+    network) are multiplied with themselves by upper panels and mirrored
+    (``accumulate_input_factor``): about half the products of a dense Gram, exactly
+    symmetric. float16 and bfloat16 inputs are summed in float32 (the sums overflow
+    float16) and the factor is returned in the input's dtype.
     """
     arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      transposed=transposed, output_padding=output_padding)
-    return run_routine(TABLE["kfac_expand"], layer(x, arguments), {"X": x})
+    return _input_factor(x, arguments, reduce=False)
 
 
 def kfac_reduce_factor(
@@ -47,11 +57,11 @@ def kfac_reduce_factor(
     Arguments as ``kfac_expand_factor``. The patches are summed over locations
     through ``sum_o Pi`` (a ``(K, I)`` matrix per dim) before they meet ``x``,
     so the unfolded input is never formed; the sums ``(N, G, d)`` are computed
-    once and multiplied with themselves (the routine's shortcut).
+    once and multiplied with themselves by upper panels (the routine's shortcut).
     """
     arguments = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      transposed=transposed, output_padding=output_padding)
-    return run_routine(TABLE["kfac_reduce"], layer(x, arguments), {"X": x})
+    return _input_factor(x, arguments, reduce=True)
 
 
 def per_sample_weight_grad(

@@ -27,10 +27,16 @@ def damped_cholesky(factor: torch.Tensor, damping: float) -> torch.Tensor:
 
 
 def solve_both(matrix: torch.Tensor, left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
-    """``(L_B L_B^T)^{-1} matrix (L_A L_A^T)^{-1}`` for ``matrix`` ``(G, dB, dA)`` (no right factor: ``dA = 1``)."""
+    """``(L_B L_B^T)^{-1} matrix (L_A L_A^T)^{-1}`` for ``matrix`` ``(G, dB, dA)`` (no right factor: ``dA = 1``).
+
+    The solves run in the factors' dtype (float32 for a float16/bfloat16 model, whose factors
+    ``KFAC`` sums in float32) and the result returns in ``matrix``'s dtype.
+    """
+    dtype = matrix.dtype
+    matrix = matrix.to(left.dtype)
     if right is not None:
         matrix = torch.cholesky_solve(matrix.transpose(1, 2), right).transpose(1, 2)
-    return torch.cholesky_solve(matrix, left)
+    return torch.cholesky_solve(matrix, left).to(dtype)
 
 
 class Preconditioner:

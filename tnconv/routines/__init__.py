@@ -12,7 +12,8 @@
   scale, reshape): imported on first use, as they need torch.
 
 Modules: ``routine`` (the data types), ``table`` (the entries), ``names``,
-``derivation``, ``run``, ``scaling``, ``references`` (the PyTorch references).
+``derivation``, ``run``, ``scaling``, ``references`` (the PyTorch references),
+``gram`` (symmetric Gram products by upper panels, which the KFAC shortcuts run).
 Importing this package imports neither torch nor sympy.
 """
 

@@ -139,10 +139,10 @@ class Scaling:
 class Shortcut:
     """A cheaper evaluation than the whole network, which holds one part twice.
 
-    The network after the first ``stages`` stages of the derivation (simplified)
-    is that part; it is evaluated once and ``combine(part, hyper)`` gives the
-    whole network's value (unscaled, any layout of the same elements in the
-    same order). ``why`` says what it saves.
+    The network after the first ``stages`` stages of the derivation (simplified;
+    ``0``: the start network) is that part; it is evaluated once and
+    ``combine(part, hyper)`` gives the whole network's value (unscaled, any layout
+    of the same elements in the same order, a new tensor). ``why`` says what it saves.
     """
 
     stages: int
@@ -195,10 +195,10 @@ class Routine:
             raise ValueError(f"Routine name must be a lower-case identifier (kfac_reduce), got {self.name!r}")
         if self.start not in STARTS:
             raise ValueError(f"Routine {self.name!r}: start must be one of {tuple(STARTS)}, got {self.start!r}")
-        if self.shortcut is not None and not 0 < self.shortcut.stages <= len(self.derivation):
+        if self.shortcut is not None and not 0 <= self.shortcut.stages <= len(self.derivation):
             raise ValueError(
-                f"Routine {self.name!r}: shortcut.stages must be in 1..{len(self.derivation)} (its derivation's "
-                f"stages), got {self.shortcut.stages}"
+                f"Routine {self.name!r}: shortcut.stages must be in 0..{len(self.derivation)} (its derivation's "
+                f"stages; 0: the start network), got {self.shortcut.stages}"
             )
 
     @property

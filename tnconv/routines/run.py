@@ -18,6 +18,7 @@ from tnconv.conv.hyper import ConvHyper
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.routines.derivation import routine_network
+from tnconv.routines.gram import gram
 from tnconv.routines.routine import DEFAULT_OPTIONS, Options, Routine
 from tnconv.routines.scaling import scale
 
@@ -32,14 +33,20 @@ class Finish:
     numerator: int = 1
     denominator: int = 1
 
-    def __call__(self, value: torch.Tensor) -> torch.Tensor:
-        """``value`` scaled and in the routine's layout: a new contiguous tensor when scaled."""
+    def __call__(self, value: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+        """``value`` scaled and in the routine's layout: a new contiguous tensor when scaled, or ``value`` itself
+        scaled in place when it is ``fresh`` (a new tensor nothing else holds: a shortcut's result)."""
         result = value.reshape(self.shape).contiguous()
         if self.numerator != 1:
-            result = result * float(self.numerator)
-        if self.denominator != 1:
-            result = result / float(self.denominator)  # N*T^2 may exceed int64: a float rounds, an int would not fit
+            result = result.mul_(float(self.numerator)) if fresh else result * float(self.numerator)
+        if self.denominator != 1:  # N*T^2 may exceed int64: a float rounds, an int would not fit
+            result = result.div_(float(self.denominator)) if fresh else result / float(self.denominator)
         return result
+
+    @property
+    def factor(self) -> float:
+        """The scaling as one number: ``numerator / denominator``."""
+        return float(self.numerator) / float(self.denominator)
 
 
 def finish(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Finish:
@@ -87,23 +94,49 @@ def run_routine(
     """
     prepared = setup(routine, hyper, options)
     dtype = next(iter(operands.values())).dtype
-    wide = routine.widen_half and dtype in HALF
-    program = compile_network(prepared.network)
-    arguments = [operands[name].to(torch.float32) if wide else operands[name] for name in prepared.operands]
-    result = program(*arguments)
+    result = run_part(routine, hyper, operands, options)
     if prepared.combine is not None:
         result = prepared.combine(result, hyper)
-    result = prepared.finish(result)
-    return result.to(dtype) if wide else result
+    result = prepared.finish(result, fresh=prepared.combine is not None)
+    return result.to(dtype) if result.dtype != dtype else result
+
+
+def run_part(
+    routine: Routine, hyper: ConvHyper, operands: Mapping[str, torch.Tensor], options: Options = DEFAULT_OPTIONS
+) -> torch.Tensor:
+    """The value of ``routine``'s network on the layer ``hyper``, or of its shortcut's part where it has one:
+    unscaled, in the network's layout, in float32 for float16/bfloat16 operands when ``routine.widen_half``."""
+    prepared = setup(routine, hyper, options)
+    dtype = next(iter(operands.values())).dtype
+    wide = routine.widen_half and dtype in HALF
+    program = compile_network(prepared.network)
+    return program(*[operands[name].to(torch.float32) if wide else operands[name] for name in prepared.operands])
 
 
 # --- the shortcuts of TABLE's routines ---------------------------------------------------------
 
 
+def sums_rows(sums: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """The patch sums ``(n, g, c_in, k..)`` as the rows of their Gram ``(1, G, d, N)`` (a view)."""
+    return sums.reshape(hyper.batch, hyper.groups, -1).permute(1, 2, 0)[None]
+
+
+def patch_rows(patches: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """The patches ``(n, g, c_in, k.., o..)`` as the rows of their Gram ``(N, G, d, T)`` (a view where they are
+    contiguous, as the unfold network's native kernel and gathers leave them)."""
+    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    return patches.reshape(hyper.batch, hyper.groups, d, -1)
+
+
 def gram_of_sums(sums: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
-    """``sum_n s s^T`` per group from the patch sums ``s`` ``(n, g, c_in, k..)``: ``(G, d, d)``, one batched product."""
-    flat = sums.reshape(hyper.batch, hyper.groups, -1)
-    return torch.einsum("nga,ngb->gab", flat, flat)
+    """``sum_n s s^T`` per group from the patch sums ``s`` ``(n, g, c_in, k..)``: ``(G, d, d)``, by upper panels."""
+    return gram(sums_rows(sums, hyper))
+
+
+def gram_of_patches(patches: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """``sum_{n,o} u u^T`` per group from the patches ``u`` ``(n, g, c_in, k.., o..)``: ``(G, d, d)``, by upper
+    panels (about half the products of the network's one dense ``(d, N*T) x (N*T, d)`` product)."""
+    return gram(patch_rows(patches, hyper))
 
 
 def sum_of_squares(grads: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:

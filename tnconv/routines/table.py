@@ -134,6 +134,9 @@ TABLE = routine_table((
         derivation=(gram_stage("n and the locations o.."),),
         scaling=Scaling("1/(N*T)", "sum_{n,t} u u^T over the patches u", "the KFAC-expand factor",
                         "(G, d, d)", "d = C_in/G * prod(K)"),
+        shortcut=Shortcut(0, later("tnconv.routines.run:gram_of_patches"),
+                          "the patches (N, G, d, T) are formed once and multiplied with themselves by upper panels "
+                          "(a symmetric product: about half the multiply-adds of the network's dense one)"),
         widen_half=True, function="tnconv.curvature.kfac_expand_factor",
     ),
     Routine(
@@ -143,8 +146,8 @@ TABLE = routine_table((
         scaling=Scaling("1/(N*T^2)", "sum_n (sum_t u)(sum_t u)^T over the patches u", "the KFAC-reduce factor",
                         "(G, d, d)", "d = C_in/G * prod(K)"),
         shortcut=Shortcut(1, later("tnconv.routines.run:gram_of_sums"),
-                          "the patch sums (N, G, d) are computed once and multiplied with themselves (one batched "
-                          "product; as fast as the whole network on the benchmark layers)"),
+                          "the patch sums (N, G, d) are computed once and multiplied with themselves by upper "
+                          "panels (a symmetric product, mirrored)"),
         widen_half=True, function="tnconv.curvature.kfac_reduce_factor",
     ),
     Routine(

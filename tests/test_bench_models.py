@@ -1,0 +1,49 @@
+"""benchmarks/bench_models.py: a quick run on the tiny model writes its section of RESULTS.md (keeping the other
+sections) and its plot; ``write_section`` replaces one section and leaves the rest as it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from cli_run import ROOT
+
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from common import write_section  # noqa: E402
+
+
+def test_write_section_replaces_its_section_and_keeps_the_others(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\n## First\n\nold first\n\n## Mine\n\nold mine\n\n## Last\n\nlast\n", encoding="utf-8")
+    write_section(path, "Mine", "new mine\n| a |")
+    assert path.read_text(encoding="utf-8") == (
+        "# Results\n\n## First\n\nold first\n\n## Mine\n\nnew mine\n| a |\n\n## Last\n\nlast\n"
+    )
+    write_section(path, "Added", "added")
+    assert path.read_text(encoding="utf-8").endswith("## Last\n\nlast\n\n## Added\n\nadded\n")
+    write_section(path, "Added", "again")
+    assert path.read_text(encoding="utf-8").endswith("## Last\n\nlast\n\n## Added\n\nagain\n")
+    fresh = tmp_path / "fresh.md"
+    write_section(fresh, "Only", "body")
+    assert fresh.read_text(encoding="utf-8") == "## Only\n\nbody\n"
+
+
+def test_quick_run_on_the_tiny_model_writes_its_section_and_plot(tmp_path):
+    results, plot = tmp_path / "RESULTS.md", tmp_path / "models.png"
+    results.write_text("# Benchmark results\n\n## Another benchmark\n\nits table\n", encoding="utf-8")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_models.py"), "--quick", "--models", "tiny", "--threads", "1",
+         "--no-memory", "--markdown", str(results), "--plot", str(plot)],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    text = results.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmark results\n\n## Another benchmark\n\nits table\n\n## Whole models (issue 15)\n")
+    for comparison in ("A expand", "A reduce", "update expand/type-2", "update reduce/empirical", "per-sample",
+                       "diag GGN", "train step"):  # fmt: skip
+        assert f"| tiny | {comparison} |" in text
+    assert "backpack" in text and "curvlinops" in text and "unfold" in text
+    assert plot.stat().st_size > 10_000

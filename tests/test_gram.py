@@ -1,0 +1,127 @@
+"""Symmetric Gram products (``tnconv.routines.gram``): values, exact symmetry, in-place scaling, FLOPs, errors.
+
+The panel size and the thresholds between the paths are shrunk (``small_panels``) so that
+small shapes run every path: several panels, per-sample products, the one layout copy,
+and the dense product of large shallow matrices.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tnconv.routines import gram as gram_module
+from tnconv.routines.gram import accumulate_gram, gram
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+
+
+@contextmanager
+def small_panels(panel: int = 3, large: int = 7, shallow: int = 4, per_sample: int = 5) -> Iterator[None]:
+    with mock.patch.multiple(gram_module, PANEL=panel, LARGE=large, SHALLOW=shallow, PER_SAMPLE_DEPTH=per_sample,
+                             SYMMETRIZE_CHUNK=20):
+        yield
+
+
+def reference(rows: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("sgat,sgbt->gab", rows.double(), rows.double())
+
+
+def draw_rows(shape: tuple[int, ...], seed: int, transposed: bool) -> torch.Tensor:
+    """Random ``(S, G, d, T)`` rows, laid out with T outermost when ``transposed`` (a strided view)."""
+    generator = torch.Generator().manual_seed(seed)
+    if not transposed:
+        return torch.randn(shape, generator=generator, dtype=torch.float64)
+    return torch.randn(shape[3], *shape[:3], generator=generator, dtype=torch.float64).permute(1, 2, 3, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3), st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.booleans(),
+    st.sampled_from([(1.0, 0.0), (0.25, 0.0), (0.3, 0.7), (1.0, 1.0)]), st.integers(0, 2**16),
+)
+def test_accumulated_gram_equals_the_dense_formula_and_is_exactly_symmetric(
+    samples, groups, d, depth, transposed, scales, seed
+):
+    alpha, beta = scales
+    rows = draw_rows((samples, groups, d, depth), seed, transposed)
+    start = draw_rows((1, groups, d, d), seed + 1, False)[0]
+    start = start + start.mT
+    out = start.clone() if beta else torch.full_like(start, float("nan"))  # out is not read with beta = 0
+    with small_panels():
+        result = accumulate_gram(rows, out, alpha, beta)
+    assert result is out
+    torch.testing.assert_close(out, beta * start + alpha * reference(rows), **TOL)
+    assert torch.equal(out, out.mT)
+
+
+def test_a_view_of_a_larger_factor_is_written_in_place_and_nothing_else():
+    """KFAC's A with the bias folded in: the Gram goes into the leading (G, d, d) block of (G, d + 1, d + 1)."""
+    rows = draw_rows((2, 2, 7, 3), 0, False)
+    joined = torch.full((2, 8, 8), 5.0, dtype=torch.float64)
+    with small_panels():
+        accumulate_gram(rows, joined[:, :7, :7], 2.0, 0.0)
+    torch.testing.assert_close(joined[:, :7, :7], 2.0 * reference(rows), **TOL)
+    assert (joined[:, 7] == 5).all() and (joined[:, :, 7] == 5).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_rows_accumulate_into_float32(dtype):
+    """Sums of 4,000 products of ~64 overflow float16; in float32 they are the exact sum rounded once per add."""
+    rows = (8 + torch.randn(2, 1, 5, 2000, generator=torch.Generator().manual_seed(0))).to(dtype)
+    result = gram(rows, 0.5)
+    assert result.dtype == torch.float32 and result.isfinite().all()
+    torch.testing.assert_close(result.double(), 0.5 * reference(rows), rtol=1e-5, atol=0)
+    with pytest.raises(TypeError, match="dtype"):
+        accumulate_gram(rows, torch.zeros(1, 5, 5, dtype=torch.float64))
+
+
+def test_a_new_gram_takes_the_rows_dtype():
+    rows = draw_rows((1, 2, 4, 3), 1, True).float()
+    result = gram(rows)
+    assert result.dtype == torch.float32 and result.shape == (2, 4, 4)
+    torch.testing.assert_close(result.double(), reference(rows), rtol=1e-6, atol=1e-6)
+
+
+def multiply_adds(rows: torch.Tensor) -> int:
+    """The multiply-adds of the products ``gram(rows)`` runs (``(G, a, T) x (G, b, T)^T``: ``G*a*b*T``; the
+    in-place ``addmm_``/``baddbmm_`` escape torch's FLOP counter, so the products are counted where they run)."""
+    count = 0
+    product = gram_module._product
+
+    def counted(out, left, right, alpha, beta):
+        nonlocal count
+        count += left.shape[0] * left.shape[1] * right.shape[1] * left.shape[2]
+        product(out, left, right, alpha, beta)
+
+    with mock.patch.object(gram_module, "_product", counted):
+        result = gram(rows)
+    torch.testing.assert_close(result.double(), reference(rows), rtol=1e-5, atol=1e-5)
+    return count
+
+
+def test_panels_halve_the_products():
+    """d = 12 in panels of 3 (4 panels): 4 + 3 + 2 + 1 = 10 of 16 blocks, 5/8 of the dense product's multiply-adds;
+    one layout copy where the per-sample products would be thin; the dense product for large shallow Grams."""
+    with small_panels():
+        deep = torch.randn(1, 1, 12, 10)
+        assert multiply_adds(deep) == 10 * 3 * 3 * 10  # (p + 1) / (2p) of 12 * 12 * 10
+        per_sample = torch.randn(4, 1, 12, 6)  # T >= PER_SAMPLE_DEPTH: one product per sample
+        assert multiply_adds(per_sample) == 4 * 10 * 3 * 3 * 6
+        shallow = torch.randn(1, 1, 12, 3)  # T < SHALLOW and d > LARGE: one dense product
+        assert multiply_adds(shallow) == 12 * 12 * 3
+    dense = torch.randn(1, 2, 2 * gram_module.PANEL, 8)
+    assert multiply_adds(dense) == 2 * 3 * gram_module.PANEL**2 * 8
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 3\)"):
+        accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"out must have contiguous rows \(last stride 1\), got strides \(9, 1, 3\)"):
+        accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 3).mT)
