@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, random_operands
-from strategies import conv_layers
+from support.layers import conv_layers
+from support.networks import assert_close, random_operands
 
 import tnconv
 import tnconv.functional as TF

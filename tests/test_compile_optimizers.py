@@ -11,7 +11,7 @@ import opt_einsum
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
+from support.networks import assert_close, dense_value, random_operands
 from opt_einsum.paths import PathOptimizer
 
 import tnconv
@@ -51,7 +51,7 @@ def test_the_path_is_the_optimizers():
     program = tnconv.compile(chain(4), optimize=optimizer)
     assert optimizer.calls == [4] and program.path == ((2, 3), (1, 2), (0, 1))
     operands = random_operands(chain(4))
-    assert_close(program(*operands), dense(chain(4), operands))
+    assert_close(program(*operands), dense_value(chain(4), operands))
 
 
 def test_programs_are_cached_by_the_optimizer_object():
@@ -71,7 +71,7 @@ def test_optimizer_objects_contract_chains_exactly(count, which):
     program = tnconv.compile(net, optimize=optimizer)
     assert len(program.path) == count - 1
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 @pytest.mark.parametrize("op", ["forward", "weight_vjp", "kfac_expand", "kfac_reduce", "per_sample_grad"])
@@ -85,7 +85,7 @@ def test_optimizer_objects_plan_conv_routines(op, which):
     assert program.strategy == auto.strategy
     operands = random_operands(net, seed=1)
     assert_close(program(*operands), auto(*operands))
-    assert_close(program.run_einsum_plan(*operands), dense(net, operands))
+    assert_close(program.run_einsum_plan(*operands), dense_value(net, operands))
 
 
 def test_memory_limit_with_an_optimizer_object():
@@ -94,7 +94,7 @@ def test_memory_limit_with_an_optimizer_object():
     program = tnconv.compile(net, optimize=opt_einsum.DynamicProgramming(), memory_limit=limit)
     assert "sliced" in program.strategy and program.largest_intermediate <= limit
     operands = random_operands(net, seed=2)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_a_path_that_leaves_tensors_is_refused():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from strategies import ConvLayer, conv_layers
+from support.layers import ConvLayer, conv_layers
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers, reference_conv, reference_conv_transpose, reference_unfold
+from support.layers import ConvLayer, conv_layers
+from support.references import reference_conv, reference_conv_transpose, reference_unfold
 
 import tnconv
 from tnconv.ir.tensors import IndexPattern
@@ -81,7 +82,7 @@ def test_unfold_and_fold_match_torch(layer: ConvLayer, seed: int) -> None:
     x.requires_grad_(True)
     columns = reference_unfold(x, layer.kernel_size, layer.strides, layer.pairs, layer.dilations)
     if layer.padding_mode != "zeros":  # unfold of the mode-padded input
-        from strategies import flat_pad
+        from support.references import flat_pad
 
         padded = torch.nn.functional.pad(x, flat_pad(layer.pairs), mode=layer.padding_mode)
         columns = reference_unfold(padded, layer.kernel_size, layer.strides, ((0, 0),) * layer.dims, layer.dilations)

@@ -8,16 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import conv_layers
-from test_curvature_reference import (
-    diag_ggn_reference,
-    grouped_patches,
-    kfac_references,
-    kwargs,
-    layers,
-    per_sample_reference,
-    random,
-)
+from support.layers import conv_layers, curvature_layers
+from support.references import diag_ggn_reference, grouped_patches, kfac_references, kwargs, per_sample_reference, random
 
 import tnconv
 from tnconv import curvature
@@ -26,7 +18,7 @@ TOL = dict(rtol=1e-10, atol=1e-12)
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(), st.integers(0, 2**16))
+@given(curvature_layers(), st.integers(0, 2**16))
 def test_kfac_factors_equal_patch_references(layer, seed):
     x = random(layer.x_shape, seed)
     expand, reduce = kfac_references(grouped_patches(layer, x))
@@ -38,7 +30,7 @@ def test_kfac_factors_equal_patch_references(layer, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(), st.integers(0, 2**16))
+@given(curvature_layers(), st.integers(0, 2**16))
 def test_per_sample_weight_grad_equals_vmap_grad(layer, seed):
     x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
     got = curvature.per_sample_weight_grad(x, v, layer.kernel_size, **kwargs(layer))
@@ -48,7 +40,7 @@ def test_per_sample_weight_grad_equals_vmap_grad(layer, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(layers(), st.integers(1, 3), st.integers(0, 2**16))
+@given(curvature_layers(), st.integers(1, 3), st.integers(0, 2**16))
 def test_diag_ggn_weight_equals_squared_per_sample_grads(layer, columns, seed):
     x = random(layer.x_shape, seed)
     sqrt_ggn = random((columns, *layer.output_shape), seed + 1)
@@ -176,7 +168,7 @@ def test_derived_networks_verify_and_name_their_operands(op, transposed):
 
 
 @settings(max_examples=15, deadline=None)
-@given(layers(max_dims=2), st.integers(0, 2**16))
+@given(curvature_layers(max_dims=2), st.integers(0, 2**16))
 def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
     """The networks users inspect (conv_network, simplified or not) give the routines' factors, unscaled."""
     x = random(layer.x_shape, seed)
@@ -195,7 +187,7 @@ def test_conv_network_kfac_ops_compute_the_routines(layer, seed):
 
 
 @settings(max_examples=10, deadline=None)
-@given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
+@given(curvature_layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_conv_network_diag_ggn_and_per_sample_compute_the_routines(layer, columns, seed):
     """The symbolic-M diag_ggn network and the per_sample_grad network (as users get them) match the routines."""
     x, s = random(layer.x_shape, seed), random((columns, *layer.output_shape), seed + 1)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer
-from test_curvature_reference import conv_layer, kwargs, layers, per_sample_reference, random
+from support.layers import ConvLayer, conv_layer, curvature_layers
+from support.references import kwargs, per_sample_reference, random
 
 from tnconv import curvature
 from tnconv.conv.hyper import conv_hyper
@@ -66,7 +66,7 @@ def spread(mask: torch.Tensor, ndim: int, axes: tuple[int, ...]) -> torch.Tensor
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(transposed=False), st.sampled_from(MODES), st.integers(0, 2**16))
+@given(curvature_layers(transposed=False), st.sampled_from(MODES), st.integers(0, 2**16))
 def test_keep_one_is_the_exact_weight_vjp(layer, mode, seed):
     x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
     got = estimate(layer, x, v, 1.0, mode, seed)
@@ -75,7 +75,7 @@ def test_keep_one_is_the_exact_weight_vjp(layer, mode, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
+@given(curvature_layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
 def test_channel_draw_is_the_vjp_of_the_kept_channels(layer, keep, seed):
     """Grouped and depthwise layers included: each group keeps its own channels."""
     x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
@@ -84,7 +84,7 @@ def test_channel_draw_is_the_vjp_of_the_kept_channels(layer, keep, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(transposed=False), st.floats(0.2, 0.9), st.sampled_from([None, 1, 2, 3]), st.integers(0, 2**16))
+@given(curvature_layers(transposed=False), st.floats(0.2, 0.9), st.sampled_from([None, 1, 2, 3]), st.integers(0, 2**16))
 def test_rows_draw_is_the_vjp_of_the_kept_output_row_blocks(layer, keep, block_rows, seed):
     """The weight VJP is linear in grad_output: keeping blocks = zeroing grad_output at the dropped (n, o_1)."""
     x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
@@ -94,7 +94,7 @@ def test_rows_draw_is_the_vjp_of_the_kept_output_row_blocks(layer, keep, block_r
 
 
 @settings(max_examples=30, deadline=None)
-@given(layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
+@given(curvature_layers(transposed=False), st.floats(0.2, 0.9), st.integers(0, 2**16))
 def test_spatial_draw_is_the_vjp_of_the_kept_pixels(layer, keep, seed):
     x, v = random(layer.x_shape, seed), random(layer.output_shape, seed + 1)
     masked = x * kept_pixels(layer, keep, seed).to(x.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_curvature_reference import flat_jacobian, random
+from support.references import flat_jacobian, random
 
 from tnconv import curvature
 

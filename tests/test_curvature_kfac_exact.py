@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer
-from test_curvature_reference import apply, conv_layer, flat_jacobian, kwargs, layers, random
+from support.layers import ConvLayer, conv_layer, curvature_layers
+from support.references import apply, flat_jacobian, kwargs, random
 
 from tnconv import curvature
 
@@ -58,7 +58,7 @@ def output_factors(columns: torch.Tensor, groups: int, reduce: bool) -> torch.Te
 
 
 @settings(max_examples=20, deadline=None)
-@given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
+@given(curvature_layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_kfac_expand_is_exact_for_a_location_wise_linear_map(layer, classes, seed):
     x = random(layer.x_shape, seed)
     weight = random(layer.weight_shape, seed + 1)
@@ -80,7 +80,7 @@ def test_kfac_expand_is_exact_for_a_location_wise_linear_map(layer, classes, see
 
 
 @settings(max_examples=20, deadline=None)
-@given(layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
+@given(curvature_layers(max_dims=2), st.integers(1, 3), st.integers(0, 2**16))
 def test_kfac_reduce_is_exact_for_average_pooling(layer, classes, seed):
     x = random(layer.x_shape, seed)
     weight = random(layer.weight_shape, seed + 1)

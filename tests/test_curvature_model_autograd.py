@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers, flat_pad, reference_conv, reference_conv_transpose
-from test_curvature_reference import grouped_patches
+from support.layers import ConvLayer, conv_layers
+from support.references import flat_pad, grouped_patches, reference_conv, reference_conv_transpose
 
 import tnconv.nn as tnn
 from tnconv.curvature import KFAC, diag_ggn, per_sample_grads

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers, reference_conv, reference_conv_transpose, reference_unfold
+from support.layers import ConvLayer, conv_layers
+from support.references import reference_conv, reference_conv_transpose, reference_unfold
 
 import tnconv
 import tnconv.functional as TF

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
-from strategies import ConvLayer, conv_layers, reference_conv, reference_conv_transpose
+from support.layers import ConvLayer, conv_layers
+from support.networks import assert_close, dense_value, random_operands
+from support.references import reference_conv, reference_conv_transpose
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
@@ -35,7 +36,7 @@ def check(net: Network, strategy: str | set[str] | None) -> None:
     if strategy is not None:
         assert program.strategy in ({strategy} if isinstance(strategy, str) else strategy), program.strategy
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 @settings(max_examples=40)
@@ -150,7 +151,7 @@ def test_grouped_channels_in_one_operand_pass_without_copy():
 def test_integer_operands_use_the_einsum_path():
     net = tnconv.conv_network("forward", (1, 2, 5), (2,), 3, simplify=False)
     x, w = torch.randint(-3, 3, (1, 2, 5)), torch.randint(-3, 3, (3, 2, 2))
-    expected = dense(net, [x.double(), w.double()])
+    expected = dense_value(net, [x.double(), w.double()])
     assert torch.equal(compile(net)(x, w), expected.long())
 
 
@@ -182,7 +183,7 @@ def test_simplified_patchify_layers_run_conv_kernels(groups, kernel, blocks, per
     program = compile(net)
     assert program.strategy.startswith("native:conv"), (program.strategy, net.dump())
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_channel_splits_are_not_mistaken_for_patterns():

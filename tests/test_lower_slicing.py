@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
+from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network
@@ -30,7 +30,7 @@ def test_chain_sliced_under_budget(limit):
     assert program.largest_intermediate <= limit
     assert ("sliced" in program.strategy) == (limit < 64 * 64)
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_sum_over_a_sliced_contracted_leg():
@@ -40,12 +40,12 @@ def test_sum_over_a_sliced_contracted_leg():
     for network in (net, gram):
         program = compile(network, memory_limit=16)
         operands = random_operands(network)
-        assert_close(program(*operands), dense(network, operands))
+        assert_close(program(*operands), dense_value(network, operands))
     big = Network.from_einsum("nb,nc,nd->bcd", "X", "Y", "Z", sizes={"n": 30, "b": 5, "c": 5, "d": 5})
     program = compile(big, memory_limit=40)
     assert program.largest_intermediate <= 40 and "sliced" in program.strategy
     operands = random_operands(big)
-    assert_close(program(*operands), dense(big, operands))
+    assert_close(program(*operands), dense_value(big, operands))
 
 
 def test_conv_unfold_sliced_over_batch_and_channels():
@@ -56,7 +56,7 @@ def test_conv_unfold_sliced_over_batch_and_channels():
     program = compile(net, memory_limit=limit)
     assert program.largest_intermediate <= limit and program.strategy.startswith("einsum+sliced(")
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_impossible_budget_is_a_value_error():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
+from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network
@@ -38,7 +38,7 @@ def pair_networks(draw: st.DrawFn) -> Network:
 def test_recipes_equal_einsum(net):
     program = compile(net)
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_broadcast_layout_avoids_copying_the_large_operand():
@@ -61,10 +61,10 @@ def test_equal_halves_of_a_gram_network_are_computed_once():
     assert first.sums and first.alias < 0 and second.alias == first.slot
     assert any(getattr(step.recipe, "gram", False) for step in program.einsum_plan.contraction.steps)
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
     sliced = compile(net, memory_limit=program.largest_intermediate // 2)
     assert "sliced" in sliced.strategy
-    assert_close(sliced(*operands), dense(net, operands))
+    assert_close(sliced(*operands), dense_value(net, operands))
 
 
 def test_gram_product_arranges_its_operand_once():
@@ -73,7 +73,7 @@ def test_gram_product_arranges_its_operand_once():
     program = compile(net)
     assert any(getattr(step.recipe, "gram", False) for step in program.einsum_plan.contraction.steps)
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_calls_by_name_and_their_errors():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
-from strategies import conv_layers
+from support.layers import conv_layers
+from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
@@ -34,7 +34,7 @@ def check(net: Network, strategy: str = "einsum") -> None:
     program = compile(net, memory_limit=NO_NATIVE)
     assert program.strategy == strategy, program.strategy
     operands = random_operands(net, seed=1)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 @settings(max_examples=40)
@@ -138,7 +138,7 @@ def test_explicit_path_builds_patterns_densely_and_follows_it():
     program = compile(net, optimize=((0, 1), (0, 1)))
     assert program.path == ((0, 1), (0, 1)) and program.strategy == "einsum+dense(Pi1)"
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 
 
 def test_cost_model_counts_the_gather_not_a_dense_product():
@@ -158,7 +158,7 @@ def test_float32_matches_float64(layer):
     operands = random_operands(net, seed=2)
     single = program(*[t.float() for t in operands])
     assert single.dtype == torch.float32
-    torch.testing.assert_close(single.double(), dense(net, operands), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(single.double(), dense_value(net, operands), rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=15)
@@ -173,4 +173,4 @@ def test_transposed_kfac_scatters_instead_of_building_patterns(layer, op):
     scatters = [fold for preparation in program.einsum_plan.preparations for fold in preparation.scatters]
     assert "dense" not in program.strategy and scatters, program.strategy
     operands = random_operands(net, seed=3)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lower_reference import assert_close, dense, random_operands
+from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network
@@ -34,6 +34,6 @@ def test_fullgraph_trace(build):
     program = compile(net, **options)
     operands = random_operands(net)
     traced = torch.compile(program, backend="eager", fullgraph=True)
-    assert_close(traced(*operands), dense(net, operands))
+    assert_close(traced(*operands), dense_value(net, operands))
     explanation = torch._dynamo.explain(program)(*operands)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1

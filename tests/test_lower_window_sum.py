@@ -11,8 +11,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lower_reference import assert_close, dense, random_operands
-from strategies import conv_layers
+from support.layers import conv_layers
+from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.tensors import IndexPattern, PatternSum
@@ -140,7 +140,7 @@ def test_kfac_reduce_networks_equal_the_dense_contraction(layer, split_first):
     operands = random_operands(net, seed=2)
     run, constants = executor(plan)
     result = run(operands, constants.make(torch.float64, torch.device("cpu")))
-    assert_close(result, dense(net, operands))
+    assert_close(result, dense_value(net, operands))
 
 
 def test_standard_layers_run_window_sums():
@@ -151,5 +151,5 @@ def test_standard_layers_run_window_sums():
     first, second = program.einsum_plan.preparations
     assert [type(s) for s in first.sums] == [WindowSum, WindowSum] and second.alias == first.slot
     operands = random_operands(net)
-    assert_close(program(*operands), dense(net, operands))
+    assert_close(program(*operands), dense_value(net, operands))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from network_strategies import dense_value, networks, operands, sum_value
+from support.networks import dense_value, networks, operands, sum_value
 
 import tnconv
 from tnconv.ir.network import Network, Tensor

@@ -6,7 +6,8 @@ import sympy
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from network_strategies import ConvCase, conv_cases, conv_net, dense_value, networks, operands
+from support.layers import ConvLayer, conv_cases, conv_layer, conv_net
+from support.networks import dense_value, networks, operands
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
@@ -34,7 +35,7 @@ def _check(net: Network, seed: int = 0) -> Network:
 
 @settings(max_examples=60, deadline=None)
 @given(conv_cases(), st.sampled_from(OPS), st.integers(0, 100))
-def test_simplify_preserves_conv_routines(case: ConvCase, op: str, seed: int) -> None:
+def test_simplify_preserves_conv_routines(case: ConvLayer, op: str, seed: int) -> None:
     simple = _check(conv_net(case, op), seed)
     for entry in simple.entries:  # a pattern survives only where no exact rule applies: overlapping taps
         if isinstance(entry.kind, IndexPattern) and op == "forward":
@@ -49,20 +50,20 @@ def test_simplify_preserves_random_networks(net: Network, seed: int) -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(conv_cases(), st.integers(0, 100))
-def test_simplify_nonoverlapping_has_no_pattern(case: ConvCase, seed: int) -> None:
+def test_simplify_nonoverlapping_has_no_pattern(case: ConvLayer, seed: int) -> None:
     """Every conv whose taps of neighbouring outputs do not overlap loses all its patterns (padded or not)."""
     simple = _check(conv_net(case), seed)
-    dims = zip(case.kernel, case.stride, case.dilation, case.output_size)
+    dims = zip(case.kernel_size, case.stride, case.dilation, case.output_size)
     if all(d * (k - 1) < s or o == 1 or k == 1 for k, s, d, o in dims):
         assert not any(isinstance(e.kind, IndexPattern) for e in simple.entries), simple.dump()
         assert tnconv.compile(simple).flops <= case.direct_flops()
 
-def _case(n, c_in, size, c_out, kernel, stride, groups=1) -> ConvCase:
+def _case(n, c_in, size, c_out, kernel, stride, groups=1) -> ConvLayer:
     dims = len(size)
-    return ConvCase((n, c_in, *size), c_out, (kernel,) * dims, (stride,) * dims, ((0, 0),) * dims, (1,) * dims, groups)
+    return conv_layer((n, c_in, *size), c_out, (kernel,) * dims, (stride,) * dims, ((0, 0),) * dims, (1,) * dims, groups)
 
 
-def _no_pattern_and_cheap(case: ConvCase, rule: str) -> str:
+def _no_pattern_and_cheap(case: ConvLayer, rule: str) -> str:
     net = conv_net(case)
     simple, trace = simplify_traced(net)
     assert rule in trace.rules()
@@ -96,7 +97,7 @@ def test_downsampling_kernel_smaller_than_stride() -> None:
 
 
 def test_1x1_conv_grouped_3d() -> None:
-    case = ConvCase((2, 4, 3, 5, 2), 6, (1, 1, 1), (1, 1, 1), ((0, 0),) * 3, (1, 1, 1), 2)
+    case = conv_layer((2, 4, 3, 5, 2), 6, (1, 1, 1), (1, 1, 1), ((0, 0),) * 3, (1, 1, 1), 2)
     _no_pattern_and_cheap(case, "1x1")
 
 
@@ -105,7 +106,7 @@ def test_kernel_covering_the_input() -> None:
 
 
 def test_padded_nonoverlapping_conv_reads_padded_taps() -> None:
-    case = ConvCase((2, 3, 6, 9), 4, (2, 3), (2, 4), ((1, 1), (1, 0)), (1, 1), 1)
+    case = conv_layer((2, 3, 6, 9), 4, (2, 3), (2, 4), ((1, 1), (1, 0)), (1, 1), 1)
     text = _no_pattern_and_cheap(case, "padding")
     assert "1. padding: Pi1 [I=6, K=2, S=2, P=(1,1), D=1, O=4: reads zero padding" in text
     assert "read i1 as taps (o1, k1) of X, zero-padded by (1, 1) (a copy); drop Pi1" in text
@@ -211,7 +212,7 @@ def test_1x1_input_vjp_pattern_becomes_an_identity() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(conv_cases(), st.sampled_from(OPS))
-def test_verify_holds_after_every_single_rewrite(case: ConvCase, op: str) -> None:
+def test_verify_holds_after_every_single_rewrite(case: ConvLayer, op: str) -> None:
     from tnconv.passes.core import fixpoint
     from tnconv.passes.simplify import RULES
     from tnconv.passes.sweep import Rule, sweep

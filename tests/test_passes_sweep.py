@@ -10,7 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from network_strategies import ConvCase, conv_cases, conv_net, dense_value, networks, operands
+from support.layers import ConvLayer, conv_cases, conv_net
+from support.networks import dense_value, networks, operands
 
 import tnconv
 from tnconv.ir.network import Network, Tensor
@@ -84,7 +85,7 @@ def _check_declarations(net: Network) -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(conv_cases(), st.sampled_from(OPS[:4]))
-def test_declared_kinds_agree_with_a_brute_force_scan_on_conv_routines(case: ConvCase, op: str) -> None:
+def test_declared_kinds_agree_with_a_brute_force_scan_on_conv_routines(case: ConvLayer, op: str) -> None:
     _check_declarations(conv_net(case, op))
 
 
@@ -109,7 +110,7 @@ def test_simplify_leaves_no_match_anywhere_and_agrees_with_restarting(net: Netwo
 
 @settings(max_examples=40, deadline=None)
 @given(conv_cases(max_dims=3), st.sampled_from(OPS))
-def test_sweeps_rewrite_conv_routines_as_restarting_did(case: ConvCase, op: str) -> None:
+def test_sweeps_rewrite_conv_routines_as_restarting_did(case: ConvLayer, op: str) -> None:
     """Same records, same order, same network: the traces read as before the sweep driver."""
     net = conv_net(case, op)
     simple, trace = simplify_traced(net)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from network_strategies import conv_cases, conv_net, dense_value, networks, operands
+from support.layers import conv_cases, conv_net
+from support.networks import dense_value, networks, operands
 
 import tnconv
 from tnconv.ir.network import Network

@@ -12,7 +12,7 @@ import torch
 from cli_run import python, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers
+from support.layers import ConvLayer, conv_layers
 
 import tnconv
 from tnconv.cli import main

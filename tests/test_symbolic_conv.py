@@ -14,7 +14,7 @@ import sympy
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers
+from support.layers import ConvLayer, conv_layers
 
 import tnconv
 from tnconv.conv.hyper import ConvHyper, conv_hyper

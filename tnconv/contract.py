@@ -103,7 +103,8 @@ def _compile(equation: str, operands: Sequence[object], optimize: object) -> Pro
             raise TypeError(f"operand {n} must be a torch.Tensor, got {type(operand).__name__}")
     if not operands:
         raise ValueError(f"einsum needs at least one operand, got none for equation {equation!r}")
-    net = einsum_network(equation, [tuple(operand.shape) for operand in operands])  # type: ignore[union-attr]
+    # each operand was checked to be a torch.Tensor above (mypy does not narrow the sequence)
+    net = einsum_network(equation, [tuple(operand.shape) for operand in operands])  # type: ignore[attr-defined]
     return compile_network(net, optimize)
 
 

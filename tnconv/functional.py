@@ -155,7 +155,7 @@ def unfold(
     result is ``(C*prod(K), L)``.
     """
     x = check_tensor(x, "x", min_ndim=2, allow_complex=True)
-    dims = len(kernel_size) if is_sequence(kernel_size) else x.ndim - 2  # type: ignore[arg-type]
+    dims = len(kernel_size) if is_sequence(kernel_size) else x.ndim - 2
     if x.ndim not in (dims + 1, dims + 2):
         raise ValueError(
             f"kernel_size={tuple(kernel_size)} has {dims} dims but x of shape {tuple(x.shape)} "  # type: ignore[arg-type]
@@ -209,7 +209,7 @@ def fold(
         x = x.unsqueeze(0)
     if x.ndim != 3:
         raise ValueError(f"x must have shape (B, C*prod(K), L) or (C*prod(K), L), got {tuple(x.shape)}")
-    dims = next((len(v) for v in (output_size, kernel_size, dilation, padding, stride) if is_sequence(v)), 2)  # type: ignore[arg-type]
+    dims = next((len(v) for v in (output_size, kernel_size, dilation, padding, stride) if is_sequence(v)), 2)
     size = tuple(_plain(output_size)) if is_sequence(output_size) else (as_int(output_size, "output_size"),) * dims  # type: ignore[arg-type]
     kernel = tuple(_plain(kernel_size)) if is_sequence(kernel_size) else (as_int(kernel_size, "kernel_size"),) * dims  # type: ignore[arg-type]
     taps = math.prod([as_int(k, "kernel_size") for k in kernel])
@@ -217,7 +217,7 @@ def fold(
         raise ValueError(
             f"x.shape[1]={x.shape[1]} must be divisible by prod(kernel_size)={taps} (kernel_size={kernel_size!r})"
         )
-    if len(size) != dims:  # type: ignore[arg-type]
+    if len(size) != dims:
         raise ValueError(f"output_size must be an int or a tuple of {dims} ints, got {output_size!r}")
     shape = (x.shape[0], operator.index(x.shape[1]) // taps, *size)
     entry, any_batch = configure(
@@ -276,8 +276,8 @@ def conv_weight_vjp(
     """
     grad_output, x, dims = _vjp_operands(grad_output, x, "x")
     groups = as_int(groups, "groups")
-    if is_sequence(kernel_size) and len(kernel_size) == dims + 2:  # type: ignore[arg-type]
-        full = tuple(as_int(v, "kernel_size") for v in kernel_size)  # type: ignore[union-attr]
+    if is_sequence(kernel_size) and len(kernel_size) == dims + 2:
+        full = tuple(as_int(v, "kernel_size") for v in kernel_size)
         if groups >= 1 and (full[0] != grad_output.shape[1] or full[1] * groups != x.shape[1]):
             raise ValueError(
                 f"kernel_size={kernel_size!r} as a weight shape must start with (C_out, C_in // groups) = "
@@ -320,13 +320,13 @@ def _full_shape(size: object, dims: int, batch: int, channels: int, name: str) -
     """``(B, C, *I)`` from a full shape or a spatial size, checked against the known batch and channels."""
     if not is_sequence(size):
         raise TypeError(f"{name} must be a tuple of ints (or torch.Size), got {size!r}")
-    values = tuple(as_int(v, name) for v in size)  # type: ignore[union-attr]
+    values = tuple(as_int(v, name) for v in size)
     if len(values) == dims:
         return (batch, channels, *values)
     if len(values) == dims + 2:
         if values[:2] != (batch, channels):
             raise ValueError(
-                f"{name}={tuple(size)} must start with (batch, in_channels) = ({batch}, {channels})"  # type: ignore[arg-type]
+                f"{name}={tuple(size)} must start with (batch, in_channels) = ({batch}, {channels})"
             )
         return values
     raise ValueError(f"{name} must have {dims} (spatial) or {dims + 2} (full shape) entries, got {size!r}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import threading
 from dataclasses import fields
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -228,8 +228,8 @@ def _typed(value: object) -> object:
     return (type(value), value) if isinstance(value, _KEY_TYPES) else None
 
 
-def _constants(values: tuple[object, ...]) -> tuple[object, ...]:
-    """Every value through ``_constant``."""
+def _constants(values: tuple[object, ...]) -> tuple[Any, ...]:
+    """Every value through ``_constant`` (each keeps its type: a tuple stays a tuple)."""
     return tuple([_constant(value) for value in values])
 
 

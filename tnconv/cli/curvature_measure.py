@@ -206,7 +206,7 @@ def peak_memory(run: Callable[[], None]) -> tuple[int, dict[str, int]]:
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
     ) as profiler:
         run()
-    events = profiler.profiler.kineto_results.events()  # type: ignore[union-attr]
+    events = profiler.profiler.kineto_results.events()
     changes = sorted((event.start_ns(), event.nbytes()) for event in events
                      if event.name() == MEMORY_EVENT and event.device_type() == torch.autograd.DeviceType.CPU)
     stamps, levels, level = [], [], 0

@@ -136,6 +136,8 @@ def kept_pixels_network(hyper: ConvHyper, pixels: int) -> Network:
     ``V``) meet over ``p``; output the weight legs ``(g, c_out, c_in, k..)``.
     Its cost is proportional to ``pixels``.
     """
+    if hyper.out_channels is None:
+        raise ValueError("out_channels is needed for the kept-pixels weight VJP, got None")
     k_legs = spatial_legs("k", hyper.dims)
     groups, c_in, c_out = hyper.groups, hyper.in_channels // hyper.groups, hyper.out_channels // hyper.groups
     x = Tensor("X", ("n", "g", "c_in", "p"), Data((Unflatten(1, (groups, c_in)),)))

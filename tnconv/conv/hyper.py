@@ -40,7 +40,7 @@ import math
 import operator
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, TypeGuard
 
 import sympy
 
@@ -72,7 +72,7 @@ def as_int(value: object, name: str) -> int:
     return result
 
 
-def is_sequence(value: object) -> bool:
+def is_sequence(value: object) -> TypeGuard[tuple[object, ...] | list[object]]:
     """Whether ``value`` is a tuple, list or ``torch.Size`` (the accepted per-dim containers; ``torch.Size``
     is a tuple)."""
     return isinstance(value, (tuple, list))
@@ -81,7 +81,7 @@ def is_sequence(value: object) -> bool:
 def per_dim(value: object, dims: int, name: str, minimum: int) -> tuple[int, ...]:
     """An int or a sequence of ``dims`` ints, each ``>= minimum``, as a tuple of ``dims`` ints."""
     if is_sequence(value):
-        items = tuple(value)  # type: ignore[arg-type]
+        items = tuple(value)
         if len(items) != dims:
             raise ValueError(f"{name} must be an int or a tuple of {dims} ints, got {value!r} (length {len(items)})")
         result = tuple(as_int(v, f"{name}") for v in items)
@@ -113,7 +113,7 @@ def padding_pairs(
         value = as_int(padding, "padding")
         pairs: Pairs = ((value, value),) * dims
     else:
-        items = tuple(padding)  # type: ignore[arg-type]
+        items = tuple(padding)
         if len(items) != dims:
             hint = f" (asymmetric padding is a tuple of {dims} (left, right) pairs)" if len(items) == 2 * dims else ""
             raise ValueError(
@@ -143,7 +143,7 @@ def layer_shape(shape: object, name: str, symbolic: bool = False) -> tuple[Size,
     """
     if not is_sequence(shape):
         raise TypeError(f"{name} must be a tuple of ints (or torch.Size), got {shape!r}")
-    result = tuple(layer_size(v, name, symbolic) for v in shape)  # type: ignore[union-attr]
+    result = tuple(layer_size(v, name, symbolic) for v in shape)
     if len(result) < 3:
         raise ValueError(f"{name} must have at least 3 entries (batch, channels, spatial...), got {shape!r}")
     if any(is_le(v, -1) for v in result) or any(is_le(v, 0) for v in result[1:]):
@@ -208,7 +208,7 @@ class ConvHyper:
                     self.input_size, self.kernel_size, self.stride, self.padding, self.dilation, self.output_padding
                 )
             )
-        return tuple(p.output_size for p in self.patterns)  # type: ignore[misc]
+        return tuple(p.output_size for p in self.patterns)
 
     @property
     def patterns(self) -> tuple[IndexPattern, ...]:

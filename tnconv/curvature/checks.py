@@ -7,7 +7,7 @@ which come from the tensors.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -17,7 +17,7 @@ from tnconv.conv.hyper import ConvHyper, conv_hyper
 __all__ = ["check_output", "check_tensor", "gradient_layer", "layer"]
 
 
-def layer(x: object, arguments: Mapping[str, object], out_channels: object = None) -> ConvHyper:
+def layer(x: object, arguments: Mapping[str, Any], out_channels: object = None) -> ConvHyper:
     """The normalised layer whose input is ``x``; a non-empty batch is required."""
     x = check_tensor(x, "x")
     if x.shape[0] == 0:

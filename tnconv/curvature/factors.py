@@ -86,7 +86,7 @@ def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
         )
     transposed = shape.kind == "transposed"
     mode = "zeros" if transposed else str(module.padding_mode)
-    output_padding: tuple[int, ...] = tuple(module.output_padding) if transposed else (0,) * dims  # type: ignore
+    output_padding: tuple[int, ...] = tuple(module.output_padding) if transposed else (0,) * dims  # type: ignore[arg-type]
     hyper = conv_hyper(
         tuple(x.shape), module.kernel_size, stride=module.stride, padding=module.padding, dilation=module.dilation,
         groups=module.groups, padding_mode=mode, output_padding=output_padding, transposed=transposed,

@@ -84,7 +84,7 @@ class KFAC:
         self, model: torch.nn.Module, loss_function: torch.nn.Module, *, approx: str = "expand",
         fisher: str = "type-2", mc_samples: int = 1, separate_bias: bool = True,
         generator: torch.Generator | None = None, ema_decay: float | None = None, distributed: bool = False,
-        group: object = None,
+        group: "torch.distributed.ProcessGroup | None" = None,
     ) -> None:  # fmt: skip
         self.model = check_model(model)
         self.loss = check_loss(loss_function)

@@ -98,7 +98,8 @@ def pullback(
     layer_output = check_tensor(layer_output, "layer_output", min_ndim=1)
     if not callable(function):
         raise TypeError(f"function must be callable, got {type(function).__name__}")
-    model_output, vjp = torch.func.vjp(function, layer_output.detach())
+    # torch.func.vjp's annotation unions in the has_aux=True triple; without has_aux it returns a pair
+    model_output, vjp = torch.func.vjp(function, layer_output.detach())  # type: ignore[misc]
     if not isinstance(model_output, torch.Tensor):
         raise TypeError(f"function must return one tensor (the model output), got {type(model_output).__name__}")
     if tuple(columns.shape[1:]) != tuple(model_output.shape):

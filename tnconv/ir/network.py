@@ -26,6 +26,7 @@ import sympy
 from tnconv.ir.equation import parse_equation, write_equation
 from tnconv.ir.sizes import Size, check_size, is_concrete, leg_symbol, substitute, symbols_of
 from tnconv.ir.tensors import Data, Kind
+from tnconv.ir.views import View
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Tensor:
     @property
     def structured(self) -> bool:
         return self.kind.structured
+
+    @property
+    def views(self) -> tuple[View, ...]:
+        """The views from a data tensor's operand to its legs; ``()`` for structured kinds (they have none)."""
+        return self.kind.views if isinstance(self.kind, Data) else ()
 
 
 class Network:
@@ -335,7 +341,7 @@ class Network:
 
     # --- value semantics ------------------------------------------------------------------
     @cached_property
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         return (self._entries, self._output, tuple(self._sizes.items()))
 
     @cached_property
@@ -348,7 +354,7 @@ class Network:
     def __hash__(self) -> int:
         return self._hash
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[Network], tuple[object, ...]]:
         """Pickle (and ``torch.save``) as the constructor's arguments: tensors, output and sizes.
 
         Cached properties (graph, key) are not pickled; the copy rebuilds them on use,
@@ -359,7 +365,7 @@ class Network:
     def __copy__(self) -> "Network":
         return self  # immutable: a copy is the value itself, as for tuples
 
-    def __deepcopy__(self, memo: dict) -> "Network":
+    def __deepcopy__(self, memo: dict[int, object]) -> "Network":
         return self
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -9,10 +9,10 @@ compiling each term and adding the results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 from tnconv.ir.network import Network
-from tnconv.ir.sizes import equal
+from tnconv.ir.sizes import Size, equal
 
 
 @dataclass(frozen=True, init=False)
@@ -47,7 +47,7 @@ class NetworkSum:
     def output(self) -> tuple[str, ...]:
         return self.terms[0].output
 
-    def size(self, leg: str) -> object:
+    def size(self, leg: str) -> Size:
         """The size of an output leg."""
         if leg not in self.output:
             raise ValueError(f"unknown output leg {leg!r}; the sum has output {self.output}")
@@ -58,20 +58,20 @@ class NetworkSum:
         """Data operand names over all terms, each once, in order of first occurrence."""
         return tuple(dict.fromkeys(name for term in self.terms for name in term.operands))
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[NetworkSum], tuple[object, ...]]:
         """Pickle as the terms (each a ``Network``, pickled by value); unpickling re-checks them."""
         return (NetworkSum, (self.terms,))
 
     def __copy__(self) -> "NetworkSum":
         return self  # immutable: a copy is the value itself
 
-    def __deepcopy__(self, memo: dict) -> "NetworkSum":
+    def __deepcopy__(self, memo: dict[int, object]) -> "NetworkSum":
         return self
 
     def __len__(self) -> int:
         return len(self.terms)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Network]:
         return iter(self.terms)
 
     def __str__(self) -> str:

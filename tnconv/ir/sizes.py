@@ -115,7 +115,7 @@ def product(sizes: Iterable[Size]) -> Size:
     """The product of sizes, an int when all are ints."""
     values = list(sizes)
     if all(isinstance(v, int) for v in values):
-        return math.prod(values)  # type: ignore[arg-type]
+        return math.prod(values)
     return sympy.Mul(*values)
 
 

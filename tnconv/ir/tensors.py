@@ -15,7 +15,7 @@ Kinds are plain data: the index arithmetic here is pure Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import sympy
@@ -106,9 +106,16 @@ class IndexPattern(Kind):
     def implied_sizes(self) -> tuple[Size, ...]:
         return (self.kernel_size, self.output_size, self.input_size)
 
-    def substitute(self, values):
-        fields = ("input_size", "kernel_size", "stride", "pad_left", "pad_right", "dilation")
-        return replace(self, **{f: substitute(getattr(self, f), values) for f in fields})
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> IndexPattern:
+        return IndexPattern(
+            substitute(self.input_size, values),
+            substitute(self.kernel_size, values),
+            substitute(self.stride, values),
+            substitute(self.pad_left, values),
+            substitute(self.pad_right, values),
+            substitute(self.dilation, values),
+            self.mode,
+        )
 
     def fold(self, position: int) -> int:
         """The pixel that padded position ``position`` (``0`` is the first input pixel) reads, or -1 for zero padding.
@@ -159,7 +166,7 @@ class PatternSum(Kind):
     def implied_sizes(self) -> tuple[Size, ...]:
         return (self.pattern.kernel_size, self.pattern.input_size)
 
-    def substitute(self, values):
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> PatternSum:
         return PatternSum(self.pattern.substitute(values))
 
     def counts(self) -> tuple[tuple[int, ...], ...]:

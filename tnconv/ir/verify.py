@@ -44,7 +44,7 @@ def verify(net: Network) -> Network:
                 raise InvariantError(f"{where}: identity legs {entry.legs} have unequal sizes {shape}")
         if isinstance(entry.kind, Data):
             try:
-                source = source_shape(entry.kind.views, shape)
+                source = source_shape(entry.views, shape)
             except (IndexError, TypeError, ValueError) as error:
                 raise InvariantError(f"{where}: views {entry.kind.views} do not fit legs {entry.legs}: {error}") from error
             first = occurrences.setdefault(entry.name, (position, entry, source))
@@ -63,8 +63,8 @@ def verify(net: Network) -> Network:
 def _check_same_operand(first: tuple[int, Tensor, tuple[Size, ...]], other: tuple[int, Tensor, tuple[Size, ...]]) -> None:
     """Two occurrences of one operand are bound to one tensor: their operand shapes must agree axis by axis."""
     (position_a, entry_a, shape_a), (position_b, entry_b, shape_b) = first, other
-    labels_a = source_labels(entry_a.kind.views, entry_a.legs)
-    labels_b = source_labels(entry_b.kind.views, entry_b.legs)
+    labels_a = source_labels(entry_a.views, entry_a.legs)
+    labels_b = source_labels(entry_b.views, entry_b.legs)
     where = (
         f"operand {entry_a.name!r} is one tensor bound to every occurrence, but its occurrence at position "
         f"{position_b} has legs ({', '.join(labels_b)}) of sizes {shape_b} and the one at position {position_a} "

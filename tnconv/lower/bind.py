@@ -20,7 +20,7 @@ def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
     shapes: dict[str, tuple[Size, ...]] = {}
     for entry in net.entries:
         if not entry.structured and entry.name not in shapes:
-            shapes[entry.name] = source_shape(entry.kind.views, [net.size(leg) for leg in entry.legs])
+            shapes[entry.name] = source_shape(entry.views, [net.size(leg) for leg in entry.legs])
     return shapes
 
 
@@ -29,7 +29,7 @@ def axis_labels(net: Network) -> dict[str, tuple[str, ...]]:
     labels: dict[str, tuple[str, ...]] = {}
     for entry in net.entries:
         if not entry.structured and entry.name not in labels:
-            labels[entry.name] = source_labels(entry.kind.views, entry.legs)
+            labels[entry.name] = source_labels(entry.views, entry.legs)
     return labels
 
 
@@ -75,13 +75,13 @@ def resolve_symbols(net: Network, names: Sequence[str], operands: Sequence[Any])
     """
     bound = dict(zip(names, operands))
     occurrences = [
-        (position, entry, source_shape(entry.kind.views, [net.size(leg) for leg in entry.legs]))
+        (position, entry, source_shape(entry.views, [net.size(leg) for leg in entry.legs]))
         for position, entry in enumerate(net.entries)
         if not entry.structured
     ]
     values: dict[sympy.Symbol, int] = {}
     for position, entry, want in occurrences:
-        operand, labels = bound[entry.name], source_labels(entry.kind.views, entry.legs)
+        operand, labels = bound[entry.name], source_labels(entry.views, entry.legs)
         if len(want) != operand.ndim:
             raise ValueError(shape_mismatch(entry.name, tuple(operand.shape), want, labels))
         for axis, (size, have) in enumerate(zip(want, operand.shape)):
@@ -97,7 +97,7 @@ def resolve_symbols(net: Network, names: Sequence[str], operands: Sequence[Any])
         operand = bound[entry.name]
         want = tuple(substitute(s, values) for s in want)
         if tuple(operand.shape) != want:
-            labels = source_labels(entry.kind.views, entry.legs)
+            labels = source_labels(entry.views, entry.legs)
             raise ValueError(
                 shape_mismatch(entry.name, tuple(operand.shape), want, labels)
                 + f" (its occurrence at position {position})"

@@ -32,7 +32,7 @@ in pure Python, and described as constants for the backend to build.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Any, Sequence
 
 from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network
@@ -81,7 +81,7 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
     constants: list[Constant] = [
         Weights(splits[p][1].weights) if p in splits else DenseTensor(kind, shape) for p, kind, shape in built
     ]
-    operations: list[dict[str, list]] = [{"gathers": [], "scatters": [], "sums": []} for _ in order]
+    operations: list[dict[str, list[Any]]] = [{"gathers": [], "scatters": [], "sums": []} for _ in order]
     applied: list[list[object]] = [[] for _ in order]
     first_sums: dict[int, int] = {}  # slot -> elements of its first window sum's result
     cost, largest = 0, 0
@@ -155,7 +155,7 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
     permutation = tuple(current.index(leg) for leg in net.output)
     dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
     operands = {name: n for n, name in enumerate(net.operands)}
-    reads = tuple(Read(operands[entries[p].name], entries[p].kind.views) for p in data)  # type: ignore[attr-defined]
+    reads = tuple(Read(operands[entries[p].name], entries[p].views) for p in data)
     return Einsum(
         reads, sources, tuple(preparations), path, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
@@ -212,7 +212,7 @@ def _signatures(
         if entry.structured:
             signatures.append(("built", entry.kind, shape))
         else:
-            signatures.append(("data", entry.name, entry.kind.views, tuple(applied[n]), shape))  # type: ignore[attr-defined]
+            signatures.append(("data", entry.name, entry.views, tuple(applied[n]), shape))
     return signatures
 
 

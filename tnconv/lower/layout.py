@@ -51,8 +51,8 @@ class Restore:
 def operand_groups(entry: Tensor) -> list[tuple[str, ...]] | None:
     """The legs behind each axis of the operand a data entry reads (None when a view is not an Unflatten)."""
     assert isinstance(entry.kind, Data)
-    groups = [(leg,) for leg in entry.legs]
-    for view in reversed(entry.kind.views):
+    groups: list[tuple[str, ...]] = [(leg,) for leg in entry.legs]
+    for view in reversed(entry.views):
         if not isinstance(view, Unflatten):
             return None
         end = view.axis + len(view.sizes)
@@ -73,7 +73,7 @@ def arrange(entry: Tensor, operand: int, groups: Groups, sizes: Mapping[str, int
     permutation = tuple(entry.legs.index(leg) for leg in flat)
     identity = permutation == tuple(range(len(permutation)))
     per_leg = tuple(sizes[leg] for leg in flat)
-    views = entry.kind.views  # type: ignore[attr-defined]
+    views = entry.views
     return Arrange(operand, views, None if identity else permutation, None if per_leg == shape else _led(shape))
 
 

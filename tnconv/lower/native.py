@@ -173,7 +173,10 @@ def _split(net: Network, a: int, b: int, skip: set[str]) -> tuple[list[str], ...
     """Legs of A and B (less ``skip``) by where they go: (A+B+out, A+out, B+out, A+B); None if one is summed alone."""
     legs_a, legs_b = net.entries[a].legs, net.entries[b].legs
     out = set(net.output)
-    shared, only_a, only_b, contracted = [], [], [], []
+    shared: list[str] = []
+    only_a: list[str] = []
+    only_b: list[str] = []
+    contracted: list[str] = []
     for leg in legs_a:
         if leg in skip:
             continue
@@ -207,7 +210,7 @@ def _pattern_legs(net: Network, patterns: list[int]) -> tuple[list[str], list[st
 
 def _shaped(
     net: Network, a: int, b: int, patterns: list[int], pattern_legs: str, kernel_padding: bool
-) -> tuple[tuple[list[str], list[str], list[str]], tuple, Spatial] | None:
+) -> tuple[tuple[list[str], list[str], list[str]], tuple[list[str], ...], Spatial] | None:
     """What a native kernel on operands ``a`` and ``b`` needs: the patterns' ``(k, o, i)`` legs, the
     legs' split (``_split``, with the pattern legs ``pattern_legs`` of ``"ki"``/``"ko"``/``"oi"``
     on the two operands) and the spatial hyper-parameters; None when no kernel of <= 3 dims fits."""
@@ -324,7 +327,7 @@ def _matmul(net: Network, data: list[int]) -> Found | None:
     if not isinstance(product, Pairwise):
         return None
     if a.name == b.name and a.kind == b.kind:
-        product = as_gram(product)  # type: ignore[assignment]
+        product = as_gram(product)
     a_in = arrange(a, _operand(net, data[0]), [(leg,) for leg in a.legs], sizes)
     b_in = arrange(b, _operand(net, data[1]), [(leg,) for leg in b.legs], sizes)
     return "matmul", MatmulCall(a_in, b_in, product)

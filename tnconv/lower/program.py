@@ -29,7 +29,7 @@ from tnconv.ir.network import Network
 from tnconv.lower.bind import axis_labels, operand_shapes, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
-from tnconv.lower.nodes import Executor, Plan, Sliced
+from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.path import Optimize
 from tnconv.lower.plan import einsum_plan, plan
 
@@ -204,7 +204,7 @@ def _rebuild(network: Network, optimize: Optimize, memory_limit: int | None) -> 
     return compile_network(network, optimize, memory_limit=memory_limit)
 
 
-def _innermost(executor: Executor) -> Any:
+def _innermost(executor: Executor) -> Einsum:
     while isinstance(executor, Sliced):
         executor = executor.parts[0]
     return executor

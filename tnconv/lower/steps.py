@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from itertools import takewhile
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence, overload
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def recipe(
 
 def _layouts(
     pa: list[str], pb: list[str], kept: set[str], sizes: Mapping[str, int], order: tuple[str, ...] | None
-):
+) -> Iterator[tuple[int, bool, list[str], list[str], list[str], list[str], list[str], list[str]]]:
     """Candidate layouts ``(copied elements, swap, P, Q, L, M, K, N)`` of a product, in preference order.
 
     With a fixed result ``order`` (the last step), a product whose natural order differs is
@@ -164,7 +164,7 @@ def _ordered(legs: list[str], order: tuple[str, ...]) -> list[str]:
     return sorted(legs, key=lambda leg: order.index(leg) if leg in order else len(order))
 
 
-def _copies(legs: list[str], lead: list[str], rows: list[str], columns: list[str], sizes) -> int:
+def _copies(legs: list[str], lead: list[str], rows: list[str], columns: list[str], sizes: Mapping[str, int]) -> int:
     """Elements copied to bring an operand with ``legs`` into ``(lead, rows, columns)``.
 
     ``(lead, columns, rows)`` is a free transpose for a matrix, but ``matmul`` copies a
@@ -208,6 +208,10 @@ def _operand(
     return Operand(prepared, shape, transpose, reshape=reshape, axes=axes)  # type: ignore[arg-type]
 
 
+@overload
+def as_gram(calls: Pairwise) -> Pairwise: ...
+@overload
+def as_gram(calls: Recipe | None) -> Recipe | None: ...
 def as_gram(calls: Recipe | None) -> Recipe | None:
     """``calls`` computing ``A^T A`` from one arranged operand, when both of its operands are the same
     tensor and their arrangements are transposes of each other (else ``calls`` unchanged)."""

@@ -76,6 +76,7 @@ class SumProgram:
         for term in self.terms:
             value = term(**{name: given[name] for name in term.operands})
             result = value if result is None else result + value
+        assert result is not None  # a NetworkSum has at least one term
         return result
 
     def __reduce__(self) -> tuple[Any, ...]:

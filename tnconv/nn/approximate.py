@@ -217,6 +217,6 @@ def approximate_backprop(
     forwards: dict[str, tuple[Module, Callable]] = {}
     for name, module in layers:
         forward = estimated_forward(module, float(keep), mode, rows or 0, new_seed(generator))
-        module.forward = forward  # type: ignore[method-assign]
+        module.forward = forward
         forwards[name] = (module, forward)
     return ApproximateBackprop(forwards, float(keep), mode)

@@ -28,7 +28,7 @@ def _check_window(**arguments: object) -> None:
     Every tuple argument must have the same length N; ``padding`` is checked with the rules of
     ``tnconv.conv.hyper`` (ints, pairs, ``"same"``/``"valid"``).
     """
-    lengths = {name: len(value) for name, value in arguments.items() if is_sequence(value)}  # type: ignore[arg-type]
+    lengths = {name: len(value) for name, value in arguments.items() if is_sequence(value)}
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{name}={arguments[name]!r}" for name in lengths)
         raise ValueError(f"tuple arguments must all have one length (the number of spatial dims), got {shown}")

@@ -71,7 +71,7 @@ def unproven(rule: str, tensors: tuple[str, ...], legs: tuple[str, ...], conditi
     return Record(rule, tensors, legs, condition, "", fired=False)
 
 
-class Trace(tuple):
+class Trace(tuple[Record, ...]):
     """The records of a run of passes, in order.
 
     ``print(trace)`` shows one numbered line per rewrite, and a line marked ``-`` per

@@ -88,7 +88,7 @@ def differentiate_traced(net: Value, name: str) -> tuple[Value, Trace]:
                 f"{entry.legs} {entry.kind.describe()}; its derivative would have no single leg layout"
             )
     every_leg = {leg for term in terms for leg in term.all_legs}
-    temporary = []
+    temporary: list[str] = []
     for slot in range(len(reference.legs)):
         temporary.append(fresh_name(f"#d{slot}", every_leg | set(temporary)))
     pieces = [_remove(term, position, tuple(temporary)) for term, position in occurrences]

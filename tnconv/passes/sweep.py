@@ -106,7 +106,7 @@ class Rule(Generic[M]):
         return None
 
 
-Phase = tuple[Rule, ...]
+Phase = tuple[Rule[Any], ...]
 
 
 def sweep(name: str, phases: Sequence[Phase]) -> Pass:

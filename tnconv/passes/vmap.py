@@ -42,9 +42,14 @@ def vmap_traced(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) 
             or structured tensor (a structured tensor's legs are fixed by its kind).
     """
     if isinstance(net, NetworkSum):
-        return termwise(lambda term: vmap_traced(term, leg, size, tensors))(net)
+        return termwise(lambda term: _vmap_network(term, leg, size, tensors))(net)
     if not isinstance(net, Network):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
+    return _vmap_network(net, leg, size, tensors)
+
+
+def _vmap_network(net: Network, leg: str, size: Size, tensors: str | Iterable[str]) -> tuple[Network, Trace]:
+    """``vmap_traced`` on one network (checked to be a ``Network``)."""
     if not isinstance(leg, str) or not leg:
         raise TypeError(f"leg must be a non-empty str, got {leg!r}")
     if leg in net.sizes:
@@ -64,7 +69,7 @@ def vmap_traced(net: Value, leg: str, size: Size, tensors: str | Iterable[str]) 
             raise ValueError(f"tensor {name!r} is a structured {kind} tensor; only data tensors can be batched")
     batched = set(names)
     entries = [
-        Tensor(e.name, (leg, *e.legs), Data(tuple(_shift(v) for v in e.kind.views))) if e.name in batched else e
+        Tensor(e.name, (leg, *e.legs), Data(tuple(_shift(v) for v in e.views))) if e.name in batched else e
         for e in net.entries
     ]
     result = Network(entries, (leg, *net.output), {**net.sizes, leg: size})

@@ -34,6 +34,7 @@ def to_dot(net: "Network | NetworkSum") -> str:
     from tnconv.ir.network import Network
     from tnconv.ir.networksum import NetworkSum
 
+    terms: tuple[Network, ...]
     if isinstance(net, Network):
         terms, output = (net,), net.output
     elif isinstance(net, NetworkSum):

@@ -223,7 +223,7 @@ def layout(net: "Network") -> Diagram:
             for key, shape, text, (x, y) in zip(graph.keys, graph.shapes, graph.texts, pos)
         ]
         lines = [
-            Line(leg, a, b, tuple(pos[index[a]]), tuple(pos[index[b]]), bend)
+            Line(leg, a, b, (pos[index[a]][0], pos[index[a]][1]), (pos[index[b]][0], pos[index[b]][1]), bend)
             for (leg, a, b), bend in zip(graph.lines, bends)
         ]
         labels, leftover = _place_labels(graph, lines, nodes, texts)

@@ -70,7 +70,7 @@ class Later:
     @cached_property
     def function(self) -> Callable[..., Any]:
         module, _, attribute = self.path.partition(":")
-        return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attribute)
 
     def __call__(self, *args: Any) -> Any:
         return self.function(*args, **dict(self.keywords))

@@ -1,17 +1,18 @@
-"""Hypothesis strategies for conv layers, and PyTorch references for any N (shared by the test files).
+"""Conv layers for the tests: one ``ConvLayer`` type and the hypothesis strategies that draw it.
 
-``conv_layers(max_dims=3, transposed=False)`` draws small, valid conv layers
-(``ConvLayer``): shapes, every accepted form of the hyper-parameters (ints,
-tuples, ``"same"``, ``"valid"``, asymmetric ``(left, right)`` pairs), groups,
-odd sizes, size-1 legs, and kernels exactly as large as the padded input.
+- ``conv_layers(max_dims=3, transposed=False)``: small, valid conv layers with
+  every accepted form of the hyper-parameters (ints, tuples, ``"same"``,
+  ``"valid"``, asymmetric ``(left, right)`` pairs), groups, odd sizes, size-1
+  legs, and kernels exactly as large as the padded input.
+- ``conv_cases(max_dims=2, padded=None)``: per-dim tuples with pairs of padding,
+  leaning to the cases where the simplifier's rules fire (stride > kernel,
+  kernel == stride, I == S*O, kernels covering the input) plus padded ones where
+  they must not.
+- ``curvature_layers``: conv or ConvTranspose layers for the curvature tests.
+- ``conv_layer(...)``: a hand-written (non-transposed) layer for example-based tests;
+  ``conv_net(layer, op)``: its unsimplified tnconv network.
 
-The references (``reference_conv``, ``reference_conv_transpose``) use only
-PyTorch: ``F.pad`` + ``F.conv{1,2,3}d`` (``conv_transpose`` + crop), and for
-N > 3 a sum of lower-dim convs over the first spatial dim. They read the
-layer's padding as pairs computed here, independently of tnconv's parser.
-
-Import from a test file as ``from strategies import conv_layers`` (pytest puts
-``tests/`` on ``sys.path``).
+Import as ``from support.layers import conv_layers`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from hypothesis import strategies as st
+
+import tnconv
+from tnconv.ir.network import Network
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -89,6 +92,13 @@ class ConvLayer:
     @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.x_shape[0], self.out_channels, *self.output_size)
+
+    def direct_flops(self) -> int:
+        """``2 * N * C_out * C_in/G * prod(K) * prod(O)``: a direct convolution's multiply-adds, times two."""
+        total = 2 * self.x_shape[0] * self.out_channels * (self.in_channels // self.groups)
+        for k, o in zip(self.kernel_size, self.output_size):
+            total *= k * o
+        return total
 
     def tensors(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A random input and weight for this layer."""
@@ -187,72 +197,69 @@ def conv_layers(
     )
 
 
-# --- references ---------------------------------------------------------------------------
+@st.composite
+def curvature_layers(draw: st.DrawFn, transposed: bool | None = None, max_dims: int = 3) -> ConvLayer:
+    """Small conv or ConvTranspose layers (zeros padding, every accepted padding form), any N <= max_dims."""
+    is_transposed = draw(st.booleans()) if transposed is None else transposed
+    return draw(conv_layers(max_dims=max_dims, transposed=is_transposed, max_batch=3))
 
 
-def flat_pad(pairs: Pairs) -> tuple[int, ...]:
-    """``F.pad``'s argument for per-dim pairs (last dim first)."""
-    return tuple(v for pair in reversed(pairs) for v in pair)
+def conv_layer(
+    x_shape: tuple[int, ...],
+    out_channels: int,
+    kernel_size: tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: int | Pairs = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+) -> ConvLayer:
+    """A hand-written (non-transposed, zeros-padded) layer; ``padding`` an int or per-dim ``(left, right)`` pairs."""
+    dims = len(kernel_size)
+    pairs = ((padding, padding),) * dims if isinstance(padding, int) else tuple(padding)
+    return ConvLayer(
+        x_shape, (out_channels, x_shape[1] // groups, *kernel_size), stride, padding, dilation, groups, "zeros", 0,
+        False, pairs,
+    )
 
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+@st.composite
+def conv_cases(draw: st.DrawFn, max_dims: int = 2, padded: bool | None = None) -> ConvLayer:
+    """Small conv layers with per-dim tuples; ``padded=False`` gives P = 0, ``True`` some padding, None either."""
+    dims = draw(st.integers(1, max_dims))
+    groups = draw(st.integers(1, 2))
+    kernel, stride, dilation, padding, sizes = [], [], [], [], []
+    for _ in range(dims):
+        k, s, d = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.sampled_from((1, 1, 2)))
+        pad = draw(st.booleans()) if padded is None else padded
+        pair = (draw(st.integers(0, 2)), draw(st.integers(0, 2))) if pad else (0, 0)
+        lowest = max(1, d * (k - 1) + 1 - sum(pair))
+        shape = draw(st.sampled_from(("any", "exact", "covers")))
+        if shape == "exact" and pair == (0, 0):  # I == S*O: the blocked rules fire
+            size = s * draw(st.integers(1, 3))
+            size = max(size, s * ((lowest + s - 1) // s))
+        elif shape == "covers":
+            size = lowest
+        else:
+            size = draw(st.integers(lowest, lowest + 6))
+        kernel.append(k), stride.append(s), dilation.append(d), padding.append(pair), sizes.append(size)
+    batch = draw(st.integers(1, 2))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    return conv_layer(
+        (batch, c_in, *sizes), c_out, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), groups
+    )
 
 
-def reference_conv(
-    x: torch.Tensor, w: torch.Tensor, stride: Sequence[int], pairs: Pairs, dilation: Sequence[int], groups: int,
-    padding_mode: str = "zeros",
-) -> torch.Tensor:
-    """PyTorch's conv of ``x`` padded by ``pairs`` (``F.pad`` with ``padding_mode``), any N."""
-    mode = "constant" if padding_mode == "zeros" else padding_mode
-    padded = F.pad(x, flat_pad(pairs), mode=mode) if any(v for p in pairs for v in p) else x
-    return _unpadded_conv(padded, w, tuple(stride), tuple(dilation), groups)
-
-
-def _unpadded_conv(x: torch.Tensor, w: torch.Tensor, stride: tuple, dilation: tuple, groups: int) -> torch.Tensor:
-    dims = x.ndim - 2
-    if dims <= 3:
-        return _CONV[dims](x, w, stride=stride, dilation=dilation, groups=groups)
-    s, d, k = stride[0], dilation[0], w.shape[2]
-    outputs = (x.shape[2] - d * (k - 1) - 1) // s + 1
-    slices = []
-    for o in range(outputs):
-        terms = [_unpadded_conv(x[:, :, s * o + d * t], w[:, :, t], stride[1:], dilation[1:], groups) for t in range(k)]
-        slices.append(torch.stack(terms).sum(0))
-    return torch.stack(slices, dim=2)
-
-
-def reference_conv_transpose(
-    x: torch.Tensor, w: torch.Tensor, stride: Sequence[int], pairs: Pairs, output_padding: Sequence[int],
-    dilation: Sequence[int], groups: int,
-) -> torch.Tensor:
-    """PyTorch's transposed conv without padding, cropped by ``pairs``, any N."""
-    full = _full_conv_transpose(x, w, tuple(stride), tuple(output_padding), tuple(dilation), groups)
-    index = (slice(None), slice(None)) + tuple(slice(l, full.shape[2 + n] - r) for n, (l, r) in enumerate(pairs))
-    return full[index]
-
-
-def _full_conv_transpose(x, w, stride, output_padding, dilation, groups) -> torch.Tensor:
-    dims = x.ndim - 2
-    if dims <= 3:
-        return _CONV_T[dims](x, w, stride=stride, output_padding=output_padding, dilation=dilation, groups=groups)
-    s, d, k, op = stride[0], dilation[0], w.shape[2], output_padding[0]
-    size = (x.shape[2] - 1) * s + d * (k - 1) + 1 + op
-    result = None
-    for o in range(x.shape[2]):
-        for t in range(k):
-            part = _full_conv_transpose(x[:, :, o], w[:, :, t], stride[1:], output_padding[1:], dilation[1:], groups)
-            if result is None:
-                result = part.new_zeros((part.shape[0], part.shape[1], size, *part.shape[2:]))
-            result[:, :, s * o + d * t] += part
-    return result
-
-
-def reference_unfold(
-    x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int], pairs: Pairs, dilation: Sequence[int]
-) -> torch.Tensor:
-    """im2col in F.unfold's layout ``(N, C*prod(K), L)`` for any N: a grouped conv with one-hot weights."""
-    channels, taps = x.shape[1], math.prod(kernel_size)
-    eye = torch.eye(taps, dtype=x.dtype).reshape(taps, 1, *kernel_size).repeat(channels, 1, *(1,) * len(kernel_size))
-    columns = reference_conv(x, eye, stride, pairs, dilation, channels)
-    return columns.flatten(2)
+def conv_net(layer: ConvLayer, op: str = "forward") -> Network:
+    """The unsimplified network of routine ``op`` for a (non-transposed) ``layer``."""
+    return tnconv.conv_network(
+        op,
+        layer.x_shape,
+        layer.kernel_size,
+        out_channels=layer.out_channels,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        padding_mode=layer.padding_mode,
+        simplify=False,
+    )

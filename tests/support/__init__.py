@@ -1,0 +1,6 @@
+"""Shared test support (pytest puts ``tests/`` on ``sys.path``: import as ``from support.layers import ...``).
+
+- ``support.layers``: ``ConvLayer`` and the strategies that draw conv layers.
+- ``support.references``: PyTorch and autograd references (layer functions, patches, curvature).
+- ``support.networks``: random networks and operands, and the dense oracle ``dense_value``.
+"""
