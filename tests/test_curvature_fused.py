@@ -14,7 +14,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_curvature_reference import kwargs, layers, random
+from support.layers import curvature_layers
+from support.references import kwargs, random
 
 from tnconv import curvature
 from tnconv.curvature import KFAC, diag_ggn, sqrt_ggn
@@ -168,7 +169,7 @@ def test_the_bias_row_and_column_are_blended_and_mirrored():
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(), st.integers(1, 3), st.sampled_from([1, 50, 10**9]), st.integers(0, 2**16))
+@given(curvature_layers(), st.integers(1, 3), st.sampled_from([1, 50, 10**9]), st.integers(0, 2**16))
 def test_the_ggn_diagonal_by_columns_and_by_location_pairs_equals_the_routine(layer, columns, chunk, seed):
     """Both ways of ``tnconv.curvature.patches`` (in chunks of one sample, of a few, of all) against the
     ``diag_ggn`` routine, on conv and transposed conv layers of 1 to 3 dims, through ``matrix_weight``."""

@@ -72,8 +72,9 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
         samples, depth = 1, samples * depth
     rows = rows.to(out.dtype)
     if depth < SHALLOW and d > LARGE:
-        for s in range(samples):
-            _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)
+        for s in range(samples):  # whole products: the matrix library's edge kernels may round the two
+            _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)  # triangles differently
+        _mirror(out)
         return out
     for start in range(0, d, PANEL):
         stop = min(start + PANEL, d)
