@@ -94,6 +94,7 @@ class Program:
         if not network.is_concrete:
             self.strategy = "symbolic"
             self._specialised: OrderedDict[tuple, Program] = OrderedDict()
+            self._runners: "dict[tuple, Runner]" = {}  # the same, by shapes: the call's fast path
             return
         self.plan = plan(network, optimize, memory_limit)
         self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else _describe(self.plan)
@@ -247,8 +248,9 @@ class Program:
 
     def _remember(self, key: tuple, program: "Program") -> None:
         self._specialised[key] = program
+        self._runners[key] = program.runner
         if len(self._specialised) > SPECIALISED_SHAPES:
-            self._specialised.popitem(last=False)
+            del self._runners[self._specialised.popitem(last=False)[0]]
 
     def __call__(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
         """Contract the network; operands by position (``program.operands`` order) or by name.
@@ -261,11 +263,11 @@ class Program:
             return runner(args, kwargs)
         if not kwargs:
             try:
-                program = self._specialised.get(tuple(arg.shape for arg in args))
-            except AttributeError:
-                program = None
-            if program is not None:
-                return program.runner(args, kwargs)  # type: ignore[union-attr]
+                fast = self._runners.get(tuple([arg.shape for arg in args]))
+            except AttributeError:  # not tensors: specialize says which
+                fast = None
+            if fast is not None:
+                return fast(args, kwargs)
         return self.specialize(*args, **kwargs)(*args, **kwargs)
 
     # --- constants ----------------------------------------------------------------------
