@@ -26,7 +26,7 @@ from tnconv.routines.derivation import derive as derive_stages
 from tnconv.routines.names import resolve
 from tnconv.routines.routine import QUANTITIES, Options, Routine
 from tnconv.routines.run import finish
-from tnconv.routines.scaling import quantities, scale, substituted, used
+from tnconv.routines.scaling import expression, quantities, scale, substituted, used
 from tnconv.routines.table import TABLE
 
 __all__ = ["Derivation", "derive", "hyper_of", "scaling", "what_runs"]
@@ -60,7 +60,7 @@ class Derivation:
 
 def hyper_of(layer: Layer) -> ConvHyper:
     """The validated hyper-parameters of ``layer`` (ValueError/TypeError name the bad flag value)."""
-    return conv_hyper(**layer.kwargs())
+    return conv_hyper(**layer.kwargs(), symbolic=not layer.concrete)
 
 
 def routine_layer(routine: str, layer: Layer, routines: Mapping[str, Routine] = TABLE) -> tuple[Routine, Layer]:
@@ -102,6 +102,10 @@ def what_runs(program: Program) -> dict[str, Any]:
     the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
     is beyond what a float holds exactly).
     """
+    if not program.concrete:
+        from tnconv.cli.symbolic import symbolic_runs
+
+        return symbolic_runs(program)
     cost = program.kernel_cost()
     flops, largest = program.flops, program.largest_intermediate
     plan = {
@@ -129,6 +133,14 @@ def scaling(derivation: Derivation) -> dict[str, Any] | None:
     if entry.scaling is None:
         return None
     rule = entry.scaling
+    if not derivation.layer.concrete:  # a formula in the layer's symbols
+        parsed, values = expression(rule.formula), quantities(hyper)
+        value = parsed.subs({symbol: values[str(symbol)] for symbol in parsed.free_symbols})
+        return {
+            "title": rule.title, "computes": rule.computes, "formula": rule.formula, "symbolic": True,
+            "value": str(value), "network_output": list(derivation.network.output), "layout": rule.layout,
+            "where": rule.where, "function": entry.function,
+        }
     factor = scale(rule.formula, hyper)
     values = quantities(hyper)
     return {

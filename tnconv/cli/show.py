@@ -25,6 +25,7 @@ def header(request: Request, out: TextIO) -> None:
 def report(derivation: Derivation) -> dict[str, Any]:
     """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
     from tnconv.cli.derive import scaling, what_runs
+    from tnconv.cli.symbolic import unfold_based
 
     program = derivation.program
     return {
@@ -45,6 +46,7 @@ def report(derivation: Derivation) -> dict[str, Any]:
         "operands": list(program.operands),
         **what_runs(program),
         "scaling": scaling(derivation),
+        **({} if derivation.layer.concrete else {"unfold_based": unfold_based(derivation)}),
     }
 
 
@@ -91,6 +93,11 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
     print(f"output    ({', '.join(data['output'])})", file=out)
     print(f"operands  {', '.join(data['operands'])}", file=out)
     kernel, plan = data["kernel"], data["einsum_plan"]
+    if data.get("symbolic"):
+        from tnconv.cli.symbolic import show_symbolic
+
+        show_symbolic(data, out)
+        return
     if kernel is None:
         print(f"strategy  {data['strategy']}: pairwise steps along the contraction path", file=out)
         _plan(plan, "", out)
@@ -119,6 +126,12 @@ def scaling(data: dict[str, Any], out: TextIO) -> None:
     """How the network's unnormalised sum becomes the routine's value, with this layer's numbers."""
     scale = data["scaling"]
     if scale is None:
+        return
+    if scale.get("symbolic"):
+        print(f"\n== {scale['title']} ==", file=out)
+        print(f"the network computes {scale['computes']}, a sum without normalisation;", file=out)
+        print(f"{scale['title']} is it times {scale['formula']} = {scale['value']}", file=out)
+        print(f"reshaped from ({', '.join(scale['network_output'])}) to {scale['layout']}", file=out)
         return
     counts = ", ".join(f"{name} = {item['value']:,} {item['counts']}" for name, item in scale["quantities"].items())
     shape = ", ".join(f"{size:,}" for size in scale["shape"])

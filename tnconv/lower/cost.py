@@ -45,8 +45,15 @@ class CostTerms:
             flops = sum(c * math.prod(int(known[leg]) for leg in legs) for c, legs in self.flops)
             return flops, max((c * math.prod(int(known[leg]) for leg in legs) for c, legs in self.largest), default=0)
         flops_expr = sympy.Add(*(c * sympy.Mul(*(known[leg] for leg in legs)) for c, legs in self.flops))
-        largest = [c * sympy.Mul(*(known[leg] for leg in legs)) for c, legs in _undominated(self.largest)]
+        terms = list(dict.fromkeys(c * sympy.Mul(*(known[leg] for leg in legs)) for c, legs in _undominated(self.largest)))
+        largest = [term for term in terms if not any(other is not term and _at_least(other, term) for other in terms)]
         return sympy.expand(flops_expr), (sympy.Max(*largest) if largest else sympy.Integer(0))
+
+
+def _at_least(big: sympy.Expr, small: sympy.Expr) -> bool:
+    """Whether ``big`` is a constant multiple (> 1) of ``small``: ``9*N*(H - 2)`` over ``3*N*(H - 2)``."""
+    ratio = sympy.simplify(big / small)
+    return bool(ratio.is_number and ratio > 1)
 
 
 def _undominated(terms: tuple[Term, ...]) -> list[Term]:
