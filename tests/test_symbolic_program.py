@@ -158,3 +158,22 @@ def test_the_plan_is_chosen_at_the_representative_size() -> None:
     assert program.flops.free_symbols == {n, leg_symbol("C"), h, w}
     assert program.representative.is_concrete
     assert all(program.representative.size(leg) == REPRESENTATIVE_SIZE for leg in ("n", "c_in"))
+
+
+def test_the_step_table_names_legs_and_costs_each_step() -> None:
+    """``path_info``: one row per pairwise step, in the network's leg names, whose FLOPs add up to the path's
+    (ints when concrete; formulas in the symbols that agree with them when symbolic)."""
+    net = tnconv.Network.from_einsum("batch row, row col, col out -> batch out", "A", "B", "C")
+    sizes = {"batch": 2, "row": 3, "col": 4, "out": 5}
+    concrete = tnconv.compile(net.substitute({leg_symbol(leg): size for leg, size in sizes.items()}))
+    rows = concrete.path_info
+    assert len(rows) == 2 and all(isinstance(row.flops, int) for row in rows)
+    assert sum(row.flops for row in rows) == concrete.flops
+    assert rows[0].equation in ("batch row, row col -> batch col", "row col, col out -> row out")
+    assert rows[0].equation in str(concrete) and f"{rows[0].flops}" in str(concrete)
+    symbolic = tnconv.compile(net)
+    at = {leg_symbol(leg): size for leg, size in sizes.items()}
+    formulas = symbolic.path_info
+    assert [row.equation for row in formulas] == [row.equation for row in rows]  # this path at 64 and here
+    assert [row.flops.subs(at) for row in formulas] == [row.flops for row in rows]
+    assert [row.size.subs(at) for row in formulas] == [row.size for row in rows]

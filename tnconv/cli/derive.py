@@ -110,6 +110,7 @@ def what_runs(program: Program) -> dict[str, Any]:
     flops, largest = program.flops, program.largest_intermediate
     plan = {
         "runs": cost is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
+        "table": step_table(program),
         "flops": flops, "flops_exact": flops < EXACT_FLOAT_INTEGERS,
         "largest_intermediate": largest, "largest_intermediate_exact": largest < EXACT_FLOAT_INTEGERS,
     }
@@ -119,6 +120,15 @@ def what_runs(program: Program) -> dict[str, Any]:
     kernel = {"name": program.strategy.removeprefix("native:"), **kernel_report(cost)}
     return {"strategy": program.strategy, "kernel": kernel, "flops": cost.flops, "flops_exact": True,
             "largest_intermediate": cost.largest, "einsum_plan": plan}
+
+
+def step_table(program: Program) -> list[dict[str, Any]]:
+    """The einsum plan's steps with leg names, FLOPs and result sizes (``Program.path_info``; formulas as strings)."""
+    def plain(value: Any) -> Any:
+        return value if isinstance(value, int) else str(value)
+
+    return [{"equation": row.equation, "flops": plain(row.flops), "size": plain(row.size)}
+            for row in program.path_info]
 
 
 def scaling(derivation: Derivation) -> dict[str, Any] | None:

@@ -76,10 +76,18 @@ def stages(data: dict[str, Any], out: TextIO) -> None:
         print(stage["network"], file=out)
 
 
+def steps(table: list[dict[str, Any]], indent: str, out: TextIO) -> None:
+    """The per-step table: FLOPs, result size and the contraction in leg names (``Program.path_info``)."""
+    from tnconv.lower.path_info import StepInfo, format_table
+
+    rows = tuple(StepInfo(row["equation"], row["flops"], row["size"]) for row in table)
+    for line in format_table(rows).splitlines():
+        print(f"{indent}{line}", file=out)
+
+
 def _plan(plan: dict[str, Any], indent: str, out: TextIO) -> None:
     print(f"{indent}path      {plan['path']}", file=out)
-    for index, step in enumerate(plan["steps"], 1):
-        print(f"{indent}  step {index}: {step}", file=out)
+    steps(plan["table"], indent + "  ", out)
     estimate = "" if plan["flops_exact"] else " (opt_einsum's float estimate, rounded)"
     print(f"{indent}flops     {count(plan['flops'], plan['flops_exact'])} ({plan['flops']:.3g}){estimate}", file=out)
     largest = count(plan["largest_intermediate"], plan["largest_intermediate_exact"])

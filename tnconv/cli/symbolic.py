@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import sympy
 
+from tnconv.cli.show import steps
 from tnconv.lower.kernels import Native
 from tnconv.lower.program import REPRESENTATIVE_SIZE, Program
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 def symbolic_runs(program: Program) -> dict[str, Any]:
     """What a call of a symbolic program runs, as JSON-ready data (formulas as strings)."""
+    from tnconv.cli.derive import step_table
+
     plan = program.symbolic_plan
     native = plan.name if isinstance(plan, Native) else None
     kernel = program.kernel_cost()
@@ -35,6 +38,7 @@ def symbolic_runs(program: Program) -> dict[str, Any]:
         "flops": str(program.flops), "largest_intermediate": str(program.largest_intermediate),
         "einsum_plan": {
             "runs": native is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
+            "table": step_table(program),
             "flops": str(program.flops), "largest_intermediate": str(program.largest_intermediate),
         },
     }
@@ -70,8 +74,7 @@ def show_symbolic(data: dict[str, Any], out: TextIO) -> None:
               file=out)
         print("einsum plan (what the network costs as pairwise steps):", file=out)
     print(f"path      {plan['path']}", file=out)
-    for index, step in enumerate(plan["steps"], 1):
-        print(f"  step {index}: {step}", file=out)
+    steps(plan["table"], "  ", out)
     print(f"flops     {plan['flops']}", file=out)
     print(f"largest intermediate  {plan['largest_intermediate']} elements", file=out)
     unfold = data.get("unfold_based")

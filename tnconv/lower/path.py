@@ -80,6 +80,8 @@ class Contraction:
     flops: int
     largest_intermediate: int
     cost: CostTerms = field(default=CostTerms(), compare=False)
+    legs: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
+    """The legs of the tensors contracted (the path's positions index them)."""
 
 
 def normalize_optimize(optimize: object) -> Optimize:
@@ -141,7 +143,9 @@ def contraction(
         raise ValueError(f"optimize={optimize!r} could not plan {readable}: {error}{hint}") from error
     steps = pairwise_steps(legs, output, sizes, [tuple(step) for step in path])
     cost = path_terms(legs, output, [tuple(step) for step in path])
-    return Contraction(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate), cost)
+    return Contraction(
+        tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate), cost, tuple(legs)
+    )
 
 
 def path_terms(

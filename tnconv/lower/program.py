@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from tnconv.backends.torch.runner import NativeKernel, Runner
     from tnconv.ir.sizes import Size
+    from tnconv.lower.path_info import StepInfo
 
 REPRESENTATIVE_SIZE = 64
 """The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
@@ -158,6 +159,23 @@ class Program:
     def steps(self) -> tuple[str, ...]:
         """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self.einsum_plan).contraction.steps)
+
+    @cached_property
+    def path_info(self) -> "tuple[StepInfo, ...]":
+        """The einsum plan's pairwise steps with leg names, FLOPs and result sizes (``tnconv.lower.path_info``;
+        sympy expressions when symbolic)."""
+        from tnconv.lower.path_info import path_info
+
+        executor = self.einsum_plan
+        sizes = {**dict(_innermost(executor).cost.sizes), **self.network.sizes}
+        return path_info(_innermost(executor).contraction, sizes)
+
+    def __str__(self) -> str:
+        """``repr`` and the per-step table (``path_info``)."""
+        from tnconv.lower.path_info import format_table
+
+        total = f"flops {self.flops}, largest intermediate {self.largest_intermediate}"
+        return f"{self!r}\n{format_table(self.path_info)}\n(total with preparations and folds: {total})"
 
     def kernel_cost(self) -> KernelCost | None:
         """What a call of the native kernel does (FLOPs, the tensors it creates), or None without one.
