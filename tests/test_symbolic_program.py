@@ -177,3 +177,17 @@ def test_the_step_table_names_legs_and_costs_each_step() -> None:
     assert [row.equation for row in formulas] == [row.equation for row in rows]  # this path at 64 and here
     assert [row.flops.subs(at) for row in formulas] == [row.flops for row in rows]
     assert [row.size.subs(at) for row in formulas] == [row.size for row in rows]
+
+
+@pytest.mark.parametrize("op", sorted(TABLE))
+def test_cost_terms_count_what_the_planner_counts(op: str) -> None:
+    """The cost terms over leg names (what the formulas come from), at a concrete network's sizes, are the plan's
+    integer FLOPs and largest intermediate: gathers, window sums, folds and steps alike."""
+    from tnconv.lower.plan import einsum_plan
+
+    for layer in LAYERS:
+        for shape in ((2, 4, 9, 8), (1, 3, 7, 7)):
+            net = concrete_program(op, shape, layer).network
+            plan = einsum_plan(net, "auto")
+            assert plan.cost.evaluate({leg: int(size) for leg, size in net.sizes.items()}) == (
+                plan.flops, plan.largest_intermediate)

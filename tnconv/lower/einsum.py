@@ -162,11 +162,11 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
         k_axis = current.index(k) if k in current else -1
         fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
         source = _size(current, sizes) * (1 if k in current else window.kernel_size)
-        read = (*current, *(() if k in current else (k,)))
-        flop_terms.append((1, read))
+        source_legs = (*current, *(() if k in current else (k,)))
+        flop_terms.append((1, source_legs))
         current = [leg for leg in current if leg not in (k, o)] + ([k, i] if keep_k else [i])
         cost, largest = cost + source, max(largest, source, _size(current, sizes))
-        size_terms.extend(((1, read), (1, tuple(current))))
+        size_terms.extend(((1, source_legs), (1, tuple(current))))
     permutation = tuple(current.index(leg) for leg in net.output)
     dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
     operands = {name: n for n, name in enumerate(net.operands)}

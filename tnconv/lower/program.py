@@ -265,6 +265,7 @@ class Program:
         return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
 
     def _remember(self, key: tuple, program: "Program") -> None:
+        assert program.runner is not None  # a concrete program
         self._specialised[key] = program
         self._runners[key] = program.runner
         if len(self._specialised) > SPECIALISED_SHAPES:
