@@ -206,3 +206,18 @@ def peak_extra(function: Callable[[], object]) -> int:
     peak = _status("VmHWM")
     del result
     return max(peak - before, 0)
+
+
+def write_section(path: Path, title: str, body: str) -> None:
+    """Put ``## title`` followed by ``body`` in the markdown file ``path``: in place of the section of that title
+    (up to the next ``## `` heading) when it has one, else at the end; every other section is kept as it is."""
+    text = path.read_text() if path.exists() else ""
+    heading = f"## {title}\n"
+    section = f"{heading}\n{body.strip()}\n"
+    start = text.find(heading)
+    if start < 0:
+        path.write_text(text.rstrip("\n") + ("\n\n" if text else "") + section)
+        return
+    following = text.find("\n## ", start + len(heading))
+    rest = "" if following < 0 else "\n" + text[following + 1 :]
+    path.write_text(text[:start] + section + rest)

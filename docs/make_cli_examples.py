@@ -1,4 +1,4 @@
-"""Regenerate the examples of docs/cli.md: run each command and write its output between the markers.
+"""Regenerate the examples of docs/cli.md (and docs/symbolic.md): run each command and write its output between the markers.
 
 An example in the page is::
 
@@ -30,6 +30,8 @@ from pathlib import Path
 from tnconv.cli import main as tnconv_main
 
 PAGE = Path(__file__).resolve().parent / "cli.md"
+PAGES = (PAGE, PAGE.with_name("symbolic.md"))
+"""The pages with examples (docs/symbolic.md: the cost formulas of a symbolic derivation)."""
 EXAMPLE = re.compile(r"<!-- example: (?P<command>.+?) -->\n.*?<!-- end example -->", re.DOTALL)
 ROUNDING = re.compile(r"max \|error\| \S+")
 
@@ -72,8 +74,9 @@ def deterministic(page: str) -> str:
 
 
 def main() -> None:
-    PAGE.write_text(regenerate(PAGE.read_text(encoding="utf-8")), encoding="utf-8")
-    print(f"wrote {PAGE}", file=sys.stderr)
+    for page in PAGES:
+        page.write_text(regenerate(page.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"wrote {page}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def test_benchmark_list_is_the_shared_one():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["derive", "kfac-reduce", "--input", "8,x,5,5"], "--input: expected comma-separated integers, got '8,x,5,5'"),
+        (["derive", "kfac-reduce", "--input", "8,4,5,5.5"], "--input: expected comma-separated integers, got '8,4,5,5.5'"),
         (["derive", "kfac-reduce", "--input", "8,0,5,5"], "--input: expected integers >= 1"),
         (["derive", "kfac-reduce", "--input", "8,4"], "--input: expected (N, C_in, *spatial)"),
         (["derive", "forward", "--kernel", "3,3,3", "--input", "1,2,5,5"], "--kernel: expected 1 or 2 integers"),

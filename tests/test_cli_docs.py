@@ -1,4 +1,4 @@
-"""docs/cli.md shows what the commands print today: its examples are regenerated and compared."""
+"""docs/cli.md and docs/symbolic.md show what the commands print today: their examples are regenerated and compared."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def test_cli_examples_hold_no_machine_specific_text():
     committed = _generator().PAGE.read_text(encoding="utf-8")
     assert str(ROOT) not in committed and "/tmp" not in committed
     assert "bench (" not in committed  # timings are never part of a checked example
+
+
+def test_symbolic_page_examples_are_current():
+    """docs/symbolic.md's cost formulas are what ``tnconv derive`` prints for symbolic sizes today."""
+    generator = _generator()
+    page = generator.PAGES[1]
+    committed = page.read_text(encoding="utf-8")
+    commands = [match["command"] for match in generator.EXAMPLE.finditer(committed)]
+    assert any("N,64,H,W" in command for command in commands)
+    assert generator.regenerate(committed) == committed

@@ -177,6 +177,9 @@ def request(args: argparse.Namespace, routines: Mapping[str, Routine] = TABLE) -
         raise ValueError("--repeats applies to --bench only; give --bench too")
     layer = _layer(args, entry.transposed, [other.hyphen_name for other in routines.values() if other.transposed])
     for flag, given in (("--check", args.check), ("--bench", args.bench)):
+        if given and not layer.concrete:
+            raise ValueError(f"{flag}: needs numbers for every size, but --input names symbols "
+                             f"({', '.join(str(s) for s in layer.input_shape if isinstance(s, str))})")
         if given and layer.dims > REFERENCE_DIMS:
             raise ValueError(f"{flag}: PyTorch has no {layer.dims}-d convolution to compare with (1 to 3 spatial dims)")
     return Request(

@@ -26,7 +26,7 @@ from tnconv.routines.derivation import derive as derive_stages
 from tnconv.routines.names import resolve
 from tnconv.routines.routine import QUANTITIES, Options, Routine
 from tnconv.routines.run import finish
-from tnconv.routines.scaling import quantities, scale, substituted, used
+from tnconv.routines.scaling import expression, quantities, scale, substituted, used
 from tnconv.routines.table import TABLE
 
 __all__ = ["Derivation", "derive", "hyper_of", "scaling", "what_runs"]
@@ -60,7 +60,7 @@ class Derivation:
 
 def hyper_of(layer: Layer) -> ConvHyper:
     """The validated hyper-parameters of ``layer`` (ValueError/TypeError name the bad flag value)."""
-    return conv_hyper(**layer.kwargs())
+    return conv_hyper(**layer.kwargs(), symbolic=not layer.concrete)
 
 
 def routine_layer(routine: str, layer: Layer, routines: Mapping[str, Routine] = TABLE) -> tuple[Routine, Layer]:
@@ -102,10 +102,15 @@ def what_runs(program: Program) -> dict[str, Any]:
     the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
     is beyond what a float holds exactly).
     """
+    if not program.concrete:
+        from tnconv.cli.symbolic import symbolic_runs
+
+        return symbolic_runs(program)
     cost = program.kernel_cost()
     flops, largest = program.flops, program.largest_intermediate
     plan = {
         "runs": cost is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
+        "table": step_table(program),
         "flops": flops, "flops_exact": flops < EXACT_FLOAT_INTEGERS,
         "largest_intermediate": largest, "largest_intermediate_exact": largest < EXACT_FLOAT_INTEGERS,
     }
@@ -115,6 +120,15 @@ def what_runs(program: Program) -> dict[str, Any]:
     kernel = {"name": program.strategy.removeprefix("native:"), **kernel_report(cost)}
     return {"strategy": program.strategy, "kernel": kernel, "flops": cost.flops, "flops_exact": True,
             "largest_intermediate": cost.largest, "einsum_plan": plan}
+
+
+def step_table(program: Program) -> list[dict[str, Any]]:
+    """The einsum plan's steps with leg names, FLOPs and result sizes (``Program.path_info``; formulas as strings)."""
+    def plain(value: Any) -> Any:
+        return value if isinstance(value, int) else str(value)
+
+    return [{"equation": row.equation, "flops": plain(row.flops), "size": plain(row.size)}
+            for row in program.path_info]
 
 
 def scaling(derivation: Derivation) -> dict[str, Any] | None:
@@ -129,6 +143,14 @@ def scaling(derivation: Derivation) -> dict[str, Any] | None:
     if entry.scaling is None:
         return None
     rule = entry.scaling
+    if not derivation.layer.concrete:  # a formula in the layer's symbols
+        parsed, values = expression(rule.formula), quantities(hyper)
+        value = parsed.subs({symbol: values[str(symbol)] for symbol in parsed.free_symbols})
+        return {
+            "title": rule.title, "computes": rule.computes, "formula": rule.formula, "symbolic": True,
+            "value": str(value), "network_output": list(derivation.network.output), "layout": rule.layout,
+            "where": rule.where, "function": entry.function,
+        }
     factor = scale(rule.formula, hyper)
     values = quantities(hyper)
     return {

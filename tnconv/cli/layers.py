@@ -47,6 +47,11 @@ class Layer:
         return len(self.input_shape) - 2
 
     @property
+    def concrete(self) -> bool:
+        """Whether every size is a number (``--input N,64,H,W`` names symbols for the batch and spatial sizes)."""
+        return all(isinstance(size, int) for size in self.input_shape)
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
         """The torch weight shape: ``(C_out, C_in/G, *K)``, or ``(C_in, C_out/G, *K)`` when transposed."""
         c_in, g = self.input_shape[1], self.groups
@@ -148,9 +153,20 @@ def parse_ints(text: str, flag: str, allow_zero: bool = False) -> tuple[int, ...
     return values
 
 
-def shape_flag(text: str, flag: str = "--input") -> tuple[int, ...]:
-    """``--input``: ``N,C_in,*spatial`` with at least one spatial dim."""
-    shape = parse_ints(text, flag)
+def shape_flag(text: str, flag: str = "--input") -> tuple[int | str, ...]:
+    """``--input``: ``N,C_in,*spatial`` with at least one spatial dim; the batch and spatial sizes may be symbol
+    names (``N,64,H,W``: the derivation and its cost then hold for all their values)."""
+    parts = text.split(",")
+    symbols = {n: part for n, part in enumerate(parts) if part.isidentifier()}
+    if 1 in symbols:
+        raise ValueError(f"{flag}: the channels (second size) must be an integer, got {parts[1]!r} in {text!r}; "
+                         "only the batch and spatial sizes may be symbols")
+    numbers = ",".join(part for n, part in enumerate(parts) if n not in symbols)
+    try:
+        values = iter(parse_ints(numbers, flag) if numbers else ())
+    except ValueError as error:  # the message shows the whole flag value, symbols included
+        raise ValueError(str(error).replace(repr(numbers), repr(text))) from None
+    shape = tuple(symbols[n] if n in symbols else next(values) for n in range(len(parts)))
     if len(shape) < 3:
         raise ValueError(f"{flag}: expected (N, C_in, *spatial) with at least one spatial dim, got {text}")
     return shape
@@ -209,7 +225,7 @@ def checked_sizes(layer: Layer) -> Layer:
     """``layer``, after checking that its input and weight fit in a tensor (at most 2**63-1 elements)."""
     for what, shape, flags in (("input", layer.input_shape, "--input or --batch"),
                                ("weight", layer.weight_shape, "--out-channels or --kernel")):
-        elements = math.prod(shape)
+        elements = math.prod(size for size in shape if isinstance(size, int))  # symbols: checked when bound
         if elements > INT64_MAX:
             raise ValueError(
                 f"the layer {what} {_shape(shape)} has {elements:,} elements, more than a tensor can hold "

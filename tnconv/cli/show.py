@@ -25,6 +25,7 @@ def header(request: Request, out: TextIO) -> None:
 def report(derivation: Derivation) -> dict[str, Any]:
     """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
     from tnconv.cli.derive import scaling, what_runs
+    from tnconv.cli.symbolic import unfold_based
 
     program = derivation.program
     return {
@@ -45,6 +46,7 @@ def report(derivation: Derivation) -> dict[str, Any]:
         "operands": list(program.operands),
         **what_runs(program),
         "scaling": scaling(derivation),
+        **({} if derivation.layer.concrete else {"unfold_based": unfold_based(derivation)}),
     }
 
 
@@ -74,10 +76,18 @@ def stages(data: dict[str, Any], out: TextIO) -> None:
         print(stage["network"], file=out)
 
 
+def steps(table: list[dict[str, Any]], indent: str, out: TextIO) -> None:
+    """The per-step table: FLOPs, result size and the contraction in leg names (``Program.path_info``)."""
+    from tnconv.lower.path_info import StepInfo, format_table
+
+    rows = tuple(StepInfo(row["equation"], row["flops"], row["size"]) for row in table)
+    for line in format_table(rows).splitlines():
+        print(f"{indent}{line}", file=out)
+
+
 def _plan(plan: dict[str, Any], indent: str, out: TextIO) -> None:
     print(f"{indent}path      {plan['path']}", file=out)
-    for index, step in enumerate(plan["steps"], 1):
-        print(f"{indent}  step {index}: {step}", file=out)
+    steps(plan["table"], indent + "  ", out)
     estimate = "" if plan["flops_exact"] else " (opt_einsum's float estimate, rounded)"
     print(f"{indent}flops     {count(plan['flops'], plan['flops_exact'])} ({plan['flops']:.3g}){estimate}", file=out)
     largest = count(plan["largest_intermediate"], plan["largest_intermediate_exact"])
@@ -91,6 +101,11 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
     print(f"output    ({', '.join(data['output'])})", file=out)
     print(f"operands  {', '.join(data['operands'])}", file=out)
     kernel, plan = data["kernel"], data["einsum_plan"]
+    if data.get("symbolic"):
+        from tnconv.cli.symbolic import show_symbolic
+
+        show_symbolic(data, out)
+        return
     if kernel is None:
         print(f"strategy  {data['strategy']}: pairwise steps along the contraction path", file=out)
         _plan(plan, "", out)
@@ -119,6 +134,12 @@ def scaling(data: dict[str, Any], out: TextIO) -> None:
     """How the network's unnormalised sum becomes the routine's value, with this layer's numbers."""
     scale = data["scaling"]
     if scale is None:
+        return
+    if scale.get("symbolic"):
+        print(f"\n== {scale['title']} ==", file=out)
+        print(f"the network computes {scale['computes']}, a sum without normalisation;", file=out)
+        print(f"{scale['title']} is it times {scale['formula']} = {scale['value']}", file=out)
+        print(f"reshaped from ({', '.join(scale['network_output'])}) to {scale['layout']}", file=out)
         return
     counts = ", ".join(f"{name} = {item['value']:,} {item['counts']}" for name, item in scale["quantities"].items())
     shape = ", ".join(f"{size:,}" for size in scale["shape"])

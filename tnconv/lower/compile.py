@@ -33,7 +33,9 @@ def compile(  # noqa: A001 - the public name
     (``tnconv.lower.cache.PROGRAMS``) is bounded by the bytes of the
     structured constants its programs hold (512 MiB by default) and by count
     (1024); ``tnconv.clear_caches()`` empties it. A network with symbolic
-    sizes gives a program that plans per call from the operands' shapes.
+    sizes gives one symbolic program: its plan chosen at representative sizes,
+    its costs sympy expressions, its calls run the concrete program of the
+    operands' shapes (compiled once per shape; ``Program.specialize``).
 
     The network is verified (``tnconv.verify``) when it is first compiled:
     an ``InvariantError`` (a ``ValueError``) names the tensor and legs that

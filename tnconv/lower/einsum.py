@@ -38,6 +38,7 @@ from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network
 from tnconv.ir.tensors import IndexPattern, PatternSum
 from tnconv.lower.classify import classify
+from tnconv.lower.cost import CostTerms, Term
 from tnconv.lower.nodes import Constant, DenseTensor, Einsum, Fold, Gather, IndexMap, Preparation, Read, Weights
 from tnconv.lower.path import Contraction, Optimize, contraction
 from tnconv.lower.steps import as_gram
@@ -85,6 +86,9 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
     applied: list[list[object]] = [[] for _ in order]
     first_sums: dict[int, int] = {}  # slot -> elements of its first window sum's result
     cost, largest = 0, 0
+    flop_terms: list[Term] = []  # the same costs over leg names (``tnconv.lower.cost``)
+    size_terms: list[Term] = []
+    plan_sizes: list[tuple[str, int]] = []
     for position, host in gathered:
         k, o, i = entries[position].legs
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
@@ -100,30 +104,38 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
         host_legs.append(k)
         size = _size(host_legs, sizes)
         cost, largest = cost + size, max(largest, size)
+        flop_terms.append((1, tuple(host_legs)))
+        size_terms.append((1, tuple(host_legs)))
     for position, host in scattered:
         k, o, i = entries[position].legs
         window = Window.of(entries[position].kind)  # type: ignore[arg-type]
         target, selection = _fold_constants(constants, window, keep_k=True)
         host_legs = legs[slot[host]]
         source = _size(host_legs, sizes) * window.kernel_size
+        flop_terms.append((1, (*host_legs, k)))
+        size_terms.append((1, (*host_legs, k)))
         operations[slot[host]]["scatters"].append(Fold(host_legs.index(o), -1, True, window, target, selection))
         applied[slot[host]].append(("scatter", host_legs.index(o), window))
         host_legs.remove(o)
         host_legs.extend((k, i))
         cost, largest = cost + source, max(largest, source, _size(host_legs, sizes))
+        size_terms.append((1, tuple(host_legs)))
     for position, (host, split) in splits.items():
         k, i = entries[position].legs
         kept = fresh_name(f"{i}:kept", sizes)  # the kept rows of the window sum over i
         sizes[kept] = split.kept
+        plan_sizes.append((kept, split.kept))
         legs[slot[position]] = [k, kept]
         host_legs = legs[slot[host]]
         axis = host_legs.index(i)
         operations[slot[host]]["sums"].append(split.selection(axis))
         applied[slot[host]].append(("sum", axis, entries[position].kind))
         read = _size(host_legs, sizes)
+        flop_terms.append((1, tuple(host_legs)))
         host_legs.pop(axis)
         host_legs.insert(0, kept)
         cost, largest = cost + read, max(largest, _size(host_legs, sizes))
+        size_terms.append((1, tuple(host_legs)))
         if len(operations[slot[host]]["sums"]) == 1:
             first_sums[slot[host]] = _size(host_legs, sizes)
     signatures = _signatures(net, order, applied, legs, sizes)
@@ -150,8 +162,11 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
         k_axis = current.index(k) if k in current else -1
         fold_ops.append(Fold(current.index(o), k_axis, keep_k, window, target, selection))
         source = _size(current, sizes) * (1 if k in current else window.kernel_size)
+        source_legs = (*current, *(() if k in current else (k,)))
+        flop_terms.append((1, source_legs))
         current = [leg for leg in current if leg not in (k, o)] + ([k, i] if keep_k else [i])
         cost, largest = cost + source, max(largest, source, _size(current, sizes))
+        size_terms.extend(((1, source_legs), (1, tuple(current))))
     permutation = tuple(current.index(leg) for leg in net.output)
     dense = tuple(entries[p].name for p in built_positions if isinstance(entries[p].kind, IndexPattern))
     operands = {name: n for n, name in enumerate(net.operands)}
@@ -160,6 +175,7 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
         reads, sources, tuple(preparations), path, tuple(fold_ops),
         None if permutation == tuple(range(len(permutation))) else permutation,
         tuple(constants), cost, largest, dense, same,
+        CostTerms(tuple(flop_terms), tuple(size_terms), tuple(plan_sizes)) + path.cost,
     )
 
 

@@ -11,7 +11,7 @@ operand), except a matrix product's recipe, which holds its sizes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from tnconv.lower.layout import Arrange, Restore
@@ -115,11 +115,13 @@ KernelCall = Union[ConvCall, ConvTransposeCall, ConvWeightCall, UnfoldCall, Fold
 class Native:
     """One kernel computes the network: ``name`` (``"conv2d"``, ``"matmul"``, ...), the call, and its
     multiply-adds (one per combination of the legs other than the patterns' pixel legs; 0 for
-    unfold and fold, which copy)."""
+    unfold and fold, which copy), and those legs."""
 
     name: str
     kernel: KernelCall
     multiply_adds: int
+    legs: tuple[str, ...] = field(default=(), compare=False)
+    """The legs whose sizes multiply to ``multiply_adds`` (their product; none for unfold and fold)."""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,9 @@ def match(net: Network) -> Native | None:
     if found is None:
         return None
     name, call = found
-    return Native(name, call, _multiply_adds(lifted, call))
+    legs = _multiplied_legs(lifted, call)
+    copies = isinstance(call, (UnfoldCall, FoldCall))
+    return Native(name, call, 0 if copies else math.prod(int(lifted.size(leg)) for leg in legs), legs)
 
 
 def _one_by_one(pattern: IndexPattern) -> bool:
@@ -340,11 +342,11 @@ def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:
     return result
 
 
-def _multiply_adds(net: Network, call: KernelCall) -> int:
-    """Multiply-adds of the kernel that computes ``net``: one per combination of the legs other than the
-    patterns' ``i`` legs (each pair of an output and a kernel position reads one input position), as a
-    convolution kernel or a matrix product runs them; 0 for unfold and fold."""
+def _multiplied_legs(net: Network, call: KernelCall) -> tuple[str, ...]:
+    """The legs whose sizes multiply to the kernel's multiply-adds: all but the patterns' ``i`` legs (each pair
+    of an output and a kernel position reads one input position), as a convolution kernel or a matrix
+    product runs them; none for unfold and fold (they copy), whose count is then 0."""
     if isinstance(call, (UnfoldCall, FoldCall)):
-        return 0
+        return ()
     pixels = {entry.legs[2] for entry in net.entries if isinstance(entry.kind, IndexPattern)}
-    return math.prod(int(size) for leg, size in net.sizes.items() if leg not in pixels)
+    return tuple(leg for leg in net.sizes if leg not in pixels)

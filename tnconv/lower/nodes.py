@@ -21,6 +21,7 @@ from typing import Union
 
 from tnconv.ir.tensors import Kind
 from tnconv.ir.views import View
+from tnconv.lower.cost import CostTerms
 from tnconv.lower.kernels import Native
 from tnconv.lower.path import Contraction
 from tnconv.lower.window import Window
@@ -136,6 +137,8 @@ class Einsum:
     largest_intermediate: int
     dense: tuple[str, ...]
     same: tuple[int, ...] = ()
+    cost: CostTerms = field(default=CostTerms(), compare=False)
+    """``flops`` and ``largest_intermediate`` as terms over leg names (``tnconv.lower.cost``)."""
 
 
 @dataclass(frozen=True)

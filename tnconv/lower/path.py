@@ -16,6 +16,7 @@ from typing import Mapping, Sequence, Union
 import opt_einsum
 from opt_einsum.paths import PathOptimizer
 
+from tnconv.lower.cost import CostTerms
 from tnconv.lower.steps import Recipe, recipe
 
 
@@ -78,6 +79,9 @@ class Contraction:
     steps: tuple[Step, ...]
     flops: int
     largest_intermediate: int
+    cost: CostTerms = field(default=CostTerms(), compare=False)
+    legs: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
+    """The legs of the tensors contracted (the path's positions index them)."""
 
 
 def normalize_optimize(optimize: object) -> Optimize:
@@ -138,7 +142,30 @@ def contraction(
             )
         raise ValueError(f"optimize={optimize!r} could not plan {readable}: {error}{hint}") from error
     steps = pairwise_steps(legs, output, sizes, [tuple(step) for step in path])
-    return Contraction(tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate))
+    cost = path_terms(legs, output, [tuple(step) for step in path])
+    return Contraction(
+        tuple(tuple(s) for s in path), steps, int(info.opt_cost), int(info.largest_intermediate), cost, tuple(legs)
+    )
+
+
+def path_terms(
+    legs: Sequence[tuple[str, ...]], output: tuple[str, ...], path: Sequence[tuple[int, ...]]
+) -> CostTerms:
+    """opt_einsum's cost of ``path`` as terms over leg names (``tnconv.lower.cost``): each step costs the
+    product of the sizes of the legs it involves, times ``max(1, operands - 1)``, plus one when it sums
+    a leg (``opt_einsum.helpers.flop_count``); the largest intermediate is the largest step result."""
+    working = [set(term) for term in legs]
+    flops, results = [], []
+    for positions in path:
+        joined = [working[p] for p in positions]
+        working = [term for p, term in enumerate(working) if p not in positions]
+        involved = set().union(*joined)
+        result = involved & set(output).union(*working)
+        factor = max(1, len(positions) - 1) + (1 if involved - result else 0)
+        flops.append((factor, tuple(sorted(involved))))
+        results.append((1, tuple(sorted(result))))
+        working.append(result)
+    return CostTerms(tuple(flops), tuple(results) or ((1, ()),))
 
 
 def pairwise_steps(

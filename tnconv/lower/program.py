@@ -18,15 +18,27 @@ traces it without a graph break:
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
 built densely). Importing this module needs no torch; making a concrete
 program imports the torch backend.
+
+A network with symbolic sizes compiles to one symbolic program: its plan is
+chosen with every size symbol set to ``REPRESENTATIVE_SIZE`` (64), and
+``flops`` / ``largest_intermediate`` are that plan's cost as sympy expressions
+in the symbols (``tnconv.lower.cost``). A call reads the symbols off every
+occurrence of every operand (``tnconv.lower.bind.resolve_symbols``), then runs
+the concrete program of those sizes (``specialize``: compiled once per shape,
+planned at those sizes, so its path may differ from the representative one);
+a repeated call finds it by the operands' shapes with one dict lookup.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import sympy
+
 from tnconv.ir.network import Network
-from tnconv.lower.bind import axis_labels, operand_shapes, resolve_symbols
+from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
@@ -38,6 +50,12 @@ if TYPE_CHECKING:
 
     from tnconv.backends.torch.runner import NativeKernel, Runner
     from tnconv.ir.sizes import Size
+    from tnconv.lower.path_info import StepInfo
+
+REPRESENTATIVE_SIZE = 64
+"""The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
+SPECIALISED_SHAPES = 64
+"""The most operand shapes a symbolic program keeps a concrete program for (least recently used dropped)."""
 
 
 class Program:
@@ -76,6 +94,8 @@ class Program:
         self.runner: "Runner | None" = None
         if not network.is_concrete:
             self.strategy = "symbolic"
+            self._specialised: OrderedDict[tuple, Program] = OrderedDict()
+            self._runners: "dict[tuple, Runner]" = {}  # the same, by shapes: the call's fast path
             return
         self.plan = plan(network, optimize, memory_limit)
         self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else _describe(self.plan)
@@ -90,35 +110,87 @@ class Program:
         return self.network.is_concrete
 
     @cached_property
+    def representative(self) -> Network:
+        """The network whose plan a symbolic program describes: every size symbol set to ``REPRESENTATIVE_SIZE``
+        (the network itself when concrete)."""
+        if self.concrete:
+            return self.network
+        return self.network.substitute({symbol: REPRESENTATIVE_SIZE for symbol in self.network.symbols})
+
+    @cached_property
+    def symbolic_plan(self) -> Plan:
+        """The plan: ``plan`` when concrete, else the one chosen at ``representative`` sizes."""
+        return self.plan if self.plan is not None else plan(self.representative, self.optimize, self.memory_limit)
+
+    @cached_property
     def einsum_plan(self) -> Executor:
         """The einsum path's plan: the plan itself, or for a native program the one it would run otherwise
-        (planned when first asked, for its cost and as a reference)."""
+        (planned when first asked, for its cost and as a reference); at ``representative`` sizes when symbolic."""
         if isinstance(self.plan, (Native, type(None))):
-            return einsum_plan(self.network, self.optimize, self.memory_limit)
+            return einsum_plan(self.representative, self.optimize, self.memory_limit)
         return self.plan
+
+    @cached_property
+    def _symbolic_cost(self) -> tuple["Size", "Size"]:
+        executor = self.einsum_plan
+        if isinstance(executor, Sliced):
+            raise ValueError(
+                f"memory_limit={self.memory_limit} slices the plan by the sizes, so a symbolic program has no "
+                "cost formula; use program.specialize(...) for the cost at given sizes"
+            )
+        return executor.cost.evaluate(dict(self.network.sizes))
 
     @property
     def path(self) -> tuple[tuple[int, ...], ...]:
         return _innermost(self.einsum_plan).contraction.path
 
     @property
-    def flops(self) -> int:
-        return self.einsum_plan.flops
+    def flops(self) -> "Size":
+        """The einsum plan's FLOPs (opt_einsum's count; gathers and scatters count their size): an int, or
+        for a symbolic program a sympy expression in its symbols (the cost of the representative plan)."""
+        return self.einsum_plan.flops if self.concrete else self._symbolic_cost[0]
 
     @property
-    def largest_intermediate(self) -> int:
-        return self.einsum_plan.largest_intermediate
+    def largest_intermediate(self) -> "Size":
+        """Elements of the einsum plan's largest intermediate (a sympy expression when symbolic)."""
+        return self.einsum_plan.largest_intermediate if self.concrete else self._symbolic_cost[1]
 
     @property
     def steps(self) -> tuple[str, ...]:
         """The per-step einsum equations of the einsum path, in order."""
         return tuple(step.equation for step in _innermost(self.einsum_plan).contraction.steps)
 
+    @cached_property
+    def path_info(self) -> "tuple[StepInfo, ...]":
+        """The einsum plan's pairwise steps with leg names, FLOPs and result sizes (``tnconv.lower.path_info``;
+        sympy expressions when symbolic)."""
+        from tnconv.lower.path_info import path_info
+
+        executor = self.einsum_plan
+        sizes = {**dict(_innermost(executor).cost.sizes), **self.network.sizes}
+        return path_info(_innermost(executor).contraction, sizes)
+
+    def __str__(self) -> str:
+        """``repr`` and the per-step table (``path_info``)."""
+        from tnconv.lower.path_info import format_table
+
+        total = f"flops {self.flops}, largest intermediate {self.largest_intermediate}"
+        return f"{self!r}\n{format_table(self.path_info)}\n(total with preparations and folds: {total})"
+
     def kernel_cost(self) -> KernelCost | None:
         """What a call of the native kernel does (FLOPs, the tensors it creates), or None without one.
 
         The other cost attributes describe the einsum plan, which a native program does not run.
+        For a symbolic program: the FLOPs of the kernel its representative plan runs, a sympy
+        expression, and no created tensors (their shapes need sizes).
         """
+        if not self.concrete:
+            native = self.symbolic_plan
+            if not isinstance(native, Native):
+                return None
+            sizes = self.network.sizes
+            multiply_adds = sympy.Mul(*(sizes[leg] for leg in native.legs)) if native.legs else 0
+            return KernelCost(2 * multiply_adds, ())  # type: ignore[arg-type]
         kernel = self.kernel
         if kernel is None:
             return None
@@ -155,23 +227,67 @@ class Program:
 
         return self.runner.run_einsum(operands, torch.get_default_dtype(), torch.device("cpu"))
 
-    def specialize(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "Program":
-        """The concrete program for these operands' shapes (itself when already concrete)."""
-        if self.network.is_concrete:
+    def specialize(self, *args: Any, **kwargs: Any) -> "Program":
+        """The concrete program for these sizes: ``specialize(N=8, H=32)`` (every symbol by name) or
+        ``specialize(*operands)`` / ``specialize(**operands)`` (read off every occurrence of every operand).
+        Itself when already concrete; cached per operand shape."""
+        if self.concrete:
             return self
-        from tnconv.backends.torch.bind import collect
+        symbols = {symbol.name: symbol for symbol in self.network.symbols}
+        if kwargs and not args and not any(hasattr(value, "shape") for value in kwargs.values()):
+            return self._with_sizes(symbols, kwargs)
+        operands = order(self.operands, args, kwargs)
+        for name, operand in zip(self.operands, operands):
+            if not hasattr(operand, "shape"):
+                raise TypeError(f"operand {name!r} must be a tensor, got {type(operand).__name__}")
+        key = tuple(tuple(operand.shape) for operand in operands)
+        program = self._specialised.get(key)
+        if program is None:
+            program = self._compile(resolve_symbols(self.network, self.operands, operands))
+            self._remember(key, program)
+        return program
+
+    def _with_sizes(self, symbols: dict[str, sympy.Symbol], sizes: dict[str, Any]) -> "Program":
+        unknown = sorted(set(sizes) - set(symbols))
+        if unknown:
+            raise ValueError(f"specialize got size(s) {unknown} for no symbol of the network; its symbols: {sorted(symbols)}")
+        missing = sorted(set(symbols) - set(sizes))
+        if missing:
+            raise ValueError(f"specialize needs a value for every symbol; missing {missing}")
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"size {name} must be a positive int, got {value!r}")
+        return self._compile({symbols[name]: value for name, value in sizes.items()})
+
+    def _compile(self, values: dict[sympy.Symbol, int]) -> "Program":
         from tnconv.lower.compile import compile as compile_network
 
-        operands = collect(self.operands, args, kwargs)
-        values = resolve_symbols(self.network, self.operands, operands)
         return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
 
+    def _remember(self, key: tuple, program: "Program") -> None:
+        assert program.runner is not None  # a concrete program
+        self._specialised[key] = program
+        self._runners[key] = program.runner
+        if len(self._specialised) > SPECIALISED_SHAPES:
+            del self._runners[self._specialised.popitem(last=False)[0]]
+
     def __call__(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
-        """Contract the network; operands by position (``program.operands`` order) or by name."""
+        """Contract the network; operands by position (``program.operands`` order) or by name.
+
+        A symbolic program runs the concrete program of the operands' shapes (``specialize``);
+        when it has run on these shapes before, finding it is one dict lookup.
+        """
         runner = self.runner
-        if runner is None:
-            return self.specialize(*args, **kwargs)(*args, **kwargs)
-        return runner(args, kwargs)
+        if runner is not None:
+            return runner(args, kwargs)
+        if not kwargs:
+            try:
+                fast = self._runners.get(tuple([arg.shape for arg in args]))
+            except AttributeError:  # not tensors: specialize says which
+                fast = None
+            if fast is not None:
+                return fast(args, kwargs)
+        return self.specialize(*args, **kwargs)(*args, **kwargs)
 
     # --- constants ----------------------------------------------------------------------
     def account_constants(self) -> None:
