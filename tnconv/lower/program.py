@@ -56,6 +56,8 @@ REPRESENTATIVE_SIZE = 64
 """The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
 SPECIALISED_SHAPES = 64
 """The most operand shapes a symbolic program keeps a concrete program for (least recently used dropped)."""
+Shapes = tuple[tuple[int, ...], ...]
+"""The shapes of a call's operands, in order: the key of a symbolic program's specialisations."""
 
 
 class Program:
@@ -94,8 +96,8 @@ class Program:
         self.runner: "Runner | None" = None
         if not network.is_concrete:
             self.strategy = "symbolic"
-            self._specialised: OrderedDict[tuple, Program] = OrderedDict()
-            self._runners: "dict[tuple, Runner]" = {}  # the same, by shapes: the call's fast path
+            self._specialised: OrderedDict[Shapes, Program] = OrderedDict()
+            self._runners: "dict[Shapes, Runner]" = {}  # the same, by shapes: the call's fast path
             return
         self.plan = plan(network, optimize, memory_limit)
         self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else _describe(self.plan)
@@ -190,7 +192,7 @@ class Program:
                 return None
             sizes = self.network.sizes
             multiply_adds = sympy.Mul(*(sizes[leg] for leg in native.legs)) if native.legs else 0
-            return KernelCost(2 * multiply_adds, ())  # type: ignore[arg-type]
+            return KernelCost(2 * multiply_adds, ())
         kernel = self.kernel
         if kernel is None:
             return None
@@ -264,7 +266,7 @@ class Program:
 
         return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
 
-    def _remember(self, key: tuple, program: "Program") -> None:
+    def _remember(self, key: Shapes, program: "Program") -> None:
         assert program.runner is not None  # a concrete program
         self._specialised[key] = program
         self._runners[key] = program.runner
