@@ -18,8 +18,8 @@ gives ``R_s[c, c', e] = sum_{n, j in s} Ap[c, j] Bp[c', j + D*(e - K + 1)]`` for
 
     ``G[c, c', k, k'] = sum_s prod_dims [s_d in W_{k_d}] R_s[c, c', k' - k + K - 1]``,
 
-one dim at a time: the sum over segments with the 0/1 ``PairDim.membership`` ``[k, s]``, then
-the shift ``e = k' - k + K - 1`` picked for each ``(k, k')`` (a gather).
+added as each ``R_s`` comes: for each tap tuple ``k`` whose windows hold ``s`` (``PairDim.holders``),
+``G[c, c', k, :]`` += the slice ``e_d in [K_d - 1 - k_d, 2K_d - 1 - k_d)`` of ``R_s`` (a view).
 
 FLOPs: ``2 * N * C_A * C_B/G * prod_d (2K_d - 1) * L_d`` with ``L_d`` the pixels of the
 segments (``<= D*(K-1) + O``) plus the assembly, against ``2 * N * T * (C K^N)^2 / G`` for
@@ -40,23 +40,25 @@ from tnconv.lower.layout import Arrange, Restore, arrange, restore
 @dataclass(frozen=True)
 class PairDim:
     """One spatial dim: kernel ``K``, dilation ``D``, padding ``(left, right)`` of the input (``F.pad`` amounts,
-    negative crops), and the segments ``(start, stop)`` of padded pixels, each inside at least one window."""
+    negative crops), output size ``O``, and the segments ``(start, stop)`` of padded pixels, each inside at least
+    one window."""
 
     kernel: int
     dilation: int
     pad: tuple[int, int]
+    output: int
     segments: tuple[tuple[int, int], ...]
 
     @property
     def halo(self) -> int:
         return self.dilation * (self.kernel - 1)
 
-    def membership(self, output: int) -> tuple[tuple[int, ...], ...]:
-        """``[k][s]``: 1 where segment ``s`` lies in tap ``k``'s window ``[D*k, D*k + O)``."""
-        D = self.dilation
+    def holders(self) -> tuple[tuple[int, ...], ...]:
+        """``[s]``: the taps ``k`` whose window ``[D*k, D*k + O)`` holds segment ``s`` (at least one)."""
+        D, O = self.dilation, self.output
         return tuple(
-            tuple(int(D * k <= start and stop <= D * k + output) for start, stop in self.segments)
-            for k in range(self.kernel)
+            tuple(k for k in range(self.kernel) if D * k <= start and stop <= D * k + O)
+            for start, stop in self.segments
         )
 
 
@@ -65,7 +67,8 @@ class PairGram:
     """The plan of a pattern-pair Gram (see the module docstring).
 
     ``a``, ``b``: the operands as ``(batch, G*C, *I)``; ``out``: the result ``(G*C_A, C_B, K.., K'..)`` (``C_B``
-    per group) back into the network's output legs; ``output``: the output size ``O`` per dim.
+    per group) back into the network's output legs.
+    ``flops``: 2 per multiply-add of the weight-VJP calls, 1 per element added into the result.
     """
 
     a: Arrange
@@ -73,7 +76,6 @@ class PairGram:
     out: Restore
     groups: int
     dims: tuple[PairDim, ...]
-    output: tuple[int, ...]
     flops: int
     largest_intermediate: int
     name: str = "pair_gram"
@@ -109,14 +111,13 @@ def match(net: Network) -> PairGram | None:
     is_a = [entries[p].legs[2] for p in pairs]
     is_b = [entries[p].legs[3] for p in pairs]
     dims = tuple(_dim(kind.pattern) for kind in kinds)  # type: ignore[attr-defined]
-    outputs = tuple(int(kind.pattern.output_size) for kind in kinds)  # type: ignore[attr-defined]
     operand = net.operands.index
     a_in = arrange(entries[a], operand(entries[a].name), [batch, groups + only_a, *([leg] for leg in is_a)], sizes)
     b_in = arrange(entries[b], operand(entries[b].name), [batch, groups + only_b, *([leg] for leg in is_b)], sizes)
     out = restore([groups, only_a, only_b, *([k] for k in ks), *([k] for k in k2s)], net.output, sizes)
     size = _product(batch, sizes), _product(groups, sizes), _product(only_a, sizes), _product(only_b, sizes)
     flops, largest = _cost(*size, dims)
-    return PairGram(a_in, b_in, out, size[1], dims, outputs, flops, largest)
+    return PairGram(a_in, b_in, out, size[1], dims, flops, largest)
 
 
 def unpair(net: Network) -> Network:
@@ -191,25 +192,18 @@ def _dim(pattern: IndexPattern) -> PairDim:
         (start, stop) for start, stop in zip(cuts, cuts[1:])
         if any(D * k <= start and stop <= D * k + O for k in range(K))
     )
-    return PairDim(K, D, (left, right), segments)
+    return PairDim(K, D, (left, right), O, segments)
 
 
 def _cost(batch: int, groups: int, c_a: int, c_b: int, dims: tuple[PairDim, ...]) -> tuple[int, int]:
-    """FLOPs (2 per multiply-add) and the largest intermediate of the weight-VJP calls and the assembly."""
+    """FLOPs (see ``PairGram``) and the largest tensor made: one call's result or the Gram."""
     shifts = math.prod(2 * d.kernel - 1 for d in dims)
     pixels = math.prod(sum(stop - start for start, stop in d.segments) for d in dims)
     channels = groups * c_a * c_b
-    flops = 2 * batch * channels * shifts * pixels
-    # assembly, dim by dim: (segments, shifts) of a dim become (k, shifts), then (k, k') by a gather
-    shape = [len(d.segments) * (2 * d.kernel - 1) for d in dims]
-    largest = channels * math.prod(shape)
-    for n, d in enumerate(dims):
-        flops += 2 * channels * math.prod(shape) * d.kernel
-        shape[n] = d.kernel * (2 * d.kernel - 1)
-        largest = max(largest, channels * math.prod(shape))
-        shape[n] = d.kernel * d.kernel
-        largest = max(largest, channels * math.prod(shape))
-    return flops, largest
+    taps = math.prod(d.kernel for d in dims)
+    adds = math.prod(sum(len(held) for held in d.holders()) for d in dims)  # (segment, k) products
+    flops = 2 * batch * channels * shifts * pixels + adds * channels * taps
+    return flops, channels * max(shifts, taps * taps)
 
 
 def _product(legs: list[str], sizes: dict[str, int]) -> int:
