@@ -100,7 +100,8 @@ def what_runs(program: Program) -> dict[str, Any]:
     ``flops`` and ``largest_intermediate`` are those of what runs: for a native
     kernel its FLOPs (2 per multiply-add, exact) and its largest created tensor; for
     the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
-    is beyond what a float holds exactly).
+    is beyond what a float holds exactly); for a pattern-pair Gram (``pair_gram``) its exact
+    count, the einsum plan then being the gather/Gram path it replaces (not run).
     """
     if not program.concrete:
         from tnconv.cli.symbolic import symbolic_runs
@@ -108,6 +109,16 @@ def what_runs(program: Program) -> dict[str, Any]:
         return symbolic_runs(program)
     cost = program.kernel_cost()
     flops, largest = program.flops, program.largest_intermediate
+    if program.strategy == "pair_gram":
+        reference = program.einsum_plan
+        plan = {
+            "runs": False, "path": [list(step) for step in program.path], "steps": list(program.steps),
+            "flops": reference.flops, "flops_exact": reference.flops < EXACT_FLOAT_INTEGERS,
+            "largest_intermediate": reference.largest_intermediate,
+            "largest_intermediate_exact": reference.largest_intermediate < EXACT_FLOAT_INTEGERS,
+        }
+        return {"strategy": program.strategy, "kernel": None, "flops": flops, "flops_exact": True,
+                "largest_intermediate": largest, "einsum_plan": plan}
     plan = {
         "runs": cost is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
         "table": step_table(program),

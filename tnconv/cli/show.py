@@ -106,6 +106,15 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
 
         show_symbolic(data, out)
         return
+    if data["strategy"] == "pair_gram":
+        print("strategy  pair_gram: windowed cross-correlations (aten.convolution_backward, kernel 2K-1, one call",
+              file=out)
+        print("          per product of segments of the padded input), taps pairs gathered per dim", file=out)
+        print(f"flops     {count(data['flops'])} ({data['flops']:.3g}; 2 per multiply-add, exact)", file=out)
+        print(f"largest intermediate  {_elements(data['largest_intermediate'])}", file=out)
+        print("einsum plan (not run; the gather/Gram path it replaces):", file=out)
+        _plan(plan, "  ", out)
+        return
     if kernel is None:
         print(f"strategy  {data['strategy']}: pairwise steps along the contraction path", file=out)
         _plan(plan, "", out)

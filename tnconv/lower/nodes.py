@@ -8,7 +8,8 @@ A plan is one of:
   (``Preparation``, ``Fold``), the rest as pairwise steps along a path
   (``tnconv.lower.path``), with structured constants described, not built
   (``DenseTensor``, ``Weights``, ``IndexMap``);
-- ``Sliced``: an einsum plan run on chunks of one leg, to bound memory.
+- ``Sliced``: an einsum plan run on chunks of one leg, to bound memory;
+- ``PairGram``: a pattern-pair Gram (``tnconv.lower.pair_gram``).
 
 Every node is a frozen dataclass of ints, strings, tuples, views and kinds, so
 that planning needs no torch and a plan can be compared, hashed and printed.
@@ -23,6 +24,7 @@ from tnconv.ir.tensors import Kind
 from tnconv.ir.views import View
 from tnconv.lower.cost import CostTerms
 from tnconv.lower.kernels import Native
+from tnconv.lower.pair_gram import PairGram
 from tnconv.lower.path import Contraction
 from tnconv.lower.window import Window
 from tnconv.lower.window_sum import WindowSum
@@ -170,4 +172,4 @@ class Sliced:
 
 
 Executor = Union[Einsum, Sliced]
-Plan = Union[Native, Einsum, Sliced]
+Plan = Union[Native, PairGram, Einsum, Sliced]

@@ -4,10 +4,13 @@ The planner tries, in order:
 
 1. a native kernel (``tnconv.lower.native``), matched on the network's
    structural form: one PyTorch kernel computes the whole network;
-2. the einsum stage (``tnconv.lower.einsum``): taps gathers, folds, scatters
+2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand as windowed
+   cross-correlations), when its FLOPs are fewer than the einsum stage's;
+3. the einsum stage (``tnconv.lower.einsum``): taps gathers, folds, scatters
    and window sums for the structured tensors, pairwise steps along an
-   opt_einsum path for the rest;
-3. the einsum stage sliced over legs (``tnconv.lower.slicing``), when a
+   opt_einsum path for the rest (pattern pairs split back into their two
+   patterns: the gather/Gram path);
+4. the einsum stage sliced over legs (``tnconv.lower.slicing``), when a
    ``memory_limit`` bounds its intermediates (no native kernel then: tnconv
    does not control their workspaces), or an explicit path is given.
 """
@@ -15,14 +18,14 @@ The planner tries, in order:
 from __future__ import annotations
 
 from tnconv.ir.network import Network
-from tnconv.lower import native
+from tnconv.lower import native, pair_gram
 from tnconv.lower.nodes import Executor, Plan
 from tnconv.lower.path import Optimize, normalize_optimize
 from tnconv.lower.slicing import plan_memory
 
 
 def plan(net: Network, optimize: object = "auto", memory_limit: int | None = None) -> Plan:
-    """The plan of ``net`` (concrete sizes): a ``Native``, ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
+    """The plan of ``net`` (concrete sizes): a ``Native``, ``PairGram``, ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
 
     ``optimize`` and ``memory_limit`` as for ``tnconv.compile``. Raises ValueError for
     symbolic sizes.
@@ -33,13 +36,17 @@ def plan(net: Network, optimize: object = "auto", memory_limit: int | None = Non
         found = native.match(net)
         if found is not None:
             return found
+        pair = pair_gram.match(net)
+        if pair is not None:
+            fallback = einsum_plan(net, chosen)
+            return pair if pair.flops < fallback.flops else fallback
     return einsum_plan(net, chosen, memory_limit)
 
 
 def einsum_plan(net: Network, optimize: Optimize, memory_limit: int | None = None) -> Executor:
     """The einsum stage's plan of ``net`` (also for networks a native kernel runs: their cost, a reference)."""
     _check_concrete(net)
-    return plan_memory(net, optimize, memory_limit)
+    return plan_memory(pair_gram.unpair(net), optimize, memory_limit)
 
 
 def _check_concrete(net: Network) -> None:

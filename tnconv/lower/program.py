@@ -16,7 +16,8 @@ traces it without a graph break:
 
 ``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
-built densely). Importing this module needs no torch; making a concrete
+built densely), ``"pair_gram"`` (KFAC-expand's pattern pairs as windowed
+cross-correlations, ``tnconv.lower.pair_gram``). Importing this module needs no torch; making a concrete
 program imports the torch backend.
 
 A network with symbolic sizes compiles to one symbolic program: its plan is
@@ -42,6 +43,7 @@ from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbol
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
+from tnconv.lower.pair_gram import PairGram
 from tnconv.lower.path import Optimize
 from tnconv.lower.plan import einsum_plan, plan
 
@@ -75,7 +77,8 @@ class Program:
         path: the contraction path of the einsum path (opt_einsum convention, over the
             working tensors: data tensors and densely built ones, index patterns already
             applied; with an explicit ``optimize`` path, over ``network.entries``).
-        flops: the einsum path's cost estimate (gathers and scatters count their size).
+        flops: the einsum path's cost estimate (gathers and scatters count their size); for a
+            ``pair_gram`` plan, its exact count (weight-VJP calls and assembly).
         largest_intermediate: elements of its largest intermediate tensor.
         steps: its per-step einsum equations (each runs as fixed permute / reshape / matmul
             calls, ``tnconv.lower.steps``; ``torch.einsum`` only for a diagonal).
@@ -100,7 +103,10 @@ class Program:
             self._runners: "dict[Shapes, Runner]" = {}  # the same, by shapes: the call's fast path
             return
         self.plan = plan(network, optimize, memory_limit)
-        self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else _describe(self.plan)
+        if isinstance(self.plan, (Native, PairGram)):
+            self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else self.plan.name
+        else:
+            self.strategy = _describe(self.plan)
         from tnconv.backends.torch.runner import Runner
 
         self.runner = Runner(self)
@@ -128,7 +134,7 @@ class Program:
     def einsum_plan(self) -> Executor:
         """The einsum path's plan: the plan itself, or for a native program the one it would run otherwise
         (planned when first asked, for its cost and as a reference); at ``representative`` sizes when symbolic."""
-        if isinstance(self.plan, (Native, type(None))):
+        if isinstance(self.plan, (Native, PairGram, type(None))):
             return einsum_plan(self.representative, self.optimize, self.memory_limit)
         return self.plan
 
@@ -148,14 +154,20 @@ class Program:
 
     @property
     def flops(self) -> "Size":
-        """The einsum plan's FLOPs (opt_einsum's count; gathers and scatters count their size): an int, or
-        for a symbolic program a sympy expression in its symbols (the cost of the representative plan)."""
-        return self.einsum_plan.flops if self.concrete else self._symbolic_cost[0]
+        """FLOPs of what runs: the pair-Gram plan's exact count, else the einsum plan's (opt_einsum's count;
+        gathers and scatters count their size); for a symbolic program a sympy expression in its symbols
+        (the cost of the representative einsum plan)."""
+        if not self.concrete:
+            return self._symbolic_cost[0]
+        return self.plan.flops if isinstance(self.plan, PairGram) else self.einsum_plan.flops
 
     @property
     def largest_intermediate(self) -> "Size":
-        """Elements of the einsum plan's largest intermediate (a sympy expression when symbolic)."""
-        return self.einsum_plan.largest_intermediate if self.concrete else self._symbolic_cost[1]
+        """Elements of the largest intermediate of what runs (a sympy expression when symbolic)."""
+        if not self.concrete:
+            return self._symbolic_cost[1]
+        plan = self.plan
+        return plan.largest_intermediate if isinstance(plan, PairGram) else self.einsum_plan.largest_intermediate
 
     @property
     def steps(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tnconv.ir.sizes import leg_symbol
-from tnconv.ir.tensors import Identity, IndexPattern, Ones, PatternSum
+from tnconv.ir.tensors import Identity, IndexPattern, Ones, PatternPair, PatternSum
 
 if TYPE_CHECKING:
     from tnconv.ir.network import Network
@@ -30,7 +30,7 @@ def node_shape(kind: object) -> str:
     """The drawn shape of a tensor kind."""
     if isinstance(kind, IndexPattern):
         return "pattern"
-    if isinstance(kind, PatternSum):
+    if isinstance(kind, (PatternSum, PatternPair)):
         return "pattern_sum"
     if isinstance(kind, Identity):
         return "identity"
@@ -48,6 +48,8 @@ def tensor_text(entry: object) -> str:
         return "1"
     if isinstance(kind, PatternSum):
         return f"Σ{entry.name}"  # type: ignore[attr-defined]
+    if isinstance(kind, PatternPair):
+        return f"Σ{entry.name}{entry.name}"  # type: ignore[attr-defined]
     return entry.name  # type: ignore[attr-defined]
 
 
@@ -123,18 +125,20 @@ def columns(net: "Network") -> tuple[int | None, ...]:
             roles.update(zip(entry.legs, "koi"))
         elif isinstance(entry.kind, PatternSum):
             roles.update(zip(entry.legs, "ki"))
+        elif isinstance(entry.kind, PatternPair):
+            roles.update(zip(entry.legs, "kkii"))
     if not roles:
         return tuple(None for _ in net.entries)
     touched = [
         {roles[leg] for leg in entry.legs if leg in roles}
-        if not isinstance(entry.kind, (IndexPattern, PatternSum))
+        if not isinstance(entry.kind, (IndexPattern, PatternSum, PatternPair))
         else set()
         for entry in net.entries
     ]
     has_inputs = any("i" in roles_of for roles_of in touched)
     result: list[int | None] = []
     for entry, roles_of in zip(net.entries, touched):
-        if isinstance(entry.kind, (IndexPattern, PatternSum)):
+        if isinstance(entry.kind, (IndexPattern, PatternSum, PatternPair)):
             result.append(0)
         elif "i" in roles_of:
             result.append(-1)

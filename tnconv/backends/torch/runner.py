@@ -19,7 +19,9 @@ from tnconv.backends.torch.bind import check_operands, collect
 from tnconv.backends.torch.constants import Constants, nested_bytes
 from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
+from tnconv.backends.torch.pair_gram import pair_gram
 from tnconv.lower.kernels import KernelCall, Native
+from tnconv.lower.pair_gram import PairGram
 
 if TYPE_CHECKING:
     from tnconv.lower.program import Program
@@ -53,7 +55,9 @@ class Runner:
         self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
         self._fast = self.kernel.run if self.kernel is not None else None
         self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
-        if self.kernel is None:
+        if isinstance(plan, PairGram):
+            self._fast = pair_gram(plan)
+        elif self.kernel is None:
             self._einsum = executor(plan)  # type: ignore[arg-type]
         self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
 

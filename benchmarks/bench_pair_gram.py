@@ -1,0 +1,87 @@
+"""KFAC-expand (unnormalised ``sum_{n,t} u u^T``) by pattern-pair Grams against the im2col Gram, side by side.
+
+For each layer (float32, CPU, 'same' zero padding, stride 1):
+
+- ``pair``: the compiled KFAC-expand network (``tnconv.conv_network("kfac_expand", ...)``), whose
+  planner picks the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``);
+- ``gram``: the same network with its pattern pairs split back (``tnconv.lower.pair_gram.unpair``):
+  the gather/Gram path the planner ran before;
+- ``unfold``: ``F.unfold`` and one ``matmul`` (the unfold-based code of curvlinops and BackPACK).
+
+The functions of a layer run round-robin in one process after a warm-up round (``interleaved``), each
+round starting one function later, and the medians are printed with the FLOPs each plan counts
+(``Program.flops``) and the pair's ratio to the im2col Gram's ``2 N T (C K^2)^2``.
+
+Usage: python benchmarks/bench_pair_gram.py [--threads 1] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import tnconv
+from tnconv.lower.pair_gram import unpair
+
+LAYERS = (  # (name, x shape, kernel)
+    ("3x3 56x56 C=64 N=8", (8, 64, 56, 56), 3),
+    ("3x3 28x28 C=128 N=8", (8, 128, 28, 28), 3),
+    ("5x5 28x28 C=64 N=8", (8, 64, 28, 28), 5),
+    ("7x7 56x56 C=64 N=2", (2, 64, 56, 56), 7),
+)
+
+
+def unfold_gram(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    patches = F.unfold(x, kernel, padding=kernel // 2)  # (N, C K^2, T)
+    flat = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    return flat.T @ flat
+
+
+def rotated(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, round-robin after a warm-up round, each round one function later."""
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(repeats + 1):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            if round_number:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print("| layer | pair FLOPs / im2col Gram | pair ms | gather/Gram ms | unfold ms | pair / unfold |")
+    print("|---|---|---|---|---|---|")
+    for name, shape, kernel in LAYERS:
+        net = tnconv.conv_network("kfac_expand", shape, kernel, padding="same")
+        pair, gram = tnconv.compile(net), tnconv.compile(unpair(net))
+        assert pair.strategy == "pair_gram", pair.strategy
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        d = shape[1] * kernel * kernel
+        expected = unfold_gram(x, kernel)
+        got = pair(X=x).reshape(d, d)
+        assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item()), name
+        medians = rotated(
+            {"pair": lambda: pair(X=x), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel)},
+            args.repeats,
+        )
+        im2col = 2 * shape[0] * shape[2] * shape[3] * d * d
+        ms = {key: 1e3 * value for key, value in medians.items()}
+        print(f"| {name} | {pair.flops / im2col:.3f} | {ms['pair']:.1f} | {ms['gram']:.1f} | {ms['unfold']:.1f} "
+              f"| {medians['pair'] / medians['unfold']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
