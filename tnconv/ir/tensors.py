@@ -203,7 +203,7 @@ class PatternPair(Kind):
         K, I = self.pattern.kernel_size, self.pattern.input_size
         return (K, K, I, I)
 
-    def substitute(self, values):
+    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "PatternPair":
         return PatternPair(self.pattern.substitute(values))
 
     def describe(self) -> str:

@@ -165,7 +165,10 @@ def _other_legs(net: Network, a: int, b: int, pairs: list[int]) -> tuple[list[st
     """The legs of ``A`` and ``B`` other than pixels: (group: both + out, A + out, B + out, batch: both summed)."""
     pixels = {leg for p in pairs for leg in net.entries[p].legs[2:]}
     legs_a, legs_b, out = net.entries[a].legs, net.entries[b].legs, set(net.output)
-    groups, only_a, only_b, batch = [], [], [], []
+    groups: list[str] = []
+    only_a: list[str] = []
+    only_b: list[str] = []
+    batch: list[str] = []
     for leg in legs_a:
         if leg in pixels:
             continue
