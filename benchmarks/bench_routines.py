@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tnconv  # noqa: E402
 from common import (  # noqa: E402
     LAYER_FILES, MMAP_THRESHOLD, ROOT, Layer, ensure_mmap_allocations, interleaved, load_layers, peak_extra,
+    write_sections,
 )
 from tnconv.lower.compile import compile  # noqa: E402
 
@@ -360,7 +361,7 @@ def main() -> None:
             rows[-len(args.threads)][routine]["memory"] = pair
         cold, cached = compile_rows[spec["name"]]
         print(f"{spec['name']:22s} compile cold={cold * 1e3:.1f} ms cached={cached * 1e6:.1f} us", flush=True)
-    Path(args.markdown).write_text(markdown(rows, compile_rows, "CPU (2 cores shared with other jobs)"))
+    write_sections(Path(args.markdown), markdown(rows, compile_rows, "CPU (2 cores shared with other jobs)"))
     Path(args.markdown).with_suffix(".json").write_text(json.dumps({"rows": rows, "compile": compile_rows}, indent=1))
     plot(rows, Path(args.plot))
 

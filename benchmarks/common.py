@@ -192,6 +192,22 @@ def write_section(path: Path, heading: str, body: str) -> None:
     path.write_text("".join(lines[:start]) + section + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
+def write_sections(path: Path, document: str) -> None:
+    """Put every ``## `` section of the markdown ``document`` into ``path`` with ``write_section``, and its
+    preamble (the text before its first ``## `` heading) in place of the file's: sections that other
+    benchmark scripts wrote stay as they are."""
+    preamble, *sections = document.split("\n## ")
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        first = text.find("\n## ")
+        path.write_text(preamble.rstrip("\n") + "\n" + (text[first:] if first >= 0 else ""), encoding="utf-8")
+    else:
+        path.write_text(preamble.rstrip("\n") + "\n", encoding="utf-8")
+    for section in sections:
+        heading, _, body = section.partition("\n")
+        write_section(path, heading, body)
+
+
 def _status(key: str) -> int:
     match = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
     return int(match.group(1)) * 1024 if match else 0
@@ -206,18 +222,3 @@ def peak_extra(function: Callable[[], object]) -> int:
     peak = _status("VmHWM")
     del result
     return max(peak - before, 0)
-
-
-def write_section(path: Path, title: str, body: str) -> None:
-    """Put ``## title`` followed by ``body`` in the markdown file ``path``: in place of the section of that title
-    (up to the next ``## `` heading) when it has one, else at the end; every other section is kept as it is."""
-    text = path.read_text() if path.exists() else ""
-    heading = f"## {title}\n"
-    section = f"{heading}\n{body.strip()}\n"
-    start = text.find(heading)
-    if start < 0:
-        path.write_text(text.rstrip("\n") + ("\n\n" if text else "") + section)
-        return
-    following = text.find("\n## ", start + len(heading))
-    rest = "" if following < 0 else "\n" + text[following + 1 :]
-    path.write_text(text[:start] + section + rest)

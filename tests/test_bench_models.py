@@ -11,7 +11,7 @@ from cli_run import ROOT
 
 BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-from common import write_section  # noqa: E402
+from common import write_section, write_sections  # noqa: E402
 
 
 def test_write_section_replaces_its_section_and_keeps_the_others(tmp_path):
@@ -28,6 +28,16 @@ def test_write_section_replaces_its_section_and_keeps_the_others(tmp_path):
     fresh = tmp_path / "fresh.md"
     write_section(fresh, "Only", "body")
     assert fresh.read_text(encoding="utf-8") == "## Only\n\nbody\n"
+
+
+def test_write_sections_replaces_the_preamble_and_its_sections_and_keeps_the_others(tmp_path):
+    """bench_routines.py writes a whole document: its sections replace theirs, other scripts' sections stay."""
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Old title\n\nold intro\n\n## Table\n\nold table\n\n## Dropout\n\nkept\n", encoding="utf-8")
+    write_sections(path, "# Title\n\nintro\n\n## Table\n\nnew table\n\n## Added\n\nadded\n")
+    assert path.read_text(encoding="utf-8") == (
+        "# Title\n\nintro\n\n## Table\n\nnew table\n\n## Dropout\n\nkept\n\n## Added\n\nadded\n"
+    )
 
 
 def test_quick_run_on_the_tiny_model_writes_its_section_and_plot(tmp_path):
