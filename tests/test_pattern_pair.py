@@ -7,7 +7,7 @@ import torch
 from cli_run import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ConvLayer, conv_layers
+from support.layers import ConvLayer, conv_layers
 
 import tnconv
 from tnconv.backends.torch.pair_gram import pair_gram as pair_gram_call

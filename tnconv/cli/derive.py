@@ -113,7 +113,7 @@ def what_runs(program: Program) -> dict[str, Any]:
         reference = program.einsum_plan
         plan = {
             "runs": False, "path": [list(step) for step in program.path], "steps": list(program.steps),
-            "flops": reference.flops, "flops_exact": reference.flops < EXACT_FLOAT_INTEGERS,
+            "table": step_table(program), "flops": reference.flops, "flops_exact": reference.flops < EXACT_FLOAT_INTEGERS,
             "largest_intermediate": reference.largest_intermediate,
             "largest_intermediate_exact": reference.largest_intermediate < EXACT_FLOAT_INTEGERS,
         }

@@ -43,7 +43,7 @@ from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbol
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
-from tnconv.lower.pair_gram import PairGram
+from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.path import Optimize
 from tnconv.lower.plan import einsum_plan, plan
 
@@ -146,7 +146,7 @@ class Program:
                 f"memory_limit={self.memory_limit} slices the plan by the sizes, so a symbolic program has no "
                 "cost formula; use program.specialize(...) for the cost at given sizes"
             )
-        return executor.cost.evaluate(dict(self.network.sizes))
+        return executor.cost.evaluate(dict(unpair(self.network).sizes))
 
     @property
     def path(self) -> tuple[tuple[int, ...], ...]:
@@ -180,8 +180,8 @@ class Program:
         sympy expressions when symbolic)."""
         from tnconv.lower.path_info import path_info
 
-        executor = self.einsum_plan
-        sizes = {**dict(_innermost(executor).cost.sizes), **self.network.sizes}
+        executor = self.einsum_plan  # planned on the network with its pattern pairs split back (their o legs)
+        sizes = {**dict(_innermost(executor).cost.sizes), **unpair(self.network).sizes}
         return path_info(_innermost(executor).contraction, sizes)
 
     def __str__(self) -> str:
