@@ -36,9 +36,9 @@ def test_few_and_many_locations_give_the_definition_in_place():
     """Few locations (one product after a copy) and many (one product per column and sample), each blended into a
     running factor: ``beta * running + alpha * B``."""
     layer = Geometry("conv", 1, 16)
-    for spatial in ((2, 2), (16, 20)):  # T = 4, then T = 320 >= PER_SAMPLE_DEPTH
-        v = torch.randn(2, 3, 16, *spatial, dtype=torch.float64)
-        flat = v.reshape(6, 1, 16, -1)
+    for spatial in ((2, 2), (64, 65)):  # T = 4, then T = 4160 >= PER_SAMPLE_DEPTH
+        v = torch.randn(2, 2, 16, *spatial, dtype=torch.float64)
+        flat = v.reshape(4, 1, 16, -1)
         expected = torch.einsum("bgct,bgdt->gcd", flat, flat)
         torch.testing.assert_close(output_factor(v, layer, False), expected)
         running = expected.clone()
