@@ -122,20 +122,17 @@ def row_dropout(
     zero rows of ``v``) and input rows ``[r*B*S - P, r*B*S - P + window)`` of
     the unpadded input, zero outside it; the kept ``(n, r)`` windows of ``x``
     and blocks of ``v`` are stacked along the batch (``(M, C, window, ...)``,
-    ``(M, C_out, B, ...)``) and one kernel call with no padding along rows
-    computes their weight VJP.
+    ``(M, C_out, B, ...)``, one ``torch.cat`` of narrowed views: a copy of the
+    kept rows only) and one kernel call with no padding along rows computes
+    their weight VJP.
     """
     stride, span = hyper.stride[0], hyper.dilation[0] * (hyper.kernel_size[0] - 1) + 1
     window = stride * (block_rows - 1) + span
     left = hyper.padding[0][0]
     inputs, gradients = [], []
-    for block in range(mask.shape[1]):
-        samples = mask[:, block].nonzero().flatten()
-        if samples.numel() == 0:
-            continue
-        index = None if samples.numel() == mask.shape[0] else samples.to(x.device)
-        inputs.append(rows_of(x, block * block_rows * stride - left, window, index))
-        gradients.append(rows_of(v, block * block_rows, block_rows, index))
+    for sample, block in mask.nonzero().tolist():
+        inputs.append(rows_of(x.narrow(0, sample, 1), block * block_rows * stride - left, window))
+        gradients.append(rows_of(v.narrow(0, sample, 1), block * block_rows, block_rows))
     if not inputs:
         return x.new_zeros(hyper.weight_shape)
     padding = ((0, 0), *hyper.padding[1:])
@@ -145,21 +142,18 @@ def row_dropout(
     return vjp / keep
 
 
-def rows_of(t: torch.Tensor, start: int, length: int, samples: torch.Tensor | None) -> torch.Tensor:
-    """``t[samples, :, start : start + length]`` (rows = dim 2) with zero rows where the range leaves ``t``.
+def rows_of(t: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """``t[:, :, start : start + length]`` (rows = dim 2) with zero rows where the range leaves ``t``.
 
-    ``samples`` None means all of them. Only the rows inside ``t`` are read.
+    A view when the range lies inside ``t``; only the rows inside ``t`` are read.
     """
     size = t.shape[2]
     before = min(max(-start, 0), length)
     after = min(max(start + length - size, 0), length - before)
     inside = length - before - after
-    count = t.shape[0] if samples is None else samples.numel()
     if inside == 0:
-        return t.new_zeros(count, t.shape[1], length, *t.shape[3:])
+        return t.new_zeros(*t.shape[:2], length, *t.shape[3:])
     piece = t.narrow(2, start + before, inside)
-    if samples is not None:
-        piece = piece.index_select(0, samples)
     if before or after:
         piece = F.pad(piece, [0, 0] * (t.ndim - 3) + [before, after])
     return piece
