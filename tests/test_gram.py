@@ -16,8 +16,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tnconv.conv.hyper import conv_hyper
+from tnconv.routines import TABLE
 from tnconv.routines import gram as gram_module
 from tnconv.routines.gram import accumulate_gram, gram
+from tnconv.routines.run import patch_rows, run_part
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 
@@ -125,3 +128,22 @@ def test_bad_shapes_are_refused():
         accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match=r"out must have contiguous rows \(last stride 1\), got strides \(9, 1, 3\)"):
         accumulate_gram(torch.zeros(1, 2, 3, 4), torch.zeros(2, 3, 3).mT)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([1, 2]), st.integers(1, 3), st.integers(2, 3), st.integers(2, 3),
+       st.integers(0, 2**16))
+def test_patch_rows_of_strided_patches_lay_samples_next_to_locations(batch, groups, per_group, dims, stride, seed):
+    """A strided 1x1 layer's patches in 2+ dims are a strided view of ``x`` (not viewable as ``(N, G, d, T)``):
+    one copy puts them in the ``(G, d, N, T)`` layout, whose ``(N, G, d, T)`` view holds the same rows, and the Gram's one deep
+    product reads it without a second copy."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, groups * per_group, *(5,) * dims, generator=generator, dtype=torch.float64)
+    hyper = conv_hyper(tuple(x.shape), 1, stride=stride, groups=groups)
+    patches = run_part(TABLE["kfac_expand"], hyper, {"X": x})
+    rows = patch_rows(patches, hyper)
+    expected = x[(..., *(slice(None, None, stride),) * dims)].reshape(batch, groups, per_group, -1)
+    assert torch.equal(rows, expected)
+    if batch > 1:
+        assert rows.stride(0) == expected.shape[-1] and rows.stride(-1) == 1  # samples next to locations
+    torch.testing.assert_close(gram(rows), reference(rows), **TOL)
