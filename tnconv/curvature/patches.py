@@ -3,12 +3,14 @@
 The patches ``u[n, g, :, t]`` (``(N, G, d, T)``, ``d = C_in/G * prod(K)``) are the value of the
 ``kfac_expand`` routine's shortcut part, the derived unfold network (``tnconv.routines``). A
 whole batch of them is ``prod(K)`` times the input (75 MiB for a ResNet-18 3x3 layer at batch
-32), so they are formed for chunks of samples of about ``PATCH_CHUNK`` elements (``chunks``),
-whose memory the allocator reuses from chunk to chunk, and each chunk is consumed at once:
+32), so they are formed for chunks of samples of about ``PATCH_CHUNK`` elements (``chunks``,
+``chunk_layers``), whose memory the allocator reuses from chunk to chunk, and each chunk is
+consumed at once:
 
 - ``accumulate_input_factor``: KFAC's ``A`` (expand: the Gram of the patches; reduce: of the
   patch sums, one chunk), by upper panels (``tnconv.routines.gram``), blended into a running
-  factor in place;
+  factor in place; ``input_factor_cost`` says what it runs and its FLOPs without running it
+  (the same chunks, part programs and Gram decisions: ``tnconv curvature`` prints it);
 - ``diag_ggn_by_columns``: ``sum_{m,n} J[m,n]^2`` with ``J[m,n] = v[m,n] u[n]^T`` ``(c, d)`` per
   group (``v`` the columns at the layer output, ``c = C_out/G``), one batched product per
   column ``m`` and chunk: the way for layers with many output channels per group, where each
