@@ -52,6 +52,7 @@ from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.path import Optimize
+from tnconv.lower.path_info import StepInfo, format_table, path_info
 from tnconv.lower.plan import einsum_plan, plan
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
     from tnconv.backends.torch.runner import NativeKernel, Runner
     from tnconv.ir.sizes import Size
-    from tnconv.lower.path_info import StepInfo
 
 REPRESENTATIVE_SIZE = 64
 """The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
@@ -182,19 +182,15 @@ class Program:
         return tuple(step.equation for step in _innermost(self.einsum_plan).contraction.steps)
 
     @cached_property
-    def path_info(self) -> "tuple[StepInfo, ...]":
+    def path_info(self) -> tuple[StepInfo, ...]:
         """The einsum plan's pairwise steps with leg names, FLOPs and result sizes (``tnconv.lower.path_info``;
         sympy expressions when symbolic)."""
-        from tnconv.lower.path_info import path_info
-
         executor = self.einsum_plan  # planned on the network with its pattern pairs split back (their o legs)
         sizes = {**dict(_innermost(executor).cost.sizes), **unpair(self.network).sizes}
         return path_info(_innermost(executor).contraction, sizes)
 
     def __str__(self) -> str:
         """``repr`` and the per-step table (``path_info``)."""
-        from tnconv.lower.path_info import format_table
-
         total = f"flops {self.flops}, largest intermediate {self.largest_intermediate}"
         return f"{self!r}\n{format_table(self.path_info)}\n(total with preparations and folds: {total})"
 
