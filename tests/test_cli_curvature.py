@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from unittest import mock
 
 import pytest
 import torch
 from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
+from support.flops import counted_products
 
 from tnconv.cli import curvature
 from tnconv.curvature import KFAC
+from tnconv.curvature import kfac as kfac_module
+from tnconv.curvature import patches as patches_module
+from tnconv.curvature.factors import input_factor
 
 # a model with every kind of supported layer: a transposed conv, a grouped conv with reflect padding (from
 # tnconv.nn), a Linear on locations (N, T, C), a Linear without bias, and a frozen layer (no curvature)
@@ -97,22 +102,74 @@ def test_one_row_per_supported_layer_with_kfacs_factor_shapes(model_file, approx
     assert report["classes"] == 3 and report["update"] is None and rows[0]["seconds"] is None
 
 
-def test_the_a_routine_cost_is_that_of_the_compiled_network(model_file):
-    """Conv rows report the compiled derived network's FLOPs; Linear rows the product u^T u."""
-    import tnconv
+# convs whose patches a native kernel forms (no FLOPs), a Linear on locations, a Linear head
+UNFOLDED = textwrap.dedent(
+    """
+    import torch
 
-    report = _json(f"{model_file}:make", "--input", ",".join(map(str, INPUT)), "--no-timing")
-    up, conv, mix, head = report["layers"]
-    program = tnconv.compile(tnconv.conv_network("kfac_expand", (2, 3, 4, 4), 3, stride=2, output_padding=1,
-                                                 transposed=True))
-    assert up["strategy"] == program.strategy and up["flops"] == program.flops
-    padded = tnconv.compile(tnconv.conv_network("kfac_expand", (2, 4, 12, 12), 3, groups=2))
-    assert conv["flops"] == padded.flops
-    assert mix["flops"] == 2 * (2 * 100) * 6 * 6 and head["flops"] == 2 * 2 * 5 * 5
-    totals = report["totals"]
-    assert totals["flops"] == sum(row["flops"] for row in report["layers"])
-    assert totals["factor_elements"] == 27**2 + 4**2 + 2 * (18**2 + 3**2) + 6**2 + 5**2 + 5**2 + 3**2
-    assert totals["factor_bytes"] == 4 * totals["factor_elements"]
+
+    def make():
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, stride=2, groups=2),
+            torch.nn.Flatten(2), torch.nn.Linear(9, 5), torch.nn.Flatten(), torch.nn.Linear(30, 3),
+        )
+    """
+)
+UNFOLDED_INPUT = (2, 3, 8, 8)  # the Linear sees (2, 6, 9): 6 locations of 9 features
+
+
+def _update_products(model: torch.nn.Module, approx: str) -> tuple[int, list[int]]:
+    """The FLOPs of the Gram products one ``KFAC.update`` runs for the ``A`` factors (``support.flops``), in all and
+    per layer."""
+    kfac = KFAC(model, torch.nn.CrossEntropyLoss(), approx=approx)
+    per_layer = []
+
+    def counted_input_factor(*args, **kwargs):
+        products.counting = True
+        before = products.flops
+        result = input_factor(*args, **kwargs)
+        products.counting = False  # B's Gram runs the same products
+        per_layer.append(products.flops - before)
+        return result
+
+    with counted_products() as products, mock.patch.object(kfac_module, "input_factor", counted_input_factor):
+        products.counting = False
+        kfac.update(torch.randn(UNFOLDED_INPUT), torch.randint(0, 3, (UNFOLDED_INPUT[0],)))
+    return products.flops, per_layer
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+@pytest.mark.parametrize("chunk", [50, 10**9])
+def test_the_a_flops_are_those_of_what_update_runs(tmp_path, approx, chunk):
+    """The printed ``A`` FLOPs count what ``KFAC.update`` runs for ``A`` (the routines' shortcuts: patches in
+    chunks of samples or patch sums, then a symmetric Gram by panels), not the whole derived network: the
+    Gram's part equals the products one update runs, counted where they run; with native-kernel patches
+    (no FLOPs) the printed total is that count."""
+    path = tmp_path / "unfolded.py"
+    path.write_text(UNFOLDED, encoding="utf-8")
+    argv = (f"{path}:make", "--input", ",".join(map(str, UNFOLDED_INPUT)), "--approx", approx, "--no-timing")
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk):
+        report = _json(*argv)
+        status, out, err = run("curvature", *argv)
+        namespace: dict = {}
+        exec(compile(UNFOLDED, str(path), "exec"), namespace)
+        counted, per_layer = _update_products(namespace["make"](), approx)
+    assert status == 0, err
+    rows = report["layers"]
+    assert [row["gram_flops"] for row in rows] == per_layer
+    assert sum(row["gram_flops"] for row in rows) == counted
+    assert all(row["flops"] == row["part_flops"] + row["gram_flops"] for row in rows)
+    printed = int(re.search(r"A FLOPs ([\d,]+)", out).group(1).replace(",", ""))
+    assert printed == report["totals"]["flops"] == sum(row["flops"] for row in rows)
+    conv, strided = rows[:2]
+    if approx == "expand":
+        assert printed == counted  # the patches come from F.unfold: no FLOPs
+        assert conv["strategy"].startswith("patches (native:unfold2d)") and conv["kernel"] == "unfold2d"
+        assert all((" in 2 chunks + " in row["strategy"]) == (chunk == 50) for row in (conv, strided))  # 1 sample each
+        assert [row["strategy"] for row in rows[2:]] == ["gram by 1 panel"] * 2
+    else:
+        assert conv["strategy"].startswith("patch sums (") and rows[2]["strategy"] == "location sums + gram by 1 panel"
+        assert rows[2]["part_flops"] == 2 * (6 - 1) * 9  # 2 samples' sums over 6 locations of 9 features
 
 
 def test_text_rows_match_the_json_rows(model_file):
@@ -124,7 +181,7 @@ def test_text_rows_match_the_json_rows(model_file):
     assert lines[0] == f"tnconv curvature {model_file}:make   (factory 'make' of {model_file})"
     table = lines[lines.index(next(line for line in lines if line.startswith("layer "))) + 1:][: len(rows)]
     for line, row in zip(table, rows):
-        words = line.split()
+        words = re.split(r"\s{2,}", line.strip())  # cells are 2+ spaces apart; a strategy has single spaces
         assert words[:4] == [row["name"], row["type"], "yes" if row["bias"] else "no",
                              "(" + ",".join(map(str, row["input_shape"])) + ")"]
         assert words[4:8] == ["(" + ",".join(map(str, row["A"])) + ")", "(" + ",".join(map(str, row["B"])) + ")",

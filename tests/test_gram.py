@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.flops import counted_products
 
 from tnconv.conv.hyper import conv_hyper
 from tnconv.routines import TABLE
@@ -93,20 +94,11 @@ def test_a_new_gram_takes_the_rows_dtype():
 
 
 def multiply_adds(rows: torch.Tensor) -> int:
-    """The multiply-adds of the products ``gram(rows)`` runs (``(G, a, T) x (G, b, T)^T``: ``G*a*b*T``; the
-    in-place ``addmm_``/``baddbmm_`` escape torch's FLOP counter, so the products are counted where they run)."""
-    count = 0
-    product = gram_module._product
-
-    def counted(out, left, right, alpha, beta):
-        nonlocal count
-        count += left.shape[0] * left.shape[1] * right.shape[1] * left.shape[2]
-        product(out, left, right, alpha, beta)
-
-    with mock.patch.object(gram_module, "_product", counted):
+    """The multiply-adds of the products ``gram(rows)`` runs (counted where they run: ``support.flops``)."""
+    with counted_products() as products:
         result = gram(rows)
     torch.testing.assert_close(result.double(), reference(rows), rtol=1e-5, atol=1e-5)
-    return count
+    return products.multiply_adds
 
 
 def test_panels_halve_the_products():
@@ -121,6 +113,20 @@ def test_panels_halve_the_products():
         assert multiply_adds(shallow) == 12 * 12 * 3
     dense = torch.randn(1, 2, 2 * gram_module.PANEL, 8)
     assert multiply_adds(dense) == 2 * 3 * gram_module.PANEL**2 * 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 14), st.integers(1, 9))
+def test_flops_are_those_of_the_products_that_run(samples, groups, d, depth):
+    """``gram.flops`` and ``gram.strategy`` against the products ``accumulate_gram`` runs, on every path (several
+    panels, per-sample products, the layout copy, the dense product of large shallow Grams)."""
+    rows = torch.randn(samples, groups, d, depth, dtype=torch.float64)
+    with small_panels():
+        assert gram_module.flops((samples, groups, d, depth)) == 2 * multiply_adds(rows)
+        words = gram_module.strategy((samples, groups, d, depth))
+        deep = depth if samples > 1 and depth >= 5 else samples * depth  # PER_SAMPLE_DEPTH 5
+        panels = -(-d // 3)  # PANEL 3
+        assert words == ("gram dense" if deep < 4 and d > 7 else f"gram by {panels} panel" + "s" * (panels > 1))
 
 
 def test_bad_shapes_are_refused():

@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 import torch
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.options import DEFAULT_OPTIONS
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.program import Program
 from tnconv.routines.derivation import routine_network
-from tnconv.routines.routine import DEFAULT_OPTIONS
 from tnconv.routines.table import TABLE
 
 __all__ = ["CACHE_LIMIT", "clear_cache", "configure", "run"]

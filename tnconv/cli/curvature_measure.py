@@ -4,9 +4,11 @@
   seed ``SEED``; inputs and targets are random (seeded) of the requested shape.
 - Each supported layer's row comes from one forward with the hooks of
   ``tnconv.curvature`` (the input its routines see, its geometry): factor shapes,
-  and the ``A`` routine, i.e. the layer's ``kfac_expand``/``kfac_reduce`` network
-  compiled with ``tnconv.compile`` (FLOPs of what runs: a native kernel's, else the
-  einsum plan's), or for ``Linear`` the product ``u^T u`` of its inputs.
+  and what ``KFAC.update`` runs for ``A`` with its FLOPs, from the function that sits
+  beside the code that runs it (``tnconv.curvature.factors.input_factor_cost``): for a
+  conv layer the ``kfac_expand``/``kfac_reduce`` routine's shortcut (the patches in
+  chunks of samples, or the patch sums, then their symmetric Gram by upper panels,
+  ``tnconv.routines.gram``), for ``Linear`` the Gram of its inputs (or of their sums).
 - Time: one warm-up ``update``, then ``repeats`` timed ones (min, median, max);
   each layer's ``A`` and ``B`` are timed inside them, the rest of an update is
   its forward and batched backward.
@@ -36,13 +38,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-import tnconv
 from tnconv import models
 from tnconv.cli.curvature import DEFAULT_CLASSES, SEED, CurvatureRequest, ModelSource
-from tnconv.cli.derive import what_runs
 from tnconv.cli.measure import spread
 from tnconv.cli.names import hint
+from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.curvature.columns import check_output
+from tnconv.curvature.factors import input_factor_cost
 from tnconv.curvature.hooks import Layer, Record, forward
 from tnconv.curvature.kfac import KFAC
 
@@ -148,42 +150,22 @@ def capture(kfac: KFAC, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, R
 
 
 def layer_row(layer: Layer, record: Record, input_shape: list[int], approx: str) -> dict[str, Any]:
-    """One layer: type, input shape, factor shapes, and the ``A`` routine with what it runs and costs."""
+    """One layer: type, input shape, factor shapes, and what computes ``A`` with its FLOPs."""
     x, geometry = record.x, record.geometry
     groups, per_group = geometry.groups, geometry.out_channels // geometry.groups
     if geometry.kind == "linear":
-        d, routine = x.shape[-1], linear_routine(x, approx)
+        d, routine = x.shape[-1], "linear"
     else:  # d = C_in/G * prod(K)
         kernel: tuple[int, ...] = geometry.conv["kernel_size"]  # type: ignore[assignment]
-        d = x.shape[1] // groups * math.prod(kernel)
-        routine = conv_routine(record, approx)
+        d, routine = x.shape[1] // groups * math.prod(kernel), f"kfac_{approx}"
+    cost = input_factor_cost(x, geometry, approx == "reduce")
     return {
         "name": layer.name, "type": type(layer.module).__name__, "bias": layer.bias is not None,
         "input_shape": input_shape, "groups": groups, "A": [groups, d, d], "B": [groups, per_group, per_group],
-        **routine,
+        "routine": routine, "strategy": cost.strategy, "kernel": cost.kernel, "flops": cost.flops,
+        "flops_exact": cost.flops < EXACT_FLOAT_INTEGERS, "part_flops": cost.part_flops,
+        "gram_flops": cost.gram_flops, "largest_intermediate": cost.largest_intermediate,
     }  # fmt: skip
-
-
-def conv_routine(record: Record, approx: str) -> dict[str, Any]:
-    """The layer's ``kfac_expand``/``kfac_reduce`` network, compiled: its strategy and what a call runs and costs."""
-    op = f"kfac_{approx}"
-    program = tnconv.compile(tnconv.conv_network(op, tuple(record.x.shape), **record.geometry.conv))
-    runs = what_runs(program)
-    kernel = runs["kernel"]["name"] if runs["kernel"] is not None else None
-    return {"routine": op, "strategy": runs["strategy"], "kernel": kernel, "flops": runs["flops"],
-            "flops_exact": runs["flops_exact"], "largest_intermediate": runs["largest_intermediate"]}
-
-
-def linear_routine(x: torch.Tensor, approx: str) -> dict[str, Any]:
-    """A ``Linear`` input ``(N, *, d)`` with ``T`` locations: ``A`` is one product ``u^T u`` of ``(N*T, d)``
-    (expand) or of the location sums ``(N, d)`` (reduce, after ``N*(T-1)*d`` additions)."""
-    d, samples, locations = x.shape[-1], x.shape[0], math.prod(x.shape[1:-1])
-    if approx == "expand":
-        flops = 2 * samples * locations * d * d
-    else:
-        flops = samples * (locations - 1) * d + 2 * samples * d * d
-    return {"routine": "linear", "strategy": "matmul", "kernel": None, "flops": flops, "flops_exact": True,
-            "largest_intermediate": d * d}
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from tnconv.cli.arguments import DEFAULT_COLUMNS
 from tnconv.cli.layers import Layer
 from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.options import Options
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.kernels import KernelCost
@@ -24,7 +25,7 @@ from tnconv.lower.program import Program
 from tnconv.routines.derivation import StageResult
 from tnconv.routines.derivation import derive as derive_stages
 from tnconv.routines.names import resolve
-from tnconv.routines.routine import QUANTITIES, Options, Routine
+from tnconv.routines.routine import QUANTITIES, Routine
 from tnconv.routines.run import finish
 from tnconv.routines.scaling import expression, quantities, scale, substituted, used
 from tnconv.routines.table import TABLE

@@ -58,7 +58,7 @@ def run_derive(job: Request, out: TextIO, err: TextIO, routines: Mapping[str, Ro
 
     from tnconv.cli import measure
     from tnconv.cli.derive import derive, hyper_of
-    from tnconv.routines.routine import Options
+    from tnconv.conv.options import Options
 
     runs = [(flag, dtype) for flag, dtype, wanted in (("--check", torch.float64, job.check),
                                                       ("--bench", torch.float32, job.bench)) if wanted]

@@ -26,8 +26,9 @@ import torch
 
 from tnconv.cli.derive import Derivation
 from tnconv.conv.hyper import ConvHyper
+from tnconv.conv.options import Options
 from tnconv.routines.references import supported
-from tnconv.routines.routine import Options, Routine
+from tnconv.routines.routine import Routine
 from tnconv.routines.run import finish
 
 MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create

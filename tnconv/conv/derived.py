@@ -33,6 +33,7 @@ from typing import Callable
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.networks import build as build_routine
 from tnconv.conv.networks import spatial_legs
+from tnconv.conv.options import Options
 from tnconv.ir.names import copy_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.networksum import Value
@@ -43,7 +44,6 @@ from tnconv.passes.core import Pass, Trace, as_pass
 from tnconv.passes.differentiate import differentiate_traced
 from tnconv.passes.fuse import fuse_traced
 from tnconv.passes.vmap import vmap_traced
-from tnconv.routines.routine import Options
 
 
 def second(leg: str) -> str:

@@ -34,7 +34,11 @@ import torch.nn.functional as F
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature.checks import layer as conv_layer
 from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
-from tnconv.curvature.patches import accumulate_input_factor, diag_ggn_by_columns, diag_ggn_by_location_pairs
+from tnconv.curvature.patches import (
+    FactorCost, accumulate_input_factor, diag_ggn_by_columns, diag_ggn_by_location_pairs,
+)
+from tnconv.curvature.patches import input_factor_cost as conv_input_factor_cost
+from tnconv.routines import gram as gram_products
 from tnconv.routines.gram import HALF, accumulate_gram, gram
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
@@ -138,6 +142,22 @@ def input_factor(
     else:
         rows, scale = u.reshape(-1, u.shape[-1]).T, 1.0 / (batch * count)
     return _gram_into(rows[None, None], out, alpha * scale, beta)
+
+
+def input_factor_cost(x: torch.Tensor, layer: Geometry, reduce: bool) -> FactorCost:
+    """What ``input_factor(x, layer, reduce)`` runs, in words, and its FLOPs (2 per multiply-add), without running it.
+
+    A conv layer: ``tnconv.curvature.patches.input_factor_cost``. A ``Linear`` (``x`` ``(N, *, d)``
+    with ``T`` locations): the Gram of its inputs ``(1, 1, d, N*T)`` (expand) or of their
+    location sums ``(1, 1, d, N)`` after ``N*(T-1)*d`` additions (reduce), as ``gram.flops`` counts it.
+    """
+    if layer.kind != "linear":
+        return conv_input_factor_cost(conv_layer(x, layer.conv), reduce)
+    batch, count, d = locations(x).shape
+    rows = (1, 1, d, batch if reduce else batch * count)
+    summed = batch * (count - 1) * d if reduce else 0
+    words = ("location sums + " if reduce else "") + gram_products.strategy(rows)
+    return FactorCost(words, None, summed, gram_products.flops(rows), batch * d if reduce else 0)
 
 
 def _gram_into(rows: torch.Tensor, out: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from tnconv.conv.options import Options
 from tnconv.curvature.checks import gradient_layer, layer
 from tnconv.curvature.patches import accumulate_input_factor
-from tnconv.routines.routine import Options
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
 

@@ -3,12 +3,14 @@
 The patches ``u[n, g, :, t]`` (``(N, G, d, T)``, ``d = C_in/G * prod(K)``) are the value of the
 ``kfac_expand`` routine's shortcut part, the derived unfold network (``tnconv.routines``). A
 whole batch of them is ``prod(K)`` times the input (75 MiB for a ResNet-18 3x3 layer at batch
-32), so they are formed for chunks of samples of about ``PATCH_CHUNK`` elements (``chunks``),
-whose memory the allocator reuses from chunk to chunk, and each chunk is consumed at once:
+32), so they are formed for chunks of samples of about ``PATCH_CHUNK`` elements (``chunks``,
+``chunk_layers``), whose memory the allocator reuses from chunk to chunk, and each chunk is
+consumed at once:
 
 - ``accumulate_input_factor``: KFAC's ``A`` (expand: the Gram of the patches; reduce: of the
   patch sums, one chunk), by upper panels (``tnconv.routines.gram``), blended into a running
-  factor in place;
+  factor in place; ``input_factor_cost`` says what it runs and its FLOPs without running it
+  (the same chunks, part programs and Gram decisions: ``tnconv curvature`` prints it);
 - ``diag_ggn_by_columns``: ``sum_{m,n} J[m,n]^2`` with ``J[m,n] = v[m,n] u[n]^T`` ``(c, d)`` per
   group (``v`` the columns at the layer output, ``c = C_out/G``), one batched product per
   column ``m`` and chunk: the way for layers with many output channels per group, where each
@@ -27,38 +29,56 @@ The arguments are not checked here (the public functions and ``tnconv.curvature.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
 
 from tnconv.conv.hyper import ConvHyper
+from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.program import Program
+from tnconv.routines import gram
 from tnconv.routines.gram import HALF, accumulate_gram
-from tnconv.routines.run import finish, patch_rows, run_part, sums_rows
+from tnconv.routines.routine import Routine
+from tnconv.routines.run import finish, patch_rows, run_part, setup, sums_rows
 from tnconv.routines.table import TABLE
 
 PATCH_CHUNK = 1 << 22
 """Elements of patches (or of their location pairs) formed at once: 16 MiB in float32."""
 
 
-def chunks(x: torch.Tensor, hyper: ConvHyper, per_sample: int) -> Iterator[tuple[slice, torch.Tensor, ConvHyper]]:
-    """``x`` in chunks of samples of equal size (the last one smaller) holding about ``PATCH_CHUNK`` elements at
-    ``per_sample`` elements a sample (never less than one sample): each chunk's samples, input and layer."""
+def chunk_layers(hyper: ConvHyper, per_sample: int) -> list[tuple[slice, ConvHyper]]:
+    """The layer's batch in chunks of samples of equal size (the last one smaller) holding about ``PATCH_CHUNK``
+    elements at ``per_sample`` elements a sample (never less than one sample): each chunk's samples and layer."""
     count = min(hyper.batch, -(-hyper.batch * per_sample // PATCH_CHUNK))
     size = -(-hyper.batch // count)
+    layers = []
     for start in range(0, hyper.batch, size):
         samples = slice(start, min(start + size, hyper.batch))
-        part = x[samples]
-        yield samples, part, hyper if part.shape[0] == hyper.batch else replace(hyper, input_shape=tuple(part.shape))
+        taken = samples.stop - samples.start
+        shape = (taken, *hyper.input_shape[1:])
+        layers.append((samples, hyper if taken == hyper.batch else replace(hyper, input_shape=shape)))
+    return layers
+
+
+def chunks(x: torch.Tensor, hyper: ConvHyper, per_sample: int) -> Iterator[tuple[slice, torch.Tensor, ConvHyper]]:
+    """``x`` ``(N, C_in, *I)`` in the chunks of ``chunk_layers``: each chunk's samples, input and layer."""
+    for samples, part_hyper in chunk_layers(hyper, per_sample):
+        yield samples, x[samples], part_hyper
+
+
+def patch_elements(hyper: ConvHyper, pairs: bool = False) -> int:
+    """Elements of one sample's patches ``(G, d, T)``, or of their location pairs (``T (T + 1) / 2`` per patch)
+    when ``pairs``: what ``patches`` sizes its chunks by."""
+    locations = math.prod(hyper.output_size)
+    return hyper.in_channels * hyper.kernel_elements * (locations * (locations + 1) // 2 if pairs else locations)
 
 
 def patches(x: torch.Tensor, hyper: ConvHyper, pairs: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
     """The patches ``(n, G, d, T)`` of chunks of samples, with the samples' slice; chunks of about
     ``PATCH_CHUNK`` patch elements, or location-pair elements (``T (T + 1) / 2`` per patch) when ``pairs``."""
-    locations = math.prod(hyper.output_size)
-    per_sample = hyper.in_channels * hyper.kernel_elements * (locations * (locations + 1) // 2 if pairs else locations)
     routine = TABLE["kfac_expand"]
-    for samples, part, part_hyper in chunks(x, hyper, per_sample):
+    for samples, part, part_hyper in chunks(x, hyper, patch_elements(hyper, pairs)):
         yield samples, patch_rows(run_part(routine, part_hyper, {"X": part}), part_hyper)
 
 
@@ -86,6 +106,82 @@ def accumulate_input_factor(
         accumulate_gram(rows, out, scale, beta)
         beta = 1.0
     return out
+
+
+@dataclass(frozen=True)
+class FactorCost:
+    """What computing a layer's KFAC input factor ``A`` runs, in words (``strategy``), and its FLOPs.
+
+    ``part_flops``: the programs that form the Gram's rows (the patch sums or each chunk's
+    patches: a native kernel's exact count, else the einsum plan's), ``gram_flops``: the
+    symmetric Gram's products as ``tnconv.routines.gram`` runs them (``gram.flops``), both
+    2 per multiply-add. ``kernel``: the native kernel that forms the rows, if one does;
+    ``largest_intermediate``: elements of the largest tensor that forming them creates.
+    """
+
+    strategy: str
+    kernel: str | None
+    part_flops: int
+    gram_flops: int
+    largest_intermediate: int
+
+    @property
+    def flops(self) -> int:
+        return self.part_flops + self.gram_flops
+
+
+def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
+    """What ``accumulate_input_factor`` runs for the layer ``hyper`` and its FLOPs, without running it.
+
+    KFAC-reduce: the routine's shortcut part (the patch sums ``(N, G, d)``) once, then their
+    Gram ``(1, G, d, N)``. KFAC-expand: for each chunk of samples (``chunk_layers``) its
+    patches ``(n, G, d, T)`` and their Gram.
+    """
+    routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
+    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    if reduce:
+        program = _part_program(routine, hyper)
+        rows = (1, hyper.groups, d, hyper.batch)
+        flops, largest = _runs(program)
+        return FactorCost(f"patch sums ({program.strategy}) + {gram.strategy(rows)}", _kernel(program), flops,
+                          gram.flops(rows), largest)
+    layers = [part_hyper for _, part_hyper in chunk_layers(hyper, patch_elements(hyper))]
+    parts = [_part_program(routine, part_hyper) for part_hyper in layers]
+    shapes = [_rows(program, part_hyper) for program, part_hyper in zip(parts, layers)]
+    costs = [_runs(program) for program in parts]
+    kinds = " / ".join(dict.fromkeys(program.strategy for program in parts))
+    chunked = f" in {len(parts)} chunks" if len(parts) > 1 else ""
+    grams = " / ".join(dict.fromkeys(gram.strategy(rows) for rows in shapes))
+    return FactorCost(f"patches ({kinds}){chunked} + {grams}", _kernel(parts[0]), sum(flops for flops, _ in costs),
+                      sum(gram.flops(rows) for rows in shapes), max(largest for _, largest in costs))
+
+
+def _part_program(routine: Routine, hyper: ConvHyper) -> Program:
+    """The compiled program of ``routine``'s shortcut part on the layer ``hyper`` (what ``run_part`` calls)."""
+    return compile_network(setup(routine, hyper).network)
+
+
+def _runs(program: Program) -> tuple[int, int]:
+    """FLOPs and largest created tensor (elements) of what a call of ``program`` runs: its native kernel's, else
+    its plan's."""
+    kernel = program.kernel_cost()
+    if kernel is not None:
+        return kernel.flops, kernel.largest
+    return int(program.flops), int(program.largest_intermediate)
+
+
+def _kernel(program: Program) -> str | None:
+    """The native kernel ``program`` runs (``unfold2d``), or None."""
+    return program.strategy.removeprefix("native:") if program.kernel is not None else None
+
+
+def _rows(program: Program, hyper: ConvHyper) -> tuple[int, int, int, int]:
+    """The shape ``(n, G, d, T)`` of the Gram rows that ``patch_rows`` makes of the patches ``program`` computes
+    for the chunk ``hyper``."""
+    network = program.network
+    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    elements = math.prod(int(network.size(leg)) for leg in network.output)
+    return hyper.batch, hyper.groups, d, elements // (hyper.batch * hyper.groups * d)
 
 
 def _columns(sqrt_ggn: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The program cache: compiled programs by (network, optimizer, memory limit), bounded by the bytes they hold.
 
-A ``Program`` builds its structured constants (dense index patterns, gather
+A program builds its structured constants (dense index patterns, gather
 maps, window-sum weights) the first time it runs on a dtype and device, and
 keeps them for later calls (in its backend runner). Those constants, not the plans, are what costs
 memory, so the cache is a least-recently-used map bounded by the bytes of the
@@ -21,17 +21,27 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Hashable
+from typing import Any, Generic, Hashable, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from tnconv.lower.program import Program
+
+class Cached(Protocol):
+    """What the cache needs of a program (``tnconv.lower.program.Program``): the bytes of the constants it holds,
+    and a way to drop them."""
+
+    @property
+    def constant_bytes(self) -> int: ...
+
+    def release_constants(self) -> None: ...
+
+
+P = TypeVar("P", bound=Cached)
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 DEFAULT_MAX_PROGRAMS = 1024
 
 
-class ProgramCache:
-    """A least-recently-used map key -> ``Program``, bounded by constant bytes and by count.
+class ProgramCache(Generic[P]):
+    """A least-recently-used map key -> program, bounded by constant bytes and by count.
 
     Args:
         max_bytes: the most bytes of constants the cached programs may hold together
@@ -43,7 +53,7 @@ class ProgramCache:
         self.max_bytes = max_bytes
         self.max_programs = max_programs
         self._lock = threading.Lock()
-        self._programs: OrderedDict[Hashable, "Program"] = OrderedDict()
+        self._programs: OrderedDict[Hashable, P] = OrderedDict()
         self._bytes: dict[Hashable, int] = {}
         self._total = 0
 
@@ -55,7 +65,7 @@ class ProgramCache:
         """Bytes of constants held by the cached programs, as last counted."""
         return self._total
 
-    def get(self, key: Hashable) -> "Program | None":
+    def get(self, key: Hashable) -> P | None:
         """The cached program of ``key`` (now the most recently used), or None."""
         with self._lock:
             program = self._programs.get(key)
@@ -63,7 +73,7 @@ class ProgramCache:
                 self._programs.move_to_end(key)
             return program
 
-    def add(self, key: Hashable, program: "Program") -> "Program":
+    def add(self, key: Hashable, program: P) -> P:
         """Cache ``program`` under ``key``; the program already there when another thread was first."""
         with self._lock:
             present = self._programs.get(key)
@@ -73,7 +83,7 @@ class ProgramCache:
             self._admit(key, program)
             return program
 
-    def account(self, key: Hashable, program: "Program") -> None:
+    def account(self, key: Hashable, program: P) -> None:
         """``program`` built constants: count its bytes anew and mark it used (re-admitting it if it had left).
 
         A different program cached under the same key (one built outside ``tnconv.compile``
@@ -99,7 +109,7 @@ class ProgramCache:
         for program in programs:
             program.release_constants()
 
-    def _admit(self, key: Hashable, program: "Program") -> None:
+    def _admit(self, key: Hashable, program: P) -> None:
         held = program.constant_bytes
         self._programs[key] = program
         self._bytes[key] = held
@@ -116,5 +126,6 @@ class ProgramCache:
             program.release_constants()
 
 
-PROGRAMS = ProgramCache()
-"""The cache ``tnconv.compile`` uses (bounds: ``PROGRAMS.max_bytes``, ``PROGRAMS.max_programs``)."""
+PROGRAMS: ProgramCache[Any] = ProgramCache()
+"""The cache ``tnconv.compile`` uses (bounds: ``PROGRAMS.max_bytes``, ``PROGRAMS.max_programs``); it holds
+``Program`` objects (``tnconv.lower.program.compiled`` and ``tnconv.einsum``'s, under keys of their own)."""

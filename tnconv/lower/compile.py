@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from tnconv.ir.network import Network
-from tnconv.ir.verify import verify
-from tnconv.lower.cache import PROGRAMS
+from tnconv.ir.networksum import NetworkSum
 from tnconv.lower.path import normalize_optimize
-from tnconv.lower.program import Program
+from tnconv.lower.program import Program, compiled
+from tnconv.lower.sum import SumProgram, compile_sum
+
+
+@overload
+def compile(net: Network, optimize: object = "auto", *, memory_limit: int | None = None) -> Program: ...
+
+
+@overload
+def compile(net: NetworkSum, optimize: object = "auto", *, memory_limit: int | None = None) -> SumProgram: ...
 
 
 def compile(  # noqa: A001 - the public name
-    net: Network, optimize: object = "auto", *, memory_limit: int | None = None
-) -> Program:
+    net: Network | NetworkSum, optimize: object = "auto", *, memory_limit: int | None = None
+) -> Program | SumProgram:
     """Lower ``net`` to a ``Program`` that runs it with torch.
 
     A network that one PyTorch kernel computes (a convolution, its VJPs, a
@@ -42,22 +52,13 @@ def compile(  # noqa: A001 - the public name
     break an invariant, such as two occurrences of one operand with legs of
     different sizes.
     """
-    if not isinstance(net, Network):
-        from tnconv.ir.networksum import NetworkSum
-
-        if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
-            from tnconv.lower.sum import compile_sum
-
-            return compile_sum(net, normalize_optimize(optimize), memory_limit)
+    if not isinstance(net, (Network, NetworkSum)):
         raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
     if memory_limit is not None:
         if isinstance(memory_limit, bool) or not isinstance(memory_limit, int):
             raise TypeError(f"memory_limit must be an int (elements) or None, got {memory_limit!r}")
         if memory_limit < 1:
             raise ValueError(f"memory_limit must be >= 1 element, got {memory_limit}")
-    key = (net, normalize_optimize(optimize), memory_limit)
-    program = PROGRAMS.get(key)
-    if program is not None:
-        return program
-    verify(net)  # once per structure: a cached program was verified when it was built
-    return PROGRAMS.add(key, Program(*key))
+    if isinstance(net, NetworkSum):  # the product rule's sum of networks: one program per term
+        return compile_sum(net, normalize_optimize(optimize), memory_limit)
+    return compiled(net, normalize_optimize(optimize), memory_limit)

@@ -17,8 +17,14 @@ traces it without a graph break:
 ``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
 built densely), ``"pair_gram"`` (KFAC-expand's pattern pairs as windowed
-cross-correlations, ``tnconv.lower.pair_gram``). Importing this module needs no torch; making a concrete
-program imports the torch backend.
+cross-correlations, ``tnconv.lower.pair_gram``).
+
+This module is where the planner and the torch backend meet: importing it needs
+no torch, and making a concrete program imports the backend's ``Runner`` (the
+one place in ``tnconv.lower`` that names the backend). The backend never
+imports this module: a runner sees its program through the ``Owner`` protocol.
+``compiled`` is the program cache's entry (``tnconv.compile`` checks its
+arguments and calls it).
 
 A network with symbolic sizes compiles to one symbolic program: its plan is
 chosen with every size symbol set to ``REPRESENTATIVE_SIZE`` (64), and
@@ -39,12 +45,14 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from tnconv.ir.network import Network
+from tnconv.ir.verify import verify
 from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.path import Optimize
+from tnconv.lower.path_info import StepInfo, format_table, path_info
 from tnconv.lower.plan import einsum_plan, plan
 
 if TYPE_CHECKING:
@@ -52,7 +60,6 @@ if TYPE_CHECKING:
 
     from tnconv.backends.torch.runner import NativeKernel, Runner
     from tnconv.ir.sizes import Size
-    from tnconv.lower.path_info import StepInfo
 
 REPRESENTATIVE_SIZE = 64
 """The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
@@ -107,7 +114,7 @@ class Program:
             self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else self.plan.name
         else:
             self.strategy = _describe(self.plan)
-        from tnconv.backends.torch.runner import Runner
+        from tnconv.backends.torch.runner import Runner  # the join: planning above needs no torch
 
         self.runner = Runner(self)
 
@@ -175,19 +182,15 @@ class Program:
         return tuple(step.equation for step in _innermost(self.einsum_plan).contraction.steps)
 
     @cached_property
-    def path_info(self) -> "tuple[StepInfo, ...]":
+    def path_info(self) -> tuple[StepInfo, ...]:
         """The einsum plan's pairwise steps with leg names, FLOPs and result sizes (``tnconv.lower.path_info``;
         sympy expressions when symbolic)."""
-        from tnconv.lower.path_info import path_info
-
         executor = self.einsum_plan  # planned on the network with its pattern pairs split back (their o legs)
         sizes = {**dict(_innermost(executor).cost.sizes), **unpair(self.network).sizes}
         return path_info(_innermost(executor).contraction, sizes)
 
     def __str__(self) -> str:
         """``repr`` and the per-step table (``path_info``)."""
-        from tnconv.lower.path_info import format_table
-
         total = f"flops {self.flops}, largest intermediate {self.largest_intermediate}"
         return f"{self!r}\n{format_table(self.path_info)}\n(total with preparations and folds: {total})"
 
@@ -205,12 +208,7 @@ class Program:
             sizes = self.network.sizes
             multiply_adds = sympy.Mul(*(sizes[leg] for leg in native.legs)) if native.legs else 0
             return KernelCost(2 * multiply_adds, ())
-        kernel = self.kernel
-        if kernel is None:
-            return None
-        from tnconv.backends.torch.cost import kernel_cost
-
-        return kernel_cost(self.plan, kernel, self.expected_shapes)  # type: ignore[arg-type]
+        return None if self.runner is None else self.runner.kernel_cost()
 
     @property
     def kernel(self) -> "NativeKernel | None":
@@ -231,15 +229,7 @@ class Program:
         """
         if self.runner is None:
             raise ValueError("run_einsum_plan needs a concrete program; use program.specialize(*operands) first")
-        from tnconv.backends.torch.bind import check_operands, collect
-
-        operands = tuple(collect(self.operands, args, kwargs))
-        check_operands(self.operands, operands, self.expected_shapes, self.axis_labels)
-        if operands:
-            return self.runner.run_einsum(operands, operands[0].dtype, operands[0].device)
-        import torch
-
-        return self.runner.run_einsum(operands, torch.get_default_dtype(), torch.device("cpu"))
+        return self.runner.run_einsum_plan(args, kwargs)
 
     def specialize(self, *args: Any, **kwargs: Any) -> "Program":
         """The concrete program for these sizes: ``specialize(N=8, H=32)`` (every symbol by name) or
@@ -274,9 +264,7 @@ class Program:
         return self._compile({symbols[name]: value for name, value in sizes.items()})
 
     def _compile(self, values: dict[sympy.Symbol, int]) -> "Program":
-        from tnconv.lower.compile import compile as compile_network
-
-        return compile_network(self.network.substitute(values), self.optimize, memory_limit=self.memory_limit)
+        return compiled(self.network.substitute(values), self.optimize, self.memory_limit)
 
     def _remember(self, key: Shapes, program: "Program") -> None:
         assert program.runner is not None  # a concrete program
@@ -320,18 +308,27 @@ class Program:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (and ``torch.save``) as ``(network, optimize, memory_limit)``, rebuilt through ``tnconv.compile``."""
-        return (_rebuild, (self.network, self.optimize, self.memory_limit))
+        return (compiled, (self.network, self.optimize, self.memory_limit))
 
     def __repr__(self) -> str:
         cost = f", flops={self.flops}" if self.concrete else ", symbolic"
         return f"Program({self.equation!r}, strategy={self.strategy!r}{cost})"
 
 
-def _rebuild(network: Network, optimize: Optimize, memory_limit: int | None) -> "Program":
-    """The compiled (cached) program of an unpickled ``(network, optimize, memory_limit)``."""
-    from tnconv.lower.compile import compile as compile_network
+def compiled(network: Network, optimize: Optimize, memory_limit: int | None = None) -> Program:
+    """The cached program of ``network`` (``optimize`` normalised, ``memory_limit`` checked: ``tnconv.compile``
+    does both), built when not cached; the network is verified (``tnconv.verify``) when it is first built.
 
-    return compile_network(network, optimize, memory_limit=memory_limit)
+    ``tnconv.compile``, a symbolic program's specialisations, the terms of a ``SumProgram`` and
+    unpickling all come here, so one network, optimizer and limit have one program.
+    """
+    key = (network, optimize, memory_limit)
+    program: Program | None = PROGRAMS.get(key)
+    if program is not None:
+        return program
+    verify(network)  # once per structure: a cached program was verified when it was built
+    added: Program = PROGRAMS.add(key, Program(*key))  # this one, or the one another thread added first
+    return added
 
 
 def _innermost(executor: Executor) -> Einsum:

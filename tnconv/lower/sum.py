@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from tnconv.lower.bind import order
 from tnconv.lower.path import Optimize
-from tnconv.lower.program import Program
+from tnconv.lower.program import Program, compiled
 
 if TYPE_CHECKING:
     import torch
@@ -90,8 +90,6 @@ class SumProgram:
 
 @lru_cache(maxsize=256)
 def compile_sum(net: "NetworkSum", optimize: Optimize, memory_limit: int | None = None) -> SumProgram:
-    """The cached ``SumProgram`` of ``net`` (each term through ``tnconv.compile``)."""
-    from tnconv.lower.compile import compile as compile_network
-
-    terms = [compile_network(term, optimize, memory_limit=memory_limit) for term in net.terms]
+    """The cached ``SumProgram`` of ``net`` (each term's cached program, as ``tnconv.compile`` gives it)."""
+    terms = [compiled(term, optimize, memory_limit) for term in net.terms]
     return SumProgram(net, terms, optimize, memory_limit)

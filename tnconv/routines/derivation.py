@@ -13,10 +13,11 @@ from typing import Mapping
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.networks import build
+from tnconv.conv.options import DEFAULT_OPTIONS, Options
 from tnconv.ir.network import Network
 from tnconv.passes.simplify import simplify_traced
 from tnconv.routines.names import resolve
-from tnconv.routines.routine import DEFAULT_OPTIONS, STARTS, Options, Routine
+from tnconv.routines.routine import STARTS, Routine
 from tnconv.routines.table import TABLE
 
 

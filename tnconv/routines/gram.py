@@ -21,6 +21,10 @@ library reads either layout). With several ``S``, ``R`` is copied once into ``(G
 and multiplied in one go (fewer, deeper products), unless each sample already has
 ``PER_SAMPLE_DEPTH`` locations.
 float16/bfloat16 rows accumulate into a float32 ``out`` (their sums overflow float16).
+
+``flops(shape)`` and ``strategy(shape)`` say what ``accumulate_gram`` runs on rows of a
+shape without running it, from the same decisions (``products``, ``dense``, ``panels``):
+``tnconv curvature`` prints them.
 """
 
 from __future__ import annotations
@@ -70,22 +74,57 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
     if rows.dtype != out.dtype:
         if not (rows.dtype in HALF and out.dtype == torch.float32):
             raise TypeError(f"rows ({rows.dtype}) must have out's dtype ({out.dtype}), or be half with float32 out")
-    if samples > 1 and depth < PER_SAMPLE_DEPTH:  # thin products: one layout copy, then one deep product
-        rows = rows.permute(1, 2, 0, 3).reshape(1, groups, d, samples * depth)
-        samples, depth = 1, samples * depth
+    count, deep = products(samples, depth)
+    if count != samples:  # thin products: one layout copy, then one deep product
+        rows = rows.permute(1, 2, 0, 3).reshape(1, groups, d, deep)
+    samples, depth = count, deep
     rows = rows.to(out.dtype)
-    if depth < SHALLOW and d > LARGE:
+    if dense(d, depth):
         for s in range(samples):  # whole products: the matrix library's edge kernels may round the two
             _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)  # triangles differently
         _mirror(out)
         return out
-    for start in range(0, d, PANEL):
-        stop = min(start + PANEL, d)
+    for start, stop in panels(d):
         for s in range(samples):
             panel = out[:, start:stop, start:]
             _product(panel, rows[s, :, start:stop], rows[s, :, start:], alpha, beta if s == 0 else 1.0)
     _mirror(out)
     return out
+
+
+def products(samples: int, depth: int) -> tuple[int, int]:
+    """The number and depth (summed columns) of the products ``accumulate_gram`` runs on ``samples`` samples of
+    ``depth`` columns: one deep product after one layout copy, unless each has ``PER_SAMPLE_DEPTH`` columns."""
+    return (1, samples * depth) if samples > 1 and depth < PER_SAMPLE_DEPTH else (samples, depth)
+
+
+def dense(d: int, depth: int) -> bool:
+    """Whether ``accumulate_gram`` multiplies ``d`` rows of ``depth`` summed columns whole (not by upper panels)."""
+    return depth < SHALLOW and d > LARGE
+
+
+def panels(d: int) -> list[tuple[int, int]]:
+    """The upper panels of ``d`` rows: ``[start, stop)`` of ``PANEL`` rows each (the last one shorter), each
+    multiplied with the rows ``[start, d)``."""
+    return [(start, min(start + PANEL, d)) for start in range(0, d, PANEL)]
+
+
+def flops(shape: tuple[int, int, int, int]) -> int:
+    """The FLOPs (2 per multiply-add) of ``accumulate_gram`` on rows of ``shape`` ``(S, G, d, T)``: the products it
+    runs, as it runs them (laid out into one deep product, whole or by upper panels); the mirror copies no FLOPs."""
+    samples, groups, d, depth = shape
+    samples, depth = products(samples, depth)
+    if dense(d, depth):
+        return 2 * samples * groups * d * d * depth
+    return 2 * samples * groups * depth * sum((stop - start) * (d - start) for start, stop in panels(d))
+
+
+def strategy(shape: tuple[int, int, int, int]) -> str:
+    """How ``accumulate_gram`` multiplies rows of ``shape`` ``(S, G, d, T)``, in words (``gram by 5 panels``)."""
+    _, depth = products(shape[0], shape[3])
+    d = shape[2]
+    count = len(panels(d))
+    return "gram dense" if dense(d, depth) else f"gram by {count} panel" + ("" if count == 1 else "s")
 
 
 def _product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: float, beta: float) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tnconv.conv.hyper import ConvHyper
-from tnconv.routines.routine import Options
+from tnconv.conv.options import Options
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

@@ -29,6 +29,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from tnconv.conv.options import Options
+
 if TYPE_CHECKING:
     import torch
 
@@ -81,20 +83,6 @@ def later(path: str, **keywords: Any) -> Later:
     if path.count(":") != 1:
         raise ValueError(f"path must be 'module:attribute', got {path!r}")
     return Later(path, tuple(sorted(keywords.items())))
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a routine needs beyond the layer: ``columns``, M, for routines that ``take_columns``.
-
-    ``None`` leaves M symbolic (the leg ``m`` of ``conv_network("diag_ggn", ...)``).
-    """
-
-    columns: int | None = None
-
-
-DEFAULT_OPTIONS = Options()
-"""No options: M symbolic."""
 
 
 @dataclass(frozen=True)

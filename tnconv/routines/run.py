@@ -15,11 +15,12 @@ from typing import Callable, Mapping
 import torch
 
 from tnconv.conv.hyper import ConvHyper
+from tnconv.conv.options import DEFAULT_OPTIONS, Options
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
-from tnconv.routines.routine import DEFAULT_OPTIONS, Options, Routine
+from tnconv.routines.routine import Routine
 from tnconv.routines.scaling import scale
 
 HALF = (torch.float16, torch.bfloat16)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from tnconv.backends.torch.runner import NativeKernel
 from tnconv.lower.kernels import Created, KernelCost, Native
 
 
-def kernel_cost(native: Native, kernel: NativeKernel, shapes: Sequence[Sequence[int]]) -> KernelCost:
-    """The FLOPs of ``native`` (2 per multiply-add) and the tensors one call of ``kernel`` creates.
+def kernel_cost(
+    native: Native, kernel: Callable[[Sequence[torch.Tensor]], torch.Tensor], shapes: Sequence[Sequence[int]]
+) -> KernelCost:
+    """The FLOPs of ``native`` (2 per multiply-add) and the tensors one call of ``kernel`` (the native kernel on
+    the operands, ``tnconv.backends.torch.runner.NativeKernel``) creates.
 
     A tensor counts as created when an aten op returns one whose storage no earlier
     tensor had, so views (permutes, reshapes that need no copy, expands,

@@ -5,26 +5,50 @@ of its plan fixed: a call checks the operands with a few tuple comparisons,
 then runs the native kernel (floating-point operands) or the einsum plan
 (other dtypes, or no kernel). Plain torch calls only, so that
 ``torch.compile(fullgraph=True)`` traces a call without a graph break.
+
+The backend interprets plans and never imports the program layer
+(``tnconv.lower.program``): what a runner needs of the program that owns it is
+the ``Owner`` protocol, which ``Program`` satisfies.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import Callable, Protocol, Sequence, Union
 
 import torch
 
 from tnconv.backends.torch.bind import check_operands, collect
 from tnconv.backends.torch.constants import Constants, nested_bytes
+from tnconv.backends.torch.cost import kernel_cost
 from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
-from tnconv.lower.kernels import KernelCall, Native
+from tnconv.ir.sizes import Size
+from tnconv.lower.kernels import KernelCall, KernelCost, Native
+from tnconv.lower.nodes import Executor, Plan
 from tnconv.lower.pair_gram import PairGram
 
-if TYPE_CHECKING:
-    from tnconv.lower.program import Program
+
+class Owner(Protocol):
+    """What a runner reads of the program that owns it (``tnconv.lower.program.Program``).
+
+    ``plan`` is what runs; ``einsum_plan`` the einsum path's plan, asked for only when a
+    native program runs other dtypes (planned on first use); ``account_constants`` is
+    told when the runner built constants for a new dtype or device (the program cache
+    counts their bytes).
+    """
+
+    operands: tuple[str, ...]
+    expected_shapes: tuple[tuple[Size, ...], ...]
+    axis_labels: dict[str, tuple[str, ...]]
+    plan: Plan | None
+
+    @property
+    def einsum_plan(self) -> Executor: ...
+
+    def account_constants(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,12 +70,13 @@ class NativeKernel:
 class Runner:
     """Runs a concrete program: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``."""
 
-    def __init__(self, program: "Program") -> None:
+    def __init__(self, program: Owner) -> None:
         self._program = weakref.ref(program)  # the program holds its runner: no cycle
         self._names = program.operands
         self._expected = program.expected_shapes
         self._labels = program.axis_labels
         plan = program.plan
+        self._native = plan if isinstance(plan, Native) else None
         self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
         self._fast = self.kernel.run if self.kernel is not None else None
         self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
@@ -78,6 +103,21 @@ class Runner:
         if self._fast is not None and dtype.is_floating_point:
             return self._fast(args)
         return self.run_einsum(args, dtype, device)
+
+    def run_einsum_plan(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The einsum plan on ``program(*args, **kwargs)``'s operands (checked), even where a native kernel would
+        run them: ``Program.run_einsum_plan``."""
+        operands = tuple(collect(self._names, args, kwargs))
+        check_operands(self._names, operands, self._expected, self._labels)
+        if operands:
+            return self.run_einsum(operands, operands[0].dtype, operands[0].device)
+        return self.run_einsum(operands, torch.get_default_dtype(), torch.device("cpu"))
+
+    def kernel_cost(self) -> KernelCost | None:
+        """What a call of the native kernel does (``tnconv.backends.torch.cost``), or None without one."""
+        if self._native is None or self.kernel is None:
+            return None
+        return kernel_cost(self._native, self.kernel, self._expected)
 
     def run_einsum(self, operands: Sequence[torch.Tensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """Run the einsum plan (views, structured preparations, pairwise steps) on checked operands."""

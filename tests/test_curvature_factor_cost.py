@@ -1,0 +1,70 @@
+"""What computing KFAC's input factor ``A`` costs, said without running it (``tnconv curvature`` prints it).
+
+``input_factor_cost`` (beside ``accumulate_input_factor``, in ``tnconv.curvature.patches``) and
+``tnconv.curvature.factors.input_factor_cost`` (adds ``Linear``) count what the shortcut runs:
+the part programs that form the Gram's rows (the patch sums, or the patches of each chunk of
+samples) and the symmetric Gram's products. Checked against the products that run
+(``support.flops``) and the part programs that are called.
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.flops import counted_products
+from support.layers import curvature_layers
+from support.references import kwargs
+
+import tnconv
+from tnconv.curvature import patches as patches_module
+from tnconv.curvature.checks import layer as checked_layer
+from tnconv.curvature.factors import Geometry, input_factor, input_factor_cost
+from tnconv.routines.run import setup
+from tnconv.routines.table import TABLE
+
+
+def part_flops(calls: mock.Mock, routine: str) -> int:
+    """The FLOPs of what ran in the part programs ``run_part`` was called for (a native kernel's, else the plan's)."""
+    total = 0
+    for call in calls.call_args_list:
+        program = tnconv.compile(setup(TABLE[routine], call.args[1]).network)
+        kernel = program.kernel_cost()
+        total += kernel.flops if kernel is not None else program.flops
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(curvature_layers(max_dims=2), st.booleans(), st.sampled_from([1, 200, 10**9]))
+def test_the_cost_is_that_of_the_products_and_parts_that_run(layer, reduce, chunk):
+    x = torch.randn(layer.x_shape, dtype=torch.float64)
+    hyper = checked_layer(x, {"kernel_size": layer.kernel_size, **kwargs(layer)})
+    routine = "kfac_reduce" if reduce else "kfac_expand"
+    calls = mock.Mock(wraps=patches_module.run_part)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk):
+        cost = patches_module.input_factor_cost(hyper, reduce)
+        with counted_products() as products, mock.patch.object(patches_module, "run_part", calls):
+            patches_module.accumulate_input_factor(x, hyper, reduce)
+    assert cost.gram_flops == products.flops
+    assert cost.part_flops == part_flops(calls, routine)
+    assert cost.flops == cost.part_flops + cost.gram_flops
+    chunks = len(calls.call_args_list)
+    assert cost.strategy.startswith("patch sums (" if reduce else "patches (")
+    assert (f" in {chunks} chunks +" in cost.strategy) == (chunks > 1)
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_a_linear_layer_costs_the_gram_of_its_inputs_or_of_their_sums(reduce):
+    """A Linear on ``(N, T, d)`` = ``(3, 5, 7)``: the Gram of 15 (expand) or 3 (reduce) rows, one panel; reduce
+    first adds ``3 * 4 * 7`` numbers."""
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    geometry = Geometry("linear", 1, 2)
+    cost = input_factor_cost(x, geometry, reduce)
+    with counted_products() as products:
+        input_factor(x, geometry, reduce)
+    assert cost.gram_flops == products.flops == 2 * 7 * 7 * (3 if reduce else 15)
+    assert (cost.part_flops, cost.strategy) == ((84, "location sums + gram by 1 panel") if reduce
+                                                else (0, "gram by 1 panel"))  # fmt: skip
