@@ -259,3 +259,16 @@ def test_cli_prints_the_pair_gram_and_the_path_it_replaces() -> None:
     assert "einsum plan (not run; the gather/Gram path it replaces):" in out
     replaced = tnconv.compile(tnconv.conv_network("kfac_expand", (8, 64, 56, 56), 3, padding="same")).einsum_plan.flops
     assert replaced >= gram and f"  flops     {replaced:,}" in out
+
+
+def test_cli_prints_a_strided_pair_gram_against_the_im2col_gram() -> None:
+    status, out, err = run("derive", "kfac-expand", "--input", "8,64,56,56", "--stride", "2", "--padding", "1",
+                           "--no-diagram")
+    assert status == 0, err
+    program = tnconv.compile(tnconv.conv_network("kfac_expand", (8, 64, 56, 56), 3, stride=2, padding=1))
+    plan = program.plan
+    assert isinstance(plan, pair_gram.PairGram) and plan.calls == 16  # 4 parts per dim: 3 of phase 0, 1 of phase 1
+    assert f"flops     {program.flops:,} ({program.flops:.3g}; 2 per multiply-add, exact)" in out
+    ratio = plan.flops / plan.gram_flops
+    assert f"          {ratio:.3g}x the im2col Gram's {plan.gram_flops:,}, in 16 weight-VJP calls" in out
+    assert 0.79 < ratio < 0.8
