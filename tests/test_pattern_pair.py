@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cli_run import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.layers import ConvLayer, conv_layers
+from support.layers import ConvLayer, conv_layer, conv_layers
 from support.references import flat_pad, grouped_patches
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -119,6 +119,17 @@ def test_pair_gram_equals_the_network_and_the_unfold_gram(layer: ConvLayer, seed
     torch.testing.assert_close(result, tnconv.compile(reference)(X=x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(result.reshape(layer.groups, *unfold_gram(layer, x).shape[1:]), unfold_gram(layer, x),
                                rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_asymmetric_padding_in_every_mode(mode: str) -> None:
+    """``(left, right)`` padding pairs in a mode (``F.pad`` pads so; ``nn.Conv`` never does), strides 2 and 3."""
+    layer = dataclasses.replace(conv_layer((2, 3, 7, 6), 1, (3, 2), (2, 3), ((2, 1), (0, 1)), (1, 2)), padding_mode=mode)
+    plan = pair_gram.lower(PAIR(expand_network(layer)))
+    assert plan is not None
+    x = torch.randn(layer.x_shape, dtype=torch.float64)
+    torch.testing.assert_close(pair_gram_call(plan)([x]).reshape(1, 18, 18), unfold_gram(layer, x), rtol=1e-10,
+                               atol=1e-10)
 
 
 LAYERS_WITHOUT_SHARED_PIXELS = (  # (x shape, kernel, stride, dilation, padding): every stride phase holds one tap
