@@ -128,12 +128,14 @@ def conv_layers(
     padding_modes: Sequence[str] = ("zeros",),
     max_groups: int = 3,
     max_batch: int = 2,
+    max_kernel: int = 3,
 ) -> ConvLayer:
     """Small valid conv layers (ConvTranspose layers when ``transposed``).
 
-    Non-"zeros" ``padding_modes`` give symmetric int/tuple/"same"/"valid" padding
-    within PyTorch's limits (reflect: padding < input size; circular: <=);
-    ``"same"`` only for non-transposed layers, as in PyTorch.
+    Kernels are 1..``max_kernel`` per dim. Non-"zeros" ``padding_modes`` give
+    symmetric int/tuple/"same"/"valid" padding within PyTorch's limits (reflect:
+    padding < input size; circular: <=); ``"same"`` only for non-transposed
+    layers, as in PyTorch.
     """
     dims = draw(st.integers(min_dims, max_dims))
     mode = "zeros" if transposed else draw(st.sampled_from(tuple(padding_modes)))
@@ -141,7 +143,7 @@ def conv_layers(
     c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
     batch = draw(st.integers(1, max_batch))
     small = 4 if dims <= 2 else 3
-    kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(dims))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     forms = ("int", "tuple", "valid", "pairs" if mode == "zeros" else "tuple")

@@ -21,6 +21,7 @@ from tnconv.conv.options import Options
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.kernels import KernelCost
+from tnconv.lower.pair_gram import PairGram
 from tnconv.lower.program import Program
 from tnconv.routines.derivation import StageResult
 from tnconv.routines.derivation import derive as derive_stages
@@ -102,7 +103,8 @@ def what_runs(program: Program) -> dict[str, Any]:
     kernel its FLOPs (2 per multiply-add, exact) and its largest created tensor; for
     the einsum plan, opt_einsum's estimates (``flops_exact`` False when the figure
     is beyond what a float holds exactly); for a pattern-pair Gram (``pair_gram``) its exact
-    count, the einsum plan then being the gather/Gram path it replaces (not run).
+    count, the einsum plan then being the gather/Gram path it replaces (not run), with its weight-VJP ``calls``
+    and the im2col Gram's FLOPs (``gram_flops``).
     """
     if not program.concrete:
         from tnconv.cli.symbolic import symbolic_runs
@@ -118,8 +120,10 @@ def what_runs(program: Program) -> dict[str, Any]:
             "largest_intermediate": reference.largest_intermediate,
             "largest_intermediate_exact": reference.largest_intermediate < EXACT_FLOAT_INTEGERS,
         }
+        pair = program.plan
+        assert isinstance(pair, PairGram)
         return {"strategy": program.strategy, "kernel": None, "flops": flops, "flops_exact": True,
-                "largest_intermediate": largest, "einsum_plan": plan}
+                "largest_intermediate": largest, "einsum_plan": plan, "calls": pair.calls, "gram_flops": pair.gram_flops}
     plan = {
         "runs": cost is None, "path": [list(step) for step in program.path], "steps": list(program.steps),
         "table": step_table(program),

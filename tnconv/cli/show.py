@@ -107,10 +107,14 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
         show_symbolic(data, out)
         return
     if data["strategy"] == "pair_gram":
-        print("strategy  pair_gram: windowed cross-correlations (aten.convolution_backward, kernel 2K-1, one call",
+        print("strategy  pair_gram: windowed cross-correlations (aten.convolution_backward with the layer's stride,",
               file=out)
-        print("          per product of segments of the padded input), taps pairs gathered per dim", file=out)
+        print("          one call per product of segments of stride phases of the padded input), taps pairs gathered",
+              file=out)
+        print("          per dim", file=out)
         print(f"flops     {count(data['flops'])} ({data['flops']:.3g}; 2 per multiply-add, exact)", file=out)
+        print(f"          {data['flops'] / data['gram_flops']:.3g}x the im2col Gram's {count(data['gram_flops'])}, "
+              f"in {data['calls']:,} weight-VJP calls", file=out)
         print(f"largest intermediate  {_elements(data['largest_intermediate'])}", file=out)
         print("einsum plan (not run; the gather/Gram path it replaces):", file=out)
         _plan(plan, "  ", out)

@@ -2,64 +2,115 @@
 
 A network of two data tensors ``A``, ``B`` and one ``PatternPair[k, k', i, i']``
 per spatial dim (``tnconv.passes.pattern_rules.pattern_pair``; KFAC-expand's
-``sum_{n,o} U U^T``), zeros padding and stride 1. With ``Ap``/``Bp`` zero-padded
-by ``P_left``, tap ``k`` of output ``o`` reads padded pixel ``o + D*k``, so per dim
+``sum_{n,o} U U^T``), any stride, dilation and padding mode. With ``Ap``/``Bp``
+padded by ``(P_left, P_right)`` in the pattern's mode (zeros, or the fold of
+reflect/replicate/circular; negative amounts crop), tap ``k`` of output ``o``
+reads padded pixel ``S*o + D*k``, so per dim
 
-    ``G[k, k'] = sum_{n, j in W_k} Ap[j] Bp[j + D*(k' - k)]``,  ``W_k = [D*k, D*k + O)``.
+    ``G[k, k'] = sum_{n, o} Ap[S*o + D*k] Bp[S*o + D*k']``.
 
-The breakpoints ``D*k`` and ``D*k + O`` cut ``[0, D*(K-1) + O)`` into segments
-(at most ``2K - 1``: the core ``[D*(K-1), O)`` where ``O >= D*(K-1)``, and thin
-border segments); every window is a union of whole segments. For each product
-``s`` of segments (one per dim) one weight-VJP call (``aten.convolution_backward``,
-weight only: kernel ``2K - 1``, dilation ``D``, the groups of the network) with
-``grad_output = Ap[s]`` and ``input = Bp`` on ``s`` plus a halo of ``D*(K-1)``
-gives ``R_s[c, c', e] = sum_{n, j in s} Ap[c, j] Bp[c', j + D*(e - K + 1)]`` for all
-``2K - 1`` shifts ``e`` at once. Then
+**Stride phases.** Write ``D*k = S*q_k + phi_k`` (``0 <= phi_k < S``): tap ``k``
+reads pixel ``m = o + q_k`` of phase ``phi_k``, ``Ap_phi[m] = Ap[S*m + phi]``,
+so ``G[k, k'] = sum_{n, m in W_k} Ap_phi[m] Bp[S*m + phi + D*(k' - k)]`` over the
+window ``W_k = [q_k, q_k + O)`` of its phase. Per phase, the breakpoints ``q_k``
+and ``q_k + O`` of its taps cut the phase pixels into segments (stride 1: one
+phase, the core ``[D*(K-1), O)`` and thin borders); every window is a union of
+whole segments, and a segment's *holders* are the taps whose windows hold it.
 
-    ``G[c, c', k, k'] = sum_s prod_dims [s_d in W_{k_d}] R_s[c, c', k' - k + K - 1]``,
+**One call per segment product** (one segment per dim, each of some phase):
+the weight VJP of a convolution (``aten.convolution_backward``, weight only) with
+stride ``S``, dilation ``D``, the network's groups, ``grad_output = Ap_phi`` on the
+segments and ``input = Bp`` from ``S*start + phi - D*k_hi`` gives, for every shift
+``k' - k`` the holders need (``k`` in ``[k_lo, k_hi]``, the first and last holder;
+``k'`` any tap: ``K + k_hi - k_lo`` shifts) at once,
 
-added as each ``R_s`` comes: for each tap tuple ``k`` whose windows hold ``s`` (``PairDim.holders``),
-``G[c, c', k, :]`` += the slice ``e_d in [K_d - 1 - k_d, 2K_d - 1 - k_d)`` of ``R_s`` (a view).
+    ``R_s[c, c', e] = sum_{n, m in s} Ap_phi[c, m] Bp[c', S*m + phi + D*(e - k_hi)]``.
 
-FLOPs: ``2 * N * C_A * C_B/G * prod_d (2K_d - 1) * L_d`` with ``L_d`` the pixels of the
-segments (``<= D*(K-1) + O``) plus the assembly, against ``2 * N * T * (C K^N)^2 / G`` for
-the im2col Gram: 0.33x for a 3x3 'same' conv at 56x56, 0.09x for 7x7.
+These reads stay inside ``Bp`` (no halo), and the shifts are exactly those of
+one stride-1 call per pair of phases (``Bp`` split into phases too), in one call
+per phase of ``A`` instead of ``S`` (and no copy of ``Bp`` by phases; measured
+no slower on CPU). Then
+
+    ``G[c, c', k, k'] = sum_s prod_dims [s_d held by k_d] R_s[c, c', k' - k + k_hi]``,
+
+added as each ``R_s`` comes: for each holder tuple ``k``, ``G[c, c', k, :]`` += the
+slice ``e_d in [k_hi - k_d, k_hi - k_d + K_d)`` of ``R_s`` (a view).
+
+FLOPs (``_cost``, exact): ``2 * N * C_A * C_B/G * prod_d sum_s (K + k_hi - k_lo) * |s|``
+for the calls plus one per element added, against ``2 * N * T * (C K^N)^2 / G`` for the
+im2col Gram. Per dim, away from the borders, that is ``(2 s K - s^2) / K^2`` of it with
+``s = S / gcd(D, S)`` (the taps of a phase step ``s`` apart) where ``K >= s``, else 1: at
+stride 1 ``(2K - 1) / K^2`` (with the borders 0.32x for a 3x3 'same' conv at 56x56, 0.08x
+for 7x7), for 3x3 stride 2 (8/9)^2 = 0.79x in 2D, for ``K <= s`` no gain: ``match`` then
+offers no plan, and the planner (``tnconv.lower.plan``) compares the count of one it offers
+with the einsum plan's and runs the cheaper.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.tensors import Data, IndexPattern, PatternPair
+from tnconv.ir.tensors import PADDING_MODES, Data, PatternPair
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
+from tnconv.lower.window import Window
+
+
+@dataclass(frozen=True)
+class PairPart:
+    """One segment ``[start, stop)`` of stride phase ``phase`` of one dim (phase pixels: padded pixel
+    ``S*m + phase``), and its ``holders``: the taps (ascending) whose windows hold it."""
+
+    phase: int
+    start: int
+    stop: int
+    holders: tuple[int, ...]
+
+    @property
+    def pixels(self) -> int:
+        return self.stop - self.start
+
+    def shifts(self, kernel: int) -> int:
+        """``K + k_hi - k_lo``: the shifts ``k' - k`` its call computes (``k`` a holder, ``k'`` any tap)."""
+        return kernel + self.holders[-1] - self.holders[0]
+
+    def a_pixels(self, stride: int) -> slice:
+        """The padded pixels of ``A`` the call reads: the segment, every ``S``-th from ``S*start + phase``."""
+        first = stride * self.start + self.phase
+        return slice(first, first + stride * (self.pixels - 1) + 1, stride)
+
+    def b_pixels(self, window: Window) -> slice:
+        """The padded pixels of ``B`` the call reads: shifts from ``-D*k_hi`` to ``D*(K - 1 - k_lo)``."""
+        first = window.stride * self.start + self.phase - window.dilation * self.holders[-1]
+        span = window.stride * (self.pixels - 1) + window.dilation * (self.shifts(window.kernel_size) - 1) + 1
+        return slice(first, first + span)
+
+    def source(self, tap: int, kernel: int) -> slice:
+        """The shifts of its call that holder ``tap`` adds to ``G[tap, :]``: ``e in [k_hi - tap, k_hi - tap + K)``."""
+        first = self.holders[-1] - tap
+        return slice(first, first + kernel)
 
 
 @dataclass(frozen=True)
 class PairDim:
-    """One spatial dim: kernel ``K``, dilation ``D``, padding ``(left, right)`` of the input (``F.pad`` amounts,
-    negative crops), output size ``O``, and the segments ``(start, stop)`` of padded pixels, each inside at least
-    one window."""
+    """One spatial dim: its index pattern's integer hyper-parameters (``window``: kernel, stride, dilation,
+    padding and mode) and its parts, the segments of every stride phase (phase by phase, in pixel order)."""
 
-    kernel: int
-    dilation: int
-    pad: tuple[int, int]
-    output: int
-    segments: tuple[tuple[int, int], ...]
+    window: Window
+    parts: tuple[PairPart, ...]
 
     @property
-    def halo(self) -> int:
-        return self.dilation * (self.kernel - 1)
+    def call_pixels(self) -> int:
+        """``sum_s shifts * |s|``: this dim's factor of the calls' multiply-adds."""
+        return sum(part.shifts(self.window.kernel_size) * part.pixels for part in self.parts)
 
-    def holders(self) -> tuple[tuple[int, ...], ...]:
-        """``[s]``: the taps ``k`` whose window ``[D*k, D*k + O)`` holds segment ``s`` (at least one)."""
-        D, O = self.dilation, self.output
-        return tuple(
-            tuple(k for k in range(self.kernel) if D * k <= start and stop <= D * k + O)
-            for start, stop in self.segments
-        )
+    @property
+    def held(self) -> int:
+        """``sum_s |holders(s)|``: this dim's factor of the additions into the Gram."""
+        return sum(len(part.holders) for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -67,8 +118,10 @@ class PairGram:
     """The plan of a pattern-pair Gram (see the module docstring).
 
     ``a``, ``b``: the operands as ``(batch, G*C, *I)``; ``out``: the result ``(G*C_A, C_B, K.., K'..)`` (``C_B``
-    per group) back into the network's output legs.
-    ``flops``: 2 per multiply-add of the weight-VJP calls, 1 per element added into the result.
+    per group) back into the network's output legs. One weight-VJP call per product of the dims' parts.
+    ``flops``: 2 per multiply-add of the weight-VJP calls, 1 per element added into the result (exact).
+    ``gram_flops``: 2 per multiply-add of the im2col Gram ``sum_{n,o} U U^T`` (``U`` the patches), the products
+    the gather/Gram path makes: ``2 * N * C_A * C_B/G * prod_d K_d^2 O_d``.
     """
 
     a: Arrange
@@ -77,6 +130,7 @@ class PairGram:
     groups: int
     dims: tuple[PairDim, ...]
     flops: int
+    gram_flops: int
     largest_intermediate: int
     name: str = "pair_gram"
 
@@ -84,9 +138,25 @@ class PairGram:
     def dense(self) -> tuple[str, ...]:
         return ()
 
+    @property
+    def calls(self) -> int:
+        """How many weight-VJP calls a run makes."""
+        return math.prod(len(d.parts) for d in self.dims)
+
 
 def match(net: Network) -> PairGram | None:
-    """The pattern-pair Gram plan of a concrete ``net``, or None where its form does not fit (see the module)."""
+    """The pattern-pair Gram plan of a concrete ``net`` where its FLOPs are below the im2col Gram's, else None.
+
+    Where every stride phase of every dim holds one tap (``K <= S / gcd(D, S)``, or ``O == 1``) the taps
+    share no pixels: the calls make exactly the im2col Gram's products, plus the assembly, so the
+    gather/Gram path (one GEMM) is left to run them.
+    """
+    plan = lower(net)
+    return plan if plan is not None and plan.flops < plan.gram_flops else None
+
+
+def lower(net: Network) -> PairGram | None:
+    """The pattern-pair Gram plan of a concrete ``net`` whatever its FLOPs, or None where its form does not fit."""
     if not net.is_concrete:
         return None
     entries = net.entries
@@ -110,14 +180,15 @@ def match(net: Network) -> PairGram | None:
     k2s = [entries[p].legs[1] for p in pairs]
     is_a = [entries[p].legs[2] for p in pairs]
     is_b = [entries[p].legs[3] for p in pairs]
-    dims = tuple(_dim(kind.pattern) for kind in kinds)  # type: ignore[attr-defined]
+    dims = tuple(_dim(Window.of(kind.pattern)) for kind in kinds)  # type: ignore[attr-defined]
     operand = net.operands.index
     a_in = arrange(entries[a], operand(entries[a].name), [batch, groups + only_a, *([leg] for leg in is_a)], sizes)
     b_in = arrange(entries[b], operand(entries[b].name), [batch, groups + only_b, *([leg] for leg in is_b)], sizes)
     out = restore([groups, only_a, only_b, *([k] for k in ks), *([k] for k in k2s)], net.output, sizes)
     size = _product(batch, sizes), _product(groups, sizes), _product(only_a, sizes), _product(only_b, sizes)
     flops, largest = _cost(*size, dims)
-    return PairGram(a_in, b_in, out, size[1], dims, flops, largest)
+    gram = 2 * math.prod(size) * math.prod(d.window.kernel_size ** 2 * d.window.output_size for d in dims)
+    return PairGram(a_in, b_in, out, size[1], dims, flops, gram, largest)
 
 
 def unpair(net: Network) -> Network:
@@ -146,7 +217,9 @@ def _sides(net: Network, pairs: list[int]) -> tuple[int, int] | None:
         kind = entry.kind
         assert isinstance(kind, PatternPair)
         pattern = kind.pattern
-        if pattern.mode != "zeros" or int(pattern.stride) != 1 or int(pattern.dilation) < 1:
+        if pattern.mode not in PADDING_MODES or min(int(pattern.stride), int(pattern.dilation)) < 1:
+            return None
+        if int(pattern.kernel_size) < 1 or int(pattern.output_size) < 1:
             return None
         k, k2, i, i2 = entry.legs
         if any(leg not in net.output or net.tensors_on(leg) != (p,) for leg in (k, k2)):
@@ -186,29 +259,33 @@ def _other_legs(net: Network, a: int, b: int, pairs: list[int]) -> tuple[list[st
     return groups, only_a, only_b, batch
 
 
-def _dim(pattern: IndexPattern) -> PairDim:
-    """Segments of ``[0, D*(K-1) + O)`` between the windows' breakpoints, each kept when some window holds it."""
-    K, D, O = int(pattern.kernel_size), int(pattern.dilation), int(pattern.output_size)
-    left, right = int(pattern.pad_left), int(pattern.pad_right)
-    cuts = sorted({D * k for k in range(K)} | {D * k + O for k in range(K)})
-    segments = tuple(
-        (start, stop) for start, stop in zip(cuts, cuts[1:])
-        if any(D * k <= start and stop <= D * k + O for k in range(K))
-    )
-    return PairDim(K, D, (left, right), O, segments)
+def _dim(window: Window) -> PairDim:
+    """The parts of one dim: per stride phase, the segments between its taps' window breakpoints
+    ``q_k`` and ``q_k + O`` (``D*k = S*q_k + phase``), each kept with the taps whose windows hold it."""
+    K, S, D, O = window.kernel_size, window.stride, window.dilation, window.output_size
+    parts = []
+    for phase in sorted({D * k % S for k in range(K)}):
+        starts = {k: (D * k - phase) // S for k in range(K) if D * k % S == phase}
+        cuts = sorted({q for q in starts.values()} | {q + O for q in starts.values()})
+        for start, stop in itertools.pairwise(cuts):
+            holders = tuple(k for k, q in starts.items() if q <= start and stop <= q + O)
+            if holders:
+                parts.append(PairPart(phase, start, stop, holders))
+    return PairDim(window, tuple(parts))
 
 
 def _cost(batch: int, groups: int, c_a: int, c_b: int, dims: tuple[PairDim, ...]) -> tuple[int, int]:
-    """FLOPs (see ``PairGram``) and the largest tensor made: one call's result or the Gram."""
-    shifts = math.prod(2 * d.kernel - 1 for d in dims)
-    pixels = math.prod(sum(stop - start for start, stop in d.segments) for d in dims)
+    """FLOPs (see ``PairGram``) and the largest tensor made: one call's result or the Gram.
+
+    The calls are the products of the dims' parts, so their multiply-adds and additions factor per dim.
+    """
     channels = groups * c_a * c_b
-    taps = math.prod(d.kernel for d in dims)
-    adds = math.prod(sum(len(held) for held in d.holders()) for d in dims)  # (segment, k) products
-    flops = 2 * batch * channels * shifts * pixels + adds * channels * taps
-    return flops, channels * max(shifts, taps * taps)
+    taps = math.prod(d.window.kernel_size for d in dims)
+    calls = math.prod(d.call_pixels for d in dims)
+    adds = math.prod(d.held for d in dims)  # (segment product, holder tuple) pairs, each adding C^2 * K^N
+    widest = math.prod(max(part.shifts(d.window.kernel_size) for part in d.parts) for d in dims)
+    return 2 * batch * channels * calls + adds * channels * taps, channels * max(widest, taps * taps)
 
 
 def _product(legs: list[str], sizes: dict[str, int]) -> int:
     return math.prod(sizes[leg] for leg in legs)
-

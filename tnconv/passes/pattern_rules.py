@@ -35,7 +35,8 @@ them (and says why):
 - ``pattern_pair``: two index patterns with equal hyper-parameters whose
   ``o`` leg is on exactly these two and not an output leg become one
   ``PatternPair[k, k', i, i'] = sum_o Pi[k, o, i] Pi[k', o, i']``
-  (KFAC-expand: with stride 1, taps ``k, k'`` read ``i' - i = D*(k' - k)``).
+  (KFAC-expand: with stride 1, taps ``k, k'`` read ``i' - i = D*(k' - k)``, in
+  the padded input for padding modes other than zeros).
 - ``padding`` (zeros mode): where padding is read but the taps of one output
   do not overlap the next (``D*(K-1) < S``, or ``K == 1``, or ``O == 1``),
   the data reads ``i`` as the taps of the padded ``Pi`` (a ``Taps`` view that
@@ -372,6 +373,8 @@ def _pair(net: Network, match: _Pair) -> Rewrite:
         reads = f"taps {k}, {k2} read {i2} - {i} = {p.dilation}*({k2} - {k})"
     else:
         reads = f"taps {k}, {k2} read {i} = {p.stride}*{o} + {p.dilation}*{k} - {p.pad_left}, {i2} likewise with {k2}"
+    if p.mode != "zeros":
+        reads += f" in the {p.mode}-padded input"
     effect = f"PatternPair[{k}, {k2}, {i}, {i2}] ({reads}); sum over {o}"
     return net.replace(tensors=entries), Record("pattern pair", names, (o,), condition, effect)
 
