@@ -69,6 +69,8 @@ class PairGram:
     ``a``, ``b``: the operands as ``(batch, G*C, *I)``; ``out``: the result ``(G*C_A, C_B, K.., K'..)`` (``C_B``
     per group) back into the network's output legs.
     ``flops``: 2 per multiply-add of the weight-VJP calls, 1 per element added into the result.
+    ``sizes``: ``(batch, G, C_A, C_B)``: the summed batch, the groups, A's and B's channels per group (what
+    ``tnconv.lower.pair_choice`` estimates the time from).
     """
 
     a: Arrange
@@ -78,6 +80,7 @@ class PairGram:
     dims: tuple[PairDim, ...]
     flops: int
     largest_intermediate: int
+    sizes: tuple[int, int, int, int]
     name: str = "pair_gram"
 
     @property
@@ -117,7 +120,7 @@ def match(net: Network) -> PairGram | None:
     out = restore([groups, only_a, only_b, *([k] for k in ks), *([k] for k in k2s)], net.output, sizes)
     size = _product(batch, sizes), _product(groups, sizes), _product(only_a, sizes), _product(only_b, sizes)
     flops, largest = _cost(*size, dims)
-    return PairGram(a_in, b_in, out, size[1], dims, flops, largest)
+    return PairGram(a_in, b_in, out, size[1], dims, flops, largest, size)
 
 
 def unpair(net: Network) -> Network:

@@ -1,0 +1,73 @@
+"""The time-aware choice between a pattern-pair Gram and the patches with their Gram (``tnconv.lower.pair_choice``).
+
+The counts each estimate reads are checked by hand on small plans; the decisions of the calibrated
+``CPU`` speeds on fixed layers, one per regime, through the planner (``Program.strategy``) and the
+function the model path calls. No timing here: the speeds are constants.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import tnconv
+from tnconv.ir.network import Tensor
+from tnconv.ir.tensors import Data, IndexPattern, PatternPair
+from tnconv.lower import pair_gram
+from tnconv.lower.pair_choice import CPU, PairWork, PatchWork, Speeds, pair_gram_pays, pair_work, patch_work
+
+
+def expand_plan(shape: tuple[int, ...], kernel: int) -> pair_gram.PairGram:
+    plan = pair_gram.match(tnconv.conv_network("kfac_expand", shape, kernel, padding="same"))
+    assert plan is not None
+    return plan
+
+
+def test_counts_of_a_small_expand_plan() -> None:
+    """3x3 'same' at 6x6, N=2, C=4: 5 segments per dim (25 calls of 5x5 shifts over 8x8 pixels in all), lying in
+    1, 2, 3, 2, 1 windows (9 * 9 adds of 4x4 channels by 3x3 taps); patches d = 36 rows by 36 locations, one panel."""
+    plan = expand_plan((2, 4, 6, 6), 3)
+    assert plan.sizes == (2, 1, 4, 4)
+    assert pair_work(plan) == PairWork(25, 25 * 2 * 16 * 25, 2 * 2 * 16 * 25 * 64, 81, 81 * 16 * 9)
+    assert patch_work(plan) == PatchWork(2 * 36 * 36, 2 * 2 * 36 * 36 * 36, 36 * 36)
+
+
+def test_panels_and_two_operands_in_the_patch_counts() -> None:
+    """Two operands (2 and 3 channels, kernel 3, 5 outputs): both sides' patches are formed; 64 channels of a 3x3
+    kernel give d = 576 rows, 5 panels of 128: the upper-panel product is 6/10 of the dense one."""
+    pattern = IndexPattern(7, 3, 1, 2, 0, 2)
+    net = tnconv.Network(
+        [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "l", "i", "j"), PatternPair(pattern)),
+         Tensor("B", ("d", "j"), Data())], output=("l", "d", "k", "c"), sizes={"c": 2, "d": 3, "i": 7, "j": 7, "k": 3, "l": 3},
+    )  # fmt: skip
+    plan = pair_gram.match(net)
+    assert plan is not None
+    assert patch_work(plan) == PatchWork(5 * (6 + 9), 2 * 5 * 6 * 9, 6 * 9)
+    wide = expand_plan((1, 64, 4, 4), 3)
+    assert patch_work(wide).flops == 2 * 16 * 576 * 576 * 6 // 10
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, pays",
+    [
+        ((2, 4, 6, 6), 3, False),  # tiny: the per-call overhead of 25 calls
+        ((32, 256, 8, 8), 3, False),  # deep: thin border calls of 256 x 256 channels
+        ((8, 512, 4, 4), 3, False),  # deeper: every call a border call
+        ((8, 64, 28, 28), 5, False),  # 5x5 28x28: fewer FLOPs, measured 1.5x the time
+        ((32, 64, 32, 32), 3, True),  # ResNet-18 CIFAR's first stage: the core call dominates
+        ((8, 64, 56, 56), 3, True),  # a large image
+        ((8, 64, 56, 56), 7, True),  # 7x7: 0.09x the FLOPs outweigh 169 calls and their assembly
+    ],
+)
+def test_decisions_per_regime(shape: tuple[int, ...], kernel: int, pays: bool) -> None:
+    plan = expand_plan(shape, kernel)
+    assert pair_gram_pays(plan) is pays
+    program = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding="same"))
+    assert program.strategy == ("pair_gram" if pays else "einsum")
+
+
+def test_flops_alone_would_choose_the_pair_at_5x5() -> None:
+    """Priced by FLOPs only (the planner's old rule), the 5x5 28x28 pair Gram wins; the measured speeds say not."""
+    plan = expand_plan((8, 64, 28, 28), 5)
+    flops_only = Speeds(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    assert pair_gram_pays(plan, flops_only)
+    assert not pair_gram_pays(plan, CPU)
