@@ -2,8 +2,9 @@
 
 For each layer (float32, CPU, 'same' zero padding, stride 1):
 
-- ``pair``: the compiled KFAC-expand network (``tnconv.conv_network("kfac_expand", ...)``), whose
-  planner picks the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``);
+- ``pair``: the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``) of the KFAC-expand
+  network (``tnconv.conv_network("kfac_expand", ...)``), run whether or not the planner picks it (the
+  ``picks`` column: the strategy of the compiled network, chosen by ``tnconv.lower.pair_choice``);
 - ``gram``: the same network with its pattern pairs split back (``tnconv.lower.pair_gram.unpair``):
   the gather/Gram path the planner ran before;
 - ``unfold``: ``F.unfold`` and one ``matmul`` (the unfold-based code of curvlinops and BackPACK).
@@ -26,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import tnconv
-from tnconv.lower.pair_gram import unpair
+from tnconv.backends.torch.pair_gram import pair_gram
+from tnconv.lower.pair_gram import match, unpair
 
 LAYERS = (  # (name, x shape, kernel)
     ("3x3 56x56 C=64 N=8", (8, 64, 56, 56), 3),
@@ -62,25 +64,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("| layer | pair FLOPs / im2col Gram | pair ms | gather/Gram ms | unfold ms | pair / unfold |")
-    print("|---|---|---|---|---|---|")
+    print("| layer | pair FLOPs / im2col Gram | pair ms | gather/Gram ms | unfold ms | pair / unfold | picks |")
+    print("|---|---|---|---|---|---|---|")
     for name, shape, kernel in LAYERS:
         net = tnconv.conv_network("kfac_expand", shape, kernel, padding="same")
-        pair, gram = tnconv.compile(net), tnconv.compile(unpair(net))
-        assert pair.strategy == "pair_gram", pair.strategy
+        plan = match(net)
+        assert plan is not None, name
+        pair, gram, picks = pair_gram(plan), tnconv.compile(unpair(net)), tnconv.compile(net).strategy
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         d = shape[1] * kernel * kernel
         expected = unfold_gram(x, kernel)
-        got = pair(X=x).reshape(d, d)
+        got = pair([x]).reshape(d, d)
         assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item()), name
         medians = rotated(
-            {"pair": lambda: pair(X=x), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel)},
+            {"pair": lambda: pair([x]), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel)},
             args.repeats,
         )
         im2col = 2 * shape[0] * shape[2] * shape[3] * d * d
         ms = {key: 1e3 * value for key, value in medians.items()}
-        print(f"| {name} | {pair.flops / im2col:.3f} | {ms['pair']:.1f} | {ms['gram']:.1f} | {ms['unfold']:.1f} "
-              f"| {medians['pair'] / medians['unfold']:.2f} |", flush=True)
+        print(f"| {name} | {plan.flops / im2col:.3f} | {ms['pair']:.1f} | {ms['gram']:.1f} | {ms['unfold']:.1f} "
+              f"| {medians['pair'] / medians['unfold']:.2f} | {picks} |", flush=True)
 
 
 if __name__ == "__main__":
