@@ -87,8 +87,9 @@ def main() -> None:
         x = torch.randn(shape)
         d = shape[1] * kernel * kernel
         out = torch.empty(1, d, d)
-        measured.append(rotated([lambda: run([x]), lambda: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)],
-                                args.repeats))  # fmt: skip
+        ways = [lambda run=run, x=x: run([x]),
+                lambda x=x, hyper=hyper, out=out: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)]  # fmt: skip
+        measured.append(rotated(ways, args.repeats))
         works.append((pair_work(plan), patch_work(plan)))
         print(f"{shape} {kernel}x{kernel}: pair {measured[-1][0] * 1e3:.1f} ms, patches {measured[-1][1] * 1e3:.1f} ms",
               flush=True)

@@ -25,7 +25,7 @@ from tnconv.curvature import patches as patches_module
 from tnconv.curvature.checks import layer as checked_layer
 from tnconv.curvature.patches import accumulate_input_factor, expand_pair
 
-TOL = dict(rtol=1e-10, atol=1e-12)
+TOL = {"rtol": 1e-10, "atol": 1e-12}
 BLENDS = ((1.0, 0.0), (0.5, 0.5), (2.0, 1.0), (0.3, 0.7))  # (alpha, beta)
 
 

@@ -13,7 +13,15 @@ import tnconv
 from tnconv.ir.network import Tensor
 from tnconv.ir.tensors import Data, IndexPattern, PatternPair
 from tnconv.lower import pair_gram
-from tnconv.lower.pair_choice import CPU, PairWork, PatchWork, Speeds, pair_gram_pays, pair_work, patch_work
+from tnconv.lower.pair_choice import (
+    CPU,
+    PairWork,
+    PatchWork,
+    Speeds,
+    pair_gram_pays,
+    pair_work,
+    patch_work,
+)
 
 
 def expand_plan(shape: tuple[int, ...], kernel: int) -> pair_gram.PairGram:

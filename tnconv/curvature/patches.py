@@ -29,9 +29,9 @@ The arguments are not checked here (the public functions and ``tnconv.curvature.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import lru_cache
-from typing import Callable, Iterator, Sequence
 
 import torch
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from tnconv.ir.network import Network
 from tnconv.lower import native, pair_gram
-from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.lower.nodes import Executor, Plan
+from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.lower.path import Optimize, normalize_optimize
 from tnconv.lower.slicing import plan_memory
 
