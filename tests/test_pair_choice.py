@@ -80,3 +80,12 @@ def test_flops_alone_would_choose_the_pair_at_5x5() -> None:
     flops_only = Speeds(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     assert pair_gram_pays(plan, flops_only)
     assert not pair_gram_pays(plan, CPU)
+
+
+def test_the_panels_are_the_grams() -> None:
+    """The estimate prices the panels ``tnconv.routines.gram`` multiplies (the constant is copied: lower/ is
+    torch-free)."""
+    from tnconv.lower import pair_choice
+    from tnconv.routines import gram
+
+    assert pair_choice.PANEL == gram.PANEL
