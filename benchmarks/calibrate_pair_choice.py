@@ -13,7 +13,7 @@ give: whole runs, not single calls, so that what a run does beside its products 
 each call's result, the assembly) is priced too. It prints the ``Speeds(...)`` to paste into
 ``tnconv/lower/pair_choice.py`` and, per layer, the measured and estimated milliseconds and which way
 the estimate picks against which was faster. The speeds in the repository were fitted on the
-project's shared 2-core x86-64 machine while other jobs ran (noisy: re-fit on a quiet machine).
+project's shared 2-core x86-64 machine (other helpers' jobs share it) in a quiet moment; re-fit on the machine that runs.
 
 Usage: python benchmarks/calibrate_pair_choice.py [--repeats 3]
 """

@@ -8,7 +8,7 @@ path is the same work with a dense product). FLOPs alone choose badly: the pair
 Gram has 0.1-0.4x the multiply-adds, but its border calls are thin (one or a few
 pixels wide) and a weight-VJP kernel costs time per element of its result and
 sample whatever the pixels, so on deep layers (8x8 pixels, 256 channels) it runs
-3x slower than the Gram it replaces, and at 5x5 28x28 1.5x slower (see ``CPU``). Both sides are
+3x slower than the Gram it replaces, and at 5x5 28x28 1.13x slower (see ``CPU``). Both sides are
 therefore costed as seconds, sums of counts at measured speeds (``Speeds``):
 
 - pair Gram: per call, per element of a call's result and sample (``N C_A C_B/G (2K-1)^n``
@@ -83,16 +83,18 @@ class Speeds:
 
 
 CPU = Speeds(
-    call=1.85e-3, call_output=3.12e-9, call_flop=1.24e-10, add=0.0, added=2.14e-8,
-    layer=4.35e-4, patch_element=8.35e-9, gram_flop=1.11e-10, factor_element=1.95e-8,
+    call=3.06e-4, call_output=4.33e-10, call_flop=2.15e-11, add=0.0, added=1.43e-9,
+    layer=8.92e-4, patch_element=2.63e-9, gram_flop=1.68e-11, factor_element=1.54e-9,
 )
 """Speeds fitted by ``benchmarks/calibrate_pair_choice.py`` on the project's shared 2-core x86-64 CPU machine
-(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread, other jobs running: absolute times are several times a quiet
-machine's, the ratio of the two ways is what counts). There the pair Gram won only on 3x3 layers with 64
-channels at 32x32 (0.9x the patches' time, batch 32) and 56x56 (0.77x, batch 8); at 5x5 28x28 it took 1.5x,
-at 7x7 56x56 1.1x with 2 samples, on 8x8 and 4x4 layers with 256 and 512 channels 3.4x and 33x. Checked on
-layers it was not fitted to: 7x7 56x56 with 8 samples and 16 (32) channels, 0.68x (0.47x); 3x3 32x32 with 32
-channels, 0.86x: the estimate picked the pair Gram for all three."""
+(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread) in a quiet moment (load average below 1). There the pair Gram
+won on 3x3 layers with 64 channels at 32x32 (0.91x the patches' time, batch 32) and 56x56 (0.6x, batch 8) and at
+5x5 32x32 with 32 channels (0.85x); at 5x5 28x28 with 64 channels it took 1.13x, on 8x8 and 4x4 layers with 256
+and 512 channels 3.2x and 48x. The estimate picks the faster way on 15 of the 16 layers fitted; it misses 7x7
+56x56 with 2 samples (the pair Gram takes 1.16x, estimated 0.94x). On layers not fitted: 7x7 56x56 with 8 samples
+and 32 channels took 0.48x, 3x3 32x32 with 32 channels 0.86x (under load): picked. Under heavy load (several jobs
+on the 2 cores) the pair Gram fares relatively better (the patches are memory-bound); a fit taken then picked
+the same way on all but one of these layers."""
 
 
 def pair_work(plan: PairGram) -> PairWork:
