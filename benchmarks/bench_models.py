@@ -272,11 +272,11 @@ TASKS = ("A expand", "A reduce", *(f"update {a}/{f}" for a, f in UPDATES), "per-
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def measure(name: str, threads: int, repeats: int, quick: bool) -> list[dict]:
-    """One row per task: median seconds of each side (and the KFAC step's parts)."""
+def measure(name: str, threads: int, repeats: int, quick: bool, tasks: tuple[str, ...] = TASKS) -> list[dict]:
+    """One row per task of ``tasks``: median seconds of each side (and the KFAC step's parts)."""
     torch.set_num_threads(threads)
     rows = []
-    for task in TASKS:
+    for task in tasks:
         sides, steps = sides_of(task, name, quick)
         times = rotated(sides, repeats)
         row = {"model": name, "threads": threads, "task": task, "times": times}
@@ -331,6 +331,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small batches, one timed round: a smoke run")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--tasks", nargs="*", choices=TASKS, default=list(TASKS), help="the timed tasks (default all)")
     parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "models.png"))
     parser.add_argument("--peak", nargs=3, metavar=("MODEL", "TASK", "SIDE"), help=argparse.SUPPRESS)
@@ -342,7 +343,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d")
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, float32, {repeats} round(s)")
     rows = [row for name in options.models for threads in options.threads
-            for row in measure(name, threads, repeats, options.quick)]  # fmt: skip
+            for row in measure(name, threads, repeats, options.quick, tuple(options.tasks))]  # fmt: skip
     memory = [] if options.no_memory else memory_rows(options.models, options.quick)
     shapes = {name: (MODELS[name].quick if options.quick else MODELS[name].shape) for name in options.models}
     markdown(Path(options.markdown), rows, memory, shapes, repeats, started, options.quick)

@@ -2,8 +2,9 @@
 
 For each layer (float32, CPU, zero padding ``K // 2``: 'same' at stride 1; stride 1 or 2):
 
-- ``pair``: the compiled KFAC-expand network (``tnconv.conv_network("kfac_expand", ...)``), whose
-  planner picks the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``);
+- ``pair``: the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``) of the KFAC-expand
+  network (``tnconv.conv_network("kfac_expand", ...)``), run whether or not the planner picks it (the
+  ``picks`` column: the strategy of the compiled network, chosen by ``tnconv.lower.pair_choice``);
 - ``gram``: the same network with its pattern pairs split back (``tnconv.lower.pair_gram.unpair``):
   the gather/Gram path the planner ran before;
 - ``unfold``: ``F.unfold`` and one ``matmul`` (the unfold-based code of curvlinops and BackPACK).
@@ -28,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 import tnconv
-from tnconv.lower.pair_gram import PairGram, unpair
+from tnconv.backends.torch.pair_gram import pair_gram
+from tnconv.lower.pair_gram import lower, unpair
 
 LAYERS = (  # (name, x shape, kernel, stride)
     ("3x3 56x56 C=64 N=8", (8, 64, 56, 56), 3, 1),
@@ -70,27 +72,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("| layer | pair FLOPs / im2col Gram | pair ms | gather/Gram ms | unfold ms | pair / gather-Gram "
-          "| pair / unfold |")
-    print("|---|---|---|---|---|---|---|")
+          "| pair / unfold | picks |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, shape, kernel, stride in LAYERS:
         if args.stride is not None and stride != args.stride:
             continue
         net = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=kernel // 2)
-        pair, gram = tnconv.compile(net), tnconv.compile(unpair(net))
-        assert isinstance(pair.plan, PairGram), pair.strategy
+        plan = lower(net)
+        assert plan is not None, name
+        pair, gram, picks = pair_gram(plan), tnconv.compile(unpair(net)), tnconv.compile(net).strategy
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         d = shape[1] * kernel * kernel
         expected = unfold_gram(x, kernel, stride)
-        got = pair(X=x).reshape(d, d)
+        got = pair([x]).reshape(d, d)
         assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item()), name
         medians = rotated(
-            {"pair": lambda: pair(X=x), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel, stride)},
+            {"pair": lambda: pair([x]), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel, stride)},
             args.repeats,
         )
         ms = {key: 1e3 * value for key, value in medians.items()}
-        print(f"| {name} | {pair.flops / pair.plan.gram_flops:.3f} | {ms['pair']:.1f} | {ms['gram']:.1f} "
-              f"| {ms['unfold']:.1f} | {medians['pair'] / medians['gram']:.2f} | {medians['pair'] / medians['unfold']:.2f} |",
-              flush=True)
+        print(f"| {name} | {plan.flops / plan.gram_flops:.3f} | {ms['pair']:.1f} | {ms['gram']:.1f} "
+              f"| {ms['unfold']:.1f} | {medians['pair'] / medians['gram']:.2f} | {medians['pair'] / medians['unfold']:.2f} "
+              f"| {picks} |", flush=True)
 
 
 if __name__ == "__main__":

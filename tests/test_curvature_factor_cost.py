@@ -20,10 +20,12 @@ from support.layers import curvature_layers
 from support.references import kwargs
 
 import tnconv
+from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import patches as patches_module
 from tnconv.curvature.checks import layer as checked_layer
 from tnconv.curvature.factors import Geometry, input_factor, input_factor_cost
-from tnconv.routines.run import setup
+from tnconv.lower.pair_choice import pair_gram_pays
+from tnconv.routines.run import finish, setup
 from tnconv.routines.table import TABLE
 
 
@@ -68,3 +70,24 @@ def test_a_linear_layer_costs_the_gram_of_its_inputs_or_of_their_sums(reduce):
     assert cost.gram_flops == products.flops == 2 * 7 * 7 * (3 if reduce else 15)
     assert (cost.part_flops, cost.strategy) == ((84, "location sums + gram by 1 panel") if reduce
                                                 else (0, "gram by 1 panel"))  # fmt: skip
+
+
+def test_a_layer_whose_expand_runs_as_a_pair_gram_is_costed_as_one() -> None:
+    """ResNet-18 CIFAR's first-stage 3x3 layer (batch 32, 64 channels at 32x32): ``KFAC.update`` runs its
+    KFAC-expand A as a pattern-pair Gram, so the cost is the pair plan's (no patches, no panels), and a run
+    takes that path (the patches are never formed)."""
+    hyper = conv_hyper((32, 64, 32, 32), 3, padding=1)
+    pair = patches_module.expand_pair(hyper)
+    assert pair is not None and pair_gram_pays(pair[0])
+    cost = patches_module.input_factor_cost(hyper, reduce=False)
+    assert cost.strategy.startswith("pattern-pair Gram") and cost.part_flops == 0
+    assert cost.gram_flops == pair[0].flops and cost.largest_intermediate == pair[0].largest_intermediate
+    small = conv_hyper((4, 64, 32, 32), 3, padding=1)  # the same layer on 4 samples: run it, patches untouched
+    small_pair = patches_module.expand_pair(small)
+    assert small_pair is not None and pair_gram_pays(small_pair[0])
+    x = torch.randn(small.input_shape, dtype=torch.float64)
+    with mock.patch.object(patches_module, "patches", side_effect=AssertionError("patches formed")):
+        result = patches_module.accumulate_input_factor(x, small, reduce=False)
+    scale = finish(TABLE["kfac_expand"], small).factor
+    expected = patches_module.accumulate_patch_gram(x, small, torch.empty_like(result), scale, 0.0)
+    torch.testing.assert_close(result, expected, rtol=1e-10, atol=1e-12)

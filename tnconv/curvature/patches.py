@@ -10,7 +10,10 @@ consumed at once:
 - ``accumulate_input_factor``: KFAC's ``A`` (expand: the Gram of the patches; reduce: of the
   patch sums, one chunk), by upper panels (``tnconv.routines.gram``), blended into a running
   factor in place; ``input_factor_cost`` says what it runs and its FLOPs without running it
-  (the same chunks, part programs and Gram decisions: ``tnconv curvature`` prints it);
+  (the same chunks, part programs, Gram decisions and pair choice: ``tnconv curvature`` prints it).
+  KFAC-expand runs as a pattern-pair Gram instead (``expand_pair``: the layer's derived network
+  lowered by ``tnconv.lower.pair_gram``, no patches) where it has one and
+  ``tnconv.lower.pair_choice.pair_gram_pays`` estimates it faster: the planner's own decision;
 - ``diag_ggn_by_columns``: ``sum_{m,n} J[m,n]^2`` with ``J[m,n] = v[m,n] u[n]^T`` ``(c, d)`` per
   group (``v`` the columns at the layer output, ``c = C_out/G``), one batched product per
   column ``m`` and chunk: the way for layers with many output channels per group, where each
@@ -29,16 +32,21 @@ The arguments are not checked here (the public functions and ``tnconv.curvature.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator
+from functools import lru_cache
 
 import torch
 
+from tnconv.backends.torch.pair_gram import pair_gram as pair_gram_call
 from tnconv.conv.hyper import ConvHyper
+from tnconv.lower import pair_gram
 from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.lower.program import Program
 from tnconv.routines import gram
-from tnconv.routines.gram import HALF, accumulate_gram
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.gram import HALF, accumulate_gram, mirror
 from tnconv.routines.routine import Routine
 from tnconv.routines.run import finish, patch_rows, run_part, setup, sums_rows
 from tnconv.routines.table import TABLE
@@ -82,6 +90,14 @@ def patches(x: torch.Tensor, hyper: ConvHyper, pairs: bool = False) -> Iterator[
         yield samples, patch_rows(run_part(routine, part_hyper, {"X": part}), part_hyper)
 
 
+@lru_cache(maxsize=256)
+def expand_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:
+    """The pattern-pair Gram plan of the layer's KFAC-expand network (``sum_{n,o} U U^T``, unscaled) and its torch
+    callable (``[x] -> (G*c, c, K.., K..)``), or None where the network has no pair lowering (cached per layer)."""
+    plan = pair_gram.match(routine_network(TABLE["kfac_expand"], hyper))
+    return None if plan is None else (plan, pair_gram_call(plan))
+
+
 def accumulate_input_factor(
     x: torch.Tensor, hyper: ConvHyper, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
     beta: float = 0.0,
@@ -92,7 +108,9 @@ def accumulate_input_factor(
     (symmetric; float32 for half ``x``) is created when None. The patch sums (reduce, the
     routine's shortcut part) or the patches of each chunk (expand) are multiplied with
     themselves by upper panels, scaled by ``alpha`` times the routine's scaling, straight
-    into ``out``: no temporary of the factor's size.
+    into ``out``: no temporary of the factor's size. KFAC-expand runs as a pattern-pair
+    Gram where it pays (``expand_pair``, ``pair_gram_pays``): its Gram is blended into
+    ``out`` and the lower triangle copied from the upper one (exactly symmetric).
     """
     routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
     scale = alpha * finish(routine, hyper).factor
@@ -102,8 +120,18 @@ def accumulate_input_factor(
         beta = 0.0
     if reduce:
         return accumulate_gram(sums_rows(run_part(routine, hyper, {"X": x}), hyper), out, scale, beta)
+    pair = expand_pair(hyper)
+    if pair is not None and pair_gram_pays(pair[0]):
+        return _blend(pair[1]([x.to(out.dtype)]).reshape(out.shape), out, scale, beta)
+    return accumulate_patch_gram(x, hyper, out, scale, beta)
+
+
+def accumulate_patch_gram(x: torch.Tensor, hyper: ConvHyper, out: torch.Tensor, alpha: float, beta: float
+                          ) -> torch.Tensor:  # fmt: skip
+    """``out = beta * out + alpha * sum_{n,t} u u^T`` in place, from the patches of chunks of samples (unscaled:
+    ``alpha`` carries the routine's scaling)."""
     for _, rows in patches(x, hyper):
-        accumulate_gram(rows, out, scale, beta)
+        accumulate_gram(rows, out, alpha, beta)
         beta = 1.0
     return out
 
@@ -134,8 +162,9 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
     """What ``accumulate_input_factor`` runs for the layer ``hyper`` and its FLOPs, without running it.
 
     KFAC-reduce: the routine's shortcut part (the patch sums ``(N, G, d)``) once, then their
-    Gram ``(1, G, d, N)``. KFAC-expand: for each chunk of samples (``chunk_layers``) its
-    patches ``(n, G, d, T)`` and their Gram.
+    Gram ``(1, G, d, N)``. KFAC-expand: the pattern-pair Gram where ``accumulate_input_factor``
+    runs it (its weight-VJP calls and assembly, counted as the Gram's FLOPs), else for each
+    chunk of samples (``chunk_layers``) its patches ``(n, G, d, T)`` and their Gram.
     """
     routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
@@ -145,6 +174,11 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
         flops, largest = _runs(program)
         return FactorCost(f"patch sums ({program.strategy}) + {gram.strategy(rows)}", _kernel(program), flops,
                           gram.flops(rows), largest)
+    pair = expand_pair(hyper)
+    if pair is not None and pair_gram_pays(pair[0]):
+        plan = pair[0]
+        return FactorCost(f"pattern-pair Gram ({plan.calls} weight-VJP calls)", None, 0, plan.flops,
+                          plan.largest_intermediate)
     layers = [part_hyper for _, part_hyper in chunk_layers(hyper, patch_elements(hyper))]
     parts = [_part_program(routine, part_hyper) for part_hyper in layers]
     shapes = [_rows(program, part_hyper) for program, part_hyper in zip(parts, layers)]
@@ -182,6 +216,18 @@ def _rows(program: Program, hyper: ConvHyper) -> tuple[int, int, int, int]:
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
     elements = math.prod(int(network.size(leg)) for leg in network.output)
     return hyper.batch, hyper.groups, d, elements // (hyper.batch * hyper.groups * d)
+
+
+def _blend(product: torch.Tensor, out: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """``out = beta * out + alpha * product`` in place (``product`` a fresh tensor, scaled in place), then ``out``'s
+    lower triangle copied from its upper one; ``out`` is not read when ``beta == 0``."""
+    product.mul_(alpha)
+    if beta == 0.0:
+        out.copy_(product)
+    else:
+        (out if beta == 1.0 else out.mul_(beta)).add_(product)
+    mirror(out)
+    return out
 
 
 def _columns(sqrt_ggn: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:

@@ -122,6 +122,8 @@ class PairGram:
     ``flops``: 2 per multiply-add of the weight-VJP calls, 1 per element added into the result (exact).
     ``gram_flops``: 2 per multiply-add of the im2col Gram ``sum_{n,o} U U^T`` (``U`` the patches), the products
     the gather/Gram path makes: ``2 * N * C_A * C_B/G * prod_d K_d^2 O_d``.
+    ``sizes``: ``(batch, G, C_A, C_B)``: the summed batch, the groups, A's and B's channels per group (what
+    ``tnconv.lower.pair_choice`` estimates the time from).
     """
 
     a: Arrange
@@ -132,6 +134,7 @@ class PairGram:
     flops: int
     gram_flops: int
     largest_intermediate: int
+    sizes: tuple[int, int, int, int]
     name: str = "pair_gram"
 
     @property
@@ -188,7 +191,7 @@ def lower(net: Network) -> PairGram | None:
     size = _product(batch, sizes), _product(groups, sizes), _product(only_a, sizes), _product(only_b, sizes)
     flops, largest = _cost(*size, dims)
     gram = 2 * math.prod(size) * math.prod(d.window.kernel_size ** 2 * d.window.output_size for d in dims)
-    return PairGram(a_in, b_in, out, size[1], dims, flops, gram, largest)
+    return PairGram(a_in, b_in, out, size[1], dims, flops, gram, largest, size)
 
 
 def unpair(net: Network) -> Network:

@@ -5,7 +5,9 @@ The planner tries, in order:
 1. a native kernel (``tnconv.lower.native``), matched on the network's
    structural form: one PyTorch kernel computes the whole network;
 2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand as windowed
-   cross-correlations), when its FLOPs are fewer than the einsum stage's;
+   cross-correlations), when it is estimated faster than the patches and their
+   Gram (``tnconv.lower.pair_choice.pair_gram_pays``: time from shapes at measured
+   speeds, not FLOPs: its thin border calls run far below GEMM speed);
 3. the einsum stage (``tnconv.lower.einsum``): taps gathers, folds, scatters
    and window sums for the structured tensors, pairwise steps along an
    opt_einsum path for the rest (pattern pairs split back into their two
@@ -20,6 +22,7 @@ from __future__ import annotations
 from tnconv.ir.network import Network
 from tnconv.lower import native, pair_gram
 from tnconv.lower.nodes import Executor, Plan
+from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.lower.path import Optimize, normalize_optimize
 from tnconv.lower.slicing import plan_memory
 
@@ -37,9 +40,8 @@ def plan(net: Network, optimize: object = "auto", memory_limit: int | None = Non
         if found is not None:
             return found
         pair = pair_gram.match(net)
-        if pair is not None:
-            fallback = einsum_plan(net, chosen)
-            return pair if pair.flops < fallback.flops else fallback
+        if pair is not None and pair_gram_pays(pair):
+            return pair
     return einsum_plan(net, chosen, memory_limit)
 
 

@@ -82,13 +82,13 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
     if dense(d, depth):
         for s in range(samples):  # whole products: the matrix library's edge kernels may round the two
             _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)  # triangles differently
-        _mirror(out)
+        mirror(out)
         return out
     for start, stop in panels(d):
         for s in range(samples):
             panel = out[:, start:stop, start:]
             _product(panel, rows[s, :, start:stop], rows[s, :, start:], alpha, beta if s == 0 else 1.0)
-    _mirror(out)
+    mirror(out)
     return out
 
 
@@ -135,7 +135,7 @@ def _product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: 
         out.baddbmm_(left, right.mT, beta=beta, alpha=alpha)
 
 
-def _mirror(out: torch.Tensor) -> None:
+def mirror(out: torch.Tensor) -> None:
     """Copy the strictly lower part of ``out`` ``(G, d, d)`` from its upper part: panel by panel below the
     diagonal blocks, then all diagonal blocks of ``PANEL`` rows at once by ``triu`` (strided views of them;
     temporaries of at most ``SYMMETRIZE_CHUNK`` elements or one group's blocks, ``d * PANEL``)."""

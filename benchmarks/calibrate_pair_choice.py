@@ -1,0 +1,116 @@
+"""Fit the speeds of ``tnconv.lower.pair_choice`` (``CPU``): when a pattern-pair Gram beats the patches and their Gram.
+
+For each layer of ``LAYERS`` (float32, zero padding ``K // 2``, stride 1 or 2, 1 thread), the two ways of
+KFAC-expand's ``sum_{n,o} U U^T`` run side by side, round-robin (medians of ``--repeats`` rounds
+after a warm-up one, so that load from other processes hits both alike):
+
+- ``pair``: the layer's pattern-pair Gram (``tnconv.curvature.patches.expand_pair``);
+- ``patches``: the patches and their Gram by upper panels (``accumulate_patch_gram``).
+
+The speeds of each way are then fitted to its times by non-negative least squares on relative
+errors (each row divided by its measured time), over the counts ``pair_work`` / ``patch_work``
+give: whole runs, not single calls, so that what a run does beside its products (padding, copies of
+each call's result, the assembly) is priced too. It prints the ``Speeds(...)`` to paste into
+``tnconv/lower/pair_choice.py`` and, per layer, the measured and estimated milliseconds and which way
+the estimate picks against which was faster. The speeds in the repository were fitted on the
+project's shared 2-core x86-64 machine (other helpers' jobs share it) in a quiet moment; re-fit on the machine that runs.
+
+Usage: python benchmarks/calibrate_pair_choice.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from scipy.optimize import nnls
+
+from tnconv.conv.hyper import conv_hyper
+from tnconv.curvature.patches import accumulate_patch_gram, expand_pair
+from tnconv.lower.pair_choice import PairWork, PatchWork, Speeds, pair_work, patch_work
+
+LAYERS = (  # (x shape, kernel[, stride]): ResNet-18 CIFAR's stride-1 3x3 layers (batch 32, the last at 8), others
+    ((32, 3, 32, 32), 3),
+    ((32, 64, 32, 32), 3),
+    ((32, 128, 16, 16), 3),
+    ((32, 256, 8, 8), 3),
+    ((8, 512, 4, 4), 3),
+    ((8, 64, 28, 28), 5),
+    ((8, 64, 56, 56), 3),
+    ((2, 64, 56, 56), 7),
+    ((2, 32, 28, 28), 7),
+    ((8, 32, 32, 32), 5),
+    ((16, 64, 16, 16), 3),
+    ((8, 16, 32, 32), 3),
+    ((4, 8, 64, 64), 3),
+    ((16, 128, 8, 8), 3),
+    ((4, 16, 12, 12), 5),
+    ((8, 32, 16, 16), 3),
+    ((32, 64, 32, 32), 3, 2),  # ResNet-18 CIFAR's layer2.0.conv1
+    ((32, 128, 16, 16), 3, 2),
+    ((8, 64, 56, 56), 3, 2),
+    ((8, 64, 56, 56), 5, 2),
+    ((2, 64, 56, 56), 7, 2),
+    ((8, 32, 32, 32), 7, 4),
+)
+
+
+def rotated(functions: Sequence[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, round-robin after a warm-up round, each round one function later."""
+    times: list[list[float]] = [[] for _ in functions]
+    for round_number in range(repeats + 1):
+        shift = round_number % len(functions)
+        for index in [*range(shift, len(functions)), *range(shift)]:
+            start = time.perf_counter()
+            functions[index]()
+            if round_number:
+                times[index].append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
+
+
+def fit(features: list[list[float]], seconds: list[float]) -> list[float]:
+    """Non-negative coefficients minimising the relative errors."""
+    rows = torch.tensor(features, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)[:, None]
+    coefficients, _ = nnls(rows.numpy(), [1.0] * len(seconds))
+    return [float(c) for c in coefficients]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    works: list[tuple[PairWork, PatchWork]] = []
+    measured: list[list[float]] = []
+    for shape, kernel, *stride in LAYERS:
+        hyper = conv_hyper(shape, kernel, stride=stride[0] if stride else 1, padding=kernel // 2)
+        pair = expand_pair(hyper)
+        assert pair is not None, shape
+        plan, run = pair
+        x = torch.randn(shape)
+        d = shape[1] * kernel * kernel
+        out = torch.empty(1, d, d)
+        ways = [lambda run=run, x=x: run([x]),
+                lambda x=x, hyper=hyper, out=out: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)]  # fmt: skip
+        measured.append(rotated(ways, args.repeats))
+        works.append((pair_work(plan), patch_work(plan)))
+        print(f"{shape} {kernel}x{kernel} stride {stride[0] if stride else 1}: pair {measured[-1][0] * 1e3:.1f} ms, patches {measured[-1][1] * 1e3:.1f} ms",
+              flush=True)
+    pair_speeds = fit([[w.calls, w.outputs, w.flops, w.adds, w.added] for w, _ in works], [m[0] for m in measured])
+    patch_speeds = fit([[1.0, w.elements, w.flops, w.factor] for _, w in works], [m[1] for m in measured])
+    speeds = Speeds(*pair_speeds, *patch_speeds)
+    print(f"{speeds!r}".replace(", ", ",\n    "))
+    print("| layer | kernel | stride | pair ms (estimate) | patches ms (estimate) | picks | faster |")
+    print("|---|---|---|---|---|---|---|")
+    for (shape, kernel, *stride), (pair_count, patch_count), (pair, patches) in zip(LAYERS, works, measured):
+        guess = speeds.pair_seconds(pair_count), speeds.patch_seconds(patch_count)
+        print(f"| {shape} | {kernel} | {stride[0] if stride else 1} | {pair * 1e3:.1f} ({guess[0] * 1e3:.1f}) | {patches * 1e3:.1f} "
+              f"({guess[1] * 1e3:.1f}) | {'pair' if guess[0] < guess[1] else 'patches'} | "
+              f"{'pair' if pair < patches else 'patches'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The time-aware choice between a pattern-pair Gram and the patches with their Gram (``tnconv.lower.pair_choice``).
+
+The counts each estimate reads are checked by hand on small plans; the decisions of the calibrated
+``CPU`` speeds on fixed layers, one per regime, through the planner (``Program.strategy``) and the
+function the model path calls. No timing here: the speeds are constants.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import tnconv
+from tnconv.ir.network import Tensor
+from tnconv.ir.tensors import Data, IndexPattern, PatternPair
+from tnconv.lower import pair_gram
+from tnconv.lower.pair_choice import (
+    CPU,
+    PairWork,
+    PatchWork,
+    Speeds,
+    pair_gram_pays,
+    pair_work,
+    patch_work,
+)
+
+
+def expand_plan(shape: tuple[int, ...], kernel: int) -> pair_gram.PairGram:
+    plan = pair_gram.match(tnconv.conv_network("kfac_expand", shape, kernel, padding="same"))
+    assert plan is not None
+    return plan
+
+
+def test_counts_of_a_small_expand_plan() -> None:
+    """3x3 'same' at 6x6, N=2, C=4: 5 segments per dim (25 calls), held by the taps {0}, {0,1}, {0,1,2}, {1,2}, {2}:
+    3, 4, 5, 4, 3 shifts (19 per dim), over 1, 1, 4, 1, 1 pixels (34 shift-pixels per dim); 1+2+3+2+1 holders
+    per dim (9 * 9 adds of 4x4 channels by 3x3 taps); patches d = 36 rows by 36 locations, one panel."""
+    plan = expand_plan((2, 4, 6, 6), 3)
+    assert plan.sizes == (2, 1, 4, 4)
+    assert pair_work(plan) == PairWork(25, 2 * 16 * 19 * 19, 2 * 2 * 16 * 34 * 34, 81, 81 * 16 * 9)
+    assert patch_work(plan) == PatchWork(2 * 36 * 36, 2 * 2 * 36 * 36 * 36, 36 * 36)
+
+
+def test_panels_and_two_operands_in_the_patch_counts() -> None:
+    """Two operands (2 and 3 channels, kernel 3, 5 outputs): both sides' patches are formed; 64 channels of a 3x3
+    kernel give d = 576 rows, 5 panels of 128: the upper-panel product is 6/10 of the dense one."""
+    pattern = IndexPattern(7, 3, 1, 2, 0, 2)
+    net = tnconv.Network(
+        [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "l", "i", "j"), PatternPair(pattern)),
+         Tensor("B", ("d", "j"), Data())], output=("l", "d", "k", "c"), sizes={"c": 2, "d": 3, "i": 7, "j": 7, "k": 3, "l": 3},
+    )  # fmt: skip
+    plan = pair_gram.lower(net)  # built whether or not it pays (``match`` offers it only below the im2col FLOPs)
+    assert plan is not None
+    assert patch_work(plan) == PatchWork(5 * (6 + 9), 2 * 5 * 6 * 9, 6 * 9)
+    wide = expand_plan((1, 64, 4, 4), 3)
+    assert patch_work(wide).flops == 2 * 16 * 576 * 576 * 6 // 10
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, pays",
+    [
+        ((2, 4, 6, 6), 3, False),  # tiny: the per-call overhead of 25 calls
+        ((32, 256, 8, 8), 3, False),  # deep: thin border calls of 256 x 256 channels
+        ((8, 512, 4, 4), 3, False),  # deeper: every call a border call
+        ((8, 64, 28, 28), 5, True),  # 5x5 28x28: border calls narrowed to their shifts, 0.84x the time
+        ((32, 64, 32, 32), 3, True),  # ResNet-18 CIFAR's first stage: the core call dominates
+        ((8, 64, 56, 56), 3, True),  # a large image
+        ((8, 32, 56, 56), 7, True),  # 7x7: 0.09x the FLOPs outweigh 169 calls and their assembly (0.48x the time)
+    ],
+)
+def test_decisions_per_regime(shape: tuple[int, ...], kernel: int, pays: bool) -> None:
+    plan = expand_plan(shape, kernel)
+    assert pair_gram_pays(plan) is pays
+    program = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding="same"))
+    assert program.strategy == ("pair_gram" if pays else "einsum")
+
+
+def test_flops_alone_would_choose_the_pair_on_a_deep_layer() -> None:
+    """Priced by FLOPs only (the planner's old rule), the pair Gram of a 3x3 layer at 8x8 with 256 channels wins;
+    the measured speeds say not (it took 1.9x the patches' time)."""
+    plan = expand_plan((32, 256, 8, 8), 3)
+    flops_only = Speeds(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    assert pair_gram_pays(plan, flops_only)
+    assert not pair_gram_pays(plan, CPU)
+
+
+def test_the_panels_are_the_grams() -> None:
+    """The estimate prices the panels ``tnconv.routines.gram`` multiplies (the constant is copied: lower/ is
+    torch-free)."""
+    from tnconv.lower import pair_choice
+    from tnconv.routines import gram
+
+    assert pair_choice.PANEL == gram.PANEL
+
+
+@pytest.mark.parametrize("shape, kernel", [((32, 64, 32, 32), 3), ((8, 64, 56, 56), 5), ((2, 64, 56, 56), 7)])
+def test_strided_pairs_do_not_pay_on_the_cpu(shape: tuple[int, ...], kernel: int) -> None:
+    """At stride 2 the phases make thin calls: measured 1.05-2.8x the patches' time (ResNet-18 CIFAR's
+    layer2.0.conv1 first), so the planner and ``KFAC.update`` keep the patches although ``match`` offers a plan
+    with fewer FLOPs than the im2col Gram."""
+    net = tnconv.conv_network("kfac_expand", shape, kernel, stride=2, padding=kernel // 2)
+    plan = pair_gram.match(net)
+    assert plan is not None and plan.flops < plan.gram_flops
+    assert not pair_gram_pays(plan)
+    assert tnconv.compile(net).strategy == "einsum"

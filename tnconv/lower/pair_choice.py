@@ -1,0 +1,128 @@
+"""Whether a pattern-pair Gram runs faster than the patches and their Gram: a time estimate from shapes.
+
+KFAC-expand's ``sum_{n,o} U U^T`` runs either as a pattern-pair Gram
+(``tnconv.lower.pair_gram``: one weight-VJP call per segment product, then the
+shifts added into the Gram) or as the patches ``U`` ``(N, G, d, T)`` and their
+Gram by upper panels (``tnconv.routines.gram``; the einsum stage's gather/Gram
+path is the same work with a dense product). FLOPs alone choose badly: the pair
+Gram has 0.1-0.4x the multiply-adds, but its border calls are thin (one or a few
+pixels wide) and a weight-VJP kernel costs time per element of its result and
+sample whatever the pixels, so on deep layers (8x8 pixels, 256 channels) it runs
+3x slower than the Gram it replaces, and at 5x5 28x28 1.13x slower (see ``CPU``). Both sides are
+therefore costed as seconds, sums of counts at measured speeds (``Speeds``):
+
+- pair Gram: per call, per element of a call's result and sample (``N C_A C_B/G (2K-1)^n``
+  each call), per FLOP of the calls, per add of the assembly and per element added;
+- patches and Gram: per layer, per patch element formed (``N T G d``), per FLOP of the
+  upper-panel product (``2 N T G d_A d_B (p+1)/(2p)`` for ``p`` panels of 128 rows) and per
+  element of the factor (mirrored).
+
+``pair_gram_pays`` is the one decision, used by the planner (``tnconv.lower.plan``) and by the
+model path (``tnconv.curvature.patches.accumulate_input_factor``). ``CPU`` holds speeds fitted by
+``benchmarks/calibrate_pair_choice.py`` (see there for the machine); the FLOP counts a program
+reports (``Program.flops``) stay exact and separate from this estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tnconv.lower.pair_gram import PairGram
+
+PANEL = 128
+"""Rows per panel of the upper-panel Gram (``tnconv.routines.gram.PANEL``; this module stays torch-free)."""
+
+
+@dataclass(frozen=True)
+class PairWork:
+    """The counts a pair Gram's time is estimated from (see the module docstring): weight-VJP ``calls``, the
+    elements of their results summed over calls and samples (``outputs``), their ``flops``, the assembly's
+    ``adds`` and the elements they add (``added``)."""
+
+    calls: int
+    outputs: int
+    flops: int
+    adds: int
+    added: int
+
+
+@dataclass(frozen=True)
+class PatchWork:
+    """The counts the patches-and-Gram way's time is estimated from: the patch ``elements`` formed, the
+    ``flops`` of the upper-panel product and the ``factor`` elements written (and mirrored)."""
+
+    elements: int
+    flops: int
+    factor: int
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Seconds per unit of each count (``benchmarks/calibrate_pair_choice.py`` fits them)."""
+
+    call: float
+    call_output: float
+    call_flop: float
+    add: float
+    added: float
+    layer: float
+    patch_element: float
+    gram_flop: float
+    factor_element: float
+
+    def pair_seconds(self, work: PairWork) -> float:
+        """Estimated seconds of a pair Gram."""
+        return (self.call * work.calls + self.call_output * work.outputs + self.call_flop * work.flops
+                + self.add * work.adds + self.added * work.added)
+
+    def patch_seconds(self, work: PatchWork) -> float:
+        """Estimated seconds of the patches and their Gram."""
+        return (self.layer + self.patch_element * work.elements + self.gram_flop * work.flops
+                + self.factor_element * work.factor)
+
+
+CPU = Speeds(
+    call=4.59e-4, call_output=5.53e-10, call_flop=2.16e-11, add=1.17e-5, added=1.07e-9,
+    layer=1.24e-3, patch_element=4.90e-9, gram_flop=1.61e-11, factor_element=1.81e-9,
+)
+"""Speeds fitted by ``benchmarks/calibrate_pair_choice.py`` on the project's shared 2-core x86-64 CPU machine
+(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread, load average about 2 from one other job), over 16 stride-1 and
+6 strided layers, with the pair Gram's border calls narrowed to the shifts their taps need. There the pair Gram
+won on 3x3 layers with 64 channels at 32x32 (0.74x the patches' time, batch 32) and 56x56 (0.57x, batch 8), at
+5x5 28x28 and 32x32 (0.84x, 0.91x) and 7x7 56x56 with 2 samples (0.69x); it lost on deep layers (8x8 and 4x4
+with 256 and 512 channels: 1.9x and 15x), on small ones, and at every stride > 1 (3x3 stride 2: 1.7-2.8x, 7x7
+stride 2: 1.5x; the phases make thin calls). The estimate picks the faster way on 21 of the 22 layers; it misses
+3x3 32x32 with 3 channels (0.93x, estimated 2x: both take about 13 ms)."""
+
+
+def pair_work(plan: PairGram) -> PairWork:
+    """The counts of ``plan``'s weight-VJP calls and assembly: one call per product of parts (one part per dim,
+    computing ``prod_d shifts(part_d)`` shifts per channel pair and sample), one addition per holder tuple."""
+    batch, groups, c_a, c_b = plan.sizes
+    channels = groups * c_a * c_b
+    taps = math.prod(d.window.kernel_size for d in plan.dims)
+    shifts = math.prod(sum(part.shifts(d.window.kernel_size) for part in d.parts) for d in plan.dims)
+    adds = math.prod(d.held for d in plan.dims)
+    calls_flops = 2 * batch * channels * math.prod(d.call_pixels for d in plan.dims)
+    return PairWork(plan.calls, batch * channels * shifts, calls_flops, adds, adds * channels * taps)
+
+
+def patch_work(plan: PairGram) -> PatchWork:
+    """The counts of the same Gram from the patches: ``d = C * prod(K)`` rows per operand and group, ``T``
+    locations (the patches formed once when both sides read one operand), the product by ``p`` upper panels
+    (``(p + 1) / (2 p)`` of the dense one's FLOPs)."""
+    batch, groups, c_a, c_b = plan.sizes
+    taps = math.prod(d.window.kernel_size for d in plan.dims)
+    locations = math.prod(d.window.output_size for d in plan.dims)
+    rows_a, rows_b = c_a * taps, c_b * taps
+    panels = -(-rows_a // PANEL)
+    dense = 2 * batch * locations * groups * rows_a * rows_b
+    rows = rows_a if plan.a.operand == plan.b.operand else rows_a + rows_b
+    return PatchWork(batch * locations * groups * rows, dense * (panels + 1) // (2 * panels),
+                     groups * rows_a * rows_b)
+
+
+def pair_gram_pays(plan: PairGram, speeds: Speeds = CPU) -> bool:
+    """Whether ``plan`` is estimated to run faster than the patches and their Gram (``speeds``: the machine's)."""
+    return speeds.pair_seconds(pair_work(plan)) < speeds.patch_seconds(patch_work(plan))
