@@ -50,8 +50,10 @@ class Finish:
         return float(self.numerator) / float(self.denominator)
 
 
+@lru_cache(maxsize=512)
 def finish(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Finish:
-    """The ``Finish`` of ``routine`` on the layer ``hyper``: its ``result_shape`` and the value of its scaling."""
+    """The ``Finish`` of ``routine`` on the layer ``hyper``: its ``result_shape`` and the value of its scaling
+    (cached: evaluating the scaling's formula costs sympy substitutions, more than a small layer's whole call)."""
     shape = routine.result_shape(hyper, options)
     if routine.scaling is None:
         return Finish(shape)
