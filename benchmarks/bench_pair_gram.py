@@ -21,16 +21,19 @@ Usage: python benchmarks/bench_pair_gram.py [--threads 1] [--repeats 5] [--strid
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import tnconv
-from tnconv.backends.torch.pair_gram import pair_gram
-from tnconv.lower.pair_gram import lower, unpair
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import rotated  # noqa: E402
+
+import tnconv  # noqa: E402
+from tnconv.backends.torch.pair_gram import pair_gram  # noqa: E402
+from tnconv.lower.pair_gram import lower, unpair  # noqa: E402
 
 LAYERS = (  # (name, x shape, kernel, stride)
     ("3x3 56x56 C=64 N=8", (8, 64, 56, 56), 3, 1),
@@ -48,20 +51,6 @@ def unfold_gram(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     patches = F.unfold(x, kernel, padding=kernel // 2, stride=stride)  # (N, C K^2, T)
     flat = patches.transpose(1, 2).reshape(-1, patches.shape[1])
     return flat.T @ flat
-
-
-def rotated(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, round-robin after a warm-up round, each round one function later."""
-    names = list(functions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(repeats + 1):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            functions[name]()
-            if round_number:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:

@@ -21,16 +21,19 @@ Usage: python benchmarks/calibrate_pair_choice.py [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable, Sequence
+import sys
+from pathlib import Path
 
 import torch
 from scipy.optimize import nnls
 
-from tnconv.conv.hyper import conv_hyper
-from tnconv.curvature.patches import accumulate_patch_gram, expand_pair
-from tnconv.lower.pair_choice import PairWork, PatchWork, Speeds, pair_work, patch_work
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import rotated  # noqa: E402
+
+from tnconv.conv.hyper import conv_hyper  # noqa: E402
+from tnconv.curvature.patches import accumulate_patch_gram, expand_pair  # noqa: E402
+from tnconv.lower.pair_choice import PairWork, PatchWork, Speeds, pair_work, patch_work  # noqa: E402
 
 LAYERS = (  # (x shape, kernel[, stride]): ResNet-18 CIFAR's stride-1 3x3 layers (batch 32, the last at 8), others
     ((32, 3, 32, 32), 3),
@@ -58,19 +61,6 @@ LAYERS = (  # (x shape, kernel[, stride]): ResNet-18 CIFAR's stride-1 3x3 layers
 )
 
 
-def rotated(functions: Sequence[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, round-robin after a warm-up round, each round one function later."""
-    times: list[list[float]] = [[] for _ in functions]
-    for round_number in range(repeats + 1):
-        shift = round_number % len(functions)
-        for index in [*range(shift, len(functions)), *range(shift)]:
-            start = time.perf_counter()
-            functions[index]()
-            if round_number:
-                times[index].append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
-
-
 def fit(features: list[list[float]], seconds: list[float]) -> list[float]:
     """Non-negative coefficients minimising the relative errors."""
     rows = torch.tensor(features, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)[:, None]
@@ -93,12 +83,13 @@ def main() -> None:
         x = torch.randn(shape)
         d = shape[1] * kernel * kernel
         out = torch.empty(1, d, d)
-        ways = [lambda run=run, x=x: run([x]),
-                lambda x=x, hyper=hyper, out=out: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)]  # fmt: skip
-        measured.append(rotated(ways, args.repeats))
+        ways = {"pair": lambda run=run, x=x: run([x]),
+                "patches": lambda x=x, hyper=hyper, out=out: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)}
+        medians = rotated(ways, args.repeats)
+        measured.append([medians["pair"], medians["patches"]])
         works.append((pair_work(plan), patch_work(plan)))
-        print(f"{shape} {kernel}x{kernel} stride {stride[0] if stride else 1}: pair {measured[-1][0] * 1e3:.1f} ms, patches {measured[-1][1] * 1e3:.1f} ms",
-              flush=True)
+        print(f"{shape} {kernel}x{kernel} stride {stride[0] if stride else 1}: pair {medians['pair'] * 1e3:.1f} ms, "
+              f"patches {medians['patches'] * 1e3:.1f} ms", flush=True)
     pair_speeds = fit([[w.calls, w.outputs, w.flops, w.adds, w.added] for w, _ in works], [m[0] for m in measured])
     patch_speeds = fit([[1.0, w.elements, w.flops, w.factor] for _, w in works], [m[1] for m in measured])
     speeds = Speeds(*pair_speeds, *patch_speeds)
