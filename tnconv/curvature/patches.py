@@ -98,6 +98,13 @@ def expand_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequenc
     return None if plan is None else (plan, pair_gram_call(plan))
 
 
+def paying_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:
+    """``expand_pair(hyper)`` where ``pair_gram_pays`` picks it, else None: the one decision that both running
+    (``accumulate_input_factor``) and costing (``input_factor_cost``) KFAC-expand's ``A`` take."""
+    pair = expand_pair(hyper)
+    return pair if pair is not None and pair_gram_pays(pair[0]) else None
+
+
 def accumulate_input_factor(
     x: torch.Tensor, hyper: ConvHyper, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
     beta: float = 0.0,
@@ -120,8 +127,8 @@ def accumulate_input_factor(
         beta = 0.0
     if reduce:
         return accumulate_gram(sums_rows(run_part(routine, hyper, {"X": x}), hyper), out, scale, beta)
-    pair = expand_pair(hyper)
-    if pair is not None and pair_gram_pays(pair[0]):
+    pair = paying_pair(hyper)
+    if pair is not None:
         return _blend(pair[1]([x.to(out.dtype)]).reshape(out.shape), out, scale, beta)
     return accumulate_patch_gram(x, hyper, out, scale, beta)
 
@@ -174,8 +181,8 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
         flops, largest = _runs(program)
         return FactorCost(f"patch sums ({program.strategy}) + {gram.strategy(rows)}", _kernel(program), flops,
                           gram.flops(rows), largest)
-    pair = expand_pair(hyper)
-    if pair is not None and pair_gram_pays(pair[0]):
+    pair = paying_pair(hyper)
+    if pair is not None:
         plan = pair[0]
         return FactorCost(f"pattern-pair Gram ({plan.calls} weight-VJP calls)", None, 0, plan.flops,
                           plan.largest_intermediate)
