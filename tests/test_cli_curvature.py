@@ -166,9 +166,9 @@ def test_the_a_flops_are_those_of_what_update_runs(tmp_path, approx, chunk):
         assert printed == counted  # the patches come from F.unfold: no FLOPs
         assert conv["strategy"].startswith("patches (native:unfold2d)") and conv["kernel"] == "unfold2d"
         assert all((" in 2 chunks + " in row["strategy"]) == (chunk == 50) for row in (conv, strided))  # 1 sample each
-        assert [row["strategy"] for row in rows[2:]] == ["gram by 1 panel"] * 2
+        assert [row["strategy"] for row in rows[2:]] == ["gram symmetrized"] * 2
     else:
-        assert conv["strategy"].startswith("patch sums (") and rows[2]["strategy"] == "location sums + gram by 1 panel"
+        assert conv["strategy"].startswith("patch sums (") and rows[2]["strategy"] == "location sums + gram symmetrized"
         assert rows[2]["part_flops"] == 2 * (6 - 1) * 9  # 2 samples' sums over 6 locations of 9 features
 
 

@@ -68,8 +68,8 @@ def test_a_linear_layer_costs_the_gram_of_its_inputs_or_of_their_sums(reduce):
     with counted_products() as products:
         input_factor(x, geometry, reduce)
     assert cost.gram_flops == products.flops == 2 * 7 * 7 * (3 if reduce else 15)
-    assert (cost.part_flops, cost.strategy) == ((84, "location sums + gram by 1 panel") if reduce
-                                                else (0, "gram by 1 panel"))  # fmt: skip
+    assert (cost.part_flops, cost.strategy) == ((84, "location sums + gram symmetrized") if reduce
+                                                else (0, "gram symmetrized"))  # fmt: skip
 
 
 def test_a_layer_whose_expand_runs_as_a_pair_gram_is_costed_as_one() -> None:

@@ -1,8 +1,8 @@
 """Symmetric Gram products (``tnconv.routines.gram``): values, exact symmetry, in-place scaling, FLOPs, errors.
 
 The panel size and the thresholds between the paths are shrunk (``small_panels``) so that
-small shapes run every path: several panels, per-sample products, the one layout copy,
-and the dense product of large shallow matrices.
+small shapes run every path: several panels, one symmetrized panel, per-sample products, the
+one layout copy, and the dense product of shallow matrices.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ TOL = dict(rtol=1e-12, atol=1e-12)
 
 
 @contextmanager
-def small_panels(panel: int = 3, large: int = 7, shallow: int = 4, per_sample: int = 5) -> Iterator[None]:
-    with mock.patch.multiple(gram_module, PANEL=panel, LARGE=large, SHALLOW=shallow, PER_SAMPLE_DEPTH=per_sample,
+def small_panels(panel: int = 3, dense_below: int = 20, per_sample: int = 5) -> Iterator[None]:
+    with mock.patch.multiple(gram_module, PANEL=panel, DENSE_BELOW=dense_below, PER_SAMPLE_DEPTH=per_sample,
                              SYMMETRIZE_CHUNK=20):
         yield
 
@@ -60,16 +60,22 @@ def test_accumulated_gram_equals_the_dense_formula_and_is_exactly_symmetric(
     out = start.clone() if beta else torch.full_like(start, float("nan"))  # out is not read with beta = 0
     with small_panels():
         result = accumulate_gram(rows, out, alpha, beta)
+        dense = d > 3 and gram_module.dense(d, gram_module.products(samples, depth)[1])
     assert result is out
     torch.testing.assert_close(out, beta * start + alpha * reference(rows), **TOL)
-    assert torch.equal(out, out.mT)
+    if dense:  # one dense product: symmetric to rounding
+        torch.testing.assert_close(out, out.mT, **TOL)
+    else:
+        assert torch.equal(out, out.mT)
 
 
-def test_a_view_of_a_larger_factor_is_written_in_place_and_nothing_else():
-    """KFAC's A with the bias folded in: the Gram goes into the leading (G, d, d) block of (G, d + 1, d + 1)."""
+@pytest.mark.parametrize("panel", [3, 8])
+def test_a_view_of_a_larger_factor_is_written_in_place_and_nothing_else(panel):
+    """KFAC's A with the bias folded in: the Gram goes into the leading (G, d, d) block of (G, d + 1, d + 1), by
+    panels (d = 7 > 3) and as one symmetrized product (d = 7 <= 8)."""
     rows = draw_rows((2, 2, 7, 3), 0, False)
     joined = torch.full((2, 8, 8), 5.0, dtype=torch.float64)
-    with small_panels():
+    with small_panels(panel):
         accumulate_gram(rows, joined[:, :7, :7], 2.0, 0.0)
     torch.testing.assert_close(joined[:, :7, :7], 2.0 * reference(rows), **TOL)
     assert (joined[:, 7] == 5).all() and (joined[:, :, 7] == 5).all()
@@ -103,16 +109,18 @@ def multiply_adds(rows: torch.Tensor) -> int:
 
 def test_panels_halve_the_products():
     """d = 12 in panels of 3 (4 panels): 4 + 3 + 2 + 1 = 10 of 16 blocks, 5/8 of the dense product's multiply-adds;
-    one layout copy where the per-sample products would be thin; the dense product for large shallow Grams."""
+    one layout copy where the per-sample products would be thin; the dense product for shallow Grams."""
     with small_panels():
         deep = torch.randn(1, 1, 12, 10)
         assert multiply_adds(deep) == 10 * 3 * 3 * 10  # (p + 1) / (2p) of 12 * 12 * 10
         per_sample = torch.randn(4, 1, 12, 6)  # T >= PER_SAMPLE_DEPTH: one product per sample
         assert multiply_adds(per_sample) == 4 * 10 * 3 * 3 * 6
-        shallow = torch.randn(1, 1, 12, 3)  # T < SHALLOW and d > LARGE: one dense product
-        assert multiply_adds(shallow) == 12 * 12 * 3
-    dense = torch.randn(1, 2, 2 * gram_module.PANEL, 8)
-    assert multiply_adds(dense) == 2 * 3 * gram_module.PANEL**2 * 8
+        shallow = torch.randn(1, 1, 12, 1)  # d * T < DENSE_BELOW: one dense product
+        assert multiply_adds(shallow) == 12 * 12 * 1
+    panel = gram_module.PANEL  # the real thresholds: two panels from DENSE_BELOW on, one dense product below
+    deep_enough = gram_module.DENSE_BELOW // (2 * panel) + 1
+    assert multiply_adds(torch.randn(1, 2, 2 * panel, deep_enough, dtype=torch.float64)) == 2 * 3 * panel**2 * deep_enough
+    assert multiply_adds(torch.randn(1, 2, 2 * panel, 8)) == 2 * (2 * panel) ** 2 * 8
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,7 +134,10 @@ def test_flops_are_those_of_the_products_that_run(samples, groups, d, depth):
         words = gram_module.strategy((samples, groups, d, depth))
         deep = depth if samples > 1 and depth >= 5 else samples * depth  # PER_SAMPLE_DEPTH 5
         panels = -(-d // 3)  # PANEL 3
-        assert words == ("gram dense" if deep < 4 and d > 7 else f"gram by {panels} panel" + "s" * (panels > 1))
+        if d <= 3:
+            assert words == "gram symmetrized"
+        else:
+            assert words == ("gram dense" if d * deep < 20 else f"gram by {panels} panels")
 
 
 def test_bad_shapes_are_refused():

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 
 from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.hyper_cache import typed
 from tnconv.conv.options import DEFAULT_OPTIONS
 from tnconv.lower.compile import compile as compile_network
 from tnconv.lower.program import Program
@@ -78,7 +79,7 @@ _BY_CONFIG: dict[str, Entry] = {}
 """Entries by the name of their normalised configuration (``_name``): every spelling of a configuration
 shares one entry."""
 _BY_ARGUMENTS: dict[object, Entry] = {}
-"""Entries by the raw arguments of ``_entry`` (typed, see ``_typed``): an eager call with arguments seen
+"""Entries by the raw arguments of ``_entry`` (see ``tnconv.conv.hyper_cache.typed``): an eager call with arguments seen
 before skips validation (about 30 us)."""
 _FIELDS = tuple(f.name for f in fields(ConvHyper))
 
@@ -136,8 +137,8 @@ def _entry(op: str, shape: tuple, names: Names, values: tuple) -> Entry:
     Returns the entry itself (never a name to look up later), so that another
     thread that drops it from a full cache meanwhile cannot make this call fail.
     """
-    typed = _typed((op, shape, *values))
-    key = None if typed is None else (names, typed)
+    typed_arguments = typed((op, shape, *values))
+    key = None if typed_arguments is None else (names, typed_arguments)
     if key is not None:
         found = _BY_ARGUMENTS.get(key)
         if found is not None:
@@ -214,18 +215,6 @@ def _insert(cache: dict, key: object, entry: Entry) -> Entry:
         del cache[next(iter(cache))]
     cache[key] = entry
     return entry
-
-
-_KEY_TYPES = (int, str, type(None))
-
-
-def _typed(value: object) -> object:
-    """``value`` with the type of every leaf beside it (so that ``True`` and ``1`` differ), or None
-    when it holds anything but ints, strings, None and tuples of them (then it is validated afresh)."""
-    if isinstance(value, tuple):
-        items = tuple(map(_typed, value))  # map, not a generator: this runs on every eager call
-        return None if None in items else items
-    return (type(value), value) if isinstance(value, _KEY_TYPES) else None
 
 
 def _constants(values: tuple[object, ...]) -> tuple[Any, ...]:

@@ -12,17 +12,19 @@ from typing import Any, Mapping
 import torch
 
 from tnconv.checks import check_same_kind, check_tensor
-from tnconv.conv.hyper import ConvHyper, conv_hyper
+from tnconv.conv.hyper import ConvHyper
+from tnconv.conv.hyper_cache import cached_conv_hyper
 
 __all__ = ["check_output", "check_tensor", "gradient_layer", "layer"]
 
 
 def layer(x: object, arguments: Mapping[str, Any], out_channels: object = None) -> ConvHyper:
-    """The normalised layer whose input is ``x``; a non-empty batch is required."""
+    """The normalised layer whose input is ``x``; a non-empty batch is required (validated once per spelling of the
+    arguments: ``cached_conv_hyper``)."""
     x = check_tensor(x, "x")
     if x.shape[0] == 0:
         raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
-    return conv_hyper(tuple(x.shape), out_channels=out_channels, **arguments)
+    return cached_conv_hyper(tuple(x.shape), {"out_channels": out_channels, **arguments})
 
 
 def check_output(value: torch.Tensor, name: str, hyper: ConvHyper, leading: int = 0) -> None:

@@ -19,8 +19,9 @@ they can move into a table of routines as they are. With ``G`` groups:
 
 Channels are dim 1 of a conv output ``(N, C_out, *O)`` and the last dim of a
 ``Linear`` output ``(N, *, C_out)``; columns carry one more leading dim ``M``.
-``A`` and ``B`` are Grams multiplied by one triangle (``tnconv.routines.gram``) and, given
-a running factor ``out``, blended into it in place (``out = beta * out + alpha * factor``).
+``A`` and ``B`` are Grams (``tnconv.routines.gram``: one triangle where deep, one dense
+product where shallow) and, given a running factor ``out``, blended into it in place
+(``out = beta * out + alpha * factor``).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def output_factor(
     ``sum_{m,n,t} v v^T`` or with ``sum_t v``; a new ``B`` (float32 for half columns) when ``out`` is None.
 
     Conv columns ``(M, N, C_out, *O)`` are read as the rows ``(M*N, G, c, T)`` of a Gram
-    without a copy; ``tnconv.routines.gram`` multiplies one triangle, per ``(m, n)`` pair
+    without a copy; ``tnconv.routines.gram`` multiplies them (one triangle where deep), per ``(m, n)`` pair
     where there are many locations, else after one copy into ``(G, c, M*N*T)`` (deep
     layers, KFAC-reduce's ``T = 1``), where per-pair products would be thin and each write
     a whole ``c x c`` result.

@@ -74,8 +74,8 @@ class KFAC:
     update as in any training forward) and leaves every ``.grad`` as it was.
 
     ``update`` writes each batch's products straight into the running factors (in place, no
-    temporary of a factor's size; each factor one triangle of a Gram, mirrored, so exactly
-    symmetric). The factors of a float16/bfloat16 model are summed and held in float32 (a
+    temporary of a factor's size; deep Grams by one triangle, mirrored, exactly symmetric; shallow ones,
+    e.g. KFAC-reduce's, one dense product: ``tnconv.routines.gram``). The factors of a float16/bfloat16 model are summed and held in float32 (a
     running mean in bfloat16 would stop moving after a few hundred batches); the
     preconditioner solves in float32 and returns gradients in their own dtype.
     """

@@ -4,7 +4,7 @@ Each function checks its arguments (``tnconv.curvature.checks``) and runs its
 routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
 network once per layer, call it, scale, reshape). The KFAC factors run their
 routines' shortcuts (the patches, or the patch sums, multiplied with themselves
-by ``tnconv.routines.gram``: one triangle, mirrored) through
+by ``tnconv.routines.gram``: one triangle, mirrored, or one dense product where shallow) through
 ``tnconv.curvature.patches.accumulate_input_factor``, which ``KFAC.update`` calls to add a
 batch to its running factors in place. KFAC factors
 of float16 and bfloat16 inputs are summed in float32 (the sums overflow float16; the

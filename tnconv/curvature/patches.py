@@ -100,9 +100,17 @@ def expand_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequenc
 
 def paying_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:
     """``expand_pair(hyper)`` where ``pair_gram_pays`` picks it, else None: the one decision that both running
-    (``accumulate_input_factor``) and costing (``input_factor_cost``) KFAC-expand's ``A`` take."""
+    (``accumulate_input_factor``) and costing (``input_factor_cost``) KFAC-expand's ``A`` take, once per layer."""
+    return _paying_pair(hyper, pair_gram_pays)
+
+
+@lru_cache(maxsize=256)
+def _paying_pair(hyper: ConvHyper, pays: Callable[[pair_gram.PairGram], bool]
+                 ) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:  # fmt: skip
+    """``paying_pair``, cached by the layer and by the decision function (the estimate takes about 50 us, as long
+    as a small layer's whole factor; a decision forced in its place is taken afresh)."""
     pair = expand_pair(hyper)
-    return pair if pair is not None and pair_gram_pays(pair[0]) else None
+    return pair if pair is not None and pays(pair[0]) else None
 
 
 def accumulate_input_factor(

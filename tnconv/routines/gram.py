@@ -2,19 +2,26 @@
 
 Every KFAC factor is the Gram of one tensor with itself: the patches (KFAC-expand's ``A``),
 the patch sums (KFAC-reduce's ``A``), the columns at a layer's output (``B``). A dense
-product ``R R^T`` computes every off-diagonal entry twice. Here the rows of ``R`` are cut
-into panels of ``PANEL`` rows; panel ``[s, e)`` is multiplied only with rows ``[s, d)``
-(one ``addmm_``/``baddbmm_`` writing into the upper part of ``out`` in place), so
-the products cost ``(p + 1) / (2 p)`` of the dense one for ``p`` panels (0.56x for
-``d = 4,608``), and the strictly lower part is then copied from the upper one: the result
-is symmetric bit for bit, whatever the matrix library does.
+product ``R R^T`` computes every off-diagonal entry twice. Three ways, by shape:
 
-Where the summed axis is short (``T * S < SHALLOW`` after the layout step below) and
-the matrix large (``d > LARGE``), the product writes far more than it computes
-(KFAC-reduce's ``A`` of a 512-channel 3x3 layer: ``d = 4,608`` from 32 samples) and the
-transposed copies of the mirror cost more than the halved product saves (1.7x the dense
-product measured), so one dense product runs there instead (symmetric as the library's
-kernels compute ``x.y`` and ``y.x`` alike: bit for bit with MKL and OpenBLAS on the CPU).
+- **Upper panels** (deep products, ``d * depth >= DENSE_BELOW``): the rows of ``R`` are cut
+  into panels of ``PANEL`` rows; panel ``[s, e)`` is multiplied only with rows ``[s, d)``
+  (one ``addmm_``/``baddbmm_`` writing into the upper part of ``out`` in place), so the
+  products cost ``(p + 1) / (2 p)`` of the dense one for ``p`` panels (0.56x for
+  ``d = 4,608``), and the strictly lower part is then copied from the upper one: symmetric
+  bit for bit, whatever the matrix library does.
+- **One panel** (``d <= PANEL``): ``P = R R^T`` is formed whole and
+  ``out = beta * out + alpha/2 (P + P^T)``: symmetric bit for bit (a sum of two numbers is
+  the same in either order) in three or four small calls, where a panel and its mirror
+  take half a dozen small copies (a ``36 x 36`` factor: 112 us against 34 us).
+- **One dense product** (shallow products, ``d * depth < DENSE_BELOW``: KFAC-reduce's ``A``
+  and ``B``, whose depth is the batch): straight into ``out``, symmetric to rounding only
+  (the matrix library may round ``x.y`` and ``y.x`` differently in its edge kernels).
+  There the product is bound by writing ``out``, and the mirror's transposed copies cost
+  more than the halved product saves: measured with 1 thread, panels and mirror take 3.0x
+  the dense product's time at ``d = 256`` from 64 columns, 2.5x at ``d = 576``, 1.4x at
+  ``d = 1,152``, 1.2x at ``d = 2,304``; at ``d * depth`` about 300,000 the two break even
+  (``d = 256`` from 1,024 columns: 1.05x; ``d = 2,304`` from 256: 0.88x).
 
 ``R`` is ``(S, G, d, T)``, any strides (a transposed view costs no copy: the matrix
 library reads either layout). With several ``S``, ``R`` is copied once into ``(G, d, S*T)``
@@ -34,10 +41,9 @@ import torch
 PANEL = 128
 """Rows per panel: products of 128 rows run at the matrix library's full speed (measured 0.55-0.7x of the dense
 product's time for d = 576..4,608 and 512..32,768 summed columns)."""
-SHALLOW = 64
-"""Summed columns below which a product is bound by writing ``out``, not by arithmetic."""
-LARGE = 2048
-"""Rows above which a mirrored copy of ``out`` leaves the caches (``d * d`` floats beyond 16 MiB)."""
+DENSE_BELOW = 300_000
+"""``d * depth`` (rows times summed columns) below which one dense product beats upper panels and their mirror
+(the break-even measured on this CPU, 1 thread, d = 256..2,304; module docstring)."""
 PER_SAMPLE_DEPTH = 4096
 """Locations per sample from which ``S`` products are summed as they are, without laying ``R`` out anew (below it
 the copy pays: KFAC-expand of a ResNet-18 3x3 layer, 32x32 locations, chunks of 7 samples: 0.84x the time of
@@ -56,7 +62,9 @@ def gram(rows: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
 
 
 def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
-    """``out = beta * out + alpha * sum_{s,t} R[s,g,:,t] R[s,g,:,t]^T`` in place, exactly symmetric; returns ``out``.
+    """``out = beta * out + alpha * sum_{s,t} R[s,g,:,t] R[s,g,:,t]^T`` in place; returns ``out``.
+
+    Symmetric bit for bit, except where one dense product runs (``dense``): there to rounding.
 
     Args:
         rows: ``R`` ``(S, G, d, T)``, any strides; float16/bfloat16 when ``out`` is float32.
@@ -79,10 +87,12 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
         rows = rows.permute(1, 2, 0, 3).reshape(1, groups, d, deep)
     samples, depth = count, deep
     rows = rows.to(out.dtype)
+    if d <= PANEL:
+        _small_product(out, rows, alpha, beta)
+        return out
     if dense(d, depth):
-        for s in range(samples):  # whole products: the matrix library's edge kernels may round the two
-            _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)  # triangles differently
-        mirror(out)
+        for s in range(samples):
+            _product(out, rows[s], rows[s], alpha, beta if s == 0 else 1.0)
         return out
     for start, stop in panels(d):
         for s in range(samples):
@@ -99,8 +109,9 @@ def products(samples: int, depth: int) -> tuple[int, int]:
 
 
 def dense(d: int, depth: int) -> bool:
-    """Whether ``accumulate_gram`` multiplies ``d`` rows of ``depth`` summed columns whole (not by upper panels)."""
-    return depth < SHALLOW and d > LARGE
+    """Whether ``accumulate_gram`` multiplies ``d > PANEL`` rows of ``depth`` summed columns in one dense product
+    (not by upper panels and a mirror)."""
+    return d * depth < DENSE_BELOW
 
 
 def panels(d: int) -> list[tuple[int, int]]:
@@ -111,10 +122,11 @@ def panels(d: int) -> list[tuple[int, int]]:
 
 def flops(shape: tuple[int, int, int, int]) -> int:
     """The FLOPs (2 per multiply-add) of ``accumulate_gram`` on rows of ``shape`` ``(S, G, d, T)``: the products it
-    runs, as it runs them (laid out into one deep product, whole or by upper panels); the mirror copies no FLOPs."""
+    runs, as it runs them (laid out into one deep product, whole or by upper panels); the mirror and the
+    symmetrizing sum of a one-panel factor are not counted."""
     samples, groups, d, depth = shape
     samples, depth = products(samples, depth)
-    if dense(d, depth):
+    if d <= PANEL or dense(d, depth):
         return 2 * samples * groups * d * d * depth
     return 2 * samples * groups * depth * sum((stop - start) * (d - start) for start, stop in panels(d))
 
@@ -124,6 +136,8 @@ def strategy(shape: tuple[int, int, int, int]) -> str:
     _, depth = products(shape[0], shape[3])
     d = shape[2]
     count = len(panels(d))
+    if d <= PANEL:
+        return "gram symmetrized"
     return "gram dense" if dense(d, depth) else f"gram by {count} panel" + ("" if count == 1 else "s")
 
 
@@ -133,6 +147,19 @@ def _product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: 
         out[0].addmm_(left[0], right[0].T, beta=beta, alpha=alpha)
     else:
         out.baddbmm_(left, right.mT, beta=beta, alpha=alpha)
+
+
+def _small_product(out: torch.Tensor, rows: torch.Tensor, alpha: float, beta: float) -> None:
+    """``out = beta * out + alpha/2 (P + P^T)`` for ``P = sum_s R[s] R[s]^T`` (``R`` ``(S, G, d, T)``, ``d <= PANEL``):
+    exactly symmetric without a mirror (the whole ``(G, d, d)`` product is a temporary of at most one panel)."""
+    product = out.new_empty(out.shape)
+    for s in range(rows.shape[0]):
+        _product(product, rows[s], rows[s], 1.0, 0.0 if s == 0 else 1.0)
+    symmetric = product + product.mT
+    if beta == 0.0:
+        torch.mul(symmetric, alpha / 2, out=out)
+    else:
+        out.mul_(beta).add_(symmetric, alpha=alpha / 2)
 
 
 def mirror(out: torch.Tensor) -> None:
