@@ -30,11 +30,12 @@ from tnconv.routines.table import TABLE
 
 
 def part_flops(calls: mock.Mock, routine: str) -> int:
-    """The FLOPs of what ran in the part programs ``run_part`` was called for (a native kernel's, else the plan's)."""
+    """The FLOPs of what ran in the part programs called for the layers of ``calls`` (``run_part``: a native
+    kernel's, else the plan's; the patches, ``part_operands``: the einsum plan's, which they run)."""
     total = 0
     for call in calls.call_args_list:
         program = tnconv.compile(setup(TABLE[routine], call.args[1]).network)
-        kernel = program.kernel_cost()
+        kernel = program.kernel_cost() if routine == "kfac_reduce" else None
         total += kernel.flops if kernel is not None else program.flops
     return total
 
@@ -45,10 +46,11 @@ def test_the_cost_is_that_of_the_products_and_parts_that_run(layer, reduce, chun
     x = torch.randn(layer.x_shape, dtype=torch.float64)
     hyper = checked_layer(x, {"kernel_size": layer.kernel_size, **kwargs(layer)})
     routine = "kfac_reduce" if reduce else "kfac_expand"
-    calls = mock.Mock(wraps=patches_module.run_part)
+    spied = "run_part" if reduce else "part_operands"  # the patch sums run their program, the patches its plan
+    calls = mock.Mock(wraps=getattr(patches_module, spied))
     with mock.patch.object(patches_module, "PATCH_CHUNK", chunk):
         cost = patches_module.input_factor_cost(hyper, reduce)
-        with counted_products() as products, mock.patch.object(patches_module, "run_part", calls):
+        with counted_products() as products, mock.patch.object(patches_module, spied, calls):
             patches_module.accumulate_input_factor(x, hyper, reduce)
     assert cost.gram_flops == products.flops
     assert cost.part_flops == part_flops(calls, routine)

@@ -18,6 +18,7 @@ from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.options import DEFAULT_OPTIONS, Options
 from tnconv.ir.network import Network
 from tnconv.lower.compile import compile as compile_network
+from tnconv.lower.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
 from tnconv.routines.routine import Routine
@@ -109,11 +110,22 @@ def run_part(
 ) -> torch.Tensor:
     """The value of ``routine``'s network on the layer ``hyper``, or of its shortcut's part where it has one:
     unscaled, in the network's layout, in float32 for float16/bfloat16 operands when ``routine.widen_half``."""
-    prepared = setup(routine, hyper, options)
-    dtype = next(iter(operands.values())).dtype
-    wide = routine.widen_half and dtype in HALF
-    program = compile_network(prepared.network)
-    return program(*[operands[name].to(torch.float32) if wide else operands[name] for name in prepared.operands])
+    return part_program(routine, hyper, options)(*part_operands(routine, hyper, operands, options))
+
+
+def part_program(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Program:
+    """The compiled program that ``run_part`` calls: ``routine``'s network on the layer, or its shortcut's part."""
+    return compile_network(setup(routine, hyper, options).network)
+
+
+def part_operands(
+    routine: Routine, hyper: ConvHyper, operands: Mapping[str, torch.Tensor], options: Options = DEFAULT_OPTIONS
+) -> list[torch.Tensor]:
+    """``operands`` in the order of ``part_program``'s operands, in float32 for float16/bfloat16 ones when
+    ``routine.widen_half``."""
+    names = setup(routine, hyper, options).operands
+    wide = routine.widen_half and next(iter(operands.values())).dtype in HALF
+    return [operands[name].to(torch.float32) if wide else operands[name] for name in names]
 
 
 # --- the shortcuts of TABLE's routines ---------------------------------------------------------
