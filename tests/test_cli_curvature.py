@@ -102,7 +102,7 @@ def test_one_row_per_supported_layer_with_kfacs_factor_shapes(model_file, approx
     assert report["classes"] == 3 and report["update"] is None and rows[0]["seconds"] is None
 
 
-# convs (one strided and grouped), a Linear on locations, a Linear head
+# convs whose small patches a native kernel forms (no FLOPs), a Linear on locations, a Linear head
 UNFOLDED = textwrap.dedent(
     """
     import torch
@@ -162,7 +162,8 @@ def test_the_a_flops_are_those_of_what_update_runs(tmp_path, approx, chunk):
     assert printed == report["totals"]["flops"] == sum(row["flops"] for row in rows)
     conv, strided = rows[:2]
     if approx == "expand":
-        assert conv["strategy"].startswith("patches (einsum plan: views)") and conv["kernel"] is None
+        assert printed == counted  # small patches come from F.unfold (below VIEWS_FROM): no FLOPs
+        assert conv["strategy"].startswith("patches (native:unfold2d)") and conv["kernel"] == "unfold2d"
         assert all((" in 2 chunks + " in row["strategy"]) == (chunk == 50) for row in (conv, strided))  # 1 sample each
         assert [row["strategy"] for row in rows[2:]] == ["gram symmetrized"] * 2
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -13,16 +14,19 @@ from support.references import diag_ggn_reference, grouped_patches, kfac_referen
 
 import tnconv
 from tnconv import curvature
+from tnconv.curvature import patches as patches_module
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
-@given(curvature_layers(), st.integers(0, 2**16))
-def test_kfac_factors_equal_patch_references(layer, seed):
+@settings(max_examples=60, deadline=None)
+@given(curvature_layers(), st.integers(0, 2**16), st.sampled_from([0, 10**9]))
+def test_kfac_factors_equal_patch_references(layer, seed, views_from):
+    """``views_from``: the patches as strided views laid out in one copy (0), or by the unfold program (10^9)."""
     x = random(layer.x_shape, seed)
     expand, reduce = kfac_references(grouped_patches(layer, x))
-    got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
+    with mock.patch.object(patches_module, "VIEWS_FROM", views_from):
+        got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
     got_reduce = curvature.kfac_reduce_factor(x, layer.kernel_size, **kwargs(layer))
     assert got_expand.shape == got_reduce.shape == expand.shape  # (G, d, d), also for G == 1
     torch.testing.assert_close(got_expand, expand, **TOL)

@@ -30,12 +30,13 @@ from tnconv.routines.table import TABLE
 
 
 def part_flops(calls: mock.Mock, routine: str) -> int:
-    """The FLOPs of what ran in the part programs called for the layers of ``calls`` (``run_part``: a native
-    kernel's, else the plan's; the patches, ``part_operands``: the einsum plan's, which they run)."""
+    """The FLOPs of what ran in the part programs called for the layers of ``calls`` (a native kernel's, else the
+    plan's; the einsum plan's for patches formed as views: ``by_views``)."""
     total = 0
     for call in calls.call_args_list:
         program = tnconv.compile(setup(TABLE[routine], call.args[1]).network)
-        kernel = program.kernel_cost() if routine == "kfac_reduce" else None
+        views = routine == "kfac_expand" and patches_module.by_views(call.args[1])
+        kernel = None if views else program.kernel_cost()
         total += kernel.flops if kernel is not None else program.flops
     return total
 

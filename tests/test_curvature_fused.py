@@ -169,17 +169,19 @@ def test_the_bias_row_and_column_are_blended_and_mirrored():
 
 
 @settings(max_examples=40, deadline=None)
-@given(curvature_layers(), st.integers(1, 3), st.sampled_from([1, 50, 10**9]), st.integers(0, 2**16))
-def test_the_ggn_diagonal_by_columns_and_by_location_pairs_equals_the_routine(layer, columns, chunk, seed):
-    """Both ways of ``tnconv.curvature.patches`` (in chunks of one sample, of a few, of all) against the
-    ``diag_ggn`` routine, on conv and transposed conv layers of 1 to 3 dims, through ``matrix_weight``."""
+@given(curvature_layers(), st.integers(1, 3), st.sampled_from([1, 50, 10**9]), st.integers(0, 2**16),
+       st.sampled_from([0, 10**9]))
+def test_the_ggn_diagonal_by_columns_and_by_location_pairs_equals_the_routine(layer, columns, chunk, seed, views_from):
+    """Both ways of ``tnconv.curvature.patches`` (in chunks of one sample, of a few, of all; patches as views or
+    from the unfold program) against the ``diag_ggn`` routine, on conv and transposed conv layers of 1 to 3
+    dims, through ``matrix_weight``."""
     x, v = random(layer.x_shape, seed), random((columns, *layer.output_shape), seed + 1)
     arguments = kwargs(layer)
     expected = curvature.diag_ggn_weight(x, v, layer.kernel_size, **arguments)
     conv = {"kernel_size": layer.kernel_size, "transposed": False, **arguments}
     geometry = Geometry("transposed" if layer.transposed else "conv", layer.groups, layer.output_shape[1], conv)
     hyper = checked_layer(x, geometry.conv, geometry.out_channels)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk):
+    with mock.patch.multiple(patches_module, PATCH_CHUNK=chunk, VIEWS_FROM=views_from):
         for path in (patches_module.diag_ggn_by_columns, patches_module.diag_ggn_by_location_pairs):
             got = matrix_weight(path(x, v, hyper), geometry, expected.shape)
             torch.testing.assert_close(got, expected, **TOL)

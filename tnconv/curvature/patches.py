@@ -51,6 +51,9 @@ from tnconv.routines.table import TABLE
 
 PATCH_CHUNK = 1 << 22
 """Elements of patches (or of their location pairs) formed at once: 16 MiB in float32."""
+VIEWS_FROM = 1 << 16
+"""Patch elements of a chunk from which its patches are strided views laid out in one copy (``patches``); below,
+the part's own program (im2col where a native kernel runs it) costs fewer torch calls, which decide there."""
 
 
 def chunk_layers(hyper: ConvHyper, per_sample: int) -> list[tuple[slice, ConvHyper]]:
@@ -85,15 +88,22 @@ def patches(x: torch.Tensor, hyper: ConvHyper, pairs: bool = False) -> Iterator[
     ``PATCH_CHUNK`` patch elements, or location-pair elements (``T (T + 1) / 2`` per patch) when ``pairs``.
 
     The unfold network runs by its einsum plan (strided views of the padded input, gathers where
-    needed), never by the native ``unfold`` kernel: its consumers multiply the patches, and
-    ``patch_rows`` lays views out for them in one copy, where im2col would write them once and the
-    Gram's layout step copy them again (im2col alone measured 1.2-2.3x the time of that one copy
-    on this CPU, 1 thread: ResNet-18 and ConvNeXt layers)."""
+    needed), not by the native ``unfold`` kernel (``by_views``): its consumers multiply the patches,
+    and ``patch_rows`` lays views out for them in one copy, where im2col would write them once and
+    the Gram's layout step copy them again (im2col alone measured 1.2-2.3x the time of that one
+    copy on this CPU, 1 thread: ResNet-18 and ConvNeXt layers). Chunks of fewer than
+    ``VIEWS_FROM`` patch elements run the part's program (one call, no layout step)."""
     routine = TABLE["kfac_expand"]
     for samples, part, part_hyper in chunks(x, hyper, patch_elements(hyper, pairs)):
-        program = part_program(routine, part_hyper)
-        patches = program.run_einsum_plan(*part_operands(routine, part_hyper, {"X": part}))
+        program, operands = part_program(routine, part_hyper), part_operands(routine, part_hyper, {"X": part})
+        patches = program.run_einsum_plan(*operands) if by_views(part_hyper) else program(*operands)
         yield samples, patch_rows(patches, part_hyper)
+
+
+def by_views(hyper: ConvHyper) -> bool:
+    """Whether ``patches`` forms the patches of the chunk ``hyper`` by the einsum plan (views, one copy): from
+    ``VIEWS_FROM`` patch elements on."""
+    return hyper.batch * patch_elements(hyper) >= VIEWS_FROM
 
 
 @lru_cache(maxsize=256)
@@ -203,19 +213,26 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
     layers = [part_hyper for _, part_hyper in chunk_layers(hyper, patch_elements(hyper))]
     parts = [part_program(routine, part_hyper) for part_hyper in layers]
     shapes = [_rows(program, part_hyper) for program, part_hyper in zip(parts, layers)]
+    views = [by_views(part_hyper) for part_hyper in layers]
+    costs = [_plan_runs(program) if view else _runs(program) for program, view in zip(parts, views)]
+    kinds = " / ".join(dict.fromkeys("einsum plan: views" if view else program.strategy
+                                     for program, view in zip(parts, views)))
+    kernel = None if views[0] else _kernel(parts[0])
     chunked = f" in {len(parts)} chunks" if len(parts) > 1 else ""
     grams = " / ".join(dict.fromkeys(gram.strategy(rows) for rows in shapes))
-    return FactorCost(f"patches (einsum plan: views){chunked} + {grams}", None,
-                      sum(int(program.flops) for program in parts), sum(gram.flops(rows) for rows in shapes),
-                      max(int(program.largest_intermediate) for program in parts))
+    return FactorCost(f"patches ({kinds}){chunked} + {grams}", kernel, sum(flops for flops, _ in costs),
+                      sum(gram.flops(rows) for rows in shapes), max(largest for _, largest in costs))
 
 
 def _runs(program: Program) -> tuple[int, int]:
     """FLOPs and largest created tensor (elements) of what a call of ``program`` runs: its native kernel's, else
     its plan's."""
     kernel = program.kernel_cost()
-    if kernel is not None:
-        return kernel.flops, kernel.largest
+    return (kernel.flops, kernel.largest) if kernel is not None else _plan_runs(program)
+
+
+def _plan_runs(program: Program) -> tuple[int, int]:
+    """FLOPs and largest created tensor (elements) of a call of ``program``'s einsum plan."""
     return int(program.flops), int(program.largest_intermediate)
 
 

@@ -139,19 +139,18 @@ def sums_rows(sums: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
 def patch_rows(patches: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
     """The patches ``(n, g, c_in, k.., o..)`` as the rows of their Gram ``(N, G, d, T)``.
 
-    A view where the patches allow one (contiguous, as the unfold network's native kernel and
-    gathers leave them). Otherwise (strided views, e.g. a strided 1x1 layer's ``x[..., ::S, ::S]``)
-    one copy into the layout ``(G, d, N, T)``, returned as an ``(N, G, d, T)`` view of it: the layout
-    that ``tnconv.routines.gram``'s one deep product over ``N*T`` columns reads without a second copy.
+    A view of contiguous patches (as the unfold network's native kernel and gathers leave them).
+    Otherwise (strided views of the input: the einsum plan's patches, e.g. a strided 1x1 layer's
+    ``x[..., ::S, ::S]``) one copy into the layout ``(G, d, N, T)``, returned as an ``(N, G, d, T)``
+    view of it: the layout that ``tnconv.routines.gram``'s one deep product over ``N*T`` columns
+    reads without a second copy.
     """
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
-    shape = (hyper.batch, hyper.groups, d, -1)
-    try:
-        return patches.view(shape)
-    except RuntimeError:  # not viewable: one copy
-        samples_last = (*range(1, 3 + hyper.dims), 0, *range(3 + hyper.dims, patches.ndim))
-        laid_out = patches.permute(samples_last).reshape(hyper.groups, d, hyper.batch, -1)
-        return laid_out.permute(2, 0, 1, 3)
+    if patches.is_contiguous():
+        return patches.view(hyper.batch, hyper.groups, d, -1)
+    samples_last = (*range(1, 3 + hyper.dims), 0, *range(3 + hyper.dims, patches.ndim))
+    laid_out = patches.permute(samples_last).reshape(hyper.groups, d, hyper.batch, -1)
+    return laid_out.permute(2, 0, 1, 3)
 
 
 def gram_of_sums(sums: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
