@@ -148,7 +148,8 @@ def test_expand_patches_in_chunks_of_samples_give_the_factor(chunk):
     x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     patches = torch.nn.functional.unfold(x, 3, padding=1).reshape(5, 2, 9, 16).permute(1, 2, 0, 3).flatten(2)
     calls = mock.Mock(wraps=patches_module.part_operands)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "part_operands", calls):
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "part_operands", calls), \
+            mock.patch.object(patches_module, "by_network", return_value=False):
         got = curvature.kfac_expand_factor(x, 3, padding=1, groups=2)
     torch.testing.assert_close(got, patches @ patches.mT / 80, **TOL)
     sizes = [call.args[2]["X"].shape[0] for call in calls.call_args_list]
@@ -208,3 +209,25 @@ def test_model_diagonals_take_the_way_their_layers_call_for():
         record = records[layer.name]
         expected = curvature.diag_ggn_weight(record.x, pulled[layer.name], **record.geometry.conv)
         torch.testing.assert_close(diagonal[layer.weight], expected, **TOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(curvature_layers(), st.integers(0, 2**16), st.sampled_from([(1.0, 0.0), (0.3, 0.7)]))
+def test_small_expand_factors_by_the_whole_network_equal_the_patches_way(layer, seed, blend):
+    """A factor that fits one panel and one chunk runs as the derived network (``by_network``): the same value as
+    the patches and Gram, blended in place, exactly symmetric; its cost names the network."""
+    alpha, beta = blend
+    x = random(layer.x_shape, seed)
+    hyper = checked_layer(x, {"kernel_size": layer.kernel_size, **kwargs(layer)})
+    assert patches_module.by_network(hyper)  # small test layers: d <= 128, one chunk
+    start = random((hyper.groups, *2 * [hyper.in_channels // hyper.groups * hyper.kernel_elements]), seed + 1)
+    start = start + start.mT
+    spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
+    with mock.patch.object(patches_module, "accumulate_patch_gram", spy):
+        got = patches_module.accumulate_input_factor(x, hyper, False, start.clone(), alpha, beta)
+    with mock.patch.object(patches_module, "by_network", return_value=False):
+        expected = patches_module.accumulate_input_factor(x, hyper, False, start.clone(), alpha, beta)
+    assert not spy.called
+    torch.testing.assert_close(got, expected, **TOL)
+    assert torch.equal(got, got.mT)
+    assert patches_module.input_factor_cost(hyper, False).strategy.startswith("network (")

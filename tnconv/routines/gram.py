@@ -155,6 +155,13 @@ def _small_product(out: torch.Tensor, rows: torch.Tensor, alpha: float, beta: fl
     product = out.new_empty(out.shape)
     for s in range(rows.shape[0]):
         _product(product, rows[s], rows[s], 1.0, 0.0 if s == 0 else 1.0)
+    blend_symmetrized(out, product, alpha, beta)
+
+
+def blend_symmetrized(out: torch.Tensor, product: torch.Tensor, alpha: float, beta: float) -> None:
+    """``out = beta * out + alpha/2 (P + P^T)`` in place for a Gram ``P`` ``(G, d, d)`` that is symmetric up to
+    rounding: ``out`` exactly symmetric (a sum of two numbers is the same in either order); not read when
+    ``beta == 0``."""
     symmetric = product + product.mT
     if beta == 0.0:
         torch.mul(symmetric, alpha / 2, out=out)
