@@ -147,7 +147,8 @@ def test_the_a_flops_are_those_of_what_update_runs(tmp_path, approx, chunk):
     path = tmp_path / "unfolded.py"
     path.write_text(UNFOLDED, encoding="utf-8")
     argv = (f"{path}:make", "--input", ",".join(map(str, UNFOLDED_INPUT)), "--approx", approx, "--no-timing")
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "by_network", return_value=False):  # the patches path
+    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), patches_path:
         report = _json(*argv)
         status, out, err = run("curvature", *argv)
         namespace: dict = {}

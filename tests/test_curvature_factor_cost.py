@@ -49,7 +49,8 @@ def test_the_cost_is_that_of_the_products_and_parts_that_run(layer, reduce, chun
     routine = "kfac_reduce" if reduce else "kfac_expand"
     spied = "run_part" if reduce else "part_operands"  # the patch sums run their program, the patches its plan
     calls = mock.Mock(wraps=getattr(patches_module, spied))
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "by_network", return_value=False):  # the patches path
+    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), patches_path:
         cost = patches_module.input_factor_cost(hyper, reduce)
         with counted_products() as products, mock.patch.object(patches_module, spied, calls):
             patches_module.accumulate_input_factor(x, hyper, reduce)

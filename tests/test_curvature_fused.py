@@ -148,8 +148,9 @@ def test_expand_patches_in_chunks_of_samples_give_the_factor(chunk):
     x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     patches = torch.nn.functional.unfold(x, 3, padding=1).reshape(5, 2, 9, 16).permute(1, 2, 0, 3).flatten(2)
     calls = mock.Mock(wraps=patches_module.part_operands)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), mock.patch.object(patches_module, "part_operands", calls), \
-            mock.patch.object(patches_module, "by_network", return_value=False):
+    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
+    spied = mock.patch.object(patches_module, "part_operands", calls)
+    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), spied, patches_path:
         got = curvature.kfac_expand_factor(x, 3, padding=1, groups=2)
     torch.testing.assert_close(got, patches @ patches.mT / 80, **TOL)
     sizes = [call.args[2]["X"].shape[0] for call in calls.call_args_list]

@@ -53,7 +53,8 @@ def test_expand_factor_with_and_without_pair_grams_equals_the_unfold_reference(
     for pays in (True, False):
         out = start.clone() if beta else torch.full_like(start, math.nan)  # not read when beta == 0
         spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
-        with forced(pays), mock.patch.object(patches_module, "accumulate_patch_gram", spy), mock.patch.object(patches_module, "by_network", return_value=False):
+        patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
+        with forced(pays), mock.patch.object(patches_module, "accumulate_patch_gram", spy), patches_path:
             got = accumulate_input_factor(x, hyper, False, out, alpha, beta)
         assert got is out
         assert spy.called != (pays and paired)  # the pair path forms no patches
