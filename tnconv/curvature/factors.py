@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from tnconv.conv.hyper import conv_hyper
+from tnconv.conv.hyper_cache import cached_conv_hyper
 from tnconv.curvature.checks import layer as conv_layer
 from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
 from tnconv.curvature.patches import (
@@ -92,10 +92,10 @@ def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     transposed = shape.kind == "transposed"
     mode = "zeros" if transposed else str(module.padding_mode)
     output_padding: tuple[int, ...] = tuple(module.output_padding) if transposed else (0,) * dims  # type: ignore[arg-type]
-    hyper = conv_hyper(
-        tuple(x.shape), module.kernel_size, stride=module.stride, padding=module.padding, dilation=module.dilation,
+    hyper = cached_conv_hyper(tuple(x.shape), dict(
+        kernel_size=module.kernel_size, stride=module.stride, padding=module.padding, dilation=module.dilation,
         groups=module.groups, padding_mode=mode, output_padding=output_padding, transposed=transposed,
-    )  # fmt: skip
+    ))  # fmt: skip
     if transposed:  # a forward given output_size pads differently from the attribute
         output_padding = tuple(op + out - size for op, out, size in zip(output_padding, y.shape[2:], hyper.output_size))
     padding: object = hyper.padding
