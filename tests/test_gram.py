@@ -60,7 +60,7 @@ def test_accumulated_gram_equals_the_dense_formula_and_is_exactly_symmetric(
     out = start.clone() if beta else torch.full_like(start, float("nan"))  # out is not read with beta = 0
     with small_panels():
         result = accumulate_gram(rows, out, alpha, beta)
-        dense = d > 3 and gram_module.dense(d, gram_module.products(samples, depth)[1])
+        dense = d >= 6 and gram_module.dense(d, gram_module.products(samples, depth)[1])
     assert result is out
     torch.testing.assert_close(out, beta * start + alpha * reference(rows), **TOL)
     if dense:  # one dense product: symmetric to rounding
@@ -72,7 +72,7 @@ def test_accumulated_gram_equals_the_dense_formula_and_is_exactly_symmetric(
 @pytest.mark.parametrize("panel", [3, 8])
 def test_a_view_of_a_larger_factor_is_written_in_place_and_nothing_else(panel):
     """KFAC's A with the bias folded in: the Gram goes into the leading (G, d, d) block of (G, d + 1, d + 1), by
-    panels (d = 7 > 3) and as one symmetrized product (d = 7 <= 8)."""
+    panels (d = 7 >= 2 * 3) and as one symmetrized product (d = 7 < 2 * 8)."""
     rows = draw_rows((2, 2, 7, 3), 0, False)
     joined = torch.full((2, 8, 8), 5.0, dtype=torch.float64)
     with small_panels(panel):
@@ -117,6 +117,8 @@ def test_panels_halve_the_products():
         assert multiply_adds(per_sample) == 4 * 10 * 3 * 3 * 6
         shallow = torch.randn(1, 1, 12, 1)  # d * T < DENSE_BELOW: one dense product
         assert multiply_adds(shallow) == 12 * 12 * 1
+        under_two_panels = torch.randn(1, 1, 5, 10)  # d < 2 * PANEL: one product, however deep
+        assert multiply_adds(under_two_panels) == 5 * 5 * 10
     panel = gram_module.PANEL  # the real thresholds: two panels from DENSE_BELOW on, one dense product below
     deep_enough = gram_module.DENSE_BELOW // (2 * panel) + 1
     assert multiply_adds(torch.randn(1, 2, 2 * panel, deep_enough, dtype=torch.float64)) == 2 * 3 * panel**2 * deep_enough
@@ -134,7 +136,7 @@ def test_flops_are_those_of_the_products_that_run(samples, groups, d, depth):
         words = gram_module.strategy((samples, groups, d, depth))
         deep = depth if samples > 1 and depth >= 5 else samples * depth  # PER_SAMPLE_DEPTH 5
         panels = -(-d // 3)  # PANEL 3
-        if d <= 3:
+        if d < 6:  # fewer than two full panels of 3
             assert words == "gram symmetrized"
         else:
             assert words == ("gram dense" if d * deep < 20 else f"gram by {panels} panels")

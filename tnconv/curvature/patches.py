@@ -109,12 +109,12 @@ def by_views(hyper: ConvHyper) -> bool:
 
 def by_network(hyper: ConvHyper) -> bool:
     """Whether KFAC-expand's ``A`` of the layer runs as its whole derived network (``expand_network``): where the
-    factor fits one panel (``d <= gram.PANEL``) and the patches one chunk. There the network's one arranged
+    Gram is one product anyway (``gram.symmetrized(d)``) and the patches fit one chunk. There the network's one arranged
     product (``native:matmul`` of the patches with themselves) takes fewer torch calls than patches, layout
     and Gram, which decide such short calls (measured side by side, 1 thread: wav2vec2 conv0 1.29 -> 0.88x of
     unfold + matmul, tiny_2d 1.77 -> 1.05x, mobilenetv2_dw_s2 0.62 -> 0.40x, convnext_base_stem 0.66 -> 0.55x)."""
     d = hyper.in_channels // hyper.groups * hyper.kernel_elements
-    return d <= gram.PANEL and hyper.batch * patch_elements(hyper) <= PATCH_CHUNK
+    return gram.symmetrized(d) and hyper.batch * patch_elements(hyper) <= PATCH_CHUNK
 
 
 def expand_network(hyper: ConvHyper) -> Program:

@@ -10,10 +10,14 @@ product ``R R^T`` computes every off-diagonal entry twice. Three ways, by shape:
   products cost ``(p + 1) / (2 p)`` of the dense one for ``p`` panels (0.56x for
   ``d = 4,608``), and the strictly lower part is then copied from the upper one: symmetric
   bit for bit, whatever the matrix library does.
-- **One panel** (``d <= PANEL``): ``P = R R^T`` is formed whole and
-  ``out = beta * out + alpha/2 (P + P^T)``: symmetric bit for bit (a sum of two numbers is
-  the same in either order) in three or four small calls, where a panel and its mirror
-  take half a dozen small copies (a ``36 x 36`` factor: 112 us against 34 us).
+- **Symmetrized** (fewer than two full panels, ``d < 2 * PANEL``): ``P = R R^T`` is formed
+  whole and ``out = beta * out + alpha/2 (P + P^T)``: symmetric bit for bit (a sum of two
+  numbers is the same in either order) in three or four small calls, where a panel and its
+  mirror take half a dozen small copies (a ``36 x 36`` factor: 112 us against 34 us). Two
+  panels of which the second is partial save too little to pay for the mirror: measured,
+  panels and mirror took 0.94-1.15x the dense product's time at ``d = 147`` with 1 thread and
+  1.16-1.40x with 2 (4,096-50,176 summed columns), 1.10-1.19x at ``d = 192`` with 2 threads
+  below 50,176 columns; from ``d = 256`` on they take 0.85-0.97x, from 576 on 0.55-0.81x.
 - **One dense product** (shallow products, ``d * depth < DENSE_BELOW``: KFAC-reduce's ``A``
   and ``B``, whose depth is the batch): straight into ``out``, symmetric to rounding only
   (the matrix library may round ``x.y`` and ``y.x`` differently in its edge kernels).
@@ -87,7 +91,7 @@ def accumulate_gram(rows: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, b
         rows = rows.permute(1, 2, 0, 3).reshape(1, groups, d, deep)
     samples, depth = count, deep
     rows = rows.to(out.dtype)
-    if d <= PANEL:
+    if symmetrized(d):
         _small_product(out, rows, alpha, beta)
         return out
     if dense(d, depth):
@@ -108,8 +112,14 @@ def products(samples: int, depth: int) -> tuple[int, int]:
     return (1, samples * depth) if samples > 1 and depth < PER_SAMPLE_DEPTH else (samples, depth)
 
 
+def symmetrized(d: int) -> bool:
+    """Whether ``accumulate_gram`` forms the Gram of ``d`` rows whole and symmetrizes it: fewer than two full
+    panels."""
+    return d < 2 * PANEL
+
+
 def dense(d: int, depth: int) -> bool:
-    """Whether ``accumulate_gram`` multiplies ``d > PANEL`` rows of ``depth`` summed columns in one dense product
+    """Whether ``accumulate_gram`` multiplies ``d >= 2 * PANEL`` rows of ``depth`` summed columns in one dense product
     (not by upper panels and a mirror)."""
     return d * depth < DENSE_BELOW
 
@@ -126,7 +136,7 @@ def flops(shape: tuple[int, int, int, int]) -> int:
     symmetrizing sum of a one-panel factor are not counted."""
     samples, groups, d, depth = shape
     samples, depth = products(samples, depth)
-    if d <= PANEL or dense(d, depth):
+    if symmetrized(d) or dense(d, depth):
         return 2 * samples * groups * d * d * depth
     return 2 * samples * groups * depth * sum((stop - start) * (d - start) for start, stop in panels(d))
 
@@ -136,7 +146,7 @@ def strategy(shape: tuple[int, int, int, int]) -> str:
     _, depth = products(shape[0], shape[3])
     d = shape[2]
     count = len(panels(d))
-    if d <= PANEL:
+    if symmetrized(d):
         return "gram symmetrized"
     return "gram dense" if dense(d, depth) else f"gram by {count} panel" + ("" if count == 1 else "s")
 
@@ -150,8 +160,8 @@ def _product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: 
 
 
 def _small_product(out: torch.Tensor, rows: torch.Tensor, alpha: float, beta: float) -> None:
-    """``out = beta * out + alpha/2 (P + P^T)`` for ``P = sum_s R[s] R[s]^T`` (``R`` ``(S, G, d, T)``, ``d <= PANEL``):
-    exactly symmetric without a mirror (the whole product is a temporary of at most one panel per group)."""
+    """``out = beta * out + alpha/2 (P + P^T)`` for ``P = sum_s R[s] R[s]^T`` (``R`` ``(S, G, d, T)``, ``d < 2 * PANEL``):
+    exactly symmetric without a mirror (the whole product is a temporary of under four panels per group)."""
     product = out.new_empty(out.shape)
     for s in range(rows.shape[0]):
         _product(product, rows[s], rows[s], 1.0, 0.0 if s == 0 else 1.0)
