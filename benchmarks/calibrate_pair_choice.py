@@ -58,6 +58,7 @@ LAYERS = (  # (x shape, kernel[, stride]): ResNet-18 CIFAR's stride-1 3x3 layers
     ((8, 64, 56, 56), 5, 2),
     ((2, 64, 56, 56), 7, 2),
     ((8, 32, 32, 32), 7, 4),
+    ((8, 3, 224, 224), 7, 2),  # ResNet-18's ImageNet stem (layers.json's resnet18_conv1)
 )
 
 
@@ -90,7 +91,7 @@ def main() -> None:
         works.append((pair_work(plan), patch_work(plan)))
         print(f"{shape} {kernel}x{kernel} stride {stride[0] if stride else 1}: pair {medians['pair'] * 1e3:.1f} ms, "
               f"patches {medians['patches'] * 1e3:.1f} ms", flush=True)
-    pair_speeds = fit([[w.calls, w.outputs, w.flops, w.adds, w.added] for w, _ in works], [m[0] for m in measured])
+    pair_speeds = fit([[w.calls, w.outputs, w.inputs, w.flops, w.adds, w.added] for w, _ in works], [m[0] for m in measured])
     patch_speeds = fit([[1.0, w.elements, w.flops, w.factor] for _, w in works], [m[1] for m in measured])
     speeds = Speeds(*pair_speeds, *patch_speeds)
     print(f"{speeds!r}".replace(", ", ",\n    "))

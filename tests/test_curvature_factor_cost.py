@@ -86,7 +86,7 @@ def test_a_layer_whose_expand_runs_as_a_pair_gram_is_costed_as_one() -> None:
     cost = patches_module.input_factor_cost(hyper, reduce=False)
     assert cost.strategy.startswith("pattern-pair Gram") and cost.part_flops == 0
     assert cost.gram_flops == pair[0].flops and cost.largest_intermediate == pair[0].largest_intermediate
-    small = conv_hyper((4, 64, 32, 32), 3, padding=1)  # the same layer on 4 samples: run it, patches untouched
+    small = conv_hyper((4, 64, 56, 56), 3, padding=1)  # a larger image on 4 samples: run it, patches untouched
     small_pair = patches_module.expand_pair(small)
     assert small_pair is not None and pair_gram_pays(small_pair[0])
     x = torch.randn(small.input_shape, dtype=torch.float64)

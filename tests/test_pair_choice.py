@@ -32,17 +32,18 @@ def expand_plan(shape: tuple[int, ...], kernel: int) -> pair_gram.PairGram:
 
 def test_counts_of_a_small_expand_plan() -> None:
     """3x3 'same' at 6x6, N=2, C=4: 5 segments per dim (25 calls), held by the taps {0}, {0,1}, {0,1,2}, {1,2}, {2}:
-    3, 4, 5, 4, 3 shifts (19 per dim), over 1, 1, 4, 1, 1 pixels (34 shift-pixels per dim); 1+2+3+2+1 holders
-    per dim (9 * 9 adds of 4x4 channels by 3x3 taps); patches d = 36 rows by 36 locations, one panel."""
+    3, 4, 5, 4, 3 shifts (19 per dim), over 1, 1, 4, 1, 1 pixels (34 shift-pixels per dim, each reading 4 + 4
+    channels); 1+2+3+2+1 holders per dim (9 * 9 adds of 4x4 channels by 3x3 taps); patches d = 36 rows by 36
+    locations, one panel."""
     plan = expand_plan((2, 4, 6, 6), 3)
     assert plan.sizes == (2, 1, 4, 4)
-    assert pair_work(plan) == PairWork(25, 2 * 16 * 19 * 19, 2 * 2 * 16 * 34 * 34, 81, 81 * 16 * 9)
+    assert pair_work(plan) == PairWork(25, 2 * 16 * 19 * 19, 2 * 8 * 34 * 34, 2 * 2 * 16 * 34 * 34, 81, 81 * 16 * 9)
     assert patch_work(plan) == PatchWork(2 * 36 * 36, 2 * 2 * 36 * 36 * 36, 36 * 36)
 
 
 def test_panels_and_two_operands_in_the_patch_counts() -> None:
     """Two operands (2 and 3 channels, kernel 3, 5 outputs): both sides' patches are formed; 64 channels of a 3x3
-    kernel give d = 576 rows, 5 panels of 128: the upper-panel product is 6/10 of the dense one."""
+    kernel give d = 576 rows, 4.5 panels of 128: each panel times the rows from its start on."""
     pattern = IndexPattern(7, 3, 1, 2, 0, 2)
     net = tnconv.Network(
         [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "l", "i", "j"), PatternPair(pattern)),
@@ -52,7 +53,7 @@ def test_panels_and_two_operands_in_the_patch_counts() -> None:
     assert plan is not None
     assert patch_work(plan) == PatchWork(5 * (6 + 9), 2 * 5 * 6 * 9, 6 * 9)
     wide = expand_plan((1, 64, 4, 4), 3)
-    assert patch_work(wide).flops == 2 * 16 * 576 * 576 * 6 // 10
+    assert patch_work(wide).flops == 2 * 16 * (128 * (576 + 448 + 320 + 192) + 64 * 64)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,8 @@ def test_flops_alone_would_choose_the_pair_on_a_deep_layer() -> None:
     """Priced by FLOPs only (the planner's old rule), the pair Gram of a 3x3 layer at 8x8 with 256 channels wins;
     the measured speeds say not (it took 1.9x the patches' time)."""
     plan = expand_plan((32, 256, 8, 8), 3)
-    flops_only = Speeds(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    flops_only = Speeds(call=0.0, call_output=0.0, call_input=0.0, call_flop=1.0, add=0.0, added=0.0, layer=0.0,
+                        patch_element=0.0, gram_flop=1.0, factor_element=0.0)
     assert pair_gram_pays(plan, flops_only)
     assert not pair_gram_pays(plan, CPU)
 
@@ -90,6 +92,9 @@ def test_the_panels_are_the_grams() -> None:
     from tnconv.routines import gram
 
     assert pair_choice.PANEL == gram.PANEL
+    for channels in (8, 16, 20, 28, 29, 64):  # d = 9 * C: 72, 144, 180, 252 (symmetrized), 261, 576 (panels)
+        plan = expand_plan((1, channels, 48, 48), 3)  # deep enough (d * T >= gram.DENSE_BELOW) for panels
+        assert patch_work(plan).flops == gram.flops((1, 1, 9 * channels, 48 * 48)), channels
 
 
 @pytest.mark.parametrize("shape, kernel", [((32, 64, 32, 32), 3), ((8, 64, 56, 56), 5), ((2, 64, 56, 56), 7)])

@@ -12,7 +12,9 @@ sample whatever the pixels, so on deep layers (8x8 pixels, 256 channels) it runs
 therefore costed as seconds, sums of counts at measured speeds (``Speeds``):
 
 - pair Gram: per call, per element of a call's result and sample (``N C_A C_B/G (2K-1)^n``
-  each call), per FLOP of the calls, per add of the assembly and per element added;
+  each call), per operand element a call reads (``N (C_A + C_B)`` per pixel: the term that
+  prices few-channel layers on large images, whose calls are bound by reading, not by
+  multiplying), per FLOP of the calls, per add of the assembly and per element added;
 - patches and Gram: per layer, per patch element formed (``N T G d``), per FLOP of the
   upper-panel product (``2 N T G d_A d_B (p+1)/(2p)`` for ``p`` panels of 128 rows) and per
   element of the factor (mirrored).
@@ -37,11 +39,12 @@ PANEL = 128
 @dataclass(frozen=True)
 class PairWork:
     """The counts a pair Gram's time is estimated from (see the module docstring): weight-VJP ``calls``, the
-    elements of their results summed over calls and samples (``outputs``), their ``flops``, the assembly's
-    ``adds`` and the elements they add (``added``)."""
+    elements of their results summed over calls and samples (``outputs``), the operand elements they read
+    (``inputs``), their ``flops``, the assembly's ``adds`` and the elements they add (``added``)."""
 
     calls: int
     outputs: int
+    inputs: int
     flops: int
     adds: int
     added: int
@@ -63,6 +66,7 @@ class Speeds:
 
     call: float
     call_output: float
+    call_input: float
     call_flop: float
     add: float
     added: float
@@ -73,7 +77,8 @@ class Speeds:
 
     def pair_seconds(self, work: PairWork) -> float:
         """Estimated seconds of a pair Gram."""
-        return (self.call * work.calls + self.call_output * work.outputs + self.call_flop * work.flops
+        return (self.call * work.calls + self.call_output * work.outputs + self.call_input * work.inputs
+                + self.call_flop * work.flops
                 + self.add * work.adds + self.added * work.added)
 
     def patch_seconds(self, work: PatchWork) -> float:
@@ -83,17 +88,20 @@ class Speeds:
 
 
 CPU = Speeds(
-    call=4.59e-4, call_output=5.53e-10, call_flop=2.16e-11, add=1.17e-5, added=1.07e-9,
-    layer=1.24e-3, patch_element=4.90e-9, gram_flop=1.61e-11, factor_element=1.81e-9,
+    call=3.15e-4, call_output=3.35e-10, call_input=2.10e-10, call_flop=2.37e-11, add=0.0, added=9.66e-10,
+    layer=0.0, patch_element=2.53e-9, gram_flop=1.48e-11, factor_element=3.06e-9,
 )
 """Speeds fitted by ``benchmarks/calibrate_pair_choice.py`` on the project's shared 2-core x86-64 CPU machine
-(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread, load average about 2 from one other job), over 16 stride-1 and
-6 strided layers, with the pair Gram's border calls narrowed to the shifts their taps need. There the pair Gram
-won on 3x3 layers with 64 channels at 32x32 (0.74x the patches' time, batch 32) and 56x56 (0.57x, batch 8), at
-5x5 28x28 and 32x32 (0.84x, 0.91x) and 7x7 56x56 with 2 samples (0.69x); it lost on deep layers (8x8 and 4x4
-with 256 and 512 channels: 1.9x and 15x), on small ones, and at every stride > 1 (3x3 stride 2: 1.7-2.8x, 7x7
-stride 2: 1.5x; the phases make thin calls). The estimate picks the faster way on 21 of the 22 layers; it misses
-3x3 32x32 with 3 channels (0.93x, estimated 2x: both take about 13 ms)."""
+(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread, quiet), over 16 stride-1 and 7 strided layers, with the pair
+Gram's border calls narrowed to the shifts their taps need and the patches formed as views (Grams of fewer than
+two full panels as one product). There the pair Gram won on 3x3 layers with 64 channels at 32x32 (0.87x the
+patches' time, batch 32) and 56x56 (0.86x, batch 8), at 5x5 28x28 and 32x32 (0.83x) and 7x7 56x56 with 2
+samples (0.76x); it lost on deep layers (8x8 and 4x4 with 256 and 512 channels: 1.9x and 14x), on small ones,
+and at every stride > 1 (3x3 stride 2: 2.1-3.1x, 7x7 stride 2: 2.1x; the phases make thin calls). The estimate
+picks the faster way on 22 of the 23 layers; the 23rd is a tie it gives to the patches: ResNet-18's 7x7 stride-2
+stem on 3 channels at 224x224, 144 ms each way with 1 thread, where the patches take 0.8x the pair's time with 2
+threads (its calls read 3 channels of many pixels: the ``call_input`` term, without which the estimate took the
+pair for twice as fast)."""
 
 
 def pair_work(plan: PairGram) -> PairWork:
@@ -104,23 +112,31 @@ def pair_work(plan: PairGram) -> PairWork:
     taps = math.prod(d.window.kernel_size for d in plan.dims)
     shifts = math.prod(sum(part.shifts(d.window.kernel_size) for part in d.parts) for d in plan.dims)
     adds = math.prod(d.held for d in plan.dims)
-    calls_flops = 2 * batch * channels * math.prod(d.call_pixels for d in plan.dims)
-    return PairWork(plan.calls, batch * channels * shifts, calls_flops, adds, adds * channels * taps)
+    pixels = math.prod(d.call_pixels for d in plan.dims)
+    return PairWork(plan.calls, batch * channels * shifts, batch * groups * (c_a + c_b) * pixels,
+                    2 * batch * channels * pixels, adds, adds * channels * taps)
 
 
 def patch_work(plan: PairGram) -> PatchWork:
     """The counts of the same Gram from the patches: ``d = C * prod(K)`` rows per operand and group, ``T``
-    locations (the patches formed once when both sides read one operand), the product by ``p`` upper panels
-    (``(p + 1) / (2 p)`` of the dense one's FLOPs)."""
+    locations (the patches formed once when both sides read one operand), the product by upper panels
+    (``(p + 1) / (2 p)`` of the dense one's FLOPs for ``p`` full panels; one dense product below two full panels)."""
     batch, groups, c_a, c_b = plan.sizes
     taps = math.prod(d.window.kernel_size for d in plan.dims)
     locations = math.prod(d.window.output_size for d in plan.dims)
     rows_a, rows_b = c_a * taps, c_b * taps
-    panels = -(-rows_a // PANEL)
-    dense = 2 * batch * locations * groups * rows_a * rows_b
     rows = rows_a if plan.a.operand == plan.b.operand else rows_a + rows_b
-    return PatchWork(batch * locations * groups * rows, dense * (panels + 1) // (2 * panels),
+    return PatchWork(batch * locations * groups * rows, 2 * batch * locations * groups * _products(rows_a, rows_b),
                      groups * rows_a * rows_b)
+
+
+def _products(rows_a: int, rows_b: int) -> int:
+    """Multiply-adds per summed column of the Gram of ``rows_a`` by ``rows_b`` rows as ``tnconv.routines.gram``
+    multiplies it: by upper panels of ``PANEL`` rows (panel ``[s, e)`` times rows ``[s, d)``) from two full panels
+    of one operand with itself on, else whole."""
+    if rows_a != rows_b or rows_a < 2 * PANEL:
+        return rows_a * rows_b
+    return sum((min(start + PANEL, rows_a) - start) * (rows_a - start) for start in range(0, rows_a, PANEL))
 
 
 def pair_gram_pays(plan: PairGram, speeds: Speeds = CPU) -> bool:
