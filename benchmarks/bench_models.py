@@ -28,11 +28,15 @@ Peak memory (``--memory``, on by default): for ``per-sample``, ``diag GGN`` and 
 each side runs twice in a fresh child process (glibc forced to ``mmap`` large blocks,
 ``common.MMAP_THRESHOLD``); the extra peak resident set of the second call is reported.
 
-Output: the tables on stdout, the section "Whole models (issue 15)" of ``--markdown``
+Output: the tables on stdout; the rows kept in ``--rows`` (benchmarks/models.json: a row per model,
+thread count and comparison, with its date, rounds and load; a new run replaces the rows it
+measures and keeps the others, so that the models and thread counts, hours of runs on a 2-core
+machine together, can be measured in separate runs; ``--quick`` runs keep none unless ``--rows``
+is given); from all kept rows, the section "Whole models (issue 15)" of ``--markdown``
 (benchmarks/RESULTS.md; other sections are kept) and a plot ``--plot`` (benchmarks/models.png).
 
 Usage: python benchmarks/bench_models.py [--models resnet18 vgg19 convnext] [--threads 1 2] [--repeats 3]
-       [--quick] [--no-memory] [--markdown PATH] [--plot PATH]
+       [--quick] [--no-memory] [--tasks TASK...] [--rows PATH] [--markdown PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -279,7 +283,8 @@ def measure(name: str, threads: int, repeats: int, quick: bool, tasks: tuple[str
     for task in tasks:
         sides, steps = sides_of(task, name, quick)
         times = rotated(sides, repeats)
-        row = {"model": name, "threads": threads, "task": task, "times": times}
+        row = {"model": name, "threads": threads, "task": task, "times": times, "repeats": repeats,
+               "date": time.strftime("%Y-%m-%d %H:%M"), "load": round(os.getloadavg()[0], 1)}
         if steps is not None:
             row["parts"] = {part: sorted(values)[len(values) // 2] for part, values in steps.parts.items()}
         rows.append(row)
@@ -318,7 +323,7 @@ def memory_rows(names: list[str], quick: bool) -> list[dict]:
         for task in MEMORY_TASKS:
             sides = ("sgd", "kfac") if task == "train step" else ("tnconv", "backpack")
             peaks = {side: child_memory(name, task, side, quick) for side in sides}
-            rows.append({"model": name, "task": task, "peaks": peaks})
+            rows.append({"model": name, "task": task, "peaks": peaks, "date": time.strftime("%Y-%m-%d %H:%M")})
             print(f"{name:9s} memory {task:12s} " + "  ".join(f"{s}={b / 2**20:.0f}MB" for s, b in peaks.items()),
                   flush=True)
     return rows
@@ -332,6 +337,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small batches, one timed round: a smoke run")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--tasks", nargs="*", choices=TASKS, default=list(TASKS), help="the timed tasks (default all)")
+    parser.add_argument("--rows", default=None, help="kept rows (default benchmarks/models.json; none with --quick)")
     parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "models.png"))
     parser.add_argument("--peak", nargs=3, metavar=("MODEL", "TASK", "SIDE"), help=argparse.SUPPRESS)
@@ -340,14 +346,39 @@ def main() -> None:
         print(json.dumps(peak_in_this_process(*options.peak, options.quick)))
         return
     repeats = options.repeats or (1 if options.quick else 3)
-    started = time.strftime("%Y-%m-%d")
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, float32, {repeats} round(s)")
+    store = options.rows or (None if options.quick else str(ROOT / "benchmarks" / "models.json"))
+    kept = load_rows(Path(store)) if store else {"rows": [], "memory": []}
     rows = [row for name in options.models for threads in options.threads
             for row in measure(name, threads, repeats, options.quick, tuple(options.tasks))]  # fmt: skip
     memory = [] if options.no_memory else memory_rows(options.models, options.quick)
-    shapes = {name: (MODELS[name].quick if options.quick else MODELS[name].shape) for name in options.models}
-    markdown(Path(options.markdown), rows, memory, shapes, repeats, started, options.quick)
-    plot(Path(options.plot), rows)
+    kept = {"rows": merged(kept["rows"], rows, ("model", "threads", "task")),
+            "memory": merged(kept["memory"], memory, ("model", "task"))}
+    if store:
+        Path(store).write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
+    models_kept = list(dict.fromkeys(row["model"] for row in kept["rows"] + kept["memory"]))
+    shapes = {name: (MODELS[name].quick if options.quick else MODELS[name].shape) for name in models_kept}
+    markdown(Path(options.markdown), kept["rows"], kept["memory"], shapes, options.quick)
+    plot(Path(options.plot), kept["rows"])
+
+
+def load_rows(path: Path) -> dict[str, list[dict]]:
+    """The rows kept at ``path`` (``{"rows": [...], "memory": [...]}``), empty when there is no such file."""
+    if not path.exists():
+        return {"rows": [], "memory": []}
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    return {"rows": kept.get("rows", []), "memory": kept.get("memory", [])}
+
+
+def merged(kept: list[dict], new: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``kept`` with each row that ``new`` measures again (same ``key`` fields) replaced, new ones appended; in
+    the order of models, thread counts and comparisons."""
+    fresh = {tuple(row[k] for k in key): row for row in new}
+    rows = [fresh.pop(tuple(row[k] for k in key), row) for row in kept] + list(fresh.values())
+    models = list(MODELS)
+    tasks = list(TASKS)
+    return sorted(rows, key=lambda row: (models.index(row["model"]), row.get("threads", 0), tasks.index(row["task"])
+                                         if row["task"] in tasks else len(tasks)))
 
 
 if __name__ == "__main__":

@@ -70,40 +70,46 @@ def ratios(row: dict) -> dict[str, float]:
             if top in times and bottom in times}  # fmt: skip
 
 
-def markdown(path: Path, rows: list[dict], memory: list[dict], shapes: dict, repeats: int, date: str,
-             quick: bool) -> None:  # fmt: skip
-    """Write the section ``SECTION`` of ``path`` from the measured ``rows`` and ``memory``."""
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+def measured(row: dict) -> str:
+    """When and how a row was measured: its date, timed rounds and the load average at its end."""
+    if "repeats" not in row:
+        return row.get("date", "")
+    return f"{row['date']}, {row['repeats']} round(s), load {row['load']:.1f}"
+
+
+def markdown(path: Path, rows: list[dict], memory: list[dict], shapes: dict, quick: bool) -> None:
+    """Write the section ``SECTION`` of ``path`` from the measured ``rows`` and ``memory`` (each with its date)."""
     inputs = "; ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
     lines = [
-        f"Produced by `python benchmarks/bench_models.py{' --quick' if quick else ''}` ({date}, torch "
-        f"{torch.__version__}, CPU with {os.cpu_count()} cores, float32, 10 classes, cross-entropy; inputs {inputs}; "
-        f"medians of {repeats} round(s) after a warm-up round, the sides of a comparison interleaved in one process "
-        f"with the order rotated each round). Load average at the end: {load} - on a shared machine cells move by "
-        "10-30% between runs; final figures need a quiet-machine re-run. Ratio = tnconv time / reference time "
-        "(< 1: tnconv faster).",
+        f"Produced by `python benchmarks/bench_models.py{' --quick' if quick else ''}` (torch {torch.__version__}, "
+        f"CPU with {os.cpu_count()} cores, float32, 10 classes, cross-entropy; inputs {inputs}; medians of the "
+        "rounds after a warm-up round, the sides of a comparison interleaved in one process with the order rotated "
+        "each round). The rows come from several runs (benchmarks/models.json keeps them; a run replaces the rows "
+        "it measures): each names its date, rounds and the load average at its end. On a shared machine cells move "
+        "by 10-30% between runs. Ratio = tnconv time / reference time (< 1: tnconv faster).",
         "",
         "### Targets",
         "",
-        "| target | threads | ratio | reached |",
-        "|---|---:|---:|---|",
+        "| target | threads | ratio | reached | measured |",
+        "|---|---:|---:|---|---|",
     ]
     targets = [(row, label, ratio, TARGETS[row["model"], label]) for row in rows
                for label, ratio in ratios(row).items() if (row["model"], label) in TARGETS]  # fmt: skip
     for row, label, ratio, limit in targets:
         verdict = "yes" if ratio <= limit else "no"
-        lines.append(f"| {row['model']} {label} <= {limit}x | {row['threads']} | {ratio:.2f} | {verdict} |")
+        lines.append(f"| {row['model']} {label} <= {limit}x | {row['threads']} | {ratio:.2f} | {verdict} | "
+                     f"{measured(row)} |")
     if not targets:
-        lines.append("| (no target concerns these models) | | | |")
+        lines.append("| (no target concerns these models) | | | | |")
     for threads in sorted({row["threads"] for row in rows}):
         lines += ["", f"### {threads} thread(s): median ms per side", "",
-                  "| model | comparison | sides (ms) | ratios |", "|---|---|---|---|"]
+                  "| model | comparison | sides (ms) | ratios | measured |", "|---|---|---|---|---|"]
         for row in (r for r in rows if r["threads"] == threads):
             times = amortized(row)
             sides = ", ".join(f"{side} {seconds * 1e3:.1f}" for side, seconds in times.items())
             found = ratios(row)
             cells = ", ".join(f"{label} {ratio:.2f}" for label, ratio in found.items()) or "n/a"
-            lines.append(f"| {row['model']} | {row['task']} | {sides} | {cells} |")
+            lines.append(f"| {row['model']} | {row['task']} | {sides} | {cells} | {measured(row)} |")
     steps = [row for row in rows if "parts" in row]
     if steps:
         parts = list(steps[0]["parts"])
@@ -116,11 +122,12 @@ def markdown(path: Path, rows: list[dict], memory: list[dict], shapes: dict, rep
             lines.append(f"| {row['model']} | {row['threads']} | {times['sgd'] * 1e3:.1f} | "
                          f"{times['kfac step'] * 1e3:.1f} | {cells} | {times['refresh'] / REFRESH_EVERY * 1e3:.1f} |")
     if memory:
-        lines += ["", "### Extra peak memory (MB, 1 thread)", "", "| model | comparison | sides |", "|---|---|---|"]
+        lines += ["", "### Extra peak memory (MB, 1 thread)", "", "| model | comparison | sides | measured |",
+                  "|---|---|---|---|"]
         for row in memory:
             cells = ", ".join(f"{side} {peak / 2**20:.0f}" if peak >= 0 else f"{side} n/a"
                               for side, peak in row["peaks"].items())  # fmt: skip
-            lines.append(f"| {row['model']} | {row['task']} | {cells} |")
+            lines.append(f"| {row['model']} | {row['task']} | {cells} | {measured(row)} |")
     lines += ["", "### Reading the model numbers", "", *NOTES]
     write_section(path, SECTION, "\n".join(lines))
 
