@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.layers import ConvLayer, conv_layers
@@ -14,11 +15,15 @@ from support.networks import assert_close, dense_value, random_operands
 from support.references import reference_conv, reference_conv_transpose
 
 import tnconv
+from tnconv.conv.hyper import conv_hyper
+from tnconv.curvature import per_sample_weight_grad
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern, Ones
 from tnconv.ir.views import Squeeze, Taps, Unflatten
 from tnconv.lower.compile import compile
 from tnconv.lower.lift import structural
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.table import TABLE
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -270,3 +275,28 @@ def test_benchmark_layers_run_native_conv_kernels(spec: dict, simplify: bool):
         program = compile(network(op, layer, simplify))
         assert program.strategy.startswith(_kernel(spec, op)), (op, program.strategy)
         torch.testing.assert_close(program(*operands).flatten(groups_axis, groups_axis + 1), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("size, native", [(4, False), (8, False), (16, True)])
+def test_per_sample_gradients_of_wide_layers_leave_the_kernel_where_locations_are_few(size, native):
+    """Per-sample gradients are a weight VJP grouped by the batch: with 64 x 64 channels per group, 16x16 output
+    locations keep ``convolution_backward`` (T^2 >= 4 c_in c_out), 4x4 and 8x8 run as einsum (the kernel took
+    1.5x and 1.0x its time there, 29x at 2x2 with 512 channels); ``per_sample_weight_grad``, which runs this
+    program, agrees with autograd per sample."""
+    hyper = conv_hyper((2, 64, size, size), 3, 64, padding=1)
+    program = compile(routine_network(TABLE["per_sample_grad"], hyper))
+    assert (program.strategy == "native:conv2d_weight") is native, program.strategy
+    generator = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 64, size, size, generator=generator, dtype=torch.float64)
+    v = torch.randn(2, 64, size, size, generator=generator, dtype=torch.float64)
+    weight = torch.zeros(64, 64, 3, 3, dtype=torch.float64, requires_grad=True)
+    expected = torch.stack([torch.autograd.grad((F.conv2d(x[n : n + 1], weight, padding=1) * v[n : n + 1]).sum(),
+                                                weight)[0] for n in range(2)])  # fmt: skip
+    assert_close(per_sample_weight_grad(x, v, 3, padding=1), expected)
+
+
+def test_narrow_and_single_groups_keep_the_weight_kernel_on_few_locations():
+    """Depthwise and ResNeXt-like groups (< 64 x 64 channel pairs), and ungrouped layers, run the kernel at 2x2."""
+    for channels, groups in [(64, 64), (128, 4), (512, 1)]:
+        net = tnconv.conv_network("weight_vjp", (2, channels, 2, 2), 3, channels, padding=1, groups=groups)
+        assert compile(net).strategy == "native:conv2d_weight", (channels, groups)

@@ -52,6 +52,9 @@ from tnconv.lower.window import Window
 
 OUT = -1
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+WIDE_GROUP_PAIRS = 64 * 64
+"""Input-times-output channels per group from which a grouped weight VJP with few output locations leaves the
+``convolution_backward`` kernel for the einsum stage (``_grouped_weight_pays``)."""
 Found = tuple[str, KernelCall]
 
 
@@ -273,11 +276,29 @@ def _weight(net: Network, x: int, v: int, patterns: list[int]) -> Found | None:
     (ks, os, is_), (groups, c_in, c_out, batch), spatial = found
     n = len(patterns)
     sizes = _sizes(net)
+    if not _grouped_weight_pays(_product(groups, sizes), _product(c_in + c_out, sizes), _product(os, sizes)):
+        return None
     x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
     v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_out, *([l] for l in os)], sizes)
     out = restore([groups, c_out, c_in, *([l] for l in ks)], net.output, sizes)
     weight_shape = (_product(groups + c_out, sizes), _product(c_in, sizes), *spatial.kernel)
     return f"conv{n}d_weight", ConvWeightCall(x_in, v_in, out, spatial, _product(groups, sizes), weight_shape)
+
+
+def _grouped_weight_pays(groups: int, channel_pairs: int, locations: int) -> bool:
+    """Whether ``convolution_backward`` should compute a weight VJP of ``groups`` groups with ``channel_pairs``
+    input-times-output channels per group from ``locations`` output locations: always without groups or with
+    fewer than ``WIDE_GROUP_PAIRS`` channel pairs per group, else where ``locations >= 2 sqrt(channel_pairs)``
+    (``T^2 >= 4 c_in c_out``).
+
+    Per-sample gradients run as a weight VJP whose groups are the batch. There the CPU kernel slows down
+    steeply as a group's channels grow and its locations shrink; measured against the einsum stage (patches as
+    views, one batched product), 1 thread, 3x3 kernels, 32 samples: 0.47x its time with 64 channels at 32x32,
+    0.84x at 16x16, 0.96x at 8x8, 1.48x at 4x4; 128 channels 1.08x at 16x16, 3.8x at 8x8; 256 channels 2.0x at
+    8x8, 2.7x at 4x4; 512 channels 2.0x at 7x7 (8 samples), 2.7x at 4x4, 29x at 2x2 (VGG-19's last block).
+    Depthwise and narrow groups (ResNeXt's 4-32 channels per group) keep the kernel.
+    """
+    return groups == 1 or channel_pairs < WIDE_GROUP_PAIRS or locations * locations >= 4 * channel_pairs
 
 
 def _unfold(net: Network, x: int, patterns: list[int]) -> Found | None:
