@@ -135,3 +135,10 @@ def test_kernel_as_large_as_padded_input_is_fine() -> None:
     assert conv_hyper((1, 1, 3), 3, dilation=2, padding=1).output_size == (1,)
     assert conv_hyper((1, 2, 5), 2, 2, padding_mode="circular", padding=5).output_size == (14,)
     assert conv_hyper((1, 2, 5), 2, 2, padding_mode="reflect", padding=4).output_size == (12,)
+
+
+def test_patch_size_is_a_groups_patch_entries() -> None:
+    """``d = C_in // G * prod(K)``, the rows of KFAC's ``A`` per group (also for a transposed layer's input)."""
+    assert conv_hyper((2, 12, 9, 9), (3, 5), groups=4).patch_size == 3 * 15
+    assert conv_hyper((2, 6, 7), 4, groups=6).patch_size == 4
+    assert conv_hyper((1, 8, 5, 5), 2, stride=2, transposed=True).patch_size == 8 * 4

@@ -239,6 +239,11 @@ class ConvHyper:
         return math.prod(self.kernel_size)
 
     @property
+    def patch_size(self) -> Size:
+        """``d = C_in // G * prod(K)``: the entries of one group's patch, the rows of its Kronecker factor ``A``."""
+        return self.in_channels // self.groups * self.kernel_elements
+
+    @property
     def weight_shape(self) -> tuple[Size, ...]:
         """The torch weight shape: ``(C_out, C_in // G, *K)``, or ``(C_in, C_out // G, *K)`` when transposed."""
         if self.out_channels is None:

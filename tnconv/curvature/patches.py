@@ -113,7 +113,7 @@ def by_network(hyper: ConvHyper) -> bool:
     product (``native:matmul`` of the patches with themselves) takes fewer torch calls than patches, layout
     and Gram, which decide such short calls (measured side by side, 1 thread: wav2vec2 conv0 1.29 -> 0.88x of
     unfold + matmul, tiny_2d 1.77 -> 1.05x, mobilenetv2_dw_s2 0.62 -> 0.40x, convnext_base_stem 0.66 -> 0.55x)."""
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    d = hyper.patch_size
     return gram.symmetrized(d) and hyper.batch * patch_elements(hyper) <= PATCH_CHUNK
 
 
@@ -162,7 +162,7 @@ def accumulate_input_factor(
     routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
     scale = alpha * finish(routine, hyper).factor
     if out is None:
-        d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+        d = hyper.patch_size
         out = x.new_empty((hyper.groups, d, d), dtype=torch.float32 if x.dtype in HALF else x.dtype)
         beta = 0.0
     if reduce:
@@ -217,7 +217,7 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
     chunk of samples (``chunk_layers``) its patches ``(n, G, d, T)`` and their Gram.
     """
     routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    d = hyper.patch_size
     if reduce:
         program = part_program(routine, hyper)
         rows = (1, hyper.groups, d, hyper.batch)
@@ -268,7 +268,7 @@ def _rows(program: Program, hyper: ConvHyper) -> tuple[int, int, int, int]:
     """The shape ``(n, G, d, T)`` of the Gram rows that ``patch_rows`` makes of the patches ``program`` computes
     for the chunk ``hyper``."""
     network = program.network
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    d = hyper.patch_size
     elements = math.prod(int(network.size(leg)) for leg in network.output)
     return hyper.batch, hyper.groups, d, elements // (hyper.batch * hyper.groups * d)
 

@@ -145,7 +145,7 @@ def patch_rows(patches: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
     view of it: the layout that ``tnconv.routines.gram``'s one deep product over ``N*T`` columns
     reads without a second copy.
     """
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    d = hyper.patch_size
     if patches.is_contiguous():
         return patches.view(hyper.batch, hyper.groups, d, -1)
     samples_last = (*range(1, 3 + hyper.dims), 0, *range(3 + hyper.dims, patches.ndim))

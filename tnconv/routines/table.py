@@ -45,7 +45,7 @@ def columns_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
 
 def factor_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
     """A Kronecker factor per group ``(G, d, d)``, ``d = C_in // G * prod(K)``."""
-    d = hyper.in_channels // hyper.groups * hyper.kernel_elements
+    d = hyper.patch_size
     return hyper.groups, d, d
 
 
