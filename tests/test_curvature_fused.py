@@ -215,13 +215,13 @@ def test_model_diagonals_take_the_way_their_layers_call_for():
 @settings(max_examples=30, deadline=None)
 @given(curvature_layers(), st.integers(0, 2**16), st.sampled_from([(1.0, 0.0), (0.3, 0.7)]))
 def test_small_expand_factors_by_the_whole_network_equal_the_patches_way(layer, seed, blend):
-    """A factor that fits one panel and one chunk runs as the derived network (``by_network``): the same value as
-    the patches and Gram, blended in place, exactly symmetric; its cost names the network."""
+    """A factor under two full panels whose patches fit one chunk runs as the derived network (``by_network``): the
+    same value as the patches and Gram, blended in place, exactly symmetric; its cost names the network."""
     alpha, beta = blend
     x = random(layer.x_shape, seed)
     hyper = checked_layer(x, {"kernel_size": layer.kernel_size, **kwargs(layer)})
-    assert patches_module.by_network(hyper)  # small test layers: d <= 128, one chunk
-    start = random((hyper.groups, *2 * [hyper.in_channels // hyper.groups * hyper.kernel_elements]), seed + 1)
+    assert patches_module.by_network(hyper)  # small test layers: d < 2 * PANEL, one chunk
+    start = random((hyper.groups, *2 * [hyper.patch_size]), seed + 1)
     start = start + start.mT
     spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
     with mock.patch.object(patches_module, "accumulate_patch_gram", spy):

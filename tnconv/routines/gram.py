@@ -160,8 +160,9 @@ def _product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: 
 
 
 def _small_product(out: torch.Tensor, rows: torch.Tensor, alpha: float, beta: float) -> None:
-    """``out = beta * out + alpha/2 (P + P^T)`` for ``P = sum_s R[s] R[s]^T`` (``R`` ``(S, G, d, T)``, ``d < 2 * PANEL``):
-    exactly symmetric without a mirror (the whole product is a temporary of under four panels per group)."""
+    """``out = beta * out + alpha/2 (P + P^T)`` for ``P = sum_s R[s] R[s]^T`` (``R`` ``(S, G, d, T)``,
+    ``d < 2 * PANEL``): exactly symmetric without a mirror (the whole product is a temporary of under four panels
+    per group)."""
     product = out.new_empty(out.shape)
     for s in range(rows.shape[0]):
         _product(product, rows[s], rows[s], 1.0, 0.0 if s == 0 else 1.0)
