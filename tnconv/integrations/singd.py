@@ -1,0 +1,130 @@
+"""``SINGD``: the optimizer of the ``singd`` package, with its conv layers' statistics from tnconv.
+
+``SINGD`` subclasses ``singd.optim.optimizer.SINGD`` (same constructor, same semantics, same
+state) and replaces what singd does to a conv layer's input: singd unfolds it (KFAC-expand)
+or contracts it with dense index-pattern tensors (KFAC-reduce); here each structure of ``K``
+gets only what it reads of the input factor, from tnconv's routines
+(``tnconv.integrations.singd_inputs``): the patch sums (reduce), the squared patches summed
+(expand, diagonal), the diagonal blocks or the whole Gram by tnconv's KFAC-expand path
+(expand, other structures). The output side (``C``, from the output gradients) and the update
+are singd's own. ``Linear`` layers, which singd handles without patches, are left to singd.
+
+Layers: ``Linear``, ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d`` and their ``tnconv.nn`` twins
+(``ConvNd`` of any N), every padding mode, asymmetric and ``"same"`` padding (singd itself:
+``Conv2d`` with zeros padding and ``Linear``). Channel groups follow singd's convention: the
+input's groups are averaged and one ``K`` of size ``C_in / G * prod(K)`` serves the layer. A
+``ConvTranspose`` weight ``(C_in, C_out / G, *K)`` is read as the matrix ``(C_out, C_in / G * prod(K))``
+of its patches (``tnconv.curvature.factors.weight_matrix``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from singd.optim.optimizer import SINGD as SingdSINGD
+from singd.optim.utils import conv2d_process_grad_output
+
+from tnconv.curvature.factors import Geometry, geometry, layout, matrix_weight, weight_matrix
+from tnconv.curvature.hooks import SUPPORTED
+from tnconv.integrations.singd_inputs import input_term
+
+__all__ = ["SINGD"]
+
+SINGD_OWN = (torch.nn.Linear, torch.nn.Conv2d)
+"""Layers whose weight singd reshapes itself (its natural gradient and dimensions stay singd's)."""
+
+
+class SINGD(SingdSINGD):
+    """singd's ``SINGD`` (see its documentation for the arguments) with conv statistics from tnconv.
+
+    Where singd supports the layer (``Conv2d`` with zeros padding, ``Linear``), parameters
+    after any number of steps equal singd's own to rounding, for every structure and both
+    ``kfac_approx``; channel groups are averaged, as singd does.
+    """
+
+    SUPPORTED_MODULES = SUPPORTED
+
+    @staticmethod
+    def preconditioner_dims(module: torch.nn.Module) -> tuple[int, int]:
+        """``(dim_K, dim_C)``: the weight as a matrix ``(C_out, C_in / G * prod(K))``, plus one column for a bias."""
+        if isinstance(module, SINGD_OWN):
+            return SingdSINGD.preconditioner_dims(module)
+        rows, columns = _matrix_shape(module)
+        return columns + (module.bias is not None), rows
+
+    def _accumulate_H_terms(
+        self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], grad_output: torch.Tensor
+    ) -> None:
+        """Add the batch's ``H_K`` (from tnconv, ``input_term``) and ``H_C`` (singd's processing of the output
+        gradient) to the layer's accumulators, as singd's ``_accumulate_H_terms`` does."""
+        if isinstance(module, torch.nn.Linear):
+            return super()._accumulate_H_terms(module, inputs, grad_output)
+        name = self.module_names[module]
+        (dtype_K, dtype_C), _ = self._get_preconditioner_dtypes_and_device(module)
+        approx = self._get_param_group_entry(module, "kfac_approx")
+        x, layer = geometry(name, module, inputs[0].data.to(dtype_K), grad_output)
+        H_K = input_term(self.Ks[name], x, layer, approx == "expand", module.bias is not None)
+        # singd's processing of a Conv2d output gradient, on the locations as one spatial dim
+        g = grad_output.data.to(dtype_C).flatten(2).unsqueeze(-1)
+        g = conv2d_process_grad_output(g, self._get_param_group_entry(module, "loss_average"), 1.0, approx)
+        prev_grad_scale = self._get_grad_scale(self.steps - 1)
+        if prev_grad_scale != 1.0:  # the rest of the unscaling happens in the preconditioner update (singd)
+            g = g / math.sqrt(prev_grad_scale)
+        H_C = self.Cs[name].from_inner(X=g.T)
+        if dist.is_initialized():
+            op = dist.ReduceOp.AVG if self._get_param_group_entry(module, "loss_average") else dist.ReduceOp.SUM
+            H_K.all_reduce(op=op)
+            H_C.all_reduce(op=op)
+        self.H_Ks[name] = self.H_Ks[name].add_(H_K) if name in self.H_Ks else H_K
+        self.H_Cs[name] = self.H_Cs[name].add_(H_C) if name in self.H_Cs else H_C
+        return None
+
+    def _compute_natural_gradient(self, module: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+        """``C C^T G K K^T`` for the layer's gradient ``G`` as a matrix, back in the parameters' shapes (singd's
+        own for ``Linear`` and ``Conv2d``; the weight matrix of ``tnconv.curvature.factors`` for the others)."""
+        if isinstance(module, SINGD_OWN):
+            return super()._compute_natural_gradient(module)
+        shape, (weight_grad, bias_grad) = layout(module), _gradients(module)
+        grad = _as_matrix(weight_grad, shape)
+        if bias_grad is not None:
+            grad = torch.cat([grad, bias_grad.unsqueeze(1)], dim=1)
+        grad_scale = self._get_grad_scale(self.steps)
+        if grad_scale != 1.0:
+            grad = grad / grad_scale
+        name = self.module_names[module]
+        (dtype_K, dtype_C), _ = self._get_preconditioner_dtypes_and_device(module)
+        K, C = self.Ks[name], self.Cs[name]
+        natural = (K @ K.rmatmat(grad.T.to(dtype_K))).T
+        natural = (C @ C.rmatmat(natural.to(dtype_C))).to(grad.dtype)
+        if dist.is_initialized():
+            loss_average = self._get_param_group_entry(module, "loss_average")
+            dist.all_reduce(natural, op=dist.ReduceOp.AVG if loss_average else dist.ReduceOp.SUM)
+        weight = _as_weight(natural[:, : grad.shape[1] - (bias_grad is not None)], shape, weight_grad.shape)
+        if bias_grad is None:
+            return (weight,)
+        return weight, natural[:, -1].reshape_as(bias_grad)
+
+
+def _gradients(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gradients of the layer's weight and bias (None without a bias)."""
+    weight, bias = module.weight, module.bias
+    assert isinstance(weight, torch.Tensor) and weight.grad is not None  # singd steps layers that have gradients
+    return weight.grad.data, None if not isinstance(bias, torch.Tensor) or bias.grad is None else bias.grad.data
+
+
+def _matrix_shape(module: Any) -> tuple[int, int]:
+    """The weight of a conv layer as a matrix (singd's ``C`` by ``K`` without bias): ``(C_out, C_in / G * prod(K))``."""
+    return module.out_channels, module.in_channels // module.groups * math.prod(module.kernel_size)
+
+
+def _as_matrix(weight: torch.Tensor, shape: Geometry) -> torch.Tensor:
+    """A conv weight-shaped tensor as ``(C_out, C_in / G * prod(K))``, columns in the order of the patches."""
+    return weight_matrix(weight, shape).flatten(0, 1)
+
+
+def _as_weight(matrix: torch.Tensor, shape: Geometry, weight_shape: torch.Size) -> torch.Tensor:
+    """The inverse of ``_as_matrix``."""
+    return matrix_weight(matrix.unflatten(0, (shape.groups, -1)), shape, weight_shape)
