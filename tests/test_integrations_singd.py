@@ -325,6 +325,31 @@ def test_gram_blocks_are_the_blocks_of_the_gram(channels: int, kernel: tuple[int
     torch.testing.assert_close(last, full[dim - dim % 30 :, dim - dim % 30 :])
 
 
+@pytest.mark.parametrize("batch, size, route", [(4, 8, "expand_gram"), (1, 2, "patch_chunks_term")])
+def test_dense_expand_takes_the_gram_or_chunks_of_patches(
+    batch: int, size: int, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``K^T A K`` from the Gram where ``N T >= 2 D``, else the patches in chunks as the factor (fewer products);
+    either is singd's term."""
+    calls = []
+    original = getattr(singd_inputs, route)
+
+    def spied(*args: object) -> object:
+        calls.append(route)
+        return original(*args)
+
+    monkeypatch.setattr(singd_inputs, route, spied)
+    module = torch.nn.Conv2d(3, 2, 3, padding=1, dtype=torch.float64)
+    x = torch.randn(batch, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    K = SingdSINGD.SUPPORTED_STRUCTURES["dense"].eye(28, dtype=torch.float64)
+    K.add_(K.from_dense(torch.randn(28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1))))
+    routine_x, shape = geometry("layer", module, x, module(x))
+    got = singd_inputs.input_term(K, routine_x, shape, True, True)
+    layer = ConvLayer(tuple(x.shape), (2, 3, 3, 3), 1, 1, 1, 1, "zeros", 0, False, ((1, 1), (1, 1)))
+    torch.testing.assert_close(got.to_dense(), reference_term(K, x, layer, True, True).to_dense())
+    assert calls == [route]
+
+
 # --- what runs --------------------------------------------------------------------------------------
 
 
@@ -339,6 +364,7 @@ def test_nothing_is_unfolded(approx: str, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(torch.nn.functional, "unfold", refuse)
     monkeypatch.setattr("singd.optim.optimizer.process_input", refuse)
     monkeypatch.setattr(tnconv_patches, "patches", refuse)
+    monkeypatch.setattr(singd_inputs, "patches", refuse)
     monkeypatch.setattr(singd_inputs, "expand_gram", refuse)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3),
                                 torch.nn.Flatten())
