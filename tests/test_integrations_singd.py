@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -348,6 +349,23 @@ def test_dense_expand_takes_the_gram_or_chunks_of_patches(
     layer = ConvLayer(tuple(x.shape), (2, 3, 3, 3), 1, 1, 1, 1, "zeros", 0, False, ((1, 1), (1, 1)))
     torch.testing.assert_close(got.to_dense(), reference_term(K, x, layer, True, True).to_dense())
     assert calls == [route]
+
+
+def test_the_backward_hook_holds_the_input_term_not_the_input() -> None:
+    """The input term is computed in the forward hook; the output's tensor hook keeps that term alive, not the
+    layer input (singd's keeps the input until the output tensor goes: after the backward pass, here)."""
+    outputs = {}
+    for cls in (SINGD, SingdSINGD):
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+        optimizer = cls(model, **options("diagonal", "expand"))
+        x = torch.randn(2, 3, 6, 6) * 1.0  # a fresh tensor that only the layer (and its hooks) hold
+        probe = weakref.ref(x)
+        output = model[0](x)
+        del x
+        output.sum().backward()
+        outputs[cls] = probe() is None
+        assert optimizer.H_Ks
+    assert outputs == {SINGD: True, SingdSINGD: False}
 
 
 # --- what runs --------------------------------------------------------------------------------------
