@@ -34,7 +34,8 @@ batch), i.e. what the weights, the optimizer's state and the step hold, as
 Output: the table on stdout; the rows kept in ``--rows`` (benchmarks/singd.json: a run replaces
 the rows it measures and keeps the others, so that the models can be measured in separate runs;
 ``--quick`` keeps none unless ``--rows`` is given); from all kept rows, the section "SINGD
-(issue 24)" of ``--markdown`` (benchmarks/RESULTS.md), in the paper's layout beside its numbers.
+(issue 24)" of ``--markdown`` (benchmarks/RESULTS.md; ``--quick`` writes none unless it is given), in
+the paper's layout beside its numbers.
 
 Usage: python benchmarks/bench_singd.py [--models resnet18 vgg19 resnet18-cifar vgg19-cifar]
        [--approx reduce expand] [--structures diagonal dense] [--batch N] [--repeats 5] [--threads 1]
@@ -322,7 +323,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ResNet-18 at 64x64, batch 2, one round: a smoke run")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--rows", default=None, help="kept rows (default benchmarks/singd.json; none with --quick)")
-    parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--markdown", default=None,
+                        help="the results page (default benchmarks/RESULTS.md; none with --quick)")
     parser.add_argument("--peak", nargs=5, metavar=("MODEL", "APPROX", "STRUCTURE", "SIDE", "SHAPE"),
                         help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -343,7 +345,9 @@ def main() -> None:
     kept = merged(load_rows(Path(store)) if store else [], rows)
     if store:
         Path(store).write_text(json.dumps({"rows": kept}, indent=1) + "\n", encoding="utf-8")
-    markdown(Path(options.markdown), kept, options.quick)
+    page = options.markdown or (None if options.quick else str(ROOT / "benchmarks" / "RESULTS.md"))
+    if page:
+        markdown(Path(page), kept, options.quick)
 
 
 if __name__ == "__main__":
