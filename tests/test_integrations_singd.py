@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 import weakref
 
 import pytest
@@ -40,7 +39,7 @@ STRUCTURES = tuple(SingdSINGD.SUPPORTED_STRUCTURES)
 EXACT = ("dense", "diagonal")  # singd runs the other structures in float32 only
 MODES = ("zeros", "reflect", "replicate", "circular")
 
-warnings.filterwarnings("ignore", message="Calling naive implementation", category=UserWarning)
+pytestmark = pytest.mark.filterwarnings("ignore:Calling naive implementation:UserWarning")  # singd's structures
 
 
 def dtype_of(structure: str) -> torch.dtype:
