@@ -31,6 +31,7 @@ import tnconv.nn
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import patches as tnconv_patches
 from tnconv.curvature.factors import geometry
+from tnconv.integrations import singd as singd_module
 from tnconv.integrations import singd_inputs
 from tnconv.integrations.singd import SINGD
 from tnconv.routines.references import patches as unfolded_patches
@@ -123,6 +124,48 @@ def test_equals_singd_for_every_loss_average(approx: str, loss_average: str | No
     train(twin, theirs, x, y)
     assert_same_state(ours, theirs, "dense")
     assert_same_parameters(model, twin, "dense")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("approx", ["reduce", "expand"])
+def test_diagonal_steps_in_chunks_of_rows_equal_singd(approx: str, momentum: float,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With diagonal ``K`` and ``C`` the natural gradient is formed a few rows at a time (``CHUNK`` of 40 elements:
+    2 rows of each layer, the Linear's 3 rows as 2 and 1), with weight decay, with and without momentum."""
+    monkeypatch.setattr(singd_module, "CHUNK", 40)
+    model = grouped_model(2, torch.float64)
+    twin = copy.deepcopy(model)
+    settings_ = options("diagonal", approx, weight_decay=0.1, momentum=momentum)
+    ours, theirs = SINGD(model, **settings_), SingdSINGD(twin, **settings_)
+    x, y = torch.randn(4, 4, 6, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    train(model, ours, x, y)
+    train(twin, theirs, x, y)
+    assert_same_state(ours, theirs, "diagonal")
+    assert_same_parameters(model, twin, "diagonal")
+    buffers = [[state["momentum_buffer"] for state in optimizer.state.values()] for optimizer in (ours, theirs)]
+    assert len(buffers[0]) == len(buffers[1]) == (5 if momentum else 0)  # one per parameter, as singd's
+    for mine, other in zip(*buffers):
+        torch.testing.assert_close(mine, other, **tolerance("diagonal"))
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_a_diagonal_step_forms_no_temporary_of_the_weights_size(layer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The largest allocation of a step (torch's profiler) is a chunk of ``CHUNK`` elements, not the weight."""
+    monkeypatch.setattr(singd_module, "CHUNK", 256)
+    torch.manual_seed(0)
+    first = torch.nn.Linear(64, 512) if layer == "linear" else torch.nn.Conv2d(64, 512, 1)
+    model = torch.nn.Sequential(first, torch.nn.Flatten(), torch.nn.Linear(512, 2))
+    optimizer = SINGD(model, **options("diagonal", "reduce"))
+    x = torch.randn(3, 64) if layer == "linear" else torch.randn(3, 64, 1, 1)
+    for step in range(2):  # the momentum buffers exist after the first step
+        optimizer.zero_grad()
+        model(x).square().sum().backward()
+        if step == 0:
+            optimizer.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        optimizer.step()
+    largest = max(event.self_cpu_memory_usage for event in profile.events())
+    assert 0 < largest <= 4 * 513  # float32: the squares of K (513 entries), chunks of 256 elements
 
 
 # --- layers singd lacks, against twins it has -------------------------------------------------------
