@@ -9,8 +9,8 @@ layer's factors inside one ``KFAC.update``; then the totals and the time and
 extra peak memory of the whole ``update`` (``tnconv.cli.curvature_measure``).
 
 This module is light (no torch): the subcommand's parser and the check of its
-command line, the header printed before the library loads, and the text of the
-report. MODEL is a built-in model of ``tnconv.models`` or ``path/to/file.py:factory``;
+command line, the header (printed once the model is loaded and checked), and the
+text of the report. MODEL is a built-in model of ``tnconv.models`` or ``path/to/file.py:factory``;
 the file is only loaded (and its factory checked) after every flag passed.
 """
 
@@ -150,7 +150,7 @@ def curvature_request(args: argparse.Namespace) -> CurvatureRequest:
 
 
 def header(request: CurvatureRequest, out: TextIO) -> None:
-    """The first lines: the model, the batch, the loss and the KFAC settings (printed before torch loads)."""
+    """The first lines: the model, the batch, the loss and the KFAC settings."""
     source = request.model
     builtin = source.path is None
     origin = f"tnconv.models.{source.factory}" if builtin else f"factory {source.factory!r} of {source.path}"
@@ -162,13 +162,19 @@ def header(request: CurvatureRequest, out: TextIO) -> None:
 
 
 def run_curvature(request: CurvatureRequest, out: TextIO, progress: Callable[[int, int, str], None] | None) -> int:
-    """Measure the model as ``request`` asks and print the report (text or JSON); returns the exit status."""
-    if not request.json:
-        header(request, out)
-        out.flush()
+    """Measure the model as ``request`` asks and print the report (text or JSON); returns the exit status.
+
+    The header is printed once the model is loaded and its output checked, so that an error of the model (or of
+    ``--classes``) is the only output, as an error of a flag is.
+    """
     from tnconv.cli.curvature_measure import measure
 
-    report = measure(request, progress)
+    def start() -> None:
+        if not request.json:
+            header(request, out)
+            out.flush()
+
+    report = measure(request, progress, start)
     if request.json:
         json.dump(report, out, indent=2)
         out.write("\n")

@@ -238,13 +238,17 @@ def time_updates(kfac: MeasuredKFAC, inputs: torch.Tensor, targets: torch.Tensor
     return update, layers
 
 
-def measure(request: CurvatureRequest, progress: Progress | None) -> dict[str, Any]:
-    """Everything ``tnconv curvature`` reports, as JSON-ready data (torch's thread count is restored after)."""
+def measure(request: CurvatureRequest, progress: Progress | None, ready: Callable[[], None] = lambda: None
+            ) -> dict[str, Any]:
+    """Everything ``tnconv curvature`` reports, as JSON-ready data (torch's thread count is restored after).
+
+    ``ready`` is called once the model is built and its output checked (``prepare``), before the measuring.
+    """
     threads = torch.get_num_threads()
     if request.threads is not None:
         torch.set_num_threads(request.threads)
     try:
-        return _measure(request, progress or (lambda done, total, what: None))
+        return _measure(request, progress or (lambda done, total, what: None), ready)
     finally:
         torch.set_num_threads(threads)
 
@@ -283,8 +287,9 @@ def prepare(request: CurvatureRequest) -> Setup:
     return Setup(kfac, inputs, targets, output.shape[1], records, shapes)
 
 
-def _measure(request: CurvatureRequest, progress: Progress) -> dict[str, Any]:
+def _measure(request: CurvatureRequest, progress: Progress, ready: Callable[[], None]) -> dict[str, Any]:
     setup = prepare(request)
+    ready()
     layers = setup.kfac.layers
     steps = len(layers) + (request.repeats + 2 if request.timing else 0)
     rows = []
