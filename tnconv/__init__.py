@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tnconv.namespace import public_dir
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute); attribute None means the module itself
@@ -56,5 +58,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__dir__ = public_dir(globals(), __all__)

@@ -32,6 +32,11 @@ from typing import Callable, Iterable, Mapping, Sequence, TypeVar, cast
 import torch
 import torch.distributed as dist
 
+from tnconv.namespace import public_dir
+
+__all__ = ["all_reduce_factors"]
+__dir__ = public_dir(globals(), __all__)
+
 Factors = TypeVar("Factors")  # a tensor, or lists, tuples and dicts of tensors and None, nested
 
 REDUCTIONS = ("mean", "sum")
@@ -233,3 +238,4 @@ def _join(children: list[tuple[str, object]], build: Callable[[list[object]], ob
         parts.append((len(flat), len(flat) + len(leaves), rebuild))
         flat.extend(leaves)
     return flat, lambda new: build([rebuild(new[start:end]) for start, end, rebuild in parts])
+

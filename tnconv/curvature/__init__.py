@@ -36,6 +36,7 @@ from tnconv.curvature.layer import diag_ggn_weight, kfac_expand_factor, kfac_red
 from tnconv.curvature.loss import pullback, sqrt_ggn
 from tnconv.curvature.model import diag_ggn, per_sample_grads
 from tnconv.curvature.preconditioner import Preconditioner
+from tnconv.namespace import public_dir
 
 __all__ = [
     "kfac_expand_factor",
@@ -50,3 +51,5 @@ __all__ = [
     "per_sample_grads",
     "diag_ggn",
 ]
+
+__dir__ = public_dir(globals(), __all__)
