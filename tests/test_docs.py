@@ -5,6 +5,7 @@ docstring points at a file that does not exist; the checked-in diagrams are curr
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import re
 import subprocess
@@ -166,6 +167,35 @@ def test_no_page_or_docstring_cites_a_missing_markdown_file():
             if not any((base / cited).is_file() for base in (path.parent, ROOT, ROOT / "docs")):
                 missing.append(f"{path.relative_to(ROOT)} cites {cited}")
     assert not missing, missing
+
+
+UNIQUENESS = re.compile(r"no (other )?(framework|library)|nowhere else|(not|never) (offered|available) elsewhere",
+                        re.IGNORECASE)
+
+
+def test_no_page_or_docstring_claims_the_peers_lack_its_routines():
+    """BackPACK and curvlinops compute per-sample gradients, GGN diagonals and KFAC factors: no text may say that
+    no framework does."""
+    claims = [f"{path.relative_to(ROOT)}: {match.group(0)!r}" for path in CITING
+              for match in UNIQUENESS.finditer(path.read_text(encoding="utf-8"))]
+    assert not claims, claims
+
+
+def test_the_speed_against_the_peers_is_the_measured_one():
+    """The README's and the home page's figures against BackPACK and curvlinops are the ranges of the ratios that
+    benchmarks/models.json holds (the rows of benchmarks/RESULTS.md's whole-model tables)."""
+    ratios: dict[str, list[float]] = {}
+    for row in json.loads((ROOT / "benchmarks" / "models.json").read_text(encoding="utf-8"))["rows"]:
+        task, times = ("update" if row["task"].startswith("update") else row["task"]), row["times"]
+        peer = {"update": "curvlinops", "per-sample": "backpack", "diag GGN": "backpack"}.get(task)
+        if peer in times:
+            ratios.setdefault(task, []).append(times["tnconv"] / times[peer])
+    span = {task: f"{min(values):.2f}-{max(values):.2f}x" for task, values in ratios.items()}
+    claims = (f"{span['per-sample']} BackPACK's time for per-sample gradients", f"{span['diag GGN']} for GGN diagonals",
+              f"{span['update']} curvlinops' time for a KFAC update")
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert all(claim in text for claim in claims), (page.name, claims)
 
 
 def _drawn_diagrams():
