@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 2
 EXIT_CHECK_FAILED = 1
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command that SIGPIPE ended
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for a command that SIGPIPE ended
 
 
 def _progress(stream: TextIO, label: str = "bench"):
