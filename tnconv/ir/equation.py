@@ -9,7 +9,8 @@ One parser for ``Network.from_einsum``, ``Network.to_einsum(named=True)`` and
   character is a leg, as in ``torch.einsum`` (which ignores whitespace: with
   one-letter legs both readings agree, so ``"i j, j k -> i k"`` means
   ``"ij,jk->ik"``). A term of one multi-letter leg alone (``"batch"``) reads as
-  letters, as ``torch.einsum`` reads it;
+  letters, as ``torch.einsum`` reads it, and so does a term whose ellipsis sits
+  between letters (``"a...ab"``: legs ``a``, ``...``, ``a``, ``b``);
 - ``...`` (``"...ij"``, ``"... i j"``) stands for the broadcast dims, at most
   once per term (``ELLIPSIS`` among the parsed legs);
 - without ``->`` the output is, as in numpy and ``torch.einsum``, the
@@ -94,9 +95,13 @@ def write_equation(inputs: Sequence[Sequence[str]], output: Sequence[str]) -> st
 
 
 def _is_named(term: str) -> bool:
-    """Whether ``term`` (stripped) is in the named form: whitespace inside it, or a character that is not a letter."""
-    body = term.replace(ELLIPSIS, " ")
-    return any(ch.isspace() or not ch.isalpha() for ch in body.strip()) if body.strip() else False
+    """Whether ``term`` (stripped) is in the named form: whitespace inside it, or a character that is not a letter.
+
+    The ellipsis is dropped first, not read as a separator: ``"a...ab"`` is letters (``a ... a b``), as
+    ``torch.einsum`` reads it, and ``"n ... c_in"`` is named by its own whitespace and ``_``.
+    """
+    body = term.replace(ELLIPSIS, "").strip()
+    return any(ch.isspace() or not ch.isalpha() for ch in body)
 
 
 def _is_name(leg: str) -> bool:
