@@ -140,6 +140,41 @@ def test_the_ellipsis_cases_of_the_report() -> None:
     torch.testing.assert_close(tnconv.einsum("i...j,jk->i...k", x, y), torch.einsum("i...j,jk->i...k", x, y), **TOL)
 
 
+@st.composite
+def empty_leg_cases(draw: st.DrawFn) -> tuple[str, list[torch.Tensor]]:
+    """A letters equation of 1-3 operands where some leg has size 0 (an empty batch, an empty contracted leg)."""
+    pool = draw(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=4, unique=True))
+    size = {leg: draw(st.integers(0, 3)) for leg in pool}
+    size[draw(st.sampled_from(pool))] = 0
+    terms = [draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True)) for _ in range(draw(st.integers(1, 3)))]
+    used = sorted({leg for term in terms for leg in term})
+    kept = draw(st.permutations(used))[: draw(st.integers(0, len(used)))]
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    operands = [torch.randn([size[leg] for leg in term], generator=generator, dtype=torch.float64) for term in terms]
+    return ",".join("".join(term) for term in terms) + "->" + "".join(kept), operands
+
+
+@settings(max_examples=60, deadline=None)
+@given(empty_leg_cases())
+def test_an_empty_leg_gives_what_torch_einsum_gives(case: tuple[str, list[torch.Tensor]]) -> None:
+    """An empty kept leg gives an empty result, an empty summed leg zeros (before: ZeroDivisionError planning
+    ``"bij,bjk->bik"`` with ``b = 0``)."""
+    equation, operands = case
+    expected = torch.einsum(equation, *operands)
+    got = tnconv.einsum(equation, *operands)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_an_empty_batch_of_matrix_products() -> None:
+    x, y = torch.randn(0, 3, 4, requires_grad=True), torch.randn(0, 4, 5)
+    got = tnconv.einsum("bij,bjk->bik", x, y)
+    assert got.shape == (0, 3, 5)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, 3, 4)
+    torch.testing.assert_close(tnconv.einsum("bij,bjk->ik", x, y), torch.zeros(3, 5), rtol=0, atol=0)
+
+
 def test_more_legs_than_letters() -> None:
     """Six operands of ten legs each, 60 legs in all (chained by one shared leg): past torch.einsum's 52 letters."""
     generator = torch.Generator().manual_seed(0)
