@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import tnconv
 from tnconv.contract import einsum_network
 from tnconv.lower.cache import PROGRAMS
+from tnconv.lower.optimize import AUTO
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 LETTERS = "abcdeXY"
@@ -197,14 +198,14 @@ def test_a_repeated_call_reuses_the_cached_program() -> None:
     tnconv.clear_caches()
     x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
     tnconv.einsum("ij,jk->ik", x, y)
-    key = ("tnconv.einsum", "ij,jk->ik", (x.shape, y.shape), "auto")
+    key = ("tnconv.einsum", "ij,jk->ik", (x.shape, y.shape), AUTO)
     program = PROGRAMS.get(key)
     assert program is not None and program.network == einsum_network("ij,jk->ik", [(3, 4), (4, 5)])
     count = len(PROGRAMS)
     tnconv.einsum("ij,jk->ik", x, y)
     assert len(PROGRAMS) == count and PROGRAMS.get(key) is program
     tnconv.einsum("ij,jk->ik", x[:2], y)  # another shape, another plan
-    assert PROGRAMS.get(("tnconv.einsum", "ij,jk->ik", (x[:2].shape, y.shape), "auto")) not in (None, program)
+    assert PROGRAMS.get(("tnconv.einsum", "ij,jk->ik", (x[:2].shape, y.shape), AUTO)) not in (None, program)
     tnconv.clear_caches()
     assert PROGRAMS.get(key) is None
     torch.testing.assert_close(tnconv.einsum("ij,jk->ik", x, y), x @ y, **TOL)

@@ -15,13 +15,15 @@ One parser for ``Network.from_einsum``, ``Network.to_einsum(named=True)`` and
   once per term (``ELLIPSIS`` among the parsed legs);
 - without ``->`` the output is, as in numpy and ``torch.einsum``, the
   broadcast dims followed by the legs that occur exactly once, sorted
-  (``implicit_output``).
+  (``implicit_output``);
+- numpy's sublist form (labels per operand, ``[0, 1], [1, 2]``) is written in the
+  named form by ``sublist_equation``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 ELLIPSIS = "..."
 NAME_SYMBOLS = "_*'"
@@ -58,6 +60,35 @@ def parse_equation(equation: str) -> Equation:
     inputs = tuple(_legs(equation, term, named) for term in terms)
     output = _legs(equation, right.strip(), named) if arrow else implicit_output(inputs)
     return Equation(inputs, output, not arrow, named)
+
+
+def sublist_equation(sublists: Sequence[object], output: object = None) -> str:
+    """The equation of numpy's sublist form (``einsum(a, [0, 1], b, [1, 2], [0, 2])``) in the named form.
+
+    ``sublists``: each operand's labels, ``output``: the output's, or None for the implicit
+    output. Labels are ints (or, as opt_einsum takes them, any hashable objects that sort
+    together) and ``Ellipsis``; a label becomes the leg ``l<rank>`` of its rank among the sorted
+    labels (zero-padded), so that the implicit output comes out sorted by label, as in numpy.
+    """
+    terms: list[Sequence[Any]] = []
+    for term in [*sublists, *([] if output is None else [output])]:
+        if not isinstance(term, (list, tuple)):
+            raise TypeError(f"a sublist must be a list or tuple of labels (ints or Ellipsis), got {term!r}")
+        terms.append(term)
+    try:
+        ordered: list[Any] = sorted({label for term in terms for label in term if label is not Ellipsis})
+    except TypeError:
+        raise TypeError(
+            f"sublist labels must be ints (or hashable objects that sort together) or Ellipsis, got {terms!r}"
+        ) from None
+    width = len(str(max(len(ordered) - 1, 0)))
+    name = {label: f"l{rank:0{width}d}" for rank, label in enumerate(ordered)}
+
+    def text(term: Sequence[Any]) -> str:
+        return " ".join(ELLIPSIS if label is Ellipsis else name[label] for label in term)
+
+    inputs = ", ".join(text(term) for term in terms[: len(sublists)])
+    return inputs if output is None else f"{inputs} -> {text(terms[-1])}"
 
 
 def implicit_output(inputs: Sequence[Sequence[str]]) -> tuple[str, ...]:

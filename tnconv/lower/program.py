@@ -51,7 +51,7 @@ from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram, unpair
-from tnconv.lower.path import Optimize
+from tnconv.lower.optimize import Optimize
 from tnconv.lower.path_info import StepInfo, format_table, path_info
 from tnconv.lower.plan import einsum_plan, plan
 
