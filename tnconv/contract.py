@@ -96,10 +96,13 @@ def _arguments(equation: object, operands: tuple[object, ...]) -> tuple[str, tup
 
 def _promoted(operands: tuple[object, ...]) -> tuple[object, ...]:
     """``operands`` in one dtype, ``torch.promote_types`` of theirs (as they are when they share one)."""
-    dtypes = {getattr(operand, "dtype", None) for operand in operands}
-    if len(dtypes) < 2 or None in dtypes:
+    try:
+        dtypes = [operand.dtype for operand in operands]  # type: ignore[attr-defined]
+    except AttributeError:  # not tensors: the program's checks name them
         return operands
-    dtype = functools.reduce(torch.promote_types, dtypes)  # type: ignore[arg-type]
+    if all(dtype == dtypes[0] for dtype in dtypes):
+        return operands
+    dtype = functools.reduce(torch.promote_types, dtypes)
     return tuple(operand.to(dtype) for operand in operands)  # type: ignore[attr-defined]
 
 

@@ -21,6 +21,7 @@ the program cache's key) at the public entry points; the planner below them take
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import opt_einsum
 from opt_einsum.paths import PathOptimizer
@@ -111,16 +112,7 @@ def normalize_optimize(optimize: object) -> Optimize:
     if optimize is False:
         return Optimize()
     if isinstance(optimize, str):
-        name = optimize.lower()
-        try:
-            opt_einsum.paths.get_path_fn(name)
-        except KeyError:
-            raise ValueError(
-                f"optimize must be True, False, None, an opt_einsum path name ({', '.join(OPTIMIZERS)}, eager, "
-                "opportunistic, dynamic-programming, or one registered with opt_einsum.paths.register_path_fn), "
-                f"an explicit path or an optimizer object, got {optimize!r}"
-            ) from None
-        return Optimize(search=name)
+        return _search(optimize)
     if isinstance(optimize, Optimizer):
         return Optimize(optimizer=optimize)
     if isinstance(optimize, PathOptimizer):
@@ -134,3 +126,18 @@ def normalize_optimize(optimize: object) -> Optimize:
         "optimize must be True, False, None, an optimizer name, a path (sequence of int tuples) or an opt_einsum "
         f"PathOptimizer (cotengra's optimizers are), got {optimize!r}"
     )
+
+
+@lru_cache(maxsize=64)
+def _search(name: str) -> Optimize:
+    """The ``Optimize`` of an opt_einsum path name (cached: ``tnconv.einsum`` normalises on every call; an unknown
+    name raises, so it is not cached and may be registered later)."""
+    try:
+        opt_einsum.paths.get_path_fn(name.lower())
+    except KeyError:
+        raise ValueError(
+            f"optimize must be True, False, None, an opt_einsum path name ({', '.join(OPTIMIZERS)}, eager, "
+            "opportunistic, dynamic-programming, or one registered with opt_einsum.paths.register_path_fn), "
+            f"an explicit path or an optimizer object, got {name!r}"
+        ) from None
+    return Optimize(search=name.lower())
