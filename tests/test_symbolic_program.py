@@ -97,13 +97,33 @@ def test_cost_formulas_equal_the_specialised_costs_on_the_same_path(op: str) -> 
         at = {symbols[name]: value for name, value in values.items()}
         if specialised.path == program.path:
             # the formula is the einsum plan's cost (a pair-Gram program's own exact count has no formula yet)
-            assert program.flops.subs(at) == specialised.einsum_plan.flops
+            assert program.flops.subs(at) == specialised.einsum_plan.flops == program.flops_at(**values)
             assert program.largest_intermediate.subs(at) == specialised.einsum_plan.largest_intermediate
+            assert program.largest_intermediate_at(**values) == specialised.einsum_plan.largest_intermediate
             compared += 1
         native = program.kernel_cost()
         if native is not None and specialised.kernel is not None:
             assert sympy.sympify(native.flops).subs(at) == specialised.kernel_cost().flops
     assert compared >= 1
+
+
+def test_costs_at_sizes_given_by_name() -> None:
+    """``flops.subs({"N": 2})`` replaces nothing (the program's ``N`` is a positive integer symbol, not
+    ``Symbol("N")``); ``flops_at(N=2)`` evaluates the formula, to an int once every symbol is given."""
+    program = symbolic_program("kfac_reduce", LAYERS[0])
+    assert program.flops.subs({"N": 2}) == program.flops  # what users tried: silently nothing
+    partial = program.flops_at(N=2)
+    assert isinstance(partial, sympy.Expr) and {s.name for s in partial.free_symbols} == {"C", "H", "W"}
+    full = program.flops_at(N=2, C=3, H=8, W=8)
+    assert isinstance(full, int) and full == partial.subs({leg_symbol(n): v for n, v in dict(C=3, H=8, W=8).items()})
+    assert program.largest_intermediate_at(N=2, C=3, H=8, W=8) == int(program.largest_intermediate.subs(
+        {leg_symbol(n): v for n, v in dict(N=2, C=3, H=8, W=8).items()}))
+    with pytest.raises(ValueError, match=r"\['Q'\] name no symbol.*'C', 'H', 'N', 'W'"):
+        program.flops_at(Q=2)
+    with pytest.raises(ValueError, match="size N must be a positive int, got -2"):
+        program.largest_intermediate_at(N=-2)
+    concrete = concrete_program("kfac_reduce", SHAPES[0], LAYERS[0])
+    assert concrete.flops_at() == concrete.flops
 
 
 def test_a_repeated_operand_binds_from_every_occurrence() -> None:
