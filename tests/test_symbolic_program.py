@@ -126,6 +126,42 @@ def test_costs_at_sizes_given_by_name() -> None:
     assert concrete.flops_at() == concrete.flops
 
 
+@pytest.mark.parametrize("op", sorted(name for name, routine in TABLE.items() if not routine.transposed))
+def test_sizes_the_concrete_layer_refuses_are_refused_when_bound(op: str) -> None:
+    """A 3x3 kernel on a 2x2 input: ``conv_hyper`` refuses the concrete layer, and the symbolic program refuses
+    those sizes in the same words when they are bound (before: an empty result, or zeros for KFAC-reduce).
+    (The transposed routines' layers have an output there: the next test.)"""
+    routine = TABLE[op]
+    out = OUT_CHANNELS if routine.needs_out_channels else None
+    words = r"kernel_size=\(?3.*spans 3 pixels.*larger than the padded input size 2 \+ 0 \+ 0"
+    with pytest.raises(ValueError, match=words):
+        tnconv.conv_network(op, (2, 3, 2, 2), 3, out, transposed=False)
+    program = symbolic_program(op, dict(stride=1, padding=0))
+    values = {symbol.name: 2 for symbol in program.network.symbols}
+    with pytest.raises(ValueError, match=words):
+        program.specialize(**values)
+    with pytest.raises(ValueError, match=words):
+        program.flops_at(**values)
+    if op in ("forward", "unfold", "kfac_expand", "kfac_reduce"):  # operands that hold every symbol
+        operands = {"X": torch.ones(2, 3, 2, 2, dtype=torch.float64), "W": torch.ones(4, 3, 3, 3, dtype=torch.float64)}
+        with pytest.raises(ValueError, match=words):
+            program(**{name: operands[name] for name in program.operands})
+
+
+def test_a_transposed_output_that_is_not_positive_is_refused_when_bound() -> None:
+    """A transposed 3x3 layer with padding 2 on a 1x1 input has output size -1 (on a 2x2 input, 0)."""
+    words = r"transposed convolution output size.* is not positive"
+    with pytest.raises(ValueError, match=words):
+        tnconv.conv_network("forward", (2, 3, 1, 1), 3, 4, transposed=True, padding=2)
+    program = tnconv.compile(tnconv.conv_network("forward", ("N", "C", "H", "W"), 3, "D", transposed=True, padding=2))
+    x, w = torch.ones(2, 3, 1, 1, dtype=torch.float64), torch.ones(3, 4, 3, 3, dtype=torch.float64)
+    for size in (1, 2):
+        with pytest.raises(ValueError, match=words.replace(".*", f".* {size - 2}")):
+            program(x.expand(2, 3, size, size), w)
+    torch.testing.assert_close(program(x.expand(2, 3, 3, 3), w).flatten(1, 2), torch.nn.functional.conv_transpose2d(
+        x.expand(2, 3, 3, 3), w, padding=2), **TOL)  # (n, g, c_out, o..): one group
+
+
 def test_a_repeated_operand_binds_from_every_occurrence() -> None:
     gram = tnconv.compile(tnconv.Network.from_einsum("ij,kj->ik", "X", "X"))
     for shape in ((3, 4), (5, 2)):

@@ -46,7 +46,7 @@ import sympy
 
 from tnconv.ir.network import Network
 from tnconv.ir.verify import verify
-from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbols
+from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
@@ -195,6 +195,8 @@ class Program:
         values = self._symbol_values(sizes, every=False)
         if isinstance(cost, int) or not values:
             return cost
+        if len(values) == len(self.network.symbols):
+            check_patterns(self.network, values)
         value = cost.subs(values)
         return int(value) if value.is_Integer else value
 
@@ -288,6 +290,7 @@ class Program:
         return {symbols[name]: value for name, value in sizes.items()}
 
     def _compile(self, values: dict[sympy.Symbol, int]) -> "Program":
+        check_patterns(self.network, values)
         return compiled(self.network.substitute(values), self.optimize, self.memory_limit)
 
     def _remember(self, key: Shapes, program: "Program") -> None:
