@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from tnconv.ir.network import Network
+from tnconv.ir.sizes import product
 from tnconv.ir.verify import verify
 from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
@@ -102,6 +103,8 @@ class Program:
         """The shape each operand must have (in ``operands`` order; symbolic sizes where the network has them)."""
         self.axis_labels = axis_labels(network)
         """For each operand, what each axis is in terms of legs (for error messages)."""
+        self.result_elements: "Size" = product(network.size(leg) for leg in network.output)
+        """Elements of the result (a sympy expression while sizes are symbolic)."""
         self.plan: Plan | None = None
         self.runner: "Runner | None" = None
         if not network.is_concrete:
