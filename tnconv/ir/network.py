@@ -12,6 +12,7 @@ hashable, and never changed in place; every transformation returns a new one.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain, compress, count, repeat
@@ -184,10 +185,13 @@ class Network:
         return self._laid_out()
 
     def _laid_out(self) -> Mapping[str, Size]:
-        """Check and lay out a network that ``replace`` made (``_build`` of its parts); its sizes."""
-        given, checked = self.__dict__["_pending"]
-        self._build(self._entries, self._output, given, drop_unknown=True, checked=checked)
-        del self.__dict__["_pending"]
+        """Check and lay out a network that ``replace`` made (``_build`` of its parts), once whichever thread asks
+        first; its sizes."""
+        with _LAYING_OUT:
+            pending = self.__dict__.get("_pending")
+            if pending is not None:
+                self._build(self._entries, self._output, pending[0], drop_unknown=True, checked=pending[1])
+                del self.__dict__["_pending"]
         return self._sizes
 
     # --- reading ------------------------------------------------------------------------
@@ -413,6 +417,8 @@ class Network:
         super().__setattr__(name, value)
 
 
+_LAYING_OUT = threading.Lock()
+"""Held while a network made by ``replace`` is laid out (``Network._laid_out``), so that it happens once."""
 _legs_of = attrgetter("legs")
 _leg_sets = attrgetter("leg_set")
 
