@@ -227,7 +227,7 @@ def test_json_output_has_no_header():
 def test_light_copies_match_the_library():
     """The constants the command line checks without torch are those of the library."""
     from tnconv.cli import arguments
-    from tnconv.lower.path import OPTIMIZERS
+    from tnconv.lower.optimize import OPTIMIZERS
     from tnconv.render.draw import FORMATS
     from tnconv.routines.references import REFERENCE_DIMS
 

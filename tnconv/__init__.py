@@ -28,6 +28,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "einsum": ("tnconv.contract", "einsum"),
     "Program": ("tnconv.lower.program", "Program"),
     "clear_caches": ("tnconv.caches", "clear_caches"),
+    "set_allocation_limit": ("tnconv.limits", "set_allocation_limit"),
+    "allocation_limit": ("tnconv.limits", "allocation_limit"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
     "conv_network": ("tnconv.routines.derivation", "conv_network"),
     "differentiate": ("tnconv.passes.differentiate", "differentiate"),

@@ -35,7 +35,7 @@ from tnconv.cli.names import hint, routine_name, routine_names
 from tnconv.routines.routine import Routine
 from tnconv.routines.table import TABLE
 
-# tnconv.render.draw.FORMATS and tnconv.lower.path.OPTIMIZERS, repeated here so that checking
+# tnconv.render.draw.FORMATS and tnconv.lower.optimize.OPTIMIZERS, repeated here so that checking
 # them imports no torch (tests/test_cli_arguments.py keeps the copies equal)
 DIAGRAM_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 RASTER_FORMATS = (".png", ".pdf")
@@ -45,6 +45,7 @@ OPTIMIZERS = (
 )
 REFERENCE_DIMS = 3  # PyTorch has conv1d, conv2d and conv3d (tnconv.routines.references.REFERENCE_DIMS)
 DEFAULT_REPEATS = 10
+MAX_REPEATS = 1000  # of --repeats (derive --bench rounds, curvature updates): enough for any median
 DEFAULT_COLUMNS = 10  # M, the columns of the GGN factorisation for diag-ggn (e.g. 10 classes)
 
 
@@ -85,6 +86,14 @@ def _positive(text: str, flag: str) -> int:
     if len(values) != 1:
         raise ValueError(f"{flag}: expected one integer >= 1, got {text!r}")
     return values[0]
+
+
+def _repeats(text: str, flag: str) -> int:
+    """A count of timed runs: an integer from 1 to ``MAX_REPEATS`` (a larger one would run for days)."""
+    value = _positive(text, flag)
+    if value > MAX_REPEATS:
+        raise ValueError(f"{flag}: at most {MAX_REPEATS:,} timed runs, got {value:,}")
+    return value
 
 
 def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentParser:
@@ -128,7 +137,7 @@ def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentPa
     out.add_argument("--check", action="store_true",
                      help="compare with PyTorch in float64 (and a native kernel with the einsum plan)")
     out.add_argument("--bench", action="store_true", help="time against the PyTorch implementation")
-    out.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
+    out.add_argument("--repeats", type=_flag(_repeats, "--repeats"), metavar="R",
                      help=f"--bench only: timed runs of each side (default {DEFAULT_REPEATS})")
     out.add_argument("--json", action="store_true", help="machine-readable output")
     from tnconv.cli.curvature import add_parser as add_curvature  # it imports _flag and _positive from here

@@ -47,6 +47,7 @@ from tnconv.curvature.columns import check_output
 from tnconv.curvature.factors import input_factor_cost
 from tnconv.curvature.hooks import Layer, Record, forward
 from tnconv.curvature.kfac import KFAC
+from tnconv.limits import check_allocation
 
 DTYPE = torch.float32
 LAYER_MARK = "tnconv.curvature layer "  # the profiler range of one layer's factors
@@ -147,6 +148,28 @@ def capture(kfac: KFAC, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, R
         for handle in handles:
             handle.remove()
     return output, records, shapes
+
+
+@contextmanager
+def model_errors(source: ModelSource, shape: tuple[int, ...]) -> Iterator[None]:
+    """The user's model runs inside: any error of it becomes one line naming MODEL and the input shape."""
+    try:
+        yield
+    except Exception as error:
+        raise ValueError(f"MODEL: {source.name} on an input of shape {shape}: {type(error).__name__}: {error}") from None
+
+
+def largest_output(kfac: KFAC, input_shape: tuple[int, ...]) -> int:
+    """Elements of the largest layer output of a batch of ``input_shape``: N times that of one sample, from one
+    forward of a sample of zeros with the model in eval mode (no statistics move), before the batch is made."""
+    model = kfac.model
+    training = model.training
+    model.eval()
+    try:
+        _, records, _ = capture(kfac, torch.zeros((1, *input_shape[1:]), dtype=DTYPE))
+    finally:
+        model.train(training)
+    return input_shape[0] * max((record.probe.numel() for record in records.values()), default=0)
 
 
 def layer_row(layer: Layer, record: Record, input_shape: list[int], approx: str) -> dict[str, Any]:
@@ -269,17 +292,18 @@ def prepare(request: CurvatureRequest) -> Setup:
     """Build the model, draw inputs and targets, run one forward; errors of the user's model name MODEL."""
     model = build_model(request.model, request.input_shape, request.classes)
     generator = torch.Generator().manual_seed(SEED)
-    inputs = torch.randn(request.input_shape, generator=generator, dtype=DTYPE)
     try:
         kfac = MeasuredKFAC(model, loss_function(request.loss), approx=request.approx, fisher=request.fisher,
                             generator=torch.Generator().manual_seed(SEED + 1))
     except ValueError as error:  # no supported layer
         raise ValueError(f"MODEL: {request.model.name}: {error}") from None
-    try:
+    with model_errors(request.model, request.input_shape):  # its features: one sample of them runs here
+        largest = largest_output(kfac, request.input_shape)
+    batch = ",".join(map(str, request.input_shape))
+    check_allocation(largest, DTYPE.itemsize, f"--input {batch}: the largest layer output of the batch")
+    inputs = torch.randn(request.input_shape, generator=generator, dtype=DTYPE)
+    with model_errors(request.model, request.input_shape):
         output, records, shapes = capture(kfac, inputs)
-    except Exception as error:  # the user's model: its own errors are one line naming it
-        raise ValueError(f"MODEL: {request.model.name} on an input of shape {tuple(inputs.shape)}: "
-                         f"{type(error).__name__}: {error}") from None
     if output.ndim != 2:
         raise ValueError(f"MODEL: {request.model.name} must return (N, C) logits or predictions, got shape "
                          f"{tuple(output.shape)}")

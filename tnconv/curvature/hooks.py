@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from tnconv.curvature.factors import Geometry, geometry, layout
+from tnconv.limits import check_allocation
 from tnconv.nn.base import ConvBase
 
 SUPPORTED: tuple[type[torch.nn.Module], ...] = (
@@ -138,6 +139,9 @@ def pull_back(output: torch.Tensor, records: dict[str, Record], columns: torch.T
     One batched backward pass; a layer the output does not depend on gets zeros.
     """
     names = list(records)
+    for name in names:
+        check_allocation(columns.shape[0] * records[name].probe.numel(), columns.dtype.itemsize,
+                         f"the {columns.shape[0]} columns pulled back to layer {name!r} (M, *y.shape)")
     grads = torch.autograd.grad(
         output, [records[name].probe for name in names], columns, is_grads_batched=True, materialize_grads=True
     )
