@@ -136,6 +136,39 @@ def test_the_preconditioner_names_the_layer_and_group_it_cannot_factorise():
         kfac.preconditioner(2.0)(gradients)
 
 
+class Branching(torch.nn.Module):
+    """A model whose second Linear runs only when ``deep`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second, self.deep = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3), True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.tanh(self.first(x))) if self.deep else self.first(x)
+
+
+def test_every_batch_must_run_the_layers_that_hold_factors():
+    torch.manual_seed(0)
+    model = Branching().double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    kfac = KFAC(model, torch.nn.CrossEntropyLoss())
+    kfac.update(x, y)
+    before, count, version = snapshot(kfac), kfac.count, kfac.version
+    model.deep = False
+    with pytest.warns(UserWarning, match=r"layers \['second'\] did not run"), pytest.raises(
+        ValueError, match=r"\['second'\] have factors but did not run, \[\] ran but have none"
+    ):
+        kfac.update(x, y)
+    assert_refused(kfac, before, count, version)
+    shallow = KFAC(model, torch.nn.CrossEntropyLoss())
+    with pytest.warns(UserWarning, match="did not run"):
+        shallow.update(x, y)
+    assert list(shallow.factors) == ["first", "first.bias"]
+    model.deep = True
+    with pytest.raises(ValueError, match=r"\[\] have factors but did not run, \['second'\] ran but have none"):
+        shallow.update(x, y)
+
+
 def test_only_the_documented_methods_are_public():
     def public(cls: type) -> set[str]:
         return {name for name in vars(cls) if not name.startswith("_")}

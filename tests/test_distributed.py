@@ -318,6 +318,9 @@ def kfac_attempt(rank: int, settings: dict, bad: str | None = None) -> dict[str,
         x[0, 0, 0, 0] = float("nan")
     elif bad == "model" and rank == 1:
         x = x[:, :1]  # one channel for a conv that takes two: the model raises a RuntimeError
+    elif bad == "weights" and rank == 1:
+        with torch.no_grad():
+            model[0].weight[0, 0, 0, 0] = float("nan")  # every output NaN: found in the all-reduced factors
     try:
         kfac.update(x, y)
         outcome: tuple[str, str] = ("ok", "")
@@ -338,7 +341,7 @@ def kfac_scenarios(rank: int) -> dict[str, Callable[[], object]]:
         f"kfac_{name}": (lambda change=change: kfac_attempt(rank, dict(change) if rank == 1 else {}))
         for name, change in differing.items()
     }
-    for bad in ("targets", "inputs", "model"):
+    for bad in ("targets", "inputs", "model", "weights"):
         cases[f"kfac_bad_{bad}"] = lambda bad=bad: kfac_attempt(rank, {}, bad)
     cases["kfac_after"] = lambda: kfac_attempt(rank, {})
     cases["kfac_count"] = lambda: kfac_counts_apart(rank)
@@ -393,6 +396,13 @@ def test_a_kfac_rank_whose_batch_fails_makes_every_rank_raise(outcomes, bad, err
     assert first["unchanged"] and second["unchanged"] and first["count"] == second["count"] == sum(SHARDS)
     after = [outcome["kfac_after"][1] for outcome in outcomes]  # the same ranks, settings that agree: it works
     assert all(result["outcome"] == ("ok", "") and result["count"] == sum(SHARDS) for result in after)
+
+
+def test_kfac_factors_that_are_not_finite_on_one_rank_make_every_rank_raise_the_same_value_error(outcomes):
+    first, second = (outcome["kfac_bad_weights"][1] for outcome in outcomes)
+    assert first["outcome"] == second["outcome"] and first["outcome"][0] == "ValueError"
+    assert "the batch's factor B of layer '0' (all ranks together) is not finite" in first["outcome"][1]
+    assert first["unchanged"] and second["unchanged"]
 
 
 def test_kfac_ranks_that_saw_different_numbers_of_samples_raise_the_same_value_error(outcomes):
