@@ -17,13 +17,15 @@ the Jacobian of the whole batch output w.r.t. the parameter and ``H`` the loss H
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import pytest
 import torch
 import torch.nn.utils.prune
 from torch.func import functional_call
 
-from tnconv.curvature import KFAC, diag_ggn, per_sample_grads
+from tnconv.curvature import KFAC, diag_ggn, per_sample_grads, sqrt_ggn
+from tnconv.curvature import model as model_module
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 CLASSES = 3
@@ -96,15 +98,27 @@ def test_every_use_of_a_parameter_contributes(loss):
         torch.testing.assert_close(diagonal[name], expected_diagonal[name], **TOL)
 
 
-def test_monte_carlo_diagonal_of_a_parameter_used_twice_is_that_of_the_summed_vjps():
-    """With the same drawn columns, a shared parameter's MC diagonal is ``sum_{m,n} (sum_uses J^T s)^2``: the exact
-    diagonal's formula on other columns, so many draws approach it."""
+@pytest.mark.parametrize("chunk", [1, 10**9])
+def test_monte_carlo_diagonal_of_a_parameter_used_twice_sums_the_uses_before_squaring(chunk):
+    """``sum_{m,n} (J_n^T s[m, n])^2`` for the drawn columns ``s`` (the same generator draws them again here), with
+    ``J_n`` sample n's whole Jacobian: every use in it. Columns one at a time or all at once (``SHARED_CHUNK``)."""
     model, x = reused()
-    y = targets(LOSSES["ce-mean"], x.shape[0])
-    sampled = diag_ggn(model, LOSSES["ce-mean"], x, y, mc_samples=4000, generator=torch.Generator().manual_seed(0))
-    exact = diag_ggn(model, LOSSES["ce-mean"], x, y)
-    for name in ("conv.weight", "first.weight"):
-        assert torch.linalg.norm(sampled[name] - exact[name]) <= 0.1 * torch.linalg.norm(exact[name])
+    loss_function = LOSSES["ce-mean"]
+    y = targets(loss_function, x.shape[0])
+    with mock.patch.object(model_module, "SHARED_CHUNK", chunk):
+        got = diag_ggn(model, loss_function, x, y, mc_samples=3, generator=torch.Generator().manual_seed(0))
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    output, vjp = torch.func.vjp(lambda values: functional_call(model, values, (x,)), params)
+    columns = sqrt_ggn(output, "cross_entropy", "mean", mc_samples=3, generator=torch.Generator().manual_seed(0))
+    expected = {name: torch.zeros_like(value) for name, value in params.items()}
+    for column in columns:
+        for n in range(x.shape[0]):
+            (each,) = vjp(torch.zeros_like(column).index_copy(0, torch.tensor([n]), column[n : n + 1]))
+            for name in expected:
+                expected[name] += each[name].square()
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], **TOL)
 
 
 def test_kfac_refuses_shared_weights_naming_parameter_and_modules():

@@ -23,23 +23,31 @@ from tnconv.curvature.hooks import capture, pull_back_calls
 from tnconv.curvature.supported import check_model, check_unshared, find_layers
 from tnconv.routines.gram import HALF
 
+SHARED_CHUNK = 1 << 22
+"""Elements of the per-sample VJPs of a parameter used several times, with their operands (all uses), for one chunk of
+columns in ``diag_ggn``: the columns run ``k`` at a time as ``k * N`` samples (at least one column a chunk)."""
+
 
 @dataclass(frozen=True)
 class Use:
     """One use of a parameter: the call's input (``x``), the columns ``(M, N, *y.shape[1:])`` at its output, the
-    call's geometry, and whether the parameter is the layer's weight (else its bias)."""
+    call's geometry, whether the parameter is the layer's weight (else its bias), and its number of elements."""
 
     x: torch.Tensor
     columns: torch.Tensor
     geometry: Geometry
     weight: bool
+    size: int
 
-    def per_sample(self, column: int) -> torch.Tensor:
-        """Each sample's VJP of column ``column`` for this use: ``(N, *param.shape)``."""
-        v = self.columns[column]
-        if self.weight:
-            return per_sample_weight(self.x, v, self.geometry)
-        return per_sample_bias(v, self.geometry)
+    def per_sample(self, columns: slice) -> torch.Tensor:
+        """Each sample's VJP of each of the ``columns`` for this use: ``(k, N, *param.shape)``, the ``k`` columns
+        taken as ``k * N`` samples of one call (the input repeated ``k`` times)."""
+        v = self.columns[columns]
+        count = v.shape[0]
+        if not self.weight:
+            return per_sample_bias(v.flatten(0, 1), self.geometry).unflatten(0, (count, -1))
+        x = self.x.expand(count, *self.x.shape).flatten(0, 1)
+        return per_sample_weight(x, v.flatten(0, 1), self.geometry).unflatten(0, (count, -1))
 
     def diagonal(self) -> torch.Tensor:
         """``sum_{m,n}`` of this use's squared per-column VJPs (the GGN diagonal where it is the only use)."""
@@ -68,9 +76,11 @@ def parameter_uses(
     uses: dict[str, list[Use]] = {}
     for layer in layers:
         for record, layer_columns in zip(calls.get(layer.name, ()), pulled.get(layer.name, ())):
-            uses.setdefault(layer.weight, []).append(Use(record.x, layer_columns, record.geometry, True))
+            weight = Use(record.x, layer_columns, record.geometry, True, layer.weight_shape.numel())
+            uses.setdefault(layer.weight, []).append(weight)
             if layer.bias is not None:
-                uses.setdefault(layer.bias, []).append(Use(record.x, layer_columns, record.geometry, False))
+                bias = Use(record.x, layer_columns, record.geometry, False, layer.layout.out_channels)
+                uses.setdefault(layer.bias, []).append(bias)
     return uses
 
 
@@ -94,7 +104,7 @@ def per_sample_grads(
         too raises a ``ValueError``. ``.grad`` is left as it was.
     """
     uses = parameter_uses(model, inputs, targets, loss_function, None)
-    return {key: _sum(use.per_sample(0) for use in each) for key, each in uses.items()}
+    return {key: _sum(use.per_sample(slice(0, 1))[0] for use in each) for key, each in uses.items()}
 
 
 def diag_ggn(
@@ -126,12 +136,14 @@ def _diagonal(uses: list[Use]) -> torch.Tensor:
     """The GGN diagonal of a parameter from its uses, computed in float32 for half inputs and returned in theirs."""
     dtype = uses[0].x.dtype
     if dtype in HALF:
-        uses = [Use(use.x.float(), use.columns.float(), use.geometry, use.weight) for use in uses]
+        uses = [Use(use.x.float(), use.columns.float(), use.geometry, use.weight, use.size) for use in uses]
     if len(uses) == 1:
-        diagonal = uses[0].diagonal()
-    else:
-        columns = uses[0].columns.shape[0]
-        diagonal = _sum(_sum(use.per_sample(m) for use in uses).square().sum(0) for m in range(columns))
+        return uses[0].diagonal().to(dtype)
+    columns, samples = uses[0].columns.shape[:2]
+    per_column = sum(use.x.numel() + use.columns[0].numel() + samples * use.size for use in uses)
+    step = max(1, SHARED_CHUNK // per_column)
+    chunks = (slice(start, start + step) for start in range(0, columns, step))
+    diagonal = _sum(_sum(use.per_sample(chunk) for use in uses).square().sum((0, 1)) for chunk in chunks)
     return diagonal.to(dtype)
 
 
