@@ -38,7 +38,13 @@ import itertools
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "ConvNeXtBlock", "convnext_depthwise", "resnet18", "resnet18_cifar", "vgg19", "vgg19_cifar"]
+from tnconv.namespace import public_dir
+
+__all__ = [
+    "BasicBlock", "ChannelsLayerNorm", "ConvNeXt", "ConvNeXtBlock", "ResNet", "ResNetCifar", "VGG",
+    "convnext_depthwise", "resnet18", "resnet18_cifar", "vgg19", "vgg19_cifar",
+]
+__dir__ = public_dir(globals(), __all__)
 
 VGG19_CHANNELS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 
@@ -111,6 +117,10 @@ class ResNet(nn.Module):
         for index in range(self.stages):
             x = getattr(self, f"layer{index + 1}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+ResNetCifar = ResNet
+"""``ResNet``'s name before it had the ImageNet stem (its default, ``imagenet=False``, is the CIFAR stem)."""
 
 
 def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
@@ -272,3 +282,4 @@ def convnext_depthwise(
     if len(depths) != len(dims):
         raise ValueError(f"depths and dims must have the same length, got depths={depths!r} and dims={dims!r}")
     return ConvNeXt(tuple(depths), tuple(dims), num_classes, in_channels)
+

@@ -22,10 +22,11 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
 
 Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
 ``dropout`` (tensor dropout, with ``dropout_slices``, ``dropout_pixels`` and ``dropout_op``),
-``checks`` (argument validation they share); for whole models ``hooks`` (finding layers,
-capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
-``factors`` (the per-layer math), ``kfac``, ``preconditioner`` and ``model`` (per-sample
-gradients, GGN diagonal).
+``checks`` (argument validation they share); for whole models ``supported`` (which layers get
+curvature, their parameters' keys, tied parameters, BatchNorm with batch statistics), ``hooks``
+(capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
+``factors`` (the per-layer math), ``kfac`` with ``kfac_batch`` (a batch's checks before it joins
+the factors), ``preconditioner`` and ``model`` (per-sample gradients, GGN diagonal).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """
@@ -36,6 +37,7 @@ from tnconv.curvature.layer import diag_ggn_weight, kfac_expand_factor, kfac_red
 from tnconv.curvature.loss import pullback, sqrt_ggn
 from tnconv.curvature.model import diag_ggn, per_sample_grads
 from tnconv.curvature.preconditioner import Preconditioner
+from tnconv.namespace import public_dir
 
 __all__ = [
     "kfac_expand_factor",
@@ -50,3 +52,5 @@ __all__ = [
     "per_sample_grads",
     "diag_ggn",
 ]
+
+__dir__ = public_dir(globals(), __all__)
