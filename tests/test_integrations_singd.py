@@ -115,15 +115,22 @@ def test_equals_singd_where_singd_supports_the_layer(structure: str, approx: str
 @pytest.mark.parametrize("loss_average", [None, "batch+sequence"])
 @pytest.mark.parametrize("approx", ["reduce", "expand"])
 def test_equals_singd_for_every_loss_average(approx: str, loss_average: str | None) -> None:
-    model = grouped_model(1, torch.float64)
+    assert_trains_as_singd(1, "dense", approx, loss_average=loss_average)
+
+
+def assert_trains_as_singd(groups: int, structure: str, approx: str, **changes: object) -> tuple[SINGD, SingdSINGD]:
+    """Ours and singd's optimizers (``options(structure, approx, **changes)``) after training twins of the float64
+    ``grouped_model(groups)``; their states and parameters are equal."""
+    model = grouped_model(groups, torch.float64)
     twin = copy.deepcopy(model)
-    settings_ = options("dense", approx, loss_average=loss_average)
+    settings_ = options(structure, approx, **changes)
     ours, theirs = SINGD(model, **settings_), SingdSINGD(twin, **settings_)
     x, y = torch.randn(4, 4, 6, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     train(model, ours, x, y)
     train(twin, theirs, x, y)
-    assert_same_state(ours, theirs, "dense")
-    assert_same_parameters(model, twin, "dense")
+    assert_same_state(ours, theirs, structure)
+    assert_same_parameters(model, twin, structure)
+    return ours, theirs
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -133,15 +140,7 @@ def test_diagonal_steps_in_chunks_of_rows_equal_singd(approx: str, momentum: flo
     """With diagonal ``K`` and ``C`` the natural gradient is formed a few rows at a time (``CHUNK`` of 40 elements:
     2 rows of each layer, the Linear's 3 rows as 2 and 1), with weight decay, with and without momentum."""
     monkeypatch.setattr(singd_module, "CHUNK", 40)
-    model = grouped_model(2, torch.float64)
-    twin = copy.deepcopy(model)
-    settings_ = options("diagonal", approx, weight_decay=0.1, momentum=momentum)
-    ours, theirs = SINGD(model, **settings_), SingdSINGD(twin, **settings_)
-    x, y = torch.randn(4, 4, 6, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
-    train(model, ours, x, y)
-    train(twin, theirs, x, y)
-    assert_same_state(ours, theirs, "diagonal")
-    assert_same_parameters(model, twin, "diagonal")
+    ours, theirs = assert_trains_as_singd(2, "diagonal", approx, weight_decay=0.1, momentum=momentum)
     buffers = [[state["momentum_buffer"] for state in optimizer.state.values()] for optimizer in (ours, theirs)]
     assert len(buffers[0]) == len(buffers[1]) == (5 if momentum else 0)  # one per parameter, as singd's
     for mine, other in zip(*buffers):
