@@ -81,6 +81,9 @@ def test_fuse_of_a_sum_into_several_occurrences_expands_the_product() -> None:
     x, y, c = (torch.randn(n, dtype=torch.float64) for n in (3, 3, 2))
     expected = ((x + y) @ (x + y)) * c
     torch.testing.assert_close(tnconv.compile(fused)(A=x, B=y, C=c), expected, rtol=1e-10, atol=1e-10)
+    named_like = fuse(outer, "P", NetworkSum([a, Network.from_einsum("i->i", "P", sizes={"i": 3})]))
+    assert len(named_like) == 4  # an inner tensor named like the fused one is an operand, not fused again
+    torch.testing.assert_close(tnconv.compile(named_like)(A=x, P=y, C=c), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_fuse_errors() -> None:

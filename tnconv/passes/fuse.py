@@ -92,15 +92,23 @@ def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
 
 
 def _each_occurrence(outer: Network, name: str, inner: NetworkSum) -> tuple[Value, Trace]:
-    """``fuse_traced`` of a sum ``inner`` into the several occurrences of ``name``: the first occurrence is
-    renamed apart and fused on its own, then the others (their product of sums, expanded)."""
-    first = outer.positions(name)[0]
+    """``fuse_traced`` of a sum ``inner`` into the several occurrences of ``name``: each occurrence is renamed
+    apart (a name of neither network) and fused on its own, so that their product of sums is expanded."""
     taken = {*outer.tensors, *(label for term in inner.terms for label in term.tensors)}
-    apart = fresh_name(name, taken)
-    entries = [Tensor(apart, e.legs, e.kind) if p == first else e for p, e in enumerate(outer.entries)]
-    fused, head = fuse_traced(outer.replace(tensors=entries), apart, inner)
-    result, rest = fuse_traced(fused, name, inner)
-    return result, Trace((*head, *rest))
+    apart: list[str] = []
+    entries = []
+    for entry in outer.entries:
+        if entry.name == name:
+            apart.append(fresh_name(name, taken))
+            taken.add(apart[-1])
+            entry = Tensor(apart[-1], entry.legs, entry.kind)
+        entries.append(entry)
+    result: Value = outer.replace(tensors=entries)
+    records: list[Record] = []
+    for label in apart:
+        result, trace = fuse_traced(result, label, inner)
+        records.extend(trace)
+    return result, Trace(records)
 
 
 def _bind(entry: Tensor, shape: list[Size], inner: Network) -> Network:
