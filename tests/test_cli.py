@@ -51,7 +51,7 @@ def test_every_routine_derives_and_checks(routine, tmp_path):
     ids=["1d-strided-dilated", "3d-grouped", "2d-transposed-output-padding", "2d-same-reflect", "override-builtin"],
 )
 @pytest.mark.parametrize("routine", ["forward", "input-vjp", "weight-vjp", "unfold", "kfac-expand", "kfac-reduce",
-                                     "per-sample-grad", "diag-ggn"])
+                                     "per-sample-grad", "diag-ggn", "per-sample-grad-norm", "sum-grad-squared"])
 def test_check_passes_for_varied_layers(routine, flags):
     if "reflect" in flags and routine not in ("forward", "unfold", "kfac-expand", "kfac-reduce"):
         flags = [f for f in flags if f not in ("--padding-mode", "reflect")]

@@ -1,8 +1,9 @@
-"""A routine's scaling for a layer: the value of its ``Scaling.formula`` and the formula with the layer's numbers.
+"""A routine's formulas for a layer: the value of its ``Scaling.formula`` (or of its ``Costs``), with the layer's numbers.
 
 ``quantities(hyper)`` gives the layer quantities of ``QUANTITIES`` (``N`` samples,
 ``T`` output locations, ...); ``scale(formula, hyper)`` the exact rational the
-network's result is multiplied by (``1/(N*T^2)`` of a KFAC-reduce factor).
+network's result is multiplied by (``1/(N*T^2)`` of a KFAC-reduce factor);
+``shortcut_pays(costs, hyper)`` whether a shortcut's cost formula is at most the whole network's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sympy
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
 from tnconv.conv.hyper import ConvHyper
-from tnconv.routines.routine import QUANTITIES
+from tnconv.routines.routine import QUANTITIES, Costs
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 
@@ -56,6 +57,12 @@ def scale(formula: str, hyper: ConvHyper) -> sympy.Rational:
     if not isinstance(result, sympy.Rational):
         raise ValueError(f"scaling formula {formula!r} is not a rational number for this layer: {result}")
     return result
+
+
+def shortcut_pays(costs: Costs, hyper: ConvHyper) -> bool:
+    """Whether the shortcut's cost (``costs.shortcut``) is at most the whole network's (``costs.network``) on
+    the layer ``hyper``."""
+    return bool(scale(costs.shortcut, hyper) <= scale(costs.network, hyper))
 
 
 def used(formula: str) -> tuple[str, ...]:
