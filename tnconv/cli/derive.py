@@ -195,7 +195,7 @@ def costs(derivation: Derivation) -> dict[str, Any] | None:
                    "value": str(expression(formula).subs({s: values[str(s)] for s in expression(formula).free_symbols}))}
             for name, (formula, form) in forms.items()
         }}
-    return {"symbolic": False, "runs": "shortcut" if shortcut_pays(rule, hyper) else "network", **{
+    return {"symbolic": False, "runs": "shortcut" if shortcut_pays(rule, quantities(hyper)) else "network", **{
         name: {"formula": formula, "form": form, "value": int(scale(formula, hyper))}
         for name, (formula, form) in forms.items()
     }}

@@ -22,7 +22,7 @@ from tnconv.lower.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
 from tnconv.routines.routine import Routine
-from tnconv.routines.scaling import scale, shortcut_pays
+from tnconv.routines.scaling import quantities, scale, shortcut_pays
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -82,7 +82,7 @@ def setup(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS
     ``tnconv.compile``, whose cache bounds the memory programs hold). The shortcut, where the routine has one
     and its ``costs`` (if any) say it pays on this layer, else the whole network."""
     shortcut = routine.shortcut
-    if shortcut is not None and shortcut.costs is not None and not shortcut_pays(shortcut.costs, hyper):
+    if shortcut is not None and shortcut.costs is not None and not shortcut_pays(shortcut.costs, quantities(hyper)):
         shortcut = None
     stages = None if shortcut is None else shortcut.stages
     network = routine_network(routine, hyper, options, True, stages)
