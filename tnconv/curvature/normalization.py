@@ -96,10 +96,15 @@ def per_sample_affine(layer: NormLayer, x: torch.Tensor, gradient: torch.Tensor)
     dims = summed_dims(module, x)
     result = {}
     if layer.weight is not None:
-        result[layer.weight] = (gradient * normalized(module, x)).sum(dims)
+        result[layer.weight] = _summed(gradient * normalized(module, x), dims)
     if layer.bias is not None:
-        result[layer.bias] = gradient.sum(dims)
+        result[layer.bias] = _summed(gradient, dims)
     return result
+
+
+def _summed(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``value`` summed over ``dims`` (none: ``value`` itself; torch's ``sum(())`` would sum every dim)."""
+    return value.sum(dims) if dims else value
 
 
 def _by_autograd(layer: NormLayer, x: torch.Tensor, gradient: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1 @@
+"""Integrations of tnconv's routines into other libraries (each an optional extra: ``tnconv[opacus]``)."""
