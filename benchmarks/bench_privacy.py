@@ -35,7 +35,7 @@ Output: the tables on stdout and the section "Private training (issue 25)" of ``
 (benchmarks/RESULTS.md; other sections are kept).
 
 Usage: python benchmarks/bench_privacy.py [--models resnet18 vgg19] [--batches 64 256] [--threads 1 2]
-       [--repeats 3] [--tasks norms step] [--no-memory] [--fit-batches 16 32] [--memory-limit 12]
+       [--repeats 3] [--tasks norms step] [--no-memory | --no-timing] [--fit-batches 16 32] [--memory-limit 12]
        [--markdown PATH] [--quick]
 """
 
@@ -355,6 +355,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-timing", action="store_true", help="memory only")
     parser.add_argument("--fit-batches", nargs=2, type=int, default=[16, 32])
     parser.add_argument("--memory-limit", type=float, default=12.0, help="GiB of per-sample gradients a side may hold")
     parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
@@ -371,7 +372,7 @@ def main() -> None:
     else:
         ensure_mmap_allocations()
     timings = []
-    for name in options.models:
+    for name in [] if options.no_timing else options.models:
         for batch in options.batches:
             for threads in options.threads:
                 for task in options.tasks:

@@ -61,6 +61,36 @@ def test_clipped_sum_equals_torch_func(reduction):
         torch.testing.assert_close(parameter.grad, torch.einsum("n,n...->...", factors, grads[name]), **TOL)
 
 
+class Branches(torch.nn.Module):
+    """Two convs whose outputs are added (autograd hands both one gradient tensor) and a tied Linear weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.narrow = torch.nn.Conv2d(3, 4, 1)
+        self.first = torch.nn.Linear(4 * 6 * 6, 8)
+        self.second = torch.nn.Linear(4 * 6 * 6, 8, bias=False)
+        self.second.weight = self.first.weight
+        self.head = torch.nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (self.wide(x) + self.narrow(x)).flatten(1)
+        return self.head(torch.tanh(self.first(y)) * self.second(y.cos()))
+
+
+def test_added_branches_and_tied_weights_are_clipped_once():
+    torch.manual_seed(0)
+    model, loss_function = Branches().double(), torch.nn.CrossEntropyLoss(reduction="sum")
+    x, y = batch(5)
+    grads = per_sample(model, loss_function, x, y)
+    norms = torch.stack([g.flatten(1).square().sum(1) for g in grads.values()]).sum(0).sqrt()
+    max_norm = float(norms.median())
+    torch.testing.assert_close(clip_grads(model, loss_function, x, y, max_norm), norms, **TOL)
+    factors = (max_norm / norms).clamp(max=1.0)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, torch.einsum("n,n...->...", factors, grads[name]), **TOL)
+
+
 @pytest.mark.parametrize("loss_function", [torch.nn.CrossEntropyLoss(), torch.nn.MSELoss(reduction="sum")])
 def test_without_clipping_the_gradient_is_the_ordinary_one(loss_function):
     """Existing ``.grad`` is overwritten, not added to."""

@@ -33,9 +33,7 @@ import torch
 
 from tnconv.curvature.hooks import SUPPORTED, check_model, find_layers
 from tnconv.curvature.normalization import NORMALIZATIONS, find_normalizations
-from tnconv.curvature.statistics import (
-    LayerGradients, affine_statistic, in_model_order, layer_gradients, layer_statistic,
-)
+from tnconv.curvature.statistics import LayerGradients, Statistics, in_model_order, layer_gradients
 
 __all__ = ["clip_grads"]
 
@@ -70,12 +68,11 @@ def clip_grads(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {generator!r} ({type(generator).__name__})")
     check_supported(model)
-    pulled = layer_gradients(model, loss_function, inputs, targets)
-    squared = {**layer_statistic(pulled, "norms"), **affine_statistic(pulled, "norms")}
-    norms = torch.stack(list(squared.values())).sum(0).sqrt()
+    taken = Statistics(find_layers(model), ("norms",))
+    pulled = layer_gradients(model, loss_function, inputs, targets, taken.add, keep=True)
+    norms = torch.stack(list(taken.result("norms", pulled.affine).values())).sum(0).sqrt()
     factors = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
-    scale_gradients(pulled, factors)
-    sums = in_model_order(model, {**layer_statistic(pulled, "sums"), **affine_statistic(pulled, "sums")})
+    sums = in_model_order(model, clipped_sums(pulled, factors))
     parameters = dict(model.named_parameters())
     for name, value in sums.items():
         parameter = parameters[name]
@@ -102,11 +99,20 @@ def check_supported(model: torch.nn.Module) -> None:
         )
 
 
-def scale_gradients(pulled: LayerGradients, factors: torch.Tensor) -> None:
-    """Scale every layer's output gradient of ``pulled`` per sample by ``factors`` ``(N,)``, in place (the unscaled
-    ones are not used again): each sample's gradients scale so."""
-    for gradient in pulled.gradients.values():
-        gradient.mul_(factors.to(gradient.dtype).reshape(-1, *(1,) * (gradient.ndim - 1)))
+def clipped_sums(pulled: LayerGradients, factors: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Parameter name -> ``sum_n factors[n] g_n``: each layer's weight VJP (and bias sum) of its output gradients
+    scaled per sample by ``factors`` ``(N,)``, and the normalisation layers' per-sample gradients so weighted.
+    (Not in place: two layers whose outputs are added get one gradient tensor from autograd.)"""
+    summed = Statistics(pulled.layers, ("sums",))
+    for layer in pulled.layers:
+        gradient = pulled.gradients.pop(layer.name)
+        summed.add(layer, pulled.records[layer.name], gradient * per_sample(factors, gradient))
+    return summed.result("sums", {name: grads * per_sample(factors, grads) for name, grads in pulled.affine.items()})
+
+
+def per_sample(factors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``factors`` ``(N,)`` shaped to scale ``like`` ``(N, ...)`` per sample, in its dtype."""
+    return factors.to(like.dtype).reshape(-1, *(1,) * (like.ndim - 1))
 
 
 def noise(parameter: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
