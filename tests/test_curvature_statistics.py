@@ -174,3 +174,17 @@ def test_a_normalisation_layer_run_twice_is_refused():
     model = torch.nn.Sequential(norm, norm, torch.nn.Flatten(), torch.nn.Linear(3 * 4, CLASSES)).double()
     with pytest.raises(ValueError, match="layer '0' ran more than once in one forward"):
         per_sample_grad_norms(model, LOSSES["ce-mean"], *batch((2, 3, 4), LOSSES["ce-mean"]))
+
+
+def test_a_normalisation_layer_that_does_not_run_is_refused():
+    class Unused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head, self.unused = torch.nn.Linear(3 * 4, CLASSES), torch.nn.LayerNorm(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.flatten(1))
+
+    model = Unused().double()
+    with pytest.raises(ValueError, match=r"layers \['unused'\] did not run in the forward pass"):
+        sum_grad_squared(model, LOSSES["ce-mean"], *batch((2, 3, 4), LOSSES["ce-mean"]))

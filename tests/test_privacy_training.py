@@ -3,25 +3,13 @@ privacy is Opacus's RDP accountant's for the steps it took."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from opacus.accountants import RDPAccountant
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_private.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("digits_private", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support.examples import load_example
 
 
 def test_a_short_private_run_learns_the_digits_at_its_accountants_epsilon():
-    example = load_example()
+    example = load_example("digits_private")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batches of tiny tensors: a second thread only waits (4x slower on a loaded machine)
     try:

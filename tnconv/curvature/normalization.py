@@ -12,15 +12,16 @@ A subclass that changes ``forward`` (a channels-first LayerNorm that moves the
 channels last) gets its per-sample gradients from ``torch.func`` (a VJP per sample,
 vmapped): whatever it does to its input, its parameters' per-sample gradients are exact.
 
-``NormCapture`` records, during one forward, each such layer's input and adds a zero
+``captured(layers)`` records, during one forward, each such layer's input and adds a zero
 probe to its output (as ``tnconv.curvature.hooks.Capture`` does for conv layers), so that
 one backward gives the gradient w.r.t. every layer output.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -134,20 +135,15 @@ class NormRecord:
     probe: torch.Tensor
 
 
-class NormCapture:
-    """Forward hooks on normalisation ``layers`` that fill ``records`` (layer name -> ``NormRecord``) in one forward.
+@contextmanager
+def captured(layers: list[NormLayer]) -> Iterator[dict[str, NormRecord]]:
+    """Within the context, forward hooks on the normalisation ``layers`` fill the yielded dict (layer name ->
+    ``NormRecord``); on leaving it normally, every layer must have run (ValueError naming those that did not)."""
+    records: dict[str, NormRecord] = {}
 
-    A context manager: the hooks are removed on exit. ``check_complete`` raises when a layer did not run.
-    """
-
-    def __init__(self, layers: list[NormLayer]) -> None:
-        self.layers = layers
-        self.records: dict[str, NormRecord] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def hook(self, name: str) -> Callable[..., torch.Tensor]:
+    def hook(name: str) -> Callable[..., torch.Tensor]:
         def record(module: nn.Module, args: tuple[object, ...], output: torch.Tensor) -> torch.Tensor:
-            if name in self.records:
+            if name in records:
                 raise ValueError(f"layer {name!r} ran more than once in one forward; shared layers get no per-sample "
                                  f"gradients")
             x = args[0]
@@ -155,21 +151,17 @@ class NormCapture:
                 raise ValueError(f"layer {name!r} needs a batched tensor input shaped like its output, got "
                                  f"{getattr(x, 'shape', type(x).__name__)} -> {tuple(output.shape)}")
             probe = output.new_zeros(()).expand(output.shape).detach().requires_grad_()
-            self.records[name] = NormRecord(x.detach(), probe)
+            records[name] = NormRecord(x.detach(), probe)
             return output + probe
 
         return record
 
-    def __enter__(self) -> NormCapture:
-        self.handles = [layer.module.register_forward_hook(self.hook(layer.name)) for layer in self.layers]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
+    handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in layers]
+    try:
+        yield records
+    finally:
+        for handle in handles:
             handle.remove()
-
-    def check_complete(self) -> None:
-        """Every layer must have run in the forward."""
-        missing = [layer.name for layer in self.layers if layer.name not in self.records]
-        if missing:
-            raise ValueError(f"layers {missing} did not run in the forward pass, so they have no per-sample gradients")
+    missing = [layer.name for layer in layers if layer.name not in records]
+    if missing:
+        raise ValueError(f"layers {missing} did not run in the forward pass, so they have no per-sample gradients")

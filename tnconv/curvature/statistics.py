@@ -35,7 +35,7 @@ from tnconv.curvature.factors import (
     bias_diag_ggn, channels_last, locations, per_sample_bias, per_sample_weight, weight_diag_ggn,
 )
 from tnconv.curvature.hooks import Layer, Record, check_model, find_layers, forward
-from tnconv.curvature.normalization import NormCapture, find_normalizations, per_sample_affine
+from tnconv.curvature.normalization import captured, find_normalizations, per_sample_affine
 from tnconv.curvature.norms import bias_norms, weight_norms
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE
@@ -75,9 +75,8 @@ def layer_gradients(
     model = check_model(model)
     loss = check_loss(loss_function)
     layers, norm_layers = find_layers(model), find_normalizations(model)
-    with NormCapture(norm_layers) as norm_capture:
+    with captured(norm_layers) as norm_records:
         output, records = forward(model, layers, inputs)
-    norm_capture.check_complete()
     targets = check_output(output, targets, loss)
     affine: dict[str, torch.Tensor] = {}
     waiting: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -93,7 +92,7 @@ def layer_gradients(
 
     def at_norm(layer_name: str) -> Callable[[torch.Tensor], bool]:
         def handle(gradient: torch.Tensor) -> bool:
-            record = norm_capture.records.pop(layer_name)
+            record = norm_records.pop(layer_name)
             for name, value in per_sample_affine(by_name[layer_name], record.x, gradient).items():
                 affine[name] = affine[name] + value if name in affine else value
             return False
@@ -112,7 +111,7 @@ def layer_gradients(
         probes.append(records[layer.name].probe)
         probes[-1].register_hook(arrived(layer.name, at_supported(layer)))
     for norm_layer in norm_layers:
-        probes.append(norm_capture.records[norm_layer.name].probe)
+        probes.append(norm_records[norm_layer.name].probe)
         probes[-1].register_hook(arrived(norm_layer.name, at_norm(norm_layer.name)))
     with torch.enable_grad():
         value = loss.function(output, targets)
