@@ -101,7 +101,7 @@ def layer_gradients(
 
     def at_supported(layer: Layer) -> Callable[[torch.Tensor], bool]:
         def handle(gradient: torch.Tensor) -> bool:
-            at_layer(layer, records[layer.name], gradient)
+            at_layer(layer, records[layer.name] if keep else records.pop(layer.name), gradient)
             return keep
 
         return handle
@@ -115,14 +115,13 @@ def layer_gradients(
         probes[-1].register_hook(arrived(norm_layer.name, at_norm(norm_layer.name)))
     with torch.enable_grad():
         value = loss.function(output, targets)
+    batch = output.shape[0]
     del output
     gradients = dict(zip([layer.name for layer in layers], torch.autograd.grad(value, probes, materialize_grads=True)))
     for name, probe in zip([*(layer.name for layer in layers), *by_name], probes):
         if name in waiting:  # not reached by the backward: its gradient is zero
             waiting[name](probe.new_zeros(probe.shape))
-    if not keep:
-        gradients, records = {}, {}
-    return LayerGradients(layers, records, gradients, affine, inputs.shape[0])
+    return LayerGradients(layers, records, gradients if keep else {}, affine, batch)
 
 
 class Statistics:
