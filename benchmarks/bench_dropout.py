@@ -18,17 +18,25 @@ after a row-dropout call as elsewhere in the round). The printed ratio is
 median(estimate) / median(exact). The kept count varies between draws (a
 binomial), so single timings vary by about ``sqrt((1-keep)/(keep*units))``.
 
+``--baseline FILE`` adds, for ``channel`` and ``rows``, the same estimates with the
+``channel_dropout`` and ``row_dropout`` of another version of
+``tnconv/curvature/dropout_slices.py`` (columns ``MODE@KEEP before``; e.g. the file
+as a former commit had it: ``git show COMMIT:tnconv/curvature/dropout_slices.py > old.py``),
+timed in the same rounds: a before/after comparison side by side.
+
 Usage: python benchmarks/bench_dropout.py [--layers NAME ...] [--threads 1 2] [--keeps 1 0.5 0.25]
-       [--modes channel rows spatial] [--repeats 7] [--batch 8]
+       [--modes channel rows spatial] [--repeats 7] [--batch 8] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -37,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import rotated  # noqa: E402
 from tnconv.cli.layers import Layer, builtin_layer, layer_names  # noqa: E402
 from tnconv.conv.hyper import conv_hyper  # noqa: E402
-from tnconv.curvature import weight_vjp_dropout  # noqa: E402
+from tnconv.curvature import dropout, weight_vjp_dropout  # noqa: E402
 
 MODES = ("channel", "rows", "spatial")
 KEEPS = (1.0, 0.5, 0.25)
@@ -50,8 +58,35 @@ TARGETS = {
 }
 
 
-def functions(layer: Layer, modes: tuple[str, ...], keeps: tuple[float, ...]) -> dict[str, Callable[[], object]]:
-    """The exact weight VJP and each ``MODE@KEEP`` estimate of ``layer``, on fixed random tensors."""
+def load_baseline(path: str) -> ModuleType:
+    """Another version of ``tnconv/curvature/dropout_slices.py``, loaded from ``path``."""
+    spec = importlib.util.spec_from_file_location("baseline_dropout_slices", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: cannot load {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def with_slices(slices: ModuleType, estimate: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``estimate`` run with ``slices``' ``channel_dropout`` and ``row_dropout`` in ``weight_vjp_dropout``."""
+
+    def run() -> torch.Tensor:
+        current = dropout.channel_dropout, dropout.row_dropout
+        dropout.channel_dropout, dropout.row_dropout = slices.channel_dropout, slices.row_dropout
+        try:
+            return estimate()
+        finally:
+            dropout.channel_dropout, dropout.row_dropout = current
+
+    return run
+
+
+def functions(
+    layer: Layer, modes: tuple[str, ...], keeps: tuple[float, ...], baseline: ModuleType | None = None
+) -> dict[str, Callable[[], object]]:
+    """The exact weight VJP and each ``MODE@KEEP`` estimate of ``layer`` (and ``MODE@KEEP before`` with the
+    ``baseline`` slices), on fixed random tensors."""
     hyper = conv_hyper(
         layer.input_shape, layer.kernel_size, layer.out_channels, layer.stride, layer.padding, layer.dilation,
         layer.groups,
@@ -73,6 +108,8 @@ def functions(layer: Layer, modes: tuple[str, ...], keeps: tuple[float, ...]) ->
     for mode in modes:
         for keep in keeps:
             found[f"{mode}@{keep:g}"] = estimate(mode, keep)
+            if baseline is not None and mode != "spatial":
+                found[f"{mode}@{keep:g} before"] = with_slices(baseline, estimate(mode, keep))
     return found
 
 
@@ -84,7 +121,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds after the warm-up round")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--baseline", metavar="FILE", help="another dropout_slices.py to time side by side")
     options = parser.parse_args()
+    baseline = load_baseline(options.baseline) if options.baseline else None
     names = options.layers or [name for name in layer_names() if not builtin_layer(name).transposed]
     layers = [builtin_layer(name, options.batch) for name in names]
     modes, keeps = tuple(options.modes), tuple(options.keeps)
@@ -92,12 +131,13 @@ def main() -> None:
     reached = {}
     for threads in options.threads:
         torch.set_num_threads(threads)
-        columns = [f"{mode}@{keep:g}" for mode in modes for keep in keeps]
+        columns = [f"{mode}@{keep:g}{side}" for mode in modes for keep in keeps
+                   for side in ("", " before") if not side or (baseline is not None and mode != "spatial")]
         print(f"\n### {threads} thread(s): estimate time / exact weight-VJP time\n")
         print("| layer | exact ms | " + " | ".join(columns) + " |")
         print("|---|---:|" + "---:|" * len(columns))
         for layer in layers:
-            times = rotated(functions(layer, modes, keeps), options.repeats)
+            times = rotated(functions(layer, modes, keeps, baseline), options.repeats)
             ratios = {name: times[name] / times["exact"] for name in columns}
             cells = " | ".join(f"{ratios[name]:.2f}" for name in columns)
             print(f"| {layer.name} | {times['exact'] * 1e3:.1f} | {cells} |", flush=True)

@@ -38,13 +38,30 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
+def _environment() -> dict[str, str]:
+    """The environment of a fresh interpreter that imports this repository's tnconv first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+
+
 def python(code: str, cwd: Path = ROOT) -> str:
     """Run ``code`` in a fresh interpreter (this repository's tnconv first on the path); its stdout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
-    completed = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                               timeout=300)
+    completed = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_environment(), capture_output=True,
+                               text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
+
+
+def with_stdout_unread(argv: list[str], cwd: Path = ROOT) -> tuple[int, str]:
+    """``python -m tnconv ARGV`` in a fresh interpreter whose stdout is a pipe that nobody reads (its read end
+    closed before the command starts, as ``| head -1`` leaves it once head is done): exit status and stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        completed = subprocess.run([sys.executable, "-m", "tnconv", *argv], cwd=cwd, env=_environment(), stdout=write,
+                                   stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    return completed.returncode, completed.stderr
 
 
 HEAVY = ("torch", "sympy", "networkx", "opt_einsum")  # what --help and argument errors must not import

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_run import ROOT, one_line_error, run
+from cli_run import ROOT, one_line_error, run, with_stdout_unread
 
 from tnconv.cli import main
 from tnconv.cli.derive import derive
 from tnconv.cli.layers import builtin_layer, custom_layer, layer_names
+from tnconv.cli.main import EXIT_BROKEN_PIPE
 from tnconv.routines import TABLE, routine_table
 
 
@@ -216,7 +218,7 @@ def test_benchmark_list_is_the_shared_one():
 )
 def test_errors_are_one_line_with_status_2(argv, message, tmp_path):
     status, out, err = run(*argv, cwd=tmp_path)
-    assert status == 2
+    assert status == 2 and out == ""
     line = one_line_error(err)
     assert message in line
     assert not list(tmp_path.iterdir())  # nothing written on an error
@@ -413,3 +415,28 @@ def test_derive_shows_which_evaluation_of_a_costed_shortcut_runs():
     assert "runs      the cheaper one for the sizes it is called with" in out and "N*T^2" in out
     status, out, _ = run("derive", "sum-grad-squared", "--input", "2,8,4,4", *layer)
     assert status == 0 and "which evaluation runs" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["layers"], ["derive", "forward", "--layer", "tiny_2d", "--no-diagram"],
+     ["curvature", "lin.py:make", "--input", "2,4", "--no-timing"]],
+    ids=["layers", "derive", "curvature"],
+)
+def test_a_reader_gone_away_ends_every_command_quietly(argv, tmp_path):
+    """``tnconv layers | head -1``: no message, status 141 (128 + SIGPIPE) as for ``ls | head -1``."""
+    (tmp_path / "lin.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(4, 2)\n", encoding="utf-8")
+    assert with_stdout_unread(argv, cwd=tmp_path) == (EXIT_BROKEN_PIPE, "")
+
+
+class GoneAway(io.StringIO):
+    """A stdout whose reader went away: every write fails as on a closed pipe."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_pipe_is_no_error():
+    err = io.StringIO()
+    assert main(["derive", "forward", "--layer", "tiny_2d", "--no-diagram"], GoneAway(), err) == EXIT_BROKEN_PIPE
+    assert err.getvalue() == ""

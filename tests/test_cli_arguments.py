@@ -4,11 +4,13 @@ every flag checked before any work, conflicts named by their flags, sizes within
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
 
 import tnconv
+from tnconv.cli.arguments import parse, request
 from tnconv.routines import TABLE
 
 
@@ -102,13 +104,30 @@ def test_flags_are_checked_before_any_work(flags, message, tmp_path):
     assert message in one_line_error(err)
 
 
-def test_an_unwritable_diagram_folder_is_refused_first(monkeypatch, tmp_path):
-    from tnconv.cli import arguments
-
-    monkeypatch.setattr(arguments.os, "access", lambda path, mode: False)
-    status, out, err = run("derive", "forward", "--layer", "tiny_2d", cwd=tmp_path)
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("/proc/tnconv-diagram.svg", "--diagram '/proc/tnconv-diagram.svg': cannot write there (No such file"),
+        ("x" * 300 + ".svg", "--diagram 'xxxx"),
+        ("", "--diagram '': the file name must end in one of .svg"),
+    ],
+    ids=["proc", "name-too-long", "empty"],
+)
+def test_a_diagram_that_cannot_be_written_is_refused_first(target, message, tmp_path):
+    """Writing is tried before any work (root may write where ``os.access`` says it may, and still fail)."""
+    status, out, err = run("derive", "forward", "--layer", "tiny_2d", "--diagram", target, cwd=tmp_path)
     assert status == 2 and out == ""
-    assert "--diagram (default 'tnconv-derive-forward.svg'): cannot write there; choose another file" in err
+    assert message in one_line_error(err)
+    assert "cannot write there (File name too long)" in err or len(target) < 300
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_write_trial_leaves_an_existing_diagram_as_it_was(tmp_path):
+    (tmp_path / "d.svg").write_text("old", encoding="utf-8")
+    assert request(parse(["derive", "forward", "--layer", "tiny_2d", "--diagram", str(tmp_path / "d.svg")])).diagram
+    assert (tmp_path / "d.svg").read_text(encoding="utf-8") == "old"
+    assert request(parse(["derive", "forward", "--layer", "tiny_2d", "--diagram", str(tmp_path / "new.svg")])).diagram
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["d.svg"]
 
 
 def test_a_raster_diagram_without_matplotlib_is_refused_first(monkeypatch, tmp_path):
@@ -150,12 +169,53 @@ def test_input_with_a_kernel_for_its_dims_overrides_a_builtin_layer():
     assert "x=(8,4,9) w=(6,4,3)" in out and "PASSED" in out
 
 
-def test_library_errors_come_after_the_header_as_one_line():
-    """What only conv_hyper can judge is still one line on stderr, status 2, before any derivation."""
-    status, out, err = run("derive", "forward", "--input", "2,4,9,9", "--groups", "3", "--no-diagram")
-    assert status == 2
-    assert "in_channels=4 must be divisible by groups=3" in one_line_error(err)
-    assert "== 1." not in out and len(out.splitlines()) == 2
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--input", "2,4,9,9", "--groups", "3"], "--input, --groups: in_channels=4 must be divisible by groups=3"),
+        (["--layer", "tiny_depthwise_2d", "--input", "2,5,9,9"], "--input: in_channels=5 must be divisible by groups=6"),
+        (["--layer", "tiny_2d", "--padding", "same", "--stride", "2"],
+         "--padding, --stride: padding='same' needs stride 1 in every dim, got stride=(2, 2)"),
+        (["--input", "2,4,3,3", "--kernel", "5"], "--kernel: kernel_size=(5, 5) (dilation=(1, 1)) spans 5 pixels"),
+        (["--layer", "tiny_2d", "--padding", "9", "--padding-mode", "reflect"],
+         "--padding-mode, --padding: padding_mode='reflect' needs padding smaller than the input size"),
+        (["--layer", "tiny_2d", "--transposed", "--output-padding", "1"],
+         "--output-padding: output_padding must be smaller than max(stride, dilation)"),
+        (["--layer", "tiny_2d", "--padding", "10000000"], "--padding: padding=10000000 with input shape (8, 4, 9, 9)"),
+        (["--input", "N,4,H,W", "--groups", "3"], "--input, --groups: in_channels=4 must be divisible by groups=3"),
+    ],
+    ids=["groups", "layer-groups", "same-stride", "kernel", "reflect", "output-padding", "elements", "symbolic"],
+)
+def test_library_errors_name_their_flags_before_any_output(flags, message):
+    """What only conv_hyper can judge is one line on stderr led by the flags it concerns, status 2, no header."""
+    status, out, err = run("derive", "forward", *flags, "--no-diagram")
+    assert status == 2 and out == ""
+    assert message in one_line_error(err)
+
+
+def test_library_errors_blame_what_they_name(monkeypatch):
+    """The given flags among those the library's message names, else the first it names."""
+    from tnconv.cli.layers import builtin_layer, library_checked
+
+    layer = builtin_layer("tiny_2d")
+    with pytest.raises(ValueError, match=r"^--kernel, --padding: kernel_size="):
+        library_checked(replace(layer, kernel_size=(20, 20), padding=1), {"--kernel", "--padding"})
+    with pytest.raises(ValueError, match=r"^--kernel: kernel_size="):
+        library_checked(replace(layer, kernel_size=(20, 20)), {"--input"})
+    assert library_checked(layer, set()) is layer
+
+
+def test_an_empty_input_is_named():
+    status, out, err = run("derive", "forward", "--input", "", "--no-diagram")
+    assert status == 2 and out == ""
+    assert "argument --input: expected comma-separated integers, got ''" in one_line_error(err)
+
+
+def test_check_refusals_come_before_any_output():
+    """--check and --bench ask PyTorch to run the layer: whether it can is known before the header."""
+    status, out, err = run("derive", "unfold-transpose", "--layer", "vit_b16_patchify", "--check", "--no-diagram")
+    assert status == 2 and out == ""
+    assert "--check: this layer needs a tensor of" in one_line_error(err)
 
 
 def test_json_output_has_no_header():
@@ -167,7 +227,7 @@ def test_json_output_has_no_header():
 def test_light_copies_match_the_library():
     """The constants the command line checks without torch are those of the library."""
     from tnconv.cli import arguments
-    from tnconv.lower.path import OPTIMIZERS
+    from tnconv.lower.optimize import OPTIMIZERS
     from tnconv.render.draw import FORMATS
     from tnconv.routines.references import REFERENCE_DIMS
 

@@ -223,6 +223,29 @@ def test_work_falls_with_keep(mode, monkeypatch):
     assert 0 < flops[0.25] < 0.4 * flops[1.0]
 
 
+def test_row_kernel_calls_read_at_most_chunk_bytes(monkeypatch):
+    """Each kernel call of mode="rows" reads at most CHUNK_BYTES of stacked windows and of output-gradient blocks
+    (small, reused buffers instead of fresh pages for all kept units); the parts add up to the same estimate as one
+    call on every kept unit."""
+    layer = conv_layer((6, 8, 12, 10), 4, (3, 3), padding=1, groups=2)
+    x, v = random(layer.x_shape, 0), random(layer.output_shape, 1)
+    whole = estimate(layer, x, v, 0.6, "rows", 3, block_rows=3)
+    reads = []
+    slice_vjp = dropout_slices.weight_vjp_slice
+
+    def recording(x, v, *args):
+        reads.append((x.nbytes, v.nbytes))
+        return slice_vjp(x, v, *args)
+
+    monkeypatch.setattr(dropout_slices, "weight_vjp_slice", recording)
+    monkeypatch.setattr(dropout_slices, "CHUNK_BYTES", 2 * 8 * 8 * 5 * 10)  # two windows of 5 rows in float64
+    got = estimate(layer, x, v, 0.6, "rows", 3, block_rows=3)
+    assert len(reads) >= 3 and all(max(pair) <= dropout_slices.CHUNK_BYTES for pair in reads)
+    torch.testing.assert_close(got, whole, **TOL)
+    masked = v * spread(kept_rows(layer, 0.6, 3, 3), v.ndim, (0, 2))
+    torch.testing.assert_close(got, exact_vjp(layer, x, masked) / 0.6, **TOL)
+
+
 def test_spatial_work_falls_with_keep(monkeypatch):
     """The contraction planned for the kept pixels has FLOPs that scale with keep."""
     planned = []

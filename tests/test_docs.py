@@ -5,6 +5,8 @@ docstring points at a file that does not exist; the checked-in diagrams are curr
 from __future__ import annotations
 
 import importlib
+import json
+import importlib.util
 import re
 import subprocess
 import sys
@@ -41,17 +43,71 @@ def test_mkdocs_builds_strictly(site):
         assert (site / "diagrams" / diagram).exists()
 
 
-def test_pages_with_math_load_mathjax(site):
-    """arithmatex (generic) only marks the math up; each page with math must load MathJax and its
-    configuration, or the home page shows raw TeX."""
-    scripts = re.compile(r'<script src="([^"]+)"')
-    pages = [page for page in site.glob("**/*.html") if 'class="arithmatex"' in page.read_text(encoding="utf-8")]
-    assert site / "index.html" in pages
-    for page in pages:
-        sources = scripts.findall(page.read_text(encoding="utf-8"))
-        assert any(source.endswith("javascripts/mathjax.js") for source in sources), page
-        assert any(re.search(r"mathjax@3/es5/tex-[\w-]+\.js$", source) for source in sources), page
-    assert "processHtmlClass" in (site / "javascripts" / "mathjax.js").read_text(encoding="utf-8")
+def test_pages_with_math_show_it_as_mathml(site):
+    """The math is MathML made when the site is built (docs/hooks/mathml.py): no TeX or arithmatex markup is left
+    in any page, and no page loads a script from another host, so formulas show offline."""
+    pages = {page: page.read_text(encoding="utf-8") for page in site.glob("**/*.html")}
+    with_math = sorted(page.relative_to(site).as_posix() for page, text in pages.items() if "<math " in text)
+    assert with_math == ["dropout/index.html", "index.html"]
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in pages[site / "index.html"]
+    for page, text in pages.items():
+        assert 'class="arithmatex"' not in text and not re.search(r"\\[(\[]|\$\$", prose(text)), page
+        assert not re.search(r'<script[^>]* src="(https?:)?//', text), page
+
+
+def prose(page: str) -> str:
+    """The text of a built page's article without its code (where a backslash or ``$$`` may stand for itself)."""
+    article = re.search(r"<article.*?</article>", page, re.DOTALL)
+    assert article is not None
+    return re.sub(r"<(pre|code)[^>]*>.*?</\1>", "", article.group(0), flags=re.DOTALL)
+
+
+MATH_PAGE = r"""# Math
+
+Inline $a_{n} = \frac{1}{N}$ and \(\sum_k x_k\), display:
+
+$$
+Y_{n,c_\text{out}} = \sum_{c_\text{in}} X_{n,c_\text{in}}\, W_{c_\text{out},c_\text{in}}
+$$
+
+\[
+\Pi_{k,o,i} = [\,i = S\,o + D\,k - P\,]
+\]
+"""
+
+
+def test_every_spelling_of_math_becomes_mathml(tmp_path):
+    """A new page with inline and display math in each spelling arithmatex takes, built with the site's own
+    markdown extensions and hooks: four MathML formulas (two of them display), none of the TeX left."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text(MATH_PAGE, encoding="utf-8")
+    config.update(docs_dir=str(tmp_path / "docs"), nav=["index.md"], plugins=[], exclude_docs="",
+                  hooks=[str(ROOT / hook) for hook in config["hooks"]])
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    text = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert text.count("<math ") == 4 and text.count('display="block"') == 2
+    assert "<mfrac>" in text and "<mtext>out</mtext>" in text
+    assert "\\" not in prose(text)
+
+
+def test_tex_that_mathml_cannot_show_fails_the_build():
+    """latex2mathml leaves a command it does not know as text: the hook refuses it instead of showing raw TeX."""
+    spec = importlib.util.spec_from_file_location("mathml_hook", ROOT / "docs" / "hooks" / "mathml.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert hook.mathml(r"x_{1}", display=False).startswith('<math xmlns="http://www.w3.org/1998/Math/MathML"')
+    with pytest.raises(ValueError, match=r"does not know '\\\\nosuchcommand'"):
+        hook.mathml(r"\nosuchcommand x", display=False)
+    with pytest.raises(ValueError, match="cannot convert it"):
+        hook.mathml(r"x^{", display=True)
 
 
 def api_directives() -> list[tuple[str, list[str] | None]]:
@@ -111,6 +167,35 @@ def test_no_page_or_docstring_cites_a_missing_markdown_file():
             if not any((base / cited).is_file() for base in (path.parent, ROOT, ROOT / "docs")):
                 missing.append(f"{path.relative_to(ROOT)} cites {cited}")
     assert not missing, missing
+
+
+UNIQUENESS = re.compile(r"no (other )?(framework|library)|nowhere else|(not|never) (offered|available) elsewhere",
+                        re.IGNORECASE)
+
+
+def test_no_page_or_docstring_claims_the_peers_lack_its_routines():
+    """BackPACK and curvlinops compute per-sample gradients, GGN diagonals and KFAC factors: no text may say that
+    no framework does."""
+    claims = [f"{path.relative_to(ROOT)}: {match.group(0)!r}" for path in CITING
+              for match in UNIQUENESS.finditer(path.read_text(encoding="utf-8"))]
+    assert not claims, claims
+
+
+def test_the_speed_against_the_peers_is_the_measured_one():
+    """The README's and the home page's figures against BackPACK and curvlinops are the ranges of the ratios that
+    benchmarks/models.json holds (the rows of benchmarks/RESULTS.md's whole-model tables)."""
+    ratios: dict[str, list[float]] = {}
+    for row in json.loads((ROOT / "benchmarks" / "models.json").read_text(encoding="utf-8"))["rows"]:
+        task, times = ("update" if row["task"].startswith("update") else row["task"]), row["times"]
+        peer = {"update": "curvlinops", "per-sample": "backpack", "diag GGN": "backpack"}.get(task)
+        if peer in times:
+            ratios.setdefault(task, []).append(times["tnconv"] / times[peer])
+    span = {task: f"{min(values):.2f}-{max(values):.2f}x" for task, values in ratios.items()}
+    claims = (f"{span['per-sample']} BackPACK's time for per-sample gradients", f"{span['diag GGN']} for GGN diagonals",
+              f"{span['update']} curvlinops' time for a KFAC update")
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert all(claim in text for claim in claims), (page.name, claims)
 
 
 def _drawn_diagrams():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import tnconv
 from tnconv.contract import einsum_network
 from tnconv.lower.cache import PROGRAMS
+from tnconv.lower.optimize import AUTO
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 LETTERS = "abcdeXY"
@@ -96,6 +97,85 @@ def test_einsum_equals_torch_einsum(case: tuple[str, str, list[torch.Tensor]]) -
     torch.testing.assert_close(tnconv.einsum(written, *operands), expected, **TOL)  # the cached plan
 
 
+@st.composite
+def ellipsis_between_letters(draw: st.DrawFn) -> tuple[str, list[torch.Tensor]]:
+    """A letters equation (valid for torch.einsum) whose ``...`` sits anywhere in a term: before, between or after
+    its letters (``"a...ab"``, ``"i...j,jk->i...k"``), with an explicit output (``...`` anywhere in it) or none."""
+    pool = draw(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=4, unique=True))
+    size = {leg: draw(st.integers(1, 3)) for leg in pool}
+    broadcast = draw(st.lists(st.integers(1, 3), min_size=1, max_size=2))
+    terms, shapes = [], []
+    for _ in range(draw(st.integers(1, 3))):
+        legs = draw(st.lists(st.sampled_from(pool), max_size=3))
+        rank = draw(st.integers(0, len(broadcast)))
+        dims = [1 if draw(st.booleans()) else s for s in broadcast[len(broadcast) - rank :]]
+        at = draw(st.integers(0, len(legs)))
+        terms.append("".join(legs[:at]) + "..." + "".join(legs[at:]))
+        shapes.append(tuple([size[leg] for leg in legs[:at]] + dims + [size[leg] for leg in legs[at:]]))
+    equation = ",".join(terms)
+    if draw(st.booleans()):
+        used = sorted({leg for term in terms for leg in term if leg != "."})
+        kept = draw(st.permutations(used))[: draw(st.integers(0, len(used)))]
+        at = draw(st.integers(0, len(kept)))
+        equation += "->" + "".join(kept[:at]) + "..." + "".join(kept[at:])
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    return equation, [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in shapes]
+
+
+@settings(max_examples=100, deadline=None)
+@given(ellipsis_between_letters())
+def test_an_ellipsis_between_letters_reads_as_letters(case: tuple[str, list[torch.Tensor]]) -> None:
+    """``...`` anywhere in a letters term keeps the equation in letters (before: ``"a...ab"`` read as named legs)."""
+    equation, operands = case
+    expected = torch.einsum(equation, *operands)
+    got = tnconv.einsum(equation, *operands)
+    assert got.shape == expected.shape, (equation, got.shape, expected.shape)
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_the_ellipsis_cases_of_the_report() -> None:
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 3, 2, 4, dtype=torch.float64, generator=generator)
+    x, y = torch.randn(2, 3, 4, dtype=torch.float64, generator=generator), torch.randn(4, 5, dtype=torch.float64)
+    torch.testing.assert_close(tnconv.einsum("a...ab->a", a), torch.einsum("a...ab->a", a), **TOL)
+    torch.testing.assert_close(tnconv.einsum("i...j,jk->i...k", x, y), torch.einsum("i...j,jk->i...k", x, y), **TOL)
+
+
+@st.composite
+def empty_leg_cases(draw: st.DrawFn) -> tuple[str, list[torch.Tensor]]:
+    """A letters equation of 1-3 operands where some leg has size 0 (an empty batch, an empty contracted leg)."""
+    pool = draw(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=4, unique=True))
+    size = {leg: draw(st.integers(0, 3)) for leg in pool}
+    size[draw(st.sampled_from(pool))] = 0
+    terms = [draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True)) for _ in range(draw(st.integers(1, 3)))]
+    used = sorted({leg for term in terms for leg in term})
+    kept = draw(st.permutations(used))[: draw(st.integers(0, len(used)))]
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    operands = [torch.randn([size[leg] for leg in term], generator=generator, dtype=torch.float64) for term in terms]
+    return ",".join("".join(term) for term in terms) + "->" + "".join(kept), operands
+
+
+@settings(max_examples=60, deadline=None)
+@given(empty_leg_cases())
+def test_an_empty_leg_gives_what_torch_einsum_gives(case: tuple[str, list[torch.Tensor]]) -> None:
+    """An empty kept leg gives an empty result, an empty summed leg zeros (before: ZeroDivisionError planning
+    ``"bij,bjk->bik"`` with ``b = 0``)."""
+    equation, operands = case
+    expected = torch.einsum(equation, *operands)
+    got = tnconv.einsum(equation, *operands)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_an_empty_batch_of_matrix_products() -> None:
+    x, y = torch.randn(0, 3, 4, requires_grad=True), torch.randn(0, 4, 5)
+    got = tnconv.einsum("bij,bjk->bik", x, y)
+    assert got.shape == (0, 3, 5)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, 3, 4)
+    torch.testing.assert_close(tnconv.einsum("bij,bjk->ik", x, y), torch.zeros(3, 5), rtol=0, atol=0)
+
+
 def test_more_legs_than_letters() -> None:
     """Six operands of ten legs each, 60 legs in all (chained by one shared leg): past torch.einsum's 52 letters."""
     generator = torch.Generator().manual_seed(0)
@@ -118,14 +198,14 @@ def test_a_repeated_call_reuses_the_cached_program() -> None:
     tnconv.clear_caches()
     x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
     tnconv.einsum("ij,jk->ik", x, y)
-    key = ("tnconv.einsum", "ij,jk->ik", (x.shape, y.shape), "auto")
+    key = ("tnconv.einsum", "ij,jk->ik", (x.shape, y.shape), AUTO)
     program = PROGRAMS.get(key)
     assert program is not None and program.network == einsum_network("ij,jk->ik", [(3, 4), (4, 5)])
     count = len(PROGRAMS)
     tnconv.einsum("ij,jk->ik", x, y)
     assert len(PROGRAMS) == count and PROGRAMS.get(key) is program
     tnconv.einsum("ij,jk->ik", x[:2], y)  # another shape, another plan
-    assert PROGRAMS.get(("tnconv.einsum", "ij,jk->ik", (x[:2].shape, y.shape), "auto")) not in (None, program)
+    assert PROGRAMS.get(("tnconv.einsum", "ij,jk->ik", (x[:2].shape, y.shape), AUTO)) not in (None, program)
     tnconv.clear_caches()
     assert PROGRAMS.get(key) is None
     torch.testing.assert_close(tnconv.einsum("ij,jk->ik", x, y), x @ y, **TOL)

@@ -20,6 +20,7 @@ from tnconv.backends.torch.constants import dense as build
 from tnconv.backends.torch.einsum import apply_window_sums, executor, window_sum
 from tnconv.lower import einsum
 from tnconv.lower.compile import compile
+from tnconv.lower.optimize import AUTO
 from tnconv.lower.window_sum import ColumnSplit, WindowSum, split_columns
 
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -135,7 +136,7 @@ def test_kfac_reduce_networks_equal_the_dense_contraction(layer, split_first):
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(einsum, "SPLIT_SUMS_ABOVE", 0 if split_first else 1 << 62)
-        plan = einsum.plan_einsum(net, "auto")
+        plan = einsum.plan_einsum(net, AUTO)
     assert all(p.split_sums == split_first for p in plan.preparations if len(p.sums) > 1)
     operands = random_operands(net, seed=2)
     run, constants = executor(plan)

@@ -16,6 +16,8 @@ from support.networks import dense_value, networks, operands
 import tnconv
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Identity, IndexPattern, Ones
+from tnconv.ir.verify import verify
+from tnconv.ir.views import Squeeze, Unflatten
 from tnconv.passes import Rule, sweep
 from tnconv.passes.core import NoFixpointError, Pass, Record, Rewrite, first, fixpoint, round_limit
 from tnconv.passes.simplify import RULES, simplify, simplify_traced
@@ -190,9 +192,10 @@ def test_a_round_visits_each_site_once_so_matching_grows_linearly() -> None:
     assert restarting[1] >= 3 * restarting[0], restarting  # quadratic: the old driver, for contrast
 
 
-@pytest.mark.parametrize("dims", [400, 800])
+@pytest.mark.parametrize("dims", [400, 800, 1600])
 def test_hundreds_of_size_one_dims_simplify_in_one_sweep(dims: int) -> None:
-    """Issue 11 item 23: 400 dims took 11 s, 800 raised NoFixpointError (1600 rewrites, 1000 rounds)."""
+    """Issue 11 item 23: 400 dims took 11 s, 800 raised NoFixpointError (1600 rewrites, 1000 rounds); issue 22
+    item 24: 1600 took 11.6 s (a network rebuilt per squeeze, each squeeze's partner deep in X's chain)."""
     net = _size_one_conv(dims)
     simple, trace = simplify_traced(net)
     assert trace.rules() == ("1x1",) * dims + ("squeeze",) * dims
@@ -201,6 +204,10 @@ def test_hundreds_of_size_one_dims_simplify_in_one_sweep(dims: int) -> None:
     assert lines[-1].endswith(f"squeeze: X, W [k{dims} has size 1, summed] -> drop k{dims} from X, W")
     assert simple.tensors == ("X", "W") and simplify(simple) is simple
     assert simple.legs("X") == ("n", "g", "c_in", *(f"o{d}" for d in range(1, dims + 1)))
+    assert simple.legs("W") == ("g", "c_out", "c_in")
+    assert simple.entries[0].views == (Unflatten(1, (1, 2)),)  # every split of X cancelled by its squeeze
+    assert simple.entries[1].views == (Unflatten(0, (1, 3)), *(Squeeze(3),) * dims)
+    assert verify(simple) is simple and simple.output == ("n", "g", "c_out", *(f"o{d}" for d in range(1, dims + 1)))
 
 
 def test_fixpoint_round_limit_grows_with_the_network() -> None:

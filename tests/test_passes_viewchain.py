@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.backends.torch.views import apply_views
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
-from tnconv.passes.viewchain import append_views
+from tnconv.passes.viewchain import append_views, squeeze_views
 
 
 @st.composite
@@ -65,6 +65,46 @@ def test_appending_views_one_by_one_keeps_the_value(chain: tuple[tuple[int, ...]
     simplified = append_views(append_views(Data(), views[:cut]), views[cut:])
     assert len(simplified.views) <= len(views)
     torch.testing.assert_close(apply_views(simplified.views, x), expected, rtol=0, atol=0)
+
+
+def _final_shape(source: tuple[int, ...], views: tuple[View, ...]) -> list[int]:
+    x = torch.zeros(source)
+    return list(apply_views(views, x).shape)
+
+
+@settings(max_examples=150, deadline=None)
+@given(view_chains(), st.data())
+def test_squeezes_at_once_give_the_chain_of_squeezes_one_at_a_time(
+    chain: tuple[tuple[int, ...], tuple[View, ...]], data: st.DataObject
+) -> None:
+    """``squeeze_views`` (from the highest axis down, where the partner is the last view) equals appending the
+    squeezes one by one, in ascending order of the axes they remove (each in the axes the ones before left),
+    with a leg's two axes last first; and the value is kept."""
+    source, views = chain
+    shape = _final_shape(source, views)
+    ones = [axis for axis, size in enumerate(shape) if size == 1]
+    chosen = sorted(data.draw(st.lists(st.sampled_from(ones), unique=True, max_size=len(shape) - 1)) if ones and
+                    len(shape) > 1 else [])
+    pairs = data.draw(st.booleans()) and len(chosen) >= 2  # the first two squeezed axes as one leg's: last first
+    order = [chosen[1], chosen[0], *chosen[2:]] if pairs else chosen
+    squeezes = []
+    for removed, axis in enumerate(order):
+        before = sum(1 for earlier in order[:removed] if earlier < axis)
+        squeezes.append((axis, Squeeze(axis - before)))
+    one_by_one = append_views(Data(views), [view for _, view in squeezes])
+    assert squeeze_views(Data(views), squeezes) == one_by_one
+    x = torch.arange(math.prod(source), dtype=torch.float64).reshape(source)
+    torch.testing.assert_close(apply_views(one_by_one.views, x), apply_views((*views, *(v for _, v in squeezes)), x))
+
+
+def test_squeezes_of_hundreds_of_split_axes_cancel_from_the_end() -> None:
+    """The ``k`` legs of 1x1 size-1 dims: every split cancelled (one step each), and the weight's squeezes kept."""
+    dims = 2000
+    chain = (Unflatten(1, (1, 2)), *(Unflatten(3 + 2 * d, (1, 1)) for d in range(dims)))
+    squeezes = [(4 + 2 * d, Squeeze(4 + d)) for d in range(dims)]
+    assert squeeze_views(Data(chain), squeezes).views == (Unflatten(1, (1, 2)),)
+    weight = squeeze_views(Data((Unflatten(0, (1, 3)),)), [(3 + d, Squeeze(3)) for d in range(dims)])
+    assert weight.views == (Unflatten(0, (1, 3)), *(Squeeze(3),) * dims)
 
 
 def test_a_squeeze_cancels_a_deep_split_and_lowers_the_views_after_it() -> None:

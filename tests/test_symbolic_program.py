@@ -97,13 +97,69 @@ def test_cost_formulas_equal_the_specialised_costs_on_the_same_path(op: str) -> 
         at = {symbols[name]: value for name, value in values.items()}
         if specialised.path == program.path:
             # the formula is the einsum plan's cost (a pair-Gram program's own exact count has no formula yet)
-            assert program.flops.subs(at) == specialised.einsum_plan.flops
+            assert program.flops.subs(at) == specialised.einsum_plan.flops == program.flops_at(**values)
             assert program.largest_intermediate.subs(at) == specialised.einsum_plan.largest_intermediate
+            assert program.largest_intermediate_at(**values) == specialised.einsum_plan.largest_intermediate
             compared += 1
         native = program.kernel_cost()
         if native is not None and specialised.kernel is not None:
             assert sympy.sympify(native.flops).subs(at) == specialised.kernel_cost().flops
     assert compared >= 1
+
+
+def test_costs_at_sizes_given_by_name() -> None:
+    """``flops.subs({"N": 2})`` replaces nothing (the program's ``N`` is a positive integer symbol, not
+    ``Symbol("N")``); ``flops_at(N=2)`` evaluates the formula, to an int once every symbol is given."""
+    program = symbolic_program("kfac_reduce", LAYERS[0])
+    assert program.flops.subs({"N": 2}) == program.flops  # what users tried: silently nothing
+    partial = program.flops_at(N=2)
+    assert isinstance(partial, sympy.Expr) and {s.name for s in partial.free_symbols} == {"C", "H", "W"}
+    full = program.flops_at(N=2, C=3, H=8, W=8)
+    assert isinstance(full, int) and full == partial.subs({leg_symbol(n): v for n, v in dict(C=3, H=8, W=8).items()})
+    assert program.largest_intermediate_at(N=2, C=3, H=8, W=8) == int(program.largest_intermediate.subs(
+        {leg_symbol(n): v for n, v in dict(N=2, C=3, H=8, W=8).items()}))
+    with pytest.raises(ValueError, match=r"\['Q'\] name no symbol.*'C', 'H', 'N', 'W'"):
+        program.flops_at(Q=2)
+    with pytest.raises(ValueError, match="size N must be a positive int, got -2"):
+        program.largest_intermediate_at(N=-2)
+    concrete = concrete_program("kfac_reduce", SHAPES[0], LAYERS[0])
+    assert concrete.flops_at() == concrete.flops
+
+
+@pytest.mark.parametrize("op", sorted(name for name, routine in TABLE.items() if not routine.transposed))
+def test_sizes_the_concrete_layer_refuses_are_refused_when_bound(op: str) -> None:
+    """A 3x3 kernel on a 2x2 input: ``conv_hyper`` refuses the concrete layer, and the symbolic program refuses
+    those sizes in the same words when they are bound (before: an empty result, or zeros for KFAC-reduce).
+    (The transposed routines' layers have an output there: the next test.)"""
+    routine = TABLE[op]
+    out = OUT_CHANNELS if routine.needs_out_channels else None
+    words = r"kernel_size=\(?3.*spans 3 pixels.*larger than the padded input size 2 \+ 0 \+ 0"
+    with pytest.raises(ValueError, match=words):
+        tnconv.conv_network(op, (2, 3, 2, 2), 3, out, transposed=False)
+    program = symbolic_program(op, dict(stride=1, padding=0))
+    values = {symbol.name: 2 for symbol in program.network.symbols}
+    with pytest.raises(ValueError, match=words):
+        program.specialize(**values)
+    with pytest.raises(ValueError, match=words):
+        program.flops_at(**values)
+    if op in ("forward", "unfold", "kfac_expand", "kfac_reduce"):  # operands that hold every symbol
+        operands = {"X": torch.ones(2, 3, 2, 2, dtype=torch.float64), "W": torch.ones(4, 3, 3, 3, dtype=torch.float64)}
+        with pytest.raises(ValueError, match=words):
+            program(**{name: operands[name] for name in program.operands})
+
+
+def test_a_transposed_output_that_is_not_positive_is_refused_when_bound() -> None:
+    """A transposed 3x3 layer with padding 2 on a 1x1 input has output size -1 (on a 2x2 input, 0)."""
+    words = r"transposed convolution output size.* is not positive"
+    with pytest.raises(ValueError, match=words):
+        tnconv.conv_network("forward", (2, 3, 1, 1), 3, 4, transposed=True, padding=2)
+    program = tnconv.compile(tnconv.conv_network("forward", ("N", "C", "H", "W"), 3, "D", transposed=True, padding=2))
+    x, w = torch.ones(2, 3, 1, 1, dtype=torch.float64), torch.ones(3, 4, 3, 3, dtype=torch.float64)
+    for size in (1, 2):
+        with pytest.raises(ValueError, match=words.replace(".*", f".* {size - 2}")):
+            program(x.expand(2, 3, size, size), w)
+    torch.testing.assert_close(program(x.expand(2, 3, 3, 3), w).flatten(1, 2), torch.nn.functional.conv_transpose2d(
+        x.expand(2, 3, 3, 3), w, padding=2), **TOL)  # (n, g, c_out, o..): one group
 
 
 def test_a_repeated_operand_binds_from_every_occurrence() -> None:
@@ -185,11 +241,12 @@ def test_cost_terms_count_what_the_planner_counts(op: str) -> None:
     """The cost terms over leg names (what the formulas come from), at a concrete network's sizes, are the plan's
     integer FLOPs and largest intermediate: gathers, window sums, folds and steps alike."""
     from tnconv.lower.pair_gram import unpair
+    from tnconv.lower.optimize import AUTO
     from tnconv.lower.plan import einsum_plan
 
     for layer in LAYERS:
         for shape in ((2, 4, 9, 8), (1, 3, 7, 7)):
             net = unpair(concrete_program(op, shape, layer).network)  # the network the einsum plan is made from
-            plan = einsum_plan(net, "auto")
+            plan = einsum_plan(net, AUTO)
             assert plan.cost.evaluate({leg: int(size) for leg, size in net.sizes.items()}) == (
                 plan.flops, plan.largest_intermediate)

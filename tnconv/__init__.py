@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tnconv.namespace import public_dir
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute); attribute None means the module itself
@@ -26,6 +28,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "einsum": ("tnconv.contract", "einsum"),
     "Program": ("tnconv.lower.program", "Program"),
     "clear_caches": ("tnconv.caches", "clear_caches"),
+    "set_allocation_limit": ("tnconv.limits", "set_allocation_limit"),
+    "allocation_limit": ("tnconv.limits", "allocation_limit"),
     "index_pattern": ("tnconv.conv.index_pattern", "index_pattern"),
     "conv_network": ("tnconv.routines.derivation", "conv_network"),
     "differentiate": ("tnconv.passes.differentiate", "differentiate"),
@@ -57,5 +61,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__dir__ = public_dir(globals(), __all__)

@@ -4,13 +4,14 @@
 shadow the function ``tnconv.einsum`` once imported.)
 
 ``tnconv.einsum("n c_in i, c_out c_in -> n c_out i", x, w)`` reads the
-equation (letters or space-separated leg names, ``...``, an implicit output:
-``tnconv.ir.equation``), builds the ``Network`` of the operands' shapes
-(``einsum_network``), compiles it (``tnconv.compile``) and runs it. The
-program is cached in the program cache (``tnconv.lower.cache.PROGRAMS``,
-bounded, emptied by ``tnconv.clear_caches()``) under the equation, the
-shapes and ``optimize``, so that a repeated call is one lookup and the plan's
-fixed torch calls, not a new path search as in ``torch.einsum``.
+equation (letters or space-separated leg names, ``...``, an implicit output,
+or numpy's sublist form: ``tnconv.ir.equation``), builds the ``Network`` of
+the operands' shapes (``einsum_network``), compiles it (``tnconv.compile``)
+and runs it. The program is cached in the program cache
+(``tnconv.lower.cache.PROGRAMS``, bounded, emptied by ``tnconv.clear_caches()``)
+under the equation, the shapes and ``optimize`` (normalised once,
+``tnconv.lower.optimize``), so that a repeated call is one lookup and the
+plan's fixed torch calls, not a new path search as in ``torch.einsum``.
 
 Broadcasting follows ``torch.einsum``: the ``...`` dims of the operands are
 aligned from the right, and a dim of size 1 takes the size of the same leg
@@ -21,53 +22,88 @@ may hold any number of them.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 
-from tnconv.ir.equation import ELLIPSIS, parse_equation
+from tnconv.ir.equation import ELLIPSIS, parse_equation, sublist_equation
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Squeeze
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.path import normalize_optimize
+from tnconv.lower.optimize import Optimize, normalize_optimize
 from tnconv.lower.program import Program
 
 _KEY = "tnconv.einsum"
 """The first part of this module's keys in the program cache (beside ``tnconv.compile``'s network keys)."""
 
 
-def einsum(equation: str, *operands: torch.Tensor, optimize: object = "auto") -> torch.Tensor:
+def einsum(equation: str | torch.Tensor, *operands: object, optimize: object = "auto") -> torch.Tensor:
     """Contract ``operands`` as ``equation`` says, as ``torch.einsum`` does, with a cached plan.
+
+    Takes what ``torch.einsum`` and ``opt_einsum.contract`` take: ``einsum(equation, *operands)``,
+    ``einsum(equation, [a, b])`` (one list of operands), or numpy's sublist form
+    ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` (labels: ints, or hashable objects that sort
+    together, and ``Ellipsis``; the output sublist is optional).
 
     Args:
         equation: ``"ij,jk->ik"`` (one letter per leg) or space-separated leg names
             (``"n c_in i1, c_out c_in k1 -> n c_out i1"``); ``...`` for broadcast dims;
             without ``->`` the output is ``...`` then the legs that occur once, sorted.
-        operands: the tensors, one per term of the equation (one dtype, one device).
-        optimize: how to order the contraction: an opt_einsum optimizer name
-            (``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, ...), an explicit path
-            (opt_einsum's convention, over the operands), or an optimizer object: an
-            opt_einsum ``PathOptimizer`` (``opt_einsum.DynamicProgramming()``) or a cotengra
-            optimizer (``cotengra.HyperOptimizer()``), asked once per equation and shapes.
+        operands: the tensors, one per term of the equation (one device); mixed dtypes are
+            promoted to one (``torch.promote_types``), as numpy and opt_einsum do.
+        optimize: how to order the contraction (``tnconv.lower.optimize``): ``True``/``None``
+            (``"auto"``), ``False`` (the operands' order, left to right), an opt_einsum path name
+            (``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, ``"eager"``, ``"branch-2"``, ...,
+            or one registered with ``opt_einsum.paths.register_path_fn``), an explicit path
+            (opt_einsum's convention, over the operands), or an optimizer object: an opt_einsum
+            ``PathOptimizer`` (``opt_einsum.DynamicProgramming()``) or a cotengra optimizer
+            (``cotengra.HyperOptimizer()``), asked once per equation and shapes.
 
     Returns:
-        The contraction, in the operands' dtype and on their device.
+        The contraction, in the operands' (promoted) dtype and on their device.
 
     Raises:
         ValueError: naming the operand, leg and sizes where a shape does not fit the
             equation (or where broadcasting cannot reconcile two sizes of a leg).
         TypeError: for an operand that is not a tensor, or a bad ``optimize``.
     """
-    if not isinstance(equation, str):
-        raise TypeError(f"equation must be a str, got {equation!r}")
-    shapes = tuple(operand.shape if isinstance(operand, torch.Tensor) else None for operand in operands)
-    key = (_KEY, equation, shapes, optimize if isinstance(optimize, str) else normalize_optimize(optimize))
+    text, tensors = _arguments(equation, operands)
+    chosen = normalize_optimize(optimize)
+    shapes = tuple(operand.shape if isinstance(operand, torch.Tensor) else None for operand in tensors)
+    key = (_KEY, text, shapes, chosen)
     program = PROGRAMS.get(key)
     if program is None:
-        program = PROGRAMS.add(key, _compile(equation, operands, optimize))
-    return program(*operands)
+        program = PROGRAMS.add(key, _compile(text, tensors, chosen))
+    return program(*_promoted(tensors))
+
+
+def _arguments(equation: object, operands: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
+    """The equation and the operands of a call in any of ``einsum``'s forms (not yet checked to be tensors)."""
+    if isinstance(equation, str):
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # torch.einsum's einsum(eq, [a, b])
+            return equation, tuple(operands[0])
+        return equation, operands
+    if isinstance(equation, torch.Tensor):  # the sublist form: operand, labels, operand, labels, ..., [output]
+        arguments = (equation, *operands)
+        pairs = len(arguments) // 2
+        output = arguments[-1] if len(arguments) % 2 else None
+        return sublist_equation(arguments[1 : 2 * pairs : 2], output), arguments[0 : 2 * pairs : 2]
+    raise TypeError(f"equation must be a str (or the first operand of the sublist form), got {equation!r}")
+
+
+def _promoted(operands: tuple[object, ...]) -> tuple[object, ...]:
+    """``operands`` in one dtype, ``torch.promote_types`` of theirs (as they are when they share one)."""
+    try:
+        dtypes = [operand.dtype for operand in operands]  # type: ignore[attr-defined]
+    except AttributeError:  # not tensors: the program's checks name them
+        return operands
+    if all(dtype == dtypes[0] for dtype in dtypes):
+        return operands
+    dtype = functools.reduce(torch.promote_types, dtypes)
+    return tuple(operand.to(dtype) for operand in operands)  # type: ignore[attr-defined]
 
 
 def einsum_network(equation: str, shapes: Sequence[Sequence[int]]) -> Network:
@@ -96,7 +132,7 @@ def einsum_network(equation: str, shapes: Sequence[Sequence[int]]) -> Network:
     return Network(tensors, output, {leg: size for leg, size in sizes.items() if leg in used})
 
 
-def _compile(equation: str, operands: Sequence[object], optimize: object) -> Program:
+def _compile(equation: str, operands: Sequence[object], optimize: Optimize) -> Program:
     """Build and compile the network of ``equation`` for ``operands`` (checked here, once per shapes)."""
     for n, operand in enumerate(operands):
         if not isinstance(operand, torch.Tensor):

@@ -33,11 +33,13 @@ import torch
 
 from tnconv.checks import check_same_kind, check_tensor
 from tnconv.conv.hyper import as_int, is_sequence
+from tnconv.namespace import public_dir
 from tnconv.routine_cache import clear_cache, configure, run
 
 __all__ = [
     "conv", "conv_transpose", "unfold", "unfold_transpose", "fold", "conv_input_vjp", "conv_weight_vjp", "clear_cache",
 ]
+__dir__ = public_dir(globals(), __all__)
 
 
 def _shape(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -337,3 +339,4 @@ def _check_output(grad_output: torch.Tensor, expected: tuple[int, ...]) -> None:
         raise ValueError(
             f"grad_output has shape {tuple(grad_output.shape)} but the convolution's output shape is {expected}"
         )
+

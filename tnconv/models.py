@@ -34,7 +34,13 @@ import itertools
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "ConvNeXtBlock", "convnext_depthwise", "resnet18_cifar", "vgg19_cifar"]
+from tnconv.namespace import public_dir
+
+__all__ = [
+    "BasicBlock", "ChannelsLayerNorm", "ConvNeXt", "ConvNeXtBlock", "ResNetCifar", "VGG", "convnext_depthwise",
+    "resnet18_cifar", "vgg19_cifar",
+]
+__dir__ = public_dir(globals(), __all__)
 
 VGG19_CHANNELS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 NORMS = ("batch", "group")
@@ -241,3 +247,4 @@ def convnext_depthwise(
     if len(depths) != len(dims):
         raise ValueError(f"depths and dims must have the same length, got depths={depths!r} and dims={dims!r}")
     return ConvNeXt(tuple(depths), tuple(dims), num_classes, in_channels)
+

@@ -3,25 +3,28 @@
 Everything here is light (argparse, json, pathlib; no torch, no sympy), so that
 ``--help``, ``layers`` and every argument error answer at once. What only the
 library can judge (channels divisible by groups, a kernel larger than the
-padded input, ...) is checked by ``tnconv.conv.hyper`` when ``derive`` starts.
+padded input, ...) is checked last, by ``tnconv.conv.hyper`` (which loads sympy,
+not torch), its errors led by the flags they concern (``tnconv.cli.layers.library_checked``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
+import os.path
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, NoReturn, TypeVar
+from typing import Any, Callable, Mapping, NoReturn, TypeVar
 
 from tnconv import __version__
 from tnconv.cli.layers import (
     DEFAULT_BATCH,
+    HYPER_FLAGS,
     Layer,
     builtin_layer,
     custom_layer,
     default_layer_name,
+    library_checked,
     padding_flag,
     parse_ints,
     per_dim_flag,
@@ -32,7 +35,7 @@ from tnconv.cli.names import hint, routine_name, routine_names
 from tnconv.routines.routine import Routine
 from tnconv.routines.table import TABLE
 
-# tnconv.render.draw.FORMATS and tnconv.lower.path.OPTIMIZERS, repeated here so that checking
+# tnconv.render.draw.FORMATS and tnconv.lower.optimize.OPTIMIZERS, repeated here so that checking
 # them imports no torch (tests/test_cli_arguments.py keeps the copies equal)
 DIAGRAM_FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 RASTER_FORMATS = (".png", ".pdf")
@@ -42,6 +45,7 @@ OPTIMIZERS = (
 )
 REFERENCE_DIMS = 3  # PyTorch has conv1d, conv2d and conv3d (tnconv.routines.references.REFERENCE_DIMS)
 DEFAULT_REPEATS = 10
+MAX_REPEATS = 1000  # of --repeats (derive --bench rounds, curvature updates): enough for any median
 DEFAULT_COLUMNS = 10  # M, the columns of the GGN factorisation for diag-ggn (e.g. 10 classes)
 
 
@@ -84,6 +88,14 @@ def _positive(text: str, flag: str) -> int:
     return values[0]
 
 
+def _repeats(text: str, flag: str) -> int:
+    """A count of timed runs: an integer from 1 to ``MAX_REPEATS`` (a larger one would run for days)."""
+    value = _positive(text, flag)
+    if value > MAX_REPEATS:
+        raise ValueError(f"{flag}: at most {MAX_REPEATS:,} timed runs, got {value:,}")
+    return value
+
+
 def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentParser:
     """The parser of the command line; ``derive`` takes the routines of ``routines``."""
     parser = _Parser(prog="tnconv", description="Convolutions as tensor-network diagrams: derive, inspect, check.")
@@ -114,7 +126,7 @@ def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentPa
                        help="output padding of a transposed layer (default 0)")
     group.add_argument("--padding-mode", choices=("zeros", "reflect", "replicate", "circular"))
     out = sub.add_argument_group("output")
-    out.add_argument("--diagram", type=Path, metavar="PATH", help="diagram file (" + ", ".join(DIAGRAM_FORMATS) +
+    out.add_argument("--diagram", metavar="PATH", help="diagram file (" + ", ".join(DIAGRAM_FORMATS) +
                      "); default tnconv-derive-ROUTINE.svg in the current folder")
     out.add_argument("--no-diagram", action="store_true", help="write no diagram")
     out.add_argument("--no-simplify", action="store_true", help="skip the simplify pass")
@@ -125,7 +137,7 @@ def build_parser(routines: Mapping[str, Routine] = TABLE) -> argparse.ArgumentPa
     out.add_argument("--check", action="store_true",
                      help="compare with PyTorch in float64 (and a native kernel with the einsum plan)")
     out.add_argument("--bench", action="store_true", help="time against the PyTorch implementation")
-    out.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
+    out.add_argument("--repeats", type=_flag(_repeats, "--repeats"), metavar="R",
                      help=f"--bench only: timed runs of each side (default {DEFAULT_REPEATS})")
     out.add_argument("--json", action="store_true", help="machine-readable output")
     from tnconv.cli.curvature import add_parser as add_curvature  # it imports _flag and _positive from here
@@ -182,21 +194,29 @@ def request(args: argparse.Namespace, routines: Mapping[str, Routine] = TABLE) -
                              f"({', '.join(str(s) for s in layer.input_shape if isinstance(s, str))})")
         if given and layer.dims > REFERENCE_DIMS:
             raise ValueError(f"{flag}: PyTorch has no {layer.dims}-d convolution to compare with (1 to 3 spatial dims)")
+    diagram = diagram_target(args, routine)
+    given = {HYPER_FLAGS[name] for name, value in {**_layer_flags(args), "input_shape": args.input}.items()
+             if value is not None}
     return Request(
-        routine=routine, op=entry.name, layer=layer, optimize=args.optimize, simplify=not args.no_simplify,
-        columns=args.ggn_columns or DEFAULT_COLUMNS, diagram=diagram_target(args, routine), check=args.check,
+        routine=routine, op=entry.name, layer=library_checked(layer, given), optimize=args.optimize,
+        simplify=not args.no_simplify, columns=args.ggn_columns or DEFAULT_COLUMNS, diagram=diagram, check=args.check,
         bench=args.bench, repeats=args.repeats or DEFAULT_REPEATS, json=args.json,
     )
+
+
+def _layer_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyper-parameter flags of a ``derive`` command line by ``conv_hyper``'s names (None: not given)."""
+    return {
+        "kernel_size": args.kernel, "out_channels": args.out_channels, "stride": args.stride,
+        "padding": args.padding, "dilation": args.dilation, "groups": args.groups, "transposed": args.transposed,
+        "output_padding": args.output_padding, "padding_mode": args.padding_mode,
+    }
 
 
 def _layer(args: argparse.Namespace, transposed: bool, transposed_routines: list[str]) -> Layer:
     """The layer of the command line: a built-in one changed by the flags, or one from ``--input``; made
     transposed when the routine implies it (``transposed``; ``transposed_routines`` do)."""
-    flags = {
-        "kernel_size": args.kernel, "out_channels": args.out_channels, "stride": args.stride,
-        "padding": args.padding, "dilation": args.dilation, "groups": args.groups, "transposed": args.transposed,
-        "output_padding": args.output_padding, "padding_mode": args.padding_mode,
-    }
+    flags = _layer_flags(args)
     if args.input is not None and args.layer is None:
         shape = args.input if args.batch is None else (args.batch, *args.input[1:])
         layer = custom_layer(shape, flags)
@@ -222,8 +242,9 @@ def diagram_target(args: argparse.Namespace, routine: str) -> Path | None:
             raise ValueError("--diagram and --no-diagram contradict each other; give one of them")
         return None
     given = args.diagram is not None
-    target = args.diagram if given else Path(f"tnconv-derive-{routine}.svg")
-    what = f"--diagram {str(target)!r}" if given else f"--diagram (default {str(target)!r})"
+    text = args.diagram if given else f"tnconv-derive-{routine}.svg"
+    target = Path(text)
+    what = f"--diagram {text!r}" if given else f"--diagram (default {text!r})"
     advice = "" if given else "; choose another file with --diagram, or give --no-diagram"
     suffix = target.suffix.lower()
     if suffix not in DIAGRAM_FORMATS:
@@ -231,10 +252,25 @@ def diagram_target(args: argparse.Namespace, routine: str) -> Path | None:
     if suffix in RASTER_FORMATS and importlib.util.find_spec("matplotlib") is None:
         raise ValueError(f"{what}: {suffix} needs matplotlib (pip install matplotlib); .svg and .dot need nothing")
     folder = target.parent
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise ValueError(f"{what}: folder {str(folder)!r} does not exist")
-    if target.is_dir():
+    if os.path.isdir(target):
         raise ValueError(f"{what}: that is a folder, not a file{advice}")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ValueError(f"{what}: cannot write there{advice}")
+    problem = _unwritable(target)
+    if problem is not None:
+        raise ValueError(f"{what}: cannot write there ({problem.strerror or problem}){advice}")
     return target
+
+
+def _unwritable(target: Path) -> OSError | None:
+    """Why no file can be written at ``target`` (None when one can): tried by opening it for appending, which
+    leaves a file that is there as it was, and removing it again when it was not there."""
+    existed = os.path.lexists(target)
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as error:
+        return error
+    if not existed:
+        target.unlink()
+    return None

@@ -9,8 +9,8 @@ layer's factors inside one ``KFAC.update``; then the totals and the time and
 extra peak memory of the whole ``update`` (``tnconv.cli.curvature_measure``).
 
 This module is light (no torch): the subcommand's parser and the check of its
-command line, the header printed before the library loads, and the text of the
-report. MODEL is a built-in model of ``tnconv.models`` or ``path/to/file.py:factory``;
+command line, the header (printed once the model is loaded and checked), and the
+text of the report. MODEL is a built-in model of ``tnconv.models`` or ``path/to/file.py:factory``;
 the file is only loaded (and its factory checked) after every flag passed.
 """
 
@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from tnconv.cli.arguments import _flag, _positive
+from tnconv.cli.arguments import _flag, _positive, _repeats
 from tnconv.cli.layers import DEFAULT_BATCH, parse_ints
 from tnconv.cli.names import hint
 from tnconv.cli.show import count
+from tnconv.limits import check_allocation
 
 # built-in name -> (factory in tnconv.models, input shape without the batch)
 BUILTIN_MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -41,6 +43,7 @@ LOSSES = ("cross-entropy", "mse")
 DEFAULT_CLASSES = 10  # of a built-in model
 DEFAULT_REPEATS = 5
 SEED = 0
+FLOAT32_BYTES = 4  # the inputs are float32 (tnconv.cli.curvature_measure.DTYPE)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--classes", type=_flag(_positive, "--classes"), metavar="K",
                      help=f"classes of a built-in model (default {DEFAULT_CLASSES}); for a file's model it must "
                           "equal its output size (default: read from it)")
-    sub.add_argument("--repeats", type=_flag(_positive, "--repeats"), metavar="R",
+    sub.add_argument("--repeats", type=_flag(_repeats, "--repeats"), metavar="R",
                      help=f"timed updates after a warm-up one (default {DEFAULT_REPEATS})")
     sub.add_argument("--no-timing", action="store_true",
                      help="run no update: shapes, routines and FLOPs only (fast, and the same on every machine)")
@@ -95,10 +98,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def model_input(text: str, flag: str) -> tuple[int, ...]:
-    """``--input``: ``N,*feature dims`` with at least one dim after the batch."""
+    """``--input``: ``N,*feature dims`` with at least one dim after the batch, whose float32 batch fits the
+    allocation limit (``tnconv.limits``)."""
     shape = parse_ints(text, flag)
     if len(shape) < 2:
         raise ValueError(f"{flag}: expected the batch and at least one more dim (N,C,H,W for images), got {text}")
+    check_allocation(math.prod(shape), FLOAT32_BYTES, f"{flag}: a batch {text} of float32 inputs")
     return shape
 
 
@@ -150,7 +155,7 @@ def curvature_request(args: argparse.Namespace) -> CurvatureRequest:
 
 
 def header(request: CurvatureRequest, out: TextIO) -> None:
-    """The first lines: the model, the batch, the loss and the KFAC settings (printed before torch loads)."""
+    """The first lines: the model, the batch, the loss and the KFAC settings."""
     source = request.model
     builtin = source.path is None
     origin = f"tnconv.models.{source.factory}" if builtin else f"factory {source.factory!r} of {source.path}"
@@ -162,13 +167,19 @@ def header(request: CurvatureRequest, out: TextIO) -> None:
 
 
 def run_curvature(request: CurvatureRequest, out: TextIO, progress: Callable[[int, int, str], None] | None) -> int:
-    """Measure the model as ``request`` asks and print the report (text or JSON); returns the exit status."""
-    if not request.json:
-        header(request, out)
-        out.flush()
+    """Measure the model as ``request`` asks and print the report (text or JSON); returns the exit status.
+
+    The header is printed once the model is loaded and its output checked, so that an error of the model (or of
+    ``--classes``) is the only output, as an error of a flag is.
+    """
     from tnconv.cli.curvature_measure import measure
 
-    report = measure(request, progress)
+    def start() -> None:
+        if not request.json:
+            header(request, out)
+            out.flush()
+
+    report = measure(request, progress, start)
     if request.json:
         json.dump(report, out, indent=2)
         out.write("\n")

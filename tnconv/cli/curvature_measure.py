@@ -47,6 +47,8 @@ from tnconv.curvature.columns import check_output
 from tnconv.curvature.factors import input_factor_cost
 from tnconv.curvature.hooks import Layer, Record, forward
 from tnconv.curvature.kfac import KFAC
+from tnconv.curvature.kfac_batch import LayerBatch
+from tnconv.limits import check_allocation
 
 DTYPE = torch.float32
 LAYER_MARK = "tnconv.curvature layer "  # the profiler range of one layer's factors
@@ -63,11 +65,11 @@ class MeasuredKFAC(KFAC):
         super().__init__(*args, **kwargs)
         self.layer_seconds: dict[str, list[float]] = {layer.name: [] for layer in self.layers}
 
-    def accumulate_layer(self, layer: Layer, record: Record, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.profiler.record_function(LAYER_MARK + layer.name):
+    def _accumulate_layer(self, batch: LayerBatch, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.profiler.record_function(LAYER_MARK + batch.layer.name):
             start = time.perf_counter()
-            pair = super().accumulate_layer(layer, record, *args)
-            self.layer_seconds[layer.name].append(time.perf_counter() - start)
+            pair = super()._accumulate_layer(batch, *args)
+            self.layer_seconds[batch.layer.name].append(time.perf_counter() - start)
         return pair
 
 
@@ -149,6 +151,28 @@ def capture(kfac: KFAC, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, R
     return output, records, shapes
 
 
+@contextmanager
+def model_errors(source: ModelSource, shape: tuple[int, ...]) -> Iterator[None]:
+    """The user's model runs inside: any error of it becomes one line naming MODEL and the input shape."""
+    try:
+        yield
+    except Exception as error:
+        raise ValueError(f"MODEL: {source.name} on an input of shape {shape}: {type(error).__name__}: {error}") from None
+
+
+def largest_output(kfac: KFAC, input_shape: tuple[int, ...]) -> int:
+    """Elements of the largest layer output of a batch of ``input_shape``: N times that of one sample, from one
+    forward of a sample of zeros with the model in eval mode (no statistics move), before the batch is made."""
+    model = kfac.model
+    training = model.training
+    model.eval()
+    try:
+        _, records, _ = capture(kfac, torch.zeros((1, *input_shape[1:]), dtype=DTYPE))
+    finally:
+        model.train(training)
+    return input_shape[0] * max((record.probe.numel() for record in records.values()), default=0)
+
+
 def layer_row(layer: Layer, record: Record, input_shape: list[int], approx: str) -> dict[str, Any]:
     """One layer: type, input shape, factor shapes, and what computes ``A`` with its FLOPs."""
     x, geometry = record.x, record.geometry
@@ -224,7 +248,7 @@ def time_updates(kfac: MeasuredKFAC, inputs: torch.Tensor, targets: torch.Tensor
         totals.append(time.perf_counter() - start)
         progress("update")
     in_layers = [sum(seconds[run] for seconds in kfac.layer_seconds.values()) for run in range(repeats)]
-    previous = kfac.layer_factors()  # freed after the profiler stops, which cannot see blocks older than itself
+    previous = kfac._layer_factors()  # freed after the profiler stops, which cannot see blocks older than itself
     peak, layer_peaks = peak_memory(lambda: kfac.update(inputs, targets))
     del previous
     progress("memory")
@@ -234,17 +258,21 @@ def time_updates(kfac: MeasuredKFAC, inputs: torch.Tensor, targets: torch.Tensor
         "peak_bytes": peak, "memory_method": MEMORY_METHOD,
     }
     layers = {name: (statistics.median(seconds[:repeats]), layer_peaks.get(name, 0))
-              for name, seconds in kfac.layer_seconds.items()}
+              for name, seconds in kfac.layer_seconds.items() if seconds}  # layers that ran
     return update, layers
 
 
-def measure(request: CurvatureRequest, progress: Progress | None) -> dict[str, Any]:
-    """Everything ``tnconv curvature`` reports, as JSON-ready data (torch's thread count is restored after)."""
+def measure(request: CurvatureRequest, progress: Progress | None, ready: Callable[[], None] = lambda: None
+            ) -> dict[str, Any]:
+    """Everything ``tnconv curvature`` reports, as JSON-ready data (torch's thread count is restored after).
+
+    ``ready`` is called once the model is built and its output checked (``prepare``), before the measuring.
+    """
     threads = torch.get_num_threads()
     if request.threads is not None:
         torch.set_num_threads(request.threads)
     try:
-        return _measure(request, progress or (lambda done, total, what: None))
+        return _measure(request, progress or (lambda done, total, what: None), ready)
     finally:
         torch.set_num_threads(threads)
 
@@ -265,17 +293,18 @@ def prepare(request: CurvatureRequest) -> Setup:
     """Build the model, draw inputs and targets, run one forward; errors of the user's model name MODEL."""
     model = build_model(request.model, request.input_shape, request.classes)
     generator = torch.Generator().manual_seed(SEED)
-    inputs = torch.randn(request.input_shape, generator=generator, dtype=DTYPE)
     try:
         kfac = MeasuredKFAC(model, loss_function(request.loss), approx=request.approx, fisher=request.fisher,
                             generator=torch.Generator().manual_seed(SEED + 1))
     except ValueError as error:  # no supported layer
         raise ValueError(f"MODEL: {request.model.name}: {error}") from None
-    try:
+    with model_errors(request.model, request.input_shape):  # its features: one sample of them runs here
+        largest = largest_output(kfac, request.input_shape)
+    batch = ",".join(map(str, request.input_shape))
+    check_allocation(largest, DTYPE.itemsize, f"--input {batch}: the largest layer output of the batch")
+    inputs = torch.randn(request.input_shape, generator=generator, dtype=DTYPE)
+    with model_errors(request.model, request.input_shape):
         output, records, shapes = capture(kfac, inputs)
-    except Exception as error:  # the user's model: its own errors are one line naming it
-        raise ValueError(f"MODEL: {request.model.name} on an input of shape {tuple(inputs.shape)}: "
-                         f"{type(error).__name__}: {error}") from None
     if output.ndim != 2:
         raise ValueError(f"MODEL: {request.model.name} must return (N, C) logits or predictions, got shape "
                          f"{tuple(output.shape)}")
@@ -283,9 +312,10 @@ def prepare(request: CurvatureRequest) -> Setup:
     return Setup(kfac, inputs, targets, output.shape[1], records, shapes)
 
 
-def _measure(request: CurvatureRequest, progress: Progress) -> dict[str, Any]:
+def _measure(request: CurvatureRequest, progress: Progress, ready: Callable[[], None]) -> dict[str, Any]:
     setup = prepare(request)
-    layers = setup.kfac.layers
+    ready()
+    layers = [layer for layer in setup.kfac.layers if layer.name in setup.records]  # those that ran
     steps = len(layers) + (request.repeats + 2 if request.timing else 0)
     rows = []
     for done, layer in enumerate(layers, 1):

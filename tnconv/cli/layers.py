@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from tnconv.cli.names import hint
 
@@ -24,6 +25,12 @@ PER_DIM_FLAGS = {
     "kernel_size": "--kernel", "stride": "--stride", "padding": "--padding", "dilation": "--dilation",
     "output_padding": "--output-padding",
 }
+# the arguments that tnconv.conv.hyper.conv_hyper's errors name, and the flag that sets each
+HYPER_FLAGS = {
+    **PER_DIM_FLAGS, "input_shape": "--input", "in_channels": "--input", "out_channels": "--out-channels",
+    "groups": "--groups", "padding_mode": "--padding-mode", "transposed": "--transposed",
+}
+_HYPER_NAMES = re.compile(r"\b(" + "|".join(sorted(HYPER_FLAGS, key=len, reverse=True)) + r")\b")
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ def shape_flag(text: str, flag: str = "--input") -> tuple[int | str, ...]:
                          "only the batch and spatial sizes may be symbols")
     numbers = ",".join(part for n, part in enumerate(parts) if n not in symbols)
     try:
-        values = iter(parse_ints(numbers, flag) if numbers else ())
+        values = iter(parse_ints(numbers, flag) if len(symbols) < len(parts) else ())
     except ValueError as error:  # the message shows the whole flag value, symbols included
         raise ValueError(str(error).replace(repr(numbers), repr(text))) from None
     shape = tuple(symbols[n] if n in symbols else next(values) for n in range(len(parts)))
@@ -231,4 +238,24 @@ def checked_sizes(layer: Layer) -> Layer:
                 f"the layer {what} {_shape(shape)} has {elements:,} elements, more than a tensor can hold "
                 f"(2**63-1); use a smaller {flags}"
             )
+    return layer
+
+
+def library_checked(layer: Layer, given: Collection[str]) -> Layer:
+    """``layer``, after ``tnconv.conv.hyper.conv_hyper`` judged what only the library can (channels divisible by
+    groups, a kernel that fits the padded input, ...).
+
+    Its ValueError/TypeError is raised again led by the flags that set the
+    arguments it names: those of them in ``given`` (the flags on the command
+    line), else the first it names (``--padding, --stride: padding='same' needs
+    stride 1 in every dim, got stride=(2, 2)``).
+    """
+    from tnconv.conv.hyper import conv_hyper  # sympy, no torch
+
+    try:
+        conv_hyper(**layer.kwargs(), symbolic=not layer.concrete)
+    except (TypeError, ValueError) as error:
+        named = list(dict.fromkeys(HYPER_FLAGS[name] for name in _HYPER_NAMES.findall(str(error))))
+        blamed = [flag for flag in named if flag in given] or named[:1] or ["the layer"]
+        raise type(error)(f"{', '.join(blamed)}: {error}") from None
     return layer

@@ -7,14 +7,21 @@ and a diagram file; ``--check`` compares with PyTorch in float64, ``--bench``
 times it against the PyTorch implementation, ``--json`` prints all of it as JSON.
 
 Order of work: the whole command line is checked first without importing
-torch (``tnconv.cli.arguments``), then the header is printed, then the library
-is imported, the layer's hyper-parameters are validated, and the derivation
-runs. Every error is one line on stderr (``tnconv: error: ...``) and exit status 2.
+torch (``tnconv.cli.arguments``; the layer's hyper-parameters last, by the
+library, its errors led by the flags they concern), and ``--check``/``--bench``
+whether PyTorch can run the layer; then the header is printed, and the
+derivation runs. Every error is one line on stderr (``tnconv: error: ...``) and
+exit status 2, before any output where it concerns the command line.
+
+When the reader of stdout goes away (``tnconv layers | head -1``) the command
+stops quietly with status 141 (128 + SIGPIPE, as a shell reports for ``ls``),
+the way the Python documentation's note on SIGPIPE recommends.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
@@ -25,10 +32,13 @@ from tnconv.cli.layers import builtin_layer, default_layer_name, layer_names
 from tnconv.routines.table import TABLE
 
 if TYPE_CHECKING:
+    import torch
+
     from tnconv.routines.routine import Routine
 
 EXIT_ERROR = 2
 EXIT_CHECK_FAILED = 1
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for a command that SIGPIPE ended
 
 
 def _progress(stream: TextIO, label: str = "bench"):
@@ -48,24 +58,36 @@ def _progress(stream: TextIO, label: str = "bench"):
     return show_progress
 
 
-def run_derive(job: Request, out: TextIO, err: TextIO, routines: Mapping[str, Routine] = TABLE) -> int:
-    """Derive routine ``job.op`` of ``routines``, show, draw, check and time as ``job`` asks; returns the exit
-    status."""
-    if not job.json:
-        show.header(job, out)
-        out.flush()
+def measured_runs(job: Request, routines: Mapping[str, Routine] = TABLE) -> list[tuple[str, torch.dtype]]:
+    """The flag and dtype of each run ``job`` asks for (``--check`` float64, ``--bench`` float32), after checking
+    that PyTorch can run the layer in it (``tnconv.cli.measure.guard_layer``); torch loads only for one."""
+    if not (job.check or job.bench):
+        return []
     import torch
 
     from tnconv.cli import measure
-    from tnconv.cli.derive import derive, hyper_of
+    from tnconv.cli.derive import hyper_of
     from tnconv.conv.options import Options
 
+    entry = routines[job.op]
+    options = Options(job.columns if entry.takes_columns else None)
     runs = [(flag, dtype) for flag, dtype, wanted in (("--check", torch.float64, job.check),
                                                       ("--bench", torch.float32, job.bench)) if wanted]
-    hyper = hyper_of(job.layer)
-    entry = routines[job.op]
     for flag, dtype in runs:
-        measure.guard_layer(entry, hyper, Options(job.columns if entry.takes_columns else None), dtype, flag)
+        measure.guard_layer(entry, hyper_of(job.layer), options, dtype, flag)
+    return runs
+
+
+def run_derive(job: Request, out: TextIO, err: TextIO, routines: Mapping[str, Routine] = TABLE) -> int:
+    """Derive routine ``job.op`` of ``routines``, show, draw, check and time as ``job`` asks; returns the exit
+    status."""
+    runs = measured_runs(job, routines)
+    if not job.json:
+        show.header(job, out)
+        out.flush()
+    from tnconv.cli import measure
+    from tnconv.cli.derive import derive
+
     derivation = derive(job.routine, job.layer, optimize=job.optimize, simplify=job.simplify, columns=job.columns,
                         routines=routines)
     for flag, dtype in runs:
@@ -124,16 +146,12 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        try:
-            args = parse(None if argv is None else list(argv), routines)
-        except SystemExit as done:  # --help, --version
-            return int(done.code or 0)
-        if args.command == "layers":
-            return run_layers(args.batch, args.json, out)
-        if args.command == "curvature":
-            job = curvature_request(args)
-            return run_curvature(job, out, None if job.json else _progress(err, "curvature"))
-        return run_derive(request(args, routines), out, err, routines)
+        status = _command(argv, out, err, routines)
+        out.flush()  # here, so that a reader gone away is noticed here rather than at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        _write_nowhere(out)
+        return EXIT_BROKEN_PIPE
     except UsageError as error:
         print(f"tnconv: error: {error}", file=err)
     except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError, MemoryError) as error:
@@ -142,3 +160,30 @@ def main(
     except KeyboardInterrupt:
         print("tnconv: interrupted", file=err)
     return EXIT_ERROR
+
+
+def _command(argv: Sequence[str] | None, out: TextIO, err: TextIO, routines: Mapping[str, Routine]) -> int:
+    """Parse the command line and run its command; returns the exit status."""
+    try:
+        args = parse(None if argv is None else list(argv), routines)
+    except SystemExit as done:  # --help, --version
+        return int(done.code or 0)
+    if args.command == "layers":
+        return run_layers(args.batch, args.json, out)
+    if args.command == "curvature":
+        job = curvature_request(args)
+        return run_curvature(job, out, None if job.json else _progress(err, "curvature"))
+    return run_derive(request(args, routines), out, err, routines)
+
+
+def _write_nowhere(stream: TextIO) -> None:
+    """Point the file descriptor of ``stream`` (stdout) at the null device, so that the interpreter's flush of what
+    is still buffered at exit does not fail on the closed pipe and print a traceback (a stream without a file
+    descriptor is left as it is)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)

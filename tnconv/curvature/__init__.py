@@ -27,11 +27,13 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
 
 Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
 ``dropout`` (tensor dropout, with ``dropout_slices``, ``dropout_pixels`` and ``dropout_op``),
-``checks`` (argument validation they share); for whole models ``hooks`` (finding layers,
-capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
-``factors`` (the per-layer math), ``kfac``, ``preconditioner`` and ``model`` (per-sample
-gradients, GGN diagonal), ``norms`` (per-sample gradient norms of a layer), ``normalization``
-(normalisation layers' per-sample gradients) and ``statistics`` (their model-level statistics).
+``checks`` (argument validation they share); for whole models ``supported`` (which layers get
+curvature, their parameters' keys, tied parameters, BatchNorm with batch statistics), ``hooks``
+(capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
+``factors`` (the per-layer math), ``kfac`` with ``kfac_batch`` (a batch's checks before it joins
+the factors), ``preconditioner`` and ``model`` (per-sample gradients, GGN diagonal), ``norms``
+(per-sample gradient norms of a layer), ``normalization`` (normalisation layers' per-sample
+gradients) and ``statistics`` (their model-level statistics).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """
@@ -44,6 +46,7 @@ from tnconv.curvature.model import diag_ggn, per_sample_grads
 from tnconv.curvature.norms import per_sample_weight_grad_norm, sum_weight_grad_squared
 from tnconv.curvature.preconditioner import Preconditioner
 from tnconv.curvature.statistics import grad_variance, per_sample_grad_norms, sum_grad_squared
+from tnconv.namespace import public_dir
 
 __all__ = [
     "kfac_expand_factor",
@@ -63,3 +66,5 @@ __all__ = [
     "sum_grad_squared",
     "grad_variance",
 ]
+
+__dir__ = public_dir(globals(), __all__)

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from tnconv.curvature.checks import check_tensor
+from tnconv.limits import check_allocation
 
 LOSSES = ("cross_entropy", "mse")
 REDUCTIONS = ("mean", "sum")
@@ -57,6 +58,8 @@ def sqrt_ggn(
         )
     batch, classes = output.shape
     draws = classes if mc_samples is None else mc_samples
+    check_allocation(draws * batch * classes, output.dtype.itemsize,
+                     f"the GGN columns (M, N, C) = ({draws}, {batch}, {classes}) (M: mc_samples={mc_samples})")
     if loss == "cross_entropy":
         p = output.softmax(dim=1)
         if mc_samples is None:

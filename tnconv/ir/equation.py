@@ -9,18 +9,21 @@ One parser for ``Network.from_einsum``, ``Network.to_einsum(named=True)`` and
   character is a leg, as in ``torch.einsum`` (which ignores whitespace: with
   one-letter legs both readings agree, so ``"i j, j k -> i k"`` means
   ``"ij,jk->ik"``). A term of one multi-letter leg alone (``"batch"``) reads as
-  letters, as ``torch.einsum`` reads it;
+  letters, as ``torch.einsum`` reads it, and so does a term whose ellipsis sits
+  between letters (``"a...ab"``: legs ``a``, ``...``, ``a``, ``b``);
 - ``...`` (``"...ij"``, ``"... i j"``) stands for the broadcast dims, at most
   once per term (``ELLIPSIS`` among the parsed legs);
 - without ``->`` the output is, as in numpy and ``torch.einsum``, the
   broadcast dims followed by the legs that occur exactly once, sorted
-  (``implicit_output``).
+  (``implicit_output``);
+- numpy's sublist form (labels per operand, ``[0, 1], [1, 2]``) is written in the
+  named form by ``sublist_equation``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 ELLIPSIS = "..."
 NAME_SYMBOLS = "_*'"
@@ -59,6 +62,35 @@ def parse_equation(equation: str) -> Equation:
     return Equation(inputs, output, not arrow, named)
 
 
+def sublist_equation(sublists: Sequence[object], output: object = None) -> str:
+    """The equation of numpy's sublist form (``einsum(a, [0, 1], b, [1, 2], [0, 2])``) in the named form.
+
+    ``sublists``: each operand's labels, ``output``: the output's, or None for the implicit
+    output. Labels are ints (or, as opt_einsum takes them, any hashable objects that sort
+    together) and ``Ellipsis``; a label becomes the leg ``l<rank>`` of its rank among the sorted
+    labels (zero-padded), so that the implicit output comes out sorted by label, as in numpy.
+    """
+    terms: list[Sequence[Any]] = []
+    for term in [*sublists, *([] if output is None else [output])]:
+        if not isinstance(term, (list, tuple)):
+            raise TypeError(f"a sublist must be a list or tuple of labels (ints or Ellipsis), got {term!r}")
+        terms.append(term)
+    try:
+        ordered: list[Any] = sorted({label for term in terms for label in term if label is not Ellipsis})
+    except TypeError:
+        raise TypeError(
+            f"sublist labels must be ints (or hashable objects that sort together) or Ellipsis, got {terms!r}"
+        ) from None
+    width = len(str(max(len(ordered) - 1, 0)))
+    name = {label: f"l{rank:0{width}d}" for rank, label in enumerate(ordered)}
+
+    def text(term: Sequence[Any]) -> str:
+        return " ".join(ELLIPSIS if label is Ellipsis else name[label] for label in term)
+
+    inputs = ", ".join(text(term) for term in terms[: len(sublists)])
+    return inputs if output is None else f"{inputs} -> {text(terms[-1])}"
+
+
 def implicit_output(inputs: Sequence[Sequence[str]]) -> tuple[str, ...]:
     """The output of an equation without ``->``: ``...`` if any operand has it, then the legs that occur once, sorted."""
     counts: dict[str, int] = {}
@@ -94,9 +126,13 @@ def write_equation(inputs: Sequence[Sequence[str]], output: Sequence[str]) -> st
 
 
 def _is_named(term: str) -> bool:
-    """Whether ``term`` (stripped) is in the named form: whitespace inside it, or a character that is not a letter."""
-    body = term.replace(ELLIPSIS, " ")
-    return any(ch.isspace() or not ch.isalpha() for ch in body.strip()) if body.strip() else False
+    """Whether ``term`` (stripped) is in the named form: whitespace inside it, or a character that is not a letter.
+
+    The ellipsis is dropped first, not read as a separator: ``"a...ab"`` is letters (``a ... a b``), as
+    ``torch.einsum`` reads it, and ``"n ... c_in"`` is named by its own whitespace and ``_``.
+    """
+    body = term.replace(ELLIPSIS, "").strip()
+    return any(ch.isspace() or not ch.isalpha() for ch in body)
 
 
 def _is_name(leg: str) -> bool:

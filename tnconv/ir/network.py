@@ -12,10 +12,11 @@ hashable, and never changed in place; every transformation returns a new one.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain
-from operator import attrgetter
+from itertools import chain, compress, count, repeat
+from operator import attrgetter, contains
 from types import MappingProxyType
 from typing import Collection, Iterable, Mapping, Sequence, cast
 
@@ -49,6 +50,11 @@ class Tensor:
     def structured(self) -> bool:
         return self.kind.structured
 
+    @cached_property
+    def leg_set(self) -> frozenset[str]:
+        """The legs as a set: ``leg in tensor.leg_set`` at once where a tensor carries thousands of legs."""
+        return frozenset(self.legs)
+
     @property
     def views(self) -> tuple[View, ...]:
         """The views from a data tensor's operand to its legs; ``()`` for structured kinds (they have none)."""
@@ -66,6 +72,9 @@ class Network:
     """
 
     __slots__ = ("_entries", "_output", "_sizes", "__dict__", "__weakref__")
+    _entries: tuple[Tensor, ...]
+    _output: tuple[str, ...]
+    _sizes: Mapping[str, Size]  # set by ``_build``; for a network made by ``replace``, on first use (``__getattr__``)
 
     def __init__(
         self,
@@ -76,16 +85,18 @@ class Network:
         self._build(tuple(tensors), output, sizes or {}, drop_unknown=False)
 
     def _build(
-        self, entries: tuple[Tensor, ...], output: Sequence[str], given: Mapping[str, Size], drop_unknown: bool
+        self, entries: tuple[Tensor, ...], output: Sequence[str], given: Mapping[str, Size], drop_unknown: bool,
+        checked: bool = False,
     ) -> None:
         """Validate and set the parts; sizes of legs on no tensor are an error unless ``drop_unknown``.
 
         Networks are rebuilt after every rewrite, some with thousands of legs,
-        so the common case (every size a known int) is checked in bulk.
+        so the common case (every size a known int) is checked in bulk, and sizes
+        that are a network's own (``checked``) are not checked again.
         """
-        for entry in entries:
-            if not isinstance(entry, Tensor):
-                raise TypeError(f"tensors must be tnconv Tensor objects, got {entry!r}")
+        if not all(map(isinstance, entries, repeat(Tensor))):
+            bad = next(entry for entry in entries if not isinstance(entry, Tensor))
+            raise TypeError(f"tensors must be tnconv Tensor objects, got {bad!r}")
         if isinstance(output, str) or not isinstance(output, Iterable):
             raise TypeError(f"output must be a sequence of leg names, got {output!r} ({type(output).__name__})")
         output = tuple(output)
@@ -95,19 +106,20 @@ class Network:
         if len(set(output)) != len(output):
             repeated = sorted({leg for leg in output if output.count(leg) > 1})
             raise ValueError(f"output legs must be distinct, got {output!r} (repeats {repeated})")
-        missing = [leg for leg in output if leg not in ordered]
-        if missing:
+        if not ordered.keys() >= set(output):
+            missing = [leg for leg in output if leg not in ordered]
             raise ValueError(f"output leg(s) {missing} are on no tensor (output={output!r})")
         if not drop_unknown and not given.keys() <= ordered.keys():
             unknown = sorted(set(given).difference(ordered))
             raise ValueError(f"sizes given for leg(s) {unknown} that no tensor has")
         sizes: dict[str, Size] = dict(zip(ordered, map(given.get, ordered)))  # type-checked just below
-        values = sizes.values()
-        if values and not (set(map(type, values)) == {int} and min(cast("Collection[int]", values)) >= 0):
-            sizes = {leg: _size(given, leg) for leg in ordered}  # symbols, missing or bad sizes: one by one
-        self._entries = entries
-        self._output = output
-        self._sizes = MappingProxyType(sizes)
+        if not (checked and ordered.keys() <= given.keys()):  # a network's own sizes are checked already
+            values = sizes.values()
+            if values and not (set(map(type, values)) == {int} and min(cast("Collection[int]", values)) >= 0):
+                sizes = {leg: _size(given, leg) for leg in ordered}  # symbols, missing or bad sizes: one by one
+        object.__setattr__(self, "_entries", entries)  # also where ``replace`` set them, before laying out
+        object.__setattr__(self, "_output", output)
+        object.__setattr__(self, "_sizes", MappingProxyType(sizes))
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -145,15 +157,42 @@ class Network:
         output: Sequence[str] | None = None,
         sizes: Mapping[str, Size] | None = None,
     ) -> "Network":
-        """A new network with some parts replaced; sizes of legs that vanished are dropped."""
+        """A new network with some parts replaced; sizes of legs that vanished are dropped.
+
+        The tensors are checked at once; the rest (the output legs on some tensor, every leg's
+        size, legs in order) when first read (``_laid_out``): a pass replaces one tensor of a
+        network of thousands of tensors many times, and its next rewrite reads tensors and a few
+        sizes, which ``size`` answers from the sizes given without laying the network out.
+        """
+        entries = tuple(self._entries if tensors is None else tensors)
+        if not all(map(isinstance, entries, repeat(Tensor))):
+            bad = next(entry for entry in entries if not isinstance(entry, Tensor))
+            raise TypeError(f"tensors must be tnconv Tensor objects, got {bad!r}")
+        if isinstance(output, str) or not isinstance(output, (Iterable, type(None))):
+            raise TypeError(f"output must be a sequence of leg names, got {output!r} ({type(output).__name__})")
         result = Network.__new__(Network)
-        result._build(
-            tuple(self._entries if tensors is None else tensors),
-            self._output if output is None else output,
-            self._sizes if sizes is None else sizes,
-            drop_unknown=True,
-        )
+        object.__setattr__(result, "_entries", entries)
+        object.__setattr__(result, "_output", self._output if output is None else tuple(output))  # checked: laid out
+        pending = self.__dict__.get("_pending")
+        known, checked = (self._sizes, True) if pending is None else pending
+        result.__dict__["_pending"] = (known, checked) if sizes is None else (sizes, False)
         return result
+
+    def __getattr__(self, name: str) -> object:
+        """``_sizes`` of a network made by ``replace``: lay it out on first use (the one slot set lazily)."""
+        if name != "_sizes" or "_pending" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self._laid_out()
+
+    def _laid_out(self) -> Mapping[str, Size]:
+        """Check and lay out a network that ``replace`` made (``_build`` of its parts), once whichever thread asks
+        first; its sizes."""
+        with _LAYING_OUT:
+            pending = self.__dict__.get("_pending")
+            if pending is not None:
+                self._build(self._entries, self._output, pending[0], drop_unknown=True, checked=pending[1])
+                del self.__dict__["_pending"]
+        return self._sizes
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -210,6 +249,9 @@ class Network:
 
     def size(self, leg: str) -> Size:
         """The size of a leg (an int, or a sympy expression when unknown)."""
+        pending = self.__dict__.get("_pending")
+        if pending is not None and pending[1] and leg in pending[0] and self.tensors_on(leg):
+            return pending[0][leg]  # a checked size of a leg on some tensor: no need to lay the network out
         try:
             return self._sizes[leg]
         except (KeyError, TypeError):
@@ -222,8 +264,9 @@ class Network:
         many networks, so a full index would cost more than it saves.
         """
         found = self._carriers.get(leg)
-        if found is None:
-            found = self._carriers[leg] = tuple(p for p, e in enumerate(self._entries) if leg in e.legs)
+        if found is None:  # ``leg in e.leg_set`` for each tensor at C speed (thousands of tensors, or of legs)
+            carried = map(contains, map(_leg_sets, self._entries), repeat(leg))
+            found = self._carriers[leg] = tuple(compress(count(), carried))
         return found
 
     @cached_property
@@ -374,7 +417,10 @@ class Network:
         super().__setattr__(name, value)
 
 
+_LAYING_OUT = threading.Lock()
+"""Held while a network made by ``replace`` is laid out (``Network._laid_out``), so that it happens once."""
 _legs_of = attrgetter("legs")
+_leg_sets = attrgetter("leg_set")
 
 
 def _legs_in_order(entries: Sequence[Tensor]) -> dict[str, None]:

@@ -119,6 +119,21 @@ class IndexPattern(Kind):
             self.mode,
         )
 
+    def misfit(self) -> str | None:
+        """Why this pattern (concrete sizes) is no convolution's, in the words of ``tnconv.conv.hyper``'s checks
+        of a layer, or None: its input size is not positive (a transposed convolution's output, where the
+        pattern runs over it), or its dilated kernel spans more pixels than the padded input (no output)."""
+        size, left, right = int(self.input_size), int(self.pad_left), int(self.pad_right)
+        if size < 1:
+            return f"transposed convolution output size (the convolution's input size) {size} is not positive"
+        extent = int(self.dilation) * (int(self.kernel_size) - 1) + 1
+        if size + left + right < extent:
+            return (
+                f"kernel_size={self.kernel_size} (dilation={self.dilation}) spans {extent} pixels, larger than the "
+                f"padded input size {size} + {left} + {right} (padding=({left}, {right}))"
+            )
+        return None
+
     def fold(self, position: int) -> int:
         """The pixel that padded position ``position`` (``0`` is the first input pixel) reads, or -1 for zero padding.
 

@@ -162,7 +162,7 @@ def source_labels(views: Sequence[View], legs: Sequence[str]) -> tuple[str, ...]
 def tap_axes(views: Sequence[View], ndim: int) -> frozenset[int]:
     """The axes of the tensor that ``views`` make (``ndim`` of them) that come from a ``Taps`` view: pattern legs."""
     found: set[int] = set()
-    if not any(type(view) is Taps for view in views):
+    if Taps not in map(type, views):  # at C speed: chains of thousands of views on tensors of thousands of legs
         return frozenset()
     current: list[set[int]] = [{axis} for axis in range(ndim)]  # the final axes each axis becomes
     for view in reversed(views):

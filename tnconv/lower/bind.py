@@ -12,7 +12,8 @@ import sympy
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.views import source_labels, source_shape
+from tnconv.ir.tensors import Data, IndexPattern, PatternPair, PatternSum
+from tnconv.ir.views import Taps, source_labels, source_shape
 
 
 def operand_shapes(net: Network) -> dict[str, tuple[Size, ...]]:
@@ -103,3 +104,28 @@ def resolve_symbols(net: Network, names: Sequence[str], operands: Sequence[Any])
                 + f" (its occurrence at position {position})"
             )
     return values
+
+
+def check_patterns(net: Network, values: Mapping[sympy.Symbol, int]) -> None:
+    """Every index pattern of ``net`` (as a tensor, summed, paired or in a ``Taps`` view) must be a convolution's
+    at the sizes ``values`` (one per symbol): ValueError naming the tensor, in the words of the check that
+    ``conv_hyper`` makes of a concrete layer (the kernel wider than the padded input, an output size that is
+    not positive), so that a symbolic program refuses what the concrete one would."""
+    for position, entry in enumerate(net.entries):
+        kind = entry.kind
+        if isinstance(kind, IndexPattern):
+            patterns = [kind]
+        elif isinstance(kind, (PatternSum, PatternPair)):
+            patterns = [kind.pattern]
+        elif isinstance(kind, Data):
+            patterns = [view.pattern for view in kind.views if isinstance(view, Taps)]
+        else:
+            patterns = []
+        for pattern in patterns:
+            misfit = pattern.substitute(values).misfit()
+            if misfit is not None:
+                values_text = ", ".join(f"{symbol}={value}" for symbol, value in sorted(values.items(), key=str))
+                raise ValueError(
+                    f"{misfit}: the index pattern of tensor {entry.name!r} (position {position}, legs "
+                    f"{', '.join(entry.legs)}) at sizes {values_text}"
+                )

@@ -6,7 +6,7 @@ from typing import overload
 
 from tnconv.ir.network import Network
 from tnconv.ir.networksum import NetworkSum
-from tnconv.lower.path import normalize_optimize
+from tnconv.lower.optimize import normalize_optimize
 from tnconv.lower.program import Program, compiled
 from tnconv.lower.sum import SumProgram, compile_sum
 
@@ -29,11 +29,15 @@ def compile(  # noqa: A001 - the public name
     kernel; any other runs as pairwise contraction steps (fixed permute /
     reshape / matmul calls) with its index patterns applied as strided views,
     gathers and scatters (``Program.strategy`` says which). The
-    contraction order comes from opt_einsum (``optimize``: an optimizer name
-    such as ``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``; an optimizer
-    object, an opt_einsum ``PathOptimizer`` such as ``DynamicProgramming()``
-    or a cotengra optimizer such as ``HyperOptimizer()``; or an explicit
-    path over ``net.entries``, which also builds index patterns densely).
+    contraction order comes from opt_einsum (``optimize``, what
+    ``opt_einsum.contract`` takes, ``tnconv.lower.optimize``: ``True``/``None``
+    for ``"auto"``; ``False`` for the tensors' own order, left to right; the name
+    of an opt_einsum path function such as ``"auto"``, ``"greedy"``,
+    ``"optimal"``, ``"dp"``, ``"eager"``, ``"branch-2"`` or one registered with
+    ``opt_einsum.paths.register_path_fn``; an optimizer object, an opt_einsum
+    ``PathOptimizer`` such as ``DynamicProgramming()`` or a cotengra optimizer
+    such as ``HyperOptimizer()``; or an explicit path over ``net.entries``,
+    which also builds index patterns densely).
     ``memory_limit`` (elements) bounds every intermediate of the einsum path
     by slicing the contraction over legs (same result, more steps); when it is
     given, native kernels (whose workspaces tnconv does not control) are not

@@ -40,7 +40,8 @@ from tnconv.ir.tensors import IndexPattern, PatternSum
 from tnconv.lower.classify import classify
 from tnconv.lower.cost import CostTerms, Term
 from tnconv.lower.nodes import Constant, DenseTensor, Einsum, Fold, Gather, IndexMap, Preparation, Read, Weights
-from tnconv.lower.path import Contraction, Optimize, contraction
+from tnconv.lower.optimize import Optimize
+from tnconv.lower.path import Contraction, contraction
 from tnconv.lower.steps import as_gram
 from tnconv.lower.window import Window
 from tnconv.lower.window_sum import split_columns
@@ -62,7 +63,7 @@ def plan_einsum(net: Network, optimize: Optimize, share: bool = True) -> Einsum:
     """
     entries = net.entries
     sizes = {leg: int(size) for leg, size in net.sizes.items()}
-    classes = classify(net) if not isinstance(optimize, tuple) else None
+    classes = classify(net) if not optimize.explicit else None
     gathered, folds, scattered, summed = classes if classes is not None else ([], [], [], [])
     splits = {}
     for position, host in sorted(summed, key=lambda pair: _on_last_axis(net, *pair)):

@@ -278,7 +278,7 @@ def _dim(window: Window) -> PairDim:
 
 
 def _cost(batch: int, groups: int, c_a: int, c_b: int, dims: tuple[PairDim, ...]) -> tuple[int, int]:
-    """FLOPs (see ``PairGram``) and the largest tensor made: one call's result or the Gram.
+    """FLOPs (see ``PairGram``) and the largest tensor made: one call's result, the Gram, or a padded operand.
 
     The calls are the products of the dims' parts, so their multiply-adds and additions factor per dim.
     """
@@ -287,7 +287,9 @@ def _cost(batch: int, groups: int, c_a: int, c_b: int, dims: tuple[PairDim, ...]
     calls = math.prod(d.call_pixels for d in dims)
     adds = math.prod(d.held for d in dims)  # (segment product, holder tuple) pairs, each adding C^2 * K^N
     widest = math.prod(max(part.shifts(d.window.kernel_size) for part in d.parts) for d in dims)
-    return 2 * batch * channels * calls + adds * channels * taps, channels * max(widest, taps * taps)
+    padded = batch * groups * max(c_a, c_b) * math.prod(d.window.input_size + d.window.pad_left + d.window.pad_right
+                                                        for d in dims)
+    return 2 * batch * channels * calls + adds * channels * taps, max(channels * max(widest, taps * taps), padded)
 
 
 def _product(legs: list[str], sizes: dict[str, int]) -> int:

@@ -11,49 +11,16 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import opt_einsum
-from opt_einsum.paths import PathOptimizer
 
 from tnconv.lower.cost import CostTerms
+from tnconv.lower.optimize import AUTO, Optimize
 from tnconv.lower.steps import Recipe, recipe
 
 
-class Optimizer:
-    """A path optimizer object (an opt_einsum ``PathOptimizer``, such as ``DynamicProgramming()``, or a cotengra
-    optimizer, such as ``HyperOptimizer()``), compared and hashed by identity.
-
-    Such objects hold settings and search state, not a value: two of them are the same
-    optimizer only when they are one object, so programs compiled with them are cached by
-    the object (``tnconv.compile``), and a program keeps its object alive.
-    """
-
-    __slots__ = ("optimizer",)
-
-    def __init__(self, optimizer: PathOptimizer) -> None:
-        self.optimizer = optimizer
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Optimizer) and other.optimizer is self.optimizer
-
-    def __hash__(self) -> int:
-        return id(self.optimizer)
-
-    def __repr__(self) -> str:
-        return f"{type(self.optimizer).__name__}()"
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (Optimizer, (self.optimizer,))
-
-
-Optimize = Union[str, tuple[tuple[int, ...], ...], Optimizer]
-
 LETTERS = string.ascii_letters
-OPTIMIZERS = (
-    "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
-    "random-greedy", "random-greedy-128",
-)
 
 
 @dataclass(frozen=True)
@@ -84,34 +51,11 @@ class Contraction:
     """The legs of the tensors contracted (the path's positions index them)."""
 
 
-def normalize_optimize(optimize: object) -> Optimize:
-    """Validate ``optimize``: an opt_einsum optimizer name, an explicit path of position tuples, or an
-    optimizer object (an opt_einsum ``PathOptimizer``, which cotengra's optimizers are), wrapped in
-    ``Optimizer`` so that it compares by identity."""
-    if isinstance(optimize, str):
-        if optimize not in OPTIMIZERS:
-            raise ValueError(f"optimize must be one of {OPTIMIZERS} or an explicit path, got {optimize!r}")
-        return optimize
-    if isinstance(optimize, Optimizer):
-        return optimize
-    if isinstance(optimize, PathOptimizer):
-        return Optimizer(optimize)
-    if isinstance(optimize, (list, tuple)) and all(
-        isinstance(step, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in step)
-        for step in optimize
-    ):
-        return tuple(tuple(step) for step in optimize)
-    raise TypeError(
-        "optimize must be an optimizer name, a path (sequence of int tuples) or an opt_einsum PathOptimizer "
-        f"(cotengra's optimizers are), got {optimize!r}"
-    )
-
-
 def contraction(
     legs: Sequence[tuple[str, ...]],
     output: tuple[str, ...],
     sizes: Mapping[str, int],
-    optimize: Optimize = "auto",
+    optimize: Optimize = AUTO,
 ) -> Contraction:
     """Plan the contraction of tensors with the given legs (all sizes integers) into ``output``.
 
@@ -124,17 +68,12 @@ def contraction(
     inputs = ",".join("".join(symbols[leg] for leg in term) for term in legs)
     equation = f"{inputs}->{''.join(symbols[leg] for leg in output)}"
     shapes = [tuple(int(sizes[leg]) for leg in term) for term in legs]
-    chosen: object = optimize
-    if isinstance(optimize, tuple):
-        chosen = list(optimize)
-    elif isinstance(optimize, Optimizer):
-        chosen = optimize.optimizer
     try:
-        path, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=chosen)
+        path, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=optimize.argument(len(legs)))
     except (KeyError, ValueError, TypeError, IndexError) as error:
         readable = ",".join(" ".join(term) for term in legs) + " -> " + " ".join(output)
         hint = ""
-        if isinstance(optimize, Optimizer):
+        if optimize.optimizer is not None:
             hint = (
                 f" (an optimizer object must return a path that contracts these {len(legs)} tensors into one; "
                 "one that keeps its search, such as cotengra's HyperOptimizer, plans one contraction: use a "

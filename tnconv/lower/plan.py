@@ -22,27 +22,26 @@ from __future__ import annotations
 from tnconv.ir.network import Network
 from tnconv.lower import native, pair_gram
 from tnconv.lower.nodes import Executor, Plan
+from tnconv.lower.optimize import AUTO, Optimize
 from tnconv.lower.pair_choice import pair_gram_pays
-from tnconv.lower.path import Optimize, normalize_optimize
 from tnconv.lower.slicing import plan_memory
 
 
-def plan(net: Network, optimize: object = "auto", memory_limit: int | None = None) -> Plan:
+def plan(net: Network, optimize: Optimize = AUTO, memory_limit: int | None = None) -> Plan:
     """The plan of ``net`` (concrete sizes): a ``Native``, ``PairGram``, ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
 
-    ``optimize`` and ``memory_limit`` as for ``tnconv.compile``. Raises ValueError for
-    symbolic sizes.
+    ``optimize`` (normalised: ``tnconv.lower.optimize``) and ``memory_limit`` as for ``tnconv.compile``.
+    Raises ValueError for symbolic sizes.
     """
-    chosen = normalize_optimize(optimize)
     _check_concrete(net)
-    if memory_limit is None and not isinstance(chosen, tuple):
+    if memory_limit is None and not optimize.explicit:
         found = native.match(net)
         if found is not None:
             return found
         pair = pair_gram.match(net)
         if pair is not None and pair_gram_pays(pair):
             return pair
-    return einsum_plan(net, chosen, memory_limit)
+    return einsum_plan(net, optimize, memory_limit)
 
 
 def einsum_plan(net: Network, optimize: Optimize, memory_limit: int | None = None) -> Executor:

@@ -45,13 +45,14 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from tnconv.ir.network import Network
+from tnconv.ir.sizes import product
 from tnconv.ir.verify import verify
-from tnconv.lower.bind import axis_labels, operand_shapes, order, resolve_symbols
+from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order, resolve_symbols
 from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram, unpair
-from tnconv.lower.path import Optimize
+from tnconv.lower.optimize import Optimize
 from tnconv.lower.path_info import StepInfo, format_table, path_info
 from tnconv.lower.plan import einsum_plan, plan
 
@@ -102,6 +103,8 @@ class Program:
         """The shape each operand must have (in ``operands`` order; symbolic sizes where the network has them)."""
         self.axis_labels = axis_labels(network)
         """For each operand, what each axis is in terms of legs (for error messages)."""
+        self.result_elements: "Size" = product(network.size(leg) for leg in network.output)
+        """Elements of the result (a sympy expression while sizes are symbolic)."""
         self.plan: Plan | None = None
         self.runner: "Runner | None" = None
         if not network.is_concrete:
@@ -176,6 +179,30 @@ class Program:
         plan = self.plan
         return plan.largest_intermediate if isinstance(plan, PairGram) else self.einsum_plan.largest_intermediate
 
+    def flops_at(self, **sizes: int) -> "Size":
+        """``flops`` at the sizes given by symbol name (``program.flops_at(N=2, H=8, W=8)``): an int when every
+        symbol is given, else an expression in the rest.
+
+        The symbols stand for positive integers, so ``program.flops.subs({"N": 2})`` (a plain
+        ``Symbol("N")``) would replace nothing; this names them as the program does. It evaluates
+        the formula of the representative plan; ``specialize(**sizes).flops`` is the cost of the plan
+        made at those sizes, which may take another path.
+        """
+        return self._at(self.flops, sizes)
+
+    def largest_intermediate_at(self, **sizes: int) -> "Size":
+        """``largest_intermediate`` at the sizes given by symbol name (see ``flops_at``)."""
+        return self._at(self.largest_intermediate, sizes)
+
+    def _at(self, cost: "Size", sizes: dict[str, Any]) -> "Size":
+        values = self._symbol_values(sizes, every=False)
+        if isinstance(cost, int) or not values:
+            return cost
+        if len(values) == len(self.network.symbols):
+            check_patterns(self.network, values)
+        value = cost.subs(values)
+        return int(value) if value.is_Integer else value
+
     @property
     def steps(self) -> tuple[str, ...]:
         """The per-step einsum equations of the einsum path, in order."""
@@ -237,9 +264,8 @@ class Program:
         Itself when already concrete; cached per operand shape."""
         if self.concrete:
             return self
-        symbols = {symbol.name: symbol for symbol in self.network.symbols}
         if kwargs and not args and not any(hasattr(value, "shape") for value in kwargs.values()):
-            return self._with_sizes(symbols, kwargs)
+            return self._compile(self._symbol_values(kwargs, every=True))
         operands = order(self.operands, args, kwargs)
         for name, operand in zip(self.operands, operands):
             if not hasattr(operand, "shape"):
@@ -251,19 +277,23 @@ class Program:
             self._remember(key, program)
         return program
 
-    def _with_sizes(self, symbols: dict[str, sympy.Symbol], sizes: dict[str, Any]) -> "Program":
+    def _symbol_values(self, sizes: dict[str, Any], every: bool) -> dict[sympy.Symbol, int]:
+        """``sizes`` (by symbol name) as values of the network's symbols, checked: known names, positive ints, and
+        with ``every`` a value for every symbol."""
+        symbols = {symbol.name: symbol for symbol in self.network.symbols}
         unknown = sorted(set(sizes) - set(symbols))
         if unknown:
-            raise ValueError(f"specialize got size(s) {unknown} for no symbol of the network; its symbols: {sorted(symbols)}")
+            raise ValueError(f"size(s) {unknown} name no symbol of the network; its symbols: {sorted(symbols)}")
         missing = sorted(set(symbols) - set(sizes))
-        if missing:
+        if every and missing:
             raise ValueError(f"specialize needs a value for every symbol; missing {missing}")
         for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"size {name} must be a positive int, got {value!r}")
-        return self._compile({symbols[name]: value for name, value in sizes.items()})
+        return {symbols[name]: value for name, value in sizes.items()}
 
     def _compile(self, values: dict[sympy.Symbol, int]) -> "Program":
+        check_patterns(self.network, values)
         return compiled(self.network.substitute(values), self.optimize, self.memory_limit)
 
     def _remember(self, key: Shapes, program: "Program") -> None:

@@ -16,7 +16,7 @@ from tnconv.ir.network import Network
 from tnconv.ir.tensors import Ones
 from tnconv.lower.einsum import plan_einsum
 from tnconv.lower.nodes import Executor, Sliced
-from tnconv.lower.path import Optimize
+from tnconv.lower.optimize import Optimize
 
 
 def plan_memory(net: Network, optimize: Optimize, memory_limit: int | None, share: bool = True) -> Executor:

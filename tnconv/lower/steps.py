@@ -176,8 +176,8 @@ def _copies(legs: list[str], lead: list[str], rows: list[str], columns: list[str
     copied = 0
     if legs != own_lead + rows + columns and (legs != own_lead + columns + rows or own_lead):
         copied += size
-    if own_lead != lead and own_lead:
-        copied += math.prod(sizes[leg] for leg in lead) * size // math.prod(sizes[leg] for leg in own_lead)
+    if own_lead != lead and own_lead:  # broadcast over the lead legs it lacks (a product, no division: sizes may be 0)
+        copied += math.prod(sizes[leg] for leg in lead if leg not in own_lead) * size
     return copied
 
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
 from tnconv.lower.bind import order
-from tnconv.lower.path import Optimize
+from tnconv.lower.optimize import AUTO, Optimize
 from tnconv.lower.program import Program, compiled
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class SumProgram:
     """
 
     def __init__(
-        self, network: "NetworkSum", terms: Sequence[Program], optimize: Optimize = "auto",
+        self, network: "NetworkSum", terms: Sequence[Program], optimize: Optimize = AUTO,
         memory_limit: int | None = None,
     ) -> None:
         self.network = network

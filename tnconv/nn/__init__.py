@@ -15,6 +15,7 @@ layers tensor-dropout estimates (``tnconv.nn.approximate``); its handle's ``remo
 restores exact gradients.
 """
 
+from tnconv.namespace import public_dir
 from tnconv.nn.conv import Conv1d, Conv2d, Conv3d, ConvNd
 from tnconv.nn.fold import Fold, Unfold
 from tnconv.nn.transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd
@@ -34,3 +35,5 @@ __all__ = [
     "approximate_backprop",
     "ApproximateBackprop",
 ]
+
+__dir__ = public_dir(globals(), __all__)

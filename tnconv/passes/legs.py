@@ -21,7 +21,7 @@ Each is a ``tnconv.passes.sweep.Rule``; ``tnconv.passes.simplify.RULES`` orders 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
@@ -30,7 +30,7 @@ from tnconv.ir.tensors import Data, Identity, Ones
 from tnconv.ir.views import Flatten, Squeeze, tap_axes
 from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.sweep import LEGS, Rule
-from tnconv.passes.viewchain import append_views
+from tnconv.passes.viewchain import append_views, squeeze_views
 
 
 @dataclass(frozen=True)
@@ -89,31 +89,86 @@ def _match_squeeze(net: Network, leg: str) -> Optional[str]:
 
 
 def _squeeze(net: Network, leg: str) -> Rewrite:
-    entries: list[Tensor] = []
-    changed: list[str] = []
-    for entry in net.entries:
-        if leg not in entry.legs:
-            entries.append(entry)
+    result, (record,) = _squeeze_all(net, (leg,))
+    return result, record
+
+
+def _squeeze_all(net: Network, legs: Sequence[str]) -> tuple[Network, tuple[Record, ...]]:
+    """``_squeeze`` of each of ``legs`` in turn (all matched on ``net``: squeezing one leg changes no other leg's
+    match), on the tensors alone: one network is built at the end, not one per leg (a tensor may carry
+    thousands of size-1 legs). The same tensors and records as squeezing them one network at a time.
+
+    A data tensor only loses legs and gains squeezes, so its legs are squeezed all at once
+    (``squeeze_views``); the others (identities, all-ones tensors, which may vanish) leg by leg.
+    """
+    squeezed = set(legs)
+    data = {p: _squeeze_data(e, legs, squeezed) for p, e in enumerate(net.entries) if isinstance(e.kind, Data)}
+    entries = [data.get(p, e) for p, e in enumerate(net.entries)]
+    records = []
+    for leg in legs:
+        names = tuple(dict.fromkeys(e.name for e in net.entries if leg in e.legs))  # squeezing keeps the others'
+        entries = _squeeze_structured(entries, leg)
+        effect = f"drop {leg} from {', '.join(names)}"
+        records.append(Record("squeeze", names, (leg,), f"{leg} has size 1, summed", effect))
+    return net.replace(tensors=entries), tuple(records)
+
+
+def _squeeze_data(entry: Tensor, legs: Sequence[str], squeezed: set[str]) -> Tensor:
+    """The data tensor ``entry`` with ``legs`` squeezed in turn: each leg's axes, last first, in the axes left
+    by the legs before it (the squeezes one rewrite per leg appends), with each one's original axis."""
+    if squeezed.isdisjoint(entry.legs):
+        return entry
+    slots: dict[str, list[int]] = {}
+    for slot, leg in enumerate(entry.legs):
+        if leg in squeezed:
+            slots.setdefault(leg, []).append(slot)
+    squeezes: list[tuple[int, Squeeze]] = []
+    highest = -1  # the last axis squeezed so far: the usual order squeezes legs from the first axis on
+    for leg in legs:
+        if leg not in slots:
+            continue
+        if slots[leg][0] < highest:
+            return _squeeze_data_in_any_order(entry, legs)
+        squeezes += [(slot, Squeeze(slot - len(squeezes))) for slot in reversed(slots[leg])]
+        highest = slots[leg][-1]
+    assert isinstance(entry.kind, Data)  # the caller's choice
+    kept = tuple(leg for leg in entry.legs if leg not in squeezed)
+    return Tensor(entry.name, kept, squeeze_views(entry.kind, squeezes))
+
+
+def _squeeze_data_in_any_order(entry: Tensor, legs: Sequence[str]) -> Tensor:
+    """``_squeeze_data`` where a leg's axes come before those of a leg squeezed earlier: one squeeze at a time."""
+    current = list(entry.legs)
+    views: list[Squeeze] = []
+    for leg in legs:
+        for slot in reversed([slot for slot, l in enumerate(current) if l == leg]):
+            views.append(Squeeze(slot))
+            del current[slot]
+    assert isinstance(entry.kind, Data)  # the caller's choice
+    return Tensor(entry.name, tuple(current), append_views(entry.kind, views))
+
+
+def _squeeze_structured(entries: list[Tensor], leg: str) -> list[Tensor]:
+    """``entries`` with ``leg`` dropped from the identities and all-ones tensors that carry it (an identity of one
+    leg becomes all-ones, an all-ones tensor of none goes, unless it is the only tensor)."""
+    result: list[Tensor] = []
+    for entry in entries:
+        if isinstance(entry.kind, Data) or leg not in entry.legs:
+            result.append(entry)
             continue
         legs = _without(entry.legs, leg)
-        changed.append(entry.name)
-        if isinstance(entry.kind, Data):
-            slots = [slot for slot, l in enumerate(entry.legs) if l == leg]
-            views = [Squeeze(slot) for slot in reversed(slots)]
-            entries.append(Tensor(entry.name, legs, append_views(entry.kind, views)))
-        elif isinstance(entry.kind, Identity) and len(legs) >= 2:
-            entries.append(Tensor(entry.name, legs, entry.kind))
-        elif legs or len(net.entries) == 1:
-            entries.append(Tensor(entry.name, legs, Ones()))
-    if not entries:
-        entries.append(Tensor(fresh_name("ones", set(net.tensors)), (), Ones()))
-    names = tuple(dict.fromkeys(changed))
-    effect = f"drop {leg} from {', '.join(names)}"
-    return net.replace(tensors=entries), Record("squeeze", names, (leg,), f"{leg} has size 1, summed", effect)
+        if isinstance(entry.kind, Identity) and len(legs) >= 2:
+            result.append(Tensor(entry.name, legs, entry.kind))
+        elif legs or len(entries) == 1:
+            result.append(Tensor(entry.name, legs, Ones()))
+    if not result:
+        result.append(Tensor(fresh_name("ones", {entry.name for entry in entries}), (), Ones()))
+    return result
 
 
-squeeze: Rule[str] = Rule("squeeze", LEGS, _match_squeeze, _squeeze)
-"""Drop a summed size-1 leg from the data, all-ones and identity tensors that carry it."""
+squeeze: Rule[str] = Rule("squeeze", LEGS, _match_squeeze, _squeeze, _squeeze_all)
+"""Drop a summed size-1 leg from the data, all-ones and identity tensors that carry it (the legs of one round
+at once: squeezing a leg changes no other leg's match)."""
 
 
 def _without(legs: tuple[str, ...], leg: str) -> tuple[str, ...]:

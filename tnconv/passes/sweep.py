@@ -67,12 +67,19 @@ class Rule(Generic[M]):
             (of a tensor of kind ``looks_at``) or a leg name; a ``Record`` (``unproven``)
             says that the rule did not fire because its condition is not proven for all sizes.
         rewrite: ``(net, match) -> (network, Record)``.
+        rewrite_many: ``(net, matches) -> (network, records)``, the rewrites at several sites whose matches
+            were all found on ``net``, in site order, as one network (one record each, as ``rewrite``
+            would give them one network at a time); or None. Only for a rule whose rewrite removes its
+            site and never changes whether it matches at another site; where its phase tries no other
+            rule, the sweep matches all of the phase's sites on one network and builds the result once
+            (a network with thousands of such sites is otherwise rebuilt thousands of times).
     """
 
     name: str
     looks_at: Union[type[Kind], str]
     match: Callable[[Network, Any], Union[M, Record, None]]
     rewrite: Callable[[Network, M], Rewrite]
+    rewrite_many: Optional[Callable[[Network, Sequence[M]], tuple[Network, tuple[Record, ...]]]] = None
 
     def __post_init__(self) -> None:
         if self.looks_at != LEGS and not (isinstance(self.looks_at, type) and issubclass(self.looks_at, Kind)):
@@ -136,6 +143,8 @@ def sweep(name: str, phases: Sequence[Phase]) -> Pass:
 
 def _visit_all(name: str, net: Network, phase: Phase, rules: Phase, records: list[Record]) -> Network:
     """Visit each site of ``phase`` once, rewriting it with ``rules`` (appends to ``records``)."""
+    if len(rules) == 1 and rules[0].rewrite_many is not None:
+        return _visit_at_once(net, rules[0], records)
     on_legs = phase[0].on_legs
     count = _count(net, on_legs)
     visits, budget = 0, 2 * count + 1  # a site is revisited only after a rewrite removed one
@@ -152,6 +161,30 @@ def _visit_all(name: str, net: Network, phase: Phase, rules: Phase, records: lis
         count = _count(net, on_legs)
         if not removed:
             cursor += 1
+    return net
+
+
+def _visit_at_once(net: Network, rule: Rule[Any], records: list[Record]) -> Network:
+    """``_visit_all`` of a phase of one rule with ``rewrite_many``: every site matched on ``net``, rewritten at once.
+
+    Equal to visiting the sites one network at a time, records in the same order: the rule's
+    rewrites remove their sites (so the visit moves on) and change no other site's match.
+    """
+    found: list[Any] = []
+    order: list[Union[Record, int]] = []  # a not-fired record, or the index of a match, in site order
+    for site in rule.sites(net):
+        match = rule.match(net, site)
+        if isinstance(match, Record):
+            order.append(match)
+        elif match is not None:
+            order.append(len(found))
+            found.append(match)
+    if found:
+        assert rule.rewrite_many is not None  # the caller's condition
+        net, done = rule.rewrite_many(net, found)
+        records.extend(done[item] if isinstance(item, int) else item for item in order)
+    else:
+        records.extend(item for item in order if isinstance(item, Record))
     return net
 
 

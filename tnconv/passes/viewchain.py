@@ -27,6 +27,42 @@ def append_views(kind: Data, views: Iterable[View]) -> Data:
     return Data(tuple(chain))
 
 
+def squeeze_views(kind: Data, squeezes: Sequence[tuple[int, Squeeze]]) -> Data:
+    """``append_views(kind, [view for _, view in squeezes])`` for squeezes only, each given with the axis it removes
+    in the axes before any of them, those ascending (but for the axes of one leg, last first): the same chain,
+    in one step per squeeze where it can be.
+
+    Appended one at a time, squeezes in ascending order each cancel against a view deep in the
+    chain and rebuild every view after it (the ``k`` legs of hundreds of 1x1 dims: quadratic).
+    Taken from the highest axis down, such a squeeze cancels against the chain's last view, and
+    the chain comes out the same: a squeeze cancels against the view that made its axis whatever
+    the order (the views after that one are passed alike), a cancellation that only removes a
+    size-1 part of the last view changes no other view, and a squeeze with no partner at all is
+    appended, as it is, after the chain (in ascending order, the cancellations after it are of
+    higher axes, which leave its axis alone). Where a squeeze does anything else (a partner
+    before the last view), the squeezes are appended one at a time.
+    """
+    chain = list(kind.views)
+    kept = set()
+    for original, view in sorted(squeezes, key=lambda item: item[0], reverse=True):
+        step = _squeeze_past(chain[-1], original) if chain else None
+        if isinstance(step, list):
+            chain.pop()
+            for item in step:
+                chain = _append(chain, item)
+        elif _absorb_squeeze(chain, original) is None:
+            kept.add(original)
+        else:
+            return append_views(kind, [view for _, view in squeezes])
+    lowest: int | None = None  # the lowest axis cancelled later in the order than the squeeze at hand
+    for original, _ in reversed(squeezes):
+        if original not in kept:
+            lowest = original if lowest is None else min(lowest, original)
+        elif lowest is not None and lowest < original:  # it would lower the kept one (one leg's axes come last
+            return append_views(kind, [view for _, view in squeezes])  # first)
+    return Data((*chain, *(view for original, view in squeezes if original in kept)))
+
+
 def _trivial(view: View) -> bool:
     if isinstance(view, Unflatten):
         return len(view.sizes) == 1

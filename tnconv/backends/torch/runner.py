@@ -26,6 +26,7 @@ from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
 from tnconv.ir.sizes import Size
+from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
 from tnconv.lower.nodes import Executor, Plan
 from tnconv.lower.pair_gram import PairGram
@@ -40,9 +41,11 @@ class Owner(Protocol):
     counts their bytes).
     """
 
+    equation: str
     operands: tuple[str, ...]
     expected_shapes: tuple[tuple[Size, ...], ...]
     axis_labels: dict[str, tuple[str, ...]]
+    result_elements: Size
     plan: Plan | None
 
     @property
@@ -75,15 +78,21 @@ class Runner:
         self._names = program.operands
         self._expected = program.expected_shapes
         self._labels = program.axis_labels
+        self._equation = program.equation
+        self._result = int(program.result_elements)
         plan = program.plan
         self._native = plan if isinstance(plan, Native) else None
         self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
         self._fast = self.kernel.run if self.kernel is not None else None
+        self._fast_elements = self._result  # what the native kernel makes that tnconv bounds: its result
         self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
+        self._einsum_elements = 0  # the einsum plan's largest tensor (result or intermediate), once it is made
         if isinstance(plan, PairGram):
             self._fast = pair_gram(plan)
+            self._fast_elements = 0  # the pair-Gram call checks its own tensors (it is also called directly)
         elif self.kernel is None:
             self._einsum = executor(plan)  # type: ignore[arg-type]
+            self._einsum_elements = max(plan.largest_intermediate, self._result)  # type: ignore[union-attr]
         self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
 
     def __call__(self, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -101,6 +110,8 @@ class Runner:
             if operand.shape != shape or operand.dtype != dtype or operand.device != device:
                 check_operands(names, args, self._expected, self._labels)
         if self._fast is not None and dtype.is_floating_point:
+            if self._fast_elements * MAX_ITEMSIZE > LIMIT.bytes:
+                self._check_allocation(self._fast_elements, dtype)
             return self._fast(args)
         return self.run_einsum(args, dtype, device)
 
@@ -125,6 +136,9 @@ class Runner:
             program = self._program()
             assert program is not None  # only a program reaches its runner
             self._einsum = executor(program.einsum_plan)
+            self._einsum_elements = max(program.einsum_plan.largest_intermediate, self._result)
+        if self._einsum_elements * MAX_ITEMSIZE > LIMIT.bytes:
+            self._check_allocation(self._einsum_elements, dtype)
         run, constants = self._einsum
         key = (dtype, device)
         made = self.constants.get(key)
@@ -136,6 +150,11 @@ class Runner:
                 if program is not None:
                     program.account_constants()
         return run(operands, made)
+
+    def _check_allocation(self, elements: int, dtype: torch.dtype) -> None:
+        """ValueError when the largest tensor of a call (``elements`` of ``dtype``) exceeds the allocation limit."""
+        which = "result" if elements == self._result else "largest intermediate"
+        check_allocation(elements, dtype.itemsize, f"the {which} of this call of the program {self._equation!r}")
 
     @property
     def constant_bytes(self) -> int:
