@@ -188,3 +188,26 @@ def test_a_normalisation_layer_that_does_not_run_is_refused():
     model = Unused().double()
     with pytest.raises(ValueError, match=r"layers \['unused'\] did not run in the forward pass"):
         sum_grad_squared(model, LOSSES["ce-mean"], *batch((2, 3, 4), LOSSES["ce-mean"]))
+
+
+class UnrunLinear(torch.nn.Module):
+    """A head and a Linear layer the forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.unused = torch.nn.Linear(3 * 4, CLASSES), torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+def test_a_supported_layer_that_does_not_run_is_left_out_with_a_warning():
+    """As ``per_sample_grads`` does (it gets no curvature); the layers that ran are right."""
+    model, loss_function = UnrunLinear().double(), LOSSES["ce-sum"]
+    x, y = batch((4, 3, 4), loss_function)
+    with pytest.warns(UserWarning, match=r"layers \['unused'\] did not run in the forward pass"):
+        norms = per_sample_grad_norms(model, loss_function, x, y)
+    grads = reference_grads(model, loss_function, x, y)
+    assert list(norms) == ["head.weight", "head.bias"]
+    for name, value in norms.items():
+        torch.testing.assert_close(value, grads[name].flatten(1).square().sum(1), **TOL)

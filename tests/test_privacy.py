@@ -176,3 +176,24 @@ def test_bad_arguments_are_named(arguments, error, message):
 
 def test_tnconv_privacy_is_a_top_level_name():
     assert tnconv.privacy.clip_grads is clip_grads
+
+
+def test_layers_that_do_not_run_are_refused():
+    """Their parameters could get gradients by another path (``F.linear``, as attention's ``out_proj``) that
+    clip_grads cannot clip."""
+
+    class Unrun(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head, self.unused = torch.nn.Linear(3 * 6 * 6, CLASSES), torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.flatten(1))
+
+    model = Unrun().double()
+    with pytest.warns(UserWarning, match="did not run"), pytest.raises(
+        ValueError, match=r"parameters \['unused\.weight', 'unused\.bias'\] belong to layers that did not run"
+    ):
+        clip_grads(model, torch.nn.CrossEntropyLoss(), *batch(), 1.0)
+    model.unused.requires_grad_(False)
+    assert clip_grads(model, torch.nn.CrossEntropyLoss(), *batch(), 1.0).shape == (6,)

@@ -29,9 +29,11 @@ forward (no BatchNorm in training mode).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+
 import torch
 
-from tnconv.curvature.hooks import SUPPORTED, check_model, find_layers
+from tnconv.curvature.hooks import SUPPORTED, Layer, check_model, find_layers
 from tnconv.curvature.normalization import NORMALIZATIONS, find_normalizations
 from tnconv.curvature.statistics import LayerGradients, Statistics, in_model_order, layer_gradients
 
@@ -59,7 +61,8 @@ def clip_grads(
         ``(N,)``: each sample's gradient norm ``||g_n||`` before clipping.
 
     Raises:
-        ValueError: a trainable parameter of an unsupported module (all of them are listed), a bad
+        ValueError: a trainable parameter of an unsupported module (all of them are listed) or of a supported
+            layer that did not run in the forward (another module may use it through a functional call), a bad
             ``max_norm`` or ``noise_multiplier``, or what ``per_sample_grad_norms`` refuses.
     """
     model = check_model(model)
@@ -70,6 +73,7 @@ def clip_grads(
     check_supported(model)
     taken = Statistics(find_layers(model), ("norms",))
     pulled = layer_gradients(model, loss_function, inputs, targets, taken.add, keep=True)
+    check_ran(taken.uses, pulled.layers)
     norms = torch.stack(list(taken.result("norms", pulled.affine).values())).sum(0).sqrt()
     factors = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
     sums = in_model_order(model, clipped_sums(pulled, factors))
@@ -96,6 +100,19 @@ def check_supported(model: torch.nn.Module) -> None:
         raise ValueError(
             f"model has trainable parameters of unsupported modules: {', '.join(refused)}; clip_grads supports the "
             f"trainable parameters of {', '.join(kinds)} (freeze the others with requires_grad_(False))"
+        )
+
+
+def check_ran(parameters: Iterable[str], ran: list[Layer]) -> None:
+    """ValueError naming the supported layers' ``parameters`` that no layer which ran in the forward uses (another
+    module may use them through a functional call, which clip_grads cannot see, so their gradients could not be
+    clipped)."""
+    used = {name for layer in ran for name in (layer.weight, layer.bias) if name is not None}
+    unclipped = [name for name in parameters if name not in used]
+    if unclipped:
+        raise ValueError(
+            f"parameters {unclipped} belong to layers that did not run in the forward pass: clip_grads cannot clip "
+            f"their gradients (freeze them with requires_grad_(False))"
         )
 
 

@@ -48,7 +48,7 @@ AtLayer = Callable[[Layer, Record, torch.Tensor], None]
 
 @dataclass(frozen=True)
 class LayerGradients:
-    """One forward and backward of a batch: the supported layers, what the forward captured at each
+    """One forward and backward of a batch: the supported layers that ran, what the forward captured at each
     (``records``) and, where the caller kept them, the gradients of the loss w.r.t. their outputs
     (``gradients``, by layer name, as the loss's reduction weights them); and the per-sample gradients of
     the normalisation layers' affine parameters (``affine``: name -> ``(N, *param.shape)``)."""
@@ -67,7 +67,7 @@ def layer_gradients(
     """Run ``model(inputs)`` capturing every supported and normalisation layer, then one backward of
     ``loss_function(output, targets)`` to their outputs (no parameter gradients are computed).
 
-    ``at_layer(layer, record, gradient)`` is called for each supported layer as its output gradient
+    ``at_layer(layer, record, gradient)`` is called for each supported layer that ran as its output gradient
     arrives in the backward (with zeros, after it, for a layer the loss does not depend on); the
     gradient is kept in the result when ``keep``, else dropped at once. The normalisation layers'
     per-sample gradients are formed as their output gradients arrive, which are then dropped.
@@ -77,6 +77,7 @@ def layer_gradients(
     layers, norm_layers = find_layers(model), find_normalizations(model)
     with captured(norm_layers) as norm_records:
         output, records = forward(model, layers, inputs)
+    layers = [layer for layer in layers if layer.name in records]  # those that did not run are left out, warned of
     targets = check_output(output, targets, loss)
     affine: dict[str, torch.Tensor] = {}
     waiting: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -182,7 +183,8 @@ def per_sample_grad_norms(
     Args:
         model: any ``torch.nn.Module``; its supported layers (``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``,
             ``Linear`` and the ``tnconv.nn`` twins) and its ``GroupNorm``, ``LayerNorm`` and
-            ``InstanceNorm`` layers with affine parameters each run once.
+            ``InstanceNorm`` layers with affine parameters each run once (a supported layer that does not run
+            is left out, with a warning, as in ``per_sample_grads``).
         loss_function: a ``torch.nn.CrossEntropyLoss`` or ``MSELoss`` (reduction ``"mean"`` or ``"sum"``).
         inputs, targets: one batch; ``model(inputs)`` must be ``(N, C)``.
 
