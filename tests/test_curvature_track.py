@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from support.models import Upsample
 
 import tnconv.nn as tnn
 from tnconv.curvature import KFAC
@@ -21,17 +22,6 @@ LOSSES = {
     "ce-mean": torch.nn.CrossEntropyLoss(), "ce-sum": torch.nn.CrossEntropyLoss(reduction="sum"),
     "mse-mean": torch.nn.MSELoss(),
 }  # fmt: skip
-
-
-class Upsample(torch.nn.Module):
-    """A transposed conv whose output size is set by ``output_size`` in its forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, groups=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(x, output_size=[2 * s for s in x.shape[2:]])
 
 
 def mixed_model() -> torch.nn.Module:

@@ -190,12 +190,7 @@ class KFAC:
             return
         self._check_layers([batch.layer.name for batch in batches])
         check_batch(batches, self.approx == "reduce")
-        blend_a, blend_b = self._blends(size)
-        batches.reverse()
-        while batches:
-            batch = batches.pop()
-            running = self._factors.get(batch.layer.name)
-            self._factors[batch.layer.name] = self._accumulate_layer(batch, running, blend_a, blend_b)
+        self._blend_into(self._factors, batches, *self._blends(size))
         self.count += size
         self.version += 1
 
@@ -203,15 +198,18 @@ class KFAC:
         """Blend one batch of this rank into ``pending``, the factors of its batches since the last all-reduce
         (``Pending``: new tensors, the running factors untouched), emptying ``batches``; returns ``pending``."""
         self._check_layers([batch.layer.name for batch in batches], pending.factors or self._factors)
-        blend_a, blend_b = self._pending_blends(pending, size)
-        batches.reverse()
-        while batches:
-            batch = batches.pop()
-            running = pending.factors.get(batch.layer.name)
-            pending.factors[batch.layer.name] = self._accumulate_layer(batch, running, blend_a, blend_b)
+        self._blend_into(pending.factors, batches, *self._pending_blends(pending, size))
         pending.samples += size
         pending.batches += 1
         return pending
+
+    def _blend_into(self, factors: dict[str, Pair], batches: list[LayerBatch], blend_a: Blend, blend_b: Blend) -> None:
+        """Blend each layer's batch into ``factors`` (layer name -> ``(A, B)``, new ones for a layer without),
+        emptying ``batches`` as it goes so that each layer's input and columns are released once held."""
+        batches.reverse()
+        while batches:
+            batch = batches.pop()
+            factors[batch.layer.name] = self._accumulate_layer(batch, factors.get(batch.layer.name), blend_a, blend_b)
 
     def _pending_blends(self, pending: Pending, size: int) -> tuple[Blend, Blend]:
         """How a batch of ``size`` samples enters ``pending`` so that ``_join`` gives what blending each batch into
