@@ -57,7 +57,7 @@ def sides(name: str, approx: str, batch: int) -> dict[str, object]:
     kfac.update(x, y)
     output, records = forward(model, kfac.layers, x)
     pulled = pull_back(output, records, sqrt_ggn(output.detach(), "cross_entropy", "mean"))
-    batches = [LayerBatch(layer, records[layer.name], pulled[layer.name]) for layer in kfac.layers]
+    batches = [LayerBatch.pulled(layer, records[layer.name], pulled[layer.name]) for layer in kfac.layers]
 
     def unchecked() -> None:
         with mock.patch.object(kfac_module, "check_batch", lambda *args: None):

@@ -21,7 +21,7 @@ rounds after a warm-up round:
   evaluation mode and its fx converter for the residual adds; it cannot run the ConvNeXt).
 - ``train step``: one step of SGD (momentum 0.9) against one with KFAC: the forward and backward,
   ``KFAC.update`` (factors every step), ``Preconditioner.step``, the optimizer; the damped
-  Cholesky factors are refreshed every 10 steps (``refresh``: a snapshot of the factors loaded into
+  inverses are refreshed every 10 steps (``refresh``: a snapshot of the factors loaded into
   a second ``KFAC`` and factorised), counted at a tenth of its time.
 
 Peak memory (``--memory``, on by default): for ``per-sample``, ``diag GGN`` and ``train step``,
@@ -249,7 +249,7 @@ class TrainSteps:
     def refresh(self) -> None:
         """Load the current factors into the snapshot and factorise them (every ``REFRESH_EVERY`` steps)."""
         self.snapshot.load_state_dict(self.kfac.state_dict())
-        self.preconditioner._choleskys()
+        self.preconditioner._invert()
 
 
 def step_sides(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, TrainSteps]:

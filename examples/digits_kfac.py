@@ -2,13 +2,16 @@
 
     python examples/digits_kfac.py
 
-Each step draws a batch, adds it to the running KFAC factors (an exponential moving
-average), computes the gradient, preconditions it in place with
-``KFAC(...).preconditioner(damping).step()`` and lets ``torch.optim.SGD`` take the step.
+Each step draws a batch and computes the gradient inside ``with kfac.track():``, which adds the
+batch to the running KFAC factors (an exponential moving average) from that same forward and
+backward, preconditions the gradient in place with ``KFAC(...).preconditioner(damping).step()``
+and lets ``torch.optim.SGD`` take the step (docs/training.md).
 The digits (1797 images of 8x8 pixels, 10 classes) ship with scikit-learn: no download.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 from sklearn.datasets import load_digits
@@ -47,10 +50,9 @@ def train(
     for _ in range(steps):
         batch = torch.randint(0, len(labels), (batch_size,), generator=generator)
         x, y = images[batch], labels[batch]
-        if kfac is not None and preconditioner is not None:
-            kfac.update(x, y)
         optimizer.zero_grad()
-        loss_function(model(x), y).backward()
+        with kfac.track() if kfac is not None else nullcontext():  # the factors of this very step
+            loss_function(model(x), y).backward()
         if preconditioner is not None:
             preconditioner.step()
         optimizer.step()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from support.models import Upsample
 
 import tnconv.nn as tnn
 from tnconv.curvature import KFAC, diag_ggn, per_sample_grads
@@ -13,17 +14,6 @@ from tnconv.curvature.factors import bias_matrix, layout, matrix_weight, weight_
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 CLASSES = 4
-
-
-class Upsample(torch.nn.Module):
-    """A transposed conv whose output size is set by ``output_size`` in its forward (not by an attribute)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, groups=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(x, output_size=[2 * s for s in x.shape[2:]])
 
 
 def mixed_model() -> torch.nn.Module:

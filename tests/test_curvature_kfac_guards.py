@@ -4,6 +4,7 @@ preconditioner names the layer and group it cannot factorise; only the documente
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_loaded_factors_must_have_the_shapes_dtypes_and_values_of_an_update():
             {**half_state, "factors": {**half_state["factors"], "5": narrowed}})
 
 
-def test_the_preconditioner_names_the_layer_and_group_it_cannot_factorise():
+def test_the_preconditioner_clamps_indefinite_factors_once_and_names_non_finite_ones():
     kfac = KFAC(model_of(), torch.nn.MSELoss())
     kfac.update(*data(1))
     state = kfac.state_dict()
@@ -127,10 +128,19 @@ def test_the_preconditioner_names_the_layer_and_group_it_cannot_factorise():
     negative[1] = -torch.eye(a.shape[-1], dtype=a.dtype)  # finite, symmetric, not positive definite after damping
     kfac.load_state_dict({**state, "factors": {**state["factors"], "0": (negative, b)}})
     gradients = {name: torch.ones_like(p) for name, p in kfac.model.named_parameters()}
-    with pytest.raises(ValueError, match=r"layer '0', group 1: its factor A \+ damping \* I \(damping=0.5\) is not "
-                                         r"positive definite"):
-        kfac.preconditioner(0.5)(gradients)
-    assert set(kfac.preconditioner(2.0)(gradients)) == set(gradients)  # enough damping: positive definite again
+    preconditioner = kfac.preconditioner(0.5)
+    with pytest.warns(UserWarning, match=r"layer '0', group 1, factor A: not positive definite after damping "
+                                         r"\(damping=0.5\), so their eigenvalues below 0 were raised to 0"):
+        got = preconditioner(gradients)
+    clamped = negative.clone()
+    clamped[1] = 0.0  # eigenvalues -1 raised to 0
+    kfac.load_state_dict({**state, "factors": {**state["factors"], "0": (clamped, b)}})
+    torch.testing.assert_close(got, kfac.preconditioner(0.5)(gradients), **TOL)
+    kfac.load_state_dict({**state, "factors": {**state["factors"], "0": (negative, b)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per preconditioner
+        preconditioner.damping = 0.25
+        preconditioner(gradients)
     kfac.factors["3"][1][0, 0, 0] = math.inf  # the live tensors, as a diverging run could leave them
     with pytest.raises(ValueError, match=r"layer '3': its factor B is not finite"):
         kfac.preconditioner(2.0)(gradients)
@@ -173,5 +183,5 @@ def test_only_the_documented_methods_are_public():
     def public(cls: type) -> set[str]:
         return {name for name in vars(cls) if not name.startswith("_")}
 
-    assert public(KFAC) == {"update", "factors", "preconditioner", "state_dict", "load_state_dict"}
-    assert public(Preconditioner) == {"step"}
+    assert public(KFAC) == {"update", "track", "factors", "preconditioner", "state_dict", "load_state_dict"}
+    assert public(Preconditioner) == {"step", "damping"}

@@ -83,6 +83,7 @@ def training_setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 
 
 STEPS = 3
+TRACKED_FISHERS = ("type-2", "empirical")
 
 
 def kfac_training(shard: slice, distributed: bool) -> dict[str, object]:
@@ -104,6 +105,45 @@ def kfac_training(shard: slice, distributed: bool) -> dict[str, object]:
     return {"factors": kfac.factors, "count": kfac.count, "params": dict(model.state_dict())}
 
 
+def tracked_training(shard: slice, distributed: bool, fisher: str) -> dict[str, object]:
+    """KFAC-preconditioned SGD whose factors are recorded by ``track()`` inside each step: the first step
+    accumulates the gradients of two micro-batches (``STEPS - 1`` batches before it), the last step one batch."""
+    model, xs, ys = training_setup()
+    loss_function = torch.nn.CrossEntropyLoss()
+    kfac = curvature.KFAC(model, loss_function, ema_decay=0.5, fisher=fisher, distributed=distributed)
+    preconditioner = kfac.preconditioner(0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for micro in (range(STEPS - 1), range(STEPS - 1, STEPS)):
+        optimizer.zero_grad()
+        with kfac.track():
+            for step in micro:
+                loss_function(model(xs[step, shard]), ys[step, shard]).backward()
+        size = ys[0, shard].shape[0]
+        grads = all_reduce_factors({name: p.grad for name, p in model.named_parameters()}, batch_size=size)
+        for name, p in model.named_parameters():
+            p.grad.copy_(grads[name])
+        preconditioner.step()
+        optimizer.step()
+    return {"factors": kfac.factors, "count": kfac.count, "params": dict(model.state_dict())}
+
+
+def updated_training(fisher: str) -> dict[str, object]:
+    """``tracked_training`` of one process on the full batches, its factors from ``update`` on each of them."""
+    model, xs, ys = training_setup()
+    loss_function = torch.nn.CrossEntropyLoss()
+    kfac = curvature.KFAC(model, loss_function, ema_decay=0.5, fisher=fisher)
+    preconditioner = kfac.preconditioner(0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for micro in (range(STEPS - 1), range(STEPS - 1, STEPS)):
+        optimizer.zero_grad()
+        for step in micro:
+            kfac.update(xs[step], ys[step])
+            loss_function(model(xs[step]), ys[step]).backward()
+        preconditioner.step()
+        optimizer.step()
+    return {"factors": kfac.factors, "count": kfac.count, "params": dict(model.state_dict())}
+
+
 def first_batch_factors(shard: slice) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
     """``KFAC.factors`` of the first batch's ``shard``, all-reduced as they are (``(A, B)`` pairs, ``None``s)."""
     model, xs, ys = training_setup()
@@ -119,6 +159,8 @@ def training_worker(rank: int, port: int, out: str) -> None:
         start = sum(SHARDS[:rank])
         shard = slice(start, start + SHARDS[rank])
         result = {**kfac_training(shard, distributed=True), "first": first_batch_factors(shard)}
+        for fisher in TRACKED_FISHERS:
+            result[f"tracked {fisher}"] = tracked_training(shard, distributed=True, fisher=fisher)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -163,6 +205,11 @@ def test_two_gloo_ranks_train_with_kfac_as_one_process_on_the_full_batch(tmp_pat
         for key in ("factors", "params", "first"):
             assert list(result[key]) == list(full[key])
             torch.testing.assert_close(result[key], full[key], rtol=1e-10, atol=1e-12)
+        for fisher in TRACKED_FISHERS:  # track() on two ranks, micro-batches all-reduced once per step
+            tracked, reference = result[f"tracked {fisher}"], updated_training(fisher)
+            assert tracked["count"] == reference["count"] == STEPS * sum(SHARDS)
+            for key in ("factors", "params"):
+                torch.testing.assert_close(tracked[key], reference[key], rtol=1e-10, atol=1e-12)
 
 
 def test_single_process_keeps_values_and_structure():

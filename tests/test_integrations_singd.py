@@ -344,7 +344,7 @@ def test_the_input_term_is_singds_from_the_unfolded_patches(
     cls = SingdSINGD.SUPPORTED_STRUCTURES[structure]
     K = cls.eye(dim, dtype=dtype)
     K.add_(cls.from_dense(torch.randn(dim, dim, generator=generator, dtype=torch.float64).to(dtype)), alpha=0.3)
-    routine_x, shape = geometry("layer", module, x, module(x))
+    routine_x, shape = geometry("layer", module, x, module(x).shape)
     got = singd_inputs.input_term(K, routine_x, shape, expand, bias)
     expected = reference_term(K, x, layer, expand, bias)
     torch.testing.assert_close(got.to_dense(), expected.to_dense(), **tolerance(structure))
@@ -357,7 +357,7 @@ def test_gram_blocks_are_the_blocks_of_the_gram(channels: int, kernel: tuple[int
     dims = len(kernel)
     x = torch.randn(2, channels, *([9] * dims), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     module = tnconv.nn.ConvNd(dims, channels, 2, kernel, padding=1, bias=bias, dtype=torch.float64)
-    routine_x, shape = geometry("layer", module, x, module(x))
+    routine_x, shape = geometry("layer", module, x, module(x).shape)
     full = singd_inputs.expand_gram(routine_x, shape, bias)
     blocks, last = singd_inputs.gram_blocks(routine_x, shape, bias, 30)
     dim = full.shape[0]
@@ -385,7 +385,7 @@ def test_dense_expand_takes_the_gram_or_chunks_of_patches(
     x = torch.randn(batch, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     K = SingdSINGD.SUPPORTED_STRUCTURES["dense"].eye(28, dtype=torch.float64)
     K.add_(K.from_dense(torch.randn(28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1))))
-    routine_x, shape = geometry("layer", module, x, module(x))
+    routine_x, shape = geometry("layer", module, x, module(x).shape)
     got = singd_inputs.input_term(K, routine_x, shape, True, True)
     layer = ConvLayer(tuple(x.shape), (2, 3, 3, 3), 1, 1, 1, 1, "zeros", 0, False, ((1, 1), (1, 1)))
     torch.testing.assert_close(got.to_dense(), reference_term(K, x, layer, True, True).to_dense())

@@ -128,9 +128,16 @@ def tell_failures(group: dist.ProcessGroup | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if dist.is_available() and dist.is_initialized():
-            gather(Description(problem=f"{type(error).__name__}: {error}"), group)
+        tell_failure(error, group)
         raise
+
+
+def tell_failure(error: Exception, group: dist.ProcessGroup | None = None) -> None:
+    """Tell the other ranks of ``group`` that this rank failed with ``error`` instead of joining their
+    ``all_reduce_factors`` (which then raises a ValueError quoting it); ``tell_failures`` for work that already
+    failed. Without a process group, nothing."""
+    if dist.is_available() and dist.is_initialized():
+        gather(Description(problem=f"{type(error).__name__}: {error}"), group)
 
 
 def gather(description: Description, group: dist.ProcessGroup | None) -> list[Description]:

@@ -58,13 +58,21 @@ def check_loss(loss_function: object) -> Loss:
     return Loss(loss_function, kind, loss_function.reduction)
 
 
-def check_output(output: torch.Tensor, targets: object, loss: Loss) -> torch.Tensor:
-    """The model output must be ``(N, C)`` and ``targets`` fit it; returns ``targets``."""
+def check_model_output(output: object) -> torch.Tensor:
+    """The model output must be a non-empty floating-point ``(N, C)`` tensor; returns it."""
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"model must return a tensor, got {type(output).__name__}")
     if output.ndim != 2 or output.shape[0] == 0 or output.shape[1] == 0 or not output.is_floating_point():
         raise ValueError(
             f"the model output must be a non-empty floating-point (N, C) tensor, got {output.dtype} "
             f"of shape {tuple(output.shape)}"
         )
+    return output
+
+
+def check_output(output: torch.Tensor, targets: object, loss: Loss) -> torch.Tensor:
+    """The model output must be ``(N, C)`` and ``targets`` fit it; returns ``targets``."""
+    check_model_output(output)
     if not isinstance(targets, torch.Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if targets.shape[:1] != output.shape[:1] or (loss.kind == "mse" and targets.shape != output.shape):
@@ -95,11 +103,12 @@ def loss_gradient(output: torch.Tensor, targets: torch.Tensor, loss: Loss) -> to
 
 
 def fisher_columns(
-    output: torch.Tensor, targets: torch.Tensor, loss: Loss, fisher: str, mc_samples: int | None,
+    output: torch.Tensor, targets: torch.Tensor | None, loss: Loss, fisher: str, mc_samples: int | None,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """The columns ``(M, N, C)`` of ``fisher`` (one of ``FISHERS``) for this batch."""
+    """The columns ``(M, N, C)`` of ``fisher`` (one of ``FISHERS``) for this batch (``targets``: empirical only)."""
     if fisher == "empirical":
+        assert targets is not None  # the gradient of the loss on them
         return loss_gradient(output, targets, loss)[None] * math.sqrt(mean_divisor(output, loss))
     samples = mc_samples if fisher == "mc" else None
     return sqrt_ggn(output, loss.kind, loss.reduction, mc_samples=samples, generator=generator)

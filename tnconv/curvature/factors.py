@@ -73,11 +73,14 @@ def layout(module: torch.nn.Module) -> Geometry:
     return Geometry(kind, module.groups, module.out_channels)  # type: ignore[arg-type]
 
 
-def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Geometry]:
-    """The layer ``module`` (called ``name``) that mapped ``x`` to ``y``, and ``x`` as its routines take it.
+def geometry(
+    name: str, module: torch.nn.Module, x: torch.Tensor, output_shape: torch.Size
+) -> tuple[torch.Tensor, Geometry]:
+    """The layer ``module`` (called ``name``) that mapped ``x`` to an output of ``output_shape``, and ``x`` as its
+    routines take it.
 
     A conv with ``padding_mode`` other than zeros gets ``x`` padded in that mode and
-    zero padding; a transposed conv's ``output_padding`` is read from ``y`` (it
+    zero padding; a transposed conv's ``output_padding`` is read from ``output_shape`` (it
     differs from the attribute when its forward got ``output_size``).
     """
     shape = layout(module)
@@ -98,7 +101,9 @@ def geometry(name: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
         groups=module.groups, padding_mode=mode, output_padding=output_padding, transposed=transposed,
     ))  # fmt: skip
     if transposed:  # a forward given output_size pads differently from the attribute
-        output_padding = tuple(op + out - size for op, out, size in zip(output_padding, y.shape[2:], hyper.output_size))
+        output_padding = tuple(
+            op + out - size for op, out, size in zip(output_padding, output_shape[2:], hyper.output_size)
+        )
     padding: object = hyper.padding
     if mode != "zeros":
         x = F.pad(x, [side for pair in reversed(hyper.padding) for side in pair], mode=mode)

@@ -21,18 +21,19 @@ uses through ``F.linear``, as ``nn.MultiheadAttention`` does with its
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.autograd.graph import GradientEdge
 
 from tnconv.curvature.factors import Geometry, geometry
 from tnconv.curvature.supported import SUPPORTED, Layer, check_model, find_layers, warn_batch_statistics
 from tnconv.limits import check_allocation
 
-__all__ = ["SUPPORTED", "Layer", "Record", "capture", "check_model", "find_layers", "forward", "pull_back",
-           "pull_back_calls"]  # fmt: skip
+__all__ = ["SUPPORTED", "Layer", "Record", "capture", "check_model", "check_ran", "check_single_calls", "find_layers",
+           "forward", "pull_back", "pull_back_calls", "pull_back_edges"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Capture:
             x = args[0]
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"layer {name!r} must get a tensor input, got {type(x).__name__}")
-            x, layer = geometry(name, module, x.detach(), output)
+            x, layer = geometry(name, module, x.detach(), output.shape)
             probe = output.new_zeros(()).expand(output.shape).detach().requires_grad_()
             self.records.setdefault(name, []).append(Record(x, probe, layer))
             return output + probe
@@ -91,7 +92,14 @@ def capture(
         output = model(inputs)
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"model must return a tensor, got {type(output).__name__}")
-    missing = [layer.name for layer in layers if layer.name not in hooks.records]
+    check_ran(layers, hooks.records, stacklevel=5)  # the caller of KFAC.update, per_sample_grads, diag_ggn
+    return output, {layer.name: hooks.records[layer.name] for layer in layers if layer.name in hooks.records}
+
+
+def check_ran(layers: list[Layer], ran: Collection[str], stacklevel: int) -> None:
+    """The layers named in ``ran`` ran in a forward: a ValueError when none of ``layers`` did, one warning (at
+    ``stacklevel`` from here) naming those that did not."""
+    missing = [layer.name for layer in layers if layer.name not in ran]
     if len(missing) == len(layers):
         raise ValueError(f"none of the supported layers {missing} ran in the forward pass")
     if missing:
@@ -99,9 +107,8 @@ def capture(
             f"layers {missing} did not run in the forward pass (another module may use their parameters, as "
             f"nn.MultiheadAttention uses its out_proj through F.linear): they get no curvature",
             UserWarning,
-            stacklevel=4,  # the caller of KFAC.update, per_sample_grads, diag_ggn
+            stacklevel=stacklevel,
         )
-    return output, {layer.name: hooks.records[layer.name] for layer in layers if layer.name in hooks.records}
 
 
 def forward(
@@ -111,14 +118,18 @@ def forward(
     layer and its parameters when one ran more than once."""
     output, calls = capture(model, layers, inputs)
     for layer in layers:
-        count = len(calls.get(layer.name, ()))
-        if count > 1:
-            keys = [key for key in (layer.weight, layer.bias) if key is not None]
-            raise ValueError(
-                f"layer {layer.name!r} (parameters {keys}) ran {count} times in one forward: KFAC has no Kronecker "
-                f"block for a weight used several times"
-            )
+        check_single_calls(layer, len(calls.get(layer.name, ())))
     return output, {name: records[0] for name, records in calls.items()}
+
+
+def check_single_calls(layer: Layer, count: int) -> None:
+    """A ValueError naming ``layer`` and its parameters when it ran ``count`` > 1 times in one forward."""
+    if count > 1:
+        keys = [key for key in (layer.weight, layer.bias) if key is not None]
+        raise ValueError(
+            f"layer {layer.name!r} (parameters {keys}) ran {count} times in one forward: KFAC has no Kronecker "
+            f"block for a weight used several times"
+        )
 
 
 def pull_back(output: torch.Tensor, records: Mapping[str, Record], columns: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -139,15 +150,37 @@ def pull_back_calls(
     return {name: [next(grads) for _ in records] for name, records in calls.items()}
 
 
+def pull_back_edges(
+    output: torch.Tensor, edges: Mapping[str, tuple[GradientEdge, torch.Size]], columns: torch.Tensor
+) -> dict[str, torch.Tensor | None]:
+    """``pull_back`` through a graph that the caller's own forward built (no probes): ``edges`` is layer name ->
+    the gradient edge of its output (``torch.autograd.graph.get_gradient_edge``, taken in a forward hook, so that a
+    later in-place change of the output does not move it) and the output's shape.
+
+    One batched backward that keeps the graph for the caller's own backward (``retain_graph``) and accumulates
+    nothing into any ``.grad``; None for a layer the output does not depend on.
+    """
+    names = list(edges)
+    for name in names:
+        _check_columns(columns, name, edges[name][1].numel())
+    pulled = torch.autograd.grad(output, [edges[name][0] for name in names], columns, retain_graph=True,
+                                 is_grads_batched=True, allow_unused=True)  # fmt: skip
+    return dict(zip(names, pulled))
+
+
+def _check_columns(columns: torch.Tensor, name: str, numel: int) -> None:
+    """Refuse (``tnconv.limits``), before the backward, the ``M`` columns at a layer output of ``numel`` elements
+    when they would not fit."""
+    check_allocation(columns.shape[0] * numel, columns.dtype.itemsize,
+                     f"the {columns.shape[0]} columns pulled back to layer {name!r} (M, *y.shape)")  # fmt: skip
+
+
 def _pull(
     output: torch.Tensor, probes: list[tuple[str, torch.Tensor]], columns: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """The gradients of ``output`` w.r.t. the probes (layer name, probe) for each column, in one batched backward.
-
-    Refused (``tnconv.limits``) before the backward when the ``M`` columns at some layer output would not fit.
-    """
+    """The gradients of ``output`` w.r.t. the probes (layer name, probe) for each column, in one batched backward
+    (refused before it when the columns at some layer output would not fit: ``_check_columns``)."""
     for name, probe in probes:
-        check_allocation(columns.shape[0] * probe.numel(), columns.dtype.itemsize,
-                         f"the {columns.shape[0]} columns pulled back to layer {name!r} (M, *y.shape)")
+        _check_columns(columns, name, probe.numel())
     return torch.autograd.grad(output, [probe for _, probe in probes], columns, is_grads_batched=True,
                                materialize_grads=True)  # fmt: skip

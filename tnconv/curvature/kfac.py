@@ -28,9 +28,12 @@ from tnconv.curvature.checks import check_finite
 from tnconv.curvature.columns import FISHERS, check_loss, check_output, fisher_columns
 from tnconv.curvature.factors import accumulate_bias, input_factor, mean_patch, output_factor
 from tnconv.curvature.hooks import forward, pull_back
-from tnconv.curvature.kfac_batch import LayerBatch, check_batch, check_factors, factor_dtype, factor_shapes
+from tnconv.curvature.kfac_batch import (
+    LayerBatch, Pending, check_batch, check_factors, factor_dtype, factor_shapes,
+)
 from tnconv.curvature.preconditioner import Preconditioner
 from tnconv.curvature.supported import Layer, check_model, check_unshared, find_layers
+from tnconv.curvature.tracking import Tracker
 from tnconv.distributed import all_reduce_factors, tell_failures
 
 APPROXES = ("expand", "reduce")
@@ -128,6 +131,7 @@ class KFAC:
         check_unshared(self.model, self.layers, allowed=False)
         self.count = 0  # samples seen (on all ranks when distributed)
         self.version = 0  # bumped whenever the factors change; preconditioners watch it
+        self._tracker: Tracker | None = None  # the open track() block
         self._factors: dict[str, Pair] = {}  # layer name -> (A, B), A joined with the bias unless separate
 
     # --- accumulation ---------------------------------------------------------------------------
@@ -152,9 +156,24 @@ class KFAC:
             columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
             pulled = pull_back(output, records, columns)
             del columns
-            batches = [LayerBatch(layer, records.pop(layer.name), pulled.pop(layer.name))
+            batches = [LayerBatch.pulled(layer, records.pop(layer.name), pulled.pop(layer.name))
                        for layer in self.layers if layer.name in records]  # fmt: skip
         self._add_batch(batches, output.shape[0])
+
+    def track(self, enabled: bool = True) -> Tracker:
+        """A context manager in which the model's own forwards and the caller's own ``loss.backward()`` record
+        batches, each joining the factors as ``update(inputs, targets)`` on it would (``tnconv.curvature.tracking``).
+
+        Each forward of the model inside the block (with gradients on) is a batch: ``fisher="empirical"`` reads
+        the gradients of the caller's backward (the loss must be ``loss_function(model(inputs), targets)`` with
+        this KFAC's ``loss_function``, unscaled); ``"mc"`` and ``"type-2"`` pull their columns back through the
+        forward's graph in one batched backward when the forward ends, leaving every ``.grad`` as it was. A batch
+        joins the factors when the next tracked forward begins or the block ends (with ``distributed``: each rank's
+        batches are combined, then all-reduced once, at the end of the block). ``enabled=False`` records nothing.
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, got {enabled!r}")
+        return Tracker(self, enabled)
 
     def _add_batch(self, batches: list[LayerBatch], size: int) -> None:
         """Blend one batch of ``size`` samples (every layer that ran: ``batches``) into the running factors, or
@@ -165,46 +184,87 @@ class KFAC:
         emptied on the way, so that each layer's input and columns are released once its factors hold them.
         """
         if self.distributed:
-            size = self._add_distributed(batches, size)
-        else:
-            self._check_layers([batch.layer.name for batch in batches])
-            check_batch(batches, self.approx == "reduce")
-            blend_a, blend_b = self._blends(size)
-            batches.reverse()
-            while batches:
-                batch = batches.pop()
-                running = self._factors.get(batch.layer.name)
-                self._factors[batch.layer.name] = self._accumulate_layer(batch, running, blend_a, blend_b)
+            with self._told():
+                pending = self._pend(Pending(), batches, size)
+            self._join(pending)
+            return
+        self._check_layers([batch.layer.name for batch in batches])
+        check_batch(batches, self.approx == "reduce")
+        self._blend_into(self._factors, batches, *self._blends(size))
         self.count += size
         self.version += 1
 
-    def _add_distributed(self, batches: list[LayerBatch], size: int) -> int:
-        """``_add_batch`` across the ranks: this rank's batch factors (new tensors), all-reduced, checked finite (the
-        same verdict on every rank), blended in; the global batch size."""
-        with self._told():
-            self._check_layers([batch.layer.name for batch in batches])
-            fresh = {batch.layer.name: self._accumulate_layer(batch, None, FRESH, FRESH) for batch in batches}
-            batches.clear()
-        fresh, size = self._all_reduce(fresh, size)
-        check_factors(fresh, "the batch's factor {which} of layer {name!r} (all ranks together) is not finite: the "
-                             "batch is refused and the running factors are unchanged")  # fmt: skip
-        blend_a, blend_b = self._blends(size)
-        for name, (a, b) in fresh.items():
+    def _pend(self, pending: Pending, batches: list[LayerBatch], size: int) -> Pending:
+        """Blend one batch of this rank into ``pending``, the factors of its batches since the last all-reduce
+        (``Pending``: new tensors, the running factors untouched), emptying ``batches``; returns ``pending``."""
+        self._check_layers([batch.layer.name for batch in batches], pending.factors or self._factors)
+        self._blend_into(pending.factors, batches, *self._pending_blends(pending, size))
+        pending.samples += size
+        pending.batches += 1
+        return pending
+
+    def _blend_into(self, factors: dict[str, Pair], batches: list[LayerBatch], blend_a: Blend, blend_b: Blend) -> None:
+        """Blend each layer's batch into ``factors`` (layer name -> ``(A, B)``, new ones for a layer without),
+        emptying ``batches`` as it goes so that each layer's input and columns are released once held."""
+        batches.reverse()
+        while batches:
+            batch = batches.pop()
+            factors[batch.layer.name] = self._accumulate_layer(batch, factors.get(batch.layer.name), blend_a, blend_b)
+
+    def _pending_blends(self, pending: Pending, size: int) -> tuple[Blend, Blend]:
+        """How a batch of ``size`` samples enters ``pending`` so that ``_join`` gives what blending each batch into
+        the running factors would: size-weighted sums (``B`` plain sums for a summed loss) for the running mean;
+        for the moving average, each batch ``(1 - ema_decay)`` on top of the earlier ones times ``ema_decay`` (the
+        very first batch alone, as ``_blends`` takes it)."""
+        beta = 0.0 if not pending.batches else 1.0 if self.ema_decay is None else self.ema_decay
+        if self.ema_decay is not None:
+            ema = Blend(beta, 1.0 if not (pending.batches or self._factors) else 1.0 - self.ema_decay)
+            return ema, ema
+        weighted = Blend(beta, float(size))
+        return weighted, Blend(beta, 1.0) if self.loss.reduction == "sum" else weighted
+
+    def _join(self, pending: Pending) -> None:
+        """All-reduce the ranks' ``pending`` factors (one message) and blend them into the running ones, or refuse
+        them with a ValueError on every rank alike (a factor that is not finite), leaving the running ones as they
+        were. Every rank must have recorded as many batches, through the same layers."""
+        reduced, samples = self._all_reduce(pending)
+        if not samples:  # no rank recorded a batch
+            return
+        check_factors(reduced, "the batch's factor {which} of layer {name!r} (all ranks together) is not finite: "
+                               "the batch is refused and the running factors are unchanged")  # fmt: skip
+        blend_a, blend_b = self._joining_blends(samples, pending.batches)
+        for name, (a, b) in reduced.items():
             running = self._factors.get(name)
             self._factors[name] = (blend_a.merge(running[0] if running else None, a),
                                    blend_b.merge(running[1] if running else None, b))  # fmt: skip
-        return size
+        self.count += samples
+        self.version += 1
+
+    def _joining_blends(self, samples: int, batches: int) -> tuple[Blend, Blend]:
+        """How the all-reduced pending factors of ``batches`` batches and ``samples`` samples enter the running ones:
+        the moving average's ``ema_decay ** batches`` on the running factors; the running mean's weights."""
+        if not self._factors:
+            fresh = FRESH if self.ema_decay is not None else Blend(0.0, 1.0 / samples)
+            return fresh, FRESH if self.ema_decay is None and self.loss.reduction == "sum" else fresh
+        if self.ema_decay is not None:
+            ema = Blend(self.ema_decay**batches, 1.0)
+            return ema, ema
+        total = self.count + samples
+        mean = Blend(self.count / total, 1.0 / total)
+        return mean, Blend(1.0, 1.0) if self.loss.reduction == "sum" else mean
 
     def _told(self) -> AbstractContextManager[None]:
         """Where a distributed rank's failure is told to the other ranks (``tell_failures``); else nothing."""
         return tell_failures(self.group) if self.distributed else nullcontext()
 
-    def _check_layers(self, names: list[str]) -> None:
-        """The layers that ran must be those that hold factors (all of them, from the first batch on)."""
-        if not self._factors or set(names) == set(self._factors):
+    def _check_layers(self, names: list[str], held: Mapping[str, Pair] | None = None) -> None:
+        """The layers that ran must be those that hold factors (``held``, default the running ones: all of them,
+        from the first batch on)."""
+        held = self._factors if held is None else held
+        if not held or set(names) == set(held):
             return
-        missing = [name for name in self._factors if name not in names]
-        new = [name for name in names if name not in self._factors]
+        missing = [name for name in held if name not in names]
+        new = [name for name in names if name not in held]
         raise ValueError(
             f"the layers that ran differ from those with factors: {missing} have factors but did not run, {new} ran "
             f"but have none (every batch must run the same layers)"
@@ -226,31 +286,40 @@ class KFAC:
         """One layer's ``(A, B)`` (``A`` joined with the bias unless kept separate) blended into ``running`` in place,
         or new ones when ``running`` is None (float32 for float16/bfloat16 layers: their sums overflow)."""
         reduce = self.approx == "reduce"
-        x, geometry, columns = batch.record.x, batch.record.geometry, batch.columns
+        x, geometry = batch.x, batch.geometry
         joined = batch.layer.bias is not None and not self.separate_bias
         if running is None:
             a_shape, b_shape = factor_shapes(batch.layer, joined)
             dtype = factor_dtype(x.dtype)
-            running = x.new_empty(a_shape, dtype=dtype), columns.new_empty(b_shape, dtype=dtype)
-        a, b = running
+            a = x.new_empty(a_shape, dtype=dtype)
+            b = None if batch.b is not None else x.new_empty(b_shape, dtype=dtype)
+        else:
+            a, b = running
         d = a.shape[-1] - 1 if joined else a.shape[-1]
         input_factor(x, geometry, reduce, a[:, :d, :d], blend_a.alpha, blend_a.beta)
         if joined:
             accumulate_bias(a, mean_patch(x, geometry), blend_a.alpha, blend_a.beta)
-        output_factor(columns, geometry, reduce, b, blend_b.alpha, blend_b.beta)
+        if batch.b is not None:
+            return a, blend_b.merge(b, batch.b)
+        assert batch.columns is not None and b is not None  # a batch holds its columns or its formed B
+        output_factor(batch.columns, geometry, reduce, b, blend_b.alpha, blend_b.beta)
         return a, b
 
-    def _all_reduce(self, batch: dict[str, Pair], size: int) -> tuple[dict[str, Pair], int]:
-        """The factors of the global batch: sums of ``size``-weighted means (of sums for a summed loss); the ranks
-        must agree on the settings and on the samples seen so far."""
-        summed_b = self.loss.reduction == "sum"
-        weighted = {name: (a * size, b if summed_b else b * size) for name, (a, b) in batch.items()}
-        reference = next(iter(batch.values()))[0]
-        count = torch.tensor(float(size), dtype=reference.dtype, device=reference.device)
-        settings = {**self._settings(), "ema_decay": self.ema_decay, "count": self.count}
-        totals, total = all_reduce_factors((weighted, count), reduction="sum", group=self.group, settings=settings)
+    def _all_reduce(self, pending: Pending) -> tuple[dict[str, Pair], int]:
+        """The sums over the ranks of their ``pending`` factors (the moving average's weighted by each rank's samples
+        and divided by all of theirs), and the samples of all ranks; the ranks must agree on the settings, on the
+        samples seen so far and on the number of batches pending."""
+        factors = pending.factors
+        if self.ema_decay is not None:
+            factors = {name: (a.mul_(pending.samples), b.mul_(pending.samples)) for name, (a, b) in factors.items()}
+        reference = next(iter(factors.values()))[0] if factors else torch.empty(())
+        samples = torch.tensor(float(pending.samples), dtype=reference.dtype, device=reference.device)
+        settings = {**self._settings(), "ema_decay": self.ema_decay, "count": self.count, "batches": pending.batches}
+        totals, total = all_reduce_factors((factors, samples), reduction="sum", group=self.group, settings=settings)
         size = round(total.item())
-        return {name: (a / size, b if summed_b else b / size) for name, (a, b) in totals.items()}, size
+        if self.ema_decay is not None:
+            totals = {name: (a.div_(size), b.div_(size)) for name, (a, b) in totals.items()}
+        return totals, size
 
     # --- results --------------------------------------------------------------------------------
     @property
@@ -275,13 +344,14 @@ class KFAC:
         """Layer name -> ``(A, B)`` with the bias folded into ``A`` where configured (``state_dict``'s factors)."""
         return dict(self._factors)
 
-    def preconditioner(self, damping: float) -> Preconditioner:
+    def preconditioner(self, damping: float, *, invert_every: int = 1) -> Preconditioner:
         """``(B + damping I)^{-1} G (A + damping I)^{-1}`` per layer and group, as a callable with ``.step()``.
 
-        Its Cholesky factors are computed on its first call after an ``update`` or
-        ``load_state_dict`` and reused until the next one.
+        The damped inverses of the factors are computed on its first call and again on every
+        ``invert_every``-th call (``step()`` or a call on gradients) at which the factors changed since, and
+        at once after ``preconditioner.damping`` changed; in between, the same inverses are applied.
         """
-        return Preconditioner(self, damping)
+        return Preconditioner(self, damping, invert_every)
 
     # --- state ----------------------------------------------------------------------------------
     def _settings(self) -> dict[str, object]:

@@ -10,11 +10,11 @@ factors that exist as tensors (a distributed batch's, after the all-reduce; a lo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from tnconv.curvature.factors import input_factor_diagonal, output_factor_diagonal
+from tnconv.curvature.factors import Geometry, input_factor_diagonal, output_factor_diagonal
 from tnconv.curvature.hooks import Record
 from tnconv.curvature.supported import Layer, patch_size
 from tnconv.routines.gram import HALF
@@ -29,11 +29,38 @@ overflowing."""
 
 @dataclass(frozen=True)
 class LayerBatch:
-    """What one batch gives a layer: its record (input, geometry) and the columns pulled back to its output."""
+    """What one batch gives a layer: its input ``x`` (as its routines take it) and ``geometry``, and its output side:
+    the ``columns`` pulled back to its output ``(M, *y.shape)`` (``update``), or the batch's output factor ``b``
+    ``(G, c, c)``, formed from them as they arrived (``track``: the columns are gone by the time the batch joins)."""
 
     layer: Layer
-    record: Record
-    columns: torch.Tensor
+    x: torch.Tensor
+    geometry: Geometry
+    columns: torch.Tensor | None = None
+    b: torch.Tensor | None = None
+
+    @classmethod
+    def pulled(cls, layer: Layer, record: Record, columns: torch.Tensor) -> LayerBatch:
+        """The batch of a layer whose input ``record`` captured and whose ``columns`` were pulled back to it."""
+        return cls(layer, record.x, record.geometry, columns=columns)
+
+    def output_diagonal(self, reduce: bool) -> torch.Tensor:
+        """The diagonal ``(G, c)`` of the batch's ``B`` (before its scaling), from the columns or the formed ``b``."""
+        if self.b is not None:
+            return self.b.diagonal(dim1=1, dim2=2)
+        assert self.columns is not None  # a batch holds one of the two
+        return output_factor_diagonal(self.columns, self.geometry, reduce)
+
+
+@dataclass
+class Pending:
+    """A rank's batches since its last all-reduce (``KFAC(distributed=True)``): their factors blended into tensors of
+    its own (layer name -> ``(A, B)``, as ``KFAC._pending_blends`` weighs them), its ``samples`` and its number of
+    ``batches``. ``update`` all-reduces each batch; a ``track()`` block all of its batches at once, when it ends."""
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    samples: int = 0
+    batches: int = 0
 
 
 def factor_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,10 +73,9 @@ def check_batch(batches: Sequence[LayerBatch], reduce: bool) -> None:
     in what it is summed from, or too large to sum in its dtype); one synchronisation for all layers."""
     fine = []
     for batch in batches:
-        x, geometry = batch.record.x, batch.record.geometry
-        limit = torch.finfo(factor_dtype(x.dtype)).max / HEADROOM
-        fine.append(input_factor_diagonal(x, geometry, reduce).amax() <= limit)
-        fine.append(output_factor_diagonal(batch.columns, geometry, reduce).amax() <= limit)
+        limit = torch.finfo(factor_dtype(batch.x.dtype)).max / HEADROOM
+        fine.append(input_factor_diagonal(batch.x, batch.geometry, reduce).amax() <= limit)
+        fine.append(batch.output_diagonal(reduce).amax() <= limit)
     if not fine:
         return
     verdicts = torch.stack(fine).tolist()
@@ -59,7 +85,7 @@ def check_batch(batches: Sequence[LayerBatch], reduce: bool) -> None:
             raise ValueError(
                 f"the batch's factor {FACTOR_NAMES[which]} of layer {batch.layer.name!r} is not finite (NaN or inf "
                 f"in the layer's {SOURCES[which]}, or too large to sum in "
-                f"{factor_dtype(batch.record.x.dtype)}): the batch is refused and the running factors are unchanged"
+                f"{factor_dtype(batch.x.dtype)}): the batch is refused and the running factors are unchanged"
             )
 
 

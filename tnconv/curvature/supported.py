@@ -164,9 +164,10 @@ def batch_statistics(model: torch.nn.Module) -> list[str]:
     ]  # fmt: skip
 
 
-def warn_batch_statistics(model: torch.nn.Module) -> None:
+def warn_batch_statistics(model: torch.nn.Module, stacklevel: int = 5) -> None:
     """One warning naming the BatchNorm layers that use batch statistics, if there are any: per-sample
-    quantities of such a model are not per sample (docs/whole-models.md, "BatchNorm")."""
+    quantities of such a model are not per sample (docs/whole-models.md, "BatchNorm"). ``stacklevel``: from here to
+    the caller of the public function (default: that of ``KFAC.update``, ``per_sample_grads``, ``diag_ggn``)."""
     names = batch_statistics(model)
     if names:
         warnings.warn(
@@ -175,5 +176,5 @@ def warn_batch_statistics(model: torch.nn.Module) -> None:
             f"(each sample's slice of a column pulled back through the batch is used as its own). Call model.eval() "
             f"for exact per-sample results",
             UserWarning,
-            stacklevel=5,  # the caller of KFAC.update, per_sample_grads, diag_ggn
+            stacklevel=stacklevel,
         )

@@ -51,7 +51,7 @@ def _layer(layer: nn.Module, activations: list[torch.Tensor], backprops: torch.T
     """The layer's input as tnconv's routines take it (in the backprops' dtype, padded for a padding mode) and its
     geometry."""
     x = activations[0].detach().to(backprops.dtype)
-    return geometry(type(layer).__name__, layer, x, backprops)
+    return geometry(type(layer).__name__, layer, x, backprops.shape)
 
 
 def _trainable(layer: nn.Module) -> dict[str, nn.Parameter]:

@@ -80,7 +80,7 @@ class SINGD(SingdSINGD):
             name = self.module_names[module]
             (dtype_K, _), _ = self._get_preconditioner_dtypes_and_device(module)
             approx = self._get_param_group_entry(module, "kfac_approx")
-            x, layer = geometry(name, module, inputs[0].detach().to(dtype_K), output)
+            x, layer = geometry(name, module, inputs[0].detach().to(dtype_K), output.shape)
             H_K = input_term(self.Ks[name], x, layer, approx == "expand", module.bias is not None)
             output.register_hook(partial(self._accumulate_terms, module, H_K))
         return None

@@ -63,6 +63,25 @@ def native(dims: int, padding: Pairs) -> bool:
     return dims <= NATIVE_DIMS and all(left == right for left, right in padding)
 
 
+def needed(ctx: FunctionCtx, index: int) -> bool:
+    """Whether this backward needs the gradient of input ``index``: it requires one and the engine will use it.
+
+    A backward asked only for gradients at some outputs of the graph (``torch.autograd.grad`` with
+    ``inputs``, e.g. ``KFAC.track()``'s batched backward of curvature columns, through the caller's graph)
+    needs no weight gradient: not computing it keeps the layer's random stream where the caller's own
+    backward expects it, and a batched backward away from the estimate's op (which has no batching rule).
+    """
+    if not ctx.needs_input_grad[index]:  # type: ignore[attr-defined]
+        return False
+    if torch.compiler.is_compiling():  # a traced backward (torch.compile) has no engine to ask
+        return True
+    node = ctx.next_functions[index][0]  # type: ignore[attr-defined]
+    try:
+        return node is None or bool(torch._C._will_engine_execute_node(node))
+    except RuntimeError:  # a leaf that torch.autograd.grad may capture (its inputs): the engine cannot tell
+        return True
+
+
 class EstimatedWeightGradConv(torch.autograd.Function):
     """A zero-padded convolution whose backward estimates the weight gradient by tensor dropout.
 
@@ -99,7 +118,7 @@ class EstimatedWeightGradConv(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
         stride, padding, dilation, groups, keep, mode, block_rows = ctx.layer  # type: ignore[attr-defined]
-        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        needs_x, needs_weight, needs_bias = (needed(ctx, index) for index in range(3))
         grad_x = grad_weight = grad_bias = None
         dims = len(stride)
         if needs_x and native(dims, padding):
