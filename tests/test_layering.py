@@ -4,7 +4,7 @@
   ``tnconv/backends`` together have no import cycle, counting every import (deferred ones inside
   functions and ``TYPE_CHECKING`` ones too: a cycle dodged by a deferred import is still a cycle).
 - Planning is torch-free: no module under ``tnconv/lower`` imports ``tnconv.backends`` (or torch) at
-  module level. The one place that joins planner and backend is ``tnconv.lower.program`` (a
+  module level. The one place that joins planner and backend is ``tnconv.programs.program`` (a
   ``Program`` makes its backend runner), and it is the only planner module that names the backend.
 - The backend interprets plans and never reaches back into the program layer (``Program``, its cache,
   ``compile``, the programs of network sums).
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tnconv"
-PROGRAM_LAYER = ("tnconv.lower.program", "tnconv.lower.compile", "tnconv.lower.cache", "tnconv.lower.sum")
-JOIN = "tnconv.lower.program"
+PROGRAM_LAYER = ("tnconv.programs.program", "tnconv.programs.compile", "tnconv.programs.cache", "tnconv.programs.sum")
+JOIN = "tnconv.programs.program"
 
 
 def module_name(path: Path) -> str:

@@ -20,7 +20,7 @@ from tnconv.curvature import per_sample_weight_grad
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern, Ones
 from tnconv.ir.views import Squeeze, Taps, Unflatten
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 from tnconv.lower.lift import structural
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.table import TABLE

@@ -10,7 +10,7 @@ import torch
 
 import tnconv
 from tnconv import IndexPattern, Network, Tensor
-from tnconv.lower.cache import PROGRAMS
+from tnconv.programs.cache import PROGRAMS
 
 
 def dense_pattern_network(size: int) -> Network:

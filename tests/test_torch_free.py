@@ -1,8 +1,8 @@
 """Building, transforming, printing and planning networks needs no torch (issue 12 item 3).
 
 The IR (``tnconv.ir``), the passes, the conv networks and the planner
-(``tnconv.lower.plan.plan``) are pure Python; only running a plan (the
-backend, ``tnconv.backends.torch``) imports torch. A fresh interpreter whose
+(``tnconv.lower.plan.plan``, for a backend's ``Target``) are pure Python; only running a plan on
+torch tensors (the backend, ``tnconv.backends.torch``) imports torch. A fresh interpreter whose
 ``import torch`` fails does all of the first.
 """
 
@@ -16,7 +16,11 @@ sys.modules["torch"] = None  # any import of torch now raises ImportError
 import tnconv.ir
 from tnconv import Network, conv_network, simplify
 from tnconv.lower.nodes import Einsum
-from tnconv.lower.plan import plan
+from tnconv.lower.plan import plan as plan_for
+from tnconv.lower.target import Target
+
+KERNELS = Target("kernels", kernels=True, speeds=None, patch_chunk=1 << 22, views_from=1 << 16)
+plan = lambda net: plan_for(net, target=KERNELS)  # a backend with native kernels, as the torch one
 
 chain = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
 print(chain)

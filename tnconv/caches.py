@@ -1,7 +1,7 @@
 """``tnconv.clear_caches()``: empty every cache tnconv keeps and free the memory its entries hold.
 
 tnconv caches work that repeats: compiled programs (``tnconv.compile``, bounded
-by the bytes of their constants, see ``tnconv.lower.cache``) and compiled
+by the bytes of their constants, see ``tnconv.programs.cache``) and compiled
 sums of networks, the routines of ``tnconv.functional``, simplified networks
 (``tnconv.simplify``), proofs over symbolic sizes, and the networks of conv
 routines (``conv_network`` and the curvature routines). Each cache is bounded;
@@ -16,14 +16,13 @@ import sys
 
 # (module, function name): caches whose module has been imported; a module never imported holds nothing
 _LRU_CACHES = (
-    ("tnconv.lower.sum", "compile_sum"),
+    ("tnconv.programs.sum", "compile_sum"),
     ("tnconv.passes.simplify", "_cached"),
     ("tnconv.conv.networks", "build"),
     ("tnconv.routines.derivation", "routine_network"),
     ("tnconv.routines.run", "setup"),
     ("tnconv.conv.hyper_cache", "_validated"),
-    ("tnconv.curvature.patches", "expand_pair"),
-    ("tnconv.curvature.patches", "_paying_pair"),
+    ("tnconv.curvature.patches", "input_gram_plan"),
     ("tnconv.ir.sizes", "_proven"),
     ("tnconv.ir.sizes", "_is_le"),
     ("tnconv.ir.sizes", "_equal"),
@@ -36,7 +35,7 @@ def clear_caches() -> None:
     Programs that callers still hold keep working: they rebuild their constants
     on their next call.
     """
-    from tnconv.lower.cache import PROGRAMS
+    from tnconv.programs.cache import PROGRAMS
 
     for module_name, function_name in _LRU_CACHES:
         module = sys.modules.get(module_name)

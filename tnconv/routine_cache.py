@@ -32,8 +32,8 @@ import torch
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.hyper_cache import typed
 from tnconv.conv.options import DEFAULT_OPTIONS
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.programs.compile import compile as compile_network
+from tnconv.programs.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.table import TABLE
 

@@ -17,8 +17,8 @@ import torch
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.options import DEFAULT_OPTIONS, Options
 from tnconv.ir.network import Network
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.programs.compile import compile as compile_network
+from tnconv.programs.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
 from tnconv.routines.routine import Routine

@@ -7,7 +7,7 @@ then runs the native kernel (floating-point operands) or the einsum plan
 ``torch.compile(fullgraph=True)`` traces a call without a graph break.
 
 The backend interprets plans and never imports the program layer
-(``tnconv.lower.program``): what a runner needs of the program that owns it is
+(``tnconv.programs.program``): what a runner needs of the program that owns it is
 the ``Owner`` protocol, which ``Program`` satisfies.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -25,33 +25,11 @@ from tnconv.backends.torch.cost import kernel_cost
 from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
-from tnconv.ir.sizes import Size
 from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
-from tnconv.lower.nodes import Executor, Plan
+from tnconv.backends.protocol import Owner
+from tnconv.lower.nodes import Plan
 from tnconv.lower.pair_gram import PairGram
-
-
-class Owner(Protocol):
-    """What a runner reads of the program that owns it (``tnconv.lower.program.Program``).
-
-    ``plan`` is what runs; ``einsum_plan`` the einsum path's plan, asked for only when a
-    native program runs other dtypes (planned on first use); ``account_constants`` is
-    told when the runner built constants for a new dtype or device (the program cache
-    counts their bytes).
-    """
-
-    equation: str
-    operands: tuple[str, ...]
-    expected_shapes: tuple[tuple[Size, ...], ...]
-    axis_labels: dict[str, tuple[str, ...]]
-    result_elements: Size
-    plan: Plan | None
-
-    @property
-    def einsum_plan(self) -> Executor: ...
-
-    def account_constants(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,16 +49,18 @@ class NativeKernel:
 
 
 class Runner:
-    """Runs a concrete program: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``."""
+    """Runs a concrete program's ``plan`` on torch tensors: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``
+    (``tnconv.backends.protocol.Runner``)."""
 
-    def __init__(self, program: Owner) -> None:
+    array_type = torch.Tensor
+
+    def __init__(self, program: Owner, plan: Plan) -> None:
         self._program = weakref.ref(program)  # the program holds its runner: no cycle
         self._names = program.operands
         self._expected = program.expected_shapes
         self._labels = program.axis_labels
         self._equation = program.equation
         self._result = int(program.result_elements)
-        plan = program.plan
         self._native = plan if isinstance(plan, Native) else None
         self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
         self._fast = self.kernel.run if self.kernel is not None else None
@@ -160,3 +140,7 @@ class Runner:
     def constant_bytes(self) -> int:
         """Bytes of the constants held (over the dtypes and devices it ran on)."""
         return nested_bytes(list(self.constants.values()))
+
+    def release_constants(self) -> None:
+        """Drop the constants (the program cache does this on eviction); rebuilt on the next call."""
+        self.constants = {}

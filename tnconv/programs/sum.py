@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from tnconv.lower.bind import order
 from tnconv.lower.optimize import AUTO, Optimize
-from tnconv.lower.program import Program, compiled
+from tnconv.programs.program import Program, compiled
 
 if TYPE_CHECKING:
     import torch
