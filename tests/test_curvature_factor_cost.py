@@ -22,7 +22,7 @@ from support.references import kwargs
 import tnconv
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature.factors import Geometry, input_factor, input_factor_cost
 from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.routines.run import finish, setup

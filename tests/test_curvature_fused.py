@@ -21,7 +21,7 @@ from tnconv import curvature
 from tnconv.curvature import KFAC, diag_ggn, sqrt_ggn
 from tnconv.curvature import factors as factors_module
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature.factors import Geometry, accumulate_bias, matrix_weight
 from tnconv.curvature.hooks import find_layers, forward, pull_back
 

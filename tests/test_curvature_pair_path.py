@@ -22,7 +22,7 @@ from support.references import grouped_patches, kfac_references, kwargs, random
 
 from tnconv.curvature import KFAC
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature.patches import accumulate_input_factor, expand_pair
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}

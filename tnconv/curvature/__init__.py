@@ -20,9 +20,9 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
   ``.preconditioner(damping)`` (a ``Preconditioner``: callable on gradients, ``.step()``);
 - ``per_sample_grads`` and ``diag_ggn`` of the supported layers' weights and biases.
 
-Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
-``dropout`` (tensor dropout, with ``dropout_slices``, ``dropout_pixels`` and ``dropout_op``),
-``checks`` (argument validation they share); for whole models ``hooks`` (finding layers,
+Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations);
+``weight_vjp_dropout`` (tensor dropout) lives in ``tnconv.dropout`` (below ``tnconv.nn``, whose
+approximate backprop uses it) and the argument checks in ``tnconv.conv.checks``; for whole models ``hooks`` (finding layers,
 capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
 ``factors`` (the per-layer math), ``kfac``, ``preconditioner`` and ``model`` (per-sample
 gradients, GGN diagonal).
@@ -30,12 +30,12 @@ Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """
 
-from tnconv.curvature.dropout import weight_vjp_dropout
 from tnconv.curvature.kfac import KFAC
 from tnconv.curvature.layer import diag_ggn_weight, kfac_expand_factor, kfac_reduce_factor, per_sample_weight_grad
 from tnconv.curvature.loss import pullback, sqrt_ggn
 from tnconv.curvature.model import diag_ggn, per_sample_grads
 from tnconv.curvature.preconditioner import Preconditioner
+from tnconv.dropout.weight_vjp import weight_vjp_dropout
 from tnconv.namespace import public_dir
 
 __all__ = [
