@@ -10,9 +10,10 @@ through ``Owner``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from tnconv.ir.sizes import Size
+from tnconv.ir.tensors import Kind
 from tnconv.lower.nodes import Executor, Plan
 from tnconv.lower.target import Target
 
@@ -64,10 +65,15 @@ class Runner(Protocol):
 
 
 class Backend(Protocol):
-    """A backend: ``target`` (what the planner plans for), and ``runner(owner, plan)``, the callable of a
-    concrete program's plan made for that target."""
+    """A backend: ``target`` (what the planner plans for), ``runner(owner, plan)``, the callable of a concrete
+    program's plan made for that target, and ``dense``, a structured tensor built as one of its arrays."""
 
     @property
     def target(self) -> Target: ...
 
     def runner(self, owner: Owner, plan: Plan) -> Runner: ...
+
+    def dense(self, kind: Kind, shape: Sequence[int], dtype: Any, device: Any) -> Any:
+        """The structured tensor ``kind`` (an index pattern, a pattern sum, ...) with ``shape`` as a dense array
+        of ``dtype`` (the backend's dtype; None: its default) on ``device`` (None: the CPU)."""
+        ...

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
 
 from tnconv.backends.protocol import Owner
+from tnconv.backends.torch import constants
 from tnconv.backends.torch.runner import Runner
 from tnconv.backends.torch.target import TARGET
+from tnconv.ir.tensors import Kind
 from tnconv.lower.nodes import Plan
 from tnconv.lower.target import Target
 
@@ -19,6 +24,9 @@ class TorchBackend:
 
     def runner(self, owner: Owner, plan: Plan) -> Runner:
         return Runner(owner, plan)
+
+    def dense(self, kind: Kind, shape: Sequence[int], dtype: Any, device: Any) -> torch.Tensor:
+        return constants.dense(kind, shape, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))
 
 
 BACKEND = TorchBackend()
