@@ -37,10 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import torch
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
 from tnconv.lower.patch_gram import GramPlan, NetworkGram, PatchChunk, gram_plan, patch_chunks
 from tnconv.lower.target import Target
@@ -95,7 +95,7 @@ def _patches(x: torch.Tensor, hyper: ConvHyper, parts: Iterator[tuple[PatchChunk
         yield chunk.samples, patch_rows(patches, part_hyper)
 
 
-@lru_cache(maxsize=256)
+@cached(maxsize=256)
 def input_gram_plan(hyper: ConvHyper, target: Target) -> GramPlan:
     """How KFAC-expand's ``A`` of the layer runs on ``target`` (``tnconv.lower.patch_gram.gram_plan``, from the
     plan of the layer's network; cached per layer: the decision takes about 50 us, as long as a small layer's

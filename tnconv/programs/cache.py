@@ -23,6 +23,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Generic, Hashable, Protocol, TypeVar
 
+from tnconv.caches import register
+
 
 class Cached(Protocol):
     """What the cache needs of a program (``tnconv.programs.program.Program``): the bytes of the constants it holds,
@@ -127,5 +129,6 @@ class ProgramCache(Generic[P]):
 
 
 PROGRAMS: ProgramCache[Any] = ProgramCache()
+register(PROGRAMS.clear)
 """The cache ``tnconv.compile`` uses (bounds: ``PROGRAMS.max_bytes``, ``PROGRAMS.max_programs``); it holds
 ``Program`` objects (``tnconv.programs.program.compiled`` and ``tnconv.einsum``'s, under keys of their own)."""

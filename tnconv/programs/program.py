@@ -51,14 +51,14 @@ from tnconv.ir.network import Network
 from tnconv.ir.sizes import product
 from tnconv.ir.verify import verify
 from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order, resolve_symbols
-from tnconv.programs.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
-from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.optimize import Optimize
+from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.path_info import StepInfo, format_table, path_info
-from tnconv.lower.plan import einsum_plan, plan
 from tnconv.lower.target import Target
+from tnconv.programs.cache import PROGRAMS
+from tnconv.programs.plans import planned, planned_einsum
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,7 @@ class Program:
             chosen = backend_named(backend)
             made = self._plans.get(backend)
             if made is None:
-                made = self._plans[backend] = plan(self.network, self.optimize, self.memory_limit, chosen.target)
+                made = self._plans[backend] = planned(self.network, self.optimize, self.memory_limit, chosen.target)
             runner = self._runners[backend] = chosen.runner(self, made)
         return runner
 
@@ -161,14 +161,14 @@ class Program:
         """The plan: ``plan`` when concrete, else the one chosen at ``representative`` sizes."""
         if self.plan is not None:
             return self.plan
-        return plan(self.representative, self.optimize, self.memory_limit, backend_named(DEFAULT_BACKEND).target)
+        return planned(self.representative, self.optimize, self.memory_limit, backend_named(DEFAULT_BACKEND).target)
 
     @cached_property
     def einsum_plan(self) -> Executor:
         """The einsum path's plan: the plan itself, or for a native program the one it would run otherwise
         (planned when first asked, for its cost and as a reference); at ``representative`` sizes when symbolic."""
         if isinstance(self.plan, (Native, PairGram, type(None))):
-            return einsum_plan(self.representative, self.optimize, self.memory_limit)
+            return planned_einsum(self.representative, self.optimize, self.memory_limit)
         return self.plan
 
     @cached_property
