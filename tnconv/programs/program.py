@@ -44,6 +44,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 import sympy
+from typing_extensions import assert_never
 
 from tnconv.backends.choice import backend_named, backend_of
 from tnconv.backends.protocol import Runner
@@ -125,10 +126,7 @@ class Program:
             return
         self.runner = cast("TorchRunner", self.runner_for(DEFAULT_BACKEND))
         self.plan = self._plans[DEFAULT_BACKEND]
-        if isinstance(self.plan, (Native, PairGram)):
-            self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else self.plan.name
-        else:
-            self.strategy = _describe(self.plan)
+        self.strategy = strategy(self.plan)
 
     def runner_for(self, backend: str) -> Runner:
         """The runner of the backend named ``backend`` (``tnconv.backends.choice.BACKENDS``), made with the plan
@@ -408,10 +406,20 @@ def _innermost(executor: Executor) -> Einsum:
     return executor
 
 
-def _describe(executor: Executor) -> str:
-    parts = ["einsum"]
-    if isinstance(executor, Sliced):
-        parts.append(f"sliced({executor.describe()})")
-    if executor.dense:
-        parts.append(f"dense({','.join(executor.dense)})")
-    return "+".join(parts)
+def strategy(plan: Plan) -> str:
+    """How ``plan`` runs, in words (``Program.strategy``): ``"native:conv2d"``, ``"pair_gram"``, ``"einsum"``,
+    ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"``."""
+    match plan:
+        case Native():
+            return f"native:{plan.name}"
+        case PairGram():
+            return plan.name
+        case Einsum() | Sliced():
+            parts = ["einsum"]
+            if isinstance(plan, Sliced):
+                parts.append(f"sliced({plan.describe()})")
+            if plan.dense:
+                parts.append(f"dense({','.join(plan.dense)})")
+            return "+".join(parts)
+        case _:
+            assert_never(plan)

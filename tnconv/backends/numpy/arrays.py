@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from typing_extensions import assert_never
 
 from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternPair, PatternSum
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
@@ -35,23 +36,25 @@ def chain(views: Sequence[View]) -> Call:
 
 
 def _view(view: View) -> Call:
-    if isinstance(view, Unflatten):
-        axis, sizes = view.axis, tuple(int(s) for s in view.sizes)
-        return lambda array: array.reshape(array.shape[:axis] + sizes + array.shape[axis + 1 :])
-    if isinstance(view, Slice):
-        start, step, count = int(view.start), int(view.step), int(view.count)
-        index = (slice(None),) * view.axis + (slice(start, start + step * (count - 1) + 1, step),)
-        return lambda array: array[index]
-    if isinstance(view, Squeeze):
-        squeezed = view.axis
-        return lambda array: array.squeeze(squeezed)
-    if isinstance(view, Flatten):
-        first, count = view.axis, len(view.sizes)
-        return lambda array: array.reshape(array.shape[:first] + (-1,) + array.shape[first + count :])
-    if isinstance(view, Taps):
-        window = Window.of(view.pattern)
-        return lambda array: taps(array, view.axis, window)
-    raise TypeError(f"unknown view {view!r}")
+    match view:
+        case Unflatten():
+            axis, sizes = view.axis, tuple(int(s) for s in view.sizes)
+            return lambda array: array.reshape(array.shape[:axis] + sizes + array.shape[axis + 1 :])
+        case Slice():
+            start, step, count = int(view.start), int(view.step), int(view.count)
+            index = (slice(None),) * view.axis + (slice(start, start + step * (count - 1) + 1, step),)
+            return lambda array: array[index]
+        case Squeeze():
+            squeezed = view.axis
+            return lambda array: array.squeeze(squeezed)
+        case Flatten():
+            first, count = view.axis, len(view.sizes)
+            return lambda array: array.reshape(array.shape[:first] + (-1,) + array.shape[first + count :])
+        case Taps():
+            tapped, window = view.axis, Window.of(view.pattern)
+            return lambda array: taps(array, tapped, window)
+        case _:
+            assert_never(view)
 
 
 def taps(array: np.ndarray, axis: int, window: Window) -> np.ndarray:
@@ -123,10 +126,12 @@ def dense(kind: Kind, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
 def constant(description: Constant, dtype: np.dtype) -> np.ndarray:
     """A plan's constant (``tnconv.lower.nodes``) as an array: dense tensors and weights in ``dtype``, index maps
     as int64."""
-    if isinstance(description, DenseTensor):
-        return dense(description.kind, description.shape, dtype)
-    if isinstance(description, Weights):
-        return np.array(description.rows, dtype=dtype)
-    if isinstance(description, IndexMap):
-        return np.array(description.values, dtype=np.int64)
-    raise TypeError(f"unknown constant {description!r}")
+    match description:
+        case DenseTensor():
+            return dense(description.kind, description.shape, dtype)
+        case Weights():
+            return np.array(description.rows, dtype=dtype)
+        case IndexMap():
+            return np.array(description.values, dtype=np.int64)
+        case _:
+            assert_never(description)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from typing_extensions import assert_never
 
 from tnconv.backends.numpy.arrays import chain, constant, fold, taps, window_sum
 from tnconv.lower.nodes import Einsum, Executor, Preparation, Sliced
@@ -30,15 +31,23 @@ def executor(plan: Executor) -> Run:
 
 def constants(plan: Executor, dtype: np.dtype) -> Any:
     """The constants of ``plan`` in ``dtype``: a tuple of arrays, or for a sliced plan one such per part."""
-    if isinstance(plan, Sliced):
-        return tuple(constants(part, dtype) for part in plan.parts)
-    return tuple(constant(description, dtype) for description in plan.constants)
+    match plan:
+        case Sliced():
+            return tuple(constants(part, dtype) for part in plan.parts)
+        case Einsum():
+            return tuple(constant(description, dtype) for description in plan.constants)
+        case _:
+            assert_never(plan)
 
 
 def _body(plan: Executor) -> Run:
-    if isinstance(plan, Sliced):
-        return _sliced(plan, [_body(part) for part in plan.parts])
-    return _einsum(plan)
+    match plan:
+        case Sliced():
+            return _sliced(plan, [_body(part) for part in plan.parts])
+        case Einsum():
+            return _einsum(plan)
+        case _:
+            assert_never(plan)
 
 
 def _einsum(plan: Einsum) -> Run:

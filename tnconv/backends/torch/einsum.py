@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 import torch
+from typing_extensions import assert_never
 
 from tnconv.backends.torch.constants import Constants
 from tnconv.backends.torch.steps import step as step_call
@@ -52,10 +53,14 @@ def reader(reads: Sequence[Read]) -> Callable[[Tensors], list[torch.Tensor]]:
 
 
 def _body(plan: Executor) -> tuple[Body, Union[Constants, SlicedConstants]]:
-    if isinstance(plan, Sliced):
-        parts = [_body(part) for part in plan.parts]
-        return _sliced(plan, [body for body, _ in parts]), SlicedConstants([made for _, made in parts])
-    return _einsum(plan), Constants(plan.constants)
+    match plan:
+        case Sliced():
+            parts = [_body(part) for part in plan.parts]
+            return _sliced(plan, [body for body, _ in parts]), SlicedConstants([made for _, made in parts])
+        case Einsum():
+            return _einsum(plan), Constants(plan.constants)
+        case _:
+            assert_never(plan)
 
 
 def _einsum(plan: Einsum) -> Body:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import torch
+from typing_extensions import assert_never
 
 from tnconv.backends.torch.bind import check_operands, collect
 from tnconv.backends.torch.constants import Constants, nested_bytes
@@ -28,7 +29,7 @@ from tnconv.backends.torch.pair_gram import pair_gram
 from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
 from tnconv.backends.protocol import Owner
-from tnconv.lower.nodes import Plan
+from tnconv.lower.nodes import Einsum, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram
 
 
@@ -61,18 +62,25 @@ class Runner:
         self._labels = program.axis_labels
         self._equation = program.equation
         self._result = int(program.result_elements)
-        self._native = plan if isinstance(plan, Native) else None
-        self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
-        self._fast = self.kernel.run if self.kernel is not None else None
+        self._native: Native | None = None
+        self.kernel: NativeKernel | None = None
+        self._fast: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = None  # floating-point operands
         self._fast_elements = self._result  # what the native kernel makes that tnconv bounds: its result
         self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
         self._einsum_elements = 0  # the einsum plan's largest tensor (result or intermediate), once it is made
-        if isinstance(plan, PairGram):
-            self._fast = pair_gram(plan)
-            self._fast_elements = 0  # the pair-Gram call checks its own tensors (it is also called directly)
-        elif self.kernel is None:
-            self._einsum = executor(plan)  # type: ignore[arg-type]
-            self._einsum_elements = max(plan.largest_intermediate, self._result)  # type: ignore[union-attr]
+        match plan:
+            case Native():
+                self._native = plan
+                self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel))
+                self._fast = self.kernel.run
+            case PairGram():
+                self._fast = pair_gram(plan)
+                self._fast_elements = 0  # the pair-Gram call checks its own tensors
+            case Einsum() | Sliced():
+                self._einsum = executor(plan)
+                self._einsum_elements = max(plan.largest_intermediate, self._result)
+            case _:
+                assert_never(plan)
         self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
 
     def __call__(self, args: tuple, kwargs: dict) -> torch.Tensor:
