@@ -249,7 +249,7 @@ class TrainSteps:
     def refresh(self) -> None:
         """Load the current factors into the snapshot and factorise them (every ``REFRESH_EVERY`` steps)."""
         self.snapshot.load_state_dict(self.kfac.state_dict())
-        self.preconditioner.choleskys()
+        self.preconditioner._choleskys()
 
 
 def step_sides(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, TrainSteps]:

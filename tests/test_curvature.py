@@ -242,3 +242,19 @@ def test_scalings_are_those_of_the_api():
     d = 2 * 2 * 3
     for routine in (curvature.kfac_expand_factor, curvature.kfac_reduce_factor):
         torch.testing.assert_close(routine(x, (2, 3)), torch.ones(1, d, d, dtype=torch.float64), **TOL)
+
+
+@settings(max_examples=6, deadline=None)
+@given(curvature_layers(max_dims=2), st.integers(0, 2**16), st.sampled_from(["expand", "reduce"]))
+def test_input_factors_are_differentiable(layer, seed, approx):
+    """An input that requires a gradient takes a differentiable path: the same value, and gradcheck passes."""
+    function = curvature.kfac_expand_factor if approx == "expand" else curvature.kfac_reduce_factor
+    x = random(layer.x_shape, seed)
+    expected = function(x, layer.kernel_size, **kwargs(layer))
+    leaf = x.clone().requires_grad_()
+    got = function(leaf, layer.kernel_size, **kwargs(layer))
+    assert got.requires_grad
+    torch.testing.assert_close(got, expected, **TOL)
+    assert torch.autograd.gradcheck(lambda value: function(value, layer.kernel_size, **kwargs(layer)), (leaf,))
+    with torch.no_grad():
+        assert not function(leaf, layer.kernel_size, **kwargs(layer)).requires_grad

@@ -8,6 +8,7 @@ column of a joined ``A``; and the two ways of the GGN diagonal built from the sa
 
 from __future__ import annotations
 
+import copy
 from unittest import mock
 
 import pytest
@@ -111,7 +112,7 @@ def test_an_update_allocates_nothing_of_a_factors_size(approx):
     kfac = KFAC(model, torch.nn.CrossEntropyLoss(), approx=approx, separate_bias=False)
     x, y = torch.randn(2, 64, 3, 3, dtype=torch.float64), torch.tensor([0, 1])
     kfac.update(x, y)
-    smallest_factor = min(a.numel() for a, _ in kfac.layer_factors().values()) * 8
+    smallest_factor = min(a.numel() for a, _ in kfac._layer_factors().values()) * 8
     sizes = allocations_during(lambda: kfac.update(x, y))
     assert sizes and max(sizes) < smallest_factor // 4
 
@@ -137,11 +138,29 @@ def test_half_precision_models_sum_in_float32_and_precondition(dtype):
     preconditioned = kfac.preconditioner(0.1)(gradients)
     exact = KFAC(small_model(), torch.nn.CrossEntropyLoss())
     exact.load_state_dict({**kfac.state_dict(), "factors": {
-        name: (a.double(), b.double()) for name, (a, b) in kfac.layer_factors().items()}})  # fmt: skip
+        name: (a.double(), b.double()) for name, (a, b) in kfac._layer_factors().items()}})  # fmt: skip
     expected = exact.preconditioner(0.1)({name: g.double() for name, g in gradients.items()})
     for name, value in preconditioned.items():
         assert value.dtype == dtype
         torch.testing.assert_close(value.double(), expected[name], rtol=0.02, atol=0.02 * expected[name].abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_ggn_diagonals_are_computed_in_float32(dtype):
+    """Wide conv layers take the per-location ways (by location pairs, by columns), a depthwise one the routine:
+    each computes in float32 and returns in the model's dtype, close to the float64 diagonal of the same model."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        torch.nn.Tanh(), torch.nn.Conv2d(16, 16, 3, stride=3), torch.nn.Flatten(), torch.nn.Linear(64, CLASSES),
+    ).to(dtype)  # fmt: skip
+    twin = copy.deepcopy(model).double()
+    x, y = torch.randn(2, 3, 6, 6).to(dtype), torch.tensor([0, 2])
+    got, expected = diag_ggn(model, torch.nn.CrossEntropyLoss(), x, y), diag_ggn(twin, torch.nn.CrossEntropyLoss(),
+                                                                                  x.double(), y)  # fmt: skip
+    for name, value in expected.items():
+        assert got[name].dtype == dtype
+        torch.testing.assert_close(got[name].double(), value, rtol=0.05, atol=0.05 * value.abs().max().item())
 
 
 @pytest.mark.parametrize("chunk", [1, 288, 600, 10**9])

@@ -2,7 +2,9 @@
 
 Also for whole models: ``KFAC(..., distributed=True)`` on two ranks holds the factors of the
 full batch, and a KFAC-preconditioned training run on two ranks (gradients averaged with
-``all_reduce_factors``) is the run of one process on the full batch.
+``all_reduce_factors``) is the run of one process on the full batch. Ranks whose KFAC settings
+differ raise the same ValueError, and a rank whose batch fails makes every rank raise (none waits
+for the process group's timeout) with the factors left as they were.
 """
 
 from __future__ import annotations
@@ -60,10 +62,10 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=len(SHARDS), timeout=datetime.timedelta(seconds=120))
     try:
         results: dict[str, tuple] = {"shards": ("ok", shard_factors(rank))}
-        for name, run in scenarios(rank).items():
+        for name, run in {**scenarios(rank), **kfac_scenarios(rank)}.items():
             try:
                 results[name] = ("ok", run())
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError, RuntimeError) as error:
                 results[name] = (type(error).__name__, str(error))
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
@@ -202,6 +204,8 @@ def test_bad_arguments_name_themselves():
         all_reduce_factors(None)
     with pytest.raises(TypeError, match=r"factors\['a'\]\[1\] must be a tensor"):
         all_reduce_factors({"a": [a, "b"]})
+    with pytest.raises(TypeError, match="settings must be a mapping"):
+        all_reduce_factors(a, settings=3)
 
 
 # --- two ranks that hold different things: matched by key, or one ValueError on every rank ----------------------
@@ -289,3 +293,119 @@ def test_the_group_still_works_after_the_errors(outcomes):
     for result in outcomes:
         status, (combined,) = result["afterwards"]
         torch.testing.assert_close(combined, value(3), rtol=0, atol=0)
+
+
+# --- KFAC(distributed=True) on ranks that disagree or fail ------------------------------------------------------------
+
+
+def kfac_attempt(rank: int, settings: dict, bad: str | None = None) -> dict[str, object]:
+    """A distributed KFAC with this rank's ``settings``: one update with a good batch unless the settings differ
+    between the ranks, then one whose batch is ``bad`` on rank 1; the outcome of the last update on this rank, and
+    whether it left the factors, count and version as they were."""
+    model, xs, ys = training_setup()
+    shard = slice(sum(SHARDS[:rank]), sum(SHARDS[: rank + 1]))
+    loss = torch.nn.CrossEntropyLoss(reduction=settings.pop("reduction", "mean"))
+    kfac = curvature.KFAC(model, loss, distributed=True, **settings)
+    if bad is not None:
+        kfac.update(xs[0, shard], ys[0, shard])
+    before = {name: tuple(f.clone() for f in pair) for name, pair in kfac._layer_factors().items()}
+    count, version = kfac.count, kfac.version
+    x, y = xs[1, shard], ys[1, shard]
+    if bad == "targets" and rank == 1:
+        y = y[:1]
+    elif bad == "inputs" and rank == 1:
+        x = x.clone()
+        x[0, 0, 0, 0] = float("nan")
+    elif bad == "model" and rank == 1:
+        x = x[:, :1]  # one channel for a conv that takes two: the model raises a RuntimeError
+    elif bad == "weights" and rank == 1:
+        with torch.no_grad():
+            model[0].weight[0, 0, 0, 0] = float("nan")  # every output NaN: found in the all-reduced factors
+    try:
+        kfac.update(x, y)
+        outcome: tuple[str, str] = ("ok", "")
+    except (ValueError, RuntimeError) as error:
+        outcome = (type(error).__name__, str(error))
+    unchanged = (kfac.count, kfac.version) == (count, version) and list(before) == list(kfac._layer_factors()) and all(
+        torch.equal(a, b) for name, pair in kfac._layer_factors().items() for a, b in zip(pair, before[name]))
+    return {"outcome": outcome, "unchanged": unchanged, "count": kfac.count}
+
+
+def kfac_scenarios(rank: int) -> dict[str, Callable[[], object]]:
+    """KFAC's settings that differ on rank 1, and batches that fail on rank 1."""
+    differing = {
+        "approx": {"approx": "reduce"}, "fisher": {"fisher": "empirical"}, "reduction": {"reduction": "sum"},
+        "separate_bias": {"separate_bias": False}, "ema_decay": {"ema_decay": 0.5},
+    }  # fmt: skip
+    cases: dict[str, Callable[[], object]] = {
+        f"kfac_{name}": (lambda change=change: kfac_attempt(rank, dict(change) if rank == 1 else {}))
+        for name, change in differing.items()
+    }
+    for bad in ("targets", "inputs", "model", "weights"):
+        cases[f"kfac_bad_{bad}"] = lambda bad=bad: kfac_attempt(rank, {}, bad)
+    cases["kfac_after"] = lambda: kfac_attempt(rank, {})
+    cases["kfac_count"] = lambda: kfac_counts_apart(rank)
+    return cases
+
+
+def kfac_counts_apart(rank: int) -> None:
+    """One update on both ranks, then rank 1 loads its state with another count: their running means would part."""
+    model, xs, ys = training_setup()
+    shard = slice(sum(SHARDS[:rank]), sum(SHARDS[: rank + 1]))
+    kfac = curvature.KFAC(model, torch.nn.CrossEntropyLoss(), distributed=True)
+    kfac.update(xs[0, shard], ys[0, shard])
+    if rank == 1:
+        kfac.load_state_dict({**kfac.state_dict(), "count": 100})
+    kfac.update(xs[1, shard], ys[1, shard])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("approx", r"ranks disagree on approx: rank 0 has approx='expand', rank 1 has approx='reduce'"),
+        ("fisher", r"ranks disagree on fisher: rank 0 has fisher='type-2', rank 1 has fisher='empirical'"),
+        ("reduction", r"ranks disagree on reduction: rank 0 has reduction='mean', rank 1 has reduction='sum'"),
+        ("separate_bias", r"ranks disagree on separate_bias: rank 0 has separate_bias=True, rank 1 has "
+                          r"separate_bias=False"),
+        ("ema_decay", r"ranks disagree on ema_decay: rank 0 has ema_decay=None, rank 1 has ema_decay=0.5"),
+    ],
+)
+def test_kfac_ranks_with_different_settings_raise_the_same_value_error(outcomes, case, message):
+    first, second = (outcome[f"kfac_{case}"][1] for outcome in outcomes)
+    assert first["outcome"] == second["outcome"] and first["outcome"][0] == "ValueError"
+    assert re.search(message, first["outcome"][1]), first["outcome"][1]
+    assert first["unchanged"] and second["unchanged"] and first["count"] == second["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        ("targets", "ValueError", r"targets must fit the model output \(2, 3\)"),
+        ("inputs", "ValueError", r"inputs must be finite, got 1 NaN or inf entry"),
+        ("model", "RuntimeError", r"expected input\[2, 1, 4, 4\] to have 2 channels"),
+    ],
+)
+def test_a_kfac_rank_whose_batch_fails_makes_every_rank_raise(outcomes, bad, error, message):
+    """Rank 1 raises its own error; rank 0 a ValueError that quotes it (not a wait until the timeout); the factors,
+    counts and versions stay as they were on both."""
+    first, second = (outcome[f"kfac_bad_{bad}"][1] for outcome in outcomes)
+    assert second["outcome"][0] == error and re.search(message, second["outcome"][1]), second["outcome"]
+    assert first["outcome"][0] == "ValueError"
+    assert f"rank 1 could not take part: {error}: " in first["outcome"][1]
+    assert re.search(message, first["outcome"][1]), first["outcome"]
+    assert first["unchanged"] and second["unchanged"] and first["count"] == second["count"] == sum(SHARDS)
+    after = [outcome["kfac_after"][1] for outcome in outcomes]  # the same ranks, settings that agree: it works
+    assert all(result["outcome"] == ("ok", "") and result["count"] == sum(SHARDS) for result in after)
+
+
+def test_kfac_factors_that_are_not_finite_on_one_rank_make_every_rank_raise_the_same_value_error(outcomes):
+    first, second = (outcome["kfac_bad_weights"][1] for outcome in outcomes)
+    assert first["outcome"] == second["outcome"] and first["outcome"][0] == "ValueError"
+    assert "the batch's factor B of layer '0' (all ranks together) is not finite" in first["outcome"][1]
+    assert first["unchanged"] and second["unchanged"]
+
+
+def test_kfac_ranks_that_saw_different_numbers_of_samples_raise_the_same_value_error(outcomes):
+    first, second = (outcome["kfac_count"] for outcome in outcomes)
+    assert first == second and first[0] == "ValueError"
+    assert "ranks disagree on count: rank 0 has count=5, rank 1 has count=100" in first[1]

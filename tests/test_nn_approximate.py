@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
+
 import pytest
 import torch
 
 import tnconv
+from tnconv.curvature import KFAC, diag_ggn, per_sample_grads
 from tnconv.nn import approximate_backprop
 
 MODES = ("channel", "rows", "spatial")
@@ -222,6 +227,87 @@ def test_compiled_model_gives_the_eager_estimates():
         for a, b in zip(eager, compiled):
             torch.testing.assert_close(a, b, **TOL)
     assert not torch.equal(runs[0][0][0], runs[0][1][0])
+    torch._dynamo.reset()
+
+
+def torch_roundtrip(model: torch.nn.Module) -> torch.nn.Module:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+@pytest.mark.parametrize("roundtrip", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m)), torch_roundtrip],
+                         ids=["deepcopy", "pickle", "torch.save"])
+def test_a_copy_of_an_approximated_model_computes_with_its_own_weights_and_stream(roundtrip):
+    """keep=1 (exact estimates): a copy whose weights are doubled has the gradients of the plain model with doubled
+    weights, and the original gets none; keep=0.5: a copy draws what the original draws next (a copy of its
+    stream), and both keep their estimates."""
+    model, shape = models()["2d"]
+    x = random(shape, 0)
+    doubled = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in doubled.parameters():
+            p.mul_(2)
+    expected = gradients(doubled, x)
+    with approximate_backprop(model, 1.0, "channel"):
+        twin = roundtrip(model)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(2)
+        model.zero_grad()
+        got = gradients(twin, x)
+        assert all(p.grad is None for p in model.parameters())
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], **TOL)
+    assert any("forward" in vars(m) for m in twin.modules())  # the handle restores the original only
+    with approximate_backprop(model, 0.5, "channel", torch.Generator().manual_seed(5)):
+        twin = roundtrip(model)
+        mine, theirs = gradients(model, x), gradients(twin, x)
+        assert not torch.equal(mine["0.weight"], expected["0.weight"] / 2)
+        for name in mine:
+            torch.testing.assert_close(theirs[name], mine[name], **TOL)
+
+
+def curvature_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(3, 3, 3, padding=1, groups=3),
+        torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 25, 4),
+    ).double()  # fmt: skip
+
+
+def curvature_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+    loss = torch.nn.CrossEntropyLoss()
+    kfac = KFAC(model, loss, fisher="mc", generator=torch.Generator().manual_seed(1))
+    kfac.update(x, y)
+    sampled = diag_ggn(model, loss, x, y, mc_samples=2, generator=torch.Generator().manual_seed(2))
+    return {"kfac": kfac.factors, "per_sample": per_sample_grads(model, loss, x, y),
+            "diag": diag_ggn(model, loss, x, y), "mc": sampled}  # fmt: skip
+
+
+def test_curvature_of_approximated_and_compiled_models_is_the_exact_one():
+    """KFAC, per-sample gradients and GGN diagonals pull columns back exactly, whatever the model's own backward:
+    under approximate_backprop, of a torch.compile'd model (keys as its named_parameters: ``_orig_mod.``) and of
+    both; the estimates stay in place and draw nothing for them."""
+    torch._dynamo.reset()
+    model = curvature_model()
+    x, y = random((3, 2, 5, 5), 0), torch.tensor([0, 3, 1])
+    expected = curvature_of(model, x, y)
+    with approximate_backprop(model, 0.5, "channel", torch.Generator().manual_seed(3)) as handle:
+        approximated = curvature_of(model, x, y)
+        compiled = curvature_of(torch.compile(model), x, y)
+        assert all("forward" in vars(model.get_submodule(name)) for name in handle.layers)
+        after = gradients(model, x)["0.weight"]
+    with approximate_backprop(model, 0.5, "channel", torch.Generator().manual_seed(3)):
+        assert torch.equal(gradients(model, x)["0.weight"], after)  # the same first draw: curvature drew nothing
+    plain_compiled = curvature_of(torch.compile(model), x, y)
+    for got in (approximated, compiled, plain_compiled):
+        for kind, values in expected.items():
+            prefix = "" if got is approximated else "_orig_mod."
+            assert list(got[kind]) == [prefix + key for key in values]
+            for key, value in values.items():
+                torch.testing.assert_close(got[kind][prefix + key], value, **TOL)
     torch._dynamo.reset()
 
 

@@ -15,17 +15,24 @@ Factors are matched by key, not by position: dict entries are reduced in
 sorted key order, so ``{"a": .., "b": ..}`` on one rank and ``{"b": .., "a": ..}``
 on another combine ``a`` with ``a``. Before any data moves, the ranks exchange
 a small description of what they hold (``all_gather_object``: keys, shapes,
-dtypes, the reduction, whether a batch size is given, the batch sizes) and
-every rank raises the same ``ValueError`` when the descriptions disagree,
-instead of combining mismatched tensors or aborting inside the backend.
+dtypes, the reduction, whether a batch size is given, the batch sizes, and the
+``settings`` a caller asks to agree) and every rank raises the same ``ValueError``
+when the descriptions disagree, instead of combining mismatched tensors or
+aborting inside the backend. Work a rank does before its ``all_reduce_factors``
+runs inside ``tell_failures``: a rank that fails there tells the others in that
+same exchange, so that they raise too instead of waiting for it until the
+process group's timeout.
 Then all tensors go through a single flat all-reduce (one message, not one
 per factor); the inputs are left unchanged. ``KFAC.factors`` (a dict of
 ``(A, B)`` pairs, ``A`` None for a separate bias) goes through as it is;
-``KFAC(..., distributed=True)`` all-reduces each batch's factors in ``update``.
+``KFAC(..., distributed=True)`` all-reduces each batch's factors in ``update``
+(its settings compared too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar, cast
 
@@ -47,18 +54,20 @@ class Description:
     """What one rank holds, exchanged before the all-reduce: checked to agree across ranks.
 
     ``leaves``: ``(path, shape, dtype)`` of each tensor, paths in reduction order
-    (``"['a'][0]"``); ``batch_size``: None when not given; ``problem``: this
-    rank's own argument error, which every other rank reports too.
+    (``"['a'][0]"``); ``batch_size``: None when not given; ``settings``: ``(name, repr)``
+    of what must agree; ``problem``: this rank's own error, which every other rank reports too.
     """
 
     leaves: tuple[tuple[str, tuple[int, ...], str], ...] = ()
     reduction: str = "mean"
     batch_size: int | None = None
+    settings: tuple[tuple[str, str], ...] = ()
     problem: str | None = None
 
 
 def all_reduce_factors(
-    factors: Factors, reduction: str = "mean", batch_size: int | None = None, group: dist.ProcessGroup | None = None
+    factors: Factors, reduction: str = "mean", batch_size: int | None = None, group: dist.ProcessGroup | None = None,
+    *, settings: Mapping[str, object] | None = None,
 ) -> Factors:
     """Combine ``factors`` (a tensor, or lists, tuples and dicts of tensors, nested) across the ranks of ``group``.
 
@@ -70,6 +79,8 @@ def all_reduce_factors(
         batch_size: this rank's number of samples (``reduction="mean"`` only; give it on
             every rank or on none).
         group: the process group (default: the whole world).
+        settings: name -> value of what must be equal on every rank (compared by ``repr``,
+            with the shapes), e.g. how the factors were computed.
 
     Returns:
         New tensors of the same structure holding the combined values, the same
@@ -78,21 +89,16 @@ def all_reduce_factors(
 
     Raises:
         ValueError: on every rank alike, when the ranks disagree on the keys, the
-            number, shapes or dtypes of the factors, the reduction, or whether a
-            batch size is given (the message names the ranks and the entry), or
-            when the batch sizes sum to 0. A rank whose own arguments are invalid
-            raises its own TypeError or ValueError; the others then raise a
-            ValueError that quotes it.
+            number, shapes or dtypes of the factors, the reduction, whether a batch
+            size is given, or ``settings`` (the message names the ranks and the
+            entry), or when the batch sizes sum to 0. A rank whose own arguments are
+            invalid raises its own TypeError or ValueError, and a rank that failed in
+            ``tell_failures`` its own error; the others then raise a ValueError that quotes it.
     """
     distributed = dist.is_available() and dist.is_initialized()
-    try:
+    with tell_failures(group):
         leaves, rebuild = flatten_structure(factors)
-        description = describe(leaves, reduction, batch_size)
-    except (TypeError, ValueError) as error:
-        if not distributed:
-            raise
-        gather(Description(problem=f"{type(error).__name__}: {error}"), group)  # the other ranks raise too
-        raise
+        description = describe(leaves, reduction, batch_size, settings)
     descriptions = gather(description, group) if distributed else [description]
     check_agreement(descriptions)
     tensors = [tensor for _, tensor in leaves]
@@ -114,6 +120,19 @@ def all_reduce_factors(
     return cast(Factors, rebuild([piece.reshape(t.shape) for piece, t in zip(pieces, tensors)]))
 
 
+@contextmanager
+def tell_failures(group: dist.ProcessGroup | None = None) -> Iterator[None]:
+    """Run a rank's work before its ``all_reduce_factors``: if it raises, this rank tells the other ranks of
+    ``group`` (their ``all_reduce_factors`` raises a ValueError quoting the error, instead of waiting for this
+    rank until the process group's timeout) and raises its own error. Without a process group, nothing more."""
+    try:
+        yield
+    except Exception as error:
+        if dist.is_available() and dist.is_initialized():
+            gather(Description(problem=f"{type(error).__name__}: {error}"), group)
+        raise
+
+
 def gather(description: Description, group: dist.ProcessGroup | None) -> list[Description]:
     """Every rank's description, in group rank order (the same list on every rank)."""
     descriptions: list[Description | None] = [None] * dist.get_world_size(group)
@@ -128,7 +147,9 @@ def rank_in(group: dist.ProcessGroup | None) -> int:
     return dist.get_rank(group)
 
 
-def describe(leaves: list[tuple[str, torch.Tensor]], reduction: str, batch_size: object) -> Description:
+def describe(
+    leaves: list[tuple[str, torch.Tensor]], reduction: str, batch_size: object, settings: Mapping[str, object] | None
+) -> Description:
     """Validate this rank's arguments; its ``Description``."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -147,8 +168,11 @@ def describe(leaves: list[tuple[str, torch.Tensor]], reduction: str, batch_size:
                     f"factors must share one dtype and device: factors{first_path} is {first.dtype} on "
                     f"{first.device}, factors{path} is {tensor.dtype} on {tensor.device}"
                 )
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(f"settings must be a mapping name -> value or None, got {type(settings).__name__}")
     summary = tuple((path, tuple(tensor.shape), str(tensor.dtype)) for path, tensor in leaves)
-    return Description(summary, reduction, batch_size)
+    agreed = tuple((str(name), repr(value)) for name, value in (settings or {}).items())
+    return Description(summary, reduction, batch_size, agreed)
 
 
 def check_agreement(descriptions: Sequence[Description]) -> None:
@@ -162,6 +186,14 @@ def check_agreement(descriptions: Sequence[Description]) -> None:
             raise ValueError(
                 f"all_reduce_factors: ranks disagree on reduction: rank 0 gives {head.reduction!r}, "
                 f"rank {rank} gives {description.reduction!r}"
+            )
+        if description.settings != head.settings:
+            mine, theirs = dict(head.settings), dict(description.settings)
+            differ = [name for name in {**mine, **theirs} if mine.get(name) != theirs.get(name)]
+            raise ValueError(
+                f"all_reduce_factors: ranks disagree on {', '.join(differ)}: rank 0 has "
+                f"{', '.join(f'{name}={mine.get(name)}' for name in differ)}, rank {rank} has "
+                f"{', '.join(f'{name}={theirs.get(name)}' for name in differ)}"
             )
         if (description.batch_size is None) != (head.batch_size is None):
             raise ValueError(

@@ -47,6 +47,7 @@ from tnconv.curvature.columns import check_output
 from tnconv.curvature.factors import input_factor_cost
 from tnconv.curvature.hooks import Layer, Record, forward
 from tnconv.curvature.kfac import KFAC
+from tnconv.curvature.kfac_batch import LayerBatch
 from tnconv.limits import check_allocation
 
 DTYPE = torch.float32
@@ -64,11 +65,11 @@ class MeasuredKFAC(KFAC):
         super().__init__(*args, **kwargs)
         self.layer_seconds: dict[str, list[float]] = {layer.name: [] for layer in self.layers}
 
-    def accumulate_layer(self, layer: Layer, record: Record, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.profiler.record_function(LAYER_MARK + layer.name):
+    def _accumulate_layer(self, batch: LayerBatch, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.profiler.record_function(LAYER_MARK + batch.layer.name):
             start = time.perf_counter()
-            pair = super().accumulate_layer(layer, record, *args)
-            self.layer_seconds[layer.name].append(time.perf_counter() - start)
+            pair = super()._accumulate_layer(batch, *args)
+            self.layer_seconds[batch.layer.name].append(time.perf_counter() - start)
         return pair
 
 
@@ -247,7 +248,7 @@ def time_updates(kfac: MeasuredKFAC, inputs: torch.Tensor, targets: torch.Tensor
         totals.append(time.perf_counter() - start)
         progress("update")
     in_layers = [sum(seconds[run] for seconds in kfac.layer_seconds.values()) for run in range(repeats)]
-    previous = kfac.layer_factors()  # freed after the profiler stops, which cannot see blocks older than itself
+    previous = kfac._layer_factors()  # freed after the profiler stops, which cannot see blocks older than itself
     peak, layer_peaks = peak_memory(lambda: kfac.update(inputs, targets))
     del previous
     progress("memory")
@@ -257,7 +258,7 @@ def time_updates(kfac: MeasuredKFAC, inputs: torch.Tensor, targets: torch.Tensor
         "peak_bytes": peak, "memory_method": MEMORY_METHOD,
     }
     layers = {name: (statistics.median(seconds[:repeats]), layer_peaks.get(name, 0))
-              for name, seconds in kfac.layer_seconds.items()}
+              for name, seconds in kfac.layer_seconds.items() if seconds}  # layers that ran
     return update, layers
 
 
@@ -314,7 +315,7 @@ def prepare(request: CurvatureRequest) -> Setup:
 def _measure(request: CurvatureRequest, progress: Progress, ready: Callable[[], None]) -> dict[str, Any]:
     setup = prepare(request)
     ready()
-    layers = setup.kfac.layers
+    layers = [layer for layer in setup.kfac.layers if layer.name in setup.records]  # those that ran
     steps = len(layers) + (request.repeats + 2 if request.timing else 0)
     rows = []
     for done, layer in enumerate(layers, 1):

@@ -15,7 +15,7 @@ from tnconv.checks import check_same_kind, check_tensor
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.hyper_cache import cached_conv_hyper
 
-__all__ = ["check_output", "check_tensor", "gradient_layer", "layer"]
+__all__ = ["check_finite", "check_output", "check_tensor", "gradient_layer", "layer"]
 
 
 def layer(x: object, arguments: Mapping[str, Any], out_channels: object = None) -> ConvHyper:
@@ -50,3 +50,14 @@ def gradient_layer(
     check_output(gradient, name, hyper, leading)
     check_same_kind(x, "x", gradient, name)
     return gradient, hyper
+
+
+def check_finite(value: object, name: str) -> None:
+    """A floating-point tensor ``value`` (called ``name``) must hold no NaN or inf; anything else passes."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        bad = int(value.numel() - value.isfinite().sum())
+        if bad:
+            raise ValueError(
+                f"{name} must be finite, got {bad} NaN or inf entr{'y' if bad == 1 else 'ies'} in shape "
+                f"{tuple(value.shape)}"
+            )

@@ -22,10 +22,12 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
 
 Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations);
 ``weight_vjp_dropout`` (tensor dropout) lives in ``tnconv.dropout`` (below ``tnconv.nn``, whose
-approximate backprop uses it) and the argument checks in ``tnconv.conv.checks``; for whole models ``hooks`` (finding layers,
-capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
-``factors`` (the per-layer math), ``kfac``, ``preconditioner`` and ``model`` (per-sample
-gradients, GGN diagonal).
+approximate backprop uses it) and the argument checks in ``tnconv.conv.checks``; for whole models
+``supported`` (which layers get curvature, their parameters' keys, tied parameters, BatchNorm with
+batch statistics), ``hooks`` (capturing inputs and pulling columns back), ``columns`` (the columns
+at the model output), ``factors`` (the per-layer math), ``kfac`` with ``kfac_batch`` (a batch's
+checks before it joins the factors), ``preconditioner`` and ``model`` (per-sample gradients, GGN
+diagonal).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.hyper_cache import cached_conv_hyper
 from tnconv.conv.checks import layer as conv_layer
 from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
@@ -173,8 +174,43 @@ def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
     if layer.kind == "linear":
         return locations(x).mean((0, 1))[None]
     hyper = conv_layer(x, layer.conv)
-    sums = run_routine(TABLE["patch_sums"], hyper, {"X": x}).reshape(hyper.batch, hyper.groups, -1)
-    return sums.sum(0).div_(hyper.batch * math.prod(hyper.output_size))
+    return patch_sums(x, hyper).sum(0).div_(hyper.batch * math.prod(hyper.output_size))
+
+
+def patch_sums(x: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """Each sample's patches summed over locations, ``sum_t u_g[n, t]``: ``(N, G, d)`` (the ``patch_sums`` routine)."""
+    return run_routine(TABLE["patch_sums"], hyper, {"X": x}).reshape(hyper.batch, hyper.groups, -1)
+
+
+def input_factor_diagonal(x: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
+    """The diagonal ``(G, d)`` of the unscaled Gram behind ``input_factor`` (float32 for half ``x``): per patch entry,
+    ``sum_{n,t} u^2`` (expand) or ``sum_n (sum_t u)^2`` (reduce).
+
+    A Gram's entries are bounded by its diagonal (Cauchy-Schwarz: ``|P_ab| <= max(P_aa, P_bb)``, also
+    for every partial sum), so a finite, not too large diagonal means a finite factor: the check
+    ``KFAC.update`` makes before it blends a batch in, at the cost of one pass over the input (conv
+    layers: the patch sums of ``x^2``, or of ``x``: squaring commutes with zero padding, and other
+    padding modes are applied to ``x`` before).
+    """
+    wide = torch.float32 if x.dtype in HALF else None
+    if layer.kind == "linear":  # summed over locations in x's dtype, as input_factor does
+        u = locations(x)
+        rows = u.sum(1, keepdim=True) if reduce else u
+        return torch.linalg.vector_norm(rows, dim=(0, 1), dtype=wide).square()[None]
+    x = x if wide is None else x.to(wide)
+    hyper = conv_layer(x, layer.conv)
+    sums = patch_sums(x if reduce else x.square(), hyper)
+    return sums.square().sum(0) if reduce else sums.sum(0)
+
+
+def output_factor_diagonal(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
+    """The diagonal ``(G, c)`` of the Gram behind ``output_factor`` (in float32 for half columns): per output
+    channel, ``sum_{m,n,t} v^2`` (expand) or ``sum_{m,n} (sum_t v)^2`` (reduce, summed over ``t`` in the columns'
+    dtype, as ``output_factor`` does); see ``input_factor_diagonal``."""
+    v = channels_last(columns, layer)  # (M, N, T, G, c)
+    if reduce:
+        v = v.sum(2, keepdim=True)
+    return torch.linalg.vector_norm(v, dim=(0, 1, 2), dtype=torch.float32 if v.dtype in HALF else None).square()
 
 
 def accumulate_bias(joined: torch.Tensor, mean: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Find the supported layers of a model and capture their inputs and output gradients in one forward.
+"""Capture the supported layers' inputs and output gradients of a model in one forward.
 
 A forward hook on each supported layer records its input and adds a zero
 "probe" to its output: a leaf tensor (zero strides, so it costs no memory)
@@ -7,101 +7,61 @@ changes the output in place (``ReLU(inplace=True)``, ``out += identity``).
 All probes then get the pullback of ``M`` columns at the model output in one
 batched backward pass (``torch.autograd.grad(..., is_grads_batched=True)``,
 vmap over the backward), never one backward per column.
+
+The forward runs eagerly and exactly: a ``torch.compile``d model runs its
+original modules (``torch.compiler.set_stance("force_eager")``; a compiled
+backward cannot be batched), and layers under ``tnconv.nn.approximate_backprop``
+run their own forward (``exact_gradients``). A layer called several times gets
+one record per call (``capture``); ``forward`` is for those that take each
+layer once. Supported layers that do not run (a weight that another module
+uses through ``F.linear``, as ``nn.MultiheadAttention`` does with its
+``out_proj``) are left out with one warning.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from tnconv.curvature.factors import Geometry, geometry, layout
+from tnconv.curvature.factors import Geometry, geometry
+from tnconv.curvature.supported import SUPPORTED, Layer, check_model, find_layers, warn_batch_statistics
 from tnconv.limits import check_allocation
-from tnconv.nn.base import ConvBase
 
-SUPPORTED: tuple[type[torch.nn.Module], ...] = (
-    torch.nn.Linear,
-    torch.nn.Conv1d,
-    torch.nn.Conv2d,
-    torch.nn.Conv3d,
-    torch.nn.ConvTranspose1d,
-    torch.nn.ConvTranspose2d,
-    torch.nn.ConvTranspose3d,
-    ConvBase,
-)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A supported layer: its name in ``model.named_modules()``, its parameters' names, its layout.
-
-    ``bias`` is None when the layer has no bias or its bias needs no gradient; ``layout``
-    (kind, groups, output channels) reshapes its parameters.
-    """
-
-    name: str
-    module: torch.nn.Module
-    weight: str
-    bias: str | None
-    layout: Geometry
+__all__ = ["SUPPORTED", "Layer", "Record", "capture", "check_model", "find_layers", "forward", "pull_back",
+           "pull_back_calls"]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Record:
-    """What one forward captured at a layer: its input (as its routines take it), its probe, its geometry."""
+    """What one call of a layer captured: its input (as its routines take it), its probe, its geometry."""
 
     x: torch.Tensor
     probe: torch.Tensor
     geometry: Geometry
 
 
-def check_model(model: object) -> torch.nn.Module:
-    """``model`` must be a ``torch.nn.Module``."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def find_layers(model: torch.nn.Module) -> list[Layer]:
-    """The supported layers of ``model`` whose weight needs a gradient, in ``named_modules`` order."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    layers = []
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, SUPPORTED) or weight is None or not weight.requires_grad:
-            continue
-        bias = getattr(module, "bias", None)
-        bias_name = names[id(bias)] if bias is not None and bias.requires_grad else None
-        layers.append(Layer(name, module, names[id(weight)], bias_name, layout(module)))
-    if not layers:
-        kinds = ", ".join(sorted({cls.__name__ for cls in SUPPORTED}))
-        raise ValueError(f"model has no supported layer with a trainable weight ({kinds}), got {type(model).__name__}")
-    return layers
-
-
 @dataclass
 class Capture:
-    """Forward hooks on ``layers`` that fill ``records`` (layer name -> ``Record``) during one forward."""
+    """Forward hooks on ``layers`` that fill ``records`` (layer name -> a ``Record`` per call) during one forward."""
 
     layers: list[Layer]
 
     def __post_init__(self) -> None:
-        self.records: dict[str, Record] = {}
+        self.records: dict[str, list[Record]] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def hook(self, name: str) -> Callable[..., torch.Tensor]:
         def record(module: torch.nn.Module, args: tuple[object, ...], output: torch.Tensor) -> torch.Tensor:
-            if name in self.records:
-                raise ValueError(
-                    f"layer {name!r} ran more than once in one forward; shared layers get no curvature"
-                )
             x = args[0]
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"layer {name!r} must get a tensor input, got {type(x).__name__}")
             x, layer = geometry(name, module, x.detach(), output)
             probe = output.new_zeros(()).expand(output.shape).detach().requires_grad_()
-            self.records[name] = Record(x, probe, layer)
+            self.records.setdefault(name, []).append(Record(x, probe, layer))
             return output + probe
 
         return record
@@ -114,36 +74,80 @@ class Capture:
         for handle in self.handles:
             handle.remove()
 
-    def check_complete(self) -> None:
-        """Every layer must have run in the forward."""
-        missing = [layer.name for layer in self.layers if layer.name not in self.records]
-        if missing:
-            raise ValueError(f"layers {missing} did not run in the forward pass, so they have no curvature")
+
+def capture(
+    model: torch.nn.Module, layers: list[Layer], inputs: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, list[Record]]]:
+    """Run ``model(inputs)`` with gradients on: the output, and layer name -> a record per call of that layer.
+
+    Layers that did not run are left out, with one warning naming them (a ValueError when none
+    ran); BatchNorm layers that use batch statistics get one warning (``warn_batch_statistics``).
+    """
+    from tnconv.nn.approximate import exact_gradients  # deferred: tnconv.nn.approximate imports tnconv.curvature
+
+    warn_batch_statistics(model)
+    eager = torch.compiler.set_stance("force_eager")
+    with torch.enable_grad(), exact_gradients(model), eager, Capture(layers) as hooks:
+        output = model(inputs)
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"model must return a tensor, got {type(output).__name__}")
+    missing = [layer.name for layer in layers if layer.name not in hooks.records]
+    if len(missing) == len(layers):
+        raise ValueError(f"none of the supported layers {missing} ran in the forward pass")
+    if missing:
+        warnings.warn(
+            f"layers {missing} did not run in the forward pass (another module may use their parameters, as "
+            f"nn.MultiheadAttention uses its out_proj through F.linear): they get no curvature",
+            UserWarning,
+            stacklevel=4,  # the caller of KFAC.update, per_sample_grads, diag_ggn
+        )
+    return output, {layer.name: hooks.records[layer.name] for layer in layers if layer.name in hooks.records}
 
 
 def forward(
     model: torch.nn.Module, layers: list[Layer], inputs: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, Record]]:
-    """Run ``model(inputs)`` with gradients on, capturing every layer once; the output and the records."""
-    with torch.enable_grad(), Capture(layers) as capture:
-        output = model(inputs)
-    capture.check_complete()
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"model must return a tensor, got {type(output).__name__}")
-    return output, capture.records
+    """``capture`` for callers that take each layer once: layer name -> its record; a ValueError naming the
+    layer and its parameters when one ran more than once."""
+    output, calls = capture(model, layers, inputs)
+    for layer in layers:
+        count = len(calls.get(layer.name, ()))
+        if count > 1:
+            keys = [key for key in (layer.weight, layer.bias) if key is not None]
+            raise ValueError(
+                f"layer {layer.name!r} (parameters {keys}) ran {count} times in one forward: KFAC has no Kronecker "
+                f"block for a weight used several times"
+            )
+    return output, {name: records[0] for name, records in calls.items()}
 
 
-def pull_back(output: torch.Tensor, records: dict[str, Record], columns: torch.Tensor) -> dict[str, torch.Tensor]:
+def pull_back(output: torch.Tensor, records: Mapping[str, Record], columns: torch.Tensor) -> dict[str, torch.Tensor]:
     """Columns ``(M, *output.shape)`` carried back to every layer output: name -> ``(M, *y.shape)``.
 
     One batched backward pass; a layer the output does not depend on gets zeros.
     """
     names = list(records)
-    for name in names:
-        check_allocation(columns.shape[0] * records[name].probe.numel(), columns.dtype.itemsize,
-                         f"the {columns.shape[0]} columns pulled back to layer {name!r} (M, *y.shape)")
-    grads = torch.autograd.grad(
-        output, [records[name].probe for name in names], columns, is_grads_batched=True, materialize_grads=True
-    )
-    return dict(zip(names, grads))
+    return dict(zip(names, _pull(output, [(name, records[name].probe) for name in names], columns)))
 
+
+def pull_back_calls(
+    output: torch.Tensor, calls: Mapping[str, Sequence[Record]], columns: torch.Tensor
+) -> dict[str, list[torch.Tensor]]:
+    """``pull_back`` for layers with a record per call: name -> the columns at each call's output."""
+    probes = [(name, record.probe) for name, records in calls.items() for record in records]
+    grads = iter(_pull(output, probes, columns))
+    return {name: [next(grads) for _ in records] for name, records in calls.items()}
+
+
+def _pull(
+    output: torch.Tensor, probes: list[tuple[str, torch.Tensor]], columns: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The gradients of ``output`` w.r.t. the probes (layer name, probe) for each column, in one batched backward.
+
+    Refused (``tnconv.limits``) before the backward when the ``M`` columns at some layer output would not fit.
+    """
+    for name, probe in probes:
+        check_allocation(columns.shape[0] * probe.numel(), columns.dtype.itemsize,
+                         f"the {columns.shape[0]} columns pulled back to layer {name!r} (M, *y.shape)")
+    return torch.autograd.grad(output, [probe for _, probe in probes], columns, is_grads_batched=True,
+                               materialize_grads=True)  # fmt: skip

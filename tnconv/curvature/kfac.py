@@ -8,22 +8,30 @@ layer output (``tnconv.curvature.factors``). The scaling is curvlinops'
 samples seen; ``B`` is a mean over them for a loss with ``reduction="mean"``
 and a sum for ``reduction="sum"``, so that ``kron(B, A)`` approximates the GGN of
 that loss over all the data that ``update`` saw.
+
+``update`` records a batch (one forward, one batched backward: each layer's input and the
+columns at its output, ``kfac_batch.LayerBatch``) and hands it to ``KFAC._add_batch``, the one
+step by which a batch joins the factors: the batch's factors are checked finite
+(``kfac_batch.check_batch``) before any running factor is touched, then blended into the running
+ones in place (with ``distributed``: all-reduced first, then checked).
 """
 
 from __future__ import annotations
 
-import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 
+from tnconv.conv.checks import check_finite
 from tnconv.curvature.columns import FISHERS, check_loss, check_output, fisher_columns
-from tnconv.curvature.factors import Geometry, accumulate_bias, input_factor, mean_patch, output_factor
-from tnconv.curvature.hooks import Layer, Record, check_model, find_layers, forward, pull_back
+from tnconv.curvature.factors import accumulate_bias, input_factor, mean_patch, output_factor
+from tnconv.curvature.hooks import forward, pull_back
+from tnconv.curvature.kfac_batch import LayerBatch, check_batch, check_factors, factor_dtype, factor_shapes
 from tnconv.curvature.preconditioner import Preconditioner
-from tnconv.distributed import all_reduce_factors
-from tnconv.routines.gram import HALF
+from tnconv.curvature.supported import Layer, check_model, check_unshared, find_layers
+from tnconv.distributed import all_reduce_factors, tell_failures
 
 APPROXES = ("expand", "reduce")
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -43,14 +51,19 @@ class Blend:
         return running.mul_(self.beta).add_(batch, alpha=self.alpha)
 
 
+FRESH = Blend(0.0, 1.0)
+
+
 class KFAC:
     """Kronecker-factored curvature of every supported layer of ``model``, accumulated over batches.
 
     Args:
         model: any ``torch.nn.Module``; its ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d`` and
             ``Linear`` layers (``torch.nn`` or ``tnconv.nn``) with a trainable weight get
-            factors, wherever they sit; every other module is differentiated through. Each
-            such layer must run exactly once per forward.
+            factors, wherever they sit; every other module is differentiated through. A layer
+            must run at most once per forward, and its parameters must be its own (a weight
+            tied to another module: ``ValueError``); a layer that does not run (its weight used
+            by another module through ``F.linear``) gets no factors, with a warning.
         loss_function: a ``torch.nn.CrossEntropyLoss`` or ``MSELoss`` (``reduction`` "mean" or "sum").
         approx: ``"expand"`` or ``"reduce"``: which KFAC for layers that share weights over
             locations (conv layers, ``Linear`` on ``(N, *, features)``).
@@ -68,6 +81,9 @@ class KFAC:
         distributed: all-reduce each batch's factors across the ranks of ``group`` with
             ``tnconv.distributed.all_reduce_factors`` before they are accumulated, so that
             every rank holds the factors of the global batch (weighted by each rank's batch size).
+            The ranks must agree on the settings (``approx``, ``fisher``, the loss and its
+            reduction, ``separate_bias``, ``ema_decay``) and on the samples seen so far; a rank
+            whose batch fails makes every rank raise.
         group: the ``torch.distributed`` process group (default: the whole world).
 
     ``update`` runs one forward of ``model`` in its current mode (BatchNorm statistics
@@ -75,8 +91,8 @@ class KFAC:
 
     ``update`` writes each batch's products straight into the running factors (in place, no
     temporary of a factor's size; deep Grams by one triangle, mirrored, exactly symmetric; shallow ones,
-    e.g. KFAC-reduce's, one dense product: ``tnconv.routines.gram``). The factors of a float16/bfloat16 model are summed and held in float32 (a
-    running mean in bfloat16 would stop moving after a few hundred batches); the
+    e.g. KFAC-reduce's, one dense product: ``tnconv.routines.gram``). The factors of a float16/bfloat16 model are
+    summed and held in float32 (a running mean in bfloat16 would stop moving after a few hundred batches); the
     preconditioner solves in float32 and returns gradients in their own dtype.
     """
 
@@ -109,6 +125,7 @@ class KFAC:
         self.separate_bias, self.generator, self.ema_decay = separate_bias, generator, ema_decay
         self.distributed, self.group = distributed, group
         self.layers: list[Layer] = find_layers(self.model)
+        check_unshared(self.model, self.layers, allowed=False)
         self.count = 0  # samples seen (on all ranks when distributed)
         self.version = 0  # bumped whenever the factors change; preconditioners watch it
         self._factors: dict[str, Pair] = {}  # layer name -> (A, B), A joined with the bias unless separate
@@ -121,39 +138,83 @@ class KFAC:
         The running factors are updated in place (``factor = beta * factor + alpha * batch
         factor``, the products written straight into them): tensors taken from ``factors`` or
         ``state_dict`` before change with them (clone them to keep a snapshot).
+
+        A batch whose inputs, targets or batch factors are not finite raises a ``ValueError``
+        that names what is not (a layer's factor: the layer) and leaves the factors, ``count``
+        and ``version`` as they were.
         """
-        output, records = forward(self.model, self.layers, inputs)
-        targets = check_output(output, targets, self.loss)
-        samples = None if self.fisher != "mc" else self.mc_samples
-        columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
-        pulled = pull_back(output, records, columns)
-        del columns
-        size = output.shape[0]
+        with self._told():
+            check_finite(inputs, "inputs")
+            output, records = forward(self.model, self.layers, inputs)
+            targets = check_output(output, targets, self.loss)
+            check_finite(targets, "targets")
+            samples = None if self.fisher != "mc" else self.mc_samples
+            columns = fisher_columns(output, targets, self.loss, self.fisher, samples, self.generator)
+            pulled = pull_back(output, records, columns)
+            del columns
+            batches = [LayerBatch(layer, records.pop(layer.name), pulled.pop(layer.name))
+                       for layer in self.layers if layer.name in records]  # fmt: skip
+        self._add_batch(batches, output.shape[0])
+
+    def _add_batch(self, batches: list[LayerBatch], size: int) -> None:
+        """Blend one batch of ``size`` samples (every layer that ran: ``batches``) into the running factors, or
+        refuse it with a ValueError, leaving them as they were: the step that every way of recording a batch ends in.
+
+        The batch's factors are checked finite before any running factor is touched (``check_batch``; with
+        ``distributed``, the all-reduced ones), then written into the running ones in place. ``batches`` is
+        emptied on the way, so that each layer's input and columns are released once its factors hold them.
+        """
         if self.distributed:
-            fresh = (Blend(0.0, 1.0), Blend(0.0, 1.0))
-            batch = {layer.name: self.accumulate_layer(layer, records.pop(layer.name), pulled.pop(layer.name), None,
-                                                       *fresh) for layer in self.layers}  # fmt: skip
-            batch, size = self.all_reduce(batch, size)
-            blend_a, blend_b = self.blends(size)
-            for name, (a, b) in batch.items():
-                running = self._factors.get(name)
-                self._factors[name] = (blend_a.merge(running[0] if running else None, a),
-                                       blend_b.merge(running[1] if running else None, b))  # fmt: skip
+            size = self._add_distributed(batches, size)
         else:
-            blend_a, blend_b = self.blends(size)
-            for layer in self.layers:  # each layer's input and columns are released once its factors hold them
-                record, layer_columns = records.pop(layer.name), pulled.pop(layer.name)
-                running = self._factors.get(layer.name)
-                self._factors[layer.name] = self.accumulate_layer(layer, record, layer_columns, running, blend_a,
-                                                                  blend_b)  # fmt: skip
+            self._check_layers([batch.layer.name for batch in batches])
+            check_batch(batches, self.approx == "reduce")
+            blend_a, blend_b = self._blends(size)
+            batches.reverse()
+            while batches:
+                batch = batches.pop()
+                running = self._factors.get(batch.layer.name)
+                self._factors[batch.layer.name] = self._accumulate_layer(batch, running, blend_a, blend_b)
         self.count += size
         self.version += 1
 
-    def blends(self, size: int) -> tuple[Blend, Blend]:
+    def _add_distributed(self, batches: list[LayerBatch], size: int) -> int:
+        """``_add_batch`` across the ranks: this rank's batch factors (new tensors), all-reduced, checked finite (the
+        same verdict on every rank), blended in; the global batch size."""
+        with self._told():
+            self._check_layers([batch.layer.name for batch in batches])
+            fresh = {batch.layer.name: self._accumulate_layer(batch, None, FRESH, FRESH) for batch in batches}
+            batches.clear()
+        fresh, size = self._all_reduce(fresh, size)
+        check_factors(fresh, "the batch's factor {which} of layer {name!r} (all ranks together) is not finite: the "
+                             "batch is refused and the running factors are unchanged")  # fmt: skip
+        blend_a, blend_b = self._blends(size)
+        for name, (a, b) in fresh.items():
+            running = self._factors.get(name)
+            self._factors[name] = (blend_a.merge(running[0] if running else None, a),
+                                   blend_b.merge(running[1] if running else None, b))  # fmt: skip
+        return size
+
+    def _told(self) -> AbstractContextManager[None]:
+        """Where a distributed rank's failure is told to the other ranks (``tell_failures``); else nothing."""
+        return tell_failures(self.group) if self.distributed else nullcontext()
+
+    def _check_layers(self, names: list[str]) -> None:
+        """The layers that ran must be those that hold factors (all of them, from the first batch on)."""
+        if not self._factors or set(names) == set(self._factors):
+            return
+        missing = [name for name in self._factors if name not in names]
+        new = [name for name in names if name not in self._factors]
+        raise ValueError(
+            f"the layers that ran differ from those with factors: {missing} have factors but did not run, {new} ran "
+            f"but have none (every batch must run the same layers)"
+        )
+
+    def _blends(self, size: int) -> tuple[Blend, Blend]:
         """How this batch of ``size`` samples enters the running ``A`` and ``B``: the first batch alone, a running
         mean weighted by batch size (``B`` summed for a summed loss), or the exponential moving average."""
         if not self._factors:
-            return Blend(0.0, 1.0), Blend(0.0, 1.0)
+            return FRESH, FRESH
         if self.ema_decay is not None:
             ema = Blend(self.ema_decay, 1.0 - self.ema_decay)
             return ema, ema
@@ -161,17 +222,16 @@ class KFAC:
         mean = Blend(1.0 - weight, weight)
         return mean, Blend(1.0, 1.0) if self.loss.reduction == "sum" else mean
 
-    def accumulate_layer(
-        self, layer: Layer, record: Record, columns: torch.Tensor, running: Pair | None, blend_a: Blend,
-        blend_b: Blend,
-    ) -> Pair:  # fmt: skip
+    def _accumulate_layer(self, batch: LayerBatch, running: Pair | None, blend_a: Blend, blend_b: Blend) -> Pair:
         """One layer's ``(A, B)`` (``A`` joined with the bias unless kept separate) blended into ``running`` in place,
         or new ones when ``running`` is None (float32 for float16/bfloat16 layers: their sums overflow)."""
         reduce = self.approx == "reduce"
-        x, geometry = record.x, record.geometry
-        joined = layer.bias is not None and not self.separate_bias
+        x, geometry, columns = batch.record.x, batch.record.geometry, batch.columns
+        joined = batch.layer.bias is not None and not self.separate_bias
         if running is None:
-            running = self.new_factors(x, columns, geometry, joined)
+            a_shape, b_shape = factor_shapes(batch.layer, joined)
+            dtype = factor_dtype(x.dtype)
+            running = x.new_empty(a_shape, dtype=dtype), columns.new_empty(b_shape, dtype=dtype)
         a, b = running
         d = a.shape[-1] - 1 if joined else a.shape[-1]
         input_factor(x, geometry, reduce, a[:, :d, :d], blend_a.alpha, blend_a.beta)
@@ -180,27 +240,15 @@ class KFAC:
         output_factor(columns, geometry, reduce, b, blend_b.alpha, blend_b.beta)
         return a, b
 
-    @staticmethod
-    def new_factors(x: torch.Tensor, columns: torch.Tensor, geometry: Geometry, joined: bool) -> Pair:
-        """Uninitialised ``(A, B)`` of a layer, ``(G, dA, dA)`` and ``(G, dB, dB)``, in the dtype that sums them."""
-        if geometry.kind == "linear":
-            d = x.shape[-1]
-        else:
-            kernel: tuple[int, ...] = geometry.conv["kernel_size"]  # type: ignore[assignment]
-            d = x.shape[1] // geometry.groups * math.prod(kernel)
-        d += joined
-        per_group = geometry.out_channels // geometry.groups
-        dtype = torch.float32 if x.dtype in HALF else x.dtype
-        return (x.new_empty((geometry.groups, d, d), dtype=dtype),
-                columns.new_empty((geometry.groups, per_group, per_group), dtype=dtype))  # fmt: skip
-
-    def all_reduce(self, batch: dict[str, Pair], size: int) -> tuple[dict[str, Pair], int]:
-        """The factors of the global batch: sums of ``size``-weighted means (of sums for a summed loss)."""
+    def _all_reduce(self, batch: dict[str, Pair], size: int) -> tuple[dict[str, Pair], int]:
+        """The factors of the global batch: sums of ``size``-weighted means (of sums for a summed loss); the ranks
+        must agree on the settings and on the samples seen so far."""
         summed_b = self.loss.reduction == "sum"
         weighted = {name: (a * size, b if summed_b else b * size) for name, (a, b) in batch.items()}
         reference = next(iter(batch.values()))[0]
         count = torch.tensor(float(size), dtype=reference.dtype, device=reference.device)
-        totals, total = all_reduce_factors((weighted, count), reduction="sum", group=self.group)
+        settings = {**self._settings(), "ema_decay": self.ema_decay, "count": self.count}
+        totals, total = all_reduce_factors((weighted, count), reduction="sum", group=self.group, settings=settings)
         size = round(total.item())
         return {name: (a / size, b if summed_b else b / size) for name, (a, b) in totals.items()}, size
 
@@ -210,7 +258,8 @@ class KFAC:
         """Layer name -> ``(A, B)``, ``A`` ``(G, dA, dA)``, ``B`` ``(G, dB, dB)``; ``name + ".bias"`` -> ``(None, B)``.
 
         The bias entry exists with ``separate_bias=True`` for layers with a trainable bias;
-        otherwise the bias is in ``A`` (``dA = d + 1``). Empty before the first ``update``.
+        otherwise the bias is in ``A`` (``dA = d + 1``). Empty before the first ``update``;
+        layers that did not run have none.
         """
         result: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
         for layer in self.layers:
@@ -222,7 +271,7 @@ class KFAC:
                 result[layer.name + ".bias"] = (None, b)
         return result
 
-    def layer_factors(self) -> dict[str, Pair]:
+    def _layer_factors(self) -> dict[str, Pair]:
         """Layer name -> ``(A, B)`` with the bias folded into ``A`` where configured (``state_dict``'s factors)."""
         return dict(self._factors)
 
@@ -235,7 +284,7 @@ class KFAC:
         return Preconditioner(self, damping)
 
     # --- state ----------------------------------------------------------------------------------
-    def settings(self) -> dict[str, object]:
+    def _settings(self) -> dict[str, object]:
         """What must agree between a state dict and the KFAC that loads it."""
         return {
             "approx": self.approx, "fisher": self.fisher, "separate_bias": self.separate_bias,
@@ -244,30 +293,53 @@ class KFAC:
 
     def state_dict(self) -> dict[str, object]:
         """The factors (layer name -> ``(A, B)``, bias joined as configured), the sample count, the settings."""
-        return {**self.settings(), "count": self.count, "factors": self.layer_factors()}
+        return {**self._settings(), "count": self.count, "factors": self._layer_factors()}
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
-        """Take the factors and count of ``state`` (from ``state_dict`` of a KFAC with the same settings and layers)."""
+        """Take the factors and count of ``state`` (from ``state_dict`` of a KFAC with the same settings and layers).
+
+        Each layer's factors must have the shapes its ``update`` gives them (per group), the dtype it
+        sums them in (float32 for a float16/bfloat16 layer, else the layer's) and finite entries; they
+        are copied to the device of the layer's parameters.
+        """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}")
-        missing = [key for key in (*self.settings(), "count", "factors") if key not in state]
+        missing = [key for key in (*self._settings(), "count", "factors") if key not in state]
         if missing:
             raise ValueError(f"state lacks the keys {missing}")
-        for key, value in self.settings().items():
+        for key, value in self._settings().items():
             if state[key] != value:
                 raise ValueError(f"state has {key}={state[key]!r} but this KFAC has {key}={value!r}")
-        factors = state["factors"]
-        if not isinstance(factors, Mapping) or set(factors) != {layer.name for layer in self.layers}:
-            names = sorted(factors) if isinstance(factors, Mapping) else factors
-            raise ValueError(f"state['factors'] must hold the layers {[l.name for l in self.layers]}, got {names}")
         count = state["count"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"state['count'] must be an int >= 1, got {count!r}")
-        for name, pair in factors.items():
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-                    and all(isinstance(f, torch.Tensor) and f.ndim == 3 for f in pair)):
-                raise ValueError(f"state['factors'][{name!r}] must be a pair (A, B) of (G, d, d) tensors, got {pair!r}")
+        factors = self._checked_state_factors(state["factors"])
+        check_factors(factors, "state['factors'][{name!r}]: layer {name!r} needs a finite {which}, got NaN or inf")
         self._factors = {name: (a.detach().clone(), b.detach().clone()) for name, (a, b) in factors.items()}
         self.count = count
         self.version += 1
 
+    def _checked_state_factors(self, factors: object) -> dict[str, Pair]:
+        """``state['factors']``: layer name -> ``(A, B)`` for some of this KFAC's layers (those that ran), each pair
+        shaped, typed and placed as ``update`` makes it (``factor_shapes``, ``factor_dtype``), on the layer's device."""
+        layers = {layer.name: layer for layer in self.layers}
+        if not isinstance(factors, Mapping) or not factors or any(name not in layers for name in factors):
+            names = sorted(factors) if isinstance(factors, Mapping) else factors
+            raise ValueError(f"state['factors'] must hold some of the layers {list(layers)}, got {names}")
+        result = {}
+        for name, pair in factors.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                    and all(isinstance(f, torch.Tensor) for f in pair)):  # fmt: skip
+                raise ValueError(f"state['factors'][{name!r}] must be a pair (A, B) of tensors, got {pair!r}")
+            layer = layers[name]
+            parameter = next(layer.module.parameters())
+            dtype = factor_dtype(parameter.dtype)
+            shapes = factor_shapes(layer, layer.bias is not None and not self.separate_bias)
+            for factor, which, shape in zip(pair, "AB", shapes):
+                if tuple(factor.shape) != shape or factor.dtype != dtype:
+                    raise ValueError(
+                        f"state['factors'][{name!r}]: layer {name!r} needs {which} of shape {shape} in {dtype}, got "
+                        f"{tuple(factor.shape)} in {factor.dtype}"
+                    )
+            result[name] = (pair[0].to(parameter.device), pair[1].to(parameter.device))
+        return result

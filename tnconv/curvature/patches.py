@@ -124,9 +124,15 @@ def accumulate_input_factor(
     where the planner says so (``input_gram_plan``): a pattern-pair Gram's result is blended
     into ``out`` and the lower triangle copied from the upper one (exactly symmetric), one
     product's is symmetrized into it.
+
+    A new factor of an ``x`` that requires a gradient (grad mode on) is differentiable: the
+    whole batch's patches (or patch sums) and ``gram``'s one ``einsum``.
     """
     routine = TABLE["kfac_reduce" if reduce else "kfac_expand"]
     scale = alpha * finish(routine, hyper).factor
+    if out is None and x.requires_grad and torch.is_grad_enabled():  # autograd follows no in-place product
+        part = run_part(routine, hyper, {"X": x})
+        return gram.gram(sums_rows(part, hyper) if reduce else patch_rows(part, hyper), scale)
     if out is None:
         d = hyper.patch_size
         out = x.new_empty((hyper.groups, d, d), dtype=torch.float32 if x.dtype in HALF else x.dtype)

@@ -3,7 +3,9 @@
 ``G`` is a layer's gradient as a ``(G, dB, dA)`` matrix per group (``factors.weight_matrix``;
 with the bias as a trailing column when it is folded into ``A``). The damped factors are
 Cholesky-factorised once per change of the factors (``KFAC.version``): the first call after
-an ``update`` or ``load_state_dict`` factorises, later calls reuse them.
+an ``update`` or ``load_state_dict`` factorises, later calls reuse them. A factor that is not
+finite, or not positive definite after damping (a diverging run), raises a ValueError naming
+the layer and group, never a raw linear-algebra error.
 """
 
 from __future__ import annotations
@@ -14,16 +16,30 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 from tnconv.curvature.factors import bias_matrix, matrix_weight, weight_matrix
-from tnconv.curvature.hooks import Layer
+from tnconv.curvature.supported import Layer
 
 if TYPE_CHECKING:
     from tnconv.curvature.kfac import KFAC
 
 
-def damped_cholesky(factor: torch.Tensor, damping: float) -> torch.Tensor:
-    """The lower Cholesky factor of ``factor + damping I`` (batched over groups)."""
+def damped_cholesky(factor: torch.Tensor, damping: float, layer: str, which: str) -> torch.Tensor:
+    """The lower Cholesky factor of ``factor + damping I`` (batched over groups), for the factor ``which`` ("A" or
+    "B") of ``layer``; a ValueError naming them and the group where the factor is not finite or not positive
+    definite after damping."""
+    if not bool(factor.isfinite().all()):
+        raise ValueError(f"layer {layer!r}: its factor {which} is not finite (NaN or inf), so it cannot precondition")
     eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
-    return torch.linalg.cholesky(factor + damping * eye)
+    lower, info = torch.linalg.cholesky_ex(factor + damping * eye)
+    failed = torch.nonzero(info).flatten().tolist()
+    if failed:
+        group = failed[0]
+        raise ValueError(
+            f"layer {layer!r}, group {group}: its factor {which} + damping * I (damping={damping}) is not positive "
+            f"definite (its leading minor of order {int(info[group])} is not): the factors may hold the curvature of "
+            f"a diverging run; a larger damping, a smaller learning rate or fresh factors help "
+            f"(docs/whole-models.md, 'Learning rate, damping and momentum')"
+        )
+    return lower
 
 
 def solve_both(matrix: torch.Tensor, left: torch.Tensor, right: torch.Tensor | None) -> torch.Tensor:
@@ -45,6 +61,12 @@ class Preconditioner:
     Args:
         kfac: the ``KFAC`` whose factors it uses (always its current ones).
         damping: a number > 0 added to the diagonal of both factors.
+
+    Layers without factors (they did not run) are left alone. A layer whose weight is computed
+    (a parametrization or pruning) has factors of that effective weight, keyed
+    ``layer name + ".weight"``: given its gradient under that key, the preconditioner returns it
+    preconditioned; ``step()`` leaves such layers alone (their ``.grad`` belong to the tensors the
+    weight is computed from).
     """
 
     def __init__(self, kfac: KFAC, damping: float) -> None:
@@ -53,67 +75,77 @@ class Preconditioner:
         if not math.isfinite(damping) or damping <= 0:
             raise ValueError(f"damping must be a finite number > 0, got {damping!r}")
         self.kfac, self.damping = kfac, float(damping)
-        self.parameters = dict(kfac.model.named_parameters())
+        self._parameters = dict(kfac.model.named_parameters())
+        self._shapes = {name: p.shape for name, p in self._parameters.items()}
+        for layer in kfac.layers:
+            self._shapes.setdefault(layer.weight, layer.weight_shape)
         self._version: int | None = None
-        self._choleskys: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cholesky: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def choleskys(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _choleskys(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Layer name -> Cholesky factors of ``(A + damping I, B + damping I)``, recomputed when the factors changed."""
         if self._version != self.kfac.version:
-            factors = self.kfac.layer_factors()
+            factors = self.kfac._layer_factors()
             if not factors:
                 raise ValueError("the KFAC has no factors yet: call update(inputs, targets) first")
-            self._choleskys = {
-                name: (damped_cholesky(a, self.damping), damped_cholesky(b, self.damping))
+            self._cholesky = {
+                name: (damped_cholesky(a, self.damping, name, "A"), damped_cholesky(b, self.damping, name, "B"))
                 for name, (a, b) in factors.items()
             }
             self._version = self.kfac.version
-        return self._choleskys
+        return self._cholesky
 
     def __call__(self, gradients: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The preconditioned gradients of the supported layers' parameters.
 
         Args:
-            gradients: parameter name -> gradient shaped like the parameter (default: the
-                parameters' ``.grad`` where set). With the bias folded into ``A``, a layer's
-                weight and bias gradients come together or not at all.
+            gradients: key -> gradient shaped like the parameter (default: the parameters' ``.grad``
+                where set, except those of layers with a computed weight); keys are parameter names,
+                or ``layer name + ".weight"`` for a computed weight. With the bias folded into ``A``,
+                a layer's weight and bias gradients come together or not at all.
 
         Returns:
-            Parameter name -> preconditioned gradient, for each given parameter of a supported
-            layer (others are left out).
+            Key -> preconditioned gradient, for each given gradient of a supported layer that has
+            factors (others are left out).
         """
         if gradients is None:
-            gradients = {name: p.grad for name, p in self.parameters.items() if p.grad is not None}
+            gradients = self._set_gradients()
         elif not isinstance(gradients, Mapping):
             raise TypeError(f"gradients must be a dict parameter name -> tensor, got {type(gradients).__name__}")
         for name, gradient in gradients.items():
-            self.check_gradient(name, gradient)
-        choleskys = self.choleskys()
+            self._check_gradient(name, gradient)
+        choleskys = self._choleskys()
         result: dict[str, torch.Tensor] = {}
         for layer in self.kfac.layers:
-            result.update(self.precondition(layer, gradients, *choleskys[layer.name]))
+            if layer.name in choleskys:
+                result.update(self._precondition(layer, gradients, *choleskys[layer.name]))
         return result
 
-    def check_gradient(self, name: str, gradient: object) -> None:
-        """``gradient`` must be a tensor shaped like parameter ``name``."""
+    def _set_gradients(self) -> dict[str, torch.Tensor]:
+        """The parameters' ``.grad`` where set, without those of layers whose weight is computed (not a parameter)."""
+        computed = {key for layer in self.kfac.layers if layer.weight not in self._parameters
+                    for key in (layer.weight, layer.bias)}  # fmt: skip
+        return {name: p.grad for name, p in self._parameters.items() if p.grad is not None and name not in computed}
+
+    def _check_gradient(self, name: str, gradient: object) -> None:
+        """``gradient`` must be a tensor shaped like the parameter (or computed weight) ``name``."""
         if not isinstance(gradient, torch.Tensor):
             raise TypeError(f"gradients[{name!r}] must be a torch.Tensor, got {type(gradient).__name__}")
-        parameter = self.parameters.get(name)
-        if parameter is None:
+        shape = self._shapes.get(name)
+        if shape is None:
             raise ValueError(f"gradients has {name!r}, which is not a parameter of the model")
-        if gradient.shape != parameter.shape:
+        if gradient.shape != shape:
             raise ValueError(
-                f"gradients[{name!r}] must have the parameter's shape {tuple(parameter.shape)}, "
-                f"got {tuple(gradient.shape)}"
+                f"gradients[{name!r}] must have the parameter's shape {tuple(shape)}, got {tuple(gradient.shape)}"
             )
 
-    def precondition(
+    def _precondition(
         self, layer: Layer, gradients: Mapping[str, torch.Tensor], chol_a: torch.Tensor, chol_b: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """One layer's preconditioned weight and bias gradients (those present in ``gradients``)."""
         weight = gradients.get(layer.weight)
         bias = None if layer.bias is None else gradients.get(layer.bias)
-        shape = self.parameters[layer.weight].shape
+        shape = layer.weight_shape
         result: dict[str, torch.Tensor] = {}
         if layer.bias is not None and not self.kfac.separate_bias:
             if (weight is None) != (bias is None):
@@ -139,6 +171,6 @@ class Preconditioner:
         """Replace every supported layer's ``.grad`` (where set) by its preconditioned value, in place."""
         with torch.no_grad():
             for name, value in self().items():
-                grad = self.parameters[name].grad
+                grad = self._parameters[name].grad
                 assert grad is not None  # only set gradients are preconditioned
                 grad.copy_(value)

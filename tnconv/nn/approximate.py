@@ -1,9 +1,10 @@
 """Approximate backprop: every conv layer of a model gets a tensor-dropout weight gradient.
 
 ``approximate_backprop(model, keep, mode)`` replaces the ``forward`` of each
-supported conv layer (an instance attribute, so the class is untouched) by one
-that runs the same convolution through ``EstimatedWeightGradConv``, an
-autograd function whose backward returns
+supported conv layer (an instance attribute, so the class is untouched) by an
+``EstimatedForward`` (an object that holds its layer: copies and pickles of the
+model carry their own) that runs the same convolution through
+``EstimatedWeightGradConv``, an autograd function whose backward returns
 
 - the exact input gradient (PyTorch's ``convolution_backward``, or
   ``tnconv.functional.conv_input_vjp`` beyond 3 dims and for asymmetric padding),
@@ -16,12 +17,14 @@ Supported layers: ``torch.nn.Conv1d/2d/3d`` and ``tnconv.nn.Conv1d/2d/3d/ConvNd`
 with any padding (ints, pairs, ``"same"``/``"valid"``) and padding mode (a
 non-zero mode pads the input first, as torch does, and the padding's
 gradient is exact). Transposed convolutions, and subclasses that override
-``forward`` or ``_conv_forward``, keep their exact gradients.
+``forward`` or ``_conv_forward``, keep their exact gradients. ``exact_gradients(model)``
+sets the estimates aside for a while (``tnconv.curvature`` runs its forwards so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import torch
@@ -118,27 +121,50 @@ class EstimatedWeightGradConv(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None, None, None
 
 
-def estimated_forward(module: Module, keep: float, mode: str, block_rows: int, seed: torch.Tensor) -> Callable:
-    """A ``forward`` for conv layer ``module``: its convolution, with the weight gradient estimated."""
-    dims = len(module.kernel_size)  # type: ignore[arg-type]
-    stride, dilation = tuple(module.stride), tuple(module.dilation)  # type: ignore[arg-type]
-    pairs = padding_pairs(module.padding, dims, module.kernel_size, dilation, stride)  # type: ignore[arg-type]
-    pad_first = module.padding_mode != "zeros"
-    flat_pad = [p for pair in reversed(pairs) for p in pair]
-    kernel_padding = ((0, 0),) * dims if pad_first else pairs
+class EstimatedForward:
+    """The ``forward`` that ``approximate_backprop`` gives conv layer ``module``: its convolution, with the weight
+    gradient estimated.
 
-    def forward(input: torch.Tensor) -> torch.Tensor:
-        unbatched = input.ndim == dims + 1
+    An object that holds its layer (not a closure over it), so that ``copy.deepcopy`` of the model
+    gives the copy's layer a forward of its own (computing with the copy's weights, from a copy of
+    the random stream) and ``pickle``/``torch.save`` of the model work.
+    """
+
+    def __init__(self, module: Module, keep: float, mode: str, block_rows: int, seed: torch.Tensor) -> None:
+        self.module, self.keep, self.mode, self.block_rows, self.seed = module, keep, mode, block_rows, seed
+        self.dims = len(module.kernel_size)  # type: ignore[arg-type]
+        self.stride, self.dilation = tuple(module.stride), tuple(module.dilation)  # type: ignore[arg-type]
+        kernel: tuple[int, ...] = tuple(module.kernel_size)  # type: ignore[arg-type]
+        pairs = padding_pairs(module.padding, self.dims, kernel, self.dilation, self.stride)
+        self.pad_first = module.padding_mode != "zeros"
+        self.flat_pad = [p for pair in reversed(pairs) for p in pair]
+        self.kernel_padding = ((0, 0),) * self.dims if self.pad_first else pairs
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:
+        module = self.module
+        unbatched = input.ndim == self.dims + 1
         x = input.unsqueeze(0) if unbatched else input
-        if pad_first:
-            x = F.pad(x, flat_pad, mode=module.padding_mode)  # type: ignore[arg-type]
+        if self.pad_first:
+            x = F.pad(x, self.flat_pad, mode=module.padding_mode)  # type: ignore[arg-type]
         y = EstimatedWeightGradConv.apply(
-            x, module.weight, module.bias, seed, stride, kernel_padding, dilation, module.groups, keep, mode,
-            block_rows,
+            x, module.weight, module.bias, self.seed, self.stride, self.kernel_padding, self.dilation, module.groups,
+            self.keep, self.mode, self.block_rows,
         )
         return y.squeeze(0) if unbatched else y
 
-    return forward
+
+@contextmanager
+def exact_gradients(model: Module) -> Iterator[None]:
+    """Within it, the layers of ``model`` under ``approximate_backprop`` run their own forward (exact gradients);
+    their estimated forwards come back on exit. Curvature (``tnconv.curvature``) runs its forward this way: its
+    batched backward pulls columns back exactly (the estimate has no batching rule and is not what it needs)."""
+    set_aside = {module: vars(module).pop("forward") for module in model.modules()
+                 if isinstance(vars(module).get("forward"), EstimatedForward)}  # fmt: skip
+    try:
+        yield
+    finally:
+        for module, forward in set_aside.items():
+            vars(module)["forward"] = forward
 
 
 class ApproximateBackprop:
@@ -148,7 +174,7 @@ class ApproximateBackprop:
     whose weight gradients are estimated.
     """
 
-    def __init__(self, forwards: dict[str, tuple[Module, Callable]], keep: float, mode: str) -> None:
+    def __init__(self, forwards: dict[str, tuple[Module, EstimatedForward]], keep: float, mode: str) -> None:
         self._forwards = forwards
         self.layers = tuple(forwards)
         self.keep = keep
@@ -195,7 +221,11 @@ def approximate_backprop(
     estimate has no double backward.
 
     Returns a handle whose ``.remove()`` restores exact gradients; it is also a
-    context manager (``with approximate_backprop(model, 0.5): ...``).
+    context manager (``with approximate_backprop(model, 0.5): ...``). A copy of the
+    model (``copy.deepcopy``, ``pickle``, ``torch.save``) keeps the estimates, on its own
+    weights and with its own random streams (each continuing from where the original's
+    stood); the handle restores the original only. The curvature of ``tnconv.curvature``
+    (``KFAC.update``, ``per_sample_grads``, ``diag_ggn``) is computed with exact gradients.
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -214,9 +244,9 @@ def approximate_backprop(
                 f"layer {name!r} already has a replaced forward (an earlier approximate_backprop handle "
                 f"that was not removed?)"
             )
-    forwards: dict[str, tuple[Module, Callable]] = {}
+    forwards: dict[str, tuple[Module, EstimatedForward]] = {}
     for name, module in layers:
-        forward = estimated_forward(module, float(keep), mode, rows or 0, new_seed(generator))
+        forward = EstimatedForward(module, float(keep), mode, rows or 0, new_seed(generator))
         module.forward = forward
         forwards[name] = (module, forward)
     return ApproximateBackprop(forwards, float(keep), mode)

@@ -31,7 +31,8 @@ product ``R R^T`` computes every off-diagonal entry twice. Three ways, by shape:
 library reads either layout). With several ``S``, ``R`` is copied once into ``(G, d, S*T)``
 and multiplied in one go (fewer, deeper products), unless each sample already has
 ``PER_SAMPLE_DEPTH`` locations.
-float16/bfloat16 rows accumulate into a float32 ``out`` (their sums overflow float16).
+float16/bfloat16 rows accumulate into a float32 ``out`` (their sums overflow float16). ``gram`` of rows
+that require a gradient is one differentiable ``einsum`` instead.
 
 ``flops(shape)`` and ``strategy(shape)`` say what ``accumulate_gram`` runs on rows of a
 shape without running it, from the same decisions (``products``, ``dense``, ``panels``):
@@ -59,8 +60,16 @@ SYMMETRIZE_CHUNK = 1 << 20
 
 
 def gram(rows: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """``alpha * sum_{s,t} R[s,g,:,t] R[s,g,:,t]^T`` as a new ``(G, d, d)`` tensor (float32 for half ``rows``)."""
+    """``alpha * sum_{s,t} R[s,g,:,t] R[s,g,:,t]^T`` as a new ``(G, d, d)`` tensor (float32 for half ``rows``).
+
+    Where ``rows`` require a gradient (and grad mode is on) it is one ``einsum`` that autograd
+    differentiates, symmetric to rounding (``accumulate_gram`` writes into its ``out`` in place,
+    which autograd cannot follow).
+    """
     dtype = torch.float32 if rows.dtype in HALF else rows.dtype
+    if rows.requires_grad and torch.is_grad_enabled():
+        wide = rows.to(dtype)
+        return torch.einsum("sgat,sgbt->gab", wide, wide) * alpha
     out = rows.new_empty((rows.shape[1], rows.shape[2], rows.shape[2]), dtype=dtype)
     return accumulate_gram(rows, out, alpha, 0.0)
 
