@@ -41,7 +41,7 @@ def test_build_simplify_print_and_plan_without_torch():
     lines = python(CODE).splitlines()
     assert lines[0].startswith("A  data  (i, j)")
     assert "taps" in lines  # simplify read the stride-2 patterns as taps views, without torch
-    assert "native conv2d conv2d" in lines  # the planner lifts the taps back into patterns: the same kernel
+    assert "native conv2d conv2d" in lines  # the planner reads the taps views as patterns: the same kernel
     assert "native conv2d_weight" in lines
     assert "einsum True True" in lines
     assert lines[-1] == "torch []"

@@ -107,7 +107,7 @@ class Taps:
     the axis, else zero (``mode="zeros"``) or the padding mode's fold (``pattern``'s
     hyper-parameters): the index pattern ``Pi[k, o, i]`` contracted with the axis. The
     pattern rules of ``tnconv.simplify`` emit it where ``Pi`` relabels pixels; the native
-    matcher turns it back into ``Pi`` (``tnconv.lower.lift``). Realised as torch views
+    matcher reads it as ``Pi`` (``tnconv.lower.reading``). Realised as torch views
     (a copy only where padding is read).
     """
 

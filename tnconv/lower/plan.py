@@ -2,8 +2,8 @@
 
 The planner tries, in order:
 
-1. a native kernel (``tnconv.lower.native``), matched on the network's
-   structural form: one PyTorch kernel computes the whole network;
+1. a native kernel (``tnconv.lower.native``), matched on the index patterns of its
+   tensors and ``Taps`` views alike: one PyTorch kernel computes the whole network;
 2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand as windowed
    cross-correlations), when it is estimated faster than the patches and their
    Gram (``tnconv.lower.pair_choice.pair_gram_pays``: time from shapes at measured
