@@ -7,6 +7,7 @@
 - Planning is torch-free: no module under ``tnconv/lower`` imports torch or ``tnconv.backends``, and no
   backend imports the program layer (``tnconv.programs``), which joins them.
 - ``tnconv/curvature`` runs programs: it imports no backend and none of the planner's pair modules.
+- Every part has a layer (``LAYERS``), and imports only parts of the layers below it.
 """
 
 from __future__ import annotations
@@ -141,6 +142,57 @@ def test_part_graph_sees_a_cycle_between_parts() -> None:
 def test_the_package_parts_import_one_way() -> None:
     cycle = find_cycle(part_graph())
     assert cycle is None, "import cycle between subpackages: " + " -> ".join(cycle or ())
+
+
+LAYERS = (
+    ("caches", "checks", "limits", "namespace", "render"),
+    ("ir", "distributed", "models"),
+    ("passes", "lower"),
+    ("backends",),
+    ("conv", "programs"),
+    ("contract", "routines"),
+    ("routine_cache",),
+    ("functional",),
+    ("dropout",),
+    ("nn",),
+    ("curvature",),
+    ("cli",),
+    ("__main__",),
+)
+"""The package's parts from the bottom up (docs/architecture.md, "What imports what"): a part imports only parts
+of the layers below its own."""
+
+
+def layer_of() -> dict[str, int]:
+    return {f"tnconv.{name}": level for level, names in enumerate(LAYERS) for name in names}
+
+
+def test_every_part_has_a_layer() -> None:
+    """A new subpackage or top-level module takes its place in ``LAYERS`` (and in the docs' picture)."""
+    assert sorted(set(part_graph()) - set(layer_of())) == []
+    assert sorted(set(layer_of()) - set(part_graph())) == []
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of ``graph`` (part -> parts it imports) that run up or across ``LAYERS``."""
+    level = layer_of()
+    return sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                  if level[target] >= level[source])  # fmt: skip
+
+
+def test_imports_run_down_the_layers() -> None:
+    """No import, at module level or inside a function, runs from a lower layer back up or across one."""
+    assert upward(part_graph()) == []
+
+
+def test_an_upward_import_is_seen() -> None:
+    graph = part_graph()
+    assert upward({**graph, "tnconv.lower": graph["tnconv.lower"] | {"tnconv.programs"}}) == [
+        "tnconv.lower -> tnconv.programs"
+    ]
+    assert upward({**graph, "tnconv.conv": graph["tnconv.conv"] | {"tnconv.programs"}}) == [
+        "tnconv.conv -> tnconv.programs"
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(modules("lower")))
