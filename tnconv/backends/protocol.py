@@ -10,6 +10,8 @@ through ``Owner``.
 
 from __future__ import annotations
 
+import weakref
+
 from typing import Any, Protocol, Sequence
 
 from tnconv.ir.sizes import Size
@@ -36,6 +38,23 @@ class Owner(Protocol):
     def einsum_plan(self) -> Executor: ...
 
     def account_constants(self) -> None: ...
+
+
+class Bound:
+    """What a runner reads of its program once, when it is made (the base of the backends' runners).
+
+    ``_program``: the program, weakly (it holds its runner: no cycle); ``_names``, ``_expected``, ``_labels``:
+    its operands' names, shapes and axis labels (the call's checks); ``_equation`` and ``_result``: its
+    equation and result elements (the allocation limit's check and message).
+    """
+
+    def __init__(self, program: Owner) -> None:
+        self._program = weakref.ref(program)
+        self._names = program.operands
+        self._expected = program.expected_shapes
+        self._labels = program.axis_labels
+        self._equation = program.equation
+        self._result = int(program.result_elements)
 
 
 class Runner(Protocol):

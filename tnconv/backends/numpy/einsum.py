@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from typing_extensions import assert_never
 
+from tnconv.backends.contraction import contraction
 from tnconv.backends.numpy.arrays import chain, constant, fold, taps, window_sum
 from tnconv.lower.nodes import Einsum, Executor, Preparation, Sliced
 from tnconv.lower.path import Step
@@ -51,21 +52,10 @@ def _body(plan: Executor) -> Run:
 
 
 def _einsum(plan: Einsum) -> Run:
-    preparations = [(p.slot, p.alias, _preparation(p)) for p in plan.preparations]
-    steps = [(step.positions, _step(step)) for step in plan.contraction.steps]
+    contract = contraction(plan, _preparation, _step)
 
     def run(data: Arrays, made: Sequence[np.ndarray]) -> np.ndarray:
-        working = [data[n] if is_data else made[n] for is_data, n in plan.sources]
-        for slot, alias, prepare in preparations:
-            working[slot] = working[alias] if alias >= 0 else prepare(working[slot], made)
-        results: list[np.ndarray] = []
-        for number, (positions, call) in enumerate(steps):
-            inputs = [working[p] for p in positions]
-            working = [t for p, t in enumerate(working) if p not in positions]
-            earlier = plan.same[number] if plan.same else -1
-            results.append(call(*inputs) if earlier < 0 else results[earlier])
-            working.append(results[-1])
-        result = working[0]
+        result = contract(data, made)
         for node in plan.folds:
             result = fold(result, node, made)
         return result if plan.permutation is None else result.transpose(plan.permutation)

@@ -10,31 +10,25 @@ per dtype.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
 from tnconv.backends.numpy.einsum import Run, constants, executor
-from tnconv.backends.protocol import Owner
+from tnconv.backends.protocol import Bound, Owner
 from tnconv.limits import check_allocation
 from tnconv.lower.bind import order, shape_mismatch
 from tnconv.lower.nodes import Executor
 
 
-class Runner:
+class Runner(Bound):
     """Runs a concrete program's einsum plan on numpy arrays: ``runner(args, kwargs)`` is ``program(*args,
     **kwargs)``."""
 
     array_type = np.ndarray
 
     def __init__(self, program: Owner, plan: Executor) -> None:
-        self._program = weakref.ref(program)  # the program holds its runner: no cycle
-        self._names = program.operands
-        self._expected = program.expected_shapes
-        self._labels = program.axis_labels
-        self._equation = program.equation
-        self._result = int(program.result_elements)
+        super().__init__(program)
         self._plan = plan
         self._run: Run | None = None
         self.constants: dict[np.dtype, Any] = {}

@@ -13,7 +13,6 @@ the ``Owner`` protocol, which ``Program`` satisfies.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
@@ -28,7 +27,7 @@ from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
 from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
-from tnconv.backends.protocol import Owner
+from tnconv.backends.protocol import Bound, Owner
 from tnconv.lower.nodes import Einsum, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram
 
@@ -49,19 +48,14 @@ class NativeKernel:
         return self.run(operands)
 
 
-class Runner:
+class Runner(Bound):
     """Runs a concrete program's ``plan`` on torch tensors: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``
     (``tnconv.backends.protocol.Runner``)."""
 
     array_type = torch.Tensor
 
     def __init__(self, program: Owner, plan: Plan) -> None:
-        self._program = weakref.ref(program)  # the program holds its runner: no cycle
-        self._names = program.operands
-        self._expected = program.expected_shapes
-        self._labels = program.axis_labels
-        self._equation = program.equation
-        self._result = int(program.result_elements)
+        super().__init__(program)
         self._native: Native | None = None
         self.kernel: NativeKernel | None = None
         self._fast: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = None  # floating-point operands
