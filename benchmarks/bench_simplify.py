@@ -3,7 +3,9 @@
 Each dim gives one ``1x1`` rewrite (its pattern dropped, ``i`` split into ``(o, k)`` on
 X) and one ``squeeze`` of ``k`` (from X and W): 2 * dims rewrites on networks of about
 3 * dims legs. Before issue 22 item 24 a squeeze rebuilt the network and cancelled a
-split deep in X's view chain (400 dims 0.35 s, 800 2.0 s, 1600 11.6 s); the growth from
+split deep in X's view chain (400 dims 0.35 s, 800 2.0 s, 1600 11.6 s); after it, each 1x1 rewrite
+rebuilt the network and scanned its tensors per site (1600: 2.5 s); now the phase's rewrites build one
+network and a network visited site by site indexes its legs once. The growth from
 one row to the next says how the cost scales (4x per doubling is quadratic). The pass
 runs uncached (``SIMPLIFY.traced``, not ``simplify``, which caches by network); the CPU
 time of this process is reported (``time.process_time``, median of ``--rounds``), with

@@ -27,7 +27,11 @@ import sympy
 from tnconv.ir.equation import parse_equation, write_equation
 from tnconv.ir.sizes import Size, check_size, is_concrete, leg_symbol, substitute, symbols_of
 from tnconv.ir.tensors import Data, Kind
-from tnconv.ir.views import View
+from tnconv.ir.views import View, tap_axes
+
+
+SCANS_BEFORE_INDEX = 4
+"""Legs a network answers ``tensors_on`` for by scanning its tensors before it indexes all of its legs."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,23 @@ class Tensor:
     def leg_set(self) -> frozenset[str]:
         """The legs as a set: ``leg in tensor.leg_set`` at once where a tensor carries thousands of legs."""
         return frozenset(self.legs)
+
+    @cached_property
+    def repeated_legs(self) -> frozenset[str]:
+        """The legs the tensor carries more than once (its diagonal is used), as a set."""
+        if len(self.leg_set) == len(self.legs):
+            return frozenset()
+        return frozenset(leg for leg in self.leg_set if self.legs.count(leg) > 1)
+
+    @cached_property
+    def tap_legs(self) -> frozenset[str]:
+        """The legs a data tensor reads through a ``Taps`` view (a pattern's legs); none for structured kinds.
+
+        Asked of each of thousands of legs of one tensor by the leg rules, so computed once from its view chain.
+        """
+        if not isinstance(self.kind, Data):
+            return frozenset()
+        return frozenset(self.legs[axis] for axis in tap_axes(self.kind.views, len(self.legs)))
 
     @property
     def views(self) -> tuple[View, ...]:
@@ -176,6 +197,8 @@ class Network:
         pending = self.__dict__.get("_pending")
         known, checked = (self._sizes, True) if pending is None else pending
         result.__dict__["_pending"] = (known, checked) if sizes is None else (sizes, False)
+        if output is None and "output_set" in self.__dict__:
+            result.__dict__["output_set"] = self.output_set  # the same output: its set is the parent's
         return result
 
     def __getattr__(self, name: str) -> object:
@@ -208,6 +231,11 @@ class Network:
     @property
     def output(self) -> tuple[str, ...]:
         return self._output
+
+    @cached_property
+    def output_set(self) -> frozenset[str]:
+        """The output legs as a set: ``leg in net.output_set`` at once where the output has thousands of legs."""
+        return frozenset(self._output)
 
     @property
     def sizes(self) -> Mapping[str, Size]:
@@ -261,13 +289,34 @@ class Network:
         """Positions of the tensors that carry ``leg`` (a position once per tensor, in order).
 
         Remembered per leg: rewrite rules ask it of a few legs of each of
-        many networks, so a full index would cost more than it saves.
+        many networks, for which scanning the tensors per leg costs less
+        than an index of every leg. A network asked about more than
+        ``SCANS_BEFORE_INDEX`` legs (a sweep visiting each of its thousands
+        of sites) indexes all legs in one pass, so that each further
+        answer is a lookup: without it, a sweep over an unchanged network
+        scanned every tensor once per site, quadratic in the sites.
         """
-        found = self._carriers.get(leg)
-        if found is None:  # ``leg in e.leg_set`` for each tensor at C speed (thousands of tensors, or of legs)
-            carried = map(contains, map(_leg_sets, self._entries), repeat(leg))
-            found = self._carriers[leg] = tuple(compress(count(), carried))
+        carriers = self._carriers
+        found = carriers.get(leg)
+        if found is not None:
+            return found
+        if len(carriers) >= SCANS_BEFORE_INDEX:
+            if not self.__dict__.get("_indexed"):
+                self._index_all_legs()
+            return carriers.get(leg, ())
+        # ``leg in e.leg_set`` for each tensor at C speed (thousands of tensors, or of legs)
+        carried = map(contains, map(_leg_sets, self._entries), repeat(leg))
+        found = carriers[leg] = tuple(compress(count(), carried))
         return found
+
+    def _index_all_legs(self) -> None:
+        """Fill ``_carriers`` with every leg's positions (one pass over the tensors' legs)."""
+        index: dict[str, list[int]] = {}
+        for position, entry in enumerate(self._entries):
+            for leg in entry.leg_set:
+                index.setdefault(leg, []).append(position)
+        self._carriers.update((leg, tuple(positions)) for leg, positions in index.items())
+        self.__dict__["_indexed"] = True
 
     @cached_property
     def _carriers(self) -> dict[str, tuple[int, ...]]:

@@ -27,7 +27,7 @@ from tnconv.ir.names import fresh_name
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import proven_equal
 from tnconv.ir.tensors import Data, Identity, Ones
-from tnconv.ir.views import Flatten, Squeeze, tap_axes
+from tnconv.ir.views import Flatten, Squeeze
 from tnconv.passes.core import Record, Rewrite
 from tnconv.passes.sweep import LEGS, Rule
 from tnconv.passes.viewchain import append_views, squeeze_views
@@ -50,7 +50,7 @@ def _match_identity(net: Network, position: int) -> Optional[_Renaming]:
     sizes = [net.size(leg) for leg in entry.legs]
     if any(not proven_equal(size, sizes[0]) for size in sizes[1:]):
         return None
-    outputs = [leg for leg in entry.legs if leg in net.output]
+    outputs = [leg for leg in entry.legs if leg in net.output_set]
     if len(outputs) > 1:
         return None
     if not any(carrier != position for leg in entry.legs for carrier in net.tensors_on(leg)):
@@ -78,7 +78,7 @@ remove_identity: Rule[_Renaming] = Rule("identity", Identity, _match_identity, _
 
 def _match_squeeze(net: Network, leg: str) -> Optional[str]:
     """``leg`` itself when it is summed, of size 1, and no index pattern (whose kind fixes its legs) carries it."""
-    if leg in net.output or not proven_equal(net.size(leg), 1):
+    if leg in net.output_set or not proven_equal(net.size(leg), 1):
         return None
     carriers = [net.entries[p] for p in net.tensors_on(leg)]
     if any(e.structured and not isinstance(e.kind, (Ones, Identity)) for e in carriers):
@@ -106,7 +106,7 @@ def _squeeze_all(net: Network, legs: Sequence[str]) -> tuple[Network, tuple[Reco
     entries = [data.get(p, e) for p, e in enumerate(net.entries)]
     records = []
     for leg in legs:
-        names = tuple(dict.fromkeys(e.name for e in net.entries if leg in e.legs))  # squeezing keeps the others'
+        names = tuple(dict.fromkeys(net.entries[p].name for p in net.tensors_on(leg)))  # squeezing keeps the others'
         entries = _squeeze_structured(entries, leg)
         effect = f"drop {leg} from {', '.join(names)}"
         records.append(Record("squeeze", names, (leg,), f"{leg} has size 1, summed", effect))
@@ -209,7 +209,7 @@ class _Parallel:
 
 def _match_parallel(net: Network, first: str) -> Optional[_Parallel]:
     """``first`` and the leg after it on its first carrier, when both are summed and sit together everywhere."""
-    if first in net.output:
+    if first in net.output_set:
         return None
     carriers = net.tensors_on(first)
     entry = net.entries[carriers[0]]
@@ -219,7 +219,7 @@ def _match_parallel(net: Network, first: str) -> Optional[_Parallel]:
     if slot + 1 >= len(entry.legs):
         return None
     second = entry.legs[slot + 1]
-    if second == first or second in net.output or net.tensors_on(second) != carriers:
+    if second == first or second in net.output_set or net.tensors_on(second) != carriers:
         return None
     if not all(_adjacent(net.entries[p], first, second) for p in carriers):
         return None
@@ -260,6 +260,4 @@ def _adjacent(entry: Tensor, first: str, second: str) -> bool:
 
 def _is_tap(entry: Tensor, leg: str) -> bool:
     """Whether ``entry`` is a data tensor that reads ``leg`` through a ``Taps`` view (a pattern leg)."""
-    if not isinstance(entry.kind, Data):
-        return False
-    return any(entry.legs[axis] == leg for axis in tap_axes(entry.kind.views, len(entry.legs)))
+    return leg in entry.tap_legs

@@ -61,7 +61,7 @@ express the rewrite).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal, proven_equal, proven_le, proven_lt
@@ -105,14 +105,14 @@ def _site(net: Network, position: int) -> Optional[_Site]:
         return None
     entry, pattern = found
     k, o, i = entry.legs
-    if i in net.output:
+    if i in net.output_set:
         return None
     readers = []
     for other in net.tensors_on(i):
         if other == position:
             continue
         carrier = net.entries[other]
-        if carrier.structured or carrier.legs.count(i) != 1:
+        if carrier.structured or i in carrier.repeated_legs:
             return None
         readers.append((other, carrier.legs.index(i)))
     if not readers:
@@ -282,7 +282,8 @@ def _match_partial_blocks(net: Network, position: int) -> Optional[_Relabel]:
     return _Relabel(site, name, f"D*(K-1)+1={D * (K - 1) + 1} <= S={S}, P=0, I={I} (last block partial)")
 
 
-def _relabel(net: Network, match: _Relabel) -> Rewrite:
+def _relabelling(match: _Relabel) -> tuple[View, Record]:
+    """The view that reads ``match``'s ``i`` as ``(o, k)`` (for axis 0), and the record of the rewrite."""
     site = match.site
     p, O, I = site.pattern, site.size_o, site.size_i
     one_to_one = _is(p.kernel_size, 1) and _is(p.stride, 1) and _is(O, I)
@@ -293,15 +294,48 @@ def _relabel(net: Network, match: _Relabel) -> Rewrite:
     else:
         view = Taps(0, p)
         effect = f"read {site.i} as taps ({site.o}, {site.k}) of {site.names}; drop {site.entry.name}"
-    entries = _rewrite_readers(net, site, (view,), (site.o, site.k))
-    del entries[site.position]
-    return net.replace(tensors=entries), Record(match.rule, (site.entry.name,), (site.i,), match.condition, effect)
+    return view, Record(match.rule, (site.entry.name,), (site.i,), match.condition, effect)
 
 
-strided_slice: Rule[_Relabel] = Rule("strided slice", IndexPattern, _match_strided_slice, _relabel)
-blocks: Rule[_Relabel] = Rule("blocks", IndexPattern, _match_blocks, _relabel)
-covering_slice: Rule[_Relabel] = Rule("covering slice", IndexPattern, _match_covering_slice, _relabel)
-partial_blocks: Rule[_Relabel] = Rule("partial blocks", IndexPattern, _match_partial_blocks, _relabel)
+def _relabel(net: Network, match: _Relabel) -> Rewrite:
+    result, (record,) = _relabel_many(net, (match,))
+    return result, record
+
+
+def _relabel_many(net: Network, matches: Sequence[_Relabel]) -> tuple[Network, tuple[Record, ...]]:
+    """``_relabel`` at each of ``matches`` (all found on ``net``, in site order) as one network.
+
+    The same network as relabelling one site at a time: each reader's legs and
+    views are rewritten in the same order (a site's ``i`` slot is found where the
+    earlier sites left it), but its tensor is built once for all of its sites, and
+    the patterns are dropped at the end (a conv with thousands of 1x1 dims was
+    otherwise rebuilt once per dim, each time copying the reader's thousands of legs).
+    """
+    entries = list(net.entries)
+    rewritten: dict[int, tuple[list[str], list[View]]] = {}
+    records = []
+    for match in matches:
+        view, record = _relabelling(match)
+        site = match.site
+        for position, _ in site.readers:
+            legs, views = rewritten.setdefault(position, (list(entries[position].legs), []))
+            slot = legs.index(site.i)
+            legs[slot : slot + 1] = [site.o, site.k]
+            views.append(_at(view, slot))
+        records.append(record)
+    for position, (legs, views) in rewritten.items():
+        entry = entries[position]
+        assert isinstance(entry.kind, Data)  # a reader (``_site``)
+        entries[position] = Tensor(entry.name, tuple(legs), append_views(entry.kind, views))
+    dropped = {match.site.position for match in matches}
+    kept = [entry for position, entry in enumerate(entries) if position not in dropped]
+    return net.replace(tensors=kept), tuple(records)
+
+
+strided_slice: Rule[_Relabel] = Rule("strided slice", IndexPattern, _match_strided_slice, _relabel, _relabel_many)
+blocks: Rule[_Relabel] = Rule("blocks", IndexPattern, _match_blocks, _relabel, _relabel_many)
+covering_slice: Rule[_Relabel] = Rule("covering slice", IndexPattern, _match_covering_slice, _relabel, _relabel_many)
+partial_blocks: Rule[_Relabel] = Rule("partial blocks", IndexPattern, _match_partial_blocks, _relabel, _relabel_many)
 
 
 # --- pattern sum -------------------------------------------------------------------------------
@@ -313,7 +347,7 @@ def _match_pattern_sum(net: Network, position: int) -> Optional[tuple[int, Index
     if found is None:
         return None
     o = found[0].legs[1]
-    return (position, found[1]) if o not in net.output and net.tensors_on(o) == (position,) else None
+    return (position, found[1]) if o not in net.output_set and net.tensors_on(o) == (position,) else None
 
 
 def _sum_over_o(net: Network, match: tuple[int, IndexPattern]) -> Rewrite:
@@ -351,7 +385,7 @@ def _match_pattern_pair(net: Network, position: int) -> Optional[_Pair]:
     entry, pattern = found
     o = entry.legs[1]
     on = net.tensors_on(o)
-    if o in net.output or len(on) != 2 or on[0] != position:
+    if o in net.output_set or len(on) != 2 or on[0] != position:
         return None
     other = net.entries[on[1]]
     if other.kind != pattern or len(set(other.legs)) != 3 or other.legs[1] != o:
@@ -441,7 +475,7 @@ class _AsIdentity:
 
 def _summable(net: Network, position: int, spare: str) -> bool:
     """Whether ``spare`` may be summed away: not an output leg that only the pattern carries."""
-    return not (spare in net.output and net.tensors_on(spare) == (position,))
+    return not (spare in net.output_set and net.tensors_on(spare) == (position,))
 
 
 def _unpadded(p: IndexPattern) -> bool:

@@ -70,9 +70,10 @@ class Rule(Generic[M]):
         rewrite_many: ``(net, matches) -> (network, records)``, the rewrites at several sites whose matches
             were all found on ``net``, in site order, as one network (one record each, as ``rewrite``
             would give them one network at a time); or None. Only for a rule whose rewrite removes its
-            site and never changes whether it matches at another site; where its phase tries no other
-            rule, the sweep matches all of the phase's sites on one network and builds the result once
-            (a network with thousands of such sites is otherwise rebuilt thousands of times).
+            site and never changes whether it matches at another site; where all rules of its phase share
+            it (and no earlier phase's rule matches a site), the sweep matches all of the phase's sites on
+            one network and builds the result once (a network with thousands of such sites is otherwise
+            rebuilt thousands of times).
     """
 
     name: str
@@ -143,8 +144,9 @@ def sweep(name: str, phases: Sequence[Phase]) -> Pass:
 
 def _visit_all(name: str, net: Network, phase: Phase, rules: Phase, records: list[Record]) -> Network:
     """Visit each site of ``phase`` once, rewriting it with ``rules`` (appends to ``records``)."""
-    if len(rules) == 1 and rules[0].rewrite_many is not None:
-        return _visit_at_once(net, rules[0], records)
+    at_once = _visit_at_once(net, phase, rules, records)
+    if at_once is not None:
+        return at_once
     on_legs = phase[0].on_legs
     count = _count(net, on_legs)
     visits, budget = 0, 2 * count + 1  # a site is revisited only after a rewrite removed one
@@ -164,24 +166,35 @@ def _visit_all(name: str, net: Network, phase: Phase, rules: Phase, records: lis
     return net
 
 
-def _visit_at_once(net: Network, rule: Rule[Any], records: list[Record]) -> Network:
-    """``_visit_all`` of a phase of one rule with ``rewrite_many``: every site matched on ``net``, rewritten at once.
+def _visit_at_once(net: Network, phase: Phase, rules: Phase, records: list[Record]) -> Optional[Network]:
+    """``_visit_all`` of a phase whose rules share one ``rewrite_many``: every site matched on ``net``, rewritten at
+    once; None (and nothing recorded) where the phase has no such rewrite or a rule of an earlier phase matches.
 
-    Equal to visiting the sites one network at a time, records in the same order: the rule's
-    rewrites remove their sites (so the visit moves on) and change no other site's match.
+    Equal to visiting the sites one network at a time, records in the same order: at each site the
+    rules are tried in the same order, the first that matches is the phase's (whose rewrites remove
+    their sites, so the visit moves on, and change no other site's match).
     """
+    many = {rule.rewrite_many for rule in phase}
+    rewrite_many = many.pop() if len(many) == 1 else None
+    if rewrite_many is None:
+        return None
     found: list[Any] = []
     order: list[Union[Record, int]] = []  # a not-fired record, or the index of a match, in site order
-    for site in rule.sites(net):
-        match = rule.match(net, site)
-        if isinstance(match, Record):
-            order.append(match)
-        elif match is not None:
-            order.append(len(found))
-            found.append(match)
+    for site in phase[0].sites(net):
+        for rule in rules:
+            if not rule.looks_at_site(net, site):
+                continue
+            match = rule.match(net, site)
+            if isinstance(match, Record):
+                order.append(match)
+            elif match is not None:
+                if rule.rewrite_many is not rewrite_many:
+                    return None  # an earlier phase's rule: the sites are visited one at a time
+                order.append(len(found))
+                found.append(match)
+                break
     if found:
-        assert rule.rewrite_many is not None  # the caller's condition
-        net, done = rule.rewrite_many(net, found)
+        net, done = rewrite_many(net, found)
         records.extend(done[item] if isinstance(item, int) else item for item in order)
     else:
         records.extend(item for item in order if isinstance(item, Record))
