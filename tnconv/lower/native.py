@@ -47,11 +47,10 @@ from tnconv.lower.kernels import (
     ConvCall, ConvTransposeCall, ConvWeightCall, FoldCall, KernelCall, MatmulCall, Native, Spatial, UnfoldCall,
 )
 from tnconv.lower.layout import Arrange, arrange, restore
-from tnconv.lower.reading import PatternRead, Reading, read
+from tnconv.lower.reading import OUT, Reading, read
 from tnconv.lower.steps import Pairwise, as_gram, recipe
 from tnconv.lower.window import Window
 
-OUT = -1
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 WIDE_GROUP_PAIRS = 64 * 64
 """Input-times-output channels per group from which a grouped weight VJP with few output locations leaves the

@@ -30,6 +30,10 @@ from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 
 
+OUT = -1
+"""Where a leg goes when it is an output leg (``Reading.where``)."""
+
+
 @dataclass(frozen=True)
 class PatternRead:
     """One index pattern: its legs ``(k, o, i)`` and window; ``tensor``: the position of its ``Pi`` tensor, or
@@ -64,11 +68,11 @@ class Reading:
     sizes: dict[str, int]
 
     def where(self, pattern: PatternRead, leg: str) -> list[int]:
-        """What ``pattern``'s leg joins besides the pattern: data positions, and -1 for the output."""
+        """What ``pattern``'s leg joins besides the pattern: data positions, and ``OUT`` for the output."""
         if pattern.reader is not None and leg == pattern.legs[2]:
             return [pattern.reader]
         net = self.net
-        return [q for q in net.tensors_on(leg) if q != pattern.owner] + ([-1] if leg in net.output else [])
+        return [q for q in net.tensors_on(leg) if q != pattern.owner] + ([OUT] if leg in net.output else [])
 
 
 def read(net: Network) -> Reading | None:
