@@ -1,4 +1,5 @@
-"""The training example (examples/digits_kfac.py): KFAC-preconditioned SGD beats plain SGD on the digits."""
+"""The training examples: KFAC-preconditioned SGD (examples/digits_kfac.py) and SINGD on tnconv
+(examples/digits_singd.py) beat plain SGD on the digits."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import importlib.util
 import math
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_kfac.py"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("digits_kfac", EXAMPLE)
+def load_example(name: str = "digits_kfac"):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -24,3 +25,14 @@ def test_kfac_reaches_a_lower_loss_than_sgd_in_the_same_number_of_steps():
     assert len(kfac) == len(sgd) == steps
     assert all(math.isfinite(loss) for loss in kfac + sgd)
     assert kfac[-1] < 0.75 * sgd[-1]
+
+
+def test_singd_on_tnconv_takes_singds_steps_and_beats_sgd():
+    example = load_example("digits_singd")
+    steps = 40  # SINGD's preconditioner warms up over the first 15-20 steps
+    tnconv, sgd = example.train("tnconv", steps=steps), example.train("sgd", steps=steps)
+    singd = example.train("singd", steps=10)
+    assert len(tnconv) == len(sgd) == steps and len(singd) == 10
+    assert all(math.isfinite(loss) for loss in tnconv + sgd)
+    assert all(math.isclose(ours, theirs, rel_tol=1e-5) for ours, theirs in zip(tnconv, singd))
+    assert tnconv[-1] < 0.75 * sgd[-1]

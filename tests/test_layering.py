@@ -156,6 +156,7 @@ LAYERS = (
     ("dropout",),
     ("nn",),
     ("curvature",),
+    ("integrations",),
     ("cli",),
     ("__main__",),
 )

@@ -28,6 +28,35 @@ def test_resnet18_cifar_is_the_cifar_resnet18():
     assert isinstance(model.fc, torch.nn.Linear) and model.fc.out_features == 10
 
 
+def test_resnet18_is_torchvisions_resnet18():
+    """11,689,512 parameters (torchvision's resnet18), a 7x7 stride-2 stem and 3x3 stride-2 max pooling: 224x224
+    inputs reach the last stage at 7x7."""
+    model = models.resnet18()
+    convs = _convs(model)
+    assert _parameters(model) == 11_689_512
+    assert len(convs) == 20 and convs["conv1"].kernel_size == (7, 7) and convs["conv1"].stride == (2, 2)
+    assert isinstance(model.maxpool, torch.nn.MaxPool2d) and model.maxpool.kernel_size == 3
+    assert model.fc.out_features == 1000
+    sizes = {}
+    hook = convs["layer4.1.conv2"].register_forward_hook(lambda m, args, out: sizes.update(last=out.shape[2:]))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 224, 224))
+    hook.remove()
+    assert tuple(sizes["last"]) == (7, 7)
+
+
+def test_vgg19_is_torchvisions_vgg19():
+    """143,667,240 parameters (torchvision's vgg19; 143,678,248 with BatchNorm, vgg19_bn) and its classifier."""
+    model = models.vgg19()
+    assert _parameters(model) == 143_667_240 and _parameters(models.vgg19(batch_norm=True)) == 143_678_248
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(25088, 4096), (4096, 4096), (4096, 1000)]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.classifier) == 2
+    with pytest.raises(TypeError, match="batch_norm"):
+        models.vgg19(batch_norm=1)
+
+
 def test_vgg19_cifar_is_vgg19_with_batchnorm():
     model = models.vgg19_cifar()
     convs = _convs(model)
@@ -54,7 +83,7 @@ def test_convnext_depthwise_has_a_patchify_stem_and_depthwise_7x7_convs():
 @pytest.mark.parametrize(
     "factory, shape",
     [(models.resnet18_cifar, (1, 3, 32, 32)), (models.vgg19_cifar, (1, 3, 32, 32)),
-     (models.convnext_depthwise, (1, 3, 224, 224))],
+     (models.convnext_depthwise, (1, 3, 224, 224)), (models.resnet18, (1, 3, 64, 64)), (models.vgg19, (1, 3, 32, 32))],
 )
 def test_builtin_models_map_a_batch_to_logits(factory, shape):
     model = factory(num_classes=7).eval()

@@ -30,7 +30,7 @@ from tnconv.routines.run import finish
 TOL = dict(rtol=1e-10, atol=1e-12)
 MODES = ("zeros", "reflect", "replicate", "circular")
 # routines whose networks take a padding mode (X is read through the patterns; gradients are not)
-PADDING_MODES = ("forward", "unfold", "patch_sums", "kfac_expand", "kfac_reduce")
+PADDING_MODES = ("forward", "unfold", "patch_sums", "kfac_expand", "kfac_expand_diag", "kfac_reduce")
 
 
 def hyper_of(routine: Routine, layer: ConvLayer) -> ConvHyper:

@@ -6,6 +6,8 @@ where only the standard library, tnconv, and the packages its dependencies
 bring (recursively, extras left out) can be imported. Anything else
 (matplotlib of the ``draw`` extra, hypothesis of the ``test`` extra, ...)
 raises ``ModuleNotFoundError`` there, as it would after a fresh install.
+A page about an optional extra says so on a line ``<!-- extras: singd -->``:
+its blocks run after ``pip install -e .[singd]`` (that extra's packages too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+EXTRAS = re.compile(r"^<!-- extras: ([\w, -]+) -->$", re.MULTILINE)
 
 
 def python_blocks() -> dict[str, str]:
@@ -34,29 +38,37 @@ def python_blocks() -> dict[str, str]:
     }
 
 
-def installed_modules() -> set[str]:
-    """Top-level modules that ``pip install -e .`` brings: tnconv's dependencies and theirs, no extras."""
+def page_extras(name: str) -> tuple[str, ...]:
+    """The extras that the page of block ``name`` (``page.md:n``) installs (its ``<!-- extras: ... -->`` line)."""
+    found = EXTRAS.search((ROOT / name.rpartition(":")[0]).read_text(encoding="utf-8"))
+    return () if found is None else tuple(extra.strip() for extra in found.group(1).split(","))
+
+
+def installed_modules(extras: tuple[str, ...] = ()) -> set[str]:
+    """Top-level modules that ``pip install -e .`` (``.[extras]``) of this checkout brings: the dependencies its
+    pyproject.toml names (and those of the extras) and theirs, their own extras left out."""
+    try:
+        importlib.metadata.distribution("tnconv")
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError("tnconv is not installed: run the README's install (pip install -e .)") from None
     providers: dict[str, set[str]] = {}
     for module, distributions in importlib.metadata.packages_distributions().items():
         for distribution in distributions:
             providers.setdefault(_canonical(distribution), set()).add(module)
-    seen: set[str] = set()
-    waiting = ["tnconv"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    direct = [*project["dependencies"], *(text for extra in extras for text in project["optional-dependencies"][extra])]
+    seen = {"tnconv"}
+    waiting = list(direct)
     while waiting:
-        name = waiting.pop()
-        if name in seen:
+        requirement = Requirement(waiting.pop())
+        name = _canonical(requirement.name)
+        if name in seen or not (requirement.marker is None or requirement.marker.evaluate({"extra": ""})):
             continue
         seen.add(name)
         try:
-            requires = importlib.metadata.distribution(name).requires or []
+            waiting.extend(importlib.metadata.distribution(name).requires or [])
         except importlib.metadata.PackageNotFoundError:
-            if name == "tnconv":
-                raise RuntimeError("tnconv is not installed: run the README's install (pip install -e .)") from None
             continue  # a requirement for another platform
-        for text in requires:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                waiting.append(_canonical(requirement.name))
     return {"tnconv"} | {module for name in seen for module in providers.get(name, ())}
 
 
@@ -100,9 +112,9 @@ del NotInstalled
 """
 
 
-def run_isolated(code: str, folder: Path) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter in ``folder`` with only the README's install importable."""
-    program = f"ALLOWED = {sorted(installed_modules())!r}\n{PRELUDE}\nexec(compile({code!r}, 'snippet', 'exec'))\n"
+def run_isolated(code: str, folder: Path, extras: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter in ``folder`` with only the README's install (with ``extras``) importable."""
+    program = f"ALLOWED = {sorted(installed_modules(extras))!r}\n{PRELUDE}\nexec(compile({code!r}, 'snippet', 'exec'))\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(
         [sys.executable, "-c", program], cwd=folder, env=env, capture_output=True, text=True, timeout=300
@@ -117,7 +129,7 @@ def test_every_page_with_code_has_python_blocks():
 
 @pytest.mark.parametrize("name", sorted(python_blocks()))
 def test_python_block_runs_after_the_readme_install(name, tmp_path):
-    completed = run_isolated(python_blocks()[name], tmp_path)
+    completed = run_isolated(python_blocks()[name], tmp_path, page_extras(name))
     assert completed.returncode == 0, f"{name} fails:\n{completed.stderr[-3000:]}"
 
 
@@ -131,3 +143,10 @@ def test_only_the_readme_install_is_importable(tmp_path):
     assert (tmp_path / "net.svg").exists()
     completed = run_isolated(draw.format("net.png"), tmp_path)
     assert completed.returncode != 0 and "matplotlib" in completed.stderr
+
+
+def test_a_page_installs_the_extras_it_names(tmp_path):
+    """docs/singd.md names the singd extra: singd imports there, not after the plain install."""
+    assert page_extras("docs/singd.md:0") == ("singd",) and page_extras("README.md:0") == ()
+    assert run_isolated("import singd", tmp_path).returncode != 0
+    assert run_isolated("import singd", tmp_path, ("singd",)).returncode == 0

@@ -1,4 +1,4 @@
-"""Benchmark models written by hand: a CIFAR ResNet-18, a CIFAR VGG-19 with BatchNorm, a ConvNeXt-style network.
+"""Benchmark models written by hand: ResNet-18 and VGG-19 (CIFAR and torchvision's ImageNet layouts), a ConvNeXt.
 
 They are the whole models of the model-scale benchmarks and of ``tnconv curvature``
 (torchvision is not a dependency). Each factory returns a fresh ``torch.nn.Module``
@@ -11,9 +11,16 @@ logits:
   (64, 128, 256, 512 channels; strides 1, 2, 2, 2), global average pooling and one
   ``Linear``; 11.2M parameters for 10 classes. Module names follow torchvision's
   (``conv1``, ``layer2.0.downsample.0``, ``fc``).
+- ``resnet18``: torchvision's ResNet-18 for ``(N, 3, 224, 224)``: a 7x7 stride-2 stem and 3x3
+  stride-2 max pooling before the same stages; 11.7M parameters for 1000 classes, torchvision's
+  module names (``maxpool`` too), so that its state dict loads into torchvision's ``resnet18``.
 - ``vgg19_cifar``: VGG-19 with BatchNorm (Simonyan & Zisserman 2015) for ``(N, 3, 32, 32)``:
   sixteen 3x3 convs in five blocks, each block ending in 2x2 max pooling, then one
   ``Linear(512, num_classes)``; ``features.K`` and ``classifier`` as in torchvision.
+- ``vgg19``: torchvision's VGG-19 (``vgg19``, or ``vgg19_bn`` with ``batch_norm=True``) for
+  ``(N, 3, 224, 224)``: the same sixteen convs (224x224 becomes 7x7), 7x7 adaptive average
+  pooling and ``classifier`` = ``Linear(25088, 4096)``, ReLU, Dropout, ``Linear(4096, 4096)``,
+  ReLU, Dropout, ``Linear(4096, num_classes)``; 143.7M parameters for 1000 classes.
 - ``convnext_depthwise``: a ConvNeXt-style network (Liu et al. 2022) for ``(N, 3, 224, 224)``:
   a 4x4 stride-4 patchify stem, stages of blocks (depthwise 7x7 conv, LayerNorm over
   channels, ``Linear(C, 4C)``, GELU, ``Linear(4C, C)``, residual) with LayerNorm and a 2x2
@@ -21,7 +28,7 @@ logits:
   no layer scale or stochastic depth. Its pointwise ``Linear`` layers act on
   ``(N, H, W, C)``, so KFAC sees them with ``H*W`` locations.
 
-All three pool globally before their head, so they also run on larger inputs.
+All pool before their head (globally, or to 7x7 in ``vgg19``), so they also run on other input sizes.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from torch import nn
 from tnconv.namespace import public_dir
 
 __all__ = [
-    "BasicBlock", "ChannelsLayerNorm", "ConvNeXt", "ConvNeXtBlock", "ResNetCifar", "VGG", "convnext_depthwise",
-    "resnet18_cifar", "vgg19_cifar",
+    "BasicBlock", "ChannelsLayerNorm", "ConvNeXt", "ConvNeXtBlock", "ResNet", "ResNetCifar", "VGG",
+    "convnext_depthwise", "resnet18", "resnet18_cifar", "vgg19", "vgg19_cifar",
 ]
 __dir__ = public_dir(globals(), __all__)
 
@@ -77,14 +84,22 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class ResNetCifar(nn.Module):
-    """A CIFAR ResNet of ``BasicBlock``s: 3x3 stem, one stage per entry of ``blocks``, pooling, ``fc``."""
+class ResNet(nn.Module):
+    """A ResNet of ``BasicBlock``s: stem, one stage per entry of ``blocks``, pooling, ``fc``.
 
-    def __init__(self, blocks: tuple[int, ...], num_classes: int, in_channels: int) -> None:
+    The stem is torchvision's (7x7 stride-2 conv, then 3x3 stride-2 max pooling) for ImageNet-size
+    inputs, else a 3x3 stride-1 conv (CIFAR).
+    """
+
+    def __init__(self, blocks: tuple[int, ...], num_classes: int, in_channels: int, imagenet: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+        if imagenet:
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module | None = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else None
         channels = 64
         for index, count in enumerate(blocks):
             width, stride = 64 * 2**index, 1 if index == 0 else 2
@@ -97,9 +112,15 @@ class ResNetCifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
         for index in range(self.stages):
             x = getattr(self, f"layer{index + 1}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+ResNetCifar = ResNet
+"""``ResNet``'s name before it had the ImageNet stem (its default, ``imagenet=False``, is the CIFAR stem)."""
 
 
 def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
@@ -110,24 +131,40 @@ def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
         in_channels: the input channels of the 3x3 stem (``conv1``).
     """
     _check_positive(num_classes=num_classes, in_channels=in_channels)
-    return ResNetCifar((2, 2, 2, 2), num_classes, in_channels)
+    return ResNet((2, 2, 2, 2), num_classes, in_channels)
+
+
+def resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    """torchvision's ResNet-18 for ImageNet-size images: ``(N, in_channels, 224, 224)`` -> ``(N, num_classes)``.
+
+    Args:
+        num_classes: the outputs of the final ``Linear`` (``fc``).
+        in_channels: the input channels of the 7x7 stride-2 stem (``conv1``).
+    """
+    _check_positive(num_classes=num_classes, in_channels=in_channels)
+    return ResNet((2, 2, 2, 2), num_classes, in_channels, imagenet=True)
 
 
 class VGG(nn.Module):
-    """VGG with BatchNorm: ``features`` (conv-BN-ReLU, max pooling after each block), pooling, ``classifier``."""
+    """VGG: ``features`` (3x3 convs with ReLU, BatchNorm between when asked, max pooling after each block),
+    ``avgpool``, ``classifier``."""
 
-    def __init__(self, blocks: tuple[tuple[int, ...], ...], num_classes: int, in_channels: int) -> None:
+    def __init__(
+        self, blocks: tuple[tuple[int, ...], ...], in_channels: int, batch_norm: bool, avgpool: int,
+        classifier: nn.Module,
+    ) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for block in blocks:
             for width in block:
-                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                norm = [nn.BatchNorm2d(width)] if batch_norm else []
+                layers += [nn.Conv2d(channels, width, 3, padding=1), *norm, nn.ReLU(inplace=True)]
                 channels = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.avgpool = nn.AdaptiveAvgPool2d(avgpool)
+        self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -145,7 +182,29 @@ def vgg19_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
         in_channels: the input channels of the first conv.
     """
     _check_positive(num_classes=num_classes, in_channels=in_channels)
-    return VGG(VGG19_CHANNELS, num_classes, in_channels)
+    return VGG(VGG19_CHANNELS, in_channels, True, 1, nn.Linear(512, num_classes))
+
+
+def vgg19(num_classes: int = 1000, in_channels: int = 3, batch_norm: bool = False) -> nn.Module:
+    """torchvision's VGG-19 for ImageNet-size images: ``(N, in_channels, 224, 224)`` -> ``(N, num_classes)``.
+
+    torchvision's ``vgg19`` (``vgg19_bn`` with ``batch_norm``): the sixteen convs of
+    ``vgg19_cifar``, 7x7 adaptive average pooling, and a ``classifier`` of three ``Linear``
+    layers (25088 -> 4096 -> 4096 -> ``num_classes``) with ReLU and Dropout between them.
+
+    Args:
+        num_classes: the outputs of the last ``Linear``.
+        in_channels: the input channels of the first conv.
+        batch_norm: BatchNorm after each conv (torchvision's ``vgg19_bn``).
+    """
+    _check_positive(num_classes=num_classes, in_channels=in_channels)
+    if not isinstance(batch_norm, bool):
+        raise TypeError(f"batch_norm must be a bool, got {batch_norm!r}")
+    classifier = nn.Sequential(
+        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, num_classes),
+    )  # fmt: skip
+    return VGG(VGG19_CHANNELS, in_channels, batch_norm, 7, classifier)
 
 
 class ChannelsLayerNorm(nn.LayerNorm):

@@ -10,6 +10,11 @@ into a small *sketch* network in the place of one of its tensors:
   ``(K, I)`` and the unfolded input is never formed. (For a transposed layer the
   locations are the patterns' ``i`` legs; their sum is a ``(K, O)`` 0/1 matrix
   that the contraction forms from the small pattern.)
+- ``squared_patches``: ``U[n,g,c_in,k..,o..]^2`` summed over ``n`` and the locations
+  (two copies of the patches, every leg shared: the diagonal of the expand Gram);
+  ``square_patterns`` then merges the two copies of each index pattern
+  (``tnconv.passes.pattern_square``), so that the two copies of ``X`` read the
+  same pixel: the patch sums of the squared input.
 - ``gram``: ``P[n,g,c_in,k..,..] P[n,g,c_in_2,k_2..,..]`` summed over every leg
   but the channels and taps, with ``P`` := the network: two copies of ``X``
   whose ``n`` (and, for the patches themselves, location) legs are tied. Output
@@ -43,6 +48,7 @@ from tnconv.ir.views import Unflatten
 from tnconv.passes.core import Pass, Trace, as_pass
 from tnconv.passes.differentiate import differentiate_traced
 from tnconv.passes.fuse import fuse_traced
+from tnconv.passes.pattern_square import square_patterns_traced
 from tnconv.passes.vmap import vmap_traced
 
 
@@ -74,6 +80,22 @@ def sum_over_locations(hyper: ConvHyper, options: Options) -> Pass:
         return Network((Tensor("U", patches.output),), kept, _sizes(patches, patches.output))
 
     return fuse_into("sum_over_locations", "U", sketch)
+
+
+def squared_patches(hyper: ConvHyper, options: Options) -> Pass:
+    """``U[n,g,c_in,k..,o..] U[n,g,c_in,k..,o..]`` summed over ``n`` and the locations: output ``(g, c_in, k..)``."""
+    kept = ("g", "c_in", *spatial_legs("k", hyper.dims))
+
+    def sketch(patches: Network) -> Network:
+        legs = patches.output
+        return Network((Tensor("U", legs), Tensor("U", legs)), kept, _sizes(patches, legs))
+
+    return fuse_into("squared_patches", "U", sketch)
+
+
+def square_patterns(hyper: ConvHyper, options: Options) -> Pass:
+    """``Pi[k,o,i] Pi[k,o,i'] -> Pi[k,o,i] delta[i,i']`` for the copies of each pattern (``tnconv.passes.pattern_square``)."""
+    return as_pass(square_patterns_traced)
 
 
 def gram(hyper: ConvHyper, options: Options) -> Pass:

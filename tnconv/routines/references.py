@@ -179,6 +179,12 @@ def kfac_expand(hyper: ConvHyper) -> Implementation:
     return factor
 
 
+def kfac_expand_diag(hyper: ConvHyper) -> Implementation:
+    """``1/(N*T) sum_{n,t} u * u`` per group from the patches ``u``: ``(G, d)``, the KFAC-expand factor's diagonal."""
+    scale = hyper.batch * math.prod(hyper.output_size)
+    return lambda t: _grouped(hyper, patches(hyper, t["X"])).square().sum((0, 3)) / scale
+
+
 def kfac_reduce(hyper: ConvHyper) -> Implementation:
     """``1/(N*T^2) sum_n (sum_t u)(sum_t u)^T`` per group from the patches ``u``: ``(G, d, d)``."""
     scale = hyper.batch * math.prod(hyper.output_size) ** 2

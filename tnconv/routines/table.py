@@ -49,6 +49,11 @@ def factor_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
     return hyper.groups, d, d
 
 
+def diagonal_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
+    """The diagonal of a Kronecker factor per group ``(G, d)``, ``d = C_in // G * prod(K)``."""
+    return hyper.groups, hyper.patch_size
+
+
 def sums_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
     """The patches summed over the output locations ``(N, C_in * prod(K))``."""
     return hyper.batch, hyper.in_channels * hyper.kernel_elements
@@ -149,6 +154,19 @@ TABLE = routine_table((
                           "the patch sums (N, G, d) are computed once and multiplied with themselves by upper "
                           "panels (a symmetric product, mirrored)"),
         widen_half=True, function="tnconv.curvature.kfac_reduce_factor",
+    ),
+    Routine(
+        "kfac_expand_diag", "diag(A_g) of KFAC-expand, 1/(N*T) sum_{n,t} u*u: the squared patches summed, (G, d)",
+        "unfold", (X,), diagonal_shape, _reference("kfac_expand_diag", UNFOLDED),
+        derivation=(
+            Stage("fuse: U[n,g,c_in,k..,o..] U[n,g,c_in,k..,o..] summed over n and the locations o.., with "
+                  "U := the patches (the squared patches)", later("tnconv.conv.derived:squared_patches")),
+            Stage("pass: square_patterns (Pi[k,o,i] Pi[k,o,i'] = Pi[k,o,i] delta[i,i']: both copies of X read one "
+                  "pixel, the patch sums of the squared input)", later("tnconv.conv.derived:square_patterns")),
+        ),
+        scaling=Scaling("1/(N*T)", "sum_{n,t} u*u over the patches u", "the KFAC-expand factor's diagonal",
+                        "(G, d)", "d = C_in/G * prod(K)"),
+        widen_half=True,
     ),
     Routine(
         "per_sample_grad", "each sample's weight gradient, (N, *weight.shape)", "forward", (X, V),

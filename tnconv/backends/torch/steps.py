@@ -39,16 +39,23 @@ def operand(recipe: Operand) -> Call:
 
 
 def pairwise(recipe: Pairwise) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``matmul`` of the two arranged operands, summed, split and permuted."""
+    """``matmul`` of the two arranged operands, summed, split and permuted.
+
+    Where the product contracts nothing (``K == 1``: an outer product, or a Hadamard product of
+    operands whose legs are all batch legs), it is a broadcast ``*``: the same products, without
+    ``matmul``'s per-batch overhead (a batch of 1.6M 1x1 products took 40x the time of ``*``).
+    """
     first, second = operand(recipe.first), operand(recipe.second)
     swap, gram, summed = recipe.swap, recipe.gram, recipe.summed
     shape, permutation, reshape = recipe.shape, recipe.permutation, recipe.reshape
+    arranged = recipe.first.shape
+    multiply = torch.mul if arranged[-2 if recipe.first.transpose else -1] == 1 else torch.matmul
 
     def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if swap:
             a, b = b, a
         left = first(a)
-        result = torch.matmul(left, left.transpose(-1, -2) if gram else second(b))
+        result = multiply(left, left.transpose(-1, -2) if gram else second(b))
         if summed:
             result = result.sum(summed)
         if reshape:

@@ -1,0 +1,7 @@
+"""``tnconv.integrations``: tnconv's routines inside other libraries.
+
+- ``tnconv.integrations.singd``: ``SINGD``, the optimizer of the ``singd`` package
+  (``pip install tnconv[singd]``) with its layer statistics from tnconv.
+
+Each submodule imports its library; importing this package imports none of them.
+"""
