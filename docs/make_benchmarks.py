@@ -31,7 +31,9 @@ are noisy; regenerate with `python docs/make_benchmarks.py`. The fuller suite
 (more routines, 1 and 2 threads, compile times, peak memory) is
 `python benchmarks/bench_routines.py`; whole models (ResNet-18, VGG-19 and a
 ConvNeXt against unfold-based code, curvlinops and BackPACK) are
-`python benchmarks/bench_models.py` (benchmarks/RESULTS.md, section "Whole models").
+`python benchmarks/bench_models.py` (benchmarks/RESULTS.md, section "Whole models"); per-sample
+gradient norms and DP-SGD steps against Opacus are `python benchmarks/bench_privacy.py` (section
+"Private training").
 
 | layer | routine | tnconv (ms) | PyTorch (ms) | ratio |
 | --- | --- | ---: | ---: | ---: |

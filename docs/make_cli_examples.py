@@ -1,4 +1,4 @@
-"""Regenerate the examples of docs/cli.md (and docs/symbolic.md): run each command and write its output between the markers.
+"""Regenerate the examples of docs/cli.md (and docs/symbolic.md, docs/privacy.md): run each command and write its output between the markers.
 
 An example in the page is::
 
@@ -30,8 +30,9 @@ from pathlib import Path
 from tnconv.cli import main as tnconv_main
 
 PAGE = Path(__file__).resolve().parent / "cli.md"
-PAGES = (PAGE, PAGE.with_name("symbolic.md"))
-"""The pages with examples (docs/symbolic.md: the cost formulas of a symbolic derivation)."""
+PAGES = (PAGE, PAGE.with_name("symbolic.md"), PAGE.with_name("privacy.md"))
+"""The pages with examples (docs/symbolic.md: the cost formulas of a symbolic derivation; docs/privacy.md: the
+per-sample norm routine's derivation and which evaluation runs)."""
 EXAMPLE = re.compile(r"<!-- example: (?P<command>.+?) -->\n.*?<!-- end example -->", re.DOTALL)
 ROUNDING = re.compile(r"max \|error\| \S+")
 

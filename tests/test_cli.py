@@ -53,7 +53,7 @@ def test_every_routine_derives_and_checks(routine, tmp_path):
     ids=["1d-strided-dilated", "3d-grouped", "2d-transposed-output-padding", "2d-same-reflect", "override-builtin"],
 )
 @pytest.mark.parametrize("routine", ["forward", "input-vjp", "weight-vjp", "unfold", "kfac-expand", "kfac-reduce",
-                                     "per-sample-grad", "diag-ggn"])
+                                     "per-sample-grad", "diag-ggn", "per-sample-grad-norm", "sum-grad-squared"])
 def test_check_passes_for_varied_layers(routine, flags):
     if "reflect" in flags and routine not in ("forward", "unfold", "kfac-expand", "kfac-reduce"):
         flags = [f for f in flags if f not in ("--padding-mode", "reflect")]
@@ -397,6 +397,24 @@ def test_flops_are_exact_integers_or_marked_as_estimates():
     from tnconv.cli.show import count
 
     assert count(2**60 + 1) == f"{2**60 + 1:,}" and count(2**60, exact=False) == "about 1.15e+18"
+
+
+def test_derive_shows_which_evaluation_of_a_costed_shortcut_runs():
+    """per-sample-grad-norm: its shortcut (the per-sample gradients) where locations are many, the location-pair
+    network where they are few; formulas for a symbolic layer; nothing for a routine whose shortcut always runs."""
+    layer = ["--kernel", "3", "--padding", "1", "--no-diagram"]
+    status, out, err = run("derive", "per-sample-grad-norm", "--input", "2,64,4,4", *layer)
+    assert status == 0, err
+    assert "shortcut  N*C_in*K*C_out*(T + 1)/G = 1,253,376" in out  # 2*64*9*64*17
+    assert "network   N*T^2*(C_in*K + C_out + G) = 328,192" in out  # 2*256*641
+    assert "runs      the whole network" in out
+    status, out, _ = run("derive", "per-sample-grad-norm", "--input", "2,8,16,16", *layer, "--json")
+    costs = json.loads(out)["costs"]
+    assert costs["runs"] == "shortcut" and costs["shortcut"]["value"] == 2 * 8 * 9 * 8 * 257
+    status, out, _ = run("derive", "per-sample-grad-norm", "--input", "N,8,H,W", *layer)
+    assert "runs      the cheaper one for the sizes it is called with" in out and "N*T^2" in out
+    status, out, _ = run("derive", "sum-grad-squared", "--input", "2,8,4,4", *layer)
+    assert status == 0 and "which evaluation runs" not in out
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""docs/cli.md and docs/symbolic.md show what the commands print today: their examples are regenerated and compared."""
+"""docs/cli.md, docs/symbolic.md and docs/privacy.md show what the commands print today: their examples are regenerated and compared."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ def test_symbolic_page_examples_are_current():
     commands = [match["command"] for match in generator.EXAMPLE.finditer(committed)]
     assert any("N,64,H,W" in command for command in commands)
     assert generator.regenerate(committed) == committed
+
+
+def test_privacy_page_examples_are_current():
+    """docs/privacy.md's derivation of the per-sample norms and its choice of evaluation are what ``tnconv derive``
+    prints today."""
+    generator = _generator()
+    page = generator.PAGES[2]
+    committed = page.read_text(encoding="utf-8")
+    commands = [match["command"] for match in generator.EXAMPLE.finditer(committed)]
+    assert any(command.startswith("tnconv derive per-sample-grad-norm") for command in commands)
+    assert generator.deterministic(generator.regenerate(committed)) == generator.deterministic(committed)

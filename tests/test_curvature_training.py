@@ -3,23 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(name: str = "digits_kfac"):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support.examples import load_example
 
 
 def test_kfac_reaches_a_lower_loss_than_sgd_in_the_same_number_of_steps():
-    example = load_example()
+    example = load_example("digits_kfac")
     steps = 15
     kfac, sgd = example.train("kfac", steps=steps), example.train("sgd", steps=steps)
     assert len(kfac) == len(sgd) == steps

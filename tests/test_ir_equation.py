@@ -44,7 +44,7 @@ def test_named_einsum_of_every_routine_reads_back(op: str, shape: tuple) -> None
     routine = TABLE[op]
     net = tnconv.conv_network(op, shape, 3, 4 if routine.needs_out_channels else None, stride=(1, 2), padding=1)
     text = net.to_einsum(named=True)
-    assert " -> " in text and ", " in text and "n g c_in" in text
+    assert " -> " in text and ", " in text and "n c_in" in text.replace(" g ", " ")  # simplify drops a summed g=1
     back = Network.from_einsum(text, *net.tensors)
     assert [e.legs for e in back.entries] == [e.legs for e in net.entries] and back.output == net.output
     assert net.to_einsum() == back.to_einsum()  # the letters form is unchanged

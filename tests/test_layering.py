@@ -156,7 +156,7 @@ LAYERS = (
     ("dropout",),
     ("nn",),
     ("curvature",),
-    ("integrations",),
+    ("privacy", "integrations"),
     ("cli",),
     ("__main__",),
 )

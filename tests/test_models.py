@@ -67,6 +67,17 @@ def test_vgg19_cifar_is_vgg19_with_batchnorm():
     assert model.classifier.in_features == 512
 
 
+@pytest.mark.parametrize("factory, norms", [(models.resnet18_cifar, 20), (models.vgg19_cifar, 16)])
+def test_norm_group_puts_groupnorm_in_place_of_every_batchnorm(factory, norms):
+    """Same convs and parameter count (GroupNorm's affine parameters are BatchNorm's), no BatchNorm left."""
+    model, plain = factory(norm="group"), factory()
+    groups = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(groups) == norms and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert all(m.num_groups == min(32, m.num_channels) for m in groups)
+    assert _parameters(model) == _parameters(plain) and list(_convs(model)) == list(_convs(plain))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_convnext_depthwise_has_a_patchify_stem_and_depthwise_7x7_convs():
     model = models.convnext_depthwise()
     convs = _convs(model)
@@ -117,6 +128,7 @@ def test_same_seed_same_weights():
         (lambda: models.convnext_depthwise(depths=(2, 2), dims=(8,)), "depths and dims must have the same length"),
         (lambda: models.convnext_depthwise(dims=()), "dims must be a non-empty tuple"),
         (lambda: models.convnext_depthwise(depths=(1, 0), dims=(4, 8)), "each of depths must be an int >= 1, got 0"),
+        (lambda: models.resnet18_cifar(norm="layer"), "norm must be one of ('batch', 'group'), got 'layer'"),
     ],
 )
 def test_bad_arguments_are_named(call, message):

@@ -17,7 +17,7 @@ PUBLIC_MODULES = ("tnconv", *sorted({getattr(tnconv, name).__name__ for name in 
 
 def test_the_public_modules_are_the_documented_ones():
     assert PUBLIC_MODULES == ("tnconv", "tnconv.curvature", "tnconv.distributed", "tnconv.functional", "tnconv.models",
-                              "tnconv.nn")
+                              "tnconv.nn", "tnconv.privacy")
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -69,6 +69,23 @@ def test_fuse_with_sums_is_linear() -> None:
     torch.testing.assert_close(tnconv.compile(fused)(X=x, V=v), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_fuse_of_a_sum_into_several_occurrences_expands_the_product() -> None:
+    """Fusing ``A + B`` into ``P . P`` gives ``(A + B) . (A + B)``: the cross terms A.B and B.A too, not only
+    A.A + B.B (each occurrence takes each term)."""
+    a, b = (Network.from_einsum("i->i", name, sizes={"i": 3}) for name in "AB")
+    outer = Network.from_einsum("i,i,j->j", "P", "P", "C", sizes={"i": 3, "j": 2})
+    fused = fuse(outer, "P", NetworkSum([a, b]))
+    assert isinstance(fused, NetworkSum) and len(fused) == 4
+    tensors = sorted(term.tensors for term in fused)
+    assert tensors == [("A", "A", "C"), ("A", "B", "C"), ("B", "A", "C"), ("B", "B", "C")]
+    x, y, c = (torch.randn(n, dtype=torch.float64) for n in (3, 3, 2))
+    expected = ((x + y) @ (x + y)) * c
+    torch.testing.assert_close(tnconv.compile(fused)(A=x, B=y, C=c), expected, rtol=1e-10, atol=1e-10)
+    named_like = fuse(outer, "P", NetworkSum([a, Network.from_einsum("i->i", "P", sizes={"i": 3})]))
+    assert len(named_like) == 4  # an inner tensor named like the fused one is an operand, not fused again
+    torch.testing.assert_close(tnconv.compile(named_like)(A=x, P=y, C=c), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_fuse_errors() -> None:
     outer = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
     with pytest.raises(ValueError, match="unknown tensor 'C'"):

@@ -43,6 +43,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "nn": ("tnconv.nn", None),
     "curvature": ("tnconv.curvature", None),
     "distributed": ("tnconv.distributed", None),
+    "privacy": ("tnconv.privacy", None),
     "models": ("tnconv.models", None),
 }
 

@@ -21,6 +21,8 @@ logits:
   ``(N, 3, 224, 224)``: the same sixteen convs (224x224 becomes 7x7), 7x7 adaptive average
   pooling and ``classifier`` = ``Linear(25088, 4096)``, ReLU, Dropout, ``Linear(4096, 4096)``,
   ReLU, Dropout, ``Linear(4096, num_classes)``; 143.7M parameters for 1000 classes.
+- ``resnet18_cifar`` and ``vgg19_cifar`` take ``norm="group"``: ``GroupNorm(min(32, C), C)`` in place of
+  every BatchNorm, as differentially private training uses them (BatchNorm mixes the samples of a batch).
 - ``convnext_depthwise``: a ConvNeXt-style network (Liu et al. 2022) for ``(N, 3, 224, 224)``:
   a 4x4 stride-4 patchify stem, stages of blocks (depthwise 7x7 conv, LayerNorm over
   channels, ``Linear(C, 4C)``, GELU, ``Linear(4C, C)``, residual) with LayerNorm and a 2x2
@@ -47,6 +49,9 @@ __all__ = [
 __dir__ = public_dir(globals(), __all__)
 
 VGG19_CHANNELS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
+NORMS = ("batch", "group")
+NORM_GROUPS = 32
+"""Channel groups of ``norm="group"``: ``GroupNorm(min(NORM_GROUPS, C), C)``."""
 
 
 def _check_positive(**values: object) -> None:
@@ -56,24 +61,37 @@ def _check_positive(**values: object) -> None:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
+def _check_norm(norm: object) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return str(norm)
+
+
+def normalization(norm: str, channels: int) -> nn.Module:
+    """``BatchNorm2d(channels)`` (``norm="batch"``) or ``GroupNorm(min(NORM_GROUPS, channels), channels)``."""
+    if norm == "group":
+        return nn.GroupNorm(min(NORM_GROUPS, channels), channels)
+    return nn.BatchNorm2d(channels)
+
+
 class BasicBlock(nn.Module):
     """ResNet's basic block: ``relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x))``.
 
     The shortcut is the identity, or a strided 1x1 conv with BatchNorm where the
-    stride or the channel count changes.
+    stride or the channel count changes. ``norm="group"``: GroupNorm in place of BatchNorm.
     """
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = normalization(norm, channels)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.bn2 = normalization(norm, channels)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), normalization(norm, channels)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,22 +106,25 @@ class ResNet(nn.Module):
     """A ResNet of ``BasicBlock``s: stem, one stage per entry of ``blocks``, pooling, ``fc``.
 
     The stem is torchvision's (7x7 stride-2 conv, then 3x3 stride-2 max pooling) for ImageNet-size
-    inputs, else a 3x3 stride-1 conv (CIFAR).
+    inputs, else a 3x3 stride-1 conv (CIFAR). ``norm="group"``: GroupNorm in place of BatchNorm.
     """
 
-    def __init__(self, blocks: tuple[int, ...], num_classes: int, in_channels: int, imagenet: bool = False) -> None:
+    def __init__(
+        self, blocks: tuple[int, ...], num_classes: int, in_channels: int, imagenet: bool = False, norm: str = "batch"
+    ) -> None:
         super().__init__()
         if imagenet:
             self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         else:
             self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = normalization(norm, 64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module | None = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else None
         channels = 64
         for index, count in enumerate(blocks):
             width, stride = 64 * 2**index, 1 if index == 0 else 2
-            stage = [BasicBlock(channels, width, stride)] + [BasicBlock(width, width) for _ in range(count - 1)]
+            stage = [BasicBlock(channels, width, stride, norm)]
+            stage += [BasicBlock(width, width, norm=norm) for _ in range(count - 1)]
             self.add_module(f"layer{index + 1}", nn.Sequential(*stage))
             channels = width
         self.stages = len(blocks)
@@ -123,15 +144,16 @@ ResNetCifar = ResNet
 """``ResNet``'s name before it had the ImageNet stem (its default, ``imagenet=False``, is the CIFAR stem)."""
 
 
-def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def resnet18_cifar(num_classes: int = 10, in_channels: int = 3, norm: str = "batch") -> nn.Module:
     """ResNet-18 for CIFAR-size images: ``(N, in_channels, 32, 32)`` -> ``(N, num_classes)`` logits.
 
     Args:
         num_classes: the outputs of the final ``Linear`` (``fc``).
         in_channels: the input channels of the 3x3 stem (``conv1``).
+        norm: ``"batch"`` (BatchNorm) or ``"group"`` (``GroupNorm(min(32, C), C)``, for private training).
     """
     _check_positive(num_classes=num_classes, in_channels=in_channels)
-    return ResNet((2, 2, 2, 2), num_classes, in_channels)
+    return ResNet((2, 2, 2, 2), num_classes, in_channels, norm=_check_norm(norm))
 
 
 def resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
@@ -146,11 +168,11 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
 
 
 class VGG(nn.Module):
-    """VGG: ``features`` (3x3 convs with ReLU, BatchNorm between when asked, max pooling after each block),
-    ``avgpool``, ``classifier``."""
+    """VGG: ``features`` (3x3 convs with ReLU, ``normalization(norm)`` between unless ``norm`` is None, max
+    pooling after each block), ``avgpool``, ``classifier``."""
 
     def __init__(
-        self, blocks: tuple[tuple[int, ...], ...], in_channels: int, batch_norm: bool, avgpool: int,
+        self, blocks: tuple[tuple[int, ...], ...], in_channels: int, norm: str | None, avgpool: int,
         classifier: nn.Module,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -158,8 +180,8 @@ class VGG(nn.Module):
         channels = in_channels
         for block in blocks:
             for width in block:
-                norm = [nn.BatchNorm2d(width)] if batch_norm else []
-                layers += [nn.Conv2d(channels, width, 3, padding=1), *norm, nn.ReLU(inplace=True)]
+                normalize = [] if norm is None else [normalization(norm, width)]
+                layers += [nn.Conv2d(channels, width, 3, padding=1), *normalize, nn.ReLU(inplace=True)]
                 channels = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
@@ -170,7 +192,7 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def vgg19_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def vgg19_cifar(num_classes: int = 10, in_channels: int = 3, norm: str = "batch") -> nn.Module:
     """VGG-19 with BatchNorm for CIFAR-size images: ``(N, in_channels, 32, 32)`` -> ``(N, num_classes)``.
 
     Sixteen 3x3 convs (with bias, as in torchvision) in blocks of 2, 2, 4, 4, 4 (64 to 512
@@ -180,9 +202,10 @@ def vgg19_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     Args:
         num_classes: the outputs of ``classifier``.
         in_channels: the input channels of the first conv.
+        norm: ``"batch"`` (BatchNorm) or ``"group"`` (``GroupNorm(min(32, C), C)``, for private training).
     """
     _check_positive(num_classes=num_classes, in_channels=in_channels)
-    return VGG(VGG19_CHANNELS, in_channels, True, 1, nn.Linear(512, num_classes))
+    return VGG(VGG19_CHANNELS, in_channels, _check_norm(norm), 1, nn.Linear(512, num_classes))
 
 
 def vgg19(num_classes: int = 1000, in_channels: int = 3, batch_norm: bool = False) -> nn.Module:
@@ -204,7 +227,7 @@ def vgg19(num_classes: int = 1000, in_channels: int = 3, batch_norm: bool = Fals
         nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, 4096),
         nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, num_classes),
     )  # fmt: skip
-    return VGG(VGG19_CHANNELS, in_channels, batch_norm, 7, classifier)
+    return VGG(VGG19_CHANNELS, in_channels, "batch" if batch_norm else None, 7, classifier)
 
 
 class ChannelsLayerNorm(nn.LayerNorm):

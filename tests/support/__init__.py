@@ -4,4 +4,5 @@
 - ``support.references``: PyTorch and autograd references (layer functions, patches, curvature).
 - ``support.networks``: random networks and operands, and the dense oracle ``dense_value``.
 - ``support.flops``: ``counted_products``, the multiply-adds of the Gram products that ran.
+- ``support.examples``: ``load_example``, a script of ``examples/`` as a module.
 """

@@ -28,10 +28,10 @@ from tnconv.routines.derivation import derive as derive_stages
 from tnconv.routines.names import resolve
 from tnconv.routines.routine import QUANTITIES, Routine
 from tnconv.routines.run import finish
-from tnconv.routines.scaling import expression, quantities, scale, substituted, used
+from tnconv.routines.scaling import expression, quantities, scale, shortcut_pays, substituted, used
 from tnconv.routines.table import TABLE
 
-__all__ = ["Derivation", "derive", "hyper_of", "scaling", "what_runs"]
+__all__ = ["Derivation", "costs", "derive", "hyper_of", "scaling", "what_runs"]
 
 
 @dataclass(frozen=True)
@@ -177,3 +177,25 @@ def scaling(derivation: Derivation) -> dict[str, Any] | None:
         "layout": rule.layout, "where": rule.where, "shape": list(finish(entry, hyper, derivation.options).shape),
         "function": entry.function,
     }
+
+
+def costs(derivation: Derivation) -> dict[str, Any] | None:
+    """Which evaluation of the routine runs on this layer, by its shortcut's ``Costs`` formulas (multiply-adds):
+    the shortcut (``why`` says what it is) or the whole network (``network_form``). None for a routine whose
+    shortcut, if it has one, always runs. A symbolic layer gets the formulas in its symbols and no choice."""
+    shortcut = derivation.entry.shortcut
+    if shortcut is None or shortcut.costs is None:
+        return None
+    rule, hyper = shortcut.costs, derivation.hyper
+    forms = {"shortcut": (rule.shortcut, shortcut.why), "network": (rule.network, rule.network_form)}
+    if not derivation.layer.concrete:
+        values = quantities(hyper)
+        return {"symbolic": True, "runs": None, **{
+            name: {"formula": formula, "form": form,
+                   "value": str(expression(formula).subs({s: values[str(s)] for s in expression(formula).free_symbols}))}
+            for name, (formula, form) in forms.items()
+        }}
+    return {"symbolic": False, "runs": "shortcut" if shortcut_pays(rule, quantities(hyper)) else "network", **{
+        name: {"formula": formula, "form": form, "value": int(scale(formula, hyper))}
+        for name, (formula, form) in forms.items()
+    }}

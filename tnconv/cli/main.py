@@ -97,6 +97,7 @@ def run_derive(job: Request, out: TextIO, err: TextIO, routines: Mapping[str, Ro
         show.stages(report, out)
         show.compiled(report, out)
         show.scaling(report, out)
+        show.costs(report, out)
     status = 0
     if job.diagram is not None:
         from tnconv.render.draw import draw

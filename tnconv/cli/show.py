@@ -24,7 +24,7 @@ def header(request: Request, out: TextIO) -> None:
 
 def report(derivation: Derivation) -> dict[str, Any]:
     """Everything ``derive`` shows, as JSON-ready data (``--check``/``--bench``/diagram added by the caller)."""
-    from tnconv.cli.derive import scaling, what_runs
+    from tnconv.cli.derive import costs, scaling, what_runs
     from tnconv.cli.symbolic import unfold_based
 
     program = derivation.program
@@ -46,6 +46,7 @@ def report(derivation: Derivation) -> dict[str, Any]:
         "operands": list(program.operands),
         **what_runs(program),
         "scaling": scaling(derivation),
+        "costs": costs(derivation),
         **({} if derivation.layer.concrete else {"unfold_based": unfold_based(derivation)}),
     }
 
@@ -164,6 +165,25 @@ def scaling(data: dict[str, Any], out: TextIO) -> None:
     print(f"reshaped from ({', '.join(scale['network_output'])}) to {scale['layout']} = ({shape}){where}", file=out)
     if scale["function"]:
         print(f"({scale['function']} returns it so)", file=out)
+
+
+def costs(data: dict[str, Any], out: TextIO) -> None:
+    """The two evaluations of a routine whose shortcut pays on some layers only, their cost formulas (multiply-adds)
+    with this layer's numbers, and the one that runs."""
+    forms = data["costs"]
+    if forms is None:
+        return
+    print("\n== which evaluation runs (multiply-adds) ==", file=out)
+    for name in ("shortcut", "network"):
+        form = forms[name]
+        value = form["value"] if forms["symbolic"] else count(form["value"])
+        print(f"{name:<9} {form['formula']} = {value}", file=out)
+        print(f"{'':<9} {form['form']}", file=out)
+    if forms["runs"] is None:
+        print("runs      the cheaper one for the sizes it is called with", file=out)
+    else:
+        print(f"runs      the {'shortcut' if forms['runs'] == 'shortcut' else 'whole network'} "
+              f"(tnconv.routines.run_routine and the routine's function)", file=out)
 
 
 def check(result: dict[str, Any], out: TextIO) -> None:

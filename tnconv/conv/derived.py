@@ -25,7 +25,10 @@ into a small *sketch* network in the place of one of its tensors:
   weight VJP with the batch leg kept, ``(n, *W legs)``.
 - ``vmap_columns``: leg ``m`` (the GGN columns, M) on ``V``;
   ``square_columns``: ``J[m,n,w] J[m,n,w] -> w`` with ``J`` := the network. The
-  square (not multilinear in ``V``) is the product of two copies.
+  square (not multilinear in ``V``) is the product of two copies (``contract_copies``).
+- ``squared_norms``: ``J[n,w] J[n,w] -> n`` over the weight legs ``w`` (each sample's
+  squared gradient norm; the contraction may pair the copies' output locations instead
+  of forming ``J``); ``squares_over_samples``: ``J[n,w] J[n,w] -> w`` over ``n``.
 
 ``kept_pixels_network`` is the weight VJP over a random subset of input
 pixels (spatial tensor dropout).
@@ -45,6 +48,7 @@ from tnconv.ir.networksum import Value
 from tnconv.ir.sizes import Size, leg_symbol
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Unflatten
+from tnconv.passes.copies import contract_copies_traced
 from tnconv.passes.core import Pass, Trace, as_pass
 from tnconv.passes.differentiate import differentiate_traced
 from tnconv.passes.fuse import fuse_traced
@@ -140,13 +144,24 @@ def vmap_columns(hyper: ConvHyper, options: Options) -> Pass:
 
 
 def square_columns(hyper: ConvHyper, options: Options) -> Pass:
-    """``J[m,n,w] J[m,n,w] -> w`` with ``J`` := the network: the squares summed over its first two legs."""
+    """``J[m,n,w] J[m,n,w] -> w`` with ``J`` := the network: two copies contracted over its first two legs."""
+    return as_pass(contract_copies_traced, ("m", "n"))
 
-    def sketch(jacobian: Network) -> Network:
-        legs = jacobian.output
-        return Network((Tensor("J", legs), Tensor("J", legs)), legs[2:], _sizes(jacobian, legs))
 
-    return fuse_into("square_columns", "J", sketch)
+def squared_norms(hyper: ConvHyper, options: Options) -> Pass:
+    """``J[n,w] J[n,w] -> n`` with ``J`` := the per-sample weight gradient: two copies contracted over every
+    output leg but ``n`` (the weight legs ``w``: each sample's squared gradient norm)."""
+
+    def run(net: Value) -> tuple[Value, Trace]:
+        return contract_copies_traced(net, tuple(leg for leg in net.output if leg != "n"))
+
+    return Pass("squared_norms", run)
+
+
+def squares_over_samples(hyper: ConvHyper, options: Options) -> Pass:
+    """``J[n,w] J[n,w] -> w`` with ``J`` := the per-sample weight gradient: two copies contracted over ``n`` (the
+    squared per-sample gradients summed over samples)."""
+    return as_pass(contract_copies_traced, "n")
 
 
 def kept_pixels_network(hyper: ConvHyper, pixels: int) -> Network:

@@ -1,6 +1,7 @@
 """Passes: pure ``Network -> Network`` transformations and the vocabulary to compose and trace them.
 
-- ``differentiate`` (product rule -> ``NetworkSum``), ``vmap``, ``fuse``;
+- ``differentiate`` (product rule -> ``NetworkSum``), ``vmap``, ``fuse``,
+  ``contract_copies`` (two copies multiplied, summed over given output legs: squares, norms);
 - sub-tensor access: ``tie``, ``trace``, ``restrict``;
 - ``simplify`` / ``simplify_traced`` (index-pattern and leg rules to a fixpoint);
 - ``Pass``, ``Record``, ``Trace``, ``first``, ``sequence``, ``fixpoint``, ``checked``,
@@ -12,6 +13,7 @@ also returns the ``Trace`` of what it did.
 """
 
 from tnconv.ir.networksum import NetworkSum
+from tnconv.passes.copies import contract_copies, contract_copies_traced
 from tnconv.passes.core import Pass, Record, Trace, as_pass, checked, first, fixpoint, sequence
 from tnconv.passes.differentiate import differentiate, differentiate_traced
 from tnconv.passes.fuse import fuse, fuse_traced
@@ -22,6 +24,6 @@ from tnconv.passes.vmap import vmap, vmap_traced
 
 __all__ = [
     "Pass", "Record", "Trace", "as_pass", "checked", "first", "fixpoint", "sequence", "Rule", "sweep", "NetworkSum",
-    "differentiate", "differentiate_traced", "fuse", "fuse_traced", "vmap", "vmap_traced",
+    "differentiate", "differentiate_traced", "fuse", "fuse_traced", "contract_copies", "contract_copies_traced", "vmap", "vmap_traced",
     "simplify", "simplify_traced", "tie", "tie_traced", "trace", "trace_traced", "restrict", "restrict_traced",
 ]

@@ -36,7 +36,9 @@ def fuse(outer: Value, name: str, inner: Value) -> Value:
 def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
     """``(fused, trace)``: ``outer`` with every occurrence of tensor ``name`` replaced by a copy of ``inner``.
 
-    A ``NetworkSum`` on either side gives the sum of the fused terms (the result is linear in both).
+    A ``NetworkSum`` on either side gives the sum of the fused terms: the result is linear in
+    ``outer``, and a product of sums in ``inner`` where ``name`` occurs more than once (each
+    occurrence takes each term of ``inner`` in turn, so the cross terms are there).
 
     Raises:
         ValueError: ``name`` is not a tensor of ``outer``; inner's output has
@@ -46,6 +48,8 @@ def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
     if isinstance(outer, NetworkSum):
         return _sum([fuse_traced(term, name, inner) for term in outer.terms])
     if isinstance(inner, NetworkSum):
+        if isinstance(outer, Network) and len(outer.positions(name)) > 1:
+            return _each_occurrence(outer, name, inner)
         return _sum([fuse_traced(outer, name, term) for term in inner.terms])
     for label, value in (("outer", outer), ("inner", inner)):
         if not isinstance(value, Network):
@@ -85,6 +89,26 @@ def fuse_traced(outer: Value, name: str, inner: Value) -> tuple[Value, Trace]:
         effect += "; inner legs renamed " + ", ".join(f"{a}->{b}" for a, b in renamed.items())
     record = Record("fuse", (name,), tuple(outer.legs(positions[0])), f"inner output binds {binding}", effect)
     return outer.replace(tensors=entries, sizes=sizes), Trace((record,))
+
+
+def _each_occurrence(outer: Network, name: str, inner: NetworkSum) -> tuple[Value, Trace]:
+    """``fuse_traced`` of a sum ``inner`` into the several occurrences of ``name``: each occurrence is renamed
+    apart (a name of neither network) and fused on its own, so that their product of sums is expanded."""
+    taken = {*outer.tensors, *(label for term in inner.terms for label in term.tensors)}
+    apart: list[str] = []
+    entries = []
+    for entry in outer.entries:
+        if entry.name == name:
+            apart.append(fresh_name(name, taken))
+            taken.add(apart[-1])
+            entry = Tensor(apart[-1], entry.legs, entry.kind)
+        entries.append(entry)
+    result: Value = outer.replace(tensors=entries)
+    records: list[Record] = []
+    for label in apart:
+        result, trace = fuse_traced(result, label, inner)
+        records.extend(trace)
+    return result, Trace(records)
 
 
 def _bind(entry: Tensor, shape: list[Size], inner: Network) -> Network:

@@ -4,7 +4,7 @@
   (a copy of ``TABLE`` with more routines); ``resolve`` finds a routine by name
   in either spelling, suggesting the closest name for a typo.
 - ``Routine`` and its parts: ``Stage`` (a derivation step: a title and the
-  ``Pass`` that performs it), ``Operand``, ``Scaling``, ``Shortcut``,
+  ``Pass`` that performs it), ``Operand``, ``Scaling``, ``Shortcut`` (with ``Costs``: where it pays),
   ``Reference``, ``Options`` (M, the GGN columns); ``later`` names a function
   imported when first called.
 - ``derive`` (the stages with their rewrites, as ``tnconv derive`` prints them),
@@ -24,7 +24,8 @@ from typing import Any
 
 from tnconv.routines.names import resolve
 from tnconv.routines.routine import (
-    QUANTITIES, STARTS, Later, Operand, Options, Reference, Routine, Scaling, Shortcut, Stage, later, routine_table,
+    QUANTITIES, STARTS, Costs, Later, Operand, Options, Reference, Routine, Scaling, Shortcut, Stage, later,
+    routine_table,
 )
 from tnconv.routines.table import TABLE
 
@@ -36,7 +37,7 @@ _HEAVY = {
 }
 
 __all__ = [
-    "TABLE", "Routine", "Stage", "Operand", "Scaling", "Shortcut", "Reference", "Options", "Later", "later",
+    "TABLE", "Routine", "Stage", "Operand", "Scaling", "Shortcut", "Costs", "Reference", "Options", "Later", "later",
     "routine_table", "resolve", "STARTS", "QUANTITIES", "derive", "routine_network", "StageResult", "run_routine",
 ]
 

@@ -210,3 +210,18 @@ def diag_ggn_largest(hyper: ConvHyper, options: Options) -> int:
     """The patches, and the per-sample gradients of every column ``(M, N, *weight.shape)``."""
     columns = 1 if options.columns is None else options.columns
     return max(unfolded_size(hyper, options), columns * hyper.batch * math.prod(hyper.weight_shape))
+
+
+def per_sample_grad_norm(hyper: ConvHyper) -> Implementation:
+    """Each sample's squared weight-gradient norm from its per-sample gradient: ``(N,)``."""
+    return lambda t: _per_sample(hyper, t["X"], t["V"]).flatten(1).square().sum(1)
+
+
+def sum_grad_squared(hyper: ConvHyper) -> Implementation:
+    """The squared per-sample weight gradients summed over samples: ``weight.shape``."""
+    return lambda t: _per_sample(hyper, t["X"], t["V"]).square().sum(0)
+
+
+def per_sample_largest(hyper: ConvHyper, options: Options) -> int:
+    """The patches, and the per-sample gradients ``(N, *weight.shape)``."""
+    return max(unfolded_size(hyper, options), hyper.batch * math.prod(hyper.weight_shape))

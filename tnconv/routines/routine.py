@@ -124,6 +124,21 @@ class Scaling:
 
 
 @dataclass(frozen=True)
+class Costs:
+    """Where a shortcut pays: it runs where ``shortcut`` is at most ``network``, else the whole network runs.
+
+    Both are formulas in ``QUANTITIES`` (multiply-adds; ``^`` a power): ``shortcut`` the
+    cost of the shortcut (its part and ``combine``), ``network`` the cost of the whole
+    network contracted as ``network_form`` says (the form its contraction path takes
+    where it is the cheaper one: for a squared norm, by pairs of output locations).
+    """
+
+    shortcut: str
+    network: str
+    network_form: str
+
+
+@dataclass(frozen=True)
 class Shortcut:
     """A cheaper evaluation than the whole network, which holds one part twice.
 
@@ -131,11 +146,13 @@ class Shortcut:
     ``0``: the start network) is that part; it is evaluated once and
     ``combine(part, hyper)`` gives the whole network's value (unscaled, any layout
     of the same elements in the same order, a new tensor). ``why`` says what it saves.
+    ``costs`` (None: always cheaper) says for which layers it is.
     """
 
     stages: int
     combine: Callable[[torch.Tensor, ConvHyper], torch.Tensor]
     why: str
+    costs: Costs | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tnconv.programs.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
 from tnconv.routines.routine import Routine
-from tnconv.routines.scaling import scale
+from tnconv.routines.scaling import quantities, scale, shortcut_pays
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -79,8 +79,11 @@ class Setup:
 @cached(maxsize=512)
 def setup(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Setup:
     """The ``Setup`` of ``routine`` for the layer ``hyper`` (cached; the compiled program is cached by
-    ``tnconv.compile``, whose cache bounds the memory programs hold)."""
+    ``tnconv.compile``, whose cache bounds the memory programs hold). The shortcut, where the routine has one
+    and its ``costs`` (if any) say it pays on this layer, else the whole network."""
     shortcut = routine.shortcut
+    if shortcut is not None and shortcut.costs is not None and not shortcut_pays(shortcut.costs, quantities(hyper)):
+        shortcut = None
     stages = None if shortcut is None else shortcut.stages
     network = routine_network(routine, hyper, options, True, stages)
     combine = None if shortcut is None else shortcut.combine
@@ -167,3 +170,14 @@ def gram_of_patches(patches: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
 def sum_of_squares(grads: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
     """``sum_{m,n} J[m,n,w]^2`` from the per-column weight gradients ``J`` ``(m, n, *W legs)``."""
     return grads.square().sum((0, 1))
+
+
+def squared_norms(grads: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """``sum_w J[n,w]^2`` from the per-sample weight gradients ``J`` ``(n, *W legs)``: ``(N,)``."""
+    flat = grads.reshape(grads.shape[0], -1)
+    return torch.linalg.vecdot(flat, flat)
+
+
+def squares_over_samples(grads: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
+    """``sum_n J[n,w]^2`` from the per-sample weight gradients ``J`` ``(n, *W legs)``: the weight legs."""
+    return grads.square().sum(0)

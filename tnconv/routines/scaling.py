@@ -1,21 +1,23 @@
-"""A routine's scaling for a layer: the value of its ``Scaling.formula`` and the formula with the layer's numbers.
+"""A routine's formulas for a layer: the value of its ``Scaling.formula`` (or of its ``Costs``), with the layer's numbers.
 
 ``quantities(hyper)`` gives the layer quantities of ``QUANTITIES`` (``N`` samples,
 ``T`` output locations, ...); ``scale(formula, hyper)`` the exact rational the
-network's result is multiplied by (``1/(N*T^2)`` of a KFAC-reduce factor).
+network's result is multiplied by (``1/(N*T^2)`` of a KFAC-reduce factor);
+``shortcut_pays(costs, values)`` whether a shortcut's cost formula is at most the whole network's.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Mapping
 
 import sympy
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
 from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
-from tnconv.routines.routine import QUANTITIES
+from tnconv.routines.routine import QUANTITIES, Costs
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 
@@ -47,8 +49,12 @@ def expression(formula: str) -> sympy.Expr:
 
 def scale(formula: str, hyper: ConvHyper) -> sympy.Rational:
     """The exact value of ``formula`` for the layer ``hyper``."""
+    return evaluate(formula, quantities(hyper))
+
+
+def evaluate(formula: str, values: Mapping[str, int]) -> sympy.Rational:
+    """The exact value of ``formula`` for the quantities ``values`` (``N``, ``T``, ...: ``QUANTITIES``)."""
     parsed = expression(formula)
-    values = quantities(hyper)
     missing = sorted(str(s) for s in parsed.free_symbols if str(s) not in values)
     if missing:
         raise ValueError(f"scaling formula {formula!r} needs {missing}, which this layer does not have")
@@ -56,6 +62,12 @@ def scale(formula: str, hyper: ConvHyper) -> sympy.Rational:
     if not isinstance(result, sympy.Rational):
         raise ValueError(f"scaling formula {formula!r} is not a rational number for this layer: {result}")
     return result
+
+
+def shortcut_pays(costs: Costs, values: Mapping[str, int]) -> bool:
+    """Whether the shortcut's cost (``costs.shortcut``) is at most the whole network's (``costs.network``) for the
+    layer quantities ``values`` (``quantities(hyper)`` of a conv layer)."""
+    return bool(evaluate(costs.shortcut, values) <= evaluate(costs.network, values))
 
 
 def used(formula: str) -> tuple[str, ...]:

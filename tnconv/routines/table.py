@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tnconv.routines.routine import (
-    Operand, Options, Reference, Routine, Scaling, Shortcut, Stage, later, routine_table,
+    Costs, Operand, Options, Reference, Routine, Scaling, Shortcut, Stage, later, routine_table,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ def per_sample_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
     return hyper.batch, *hyper.weight_shape
 
 
+def batch_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
+    """One number per sample ``(N,)``."""
+    return (hyper.batch,)
+
+
 def output_columns_shape(hyper: ConvHyper, options: Options) -> tuple[int, ...]:
     """M columns of the layer output ``(M, N, C_out, *O)``."""
     if options.columns is None:
@@ -85,6 +90,17 @@ WEIGHT = Stage("differentiate: d l[n] / dW (n kept: one weight gradient per samp
                later("tnconv.conv.derived:differentiate_weight"))
 COLUMNS = Stage("vmap: leg m of size {columns} on V (columns of the GGN factor)",
                 later("tnconv.conv.derived:vmap_columns"))
+
+SQUARED_NORMS = Stage("contract copies: J[n,w] J[n,w] -> n over the weight legs w, J := the per-sample gradient "
+                      "(each sample's squared norm)", later("tnconv.conv.derived:squared_norms"))
+SAMPLE_SQUARES = Stage("contract copies: J[n,w] J[n,w] -> w over n, J := the per-sample gradient (the squares "
+                       "summed over samples)", later("tnconv.conv.derived:squares_over_samples"))
+LOCATION_PAIRS = Costs(
+    "N*C_in*K*C_out*(T + 1)/G", "N*T^2*(C_in*K + C_out + G)",
+    "pairs of output locations: sum_{t,t'} (v_t . v_t') (u_t . u_t') per sample and group, never forming the "
+    "per-sample gradients",
+)  # materialised: N*G per-sample (c, d) = (C_out/G, C_in/G*K) gradients over T locations, then squared;
+#    pairs: the T x T Grams of v (c long) and u (d long) per sample and group, multiplied
 
 
 def gram_stage(tied: str) -> Stage:
@@ -184,6 +200,23 @@ TABLE = routine_table((
                           "the per-column weight gradients (M, N, *W) are computed once and squared (2.5-3x faster "
                           "than the whole network on depthwise layers)"),
         function="tnconv.curvature.diag_ggn_weight",
+    ),
+    Routine(
+        "per_sample_grad_norm", "each sample's squared weight-gradient norm ||sum_t v_t u_t^T||^2, (N,)", "forward",
+        (X, V), batch_shape, _reference("per_sample_grad_norm", "per_sample_largest"),
+        derivation=(LOSS, WEIGHT, SQUARED_NORMS),
+        shortcut=Shortcut(2, later("tnconv.routines.run:squared_norms"),
+                          "the per-sample gradients (N, *W) are computed once and squared (the network would form "
+                          "them twice)", LOCATION_PAIRS),
+        function="tnconv.curvature.per_sample_weight_grad_norm",
+    ),
+    Routine(
+        "sum_grad_squared", "the squared per-sample weight gradients summed over samples, sum_n g_n^2 (weight.shape)",
+        "forward", (X, V), weight_shape, _reference("sum_grad_squared", "per_sample_largest"),
+        derivation=(LOSS, WEIGHT, SAMPLE_SQUARES),
+        shortcut=Shortcut(2, later("tnconv.routines.run:squares_over_samples"),
+                          "the per-sample gradients (N, *W) are computed once and squared"),
+        function="tnconv.curvature.sum_weight_grad_squared",
     ),
 ))
 """The routines, by canonical name (an immutable mapping)."""
