@@ -20,8 +20,8 @@ binomial), so single timings vary by about ``sqrt((1-keep)/(keep*units))``.
 
 ``--baseline FILE`` adds, for ``channel`` and ``rows``, the same estimates with the
 ``channel_dropout`` and ``row_dropout`` of another version of
-``tnconv/curvature/dropout_slices.py`` (columns ``MODE@KEEP before``; e.g. the file
-as a former commit had it: ``git show COMMIT:tnconv/curvature/dropout_slices.py > old.py``),
+``tnconv/dropout/slices.py`` (columns ``MODE@KEEP before``; e.g. the file
+as a former commit had it: ``git show COMMIT:tnconv/dropout/slices.py > old.py``),
 timed in the same rounds: a before/after comparison side by side.
 
 Usage: python benchmarks/bench_dropout.py [--layers NAME ...] [--threads 1 2] [--keeps 1 0.5 0.25]
@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import rotated  # noqa: E402
 from tnconv.cli.layers import Layer, builtin_layer, layer_names  # noqa: E402
 from tnconv.conv.hyper import conv_hyper  # noqa: E402
-from tnconv.curvature import dropout, weight_vjp_dropout  # noqa: E402
+from tnconv.curvature import weight_vjp_dropout  # noqa: E402
+from tnconv.dropout import weight_vjp as dropout  # noqa: E402
 
 MODES = ("channel", "rows", "spatial")
 KEEPS = (1.0, 0.5, 0.25)
@@ -59,7 +60,7 @@ TARGETS = {
 
 
 def load_baseline(path: str) -> ModuleType:
-    """Another version of ``tnconv/curvature/dropout_slices.py``, loaded from ``path``."""
+    """Another version of ``tnconv/dropout/slices.py``, loaded from ``path``."""
     spec = importlib.util.spec_from_file_location("baseline_dropout_slices", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"--baseline: cannot load {path!r}")

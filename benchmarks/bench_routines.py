@@ -54,7 +54,7 @@ from common import (  # noqa: E402
     LAYER_FILES, MMAP_THRESHOLD, ROOT, Layer, ensure_mmap_allocations, interleaved, load_layers, peak_extra,
     write_sections,
 )
-from tnconv.lower.compile import compile  # noqa: E402
+from tnconv.programs.compile import compile  # noqa: E402
 
 ROUTINES = (
     "forward", "input_vjp", "weight_vjp", "unfold", "kfac_expand", "kfac_expand_net", "kfac_reduce",

@@ -1,17 +1,17 @@
-"""Fit the speeds of ``tnconv.lower.pair_choice`` (``CPU``): when a pattern-pair Gram beats the patches and their Gram.
+"""Fit the torch backend's speeds (``tnconv.backends.torch.target.SPEEDS``): when a pattern-pair Gram beats the patches and their Gram.
 
 For each layer of ``LAYERS`` (float32, zero padding ``K // 2``, stride 1 or 2, 1 thread), the two ways of
 KFAC-expand's ``sum_{n,o} U U^T`` run side by side, round-robin (medians of ``--repeats`` rounds
 after a warm-up one, so that load from other processes hits both alike):
 
-- ``pair``: the layer's pattern-pair Gram (``tnconv.curvature.patches.expand_pair``);
-- ``patches``: the patches and their Gram by upper panels (``accumulate_patch_gram``).
+- ``pair``: the layer's pattern-pair Gram (``tnconv.lower.pair_gram.match``, run by the torch backend);
+- ``patches``: the patches and their Gram by upper panels (``accumulate_patch_gram``, in the torch target's chunks).
 
 The speeds of each way are then fitted to its times by non-negative least squares on relative
 errors (each row divided by its measured time), over the counts ``pair_work`` / ``patch_work``
 give: whole runs, not single calls, so that what a run does beside its products (padding, copies of
 each call's result, the assembly) is priced too. It prints the ``Speeds(...)`` to paste into
-``tnconv/lower/pair_choice.py`` and, per layer, the measured and estimated milliseconds and which way
+``tnconv/backends/torch/target.py`` and, per layer, the measured and estimated milliseconds and which way
 the estimate picks against which was faster. The speeds in the repository were fitted on the
 project's shared 2-core x86-64 machine (other helpers' jobs share it) in a quiet moment; re-fit on the machine that runs.
 
@@ -31,9 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import rotated  # noqa: E402
 
+from tnconv.backends.torch.pair_gram import pair_gram  # noqa: E402
+from tnconv.backends.torch.target import TARGET  # noqa: E402
 from tnconv.conv.hyper import conv_hyper  # noqa: E402
-from tnconv.curvature.patches import accumulate_patch_gram, expand_pair  # noqa: E402
+from tnconv.curvature.patches import accumulate_patch_gram, patch_elements  # noqa: E402
+from tnconv.lower import pair_gram as pair_plans  # noqa: E402
 from tnconv.lower.pair_choice import PairWork, PatchWork, Speeds, pair_work, patch_work  # noqa: E402
+from tnconv.lower.patch_gram import patch_chunks  # noqa: E402
+from tnconv.routines import TABLE, routine_network  # noqa: E402
 
 LAYERS = (  # (x shape, kernel[, stride]): ResNet-18 CIFAR's stride-1 3x3 layers (batch 32, the last at 8), others
     ((32, 3, 32, 32), 3),
@@ -78,14 +83,16 @@ def main() -> None:
     measured: list[list[float]] = []
     for shape, kernel, *stride in LAYERS:
         hyper = conv_hyper(shape, kernel, stride=stride[0] if stride else 1, padding=kernel // 2)
-        pair = expand_pair(hyper)
-        assert pair is not None, shape
-        plan, run = pair
+        plan = pair_plans.match(routine_network(TABLE["kfac_expand"], hyper))
+        assert plan is not None, shape
+        run = pair_gram(plan)
+        chunks = patch_chunks(hyper.batch, patch_elements(hyper), patch_elements(hyper), TARGET)
         x = torch.randn(shape)
         d = shape[1] * kernel * kernel
         out = torch.empty(1, d, d)
         ways = {"pair": lambda run=run, x=x: run([x]),
-                "patches": lambda x=x, hyper=hyper, out=out: accumulate_patch_gram(x, hyper, out, 1.0, 0.0)}
+                "patches": lambda x=x, hyper=hyper, chunks=chunks, out=out: accumulate_patch_gram(
+                    x, hyper, chunks, out, 1.0, 0.0)}
         medians = rotated(ways, args.repeats)
         measured.append([medians["pair"], medians["patches"]])
         works.append((pair_work(plan), patch_work(plan)))

@@ -312,7 +312,7 @@ def test_kernel_cost_counts_padded_copies_and_results():
 
 def test_check_of_a_native_kernel_compares_with_its_einsum_plan(monkeypatch):
     """--check on a native routine also compares with the einsum plan in float64, and fails when they differ."""
-    from tnconv.lower.program import Program
+    from tnconv.programs.program import Program
 
     status, out, err = run("derive", "input-vjp", "--layer", "tiny_depthwise_2d", "--check", "--no-diagram")
     assert status == 0, err

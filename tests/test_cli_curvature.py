@@ -12,6 +12,7 @@ import pytest
 import torch
 from cli_run import heavy_imports, one_line_error, run, torch_at_first_write
 from support.flops import counted_products
+from support.gram_plans import planned
 
 from tnconv.cli import curvature
 from tnconv.curvature import KFAC
@@ -147,8 +148,7 @@ def test_the_a_flops_are_those_of_what_update_runs(tmp_path, approx, chunk):
     path = tmp_path / "unfolded.py"
     path.write_text(UNFOLDED, encoding="utf-8")
     argv = (f"{path}:make", "--input", ",".join(map(str, UNFOLDED_INPUT)), "--approx", approx, "--no-timing")
-    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), patches_path:
+    with planned(chunk=chunk, whole=False):
         report = _json(*argv)
         status, out, err = run("curvature", *argv)
         namespace: dict = {}

@@ -19,7 +19,7 @@ from support.networks import assert_close, random_operands
 import tnconv
 import tnconv.functional as TF
 import tnconv.nn as tnn
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 MODES = ("zeros", "reflect", "replicate", "circular")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-from unittest import mock
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gram_plans import planned
 from support.layers import conv_layers, curvature_layers
 from support.references import diag_ggn_reference, grouped_patches, kfac_references, kwargs, per_sample_reference, random
 
 import tnconv
 from tnconv import curvature
-from tnconv.curvature import patches as patches_module
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -25,7 +24,7 @@ def test_kfac_factors_equal_patch_references(layer, seed, views_from):
     """``views_from``: the patches as strided views laid out in one copy (0), or by the unfold program (10^9)."""
     x = random(layer.x_shape, seed)
     expand, reduce = kfac_references(grouped_patches(layer, x))
-    with mock.patch.object(patches_module, "VIEWS_FROM", views_from):
+    with planned(views_from=views_from, whole=False):
         got_expand = curvature.kfac_expand_factor(x, layer.kernel_size, **kwargs(layer))
     got_reduce = curvature.kfac_reduce_factor(x, layer.kernel_size, **kwargs(layer))
     assert got_expand.shape == got_reduce.shape == expand.shape  # (G, d, d), also for G == 1

@@ -13,8 +13,9 @@ from support.references import kwargs, per_sample_reference, random
 
 from tnconv import curvature
 from tnconv.conv.hyper import conv_hyper
-from tnconv.curvature import dropout_pixels, dropout_slices
-from tnconv.curvature.dropout_slices import default_block_rows
+from tnconv.dropout import pixels as dropout_pixels
+from tnconv.dropout import slices as dropout_slices
+from tnconv.dropout.slices import default_block_rows
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 MODES = ("channel", "rows", "spatial")

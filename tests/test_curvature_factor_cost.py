@@ -16,26 +16,33 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.flops import counted_products
+from support.gram_plans import planned
 from support.layers import curvature_layers
 from support.references import kwargs
 
 import tnconv
 from tnconv.conv.hyper import conv_hyper
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature.factors import Geometry, input_factor, input_factor_cost
+from tnconv.backends.torch.target import SPEEDS
 from tnconv.lower.pair_choice import pair_gram_pays
+from tnconv.lower.pair_gram import PairGram
+from tnconv.lower.patch_gram import NetworkGram, patch_chunks
+from tnconv.programs.program import default_target
 from tnconv.routines.run import finish, setup
 from tnconv.routines.table import TABLE
 
 
 def part_flops(calls: mock.Mock, routine: str) -> int:
     """The FLOPs of what ran in the part programs called for the layers of ``calls`` (a native kernel's, else the
-    plan's; the einsum plan's for patches formed as views: ``by_views``)."""
+    plan's; the einsum plan's for patches formed as views: from the target's ``views_from`` patch elements on)."""
     total = 0
+    views_from = patches_module.default_target().views_from
     for call in calls.call_args_list:
         program = tnconv.compile(setup(TABLE[routine], call.args[1]).network)
-        views = routine == "kfac_expand" and patches_module.by_views(call.args[1])
+        layer = call.args[1]
+        views = routine == "kfac_expand" and layer.batch * patches_module.patch_elements(layer) >= views_from
         kernel = None if views else program.kernel_cost()
         total += kernel.flops if kernel is not None else program.flops
     return total
@@ -49,8 +56,7 @@ def test_the_cost_is_that_of_the_products_and_parts_that_run(layer, reduce, chun
     routine = "kfac_reduce" if reduce else "kfac_expand"
     spied = "run_part" if reduce else "part_operands"  # the patch sums run their program, the patches its plan
     calls = mock.Mock(wraps=getattr(patches_module, spied))
-    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), patches_path:
+    with planned(chunk=chunk, whole=False):
         cost = patches_module.input_factor_cost(hyper, reduce)
         with counted_products() as products, mock.patch.object(patches_module, spied, calls):
             patches_module.accumulate_input_factor(x, hyper, reduce)
@@ -81,17 +87,18 @@ def test_a_layer_whose_expand_runs_as_a_pair_gram_is_costed_as_one() -> None:
     KFAC-expand A as a pattern-pair Gram, so the cost is the pair plan's (no patches, no panels), and a run
     takes that path (the patches are never formed)."""
     hyper = conv_hyper((32, 64, 32, 32), 3, padding=1)
-    pair = patches_module.expand_pair(hyper)
-    assert pair is not None and pair_gram_pays(pair[0])
+    pair = patches_module.expand_network(hyper).plan
+    assert isinstance(pair, PairGram) and pair_gram_pays(pair, SPEEDS)
+    assert patches_module.input_gram_plan(hyper, default_target()) == NetworkGram(pair=True, calls=pair.calls)
     cost = patches_module.input_factor_cost(hyper, reduce=False)
-    assert cost.strategy.startswith("pattern-pair Gram") and cost.part_flops == 0
-    assert cost.gram_flops == pair[0].flops and cost.largest_intermediate == pair[0].largest_intermediate
+    assert cost.strategy == f"pattern-pair Gram ({pair.calls} weight-VJP calls)" and cost.part_flops == 0
+    assert cost.gram_flops == pair.flops and cost.largest_intermediate == pair.largest_intermediate
     small = conv_hyper((4, 64, 56, 56), 3, padding=1)  # a larger image on 4 samples: run it, patches untouched
-    small_pair = patches_module.expand_pair(small)
-    assert small_pair is not None and pair_gram_pays(small_pair[0])
+    assert isinstance(patches_module.expand_network(small).plan, PairGram)
     x = torch.randn(small.input_shape, dtype=torch.float64)
-    with mock.patch.object(patches_module, "patches", side_effect=AssertionError("patches formed")):
+    with mock.patch.object(patches_module, "_patches", side_effect=AssertionError("patches formed")):
         result = patches_module.accumulate_input_factor(x, small, reduce=False)
     scale = finish(TABLE["kfac_expand"], small).factor
-    expected = patches_module.accumulate_patch_gram(x, small, torch.empty_like(result), scale, 0.0)
+    chunks = patch_chunks(small.batch, *2 * [patches_module.patch_elements(small)], default_target())
+    expected = patches_module.accumulate_patch_gram(x, small, chunks, torch.empty_like(result), scale, 0.0)
     torch.testing.assert_close(result, expected, rtol=1e-10, atol=1e-12)

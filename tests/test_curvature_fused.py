@@ -16,15 +16,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.layers import curvature_layers
+from support.gram_plans import planned
 from support.references import kwargs, random
 
 from tnconv import curvature
 from tnconv.curvature import KFAC, diag_ggn, sqrt_ggn
 from tnconv.curvature import factors as factors_module
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature.factors import Geometry, accumulate_bias, matrix_weight
 from tnconv.curvature.hooks import find_layers, forward, pull_back
+from tnconv.lower.patch_gram import NetworkGram
+from tnconv.programs.program import default_target
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 CLASSES = 3
@@ -167,9 +170,7 @@ def test_expand_patches_in_chunks_of_samples_give_the_factor(chunk):
     x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     patches = torch.nn.functional.unfold(x, 3, padding=1).reshape(5, 2, 9, 16).permute(1, 2, 0, 3).flatten(2)
     calls = mock.Mock(wraps=patches_module.part_operands)
-    patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
-    spied = mock.patch.object(patches_module, "part_operands", calls)
-    with mock.patch.object(patches_module, "PATCH_CHUNK", chunk), spied, patches_path:
+    with planned(chunk=chunk, whole=False), mock.patch.object(patches_module, "part_operands", calls):
         got = curvature.kfac_expand_factor(x, 3, padding=1, groups=2)
     torch.testing.assert_close(got, patches @ patches.mT / 80, **TOL)
     sizes = [call.args[2]["X"].shape[0] for call in calls.call_args_list]
@@ -202,7 +203,7 @@ def test_the_ggn_diagonal_by_columns_and_by_location_pairs_equals_the_routine(la
     conv = {"kernel_size": layer.kernel_size, "transposed": False, **arguments}
     geometry = Geometry("transposed" if layer.transposed else "conv", layer.groups, layer.output_shape[1], conv)
     hyper = checked_layer(x, geometry.conv, geometry.out_channels)
-    with mock.patch.multiple(patches_module, PATCH_CHUNK=chunk, VIEWS_FROM=views_from):
+    with planned(chunk=chunk, views_from=views_from):
         for path in (patches_module.diag_ggn_by_columns, patches_module.diag_ggn_by_location_pairs):
             got = matrix_weight(path(x, v, hyper), geometry, expected.shape)
             torch.testing.assert_close(got, expected, **TOL)
@@ -234,18 +235,20 @@ def test_model_diagonals_take_the_way_their_layers_call_for():
 @settings(max_examples=30, deadline=None)
 @given(curvature_layers(), st.integers(0, 2**16), st.sampled_from([(1.0, 0.0), (0.3, 0.7)]))
 def test_small_expand_factors_by_the_whole_network_equal_the_patches_way(layer, seed, blend):
-    """A factor under two full panels whose patches fit one chunk runs as the derived network (``by_network``): the
-    same value as the patches and Gram, blended in place, exactly symmetric; its cost names the network."""
+    """A factor under two full panels whose patches fit one chunk runs as the derived network (the planner's
+    ``NetworkGram``): the same value as the patches and Gram, blended in place, exactly symmetric; its cost names
+    the network."""
     alpha, beta = blend
     x = random(layer.x_shape, seed)
     hyper = checked_layer(x, {"kernel_size": layer.kernel_size, **kwargs(layer)})
-    assert patches_module.by_network(hyper)  # small test layers: d < 2 * PANEL, one chunk
+    plan = patches_module.input_gram_plan(hyper, default_target())
+    assert plan == NetworkGram(pair=False)  # small test layers: d < 2 * PANEL, one chunk
     start = random((hyper.groups, *2 * [hyper.patch_size]), seed + 1)
     start = start + start.mT
     spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
     with mock.patch.object(patches_module, "accumulate_patch_gram", spy):
         got = patches_module.accumulate_input_factor(x, hyper, False, start.clone(), alpha, beta)
-    with mock.patch.object(patches_module, "by_network", return_value=False):
+    with planned(whole=False):
         expected = patches_module.accumulate_input_factor(x, hyper, False, start.clone(), alpha, beta)
     assert not spy.called
     torch.testing.assert_close(got, expected, **TOL)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gram_plans import planned
 from support.layers import curvature_layers
 from support.references import kwargs, per_sample_reference, random
 
@@ -74,7 +75,7 @@ def test_chunks_of_samples_give_the_whole_batch():
     layer_hyper = conv_hyper((5, 4, 6, 6), 3, 6, padding=1, groups=2)
     x, v = random((5, 4, 6, 6), 0), random((5, 6, 6, 6), 1)
     whole = norms.conv_norms(x, v, layer_hyper)
-    with mock.patch.object(patches, "PATCH_CHUNK", 200):  # chunks of one or two samples
+    with planned(chunk=200):  # the planner's chunks of one or two samples
         assert len(patches.chunk_layers(layer_hyper, 144)) > 2
         torch.testing.assert_close(norms.conv_norms(x, v, layer_hyper), whole, **TOL)
 

@@ -1,7 +1,7 @@
 """KFAC-expand's input factor through pattern-pair Grams in the model path (``accumulate_input_factor``).
 
-The pair path is forced on and off (``pair_gram_pays`` patched; its own decisions are tested in
-``tests/test_pair_choice.py``): both give the unfold reference in float64, blended in place into a
+The pair path is forced on and off (the planner's ``pair_gram_pays`` patched, ``support.gram_plans.paying``;
+its own decisions are tested in ``tests/test_pair_choice.py``): both give the unfold reference in float64, blended in place into a
 running factor with ``beta``/``alpha``, exactly symmetric, over strides, paddings, groups, dilations,
 1-3 spatial dims and transposed layers; forced on, the pair path runs wherever the layer's network has
 a pair lowering (and then no patches are formed). ``KFAC.update`` (expand, type-2 and empirical) gives the
@@ -17,20 +17,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gram_plans import paying, planned
 from support.layers import ConvLayer, conv_layer, curvature_layers
 from support.references import grouped_patches, kfac_references, kwargs, random
 
+from tnconv.conv.checks import layer as checked_layer
 from tnconv.curvature import KFAC
 from tnconv.curvature import patches as patches_module
-from tnconv.curvature.checks import layer as checked_layer
-from tnconv.curvature.patches import accumulate_input_factor, expand_pair
+from tnconv.curvature.patches import accumulate_input_factor
+from tnconv.lower.pair_gram import match
+from tnconv.routines.derivation import routine_network
+from tnconv.routines.table import TABLE
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 BLENDS = ((1.0, 0.0), (0.5, 0.5), (2.0, 1.0), (0.3, 0.7))  # (alpha, beta)
-
-
-def forced(pays: bool) -> mock._patch:
-    return mock.patch.object(patches_module, "pair_gram_pays", return_value=pays)
 
 
 def running_factor(groups: int, d: int, seed: int) -> torch.Tensor:
@@ -49,13 +49,13 @@ def test_expand_factor_with_and_without_pair_grams_equals_the_unfold_reference(
     expected = kfac_references(grouped_patches(layer, x))[0]
     alpha, beta = blend
     start = running_factor(*expected.shape[:2], seed + 1)
-    paired = expand_pair(hyper) is not None  # no pair lowering: strides > 1 today, 1x1 layers, transposed layers
+    paired = match(routine_network(TABLE["kfac_expand"], hyper)) is not None  # no pair lowering: 1x1, ...
     for pays in (True, False):
         out = start.clone() if beta else torch.full_like(start, math.nan)  # not read when beta == 0
         spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
-        patches_path = mock.patch.object(patches_module, "by_network", return_value=False)
-        with forced(pays), mock.patch.object(patches_module, "accumulate_patch_gram", spy), patches_path:
-            got = accumulate_input_factor(x, hyper, False, out, alpha, beta)
+        with paying(pays), planned(whole=None if pays and paired else False):
+            with mock.patch.object(patches_module, "accumulate_patch_gram", spy):
+                got = accumulate_input_factor(x, hyper, False, out, alpha, beta)
         assert got is out
         assert spy.called != (pays and paired)  # the pair path forms no patches
         torch.testing.assert_close(got, beta * start + alpha * expected if beta else alpha * expected, **TOL)
@@ -80,11 +80,10 @@ def test_kfac_update_gives_the_same_factors_with_pair_grams(fisher: str) -> None
     factors = {}
     for pays in (True, False):
         kfac = KFAC(model(), torch.nn.CrossEntropyLoss(), approx="expand", fisher=fisher)
-        spy = mock.Mock(wraps=patches_module.pair_gram_pays, return_value=pays)
-        with mock.patch.object(patches_module, "pair_gram_pays", spy):
+        with paying(pays) as spy:
             for x, y in (*batches, batches[0]):
                 kfac.update(x, y)
-        assert spy.call_count == 2 * 2  # the two stride-1 convs, once per batch size (the decision is cached)
+        assert spy.call_count == 2 * 2  # the two stride-1 convs, once per batch size (the plan is cached)
         factors[pays] = kfac.factors
     for name, (a, b) in factors[True].items():
         expected_a, expected_b = factors[False][name]
@@ -102,7 +101,7 @@ def test_half_inputs_accumulate_in_float32_through_pair_grams(dtype: torch.dtype
     expected = kfac_references(grouped_patches(layer, x.double()))[0]
     start = running_factor(2, 12, 1).float()
     spy = mock.Mock(wraps=patches_module.accumulate_patch_gram)
-    with forced(True), mock.patch.object(patches_module, "accumulate_patch_gram", spy):
+    with paying(True), mock.patch.object(patches_module, "accumulate_patch_gram", spy):
         got = accumulate_input_factor(x, hyper, False, start.clone(), 0.5, 0.5)
     assert not spy.called
     assert got.dtype == torch.float32 and torch.equal(got, got.mT)

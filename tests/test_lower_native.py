@@ -20,8 +20,8 @@ from tnconv.curvature import per_sample_weight_grad
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern, Ones
 from tnconv.ir.views import Squeeze, Taps, Unflatten
-from tnconv.lower.compile import compile
-from tnconv.lower.lift import structural
+from tnconv.programs.compile import compile
+from tnconv.lower.reading import read
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.table import TABLE
 
@@ -196,12 +196,13 @@ def test_channel_splits_are_not_mistaken_for_patterns():
         [Tensor("X", ("n", "g", "c"), Data((Unflatten(1, (2, 3)),))), Tensor("W", ("g", "c", "d"), Data())],
         ("n", "g", "d"), {"n": 2, "g": 2, "c": 3, "d": 4},
     )
-    assert structural(net) is net
+    reading = read(net)
+    assert reading is not None and reading.patterns == () and reading.operands[0] is net.entries[0]
     check(net, "native:matmul")
 
 
-def test_lifted_patterns_keep_the_spatial_order():
-    """The lifted patterns follow the pixel axes, so the operands reach the kernel without a copy."""
+def test_read_patterns_keep_the_spatial_order():
+    """The read patterns follow the pixel axes, so the operands reach the kernel without a copy."""
     net = tnconv.conv_network("forward", (2, 3, 8, 12), (4, 4), 5, stride=4)
     kernel = compile(net).plan.kernel
     assert compile(net).strategy == "native:conv2d"
@@ -209,16 +210,45 @@ def test_lifted_patterns_keep_the_spatial_order():
     check(net, "native:conv2d")
 
 
-def test_taps_after_other_views_are_lifted():
+def test_taps_after_other_views_are_read():
     """A squeeze after the taps view moves before it; the conv is found again."""
     views = (Taps(1, IndexPattern(8, 4, 4)), Squeeze(0))
     net = Network(
         [Tensor("X", ("o", "k", "c"), Data(views)), Tensor("W", ("d", "c", "k"), Data())],
         ("d", "o"), {"o": 2, "k": 4, "c": 3, "d": 5},
     )
-    lifted = structural(net)
-    assert lifted.entries[0].kind == Data((Squeeze(0),)) and lifted.entries[2].kind == IndexPattern(8, 4, 4)
+    reading = read(net)
+    assert reading is not None and reading.operands[0].kind == Data((Squeeze(0),))
+    (pattern,) = reading.patterns
+    assert pattern.pattern == IndexPattern(8, 4, 4) and pattern.reader == 0 and pattern.tensor is None
+    assert pattern.legs[:2] == ("k", "o") and reading.operands[0].legs == (pattern.legs[2], "c")
     check(net, "native:conv1d")
+
+
+def test_chained_taps_views_are_not_read_as_kernel_patterns():
+    """A taps view on the taps of another (pixels read twice) is no conv kernel's pattern: einsum runs it."""
+    views = (Taps(0, IndexPattern(8, 2, stride=2)), Taps(1, IndexPattern(2, 2)))
+    net = Network(
+        [Tensor("X", ("o", "q", "p"), Data(views)), Tensor("W", ("q", "p"), Data())],
+        ("o",), {"o": 4, "q": 1, "p": 2},
+    )
+    assert read(net) is None
+    check(net, None)
+
+
+@pytest.mark.parametrize("op", ["forward", "weight_vjp", "unfold"])
+def test_simplified_and_unsimplified_layers_make_the_same_kernel_call(op: str):
+    """The reading sees a pattern tensor and its ``Taps`` view alike: one layer, one call (1x1 weight VJPs as the
+    matrix product of strided views, either way)."""
+    for kernel, stride in ((3, 3), (1, 2)):
+        layer = ((2, 4, 6, 6), (kernel, kernel), 3, stride)
+        nets = [tnconv.conv_network(op, *layer, simplify=simplify) for simplify in (False, True)]
+        plans = [compile(net).plan for net in nets]
+        assert plans[0].name == plans[1].name, [plan.name for plan in plans]
+        expected = "matmul" if op == "weight_vjp" and kernel == 1 else "unfold2d" if op == "unfold" else None
+        assert expected is None or plans[0].name == expected
+        for net in nets:
+            check(net, "native:" + plans[0].name)
 
 
 LAYERS = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "layers.json").read_text())["layers"]

@@ -10,7 +10,7 @@ from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 
 
 def chain() -> Network:

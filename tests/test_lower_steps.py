@@ -9,7 +9,7 @@ from support.networks import assert_close, dense_value, random_operands
 
 import tnconv
 from tnconv.ir.network import Network
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 from tnconv.backends.torch.steps import pairwise
 from tnconv.lower.steps import Pairwise, recipe
 

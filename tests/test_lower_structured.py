@@ -16,7 +16,7 @@ from support.networks import assert_close, dense_value, random_operands
 import tnconv
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern, PatternSum
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 NO_NATIVE = 10**12

@@ -19,7 +19,7 @@ from tnconv.ir.tensors import IndexPattern, PatternSum
 from tnconv.backends.torch.constants import dense as build
 from tnconv.backends.torch.einsum import apply_window_sums, executor, window_sum
 from tnconv.lower import einsum
-from tnconv.lower.compile import compile
+from tnconv.programs.compile import compile
 from tnconv.lower.optimize import AUTO
 from tnconv.lower.window_sum import ColumnSplit, WindowSum, split_columns
 

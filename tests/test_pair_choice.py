@@ -1,7 +1,7 @@
 """The time-aware choice between a pattern-pair Gram and the patches with their Gram (``tnconv.lower.pair_choice``).
 
 The counts each estimate reads are checked by hand on small plans; the decisions of the calibrated
-``CPU`` speeds on fixed layers, one per regime, through the planner (``Program.strategy``) and the
+torch backend's speeds (``tnconv.backends.torch.target.SPEEDS``) on fixed layers, one per regime, through the planner (``Program.strategy``) and the
 function the model path calls. No timing here: the speeds are constants.
 """
 
@@ -12,9 +12,9 @@ import pytest
 import tnconv
 from tnconv.ir.network import Tensor
 from tnconv.ir.tensors import Data, IndexPattern, PatternPair
+from tnconv.backends.torch.target import SPEEDS
 from tnconv.lower import pair_gram
 from tnconv.lower.pair_choice import (
-    CPU,
     PairWork,
     PatchWork,
     Speeds,
@@ -70,7 +70,7 @@ def test_panels_and_two_operands_in_the_patch_counts() -> None:
 )
 def test_decisions_per_regime(shape: tuple[int, ...], kernel: int, pays: bool) -> None:
     plan = expand_plan(shape, kernel)
-    assert pair_gram_pays(plan) is pays
+    assert pair_gram_pays(plan, SPEEDS) is pays
     program = tnconv.compile(tnconv.conv_network("kfac_expand", shape, kernel, padding="same"))
     assert program.strategy == ("pair_gram" if pays else "einsum")
 
@@ -82,7 +82,7 @@ def test_flops_alone_would_choose_the_pair_on_a_deep_layer() -> None:
     flops_only = Speeds(call=0.0, call_output=0.0, call_input=0.0, call_flop=1.0, add=0.0, added=0.0, layer=0.0,
                         patch_element=0.0, gram_flop=1.0, factor_element=0.0)
     assert pair_gram_pays(plan, flops_only)
-    assert not pair_gram_pays(plan, CPU)
+    assert not pair_gram_pays(plan, SPEEDS)
 
 
 def test_the_panels_are_the_grams() -> None:
@@ -105,7 +105,7 @@ def test_strided_pairs_do_not_pay_on_the_cpu(shape: tuple[int, ...], kernel: int
     net = tnconv.conv_network("kfac_expand", shape, kernel, stride=2, padding=kernel // 2)
     plan = pair_gram.match(net)
     assert plan is not None and plan.flops < plan.gram_flops
-    assert not pair_gram_pays(plan)
+    assert not pair_gram_pays(plan, SPEEDS)
     assert tnconv.compile(net).strategy == "einsum"
 
 
@@ -117,7 +117,7 @@ def test_depthwise_layers_keep_the_patches(shape: tuple[int, ...], kernel: int, 
     net = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=kernel // 2, groups=shape[1])
     plan = pair_gram.match(net)
     assert plan is not None and plan.sizes[1:] == (shape[1], 1, 1)
-    assert not pair_gram_pays(plan)
+    assert not pair_gram_pays(plan, SPEEDS)
     assert tnconv.compile(net).strategy == "einsum"
     grouped = pair_gram.match(tnconv.conv_network("kfac_expand", (8, 64, 56, 56), 3, padding=1, groups=8))
-    assert grouped is not None and pair_gram_pays(grouped)
+    assert grouped is not None and pair_gram_pays(grouped, SPEEDS)

@@ -12,7 +12,7 @@ import tnconv
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Slice
-from tnconv.lower.sum import SumProgram
+from tnconv.programs.sum import SumProgram
 from tnconv.passes.differentiate import NetworkSum, differentiate
 from tnconv.passes.fuse import fuse
 from tnconv.passes.simplify import simplify, simplify_traced

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib
+import pkgutil
 import weakref
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 import tnconv
 from tnconv import IndexPattern, Network, Tensor
-from tnconv.lower.cache import PROGRAMS
+from tnconv.programs.cache import PROGRAMS
 
 
 def dense_pattern_network(size: int) -> Network:
@@ -109,14 +112,35 @@ def test_clear_caches_is_public():
     assert tnconv.clear_caches() is None
 
 
-def test_clear_caches_empties_the_functional_cache_through_its_clear_cache(monkeypatch):
-    """``tnconv.functional.clear_cache`` is called once the functional module is loaded."""
-    import tnconv.functional
+def test_clear_caches_empties_the_functional_cache_through_its_clear_cache():
+    """``tnconv.functional.clear_cache`` registered itself when the functional module was loaded."""
+    from tnconv import routine_cache
 
-    calls = []
-    monkeypatch.setattr(tnconv.functional, "clear_cache", lambda: calls.append(1))
+    tnconv.functional.conv(torch.randn(1, 2, 5), torch.randn(3, 2, 2))
+    assert routine_cache._BY_ARGUMENTS
     tnconv.clear_caches()
-    assert calls == [1]
+    assert not routine_cache._BY_ARGUMENTS
+
+
+def test_every_cache_of_the_package_registers_itself():
+    """Every ``functools.lru_cache`` function and every program cache of every module of the package is emptied by
+    ``clear_caches`` (a cache made without ``tnconv.caches.cached`` or ``register`` fails here)."""
+    from tnconv.caches import registered
+    from tnconv.programs.cache import ProgramCache
+
+    found = []
+    for module in pkgutil.walk_packages(tnconv.__path__, "tnconv."):
+        if module.name.endswith("__main__"):
+            continue
+        loaded = importlib.import_module(module.name)
+        for name, value in vars(loaded).items():
+            if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == module.name:
+                found.append((f"{module.name}.{name}", value.cache_clear))
+            elif isinstance(value, ProgramCache) and name.isupper():
+                found.append((f"{module.name}.{name}", value.clear))
+    clears = registered()
+    assert len(found) >= 16
+    assert [name for name, clear in found if clear not in clears] == []
 
 
 def test_clear_caches_empties_the_proofs_over_symbolic_sizes():

@@ -13,10 +13,10 @@ import sympy
 import torch
 
 import tnconv
-import tnconv.lower.program as program_module
+import tnconv.programs.program as program_module
 from tnconv.conv.hyper import conv_hyper
 from tnconv.ir.sizes import leg_symbol
-from tnconv.lower.program import REPRESENTATIVE_SIZE
+from tnconv.programs.program import REPRESENTATIVE_SIZE
 from tnconv.routines import TABLE, Options
 
 TOL = dict(rtol=1e-10, atol=1e-12)

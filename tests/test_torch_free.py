@@ -1,8 +1,8 @@
 """Building, transforming, printing and planning networks needs no torch (issue 12 item 3).
 
 The IR (``tnconv.ir``), the passes, the conv networks and the planner
-(``tnconv.lower.plan.plan``) are pure Python; only running a plan (the
-backend, ``tnconv.backends.torch``) imports torch. A fresh interpreter whose
+(``tnconv.lower.plan.plan``, for a backend's ``Target``) are pure Python; only running a plan on
+torch tensors (the backend, ``tnconv.backends.torch``) imports torch. A fresh interpreter whose
 ``import torch`` fails does all of the first.
 """
 
@@ -16,7 +16,11 @@ sys.modules["torch"] = None  # any import of torch now raises ImportError
 import tnconv.ir
 from tnconv import Network, conv_network, simplify
 from tnconv.lower.nodes import Einsum
-from tnconv.lower.plan import plan
+from tnconv.lower.plan import plan as plan_for
+from tnconv.lower.target import Target
+
+KERNELS = Target("kernels", kernels=True, speeds=None, patch_chunk=1 << 22, views_from=1 << 16)
+plan = lambda net: plan_for(net, target=KERNELS)  # a backend with native kernels, as the torch one
 
 chain = Network.from_einsum("ij,jk->ik", "A", "B", sizes={"i": 2, "j": 3, "k": 4})
 print(chain)
@@ -37,7 +41,7 @@ def test_build_simplify_print_and_plan_without_torch():
     lines = python(CODE).splitlines()
     assert lines[0].startswith("A  data  (i, j)")
     assert "taps" in lines  # simplify read the stride-2 patterns as taps views, without torch
-    assert "native conv2d conv2d" in lines  # the planner lifts the taps back into patterns: the same kernel
+    assert "native conv2d conv2d" in lines  # the planner reads the taps views as patterns: the same kernel
     assert "native conv2d_weight" in lines
     assert "einsum True True" in lines
     assert lines[-1] == "torch []"

@@ -1,48 +1,60 @@
 """``tnconv.clear_caches()``: empty every cache tnconv keeps and free the memory its entries hold.
 
 tnconv caches work that repeats: compiled programs (``tnconv.compile``, bounded
-by the bytes of their constants, see ``tnconv.lower.cache``) and compiled
-sums of networks, the routines of ``tnconv.functional``, simplified networks
-(``tnconv.simplify``), proofs over symbolic sizes, and the networks of conv
-routines (``conv_network`` and the curvature routines). Each cache is bounded;
-clearing them all at once frees their memory now, e.g. between experiments or
-before measuring memory.
-They refill on use, so clearing never changes a result.
+by the bytes of their constants, see ``tnconv.programs.cache``), plans by
+structure (``tnconv.programs.plans``), compiled sums of networks, the routines
+of ``tnconv.functional``, simplified networks (``tnconv.simplify``), proofs over
+symbolic sizes, and the networks of conv routines (``conv_network`` and the
+curvature routines). Each cache is bounded; clearing them all at once frees
+their memory now, e.g. between experiments or before measuring memory. They
+refill on use, so clearing never changes a result.
+
+A cache registers itself where it is made: a function cached with ``cached``
+(``functools.lru_cache`` that registers its ``cache_clear``), any other cache
+with ``register(clear)``. This module imports nothing of tnconv, so that every
+layer can register; a module never imported has registered nothing and holds
+nothing.
 """
 
 from __future__ import annotations
 
-import sys
+from functools import _lru_cache_wrapper, lru_cache
+from typing import Callable, TypeVar
 
-# (module, function name): caches whose module has been imported; a module never imported holds nothing
-_LRU_CACHES = (
-    ("tnconv.lower.sum", "compile_sum"),
-    ("tnconv.passes.simplify", "_cached"),
-    ("tnconv.conv.networks", "build"),
-    ("tnconv.routines.derivation", "routine_network"),
-    ("tnconv.routines.run", "setup"),
-    ("tnconv.conv.hyper_cache", "_validated"),
-    ("tnconv.curvature.patches", "expand_pair"),
-    ("tnconv.curvature.patches", "_paying_pair"),
-    ("tnconv.ir.sizes", "_proven"),
-    ("tnconv.ir.sizes", "_is_le"),
-    ("tnconv.ir.sizes", "_equal"),
-)
+T = TypeVar("T")
+Clear = TypeVar("Clear", bound=Callable[[], None])
+
+_CLEARS: list[Callable[[], None]] = []
+"""The registered caches' clear functions (appended to as modules are imported, never removed)."""
+
+
+def register(clear: Clear) -> Clear:
+    """Have ``clear_caches`` call ``clear`` (which empties a cache); returns it."""
+    _CLEARS.append(clear)
+    return clear
+
+
+def cached(maxsize: int) -> Callable[[Callable[..., T]], _lru_cache_wrapper[T]]:
+    """``functools.lru_cache(maxsize=maxsize)``, registered: ``clear_caches`` empties it."""
+
+    def decorate(function: Callable[..., T]) -> _lru_cache_wrapper[T]:
+        wrapper = lru_cache(maxsize=maxsize)(function)
+        register(wrapper.cache_clear)
+        return wrapper
+
+    return decorate
+
+
+def registered() -> tuple[Callable[[], None], ...]:
+    """The clear functions registered so far."""
+    return tuple(_CLEARS)
 
 
 def clear_caches() -> None:
-    """Empty tnconv's caches: programs (their structured constants are released), routines, networks.
+    """Empty tnconv's caches: programs (their structured constants are released), plans, routines, networks.
 
     Programs that callers still hold keep working: they rebuild their constants
     on their next call.
     """
-    from tnconv.lower.cache import PROGRAMS
-
-    for module_name, function_name in _LRU_CACHES:
-        module = sys.modules.get(module_name)
-        if module is not None:
-            getattr(module, function_name).cache_clear()
-    functional = sys.modules.get("tnconv.functional")
-    if functional is not None:
-        functional.clear_cache()
-    PROGRAMS.clear()
+    for clear in tuple(_CLEARS):
+        clear()

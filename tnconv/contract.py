@@ -8,7 +8,7 @@ equation (letters or space-separated leg names, ``...``, an implicit output,
 or numpy's sublist form: ``tnconv.ir.equation``), builds the ``Network`` of
 the operands' shapes (``einsum_network``), compiles it (``tnconv.compile``)
 and runs it. The program is cached in the program cache
-(``tnconv.lower.cache.PROGRAMS``, bounded, emptied by ``tnconv.clear_caches()``)
+(``tnconv.programs.cache.PROGRAMS``, bounded, emptied by ``tnconv.clear_caches()``)
 under the equation, the shapes and ``optimize`` (normalised once,
 ``tnconv.lower.optimize``), so that a repeated call is one lookup and the
 plan's fixed torch calls, not a new path search as in ``torch.einsum``.
@@ -23,25 +23,30 @@ may hold any number of them.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
+from tnconv.backends.choice import BACKENDS, array_package
 from tnconv.ir.equation import ELLIPSIS, parse_equation, sublist_equation
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Squeeze
-from tnconv.lower.cache import PROGRAMS
-from tnconv.lower.compile import compile as compile_network
+from tnconv.programs.cache import PROGRAMS
+from tnconv.programs.compile import compile as compile_network
 from tnconv.lower.optimize import Optimize, normalize_optimize
-from tnconv.lower.program import Program
+from tnconv.programs.program import Program
 
 _KEY = "tnconv.einsum"
 """The first part of this module's keys in the program cache (beside ``tnconv.compile``'s network keys)."""
 
 
-def einsum(equation: str | torch.Tensor, *operands: object, optimize: object = "auto") -> torch.Tensor:
+def einsum(equation: object, *operands: object, optimize: object = "auto") -> Any:
     """Contract ``operands`` as ``equation`` says, as ``torch.einsum`` does, with a cached plan.
+
+    The operands are torch tensors (the result is one) or numpy arrays (the result is a numpy
+    array, computed by the numpy backend, ``tnconv.backends.numpy``).
 
     Takes what ``torch.einsum`` and ``opt_einsum.contract`` take: ``einsum(equation, *operands)``,
     ``einsum(equation, [a, b])`` (one list of operands), or numpy's sublist form
@@ -52,8 +57,9 @@ def einsum(equation: str | torch.Tensor, *operands: object, optimize: object = "
         equation: ``"ij,jk->ik"`` (one letter per leg) or space-separated leg names
             (``"n c_in i1, c_out c_in k1 -> n c_out i1"``); ``...`` for broadcast dims;
             without ``->`` the output is ``...`` then the legs that occur once, sorted.
-        operands: the tensors, one per term of the equation (one device); mixed dtypes are
-            promoted to one (``torch.promote_types``), as numpy and opt_einsum do.
+        operands: the tensors, one per term of the equation (one device, one array package); mixed
+            dtypes are promoted to one (``torch.promote_types``, ``numpy.result_type``), as numpy and
+            opt_einsum do.
         optimize: how to order the contraction (``tnconv.lower.optimize``): ``True``/``None``
             (``"auto"``), ``False`` (the operands' order, left to right), an opt_einsum path name
             (``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, ``"eager"``, ``"branch-2"``, ...,
@@ -72,7 +78,7 @@ def einsum(equation: str | torch.Tensor, *operands: object, optimize: object = "
     """
     text, tensors = _arguments(equation, operands)
     chosen = normalize_optimize(optimize)
-    shapes = tuple(operand.shape if isinstance(operand, torch.Tensor) else None for operand in tensors)
+    shapes = tuple(tuple(operand.shape) if _is_array(operand) else None for operand in tensors)  # type: ignore[attr-defined]
     key = (_KEY, text, shapes, chosen)
     program = PROGRAMS.get(key)
     if program is None:
@@ -86,7 +92,7 @@ def _arguments(equation: object, operands: tuple[object, ...]) -> tuple[str, tup
         if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # torch.einsum's einsum(eq, [a, b])
             return equation, tuple(operands[0])
         return equation, operands
-    if isinstance(equation, torch.Tensor):  # the sublist form: operand, labels, operand, labels, ..., [output]
+    if _is_array(equation):  # the sublist form: operand, labels, operand, labels, ..., [output]
         arguments = (equation, *operands)
         pairs = len(arguments) // 2
         output = arguments[-1] if len(arguments) % 2 else None
@@ -94,13 +100,24 @@ def _arguments(equation: object, operands: tuple[object, ...]) -> tuple[str, tup
     raise TypeError(f"equation must be a str (or the first operand of the sublist form), got {equation!r}")
 
 
+def _is_array(value: object) -> bool:
+    """Whether ``value`` is an array of a backend's kind (a torch tensor, a numpy array)."""
+    return array_package(value) in BACKENDS and hasattr(value, "shape")
+
+
 def _promoted(operands: tuple[object, ...]) -> tuple[object, ...]:
-    """``operands`` in one dtype, ``torch.promote_types`` of theirs (as they are when they share one)."""
+    """``operands`` in one dtype, the promotion of theirs (``torch.promote_types``, ``numpy.result_type``), as
+    they are when they share one."""
     try:
         dtypes = [operand.dtype for operand in operands]  # type: ignore[attr-defined]
-    except AttributeError:  # not tensors: the program's checks name them
+    except AttributeError:  # not arrays: the program's checks name them
         return operands
     if all(dtype == dtypes[0] for dtype in dtypes):
+        return operands
+    if all(isinstance(operand, np.ndarray) for operand in operands):
+        common = np.result_type(*dtypes)
+        return tuple(operand.astype(common) for operand in operands)  # type: ignore[attr-defined]
+    if not all(isinstance(operand, torch.Tensor) for operand in operands):  # mixed: the program's checks name them
         return operands
     dtype = functools.reduce(torch.promote_types, dtypes)
     return tuple(operand.to(dtype) for operand in operands)  # type: ignore[attr-defined]
@@ -135,11 +152,11 @@ def einsum_network(equation: str, shapes: Sequence[Sequence[int]]) -> Network:
 def _compile(equation: str, operands: Sequence[object], optimize: Optimize) -> Program:
     """Build and compile the network of ``equation`` for ``operands`` (checked here, once per shapes)."""
     for n, operand in enumerate(operands):
-        if not isinstance(operand, torch.Tensor):
-            raise TypeError(f"operand {n} must be a torch.Tensor, got {type(operand).__name__}")
+        if not _is_array(operand):
+            raise TypeError(f"operand {n} must be a torch.Tensor or a numpy.ndarray, got {type(operand).__name__}")
     if not operands:
         raise ValueError(f"einsum needs at least one operand, got none for equation {equation!r}")
-    # each operand was checked to be a torch.Tensor above (mypy does not narrow the sequence)
+    # each operand was checked to be an array above (mypy does not narrow the sequence)
     net = einsum_network(equation, [tuple(operand.shape) for operand in operands])  # type: ignore[attr-defined]
     return compile_network(net, optimize)
 

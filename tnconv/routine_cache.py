@@ -29,11 +29,12 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tnconv.caches import register
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.hyper_cache import typed
 from tnconv.conv.options import DEFAULT_OPTIONS
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.programs.compile import compile as compile_network
+from tnconv.programs.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.table import TABLE
 
@@ -84,6 +85,7 @@ before skips validation (about 30 us)."""
 _FIELDS = tuple(f.name for f in fields(ConvHyper))
 
 
+@register
 def clear_cache() -> None:
     """Drop every routine this module has set up (validated hyper-parameters and compiled programs).
 

@@ -19,10 +19,10 @@ from tnconv.cli.show import EXACT_FLOAT_INTEGERS
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.options import Options
 from tnconv.ir.network import Network
-from tnconv.lower.compile import compile as compile_network
+from tnconv.programs.compile import compile as compile_network
 from tnconv.lower.kernels import KernelCost
 from tnconv.lower.pair_gram import PairGram
-from tnconv.lower.program import Program
+from tnconv.programs.program import Program
 from tnconv.routines.derivation import StageResult
 from tnconv.routines.derivation import derive as derive_stages
 from tnconv.routines.names import resolve

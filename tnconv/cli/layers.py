@@ -12,10 +12,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
 from importlib import resources
 from typing import Any, Collection, Mapping
 
+from tnconv.caches import cached
 from tnconv.cli.names import hint
 
 DEFAULT_BATCH = 8
@@ -104,7 +104,7 @@ def _plain(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def _catalogue() -> dict[str, Any]:
     text = resources.files("tnconv").joinpath("layers.json").read_text(encoding="utf-8")
     return json.loads(text)

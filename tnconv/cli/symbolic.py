@@ -5,7 +5,7 @@ their values; the derivation's trace says which rewrites were proven for all
 sizes and which did not fire (``not proven for all sizes: ...``). The compiled
 program is symbolic: its plan is chosen at ``REPRESENTATIVE_SIZE`` for every
 symbol and its FLOPs and largest intermediate are sympy expressions
-(``tnconv.lower.program``). For the KFAC factors, the cost of the
+(``tnconv.programs.program``). For the KFAC factors, the cost of the
 unfold-based computation (im2col, then products of the unfolded tensor ``U``)
 is shown next to it, as a formula in the same symbols.
 """
@@ -19,7 +19,7 @@ import sympy
 
 from tnconv.cli.show import steps
 from tnconv.lower.kernels import Native
-from tnconv.lower.program import REPRESENTATIVE_SIZE, Program
+from tnconv.programs.program import REPRESENTATIVE_SIZE, Program
 
 if TYPE_CHECKING:
     from tnconv.cli.derive import Derivation

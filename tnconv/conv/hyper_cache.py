@@ -10,9 +10,9 @@ Errors are not cached: bad arguments raise on every call.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Mapping
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 
 __all__ = ["cached_conv_hyper", "typed"]
@@ -38,7 +38,7 @@ def cached_conv_hyper(input_shape: tuple[int, ...], arguments: Mapping[str, Any]
     return _validated(names, key)
 
 
-@lru_cache(maxsize=1024)
+@cached(maxsize=1024)
 def _validated(names: tuple[str, ...], key: tuple[Any, ...]) -> ConvHyper:
     """``conv_hyper`` of the typed ``key`` ``(input_shape, values)`` with ``values`` named by ``names``."""
     shape, values = _plain(key)

@@ -4,7 +4,8 @@
 ``mode="zeros"``; the other padding modes fold outside positions back into
 ``[0, I)``). Inside a network the same tensor is the structured kind
 ``tnconv.ir.tensors.IndexPattern`` (hyper-parameters, never numbers); this
-function materialises it through the torch backend, for inspection and tests. ``pattern`` builds that
+function materialises it as a torch tensor (the torch backend's ``dense``), for
+inspection and tests. ``pattern`` builds that
 structured tensor, whose input size may be symbolic (``pattern("H", 3)``: its
 output size is a sympy expression, its positions exist once ``H`` is bound).
 """
@@ -15,7 +16,7 @@ import math
 
 import torch
 
-from tnconv.backends.torch.constants import dense
+from tnconv.backends.choice import backend_named
 from tnconv.conv.hyper import MAX_ELEMENTS, as_int, layer_size, padding_pairs
 from tnconv.ir.sizes import is_le
 from tnconv.ir.tensors import PADDING_MODES, IndexPattern
@@ -96,4 +97,5 @@ def index_pattern(
             f"{math.prod(shape)} elements, more than tnconv.conv.hyper.MAX_ELEMENTS = 2**40; inside a Network the "
             f"pattern stays structured (tnconv.IndexPattern) and is never built densely"
         )
-    return dense(kind, shape, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))
+    result: torch.Tensor = backend_named("torch").dense(kind, shape, dtype, device)
+    return result

@@ -19,8 +19,8 @@ the user passes torch-layout tensors; the ``g`` leg is always present.
 
 from __future__ import annotations
 
-from functools import lru_cache
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, quotient
@@ -133,7 +133,7 @@ _BUILDERS = {
 }
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def build(start: str, hyper: ConvHyper) -> Network:
     """The (unsimplified) network ``start`` of a normalised layer, where derivations start; cached.
 

@@ -25,20 +25,19 @@ Whole models (any ``nn.Module``; its ``Conv*d``, ``ConvTranspose*d`` and ``Linea
 - ``per_sample_grad_norms``, ``sum_grad_squared`` and ``grad_variance`` (BackPACK's ``BatchL2Grad``,
   ``SumGradSquared``, ``Variance``), also of GroupNorm, LayerNorm and InstanceNorm affine parameters.
 
-Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations),
-``dropout`` (tensor dropout, with ``dropout_slices``, ``dropout_pixels`` and ``dropout_op``),
-``checks`` (argument validation they share); for whole models ``supported`` (which layers get
-curvature, their parameters' keys, tied parameters, BatchNorm with batch statistics), ``hooks``
-(capturing inputs and pulling columns back), ``columns`` (the columns at the model output),
-``factors`` (the per-layer math), ``kfac`` with ``kfac_batch`` (a batch's checks before it joins
-the factors), ``preconditioner`` and ``model`` (per-sample gradients, GGN diagonal), ``norms``
-(per-sample gradient norms of a layer), ``normalization`` (normalisation layers' per-sample
-gradients) and ``statistics`` (their model-level statistics).
+Modules: ``layer`` (the per-layer factors), ``loss`` (loss-Hessian factorisations);
+``weight_vjp_dropout`` (tensor dropout) lives in ``tnconv.dropout`` (below ``tnconv.nn``, whose
+approximate backprop uses it) and the argument checks in ``tnconv.conv.checks``; for whole models
+``supported`` (which layers get curvature, their parameters' keys, tied parameters, BatchNorm with
+batch statistics), ``hooks`` (capturing inputs and pulling columns back), ``columns`` (the columns
+at the model output), ``factors`` (the per-layer math), ``kfac`` with ``kfac_batch`` (a batch's
+checks before it joins the factors), ``preconditioner`` and ``model`` (per-sample gradients, GGN
+diagonal), ``norms`` (per-sample gradient norms of a layer), ``normalization`` (normalisation
+layers' per-sample gradients) and ``statistics`` (their model-level statistics).
 Factors are per group and never averaged over groups. ``transposed=True``
 means the layer is a ``ConvTranspose`` (``T`` counts its output locations).
 """
 
-from tnconv.curvature.dropout import weight_vjp_dropout
 from tnconv.curvature.kfac import KFAC
 from tnconv.curvature.layer import diag_ggn_weight, kfac_expand_factor, kfac_reduce_factor, per_sample_weight_grad
 from tnconv.curvature.loss import pullback, sqrt_ggn
@@ -46,6 +45,7 @@ from tnconv.curvature.model import diag_ggn, per_sample_grads
 from tnconv.curvature.norms import per_sample_weight_grad_norm, sum_weight_grad_squared
 from tnconv.curvature.preconditioner import Preconditioner
 from tnconv.curvature.statistics import grad_variance, per_sample_grad_norms, sum_grad_squared
+from tnconv.dropout.weight_vjp import weight_vjp_dropout
 from tnconv.namespace import public_dir
 
 __all__ = [

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.hyper_cache import cached_conv_hyper
-from tnconv.curvature.checks import layer as conv_layer
+from tnconv.conv.checks import layer as conv_layer
 from tnconv.curvature.layer import diag_ggn_weight, per_sample_weight_grad
 from tnconv.curvature.patches import (
     FactorCost, accumulate_input_factor, diag_ggn_by_columns, diag_ggn_by_location_pairs,

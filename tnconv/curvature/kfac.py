@@ -24,7 +24,7 @@ from typing import Mapping
 
 import torch
 
-from tnconv.curvature.checks import check_finite
+from tnconv.conv.checks import check_finite
 from tnconv.curvature.columns import FISHERS, check_loss, check_output, fisher_columns
 from tnconv.curvature.factors import accumulate_bias, input_factor, mean_patch, output_factor
 from tnconv.curvature.hooks import forward, pull_back

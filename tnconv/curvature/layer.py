@@ -1,6 +1,6 @@
 """Curvature of one conv layer: KFAC input factors, per-sample gradients, the GGN diagonal.
 
-Each function checks its arguments (``tnconv.curvature.checks``) and runs its
+Each function checks its arguments (``tnconv.conv.checks``) and runs its
 routine of ``tnconv.routines.TABLE`` (``run_routine``: compile the derived
 network once per layer, call it, scale, reshape). The KFAC factors run their
 routines' shortcuts (the patches, or the patch sums, multiplied with themselves
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from tnconv.conv.options import Options
-from tnconv.curvature.checks import gradient_layer, layer
+from tnconv.conv.checks import gradient_layer, layer
 from tnconv.curvature.patches import accumulate_input_factor
 from tnconv.routines.run import run_routine
 from tnconv.routines.table import TABLE

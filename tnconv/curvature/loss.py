@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from tnconv.curvature.checks import check_tensor
+from tnconv.conv.checks import check_tensor
 from tnconv.limits import check_allocation
 
 LOSSES = ("cross_entropy", "mse")

@@ -23,13 +23,13 @@ column (``tnconv.curvature.factors.weight_diag_ggn``), so it takes that function
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
+from tnconv.caches import cached
+from tnconv.conv.checks import gradient_layer
+from tnconv.conv.checks import layer as conv_layer
 from tnconv.conv.hyper import ConvHyper
-from tnconv.curvature.checks import gradient_layer
-from tnconv.curvature.checks import layer as conv_layer
 from tnconv.curvature.factors import Geometry, channels_last, locations
 from tnconv.curvature.patches import chunk_layers
 from tnconv.routines.run import run_routine
@@ -80,8 +80,8 @@ def conv_norms(x: torch.Tensor, gradient: torch.Tensor, hyper: ConvHyper) -> tor
     per_sample = max(math.prod(hyper.weight_shape), hyper.in_channels * hyper.kernel_elements * locations_,
                      hyper.groups * locations_**2)
     routine = TABLE["per_sample_grad_norm"]
-    return torch.cat([run_routine(routine, part, {"X": x[samples], "V": gradient[samples]})
-                      for samples, part in chunk_layers(hyper, per_sample)])
+    return torch.cat([run_routine(routine, part, {"X": x[chunk.samples], "V": gradient[chunk.samples]})
+                      for chunk, part in chunk_layers(hyper, per_sample)])
 
 
 def weight_norms(x: torch.Tensor, gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
@@ -96,7 +96,7 @@ def weight_norms(x: torch.Tensor, gradient: torch.Tensor, layer: Geometry) -> to
     return torch.linalg.vecdot((v @ v.mT).flatten(1), (u @ u.mT).flatten(1))
 
 
-@lru_cache(maxsize=256)
+@cached(maxsize=256)
 def linear_materialises(batch: int, count: int, features: int, out_features: int) -> bool:
     """Whether a ``Linear`` layer's squared norms are cheaper through its per-sample gradients than through pairs
     of its ``count`` locations (``LOCATION_PAIRS``, with ``C_in = features``, ``C_out = out_features``)."""

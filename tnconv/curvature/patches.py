@@ -3,17 +3,20 @@
 The patches ``u[n, g, :, t]`` (``(N, G, d, T)``, ``d = C_in/G * prod(K)``) are the value of the
 ``kfac_expand`` routine's shortcut part, the derived unfold network (``tnconv.routines``). A
 whole batch of them is ``prod(K)`` times the input (75 MiB for a ResNet-18 3x3 layer at batch
-32), so they are formed for chunks of samples of about ``PATCH_CHUNK`` elements (``chunks``,
-``chunk_layers``), whose memory the allocator reuses from chunk to chunk, and each chunk is
-consumed at once:
+32), so they are formed for chunks of samples (``chunks``, ``chunk_layers``), whose memory the
+allocator reuses from chunk to chunk, and each chunk is consumed at once. How the chunks are cut,
+whether a chunk's patches are views or the part's own program, and whether the Gram runs as
+the layer's whole network (a pattern-pair Gram, one product) are the planner's decisions, made
+for the default backend's target (``tnconv.lower.patch_gram``, ``gram_plan``): this module runs
+programs and reads plans, and names no backend.
 
 - ``accumulate_input_factor``: KFAC's ``A`` (expand: the Gram of the patches; reduce: of the
   patch sums, one chunk), by upper panels (``tnconv.routines.gram``), blended into a running
   factor in place; ``input_factor_cost`` says what it runs and its FLOPs without running it
-  (the same chunks, part programs, Gram decisions and pair choice: ``tnconv curvature`` prints it).
-  KFAC-expand runs as a pattern-pair Gram instead (``expand_pair``: the layer's derived network
-  lowered by ``tnconv.lower.pair_gram``, no patches) where it has one and
-  ``tnconv.lower.pair_choice.pair_gram_pays`` estimates it faster: the planner's own decision;
+  (the same plan, part programs and Gram decisions: ``tnconv curvature`` prints it).
+  KFAC-expand runs as the layer's whole network instead (``expand_network``) where its plan is
+  a pattern-pair Gram (``tnconv.lower.pair_gram``, no patches: the planner's choice by the
+  backend's speeds) or where the Gram is one product of patches that fit one chunk;
 - ``diag_ggn_by_columns``: ``sum_{m,n} J[m,n]^2`` with ``J[m,n] = v[m,n] u[n]^T`` ``(c, d)`` per
   group (``v`` the columns at the layer output, ``c = C_out/G``), one batched product per
   column ``m`` and chunk: the way for layers with many output channels per group, where each
@@ -32,49 +35,35 @@ The arguments are not checked here (the public functions and ``tnconv.curvature.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import torch
 
-from tnconv.backends.torch.pair_gram import pair_gram as pair_gram_call
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
-from tnconv.lower import pair_gram
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.pair_choice import pair_gram_pays
-from tnconv.lower.program import Program
+from tnconv.lower.patch_gram import GramPlan, NetworkGram, PatchChunk, gram_plan, patch_chunks
+from tnconv.lower.target import Target
+from tnconv.programs.compile import compile as compile_network
+from tnconv.programs.program import Program, default_target
 from tnconv.routines import gram
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import HALF, accumulate_gram, blend_symmetrized, mirror
 from tnconv.routines.run import finish, part_operands, part_program, patch_rows, run_part, sums_rows
 from tnconv.routines.table import TABLE
 
-PATCH_CHUNK = 1 << 22
-"""Elements of patches (or of their location pairs) formed at once: 16 MiB in float32."""
-VIEWS_FROM = 1 << 16
-"""Patch elements of a chunk from which its patches are strided views laid out in one copy (``patches``); below,
-the part's own program (im2col where a native kernel runs it) costs fewer torch calls, which decide there."""
+def chunk_layers(hyper: ConvHyper, per_sample: int) -> list[tuple[PatchChunk, ConvHyper]]:
+    """The layer's batch in the planner's chunks of samples (``tnconv.lower.patch_gram.patch_chunks``) at
+    ``per_sample`` elements a sample: each chunk and its layer."""
+    return [(chunk, _chunk_layer(hyper, chunk))
+            for chunk in patch_chunks(hyper.batch, per_sample, patch_elements(hyper), default_target())]
 
 
-def chunk_layers(hyper: ConvHyper, per_sample: int) -> list[tuple[slice, ConvHyper]]:
-    """The layer's batch in chunks of samples of equal size (the last one smaller) holding about ``PATCH_CHUNK``
-    elements at ``per_sample`` elements a sample (never less than one sample): each chunk's samples and layer."""
-    count = min(hyper.batch, -(-hyper.batch * per_sample // PATCH_CHUNK))
-    size = -(-hyper.batch // count)
-    layers = []
-    for start in range(0, hyper.batch, size):
-        samples = slice(start, min(start + size, hyper.batch))
-        taken = samples.stop - samples.start
-        shape = (taken, *hyper.input_shape[1:])
-        layers.append((samples, hyper if taken == hyper.batch else replace(hyper, input_shape=shape)))
-    return layers
-
-
-def chunks(x: torch.Tensor, hyper: ConvHyper, per_sample: int) -> Iterator[tuple[slice, torch.Tensor, ConvHyper]]:
-    """``x`` ``(N, C_in, *I)`` in the chunks of ``chunk_layers``: each chunk's samples, input and layer."""
-    for samples, part_hyper in chunk_layers(hyper, per_sample):
-        yield samples, x[samples], part_hyper
+def chunks(x: torch.Tensor, hyper: ConvHyper, per_sample: int
+           ) -> Iterator[tuple[PatchChunk, torch.Tensor, ConvHyper]]:  # fmt: skip
+    """``x`` ``(N, C_in, *I)`` in the chunks of ``chunk_layers``: each chunk, its input and its layer."""
+    for chunk, part_hyper in chunk_layers(hyper, per_sample):
+        yield chunk, x[chunk.samples], part_hyper
 
 
 def patch_elements(hyper: ConvHyper, pairs: bool = False) -> int:
@@ -85,64 +74,40 @@ def patch_elements(hyper: ConvHyper, pairs: bool = False) -> int:
 
 
 def patches(x: torch.Tensor, hyper: ConvHyper, pairs: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
-    """The patches ``(n, G, d, T)`` of chunks of samples, with the samples' slice; chunks of about
-    ``PATCH_CHUNK`` patch elements, or location-pair elements (``T (T + 1) / 2`` per patch) when ``pairs``.
+    """The patches ``(n, G, d, T)`` of the planner's chunks of samples, with the samples' slice; chunks by patch
+    elements, or by location-pair elements (``T (T + 1) / 2`` per patch) when ``pairs``.
 
-    The unfold network runs by its einsum plan (strided views of the padded input, gathers where
-    needed), not by the native ``unfold`` kernel (``by_views``): its consumers multiply the patches,
-    and ``patch_rows`` lays views out for them in one copy, where im2col would write them once and
-    the Gram's layout step copy them again (im2col alone measured 1.2-2.3x the time of that one
-    copy on this CPU, 1 thread: ResNet-18 and ConvNeXt layers). Chunks of fewer than
-    ``VIEWS_FROM`` patch elements run the part's program (one call, no layout step)."""
+    A chunk marked ``views`` runs the unfold network by its einsum plan (strided views of the
+    padded input, gathers where needed), not by the native ``unfold`` kernel: its consumers
+    multiply the patches, and ``patch_rows`` lays views out for them in one copy, where im2col
+    would write them once and the Gram's layout step copy them again. Smaller chunks run the
+    part's program (one call, no layout step)."""
+    yield from _patches(x, hyper, chunks(x, hyper, patch_elements(hyper, pairs)))
+
+
+def _patches(x: torch.Tensor, hyper: ConvHyper, parts: Iterator[tuple[PatchChunk, torch.Tensor, ConvHyper]]
+             ) -> Iterator[tuple[slice, torch.Tensor]]:  # fmt: skip
+    """The patches of each chunk of ``parts`` (see ``patches``)."""
     routine = TABLE["kfac_expand"]
-    for samples, part, part_hyper in chunks(x, hyper, patch_elements(hyper, pairs)):
+    for chunk, part, part_hyper in parts:
         program, operands = part_program(routine, part_hyper), part_operands(routine, part_hyper, {"X": part})
-        patches = program.run_einsum_plan(*operands) if by_views(part_hyper) else program(*operands)
-        yield samples, patch_rows(patches, part_hyper)
+        patches = program.run_einsum_plan(*operands) if chunk.views else program(*operands)
+        yield chunk.samples, patch_rows(patches, part_hyper)
 
 
-def by_views(hyper: ConvHyper) -> bool:
-    """Whether ``patches`` forms the patches of the chunk ``hyper`` by the einsum plan (views, one copy): from
-    ``VIEWS_FROM`` patch elements on."""
-    return hyper.batch * patch_elements(hyper) >= VIEWS_FROM
-
-
-def by_network(hyper: ConvHyper) -> bool:
-    """Whether KFAC-expand's ``A`` of the layer runs as its whole derived network (``expand_network``): where the
-    Gram is one product anyway (``gram.symmetrized(d)``) and the patches fit one chunk. There the network's one arranged
-    product (``native:matmul`` of the patches with themselves) takes fewer torch calls than patches, layout
-    and Gram, which decide such short calls (measured side by side, 1 thread: wav2vec2 conv0 1.29 -> 0.88x of
-    unfold + matmul, tiny_2d 1.77 -> 1.05x, mobilenetv2_dw_s2 0.62 -> 0.40x, convnext_base_stem 0.66 -> 0.55x)."""
-    d = hyper.patch_size
-    return gram.symmetrized(d) and hyper.batch * patch_elements(hyper) <= PATCH_CHUNK
+@cached(maxsize=256)
+def input_gram_plan(hyper: ConvHyper, target: Target) -> GramPlan:
+    """How KFAC-expand's ``A`` of the layer runs on ``target`` (``tnconv.lower.patch_gram.gram_plan``, from the
+    plan of the layer's network; cached per layer: the decision takes about 50 us, as long as a small layer's
+    whole factor)."""
+    network_plan = expand_network(hyper).plan
+    assert network_plan is not None  # a layer's network is concrete
+    return gram_plan(network_plan, hyper.patch_size, hyper.batch, patch_elements(hyper), target)
 
 
 def expand_network(hyper: ConvHyper) -> Program:
     """The compiled KFAC-expand network of the layer (``sum_{n,o} U U^T``, unscaled; cached by ``compile``)."""
     return compile_network(routine_network(TABLE["kfac_expand"], hyper))
-
-
-@lru_cache(maxsize=256)
-def expand_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:
-    """The pattern-pair Gram plan of the layer's KFAC-expand network (``sum_{n,o} U U^T``, unscaled) and its torch
-    callable (``[x] -> (G*c, c, K.., K..)``), or None where the network has no pair lowering (cached per layer)."""
-    plan = pair_gram.match(routine_network(TABLE["kfac_expand"], hyper))
-    return None if plan is None else (plan, pair_gram_call(plan))
-
-
-def paying_pair(hyper: ConvHyper) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:
-    """``expand_pair(hyper)`` where ``pair_gram_pays`` picks it, else None: the one decision that both running
-    (``accumulate_input_factor``) and costing (``input_factor_cost``) KFAC-expand's ``A`` take, once per layer."""
-    return _paying_pair(hyper, pair_gram_pays)
-
-
-@lru_cache(maxsize=256)
-def _paying_pair(hyper: ConvHyper, pays: Callable[[pair_gram.PairGram], bool]
-                 ) -> tuple[pair_gram.PairGram, Callable[[Sequence[torch.Tensor]], torch.Tensor]] | None:  # fmt: skip
-    """``paying_pair``, cached by the layer and by the decision function (the estimate takes about 50 us, as long
-    as a small layer's whole factor; a decision forced in its place is taken afresh)."""
-    pair = expand_pair(hyper)
-    return pair if pair is not None and pays(pair[0]) else None
 
 
 def accumulate_input_factor(
@@ -155,9 +120,10 @@ def accumulate_input_factor(
     (symmetric; float32 for half ``x``) is created when None. The patch sums (reduce, the
     routine's shortcut part) or the patches of each chunk (expand) are multiplied with
     themselves by upper panels, scaled by ``alpha`` times the routine's scaling, straight
-    into ``out``: no temporary of the factor's size. KFAC-expand runs as a pattern-pair
-    Gram where it pays (``expand_pair``, ``pair_gram_pays``): its Gram is blended into
-    ``out`` and the lower triangle copied from the upper one (exactly symmetric).
+    into ``out``: no temporary of the factor's size. KFAC-expand runs as its whole network
+    where the planner says so (``input_gram_plan``): a pattern-pair Gram's result is blended
+    into ``out`` and the lower triangle copied from the upper one (exactly symmetric), one
+    product's is symmetrized into it.
 
     A new factor of an ``x`` that requires a gradient (grad mode on) is differentiable: the
     whole batch's patches (or patch sums) and ``gram``'s one ``einsum``.
@@ -173,23 +139,30 @@ def accumulate_input_factor(
         beta = 0.0
     if reduce:
         return accumulate_gram(sums_rows(run_part(routine, hyper, {"X": x}), hyper), out, scale, beta)
-    pair = paying_pair(hyper)
-    if pair is not None:
-        return _blend(pair[1]([x.to(out.dtype)]).reshape(out.shape), out, scale, beta)
-    if by_network(hyper):
-        blend_symmetrized(out, expand_network(hyper)(x.to(out.dtype)).reshape(out.shape), scale, beta)
+    plan = input_gram_plan(hyper, default_target())
+    if isinstance(plan, NetworkGram):
+        product = expand_network(hyper)(x.to(out.dtype)).reshape(out.shape)
+        if plan.pair:
+            return _blend(product, out, scale, beta)
+        blend_symmetrized(out, product, scale, beta)
         return out
-    return accumulate_patch_gram(x, hyper, out, scale, beta)
+    return accumulate_patch_gram(x, hyper, plan.chunks, out, scale, beta)
 
 
-def accumulate_patch_gram(x: torch.Tensor, hyper: ConvHyper, out: torch.Tensor, alpha: float, beta: float
-                          ) -> torch.Tensor:  # fmt: skip
-    """``out = beta * out + alpha * sum_{n,t} u u^T`` in place, from the patches of chunks of samples (unscaled:
-    ``alpha`` carries the routine's scaling)."""
-    for _, rows in patches(x, hyper):
+def accumulate_patch_gram(x: torch.Tensor, hyper: ConvHyper, parts: Sequence[PatchChunk], out: torch.Tensor,
+                          alpha: float, beta: float) -> torch.Tensor:  # fmt: skip
+    """``out = beta * out + alpha * sum_{n,t} u u^T`` in place, from the patches of the chunks ``parts`` of samples
+    (unscaled: ``alpha`` carries the routine's scaling)."""
+    layers = ((chunk, x[chunk.samples], _chunk_layer(hyper, chunk)) for chunk in parts)
+    for _, rows in _patches(x, hyper, layers):
         accumulate_gram(rows, out, alpha, beta)
         beta = 1.0
     return out
+
+
+def _chunk_layer(hyper: ConvHyper, chunk: PatchChunk) -> ConvHyper:
+    """The layer of ``chunk``'s samples."""
+    return hyper if chunk.size == hyper.batch else replace(hyper, input_shape=(chunk.size, *hyper.input_shape[1:]))
 
 
 @dataclass(frozen=True)
@@ -230,19 +203,18 @@ def input_factor_cost(hyper: ConvHyper, reduce: bool) -> FactorCost:
         flops, largest = _runs(program)
         return FactorCost(f"patch sums ({program.strategy}) + {gram.strategy(rows)}", _kernel(program), flops,
                           gram.flops(rows), largest)
-    pair = paying_pair(hyper)
-    if pair is not None:
-        plan = pair[0]
-        return FactorCost(f"pattern-pair Gram ({plan.calls} weight-VJP calls)", None, 0, plan.flops,
-                          plan.largest_intermediate)
-    if by_network(hyper):
+    plan = input_gram_plan(hyper, default_target())
+    if isinstance(plan, NetworkGram):
         program = expand_network(hyper)
+        if plan.pair:
+            return FactorCost(f"pattern-pair Gram ({plan.calls} weight-VJP calls)", None, 0, int(program.flops),
+                              int(program.largest_intermediate))
         flops, largest = _runs(program)
         return FactorCost(f"network ({program.strategy})", _kernel(program), 0, flops, largest)
-    layers = [part_hyper for _, part_hyper in chunk_layers(hyper, patch_elements(hyper))]
+    layers = [_chunk_layer(hyper, chunk) for chunk in plan.chunks]
     parts = [part_program(routine, part_hyper) for part_hyper in layers]
     shapes = [_rows(program, part_hyper) for program, part_hyper in zip(parts, layers)]
-    views = [by_views(part_hyper) for part_hyper in layers]
+    views = [chunk.views for chunk in plan.chunks]
     costs = [_plan_runs(program) if view else _runs(program) for program, view in zip(parts, views)]
     kinds = " / ".join(dict.fromkeys("einsum plan: views" if view else program.strategy
                                      for program, view in zip(parts, views)))

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from tnconv.curvature.checks import layer as conv_layer
+from tnconv.conv.checks import layer as conv_layer
 from tnconv.curvature.columns import check_loss, check_output
 from tnconv.curvature.factors import (
     bias_diag_ggn, channels_last, locations, per_sample_bias, per_sample_weight, weight_diag_ggn,

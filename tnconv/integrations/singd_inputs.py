@@ -42,8 +42,8 @@ from singd.structures.base import StructuredMatrix
 from singd.structures.blockdiagonal import BlockDiagonalMatrixTemplate
 from singd.structures.diagonal import DiagonalMatrix
 
+from tnconv.conv.checks import layer as conv_layer
 from tnconv.conv.hyper import ConvHyper
-from tnconv.curvature.checks import layer as conv_layer
 from tnconv.curvature.factors import Geometry, accumulate_bias, input_factor, mean_patch
 from tnconv.curvature.patches import patches
 from tnconv.routines.gram import HALF

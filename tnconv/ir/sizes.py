@@ -22,10 +22,11 @@ polynomial in the symbols, each ``>= 1``.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Iterable, Mapping, Union
 
 import sympy
+
+from tnconv.caches import cached
 
 Size = Union[int, sympy.Expr]
 
@@ -142,7 +143,7 @@ def equal(a: Size, b: Size) -> bool | None:
     return _equal(a, b)
 
 
-@lru_cache(maxsize=4096)
+@cached(maxsize=4096)
 def _equal(a: Size, b: Size) -> bool | None:
     """``equal`` for sympy sizes (cached): zero once expanded, or refuted by a bound on the difference; sympy's
     ``simplify`` only where ``floor`` terms may cancel."""
@@ -190,7 +191,7 @@ def proven_divisible(size: Size, divisor: Size) -> bool:
     return (sympy.sympify(size) / divisor).is_integer is True
 
 
-@lru_cache(maxsize=4096)
+@cached(maxsize=4096)
 def _proven(relation: str, a: Size, b: Size) -> bool:
     """The cached sympy answer behind ``proven_*`` (``relation`` one of ``==``, ``<=``, ``<``)."""
     if relation == "==":
@@ -198,7 +199,7 @@ def _proven(relation: str, a: Size, b: Size) -> bool:
     return _is_le(a + 1 if relation == "<" else a, b) is True
 
 
-@lru_cache(maxsize=4096)
+@cached(maxsize=4096)
 def _is_le(a: Size, b: Size) -> bool | None:
     """``is_le`` for sympy sizes (cached): the sign of ``b - a`` from bounds on its floor terms."""
     difference = sympy.expand(sympy.sympify(b) - sympy.sympify(a))

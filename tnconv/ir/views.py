@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import sympy
+from typing_extensions import assert_never
 
 from tnconv.ir.sizes import Size, equal, product, substitute
 from tnconv.ir.tensors import IndexPattern
@@ -106,7 +107,7 @@ class Taps:
     the axis, else zero (``mode="zeros"``) or the padding mode's fold (``pattern``'s
     hyper-parameters): the index pattern ``Pi[k, o, i]`` contracted with the axis. The
     pattern rules of ``tnconv.simplify`` emit it where ``Pi`` relabels pixels; the native
-    matcher turns it back into ``Pi`` (``tnconv.lower.lift``). Realised as torch views
+    matcher reads it as ``Pi`` (``tnconv.lower.reading``). Realised as torch views
     (a copy only where padding is read).
     """
 
@@ -144,18 +145,21 @@ def source_labels(views: Sequence[View], legs: Sequence[str]) -> tuple[str, ...]
     """What each axis of the operand is in terms of ``legs`` (``'c'``, ``'(g*ci)'``, ``'i[::2]'``)."""
     current = list(legs)
     for view in reversed(views):
-        if isinstance(view, Unflatten):
-            end = view.axis + len(view.sizes)
-            current[view.axis : end] = ["(" + "*".join(current[view.axis : end]) + ")"]
-        elif isinstance(view, Slice):
-            current[view.axis] = f"{current[view.axis]}[{view.start}::{view.step}]"
-        elif isinstance(view, Squeeze):
-            current.insert(view.axis, "1")
-        elif isinstance(view, Flatten):
-            merged = current[view.axis]
-            current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
-        elif isinstance(view, Taps):
-            current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
+        match view:
+            case Unflatten():
+                end = view.axis + len(view.sizes)
+                current[view.axis : end] = ["(" + "*".join(current[view.axis : end]) + ")"]
+            case Slice():
+                current[view.axis] = f"{current[view.axis]}[{view.start}::{view.step}]"
+            case Squeeze():
+                current.insert(view.axis, "1")
+            case Flatten():
+                merged = current[view.axis]
+                current[view.axis : view.axis + 1] = [f"{merged}.{n}" for n in range(len(view.sizes))]
+            case Taps():
+                current[view.axis : view.axis + 2] = [f"({current[view.axis]}~{current[view.axis + 1]})"]
+            case _:
+                assert_never(view)
     return tuple(current)
 
 
@@ -166,14 +170,19 @@ def tap_axes(views: Sequence[View], ndim: int) -> frozenset[int]:
         return frozenset()
     current: list[set[int]] = [{axis} for axis in range(ndim)]  # the final axes each axis becomes
     for view in reversed(views):
-        if isinstance(view, Taps):
-            found |= current[view.axis] | current[view.axis + 1]
-            current[view.axis : view.axis + 2] = [set()]
-        elif isinstance(view, Unflatten):
-            end = view.axis + len(view.sizes)
-            current[view.axis : end] = [set().union(*current[view.axis : end])]
-        elif isinstance(view, Flatten):
-            current[view.axis : view.axis + 1] = [set(current[view.axis]) for _ in view.sizes]
-        elif isinstance(view, Squeeze):
-            current.insert(view.axis, set())
+        match view:
+            case Taps():
+                found |= current[view.axis] | current[view.axis + 1]
+                current[view.axis : view.axis + 2] = [set()]
+            case Unflatten():
+                end = view.axis + len(view.sizes)
+                current[view.axis : end] = [set().union(*current[view.axis : end])]
+            case Flatten():
+                current[view.axis : view.axis + 1] = [set(current[view.axis]) for _ in view.sizes]
+            case Squeeze():
+                current.insert(view.axis, set())
+            case Slice():  # keeps its axis
+                pass
+            case _:
+                assert_never(view)
     return frozenset(found)

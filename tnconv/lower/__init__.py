@@ -1,11 +1,7 @@
-"""The planner: concrete networks -> plans (plain data, ``tnconv.lower.plan``) -> programs a backend runs.
+"""The planner: concrete networks -> plans (plain data, ``tnconv.lower.plan``) that a backend runs.
 
-Nothing here imports torch: ``tnconv.lower.plan.plan(net)`` plans a network
-without it; making a concrete ``Program`` (``tnconv.compile``) imports the torch
-backend (``tnconv.backends.torch``) to run the plan.
+Nothing here imports torch or a backend: ``tnconv.lower.plan.plan(net, target)``
+plans a network for a backend's ``Target`` (its capabilities and fitted speeds,
+``tnconv.lower.target``); programs (``tnconv.programs``) join a plan to the
+backend that runs it.
 """
-
-from tnconv.lower.compile import compile
-from tnconv.lower.program import Program
-
-__all__ = ["compile", "Program"]

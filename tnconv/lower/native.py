@@ -40,17 +40,17 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from tnconv.ir.network import Network
+from tnconv.ir.network import Network, Tensor
 from tnconv.ir.tensors import Data, IndexPattern
+from tnconv.ir.views import Taps
 from tnconv.lower.kernels import (
     ConvCall, ConvTransposeCall, ConvWeightCall, FoldCall, KernelCall, MatmulCall, Native, Spatial, UnfoldCall,
 )
-from tnconv.lower.layout import arrange, restore
-from tnconv.lower.lift import as_taps, structural
+from tnconv.lower.layout import Arrange, arrange, restore
+from tnconv.lower.reading import OUT, Reading, read
 from tnconv.lower.steps import Pairwise, as_gram, recipe
 from tnconv.lower.window import Window
 
-OUT = -1
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 WIDE_GROUP_PAIRS = 64 * 64
 """Input-times-output channels per group from which a grouped weight VJP with few output locations leaves the
@@ -61,31 +61,31 @@ Found = tuple[str, KernelCall]
 def match(net: Network) -> Native | None:
     """The kernel that computes ``net`` (a name such as ``"conv2d"`` and its call), or None.
 
-    The call takes the operands in ``net.operands`` order. The match is made
-    on the structural form (``tnconv.lower.lift``: pixels that ``tnconv.simplify``
-    reads as taps are index patterns again), then on ``net`` as it is (two data
-    tensors read through taps views can still be a matrix product). The weight
-    VJP of a 1x1 conv runs as the matrix product of strided views it is
+    The call takes the operands in ``net.operands`` order. The match reads the
+    index patterns of pattern tensors and of ``Taps`` views alike
+    (``tnconv.lower.reading``: a simplified network shows the kernel's
+    convolution in its views), then takes two data tensors without pattern
+    tensors as a matrix product (read through their views). The weight VJP of a
+    1x1 conv runs as the matrix product of strided views it is
     (``_one_by_one``), simplified or not.
     """
     if not net.is_concrete or any(int(size) < 1 for size in net.sizes.values()):
         return None
-    lifted = structural(net)
-    found = _match(lifted)
-    if found is not None and isinstance(found[1], ConvWeightCall):
-        patterns = [p for p, e in enumerate(lifted.entries) if isinstance(e.kind, IndexPattern)]
-        if all(_one_by_one(lifted.entries[p].kind) for p in patterns):  # type: ignore[arg-type]
-            taps = as_taps(lifted, patterns)
-            product = _match(taps) if taps is not None else None
-            found = product if product is not None else found
-    if found is None and lifted is not net:
-        found = _match(net)
+    reading = read(net)
+    found = _match(reading) if reading is not None else None
+    if reading is not None and found is not None and isinstance(found[1], ConvWeightCall):
+        if all(_one_by_one(pattern.pattern) for pattern in reading.patterns):
+            found = _matmul(net, _read_through_taps(reading)) or found
+    data = [p for p, e in enumerate(net.entries) if isinstance(e.kind, Data)]
+    if found is None and len(data) == len(net.entries) == 2:
+        found = _matmul(net, {p: net.entries[p] for p in data})
     if found is None:
         return None
     name, call = found
-    legs = _multiplied_legs(lifted, call)
+    sizes = reading.sizes if reading is not None else _sizes(net)
+    legs = _multiplied_legs(net, reading, call)
     copies = isinstance(call, (UnfoldCall, FoldCall))
-    return Native(name, call, 0 if copies else math.prod(int(lifted.size(leg)) for leg in legs), legs)
+    return Native(name, call, 0 if copies else math.prod(sizes[leg] for leg in legs), legs)
 
 
 def _one_by_one(pattern: IndexPattern) -> bool:
@@ -100,41 +100,37 @@ def _one_by_one(pattern: IndexPattern) -> bool:
     return window.kernel_size == 1 and window.pad_left <= 0 and last < window.input_size
 
 
-def _match(net: Network) -> Found | None:
-    entries = net.entries
-    if any(len(set(e.legs)) != len(e.legs) for e in entries):
+def _match(reading: Reading) -> Found | None:
+    """The conv kernel (conv, transposed conv, weight VJP, unfold, fold) that computes the read network, by where
+    its patterns' legs go."""
+    operands = reading.operands
+    if not reading.patterns or any(len(set(e.legs)) != len(e.legs) for e in (*reading.net.entries, *operands.values())):
         return None
-    data = [p for p, e in enumerate(entries) if isinstance(e.kind, Data)]
-    patterns = [p for p, e in enumerate(entries) if isinstance(e.kind, IndexPattern)]
-    if len(data) + len(patterns) != len(entries):
-        return None
-    if not patterns:
-        return _matmul(net, data) if len(data) == 2 else None
-    roles = _roles(net, patterns)
+    roles = _roles(reading)
     if roles is None:
         return None
     k_at, o_at, i_at = roles
-    if len(data) == 2 and len(set(roles)) == 3:
+    if len(operands) == 2 and len(set(roles)) == 3:
         if o_at == OUT:
-            return _conv(net, i_at, k_at, patterns)
+            return _conv(reading, i_at, k_at)
         if i_at == OUT:
-            return _transpose(net, o_at, k_at, patterns)
-        return _weight(net, i_at, o_at, patterns)
-    if len(data) == 1 and i_at != OUT and k_at == o_at == OUT:
-        return _unfold(net, i_at, patterns)
-    if len(data) == 1 and i_at == OUT and k_at == o_at != OUT:
-        return _fold(net, k_at, patterns)
+            return _transpose(reading, o_at, k_at)
+        return _weight(reading, i_at, o_at)
+    if len(operands) == 1 and i_at != OUT and k_at == o_at == OUT:
+        return _unfold(reading, i_at)
+    if len(operands) == 1 and i_at == OUT and k_at == o_at != OUT:
+        return _fold(reading, k_at)
     return None
 
 
-def _roles(net: Network, patterns: list[int]) -> tuple[int, int, int] | None:
+def _roles(reading: Reading) -> tuple[int, int, int] | None:
     """Where the ``(k, o, i)`` legs of every pattern go (a data position or OUT), if all agree."""
     found: tuple[int, ...] | None = None
-    for p in patterns:
+    for pattern in reading.patterns:
         where = []
-        for leg in net.entries[p].legs:
-            targets = [q for q in net.tensors_on(leg) if q != p] + ([OUT] if leg in net.output else [])
-            if len(targets) != 1 or targets[0] in patterns:
+        for leg in pattern.legs:
+            targets = reading.where(pattern, leg)
+            if len(targets) != 1 or (targets[0] != OUT and targets[0] not in reading.operands):
                 return None
             where.append(targets[0])
         if found is not None and tuple(where) != found:
@@ -143,9 +139,26 @@ def _roles(net: Network, patterns: list[int]) -> tuple[int, int, int] | None:
     return found  # type: ignore[return-value]
 
 
-def _spatial(net: Network, patterns: list[int], kernel_padding: bool, modes: bool) -> Spatial | None:
+def _read_through_taps(reading: Reading) -> dict[int, Tensor]:
+    """The data tensors with every pattern read as a ``Taps`` view of the tensor that holds its pixels (the
+    strided views a 1x1 conv's matrix product takes): pattern tensors become views, read views stay."""
+    net = reading.net
+    entries = {position: net.entries[position] for position in reading.operands}
+    for pattern in reading.patterns:
+        if pattern.tensor is None:
+            continue
+        k, o, i = pattern.legs
+        (reader,) = reading.where(pattern, i)  # the roles gave each pixel one data tensor
+        entry = entries[reader]
+        slot = entry.legs.index(i)
+        views = (*entry.views, Taps(slot, pattern.pattern))
+        entries[reader] = Tensor(entry.name, (*entry.legs[:slot], o, k, *entry.legs[slot + 1 :]), Data(views))
+    return entries
+
+
+def _spatial(reading: Reading, kernel_padding: bool, modes: bool) -> Spatial | None:
     """The patterns' hyper-parameters; None when torch cannot run them (see ``match``)."""
-    windows = tuple(Window.of(net.entries[p].kind) for p in patterns)  # type: ignore[arg-type]
+    windows = tuple(Window.of(pattern.pattern) for pattern in reading.patterns)
     mode = windows[0].mode
     if any(w.mode != mode for w in windows) or (mode != "zeros" and not modes):
         return None
@@ -174,10 +187,10 @@ def _spatial(net: Network, patterns: list[int], kernel_padding: bool, modes: boo
     )
 
 
-def _split(net: Network, a: int, b: int, skip: set[str]) -> tuple[list[str], ...] | None:
+def _split(reading: Reading, a: int, b: int, skip: set[str]) -> tuple[list[str], ...] | None:
     """Legs of A and B (less ``skip``) by where they go: (A+B+out, A+out, B+out, A+B); None if one is summed alone."""
-    legs_a, legs_b = net.entries[a].legs, net.entries[b].legs
-    out = set(net.output)
+    legs_a, legs_b = reading.operands[a].legs, reading.operands[b].legs
+    out = set(reading.net.output)
     shared: list[str] = []
     only_a: list[str] = []
     only_b: list[str] = []
@@ -204,53 +217,55 @@ def _sizes(net: Network) -> dict[str, int]:
     return {leg: int(size) for leg, size in net.sizes.items()}
 
 
-def _operand(net: Network, position: int) -> int:
-    return net.operands.index(net.entries[position].name)
-
-
-def _pattern_legs(net: Network, patterns: list[int]) -> tuple[list[str], list[str], list[str]]:
-    k, o, i = zip(*(net.entries[p].legs for p in patterns))
+def _pattern_legs(reading: Reading) -> tuple[list[str], list[str], list[str]]:
+    k, o, i = zip(*(pattern.legs for pattern in reading.patterns))
     return list(k), list(o), list(i)
 
 
 def _shaped(
-    net: Network, a: int, b: int, patterns: list[int], pattern_legs: str, kernel_padding: bool
+    reading: Reading, a: int, b: int, pattern_legs: str, kernel_padding: bool
 ) -> tuple[tuple[list[str], list[str], list[str]], tuple[list[str], ...], Spatial] | None:
     """What a native kernel on operands ``a`` and ``b`` needs: the patterns' ``(k, o, i)`` legs, the
     legs' split (``_split``, with the pattern legs ``pattern_legs`` of ``"ki"``/``"ko"``/``"oi"``
     on the two operands) and the spatial hyper-parameters; None when no kernel of <= 3 dims fits."""
-    legs = _pattern_legs(net, patterns)
+    legs = _pattern_legs(reading)
     on_operands = {leg for which in pattern_legs for leg in legs["koi".index(which)]}
-    split = _split(net, a, b, on_operands)
-    spatial = _spatial(net, patterns, kernel_padding=kernel_padding, modes=kernel_padding)
-    if split is None or spatial is None or len(patterns) > 3:
+    split = _split(reading, a, b, on_operands)
+    spatial = _spatial(reading, kernel_padding=kernel_padding, modes=kernel_padding)
+    if split is None or spatial is None or len(reading.patterns) > 3:
         return None
     return legs, split, spatial
 
 
-def _conv(net: Network, x: int, w: int, patterns: list[int]) -> Found | None:
-    found = _shaped(net, x, w, patterns, "ki", kernel_padding=True)
+def _arrange(reading: Reading, position: int, groups: list[list[str]]) -> Arrange:
+    """How the data tensor at ``position`` reaches a kernel as the leg ``groups`` (read: ``Reading.operands``)."""
+    entry = reading.operands[position]
+    return arrange(entry, reading.net.operands.index(entry.name), groups, reading.sizes)
+
+
+def _conv(reading: Reading, x: int, w: int) -> Found | None:
+    found = _shaped(reading, x, w, "ki", kernel_padding=True)
     if found is None:
         return None
     (ks, os, is_), (groups, batch, c_out, c_in), spatial = found
-    n = len(patterns)
-    sizes = _sizes(net)
-    x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
-    w_in = arrange(net.entries[w], _operand(net, w), [groups + c_out, c_in, *([l] for l in ks)], sizes)
-    out = restore([batch, groups, c_out, *([l] for l in os)], net.output, sizes)
+    n = len(ks)
+    sizes = reading.sizes
+    x_in = _arrange(reading, x, [batch, groups + c_in, *([l] for l in is_)])
+    w_in = _arrange(reading, w, [groups + c_out, c_in, *([l] for l in ks)])
+    out = restore([batch, groups, c_out, *([l] for l in os)], reading.net.output, sizes)
     return f"conv{n}d", ConvCall(x_in, w_in, out, spatial, _product(groups, sizes))
 
 
-def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> Found | None:
-    found = _shaped(net, v, w, patterns, "ko", kernel_padding=False)
+def _transpose(reading: Reading, v: int, w: int) -> Found | None:
+    found = _shaped(reading, v, w, "ko", kernel_padding=False)
     if found is None:
         return None
     (ks, os, is_), (groups, batch, c_result, c_contracted), spatial = found
-    n = len(patterns)
-    sizes = _sizes(net)
-    v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_contracted, *([l] for l in os)], sizes)
-    w_in = arrange(net.entries[w], _operand(net, w), [groups + c_contracted, c_result, *([l] for l in ks)], sizes)
-    out = restore([batch, groups, c_result, *([l] for l in is_)], net.output, sizes)
+    n = len(ks)
+    sizes = reading.sizes
+    v_in = _arrange(reading, v, [batch, groups + c_contracted, *([l] for l in os)])
+    w_in = _arrange(reading, w, [groups + c_contracted, c_result, *([l] for l in ks)])
+    out = restore([batch, groups, c_result, *([l] for l in is_)], reading.net.output, sizes)
     windows = spatial.windows
     full = tuple(w.stride * (w.output_size - 1) + w.span for w in windows)
     symmetric = all(w.pad_left == w.pad_right >= 0 for w in windows)
@@ -269,18 +284,18 @@ def _transpose(net: Network, v: int, w: int, patterns: list[int]) -> Found | Non
     return f"conv_transpose{n}d", kernel
 
 
-def _weight(net: Network, x: int, v: int, patterns: list[int]) -> Found | None:
-    found = _shaped(net, x, v, patterns, "oi", kernel_padding=True)
+def _weight(reading: Reading, x: int, v: int) -> Found | None:
+    found = _shaped(reading, x, v, "oi", kernel_padding=True)
     if found is None:
         return None
     (ks, os, is_), (groups, c_in, c_out, batch), spatial = found
-    n = len(patterns)
-    sizes = _sizes(net)
+    n = len(ks)
+    sizes = reading.sizes
     if not _grouped_weight_pays(_product(groups, sizes), _product(c_in + c_out, sizes), _product(os, sizes)):
         return None
-    x_in = arrange(net.entries[x], _operand(net, x), [batch, groups + c_in, *([l] for l in is_)], sizes)
-    v_in = arrange(net.entries[v], _operand(net, v), [batch, groups + c_out, *([l] for l in os)], sizes)
-    out = restore([groups, c_out, c_in, *([l] for l in ks)], net.output, sizes)
+    x_in = _arrange(reading, x, [batch, groups + c_in, *([l] for l in is_)])
+    v_in = _arrange(reading, v, [batch, groups + c_out, *([l] for l in os)])
+    out = restore([groups, c_out, c_in, *([l] for l in ks)], reading.net.output, sizes)
     weight_shape = (_product(groups + c_out, sizes), _product(c_in, sizes), *spatial.kernel)
     return f"conv{n}d_weight", ConvWeightCall(x_in, v_in, out, spatial, _product(groups, sizes), weight_shape)
 
@@ -301,37 +316,39 @@ def _grouped_weight_pays(groups: int, channel_pairs: int, locations: int) -> boo
     return groups == 1 or channel_pairs < WIDE_GROUP_PAIRS or locations * locations >= 4 * channel_pairs
 
 
-def _unfold(net: Network, x: int, patterns: list[int]) -> Found | None:
-    n = len(patterns)
-    ks, os, is_ = _pattern_legs(net, patterns)
-    rest = [leg for leg in net.entries[x].legs if leg not in is_]
-    if any(leg not in net.output for leg in rest):
+def _unfold(reading: Reading, x: int) -> Found | None:
+    n = len(reading.patterns)
+    ks, os, is_ = _pattern_legs(reading)
+    output = reading.net.output
+    rest = [leg for leg in reading.operands[x].legs if leg not in is_]
+    if any(leg not in output for leg in rest):
         return None
-    windows = [Window.of(net.entries[p].kind) for p in patterns]  # type: ignore[arg-type]
+    windows = [Window.of(pattern.pattern) for pattern in reading.patterns]
     im2col = n == 2 and any(w.pad_left or w.pad_right or w.span > w.stride for w in windows)
-    spatial = _spatial(net, patterns, kernel_padding=im2col, modes=True)
+    spatial = _spatial(reading, kernel_padding=im2col, modes=True)
     if spatial is None:
         return None
     im2col = im2col and spatial.mode == "constant"
-    sizes = _sizes(net)
-    x_in = arrange(net.entries[x], _operand(net, x), [rest[:1], rest[1:], *([l] for l in is_)], sizes)
+    sizes = reading.sizes
+    x_in = _arrange(reading, x, [rest[:1], rest[1:], *([l] for l in is_)])
     if im2col:
-        out = restore([rest, ks, os], net.output, sizes)
+        out = restore([rest, ks, os], output, sizes)
     else:
-        out = restore([rest[:1], rest[1:], *([l] for l in os), *([l] for l in ks)], net.output, sizes)
+        out = restore([rest[:1], rest[1:], *([l] for l in os), *([l] for l in ks)], output, sizes)
     return f"unfold{n}d", UnfoldCall(x_in, out, spatial, im2col)
 
 
-def _fold(net: Network, x: int, patterns: list[int]) -> Found | None:
-    n = len(patterns)
-    ks, os, is_ = _pattern_legs(net, patterns)
-    rest = [leg for leg in net.entries[x].legs if leg not in ks + os]
-    spatial = _spatial(net, patterns, kernel_padding=True, modes=False)
-    if n != 2 or spatial is None or any(leg not in net.output for leg in rest):
+def _fold(reading: Reading, x: int) -> Found | None:
+    n = len(reading.patterns)
+    ks, os, is_ = _pattern_legs(reading)
+    output = reading.net.output
+    rest = [leg for leg in reading.operands[x].legs if leg not in ks + os]
+    spatial = _spatial(reading, kernel_padding=True, modes=False)
+    if n != 2 or spatial is None or any(leg not in output for leg in rest):
         return None
-    sizes = _sizes(net)
-    x_in = arrange(net.entries[x], _operand(net, x), [rest[:1], rest[1:] + ks, os], sizes)
-    out = restore([rest[:1], rest[1:], *([l] for l in is_)], net.output, sizes)
+    sizes = reading.sizes
+    x_in = _arrange(reading, x, [rest[:1], rest[1:] + ks, os])
+    out = restore([rest[:1], rest[1:], *([l] for l in is_)], output, sizes)
     windows = spatial.windows
     crop = None
     if spatial.pad is None:
@@ -343,16 +360,20 @@ def _fold(net: Network, x: int, patterns: list[int]) -> Found | None:
     return "fold2d", FoldCall(x_in, out, spatial, size, crop)
 
 
-def _matmul(net: Network, data: list[int]) -> Found | None:
-    a, b = (net.entries[p] for p in data)
+def _matmul(net: Network, data: dict[int, Tensor]) -> Found | None:
+    """The matrix product of the two data tensors ``data`` (by position: ``net``'s entries, or their reading
+    through ``Taps`` views), read through their views."""
+    if len(data) != 2 or any(len(set(entry.legs)) != len(entry.legs) for entry in data.values()):
+        return None
+    a, b = data.values()
     sizes = _sizes(net)
     product, _ = recipe([a.legs, b.legs], set(net.output), sizes, net.output)
     if not isinstance(product, Pairwise):
         return None
     if a.name == b.name and a.kind == b.kind:
         product = as_gram(product)
-    a_in = arrange(a, _operand(net, data[0]), [(leg,) for leg in a.legs], sizes)
-    b_in = arrange(b, _operand(net, data[1]), [(leg,) for leg in b.legs], sizes)
+    a_in = arrange(a, net.operands.index(a.name), [(leg,) for leg in a.legs], sizes)
+    b_in = arrange(b, net.operands.index(b.name), [(leg,) for leg in b.legs], sizes)
     return "matmul", MatmulCall(a_in, b_in, product)
 
 
@@ -363,11 +384,13 @@ def _product(legs: Sequence[str], sizes: dict[str, int]) -> int:
     return result
 
 
-def _multiplied_legs(net: Network, call: KernelCall) -> tuple[str, ...]:
+def _multiplied_legs(net: Network, reading: Reading | None, call: KernelCall) -> tuple[str, ...]:
     """The legs whose sizes multiply to the kernel's multiply-adds: all but the patterns' ``i`` legs (each pair
     of an output and a kernel position reads one input position), as a convolution kernel or a matrix
     product runs them; none for unfold and fold (they copy), whose count is then 0."""
     if isinstance(call, (UnfoldCall, FoldCall)):
         return ()
-    pixels = {entry.legs[2] for entry in net.entries if isinstance(entry.kind, IndexPattern)}
-    return tuple(leg for leg in net.sizes if leg not in pixels)
+    if reading is None:
+        return tuple(net.sizes)
+    pixels = {pattern.legs[2] for pattern in reading.patterns}
+    return tuple(leg for leg in reading.sizes if leg not in pixels)

@@ -21,10 +21,11 @@ the program cache's key) at the public entry points; the planner below them take
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import opt_einsum
 from opt_einsum.paths import PathOptimizer
+
+from tnconv.caches import cached
 
 OPTIMIZERS = (
     "auto", "auto-hq", "greedy", "optimal", "dp", "branch-1", "branch-2", "branch-all",
@@ -128,7 +129,7 @@ def normalize_optimize(optimize: object) -> Optimize:
     )
 
 
-@lru_cache(maxsize=64)
+@cached(maxsize=64)
 def _search(name: str) -> Optimize:
     """The ``Optimize`` of an opt_einsum path name (cached: ``tnconv.einsum`` normalises on every call; an unknown
     name raises, so it is not cached and may be registered later)."""

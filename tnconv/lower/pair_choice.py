@@ -8,7 +8,7 @@ path is the same work with a dense product). FLOPs alone choose badly: the pair
 Gram has 0.1-0.4x the multiply-adds, but its border calls are thin (one or a few
 pixels wide) and a weight-VJP kernel costs time per element of its result and
 sample whatever the pixels, so on deep layers (8x8 pixels, 256 channels) it runs
-3x slower than the Gram it replaces, and at 5x5 28x28 1.13x slower (see ``CPU``). Both sides are
+3x slower than the Gram it replaces, and at 5x5 28x28 1.13x slower (``tnconv.backends.torch.target``). Both sides are
 therefore costed as seconds, sums of counts at measured speeds (``Speeds``):
 
 - pair Gram: per call, per element of a call's result and sample (``N C_A C_B/G (2K-1)^n``
@@ -19,10 +19,10 @@ therefore costed as seconds, sums of counts at measured speeds (``Speeds``):
   upper-panel product (``2 N T G d_A d_B (p+1)/(2p)`` for ``p`` panels of 128 rows) and per
   element of the factor (mirrored).
 
-``pair_gram_pays`` is the one decision, used by the planner (``tnconv.lower.plan``) and by the
-model path (``tnconv.curvature.patches.accumulate_input_factor``). ``CPU`` holds speeds fitted by
-``benchmarks/calibrate_pair_choice.py`` (see there for the machine); the FLOP counts a program
-reports (``Program.flops``) stay exact and separate from this estimate.
+``pair_gram_pays`` is the one decision, taken by the planner (``tnconv.lower.plan``) with the speeds of
+the backend it plans for (``tnconv.lower.target.Target.speeds``; the torch backend's are fitted by
+``benchmarks/calibrate_pair_choice.py``, see ``tnconv.backends.torch.target``); the FLOP counts a
+program reports (``Program.flops``) stay exact and separate from this estimate.
 """
 
 from __future__ import annotations
@@ -87,23 +87,6 @@ class Speeds:
                 + self.factor_element * work.factor)
 
 
-CPU = Speeds(
-    call=3.15e-4, call_output=3.35e-10, call_input=2.10e-10, call_flop=2.37e-11, add=0.0, added=9.66e-10,
-    layer=0.0, patch_element=2.53e-9, gram_flop=1.48e-11, factor_element=3.06e-9,
-)
-"""Speeds fitted by ``benchmarks/calibrate_pair_choice.py`` on the project's shared 2-core x86-64 CPU machine
-(torch 2.13 CPU, MKL/oneDNN, float32, 1 thread, quiet), over 16 stride-1 and 7 strided layers, with the pair
-Gram's border calls narrowed to the shifts their taps need and the patches formed as views (Grams of fewer than
-two full panels as one product). There the pair Gram won on 3x3 layers with 64 channels at 32x32 (0.87x the
-patches' time, batch 32) and 56x56 (0.86x, batch 8), at 5x5 28x28 and 32x32 (0.83x) and 7x7 56x56 with 2
-samples (0.76x); it lost on deep layers (8x8 and 4x4 with 256 and 512 channels: 1.9x and 14x), on small ones,
-and at every stride > 1 (3x3 stride 2: 2.1-3.1x, 7x7 stride 2: 2.1x; the phases make thin calls). The estimate
-picks the faster way on 22 of the 23 layers; the 23rd is a tie it gives to the patches: ResNet-18's 7x7 stride-2
-stem on 3 channels at 224x224, 144 ms each way with 1 thread, where the patches take 0.8x the pair's time with 2
-threads (its calls read 3 channels of many pixels: the ``call_input`` term, without which the estimate took the
-pair for twice as fast)."""
-
-
 def pair_work(plan: PairGram) -> PairWork:
     """The counts of ``plan``'s weight-VJP calls and assembly: one call per product of parts (one part per dim,
     computing ``prod_d shifts(part_d)`` shifts per channel pair and sample), one addition per holder tuple."""
@@ -139,7 +122,7 @@ def _products(rows_a: int, rows_b: int) -> int:
     return sum((min(start + PANEL, rows_a) - start) * (rows_a - start) for start in range(0, rows_a, PANEL))
 
 
-def pair_gram_pays(plan: PairGram, speeds: Speeds = CPU) -> bool:
+def pair_gram_pays(plan: PairGram, speeds: Speeds) -> bool:
     """Whether ``plan`` is estimated to run faster than the patches and their Gram (``speeds``: the machine's).
 
     Never for depthwise layers (one channel per group): the speeds are fitted on dense and grouped layers, and

@@ -2,8 +2,8 @@
 
 The planner tries, in order:
 
-1. a native kernel (``tnconv.lower.native``), matched on the network's
-   structural form: one PyTorch kernel computes the whole network;
+1. a native kernel (``tnconv.lower.native``), matched on the index patterns of its
+   tensors and ``Taps`` views alike: one PyTorch kernel computes the whole network;
 2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand as windowed
    cross-correlations), when it is estimated faster than the patches and their
    Gram (``tnconv.lower.pair_choice.pair_gram_pays``: time from shapes at measured
@@ -25,21 +25,25 @@ from tnconv.lower.nodes import Executor, Plan
 from tnconv.lower.optimize import AUTO, Optimize
 from tnconv.lower.pair_choice import pair_gram_pays
 from tnconv.lower.slicing import plan_memory
+from tnconv.lower.target import EINSUM_ONLY, Target
 
 
-def plan(net: Network, optimize: Optimize = AUTO, memory_limit: int | None = None) -> Plan:
-    """The plan of ``net`` (concrete sizes): a ``Native``, ``PairGram``, ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
+def plan(net: Network, optimize: Optimize = AUTO, memory_limit: int | None = None, target: Target = EINSUM_ONLY
+         ) -> Plan:  # fmt: skip
+    """The plan of ``net`` (concrete sizes) for the backend ``target`` describes: a ``Native``, ``PairGram``,
+    ``Einsum`` or ``Sliced`` node (``tnconv.lower.nodes``).
 
-    ``optimize`` (normalised: ``tnconv.lower.optimize``) and ``memory_limit`` as for ``tnconv.compile``.
+    ``optimize`` (normalised: ``tnconv.lower.optimize``) and ``memory_limit`` as for ``tnconv.compile``;
+    ``target``: the backend's capabilities and speeds (``tnconv.lower.target``; without one, the einsum plan).
     Raises ValueError for symbolic sizes.
     """
     _check_concrete(net)
-    if memory_limit is None and not optimize.explicit:
+    if memory_limit is None and not optimize.explicit and target.kernels:
         found = native.match(net)
         if found is not None:
             return found
         pair = pair_gram.match(net)
-        if pair is not None and pair_gram_pays(pair):
+        if pair is not None and target.speeds is not None and pair_gram_pays(pair, target.speeds):
             return pair
     return einsum_plan(net, optimize, memory_limit)
 

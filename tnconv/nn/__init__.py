@@ -19,7 +19,7 @@ from tnconv.namespace import public_dir
 from tnconv.nn.conv import Conv1d, Conv2d, Conv3d, ConvNd
 from tnconv.nn.fold import Fold, Unfold
 from tnconv.nn.transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd
-from tnconv.nn.approximate import ApproximateBackprop, approximate_backprop  # isort: skip (last: it imports tnconv.curvature)
+from tnconv.nn.approximate import ApproximateBackprop, approximate_backprop
 
 __all__ = [
     "Conv1d",

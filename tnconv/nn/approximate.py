@@ -36,9 +36,9 @@ from torch.nn.parameter import is_lazy
 from tnconv import functional as tnf
 from tnconv.backends.torch.kernels import CONV
 from tnconv.conv.hyper import Pairs, padding_pairs
-from tnconv.curvature.dropout import check_dropout
-from tnconv.curvature.dropout_op import new_seed, seeded_weight_vjp_dropout
-from tnconv.curvature.dropout_slices import NATIVE_DIMS
+from tnconv.dropout.weight_vjp import check_dropout
+from tnconv.dropout.op import new_seed, seeded_weight_vjp_dropout
+from tnconv.dropout.slices import NATIVE_DIMS
 from tnconv.nn.conv import ConvNd
 
 SUPPORTED_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, ConvNd)

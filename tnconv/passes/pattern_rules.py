@@ -29,7 +29,7 @@ them (and says why):
   ``Unflatten`` instead: that conv is the matrix product it looks like, and
   ``squeeze`` then drops the size-1 leg. The legs of a ``Taps`` view stay
   pattern legs (``squeeze`` and ``merge_parallel`` leave them alone), so the
-  native matcher can read the pattern back (``tnconv.lower.lift``).
+  native matcher reads the pattern in the view (``tnconv.lower.reading``).
 - ``pattern_sum``: when ``o`` is on ``Pi`` only and not an output leg,
   ``sum_o Pi`` is the small ``(K, I)`` ``PatternSum`` (KFAC-reduce).
 - ``pattern_pair``: two index patterns with equal hyper-parameters whose

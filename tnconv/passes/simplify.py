@@ -19,8 +19,8 @@ reads like a derivation::
 
 from __future__ import annotations
 
-from functools import lru_cache
 
+from tnconv.caches import cached
 from tnconv.passes.pattern_rules import (
     blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_pair,
     pattern_sum, strided_slice, unused_pixels,
@@ -103,7 +103,7 @@ def _simplify_one(net: Network) -> tuple[Network, Trace]:
     return (result, trace) if trace.changed else (net, trace)  # unchanged: this very object, not an equal one
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def _cached(net: Network) -> tuple[Network, Trace]:
     result, trace = SIMPLIFY.traced(net)
     assert isinstance(result, Network)  # the rules rewrite a network into a network

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
+from typing_extensions import assert_never
+
 from tnconv.ir.sizes import Size, product, proven_equal, proven_le
 from tnconv.ir.tensors import Data
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
@@ -64,14 +66,16 @@ def squeeze_views(kind: Data, squeezes: Sequence[tuple[int, Squeeze]]) -> Data:
 
 
 def _trivial(view: View) -> bool:
-    if isinstance(view, Unflatten):
-        return len(view.sizes) == 1
-    if isinstance(view, Flatten):
-        return len(view.sizes) == 1
-    if isinstance(view, Slice):
-        whole = proven_equal(view.count, view.source)
-        return whole and proven_equal(view.start, 0) and (proven_equal(view.step, 1) or proven_equal(view.count, 1))
-    return False
+    match view:
+        case Unflatten() | Flatten():
+            return len(view.sizes) == 1
+        case Slice():
+            whole = proven_equal(view.count, view.source)
+            return whole and proven_equal(view.start, 0) and (proven_equal(view.step, 1) or proven_equal(view.count, 1))
+        case Squeeze() | Taps():
+            return False
+        case _:
+            assert_never(view)
 
 
 def _append(chain: list[View], view: View) -> list[View]:
@@ -145,23 +149,27 @@ def _squeeze_past(last: View, axis: int) -> int | list[View] | None:
     """
     if type(last) is Squeeze:  # first: runs of squeezes make the long walks
         return axis + 1 if axis >= last.axis else axis
-    if isinstance(last, Unflatten):
-        end = last.axis + len(last.sizes)
-        if axis < last.axis:
-            return axis
-        if axis >= end:
-            return axis - len(last.sizes) + 1
-        at = axis - last.axis
-        if proven_equal(last.sizes[at], 1):
-            return [Unflatten(last.axis, last.sizes[:at] + last.sizes[at + 1 :])]
-        return None
-    if isinstance(last, Taps):  # its legs are pattern legs, never squeezed: move past only
-        if axis in (last.axis, last.axis + 1):
+    match last:
+        case Unflatten():
+            end = last.axis + len(last.sizes)
+            if axis < last.axis:
+                return axis
+            if axis >= end:
+                return axis - len(last.sizes) + 1
+            at = axis - last.axis
+            if proven_equal(last.sizes[at], 1):
+                return [Unflatten(last.axis, last.sizes[:at] + last.sizes[at + 1 :])]
             return None
-        return axis if axis < last.axis else axis - 1
-    if isinstance(last, Slice):
-        return None if axis == last.axis else axis
-    return None
+        case Taps():  # its legs are pattern legs, never squeezed: move past only
+            if axis in (last.axis, last.axis + 1):
+                return None
+            return axis if axis < last.axis else axis - 1
+        case Slice():
+            return None if axis == last.axis else axis
+        case Squeeze() | Flatten():
+            return None
+        case _:
+            assert_never(last)
 
 
 _NEVER_ABSORBED = (Unflatten, Taps)  # views that no earlier view cancels (only squeezes, slices, flattens can)

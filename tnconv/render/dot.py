@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tnconv.render.structure import leg_text, structure
+from tnconv.render.structure import leg_text, structure, terms_of
 from tnconv.render.style import FILLS, INK, OPEN_LEG
 
 if TYPE_CHECKING:
@@ -31,16 +31,7 @@ def to_dot(net: "Network | NetworkSum") -> str:
     are point nodes, open legs end at invisible points; every line carries its
     leg label ``leg=size``. The terms of a ``NetworkSum`` are clusters.
     """
-    from tnconv.ir.network import Network
-    from tnconv.ir.networksum import NetworkSum
-
-    terms: tuple[Network, ...]
-    if isinstance(net, Network):
-        terms, output = (net,), net.output
-    elif isinstance(net, NetworkSum):
-        terms, output = net.terms, net.output
-    else:
-        raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
+    terms, output = terms_of(net)
     lines = [
         "graph tnconv {",
         '  graph [layout=neato, overlap=false, splines=true, sep="+12"];',

@@ -14,29 +14,29 @@ matplotlib (``pip install matplotlib``, or tnconv's ``draw`` extra).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-from tnconv.ir.network import Network
-from tnconv.ir.networksum import NetworkSum
 from tnconv.render.dot import to_dot
 from tnconv.render.layout import Diagram, layout, layout_sum
+from tnconv.render.structure import terms_of
 from tnconv.render.svg import to_svg_text
+
+if TYPE_CHECKING:
+    from tnconv.ir.network import Network
+    from tnconv.ir.networksum import NetworkSum
 
 __all__ = ["draw", "to_svg", "to_dot", "diagram", "FORMATS"]
 
 FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
 
-Drawable = Union[Network, NetworkSum]
+Drawable = Union["Network", "NetworkSum"]
 
 
 def diagram(net: Drawable) -> Diagram:
     """The laid-out diagram of a network, or of a sum of networks (terms side by side, joined by ``+``)."""
-    if isinstance(net, Network):
-        return layout(net)
-    if isinstance(net, NetworkSum):
-        return layout_sum(net.terms)
-    raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
+    terms, _ = terms_of(net)
+    return layout_sum(terms) if hasattr(net, "terms") else layout(terms[0])
 
 
 def to_svg(net: Drawable) -> str:
@@ -59,8 +59,7 @@ def draw(net: Drawable, path: Union[str, Path]) -> Path:
         ValueError: for an unknown suffix or a missing parent folder.
         TypeError: when ``net`` is not a Network/NetworkSum or ``path`` not a path.
     """
-    if not isinstance(net, (Network, NetworkSum)):
-        raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
+    terms_of(net)  # TypeError for anything else
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     target = Path(path)

@@ -4,53 +4,55 @@ Every tensor is a node; a leg shared by exactly two tensors is a line between
 them; an open (output) leg on one tensor dangles from it; every other leg (on
 three or more tensors, on two tensors and the output, on one tensor only and
 summed, or twice on one tensor) is a hyperedge whose lines meet at a dot.
+
+The drawing modules read a network through what it shows (entries with names,
+legs and kinds, sizes, the output) and a tensor's kind through its ``label``:
+they import nothing of ``tnconv.ir`` at run time, so that the IR can draw and
+print itself (``Network.dump``, ``Network._repr_svg_``) with no import cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from tnconv.ir.sizes import leg_symbol
-from tnconv.ir.tensors import Identity, IndexPattern, Ones, PatternPair, PatternSum
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from tnconv.ir.network import Network
+
+SHAPES = {"index_pattern": "pattern", "pattern_sum": "pattern_sum", "pattern_pair": "pattern_sum",
+          "identity": "identity", "ones": "ones"}  # fmt: skip
+"""The drawn shape of each structured kind, by its label (any other kind: ``"data"``)."""
+PATTERN_ROLES = {"index_pattern": "koi", "pattern_sum": "ki", "pattern_pair": "kkii"}
+"""The role (``k``, ``o`` or ``i``) of each leg of a pattern kind, by its label."""
+
+
+def terms_of(net: object) -> tuple[Sequence["Network"], tuple[str, ...]]:
+    """The networks to draw and the output: ``(net,)`` for a network, a ``NetworkSum``'s terms; TypeError else."""
+    if hasattr(net, "terms"):
+        return net.terms, net.output  # type: ignore[attr-defined]
+    if hasattr(net, "entries") and hasattr(net, "output"):
+        return (net,), net.output  # type: ignore[return-value]
+    raise TypeError(f"net must be a tnconv.Network or NetworkSum, got {type(net).__name__}")
 
 
 def leg_text(net: "Network", leg: str) -> str:
     """``leg=size``, or the leg alone when its size is its own unknown symbol."""
     size = net.size(leg)
-    if size == leg_symbol(leg):
+    if getattr(size, "is_Symbol", False) and size.name == leg:  # type: ignore[union-attr]
         return leg
     return f"{leg}={size}".replace(" ", "")
 
 
 def node_shape(kind: object) -> str:
     """The drawn shape of a tensor kind."""
-    if isinstance(kind, IndexPattern):
-        return "pattern"
-    if isinstance(kind, (PatternSum, PatternPair)):
-        return "pattern_sum"
-    if isinstance(kind, Identity):
-        return "identity"
-    if isinstance(kind, Ones):
-        return "ones"
-    return "data"
+    return SHAPES.get(getattr(kind, "label", ""), "data")
 
 
 def tensor_text(entry: object) -> str:
     """The text inside a tensor's node."""
-    kind = entry.kind  # type: ignore[attr-defined]
-    if isinstance(kind, Identity):
-        return "δ"
-    if isinstance(kind, Ones):
-        return "1"
-    if isinstance(kind, PatternSum):
-        return f"Σ{entry.name}"  # type: ignore[attr-defined]
-    if isinstance(kind, PatternPair):
-        return f"Σ{entry.name}{entry.name}"  # type: ignore[attr-defined]
-    return entry.name  # type: ignore[attr-defined]
+    label = entry.kind.label  # type: ignore[attr-defined]
+    name = entry.name  # type: ignore[attr-defined]
+    return {"identity": "δ", "ones": "1", "pattern_sum": f"Σ{name}", "pattern_pair": f"Σ{name}{name}"}.get(label, name)
 
 
 @dataclass(frozen=True)
@@ -120,25 +122,20 @@ def columns(net: "Network") -> tuple[int | None, ...]:
     and every tensor of a network without patterns, get ``None`` (free).
     """
     roles: dict[str, str] = {}  # leg -> "k", "o" or "i" of the pattern carrying it
-    for entry in net.entries:
-        if isinstance(entry.kind, IndexPattern):
-            roles.update(zip(entry.legs, "koi"))
-        elif isinstance(entry.kind, PatternSum):
-            roles.update(zip(entry.legs, "ki"))
-        elif isinstance(entry.kind, PatternPair):
-            roles.update(zip(entry.legs, "kkii"))
+    patterns = [entry.kind.label in PATTERN_ROLES for entry in net.entries]
+    for entry, pattern in zip(net.entries, patterns):
+        if pattern:
+            roles.update(zip(entry.legs, PATTERN_ROLES[entry.kind.label]))
     if not roles:
         return tuple(None for _ in net.entries)
     touched = [
-        {roles[leg] for leg in entry.legs if leg in roles}
-        if not isinstance(entry.kind, (IndexPattern, PatternSum, PatternPair))
-        else set()
-        for entry in net.entries
+        set() if pattern else {roles[leg] for leg in entry.legs if leg in roles}
+        for entry, pattern in zip(net.entries, patterns)
     ]
     has_inputs = any("i" in roles_of for roles_of in touched)
     result: list[int | None] = []
-    for entry, roles_of in zip(net.entries, touched):
-        if isinstance(entry.kind, (IndexPattern, PatternSum, PatternPair)):
+    for pattern, roles_of in zip(patterns, touched):
+        if pattern:
             result.append(0)
         elif "i" in roles_of:
             result.append(-1)

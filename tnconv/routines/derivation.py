@@ -8,9 +8,9 @@ public entry: a routine by name, from a table, for a layer's hyper-parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Mapping
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper, conv_hyper
 from tnconv.conv.networks import build
 from tnconv.conv.options import DEFAULT_OPTIONS, Options
@@ -65,7 +65,7 @@ def derive(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTION
     return tuple(stages)
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def routine_network(
     routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS, simplify: bool = True, stages: int | None = None
 ) -> Network:

@@ -9,16 +9,16 @@ are this after their argument checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Mapping
 
 import torch
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.options import DEFAULT_OPTIONS, Options
 from tnconv.ir.network import Network
-from tnconv.lower.compile import compile as compile_network
-from tnconv.lower.program import Program
+from tnconv.programs.compile import compile as compile_network
+from tnconv.programs.program import Program
 from tnconv.routines.derivation import routine_network
 from tnconv.routines.gram import gram
 from tnconv.routines.routine import Routine
@@ -51,7 +51,7 @@ class Finish:
         return float(self.numerator) / float(self.denominator)
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def finish(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Finish:
     """The ``Finish`` of ``routine`` on the layer ``hyper``: its ``result_shape`` and the value of its scaling
     (cached: evaluating the scaling's formula costs sympy substitutions, more than a small layer's whole call)."""
@@ -76,7 +76,7 @@ class Setup:
     finish: Finish
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def setup(routine: Routine, hyper: ConvHyper, options: Options = DEFAULT_OPTIONS) -> Setup:
     """The ``Setup`` of ``routine`` for the layer ``hyper`` (cached; the compiled program is cached by
     ``tnconv.compile``, whose cache bounds the memory programs hold). The shortcut, where the routine has one

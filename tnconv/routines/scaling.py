@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 from typing import Mapping
 
 import sympy
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
+from tnconv.caches import cached
 from tnconv.conv.hyper import ConvHyper
 from tnconv.routines.routine import QUANTITIES, Costs
 
@@ -33,7 +33,7 @@ def quantities(hyper: ConvHyper) -> dict[str, int]:
     return values
 
 
-@lru_cache(maxsize=64)
+@cached(maxsize=64)
 def expression(formula: str) -> sympy.Expr:
     """``formula`` (``^`` a power) as a sympy expression in the ``QUANTITIES`` symbols; ValueError otherwise."""
     local = {name: sympy.Symbol(name, integer=True, positive=True) for name in QUANTITIES}

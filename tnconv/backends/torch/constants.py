@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from typing_extensions import assert_never
 
 from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternPair, PatternSum
 from tnconv.lower.nodes import Constant, DenseTensor, IndexMap, Weights
@@ -72,27 +73,33 @@ class Constants:
     def make(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
         made = []
         for constant, host in zip(self._constants, self._host):
-            if isinstance(constant, DenseTensor):
-                shape = constant.shape
-                if host is None:
-                    made.append(dense(constant.kind, shape, dtype, device))
-                else:
-                    made.append(_from_host(constant.kind, host, shape, dtype, device))
-            elif isinstance(constant, Weights):
-                made.append(host.to(device=device, dtype=dtype))  # type: ignore[union-attr]
-            else:
-                made.append(host.to(device))  # type: ignore[union-attr]
+            match constant:
+                case DenseTensor():
+                    if host is None:
+                        made.append(dense(constant.kind, constant.shape, dtype, device))
+                    else:
+                        made.append(_from_host(constant.kind, host, constant.shape, dtype, device))
+                case Weights():
+                    made.append(host.to(device=device, dtype=dtype))  # type: ignore[union-attr]
+                case IndexMap():
+                    made.append(host.to(device))  # type: ignore[union-attr]
+                case _:
+                    assert_never(constant)
         return tuple(made)
 
 
 def _host(constant: Constant) -> torch.Tensor | None:
-    if isinstance(constant, DenseTensor):
-        return _host_of(constant.kind, constant.shape)
-    if isinstance(constant, IndexMap):
-        return torch.tensor(constant.values, dtype=torch.int64)
-    if isinstance(constant, Weights):
-        return torch.tensor(constant.rows, dtype=torch.float64)
-    return None
+    """What a constant is built from on the CPU, once: a structured tensor's positions or counts (None for the
+    kinds built directly), an index map's int64 values, window-sum weights in float64."""
+    match constant:
+        case DenseTensor():
+            return _host_of(constant.kind, constant.shape)
+        case IndexMap():
+            return torch.tensor(constant.values, dtype=torch.int64)
+        case Weights():
+            return torch.tensor(constant.rows, dtype=torch.float64)
+        case _:
+            assert_never(constant)
 
 
 def nested_bytes(value: object) -> int:

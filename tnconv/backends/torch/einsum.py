@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 import torch
+from typing_extensions import assert_never
 
+from tnconv.backends.contraction import contraction
 from tnconv.backends.torch.constants import Constants
 from tnconv.backends.torch.steps import step as step_call
 from tnconv.backends.torch.views import chain, taps_reader
@@ -52,32 +54,23 @@ def reader(reads: Sequence[Read]) -> Callable[[Tensors], list[torch.Tensor]]:
 
 
 def _body(plan: Executor) -> tuple[Body, Union[Constants, SlicedConstants]]:
-    if isinstance(plan, Sliced):
-        parts = [_body(part) for part in plan.parts]
-        return _sliced(plan, [body for body, _ in parts]), SlicedConstants([made for _, made in parts])
-    return _einsum(plan), Constants(plan.constants)
+    match plan:
+        case Sliced():
+            parts = [_body(part) for part in plan.parts]
+            return _sliced(plan, [body for body, _ in parts]), SlicedConstants([made for _, made in parts])
+        case Einsum():
+            return _einsum(plan), Constants(plan.constants)
+        case _:
+            assert_never(plan)
 
 
 def _einsum(plan: Einsum) -> Body:
-    sources = plan.sources
-    preparations = [(p.slot, p.alias, _preparation(p)) for p in plan.preparations]
-    steps = [(step.positions, step_call(step)) for step in plan.contraction.steps]
-    same = plan.same
+    contract = contraction(plan, _preparation, step_call)
     folds = [_fold(fold) for fold in plan.folds]
     permutation = plan.permutation
 
     def run(data: Tensors, constants: Sequence[torch.Tensor]) -> torch.Tensor:
-        working = [data[n] if is_data else constants[n] for is_data, n in sources]
-        for slot, alias, prepare in preparations:
-            working[slot] = working[alias] if alias >= 0 else prepare(working[slot], constants)
-        results: list[torch.Tensor] = []
-        for number, (positions, call) in enumerate(steps):
-            inputs = [working[p] for p in positions]
-            working = [t for p, t in enumerate(working) if p not in positions]
-            earlier = same[number] if same else -1
-            results.append(call(*inputs) if earlier < 0 else results[earlier])
-            working.append(results[-1])
-        result = working[0]
+        result = contract(data, constants)
         for fold in folds:
             result = fold(result, constants)
         return result if permutation is None else result.permute(permutation)

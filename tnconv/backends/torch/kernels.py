@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from typing_extensions import assert_never
 
 from tnconv.backends.torch.steps import pairwise
 from tnconv.backends.torch.views import chain, signed_pad
@@ -63,19 +64,21 @@ def padding(spatial: Spatial) -> Callable[[torch.Tensor], torch.Tensor] | None:
 
 def kernel(call: KernelCall) -> Kernel:
     """The torch callable of a native kernel call."""
-    if isinstance(call, ConvCall):
-        return _conv(call)
-    if isinstance(call, ConvTransposeCall):
-        return _transpose(call)
-    if isinstance(call, ConvWeightCall):
-        return _weight(call)
-    if isinstance(call, UnfoldCall):
-        return _unfold(call)
-    if isinstance(call, FoldCall):
-        return _fold(call)
-    if isinstance(call, MatmulCall):
-        return _matmul(call)
-    raise TypeError(f"unknown kernel call {call!r}")
+    match call:
+        case ConvCall():
+            return _conv(call)
+        case ConvTransposeCall():
+            return _transpose(call)
+        case ConvWeightCall():
+            return _weight(call)
+        case UnfoldCall():
+            return _unfold(call)
+        case FoldCall():
+            return _fold(call)
+        case MatmulCall():
+            return _matmul(call)
+        case _:
+            assert_never(call)
 
 
 def _conv(call: ConvCall) -> Kernel:

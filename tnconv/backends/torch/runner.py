@@ -7,17 +7,17 @@ then runs the native kernel (floating-point operands) or the einsum plan
 ``torch.compile(fullgraph=True)`` traces a call without a graph break.
 
 The backend interprets plans and never imports the program layer
-(``tnconv.lower.program``): what a runner needs of the program that owns it is
+(``tnconv.programs.program``): what a runner needs of the program that owns it is
 the ``Owner`` protocol, which ``Program`` satisfies.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
+from typing_extensions import assert_never
 
 from tnconv.backends.torch.bind import check_operands, collect
 from tnconv.backends.torch.constants import Constants, nested_bytes
@@ -25,33 +25,11 @@ from tnconv.backends.torch.cost import kernel_cost
 from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
-from tnconv.ir.sizes import Size
 from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
-from tnconv.lower.nodes import Executor, Plan
+from tnconv.backends.protocol import Bound, Owner
+from tnconv.lower.nodes import Einsum, Plan, Sliced
 from tnconv.lower.pair_gram import PairGram
-
-
-class Owner(Protocol):
-    """What a runner reads of the program that owns it (``tnconv.lower.program.Program``).
-
-    ``plan`` is what runs; ``einsum_plan`` the einsum path's plan, asked for only when a
-    native program runs other dtypes (planned on first use); ``account_constants`` is
-    told when the runner built constants for a new dtype or device (the program cache
-    counts their bytes).
-    """
-
-    equation: str
-    operands: tuple[str, ...]
-    expected_shapes: tuple[tuple[Size, ...], ...]
-    axis_labels: dict[str, tuple[str, ...]]
-    result_elements: Size
-    plan: Plan | None
-
-    @property
-    def einsum_plan(self) -> Executor: ...
-
-    def account_constants(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,29 +48,33 @@ class NativeKernel:
         return self.run(operands)
 
 
-class Runner:
-    """Runs a concrete program: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``."""
+class Runner(Bound):
+    """Runs a concrete program's ``plan`` on torch tensors: ``runner(args, kwargs)`` is ``program(*args, **kwargs)``
+    (``tnconv.backends.protocol.Runner``)."""
 
-    def __init__(self, program: Owner) -> None:
-        self._program = weakref.ref(program)  # the program holds its runner: no cycle
-        self._names = program.operands
-        self._expected = program.expected_shapes
-        self._labels = program.axis_labels
-        self._equation = program.equation
-        self._result = int(program.result_elements)
-        plan = program.plan
-        self._native = plan if isinstance(plan, Native) else None
-        self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel)) if isinstance(plan, Native) else None
-        self._fast = self.kernel.run if self.kernel is not None else None
+    array_type = torch.Tensor
+
+    def __init__(self, program: Owner, plan: Plan) -> None:
+        super().__init__(program)
+        self._native: Native | None = None
+        self.kernel: NativeKernel | None = None
+        self._fast: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = None  # floating-point operands
         self._fast_elements = self._result  # what the native kernel makes that tnconv bounds: its result
         self._einsum: tuple[Callable, Union[Constants, SlicedConstants]] | None = None
         self._einsum_elements = 0  # the einsum plan's largest tensor (result or intermediate), once it is made
-        if isinstance(plan, PairGram):
-            self._fast = pair_gram(plan)
-            self._fast_elements = 0  # the pair-Gram call checks its own tensors (it is also called directly)
-        elif self.kernel is None:
-            self._einsum = executor(plan)  # type: ignore[arg-type]
-            self._einsum_elements = max(plan.largest_intermediate, self._result)  # type: ignore[union-attr]
+        match plan:
+            case Native():
+                self._native = plan
+                self.kernel = NativeKernel(plan.kernel, kernel_of(plan.kernel))
+                self._fast = self.kernel.run
+            case PairGram():
+                self._fast = pair_gram(plan)
+                self._fast_elements = 0  # the pair-Gram call checks its own tensors
+            case Einsum() | Sliced():
+                self._einsum = executor(plan)
+                self._einsum_elements = max(plan.largest_intermediate, self._result)
+            case _:
+                assert_never(plan)
         self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
 
     def __call__(self, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -160,3 +142,7 @@ class Runner:
     def constant_bytes(self) -> int:
         """Bytes of the constants held (over the dtypes and devices it ran on)."""
         return nested_bytes(list(self.constants.values()))
+
+    def release_constants(self) -> None:
+        """Drop the constants (the program cache does this on eviction); rebuilt on the next call."""
+        self.constants = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from typing_extensions import assert_never
 
 from tnconv.lower.path import Step
 from tnconv.lower.steps import Operand, Pairwise, Unary
@@ -67,9 +68,13 @@ def pairwise(recipe: Pairwise) -> Callable[[torch.Tensor, torch.Tensor], torch.T
 def step(contraction_step: Step) -> Callable[..., torch.Tensor]:
     """One contraction step: its recipe, or ``torch.einsum`` where it has none (a diagonal)."""
     recipe = contraction_step.recipe
-    if recipe is None:
-        equation = contraction_step.equation
-        return lambda *operands: torch.einsum(equation, *operands)
-    if isinstance(recipe, Unary):
-        return unary(recipe)
-    return pairwise(recipe)
+    match recipe:
+        case None:
+            equation = contraction_step.equation
+            return lambda *operands: torch.einsum(equation, *operands)
+        case Unary():
+            return unary(recipe)
+        case Pairwise():
+            return pairwise(recipe)
+        case _:
+            assert_never(recipe)

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from typing_extensions import assert_never
 
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 from tnconv.lower import einsum
@@ -58,22 +59,27 @@ def apply_views(views: Sequence[View], tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _view(view: View) -> Call:
-    if isinstance(view, Unflatten):
-        axis, sizes = view.axis, tuple(int(s) for s in view.sizes)
-        if not sizes:  # a size-1 axis split into no axes at all
-            return lambda tensor: tensor.squeeze(axis)
-        return lambda tensor: tensor.unflatten(axis, sizes)
-    if isinstance(view, Slice):
-        start, step, count = int(view.start), int(view.step), int(view.count)
-        index = (slice(None),) * view.axis + (slice(start, start + step * (count - 1) + 1, step),)
-        return lambda tensor: tensor[index]
-    if isinstance(view, Squeeze):
-        axis = view.axis
-        return lambda tensor: tensor.squeeze(axis)
-    if isinstance(view, Flatten):
-        first, last = view.axis, view.axis + len(view.sizes) - 1
-        return lambda tensor: tensor.flatten(first, last)
-    raise TypeError(f"unknown view {view!r}")
+    """One view other than ``Taps`` (runs of those are read together: ``chain``)."""
+    match view:
+        case Unflatten():
+            axis, sizes = view.axis, tuple(int(s) for s in view.sizes)
+            if not sizes:  # a size-1 axis split into no axes at all
+                return lambda tensor: tensor.squeeze(axis)
+            return lambda tensor: tensor.unflatten(axis, sizes)
+        case Slice():
+            start, step, count = int(view.start), int(view.step), int(view.count)
+            index = (slice(None),) * view.axis + (slice(start, start + step * (count - 1) + 1, step),)
+            return lambda tensor: tensor[index]
+        case Squeeze():
+            squeezed = view.axis
+            return lambda tensor: tensor.squeeze(squeezed)
+        case Flatten():
+            first, last = view.axis, view.axis + len(view.sizes) - 1
+            return lambda tensor: tensor.flatten(first, last)
+        case Taps():
+            return _taps_view_run([(view.axis, Window.of(view.pattern))])
+        case _:
+            assert_never(view)
 
 
 def signed_pad(x: torch.Tensor, pad: Sequence[int], mode: str = "constant") -> torch.Tensor:

@@ -11,7 +11,7 @@ The bound is checked whenever a program is added and whenever a program
 builds constants for a new dtype or device. A program that falls out of the
 cache releases its constants (it rebuilds them if it runs again, and then
 comes back into the cache), so that memory is freed even where a caller still
-holds the program. Change the bounds on ``PROGRAMS`` (``tnconv.lower.cache.PROGRAMS.max_bytes
+holds the program. Change the bounds on ``PROGRAMS`` (``tnconv.programs.cache.PROGRAMS.max_bytes
 = 2**30``); ``tnconv.clear_caches()`` empties it.
 
 All methods are safe to call from several threads.
@@ -23,9 +23,11 @@ import threading
 from collections import OrderedDict
 from typing import Any, Generic, Hashable, Protocol, TypeVar
 
+from tnconv.caches import register
+
 
 class Cached(Protocol):
-    """What the cache needs of a program (``tnconv.lower.program.Program``): the bytes of the constants it holds,
+    """What the cache needs of a program (``tnconv.programs.program.Program``): the bytes of the constants it holds,
     and a way to drop them."""
 
     @property
@@ -127,5 +129,6 @@ class ProgramCache(Generic[P]):
 
 
 PROGRAMS: ProgramCache[Any] = ProgramCache()
+register(PROGRAMS.clear)
 """The cache ``tnconv.compile`` uses (bounds: ``PROGRAMS.max_bytes``, ``PROGRAMS.max_programs``); it holds
-``Program`` objects (``tnconv.lower.program.compiled`` and ``tnconv.einsum``'s, under keys of their own)."""
+``Program`` objects (``tnconv.programs.program.compiled`` and ``tnconv.einsum``'s, under keys of their own)."""

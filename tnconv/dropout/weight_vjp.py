@@ -3,11 +3,11 @@
 The modes and what they keep (each unit independently, with probability ``keep``):
 
 - ``"channel"``: input channels (per group); the native weight-gradient kernel
-  runs on the kept channels (``tnconv.curvature.dropout_slices``).
+  runs on the kept channels (``tnconv.dropout.slices``).
 - ``"rows"``: blocks of consecutive output rows (first spatial dim), per sample;
   the native kernel runs on the kept blocks' input windows (same module).
 - ``"spatial"``: single input pixels, gathered one by one
-  (``tnconv.curvature.dropout_pixels``); the slowest mode.
+  (``tnconv.dropout.pixels``); the slowest mode.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from tnconv.conv.hyper import as_int
-from tnconv.curvature.checks import gradient_layer
-from tnconv.curvature.dropout_pixels import pixel_dropout
-from tnconv.curvature.dropout_slices import channel_dropout, default_block_rows, row_blocks, row_dropout
+from tnconv.conv.checks import gradient_layer
+from tnconv.dropout.pixels import pixel_dropout
+from tnconv.dropout.slices import channel_dropout, default_block_rows, row_blocks, row_dropout
 
 DROPOUT_MODES = ("channel", "spatial", "rows")
 

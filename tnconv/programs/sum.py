@@ -7,12 +7,12 @@ contraction order) and the results are added. Operands are shared by name.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
+from tnconv.caches import cached
 from tnconv.lower.bind import order
 from tnconv.lower.optimize import AUTO, Optimize
-from tnconv.lower.program import Program, compiled
+from tnconv.programs.program import Program, compiled
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +88,7 @@ class SumProgram:
         return f"SumProgram({self.equation!r}{cost})"
 
 
-@lru_cache(maxsize=256)
+@cached(maxsize=256)
 def compile_sum(net: "NetworkSum", optimize: Optimize, memory_limit: int | None = None) -> SumProgram:
     """The cached ``SumProgram`` of ``net`` (each term's cached program, as ``tnconv.compile`` gives it)."""
     terms = [compiled(term, optimize, memory_limit) for term in net.terms]

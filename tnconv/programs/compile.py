@@ -7,8 +7,8 @@ from typing import overload
 from tnconv.ir.network import Network
 from tnconv.ir.networksum import NetworkSum
 from tnconv.lower.optimize import normalize_optimize
-from tnconv.lower.program import Program, compiled
-from tnconv.lower.sum import SumProgram, compile_sum
+from tnconv.programs.program import Program, compiled
+from tnconv.programs.sum import SumProgram, compile_sum
 
 
 @overload
@@ -44,7 +44,7 @@ def compile(  # noqa: A001 - the public name
     used. Programs are cached by network (structure and sizes), optimizer and
     limit: compiling the same thing twice returns the same object (an
     optimizer object counts as the same only when it is the same object). The cache
-    (``tnconv.lower.cache.PROGRAMS``) is bounded by the bytes of the
+    (``tnconv.programs.cache.PROGRAMS``) is bounded by the bytes of the
     structured constants its programs hold (512 MiB by default) and by count
     (1024); ``tnconv.clear_caches()`` empties it. A network with symbolic
     sizes gives one symbolic program: its plan chosen at representative sizes,

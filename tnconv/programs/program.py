@@ -1,30 +1,31 @@
-"""``Program``: a compiled network - its plan, and the backend runner that calls it with torch tensors.
+"""``Program``: a compiled network - its plan, and the runner of the backend of its operands.
 
-A program holds a fixed plan made of plain data (``tnconv.lower.plan``) and the
-torch backend's runner of it (``tnconv.backends.torch``: every torch call fixed
-once), so that calling it costs little and ``torch.compile(fullgraph=True)``
-traces it without a graph break:
+A program holds a fixed plan made of plain data (``tnconv.lower.plan``) and a
+backend's runner of it (``tnconv.backends``: every call fixed once), so that
+calling it costs little and ``torch.compile(fullgraph=True)`` traces it without
+a graph break. The backend is the one of the operands (``tnconv.backends.choice``,
+as opt_einsum's dispatch): torch tensors run on ``tnconv.backends.torch`` (the
+default, whose runner is made with the program), numpy arrays on
+``tnconv.backends.numpy`` (its runner made on the first such call) and give
+numpy arrays. The plan is made for the backend's ``Target`` (``tnconv.lower.target``):
 
 - ``native``: one PyTorch kernel (``tnconv.lower.native``) computes the whole
   network - a convolution, its input or weight VJP, a transposed convolution,
   unfold, fold, a matrix product;
-- ``einsum``: otherwise, index patterns run as taps (strided views), gathers
-  and scatters (``tnconv.lower.einsum``) and the rest as pairwise steps along
-  an opt_einsum path, each a fixed permute / reshape / ``matmul`` recipe
-  (``tnconv.lower.steps``), sliced over a leg when a ``memory_limit`` asks for
-  it (``tnconv.lower.slicing``).
+- ``einsum``: otherwise (and on a backend without native kernels), index patterns
+  run as taps (strided views), gathers and scatters (``tnconv.lower.einsum``) and
+  the rest as pairwise steps along an opt_einsum path (``tnconv.lower.steps``),
+  sliced over a leg when a ``memory_limit`` asks for it (``tnconv.lower.slicing``).
 
-``Program.strategy`` says which: ``"native:conv2d"``, ``"einsum"``,
+``Program.strategy`` says which runs on torch tensors: ``"native:conv2d"``, ``"einsum"``,
 ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"`` (a pattern that had to be
 built densely), ``"pair_gram"`` (KFAC-expand's pattern pairs as windowed
 cross-correlations, ``tnconv.lower.pair_gram``).
 
-This module is where the planner and the torch backend meet: importing it needs
-no torch, and making a concrete program imports the backend's ``Runner`` (the
-one place in ``tnconv.lower`` that names the backend). The backend never
-imports this module: a runner sees its program through the ``Owner`` protocol.
-``compiled`` is the program cache's entry (``tnconv.compile`` checks its
-arguments and calls it).
+This layer sits above the planner and the backends, which never import it: a
+runner sees its program through the ``Owner`` protocol
+(``tnconv.backends.protocol``). ``compiled`` is the program cache's entry
+(``tnconv.compile`` checks its arguments and calls it).
 
 A network with symbolic sizes compiles to one symbolic program: its plan is
 chosen with every size symbol set to ``REPRESENTATIVE_SIZE`` (64), and
@@ -40,28 +41,35 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sympy
+from typing_extensions import assert_never
 
+from tnconv.backends.choice import backend_named, backend_of
+from tnconv.backends.protocol import Runner
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import product
 from tnconv.ir.verify import verify
 from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order, resolve_symbols
-from tnconv.lower.cache import PROGRAMS
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
-from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.optimize import Optimize
+from tnconv.lower.pair_gram import PairGram, unpair
 from tnconv.lower.path_info import StepInfo, format_table, path_info
-from tnconv.lower.plan import einsum_plan, plan
+from tnconv.lower.target import Target
+from tnconv.programs.cache import PROGRAMS
+from tnconv.programs.plans import planned, planned_einsum
 
 if TYPE_CHECKING:
     import torch
 
-    from tnconv.backends.torch.runner import NativeKernel, Runner
+    from tnconv.backends.torch.runner import NativeKernel
+    from tnconv.backends.torch.runner import Runner as TorchRunner
     from tnconv.ir.sizes import Size
 
+DEFAULT_BACKEND = "torch"
+"""The backend a program plans ``plan`` and ``strategy`` for, and whose runner it makes with itself."""
 REPRESENTATIVE_SIZE = 64
 """The value every size symbol takes while a symbolic program's plan (path, strategy) is chosen."""
 SPECIALISED_SHAPES = 64
@@ -71,16 +79,18 @@ Shapes = tuple[tuple[int, ...], ...]
 
 
 class Program:
-    """A network lowered to a plan that the torch backend runs.
+    """A network lowered to a plan that a backend runs (torch's by default; numpy's on numpy arrays).
 
     Attributes:
         network: the network it computes.
         equation: the network as one einsum equation (one letter per leg).
         operands: names of the tensors to pass, in positional order.
         strategy: how it executes (see the module docstring).
-        plan: the plan (``tnconv.lower.nodes``: ``Native``, ``Einsum`` or ``Sliced``), None while sizes are symbolic.
+        plan: the plan for the torch backend (``tnconv.lower.nodes``: ``Native``, ``PairGram``, ``Einsum`` or
+            ``Sliced``), None while sizes are symbolic.
         runner: the torch backend's runner of the plan (``tnconv.backends.torch.Runner``: its torch calls,
             fixed once, and its ``constants`` per dtype and device), None while sizes are symbolic.
+            Another backend's runner is made on the first call with its arrays (``runner_for``).
         memory_limit: the budget (elements) for intermediates of the einsum path, or None.
         path: the contraction path of the einsum path (opt_einsum convention, over the
             working tensors: data tensors and densely built ones, index patterns already
@@ -106,20 +116,29 @@ class Program:
         self.result_elements: "Size" = product(network.size(leg) for leg in network.output)
         """Elements of the result (a sympy expression while sizes are symbolic)."""
         self.plan: Plan | None = None
-        self.runner: "Runner | None" = None
+        self.runner: "TorchRunner | None" = None
+        self._runners: dict[str, Runner] = {}  # by backend name, the default's included
+        self._plans: dict[str, Plan] = {}  # the plan each of them runs, by backend name
         if not network.is_concrete:
             self.strategy = "symbolic"
             self._specialised: OrderedDict[Shapes, Program] = OrderedDict()
-            self._runners: "dict[Shapes, Runner]" = {}  # the same, by shapes: the call's fast path
+            self._concrete: dict[Shapes, Program] = {}  # the same, without the order: the call's fast path
             return
-        self.plan = plan(network, optimize, memory_limit)
-        if isinstance(self.plan, (Native, PairGram)):
-            self.strategy = "native:" + self.plan.name if isinstance(self.plan, Native) else self.plan.name
-        else:
-            self.strategy = _describe(self.plan)
-        from tnconv.backends.torch.runner import Runner  # the join: planning above needs no torch
+        self.runner = cast("TorchRunner", self.runner_for(DEFAULT_BACKEND))
+        self.plan = self._plans[DEFAULT_BACKEND]
+        self.strategy = strategy(self.plan)
 
-        self.runner = Runner(self)
+    def runner_for(self, backend: str) -> Runner:
+        """The runner of the backend named ``backend`` (``tnconv.backends.choice.BACKENDS``), made with the plan
+        for its target on first use (a concrete program)."""
+        runner = self._runners.get(backend)
+        if runner is None:
+            chosen = backend_named(backend)
+            made = self._plans.get(backend)
+            if made is None:
+                made = self._plans[backend] = planned(self.network, self.optimize, self.memory_limit, chosen.target)
+            runner = self._runners[backend] = chosen.runner(self, made)
+        return runner
 
     # --- cost ---------------------------------------------------------------------------
     @property
@@ -138,14 +157,16 @@ class Program:
     @cached_property
     def symbolic_plan(self) -> Plan:
         """The plan: ``plan`` when concrete, else the one chosen at ``representative`` sizes."""
-        return self.plan if self.plan is not None else plan(self.representative, self.optimize, self.memory_limit)
+        if self.plan is not None:
+            return self.plan
+        return planned(self.representative, self.optimize, self.memory_limit, backend_named(DEFAULT_BACKEND).target)
 
     @cached_property
     def einsum_plan(self) -> Executor:
         """The einsum path's plan: the plan itself, or for a native program the one it would run otherwise
         (planned when first asked, for its cost and as a reference); at ``representative`` sizes when symbolic."""
         if isinstance(self.plan, (Native, PairGram, type(None))):
-            return einsum_plan(self.representative, self.optimize, self.memory_limit)
+            return planned_einsum(self.representative, self.optimize, self.memory_limit)
         return self.plan
 
     @cached_property
@@ -256,7 +277,9 @@ class Program:
         """
         if self.runner is None:
             raise ValueError("run_einsum_plan needs a concrete program; use program.specialize(*operands) first")
-        return self.runner.run_einsum_plan(args, kwargs)
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        runner = self.runner if first is None or isinstance(first, self.runner.array_type) else self._foreign(first)
+        return runner.run_einsum_plan(args, kwargs)
 
     def specialize(self, *args: Any, **kwargs: Any) -> "Program":
         """The concrete program for these sizes: ``specialize(N=8, H=32)`` (every symbol by name) or
@@ -297,11 +320,10 @@ class Program:
         return compiled(self.network.substitute(values), self.optimize, self.memory_limit)
 
     def _remember(self, key: Shapes, program: "Program") -> None:
-        assert program.runner is not None  # a concrete program
         self._specialised[key] = program
-        self._runners[key] = program.runner
+        self._concrete[key] = program
         if len(self._specialised) > SPECIALISED_SHAPES:
-            del self._runners[self._specialised.popitem(last=False)[0]]
+            del self._concrete[self._specialised.popitem(last=False)[0]]
 
     def __call__(self, *args: "torch.Tensor", **kwargs: "torch.Tensor") -> "torch.Tensor":
         """Contract the network; operands by position (``program.operands`` order) or by name.
@@ -311,15 +333,26 @@ class Program:
         """
         runner = self.runner
         if runner is not None:
-            return runner(args, kwargs)
+            if args:
+                if isinstance(args[0], runner.array_type):
+                    return runner(args, kwargs)
+                return self._foreign(args[0])(args, kwargs)
+            if not kwargs or isinstance(next(iter(kwargs.values())), runner.array_type):
+                return runner(args, kwargs)
+            return self._foreign(next(iter(kwargs.values())))(args, kwargs)
         if not kwargs:
             try:
-                fast = self._runners.get(tuple([arg.shape for arg in args]))
-            except AttributeError:  # not tensors: specialize says which
+                fast = self._concrete.get(tuple([arg.shape for arg in args]))
+            except AttributeError:  # not arrays: specialize says which
                 fast = None
             if fast is not None:
-                return fast(args, kwargs)
+                return fast(*args)
         return self.specialize(*args, **kwargs)(*args, **kwargs)
+
+    def _foreign(self, operand: object) -> Runner:
+        """The runner of ``operand``'s backend (TypeError naming the first operand where it has none)."""
+        name = self.operands[0] if self.operands else "operand"
+        return self.runner_for(backend_of(name, operand).target.name)
 
     # --- constants ----------------------------------------------------------------------
     def account_constants(self) -> None:
@@ -329,12 +362,12 @@ class Program:
     @property
     def constant_bytes(self) -> int:
         """Bytes of the structured constants this program holds (over the dtypes and devices it ran on)."""
-        return 0 if self.runner is None else self.runner.constant_bytes
+        return sum(runner.constant_bytes for runner in self._runners.values())
 
     def release_constants(self) -> None:
         """Drop the structured constants (the program cache does this on eviction); rebuilt on the next call."""
-        if self.runner is not None:
-            self.runner.constants = {}
+        for runner in self._runners.values():
+            runner.release_constants()
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle (and ``torch.save``) as ``(network, optimize, memory_limit)``, rebuilt through ``tnconv.compile``."""
@@ -343,6 +376,12 @@ class Program:
     def __repr__(self) -> str:
         cost = f", flops={self.flops}" if self.concrete else ", symbolic"
         return f"Program({self.equation!r}, strategy={self.strategy!r}{cost})"
+
+
+def default_target() -> Target:
+    """What the planner plans programs for by default: the default backend's ``Target`` (its capabilities, speeds
+    and measured thresholds; ``tnconv.lower.target``)."""
+    return backend_named(DEFAULT_BACKEND).target
 
 
 def compiled(network: Network, optimize: Optimize, memory_limit: int | None = None) -> Program:
@@ -367,10 +406,20 @@ def _innermost(executor: Executor) -> Einsum:
     return executor
 
 
-def _describe(executor: Executor) -> str:
-    parts = ["einsum"]
-    if isinstance(executor, Sliced):
-        parts.append(f"sliced({executor.describe()})")
-    if executor.dense:
-        parts.append(f"dense({','.join(executor.dense)})")
-    return "+".join(parts)
+def strategy(plan: Plan) -> str:
+    """How ``plan`` runs, in words (``Program.strategy``): ``"native:conv2d"``, ``"pair_gram"``, ``"einsum"``,
+    ``"einsum+sliced(n:4)"``, ``"einsum+dense(Pi1)"``."""
+    match plan:
+        case Native():
+            return f"native:{plan.name}"
+        case PairGram():
+            return plan.name
+        case Einsum() | Sliced():
+            parts = ["einsum"]
+            if isinstance(plan, Sliced):
+                parts.append(f"sliced({plan.describe()})")
+            if plan.dense:
+                parts.append(f"dense({','.join(plan.dense)})")
+            return "+".join(parts)
+        case _:
+            assert_never(plan)

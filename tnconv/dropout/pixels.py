@@ -18,7 +18,7 @@ import torch
 from tnconv.conv.derived import kept_pixels_network
 from tnconv.conv.hyper import ConvHyper
 from tnconv.ir.tensors import IndexPattern
-from tnconv.lower.compile import compile as compile_network
+from tnconv.programs.compile import compile as compile_network
 
 
 def pixel_dropout(

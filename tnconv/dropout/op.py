@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from tnconv.curvature.dropout import weight_vjp_dropout
+from tnconv.dropout.weight_vjp import weight_vjp_dropout
 
 SEED_LIMIT = 2**62  # seeds are drawn from [0, SEED_LIMIT)
 
