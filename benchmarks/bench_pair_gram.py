@@ -5,8 +5,8 @@ For each layer (float32, CPU, zero padding ``K // 2``: 'same' at stride 1; strid
 - ``pair``: the pattern-pair Gram (``tnconv.lower.pair_gram``, strategy ``pair_gram``) of the KFAC-expand
   network (``tnconv.conv_network("kfac_expand", ...)``), run whether or not the planner picks it (the
   ``picks`` column: the strategy of the compiled network, chosen by ``tnconv.lower.pair_choice``);
-- ``gram``: the same network with its pattern pairs split back (``tnconv.lower.pair_gram.unpair``):
-  the gather/Gram path the planner ran before;
+- ``gram``: the same network's einsum plan (``Program.run_einsum_plan``): the gather/Gram path the
+  planner runs where it does not pick the pair Gram;
 - ``unfold``: ``F.unfold`` and one ``matmul`` (the unfold-based code of curvlinops and BackPACK).
 
 The functions of a layer run round-robin in one process after a warm-up round (``interleaved``), each
@@ -33,7 +33,7 @@ from common import rotated  # noqa: E402
 
 import tnconv  # noqa: E402
 from tnconv.backends.torch.pair_gram import pair_gram  # noqa: E402
-from tnconv.lower.pair_gram import lower, unpair  # noqa: E402
+from tnconv.lower.pair_gram import lower  # noqa: E402
 
 LAYERS = (  # (name, x shape, kernel, stride)
     ("3x3 56x56 C=64 N=8", (8, 64, 56, 56), 3, 1),
@@ -69,14 +69,15 @@ def main() -> None:
         net = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=kernel // 2)
         plan = lower(net)
         assert plan is not None, name
-        pair, gram, picks = pair_gram(plan), tnconv.compile(unpair(net)), tnconv.compile(net).strategy
+        program = tnconv.compile(net)
+        pair, picks = pair_gram(plan), program.strategy
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         d = shape[1] * kernel * kernel
         expected = unfold_gram(x, kernel, stride)
         got = pair([x]).reshape(d, d)
         assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item()), name
         medians = rotated(
-            {"pair": lambda: pair([x]), "gram": lambda: gram(X=x), "unfold": lambda: unfold_gram(x, kernel, stride)},
+            {"pair": lambda: pair([x]), "gram": lambda: program.run_einsum_plan(x), "unfold": lambda: unfold_gram(x, kernel, stride)},
             args.repeats,
         )
         ms = {key: 1e3 * value for key, value in medians.items()}

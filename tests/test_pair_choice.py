@@ -8,10 +8,9 @@ function the model path calls. No timing here: the speeds are constants.
 from __future__ import annotations
 
 import pytest
+from support.networks import two_operand_pair
 
 import tnconv
-from tnconv.ir.network import Tensor
-from tnconv.ir.tensors import Data, IndexPattern, PatternPair
 from tnconv.backends.torch.target import SPEEDS
 from tnconv.lower import pair_gram
 from tnconv.lower.pair_choice import (
@@ -44,12 +43,7 @@ def test_counts_of_a_small_expand_plan() -> None:
 def test_panels_and_two_operands_in_the_patch_counts() -> None:
     """Two operands (2 and 3 channels, kernel 3, 5 outputs): both sides' patches are formed; 64 channels of a 3x3
     kernel give d = 576 rows, 4.5 panels of 128: each panel times the rows from its start on."""
-    pattern = IndexPattern(7, 3, 1, 2, 0, 2)
-    net = tnconv.Network(
-        [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "l", "i", "j"), PatternPair(pattern)),
-         Tensor("B", ("d", "j"), Data())], output=("l", "d", "k", "c"), sizes={"c": 2, "d": 3, "i": 7, "j": 7, "k": 3, "l": 3},
-    )  # fmt: skip
-    plan = pair_gram.lower(net)  # built whether or not it pays (``match`` offers it only below the im2col FLOPs)
+    plan = pair_gram.lower(two_operand_pair())  # built whether or not it pays (``match`` offers it only below the im2col FLOPs)
     assert plan is not None
     assert patch_work(plan) == PatchWork(5 * (6 + 9), 2 * 5 * 6 * 9, 6 * 9)
     wide = expand_plan((1, 64, 4, 4), 3)

@@ -1,7 +1,8 @@
-"""The pattern-pair rule: ``sum_o Pi[k, o, i] Pi[k', o, i']`` -> ``PatternPair[k, k', i, i']`` preserves the
-KFAC-expand network's value (float64, against the unrewritten network) and says what it did in the trace; its
-lowering (``tnconv.lower.pair_gram``: strided weight-VJP calls over segments of stride phases, every padding
-mode) computes the same as the network and as the Gram of torch's im2col patches, and counts its FLOPs exactly."""
+"""Pattern pairs: two equal index patterns sharing their summed ``o``, ``sum_o Pi[k, o, i] Pi[k', o, i']``
+(KFAC-expand). The planner finds them in the network as it is (no rewrite pairs them: ``simplify`` leaves them,
+and the einsum stage plans the very network where the pair Gram is not chosen); their lowering
+(``tnconv.lower.pair_gram``: strided weight-VJP calls over segments of stride phases, every padding mode)
+computes the same as the network and as the Gram of torch's im2col patches, and counts its FLOPs exactly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cli_run import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.layers import ConvLayer, conv_layer, conv_layers
+from support.networks import two_operand_pair
 from support.references import flat_pad, grouped_patches
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -22,15 +24,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import tnconv
 from tnconv.backends.torch.pair_gram import pair_gram as pair_gram_call
 from tnconv.ir.network import Tensor
-from tnconv.ir.tensors import Data, IndexPattern, PatternPair
+from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.backends.torch.target import SPEEDS
 from tnconv.lower import pair_gram
 from tnconv.lower.pair_choice import pair_gram_pays
-from tnconv.passes.core import fixpoint
-from tnconv.passes.pattern_rules import pattern_pair
-from tnconv.passes.sweep import sweep
-
-PAIR = fixpoint(sweep("pair", [(pattern_pair,)]))
+from tnconv.lower.plan import einsum_plan
+from tnconv.lower.optimize import AUTO
 
 
 def expand_network(layer: ConvLayer) -> tnconv.Network:
@@ -40,58 +39,47 @@ def expand_network(layer: ConvLayer) -> tnconv.Network:
     )
 
 
-@settings(max_examples=40, deadline=None)
-@given(conv_layers(max_dims=3, padding_modes=("zeros", "reflect", "replicate", "circular"), max_batch=3, max_kernel=4),
-       st.integers(0, 2**31 - 1))
-def test_pairing_preserves_the_expand_network(layer: ConvLayer, seed: int) -> None:
-    net = expand_network(layer)
-    paired, trace = PAIR.traced(net)
-    patterns = sum(isinstance(e.kind, IndexPattern) for e in net.entries)
-    assert sum(isinstance(e.kind, PatternPair) for e in paired.entries) == patterns // 2 > 0
-    assert not any(isinstance(e.kind, IndexPattern) for e in paired.entries)
-    assert [record.rule for record in trace] == ["pattern pair"] * (patterns // 2)
-    x = torch.randn(layer.x_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    expected = tnconv.compile(net)(X=x)
-    torch.testing.assert_close(tnconv.compile(paired)(X=x), expected, rtol=1e-10, atol=1e-10)
+@settings(max_examples=20, deadline=None)
+@given(conv_layers(max_dims=3, padding_modes=("zeros", "reflect", "replicate", "circular"), max_batch=3, max_kernel=4))
+def test_simplify_leaves_the_pattern_pairs_to_the_planner(layer: ConvLayer) -> None:
+    """``simplify`` pairs nothing: each dim's two patterns that share their summed ``o`` stay index patterns (or
+    become views where a taps or padding rule reads them so), so the einsum stage plans the network as it is,
+    with no kind of tensor to split back first."""
+    simple = tnconv.simplify(expand_network(layer))
+    assert {type(entry.kind) for entry in simple.entries} <= {Data, IndexPattern}
 
 
-def test_trace_says_which_taps_read_which_pixels() -> None:
-    net = tnconv.conv_network("kfac_expand", (2, 3, 9, 8), (3, 2), padding=(1, 0), dilation=(2, 1), stride=(1, 2),
-                              simplify=False)
-    paired, trace = PAIR.traced(net)
-    lines = str(trace).splitlines()
-    assert lines[0] == (
-        "1. pattern pair: Pi1, Pi1 [o1 on Pi1, Pi1 only, not an output leg; equal patterns I=9, K=3, S=1, P=(1,1), "
-        "D=2, O=7] -> PatternPair[k1, k1_2, i1, i1_2] (taps k1, k1_2 read i1_2 - i1 = 2*(k1_2 - k1)); sum over o1"
-    )
-    assert lines[1] == (
-        "2. pattern pair: Pi2, Pi2 [o2 on Pi2, Pi2 only, not an output leg; equal patterns I=8, K=2, S=2, P=(0,0), "
-        "D=1, O=4] -> PatternPair[k2, k2_2, i2, i2_2] (taps k2, k2_2 read i2 = 2*o2 + 1*k2 - 0, i2_2 likewise "
-        "with k2_2); sum over o2"
-    )
-    assert paired.entries[1] == Tensor("Pi1", ("k1", "k1_2", "i1", "i1_2"), PatternPair(IndexPattern(9, 3, 1, 1, 1, 2)))
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [((8, 64, 56, 56), 3, 1, "same"),
+                                                                   ((8, 64, 56, 56), 7, 1, 3)])
+def test_the_pair_gram_is_found_in_the_network_simplified_or_not(shape, kernel, stride, padding) -> None:
+    """The same layer's unsimplified and simplified networks get the same pair-Gram plan (as a native kernel is
+    matched on both forms alike), and the einsum plan the pair Gram replaces is the network's own: its steps name
+    the network's legs (no leg made up to split a pair back)."""
+    plain = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=padding, simplify=False)
+    simple = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=padding)
+    plans = [tnconv.compile(net).plan for net in (plain, simple)]
+    assert isinstance(plans[0], pair_gram.PairGram) and plans[0] == plans[1]
+    program = tnconv.compile(simple)
+    legs = set(program.network.sizes)
+    for row in program.path_info:
+        assert set(row.equation.replace(",", " ").replace("->", " ").split()) <= legs, row.equation
+    assert program.einsum_plan == einsum_plan(simple, AUTO)
 
 
-def test_trace_names_the_padding_mode_the_taps_read() -> None:
-    net = tnconv.conv_network("kfac_expand", (2, 3, 9), 3, padding=1, padding_mode="reflect", simplify=False)
-    _, trace = PAIR.traced(net)
-    assert str(trace).splitlines()[0].endswith(
-        "-> PatternPair[k1, k1_2, i1, i1_2] (taps k1, k1_2 read i1_2 - i1 = 1*(k1_2 - k1) in the reflect-padded "
-        "input); sum over o1"
-    )
-
-
-def test_no_pair_where_o_is_an_output_leg_or_the_patterns_differ() -> None:
-    first, other = IndexPattern(6, 3, 1, 1, 1), IndexPattern(6, 2, 1, 1, 1)
+def test_no_pair_where_o_is_an_output_leg_or_on_a_third_pattern_or_the_patterns_differ() -> None:
+    first, other = IndexPattern(6, 3, 1, 1, 1), IndexPattern(6, 2, 1, 1, 1)  # 6 outputs each
     x = Data()
     tensors = [Tensor("X", ("c", "i"), x), Tensor("Pi", ("k", "o", "i"), first),
                Tensor("Pi", ("l", "o", "j"), first), Tensor("X", ("d", "j"), x)]
-    kept = tnconv.Network(tensors, output=("c", "k", "o", "d", "l"))
-    assert pattern_pair(kept) is None
-    unequal = tnconv.Network([*tensors[:2], Tensor("Pi", ("l", "o", "j"), other), tensors[3]], output=("c", "k", "d", "l"))
-    assert pattern_pair(unequal) is None
-    paired = tnconv.Network(tensors, output=("c", "k", "d", "l"))
-    assert pattern_pair(paired) is not None
+    sizes = {"c": 2, "d": 2, "i": 6, "j": 6, "k": 3, "l": 3, "o": 6}
+
+    def lowered(entries: list[Tensor], output: tuple[str, ...], **changed: int) -> pair_gram.PairGram | None:
+        return pair_gram.lower(tnconv.Network(entries, output=output, sizes={**sizes, **changed}))
+
+    assert lowered(tensors, ("c", "k", "d", "l")) is not None
+    assert lowered(tensors, ("c", "k", "o", "d", "l")) is None
+    assert lowered([*tensors[:2], Tensor("Pi", ("l", "o", "j"), other), tensors[3]], ("c", "k", "d", "l"), l=2) is None
+    assert lowered([*tensors, Tensor("Pi", ("m", "o", "i"), first)], ("c", "k", "d", "l", "m"), m=3) is None
 
 
 # --- the lowering: one strided weight-VJP call per product of segments of stride phases ---------------
@@ -114,11 +102,11 @@ def test_pair_gram_equals_the_network_and_the_unfold_gram(layer: ConvLayer, seed
     """Lowered whatever its FLOPs, the pair Gram computes the KFAC-expand network exactly (any stride,
     dilation, padding and mode), and equals the Gram of torch's im2col patches."""
     reference = expand_network(layer)
-    plan = pair_gram.lower(PAIR(reference))
+    plan = pair_gram.lower(reference)
     assert plan is not None
     x = torch.randn(layer.x_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     result = pair_gram_call(plan)([x])
-    torch.testing.assert_close(result, tnconv.compile(reference)(X=x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(result, tnconv.compile(reference).run_einsum_plan(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(result.reshape(layer.groups, *unfold_gram(layer, x).shape[1:]), unfold_gram(layer, x),
                                rtol=1e-10, atol=1e-10)
 
@@ -127,7 +115,7 @@ def test_pair_gram_equals_the_network_and_the_unfold_gram(layer: ConvLayer, seed
 def test_asymmetric_padding_in_every_mode(mode: str) -> None:
     """``(left, right)`` padding pairs in a mode (``F.pad`` pads so; ``nn.Conv`` never does), strides 2 and 3."""
     layer = dataclasses.replace(conv_layer((2, 3, 7, 6), 1, (3, 2), (2, 3), ((2, 1), (0, 1)), (1, 2)), padding_mode=mode)
-    plan = pair_gram.lower(PAIR(expand_network(layer)))
+    plan = pair_gram.lower(expand_network(layer))
     assert plan is not None
     x = torch.randn(layer.x_shape, dtype=torch.float64)
     torch.testing.assert_close(pair_gram_call(plan)([x]).reshape(1, 18, 18), unfold_gram(layer, x), rtol=1e-10,
@@ -150,14 +138,10 @@ def test_planner_leaves_taps_that_share_no_pixels_to_the_gram_path(shape, kernel
     so the FLOP comparison leaves the pairs to the gather/Gram path (which still computes the same)."""
     net = tnconv.conv_network("kfac_expand", shape, kernel, stride=stride, padding=padding, dilation=dilation,
                               simplify=False)
-    paired = PAIR(net)
-    lowered = pair_gram.lower(paired)
+    lowered = pair_gram.lower(net)
     assert lowered is not None and lowered.flops > lowered.gram_flops
-    assert pair_gram.match(paired) is None
-    program = tnconv.compile(paired)
-    assert program.strategy.startswith("einsum")
-    x = torch.randn(shape, dtype=torch.float64)
-    torch.testing.assert_close(program(X=x), tnconv.compile(net)(X=x), rtol=1e-10, atol=1e-10)
+    assert pair_gram.match(net) is None
+    assert tnconv.compile(net).strategy.startswith("einsum")
 
 
 @pytest.mark.parametrize(("kernel", "stride", "dilation", "padding"), [
@@ -222,11 +206,7 @@ def test_program_flops_count_the_calls_and_the_assembly(shape, kernel, stride, d
 
 def test_two_different_operands_and_no_batch_leg() -> None:
     """``sum_o A[c, i] Pi Pi' B[d, i']``: two operands, nothing summed but the pixels."""
-    pattern = IndexPattern(7, 3, 1, 2, 0, 2)
-    net = tnconv.Network(
-        [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "l", "i", "j"), PatternPair(pattern)),
-         Tensor("B", ("d", "j"), Data())], output=("l", "d", "k", "c"), sizes={"c": 2, "d": 3, "i": 7, "j": 7, "k": 3, "l": 3},
-    )
+    net = two_operand_pair()
     plan = pair_gram.lower(net)
     assert plan is not None and plan.groups == 1
     a, b = torch.randn(2, 7, dtype=torch.float64), torch.randn(3, 7, dtype=torch.float64)

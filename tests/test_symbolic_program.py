@@ -240,13 +240,12 @@ def test_the_step_table_names_legs_and_costs_each_step() -> None:
 def test_cost_terms_count_what_the_planner_counts(op: str) -> None:
     """The cost terms over leg names (what the formulas come from), at a concrete network's sizes, are the plan's
     integer FLOPs and largest intermediate: gathers, window sums, folds and steps alike."""
-    from tnconv.lower.pair_gram import unpair
     from tnconv.lower.optimize import AUTO
     from tnconv.lower.plan import einsum_plan
 
     for layer in LAYERS:
         for shape in ((2, 4, 9, 8), (1, 3, 7, 7)):
-            net = unpair(concrete_program(op, shape, layer).network)  # the network the einsum plan is made from
+            net = concrete_program(op, shape, layer).network
             plan = einsum_plan(net, AUTO)
             assert plan.cost.evaluate({leg: int(size) for leg, size in net.sizes.items()}) == (
                 plan.flops, plan.largest_intermediate)

@@ -9,6 +9,8 @@
   as dense tensors, its data operands seen through their views, one
   ``opt_einsum.contract``; independent of tnconv's planner.
 - ``sum_value``: ``dense_value`` of a network or of each term of a ``NetworkSum``, added.
+- ``two_operand_pair()``: a pattern pair (two equal index patterns sharing their summed ``o``)
+  between two different operands, with no batch leg.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tnconv.backends.torch.constants import dense
 from tnconv.backends.torch.views import apply_views
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.networksum import NetworkSum
+from tnconv.ir.tensors import Data, IndexPattern
 from tnconv.lower.bind import operand_shapes
 
 LEGS = ("a", "b", "c", "d", "e", "f")
@@ -87,3 +90,14 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Equal shapes, and equal values to float64 rounding."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+def two_operand_pair() -> Network:
+    """``sum_o A[c, i] Pi[k, o, i] Pi[l, o, j] B[d, j]``: the pair of a pattern of 3 taps, stride 1, padding (2, 0),
+    dilation 2 (7 pixels, 5 outputs) between two operands of 2 and 3 channels."""
+    pattern = IndexPattern(7, 3, 1, 2, 0, 2)
+    return Network(
+        [Tensor("A", ("c", "i"), Data()), Tensor("P", ("k", "o", "i"), pattern), Tensor("P", ("l", "o", "j"), pattern),
+         Tensor("B", ("d", "j"), Data())], output=("l", "d", "k", "c"),
+        sizes={"c": 2, "d": 3, "i": 7, "j": 7, "k": 3, "l": 3, "o": 5},
+    )

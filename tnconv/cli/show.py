@@ -110,9 +110,9 @@ def compiled(data: dict[str, Any], out: TextIO) -> None:
     if data["strategy"] == "pair_gram":
         print("strategy  pair_gram: windowed cross-correlations (aten.convolution_backward with the layer's stride,",
               file=out)
-        print("          one call per product of segments of stride phases of the padded input), taps pairs gathered",
+        print("          one call per product of segments of stride phases of the padded input) for the two index",
               file=out)
-        print("          per dim", file=out)
+        print("          patterns of each dim that share their summed o", file=out)
         print(f"flops     {count(data['flops'])} ({data['flops']:.3g}; 2 per multiply-add, exact)", file=out)
         print(f"          {data['flops'] / data['gram_flops']:.3g}x the im2col Gram's {count(data['gram_flops'])}, "
               f"in {data['calls']:,} weight-VJP calls", file=out)

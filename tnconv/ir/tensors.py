@@ -5,8 +5,6 @@
   its hyper-parameters (possibly symbolic), never as numbers.
 - ``PatternSum``: ``sum_o Pi[k, o, i]``, the small ``(K, I)`` counts matrix
   that KFAC-reduce needs.
-- ``PatternPair``: ``sum_o Pi[k, o, i] Pi[k', o, i']``, two equal patterns
-  contracted over their shared output leg (KFAC-expand).
 - ``Identity``: the generalised Kronecker delta over all of its legs.
 - ``Ones``: the all-ones tensor (a sum over its legs).
 
@@ -200,26 +198,3 @@ class PatternSum(Kind):
 
     def describe(self) -> str:
         return "sum_o " + self.pattern.describe()
-
-
-@dataclass(frozen=True)
-class PatternPair(Kind):
-    """``sum_o Pi[k, o, i] Pi[k', o, i']`` of two equal index patterns (legs ``(k, k', i, i')``).
-
-    Non-zero only where both taps read in-range pixels of one output ``o``: for zeros
-    padding ``i = S*o + D*k - P_left`` and ``i' = S*o + D*k' - P_left``, so with stride 1
-    ``i' - i = D*(k' - k)``. Its entries count the outputs that read that pair of pixels.
-    """
-
-    label: ClassVar[str] = "pattern_pair"
-    pattern: IndexPattern = field(default_factory=lambda: IndexPattern(1, 1))
-
-    def implied_sizes(self) -> tuple[Size, ...]:
-        K, I = self.pattern.kernel_size, self.pattern.input_size
-        return (K, K, I, I)
-
-    def substitute(self, values: Mapping[sympy.Symbol, Size]) -> "PatternPair":
-        return PatternPair(self.pattern.substitute(values))
-
-    def describe(self) -> str:
-        return "sum_o pair " + self.pattern.describe()

@@ -12,7 +12,7 @@ import sympy
 
 from tnconv.ir.network import Network
 from tnconv.ir.sizes import Size, substitute
-from tnconv.ir.tensors import Data, IndexPattern, PatternPair, PatternSum
+from tnconv.ir.tensors import Data, IndexPattern, PatternSum
 from tnconv.ir.views import Taps, source_labels, source_shape
 
 
@@ -107,7 +107,7 @@ def resolve_symbols(net: Network, names: Sequence[str], operands: Sequence[Any])
 
 
 def check_patterns(net: Network, values: Mapping[sympy.Symbol, int]) -> None:
-    """Every index pattern of ``net`` (as a tensor, summed, paired or in a ``Taps`` view) must be a convolution's
+    """Every index pattern of ``net`` (as a tensor, summed or in a ``Taps`` view) must be a convolution's
     at the sizes ``values`` (one per symbol): ValueError naming the tensor, in the words of the check that
     ``conv_hyper`` makes of a concrete layer (the kernel wider than the padded input, an output size that is
     not positive), so that a symbolic program refuses what the concrete one would."""
@@ -115,7 +115,7 @@ def check_patterns(net: Network, values: Mapping[sympy.Symbol, int]) -> None:
         kind = entry.kind
         if isinstance(kind, IndexPattern):
             patterns = [kind]
-        elif isinstance(kind, (PatternSum, PatternPair)):
+        elif isinstance(kind, PatternSum):
             patterns = [kind.pattern]
         elif isinstance(kind, Data):
             patterns = [view.pattern for view in kind.views if isinstance(view, Taps)]

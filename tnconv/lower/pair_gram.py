@@ -1,8 +1,12 @@
 """Pattern-pair Grams: ``sum_{n,o} A[i] Pi[k,o,i] Pi[k',o,i'] B[i']`` by windowed cross-correlations (no patches).
 
-A network of two data tensors ``A``, ``B`` and one ``PatternPair[k, k', i, i']``
-per spatial dim (``tnconv.passes.pattern_rules.pattern_pair``; KFAC-expand's
-``sum_{n,o} U U^T``), any stride, dilation and padding mode. With ``Ap``/``Bp``
+A network of two data tensors ``A``, ``B`` and, per spatial dim, a *pattern pair*: two
+equal index patterns ``Pi[k, o, i]``, ``Pi[k', o, i']`` sharing their ``o`` leg, which
+is on them only and summed (KFAC-expand's ``sum_{n,o} U U^T``, as ``fuse`` builds it and
+``simplify`` leaves it), any stride, dilation and padding mode. The pairs are found
+here, in the network as it is: the IR has no pair kind, so the einsum stage plans the
+same network with its two patterns per dim (the gather/Gram path) where the planner
+does not choose this plan. With ``Ap``/``Bp``
 padded by ``(P_left, P_right)`` in the pattern's mode (zeros, or the fold of
 reflect/replicate/circular; negative amounts crop), tap ``k`` of output ``o``
 reads padded pixel ``S*o + D*k``, so per dim
@@ -52,9 +56,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from tnconv.ir.names import fresh_name
-from tnconv.ir.network import Network, Tensor
-from tnconv.ir.tensors import PADDING_MODES, Data, PatternPair
+from tnconv.ir.network import Network
+from tnconv.ir.tensors import PADDING_MODES, Data, IndexPattern
 from tnconv.lower.layout import Arrange, Restore, arrange, restore
 from tnconv.lower.window import Window
 
@@ -164,10 +167,10 @@ def lower(net: Network) -> PairGram | None:
         return None
     entries = net.entries
     data = [p for p, e in enumerate(entries) if isinstance(e.kind, Data)]
-    pairs = [p for p, e in enumerate(entries) if isinstance(e.kind, PatternPair)]
-    if len(data) != 2 or not pairs or len(data) + len(pairs) != len(entries):
+    if len(data) != 2 or any(len(set(e.legs)) != len(e.legs) for e in entries):
         return None
-    if any(len(set(e.legs)) != len(e.legs) for e in entries) or any(int(s) < 1 for s in net.sizes.values()):
+    pairs = _pairs(net)
+    if not pairs or len(data) + 2 * len(pairs) != len(entries) or any(int(s) < 1 for s in net.sizes.values()):
         return None
     sides = _sides(net, pairs)
     if sides is None:
@@ -178,12 +181,11 @@ def lower(net: Network) -> PairGram | None:
         return None
     groups, only_a, only_b, batch = legs
     sizes = {leg: int(size) for leg, size in net.sizes.items()}
-    kinds = [entries[p].kind for p in pairs]
-    ks = [entries[p].legs[0] for p in pairs]
-    k2s = [entries[p].legs[1] for p in pairs]
-    is_a = [entries[p].legs[2] for p in pairs]
-    is_b = [entries[p].legs[3] for p in pairs]
-    dims = tuple(_dim(Window.of(kind.pattern)) for kind in kinds)  # type: ignore[attr-defined]
+    ks = [entries[pair.first].legs[0] for pair in pairs]
+    k2s = [entries[pair.second].legs[0] for pair in pairs]
+    is_a = [entries[pair.first].legs[2] for pair in pairs]
+    is_b = [entries[pair.second].legs[2] for pair in pairs]
+    dims = tuple(_dim(Window.of(pair.pattern)) for pair in pairs)
     operand = net.operands.index
     a_in = arrange(entries[a], operand(entries[a].name), [batch, groups + only_a, *([leg] for leg in is_a)], sizes)
     b_in = arrange(entries[b], operand(entries[b].name), [batch, groups + only_b, *([leg] for leg in is_b)], sizes)
@@ -194,41 +196,47 @@ def lower(net: Network) -> PairGram | None:
     return PairGram(a_in, b_in, out, size[1], dims, flops, gram, largest, size)
 
 
-def unpair(net: Network) -> Network:
-    """``net`` with each ``PatternPair`` split back into its two index patterns on a fresh shared ``o`` leg."""
-    if not any(isinstance(e.kind, PatternPair) for e in net.entries):
-        return net
-    entries: list[Tensor] = []
-    sizes = dict(net.sizes)
-    for entry in net.entries:
-        if not isinstance(entry.kind, PatternPair):
-            entries.append(entry)
+@dataclass(frozen=True)
+class _Pair:
+    """Two equal index patterns sharing their ``o`` leg, on them only and not an output leg: ``first`` (the
+    earlier position; legs ``(k, o, i)``, the side of ``A``) and ``second`` (legs ``(k', o, i')``, of ``B``)."""
+
+    first: int
+    second: int
+    pattern: IndexPattern
+
+
+def _pairs(net: Network) -> list[_Pair] | None:
+    """The pattern pairs of ``net`` in the order of their first patterns, when every index pattern is in one."""
+    pairs = []
+    for position, entry in enumerate(net.entries):
+        kind = entry.kind
+        if not isinstance(kind, IndexPattern):
             continue
-        k, k2, i, i2 = entry.legs
-        o = fresh_name(f"o:{i}", sizes)
-        pattern = entry.kind.pattern
-        sizes[o] = pattern.output_size
-        entries += [Tensor(entry.name, (k, o, i), pattern), Tensor(entry.name, (k2, o, i2), pattern)]
-    return net.replace(tensors=entries, sizes=sizes)
+        o = entry.legs[1]
+        on = net.tensors_on(o)
+        if o in net.output_set or len(on) != 2 or any(net.entries[q].kind != kind or net.entries[q].legs[1] != o
+                                                      for q in on):
+            return None
+        if on[0] == position:
+            pairs.append(_Pair(position, on[1], kind))
+    return pairs
 
 
-def _sides(net: Network, pairs: list[int]) -> tuple[int, int] | None:
+def _sides(net: Network, pairs: list[_Pair]) -> tuple[int, int] | None:
     """``(A, B)``: the data tensors every pair's ``i`` and ``i'`` join (the same for all), when the pairs fit."""
     found = None
-    for p in pairs:
-        entry = net.entries[p]
-        kind = entry.kind
-        assert isinstance(kind, PatternPair)
-        pattern = kind.pattern
+    for pair in pairs:
+        pattern = pair.pattern
         if pattern.mode not in PADDING_MODES or min(int(pattern.stride), int(pattern.dilation)) < 1:
             return None
         if int(pattern.kernel_size) < 1 or int(pattern.output_size) < 1:
             return None
-        k, k2, i, i2 = entry.legs
-        if any(leg not in net.output or net.tensors_on(leg) != (p,) for leg in (k, k2)):
+        (k, _, i), (k2, _, i2) = net.entries[pair.first].legs, net.entries[pair.second].legs
+        if any(leg not in net.output or net.tensors_on(leg) != (p,) for leg, p in ((k, pair.first), (k2, pair.second))):
             return None
-        on_i = [q for q in net.tensors_on(i) if q != p]
-        on_i2 = [q for q in net.tensors_on(i2) if q != p]
+        on_i = [q for q in net.tensors_on(i) if q != pair.first]
+        on_i2 = [q for q in net.tensors_on(i2) if q != pair.second]
         if i in net.output or i2 in net.output or len(on_i) != 1 or len(on_i2) != 1 or on_i == on_i2:
             return None
         if found is not None and found != (on_i[0], on_i2[0]):
@@ -237,9 +245,9 @@ def _sides(net: Network, pairs: list[int]) -> tuple[int, int] | None:
     return found
 
 
-def _other_legs(net: Network, a: int, b: int, pairs: list[int]) -> tuple[list[str], ...] | None:
+def _other_legs(net: Network, a: int, b: int, pairs: list[_Pair]) -> tuple[list[str], ...] | None:
     """The legs of ``A`` and ``B`` other than pixels: (group: both + out, A + out, B + out, batch: both summed)."""
-    pixels = {leg for p in pairs for leg in net.entries[p].legs[2:]}
+    pixels = {net.entries[p].legs[2] for pair in pairs for p in (pair.first, pair.second)}
     legs_a, legs_b, out = net.entries[a].legs, net.entries[b].legs, set(net.output)
     groups: list[str] = []
     only_a: list[str] = []

@@ -4,14 +4,15 @@ The planner tries, in order:
 
 1. a native kernel (``tnconv.lower.native``), matched on the index patterns of its
    tensors and ``Taps`` views alike: one PyTorch kernel computes the whole network;
-2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand as windowed
+2. a pattern-pair Gram (``tnconv.lower.pair_gram``: KFAC-expand's two equal
+   index patterns per dim that share their summed ``o``, as windowed
    cross-correlations), when it is estimated faster than the patches and their
    Gram (``tnconv.lower.pair_choice.pair_gram_pays``: time from shapes at measured
    speeds, not FLOPs: its thin border calls run far below GEMM speed);
 3. the einsum stage (``tnconv.lower.einsum``): taps gathers, folds, scatters
    and window sums for the structured tensors, pairwise steps along an
-   opt_einsum path for the rest (pattern pairs split back into their two
-   patterns: the gather/Gram path);
+   opt_einsum path for the rest (for KFAC-expand's pattern pairs, the
+   gather/Gram path: the same network, nothing to undo);
 4. the einsum stage sliced over legs (``tnconv.lower.slicing``), when a
    ``memory_limit`` bounds its intermediates (no native kernel then: tnconv
    does not control their workspaces), or an explicit path is given.
@@ -51,7 +52,7 @@ def plan(net: Network, optimize: Optimize = AUTO, memory_limit: int | None = Non
 def einsum_plan(net: Network, optimize: Optimize, memory_limit: int | None = None) -> Executor:
     """The einsum stage's plan of ``net`` (also for networks a native kernel runs: their cost, a reference)."""
     _check_concrete(net)
-    return plan_memory(pair_gram.unpair(net), optimize, memory_limit)
+    return plan_memory(net, optimize, memory_limit)
 
 
 def _check_concrete(net: Network) -> None:

@@ -32,11 +32,6 @@ them (and says why):
   native matcher reads the pattern in the view (``tnconv.lower.reading``).
 - ``pattern_sum``: when ``o`` is on ``Pi`` only and not an output leg,
   ``sum_o Pi`` is the small ``(K, I)`` ``PatternSum`` (KFAC-reduce).
-- ``pattern_pair``: two index patterns with equal hyper-parameters whose
-  ``o`` leg is on exactly these two and not an output leg become one
-  ``PatternPair[k, k', i, i'] = sum_o Pi[k, o, i] Pi[k', o, i']``
-  (KFAC-expand: with stride 1, taps ``k, k'`` read ``i' - i = D*(k' - k)``, in
-  the padded input for padding modes other than zeros).
 - ``padding`` (zeros mode): where padding is read but the taps of one output
   do not overlap the next (``D*(K-1) < S``, or ``K == 1``, or ``O == 1``),
   the data reads ``i`` as the taps of the padded ``Pi`` (a ``Taps`` view that
@@ -65,7 +60,7 @@ from typing import Optional, Sequence, Union
 
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.sizes import Size, equal, proven_equal, proven_le, proven_lt
-from tnconv.ir.tensors import Data, Identity, IndexPattern, PatternPair, PatternSum
+from tnconv.ir.tensors import Data, Identity, IndexPattern, PatternSum
 from tnconv.ir.views import Slice, Taps, Unflatten, View
 from tnconv.passes.core import Record, Rewrite, unproven
 from tnconv.passes.sweep import Rule
@@ -363,58 +358,6 @@ def _sum_over_o(net: Network, match: tuple[int, IndexPattern]) -> Rewrite:
 
 pattern_sum: Rule[tuple[int, IndexPattern]] = Rule("pattern sum", IndexPattern, _match_pattern_sum, _sum_over_o)
 """``sum_o Pi[k, o, i]`` -> ``PatternSum[k, i]`` where ``o`` is on ``Pi`` only and not an output leg."""
-
-
-# --- pattern pair ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """The patterns at ``first`` < ``second`` share their ``o`` leg, on them only and not an output leg."""
-
-    first: int
-    second: int
-    pattern: IndexPattern
-
-
-def _match_pattern_pair(net: Network, position: int) -> Optional[_Pair]:
-    """The pair when ``position`` is the first of two equal patterns, four distinct other legs, sharing ``o``."""
-    found = _pattern(net, position)
-    if found is None:
-        return None
-    entry, pattern = found
-    o = entry.legs[1]
-    on = net.tensors_on(o)
-    if o in net.output_set or len(on) != 2 or on[0] != position:
-        return None
-    other = net.entries[on[1]]
-    if other.kind != pattern or len(set(other.legs)) != 3 or other.legs[1] != o:
-        return None
-    legs = (entry.legs[0], other.legs[0], entry.legs[2], other.legs[2])
-    return _Pair(position, on[1], pattern) if len(set(legs)) == 4 else None
-
-
-def _pair(net: Network, match: _Pair) -> Rewrite:
-    first, second = net.entries[match.first], net.entries[match.second]
-    (k, o, i), (k2, _, i2) = first.legs, second.legs
-    p = match.pattern
-    entries = list(net.entries)
-    entries[match.first] = Tensor(first.name, (k, k2, i, i2), PatternPair(p))
-    del entries[match.second]
-    names = (first.name, second.name)
-    condition = f"{o} on {first.name}, {second.name} only, not an output leg; equal patterns {_describe(p, net.size(o))}"
-    if _is(p.stride, 1):
-        reads = f"taps {k}, {k2} read {i2} - {i} = {p.dilation}*({k2} - {k})"
-    else:
-        reads = f"taps {k}, {k2} read {i} = {p.stride}*{o} + {p.dilation}*{k} - {p.pad_left}, {i2} likewise with {k2}"
-    if p.mode != "zeros":
-        reads += f" in the {p.mode}-padded input"
-    effect = f"PatternPair[{k}, {k2}, {i}, {i2}] ({reads}); sum over {o}"
-    return net.replace(tensors=entries), Record("pattern pair", names, (o,), condition, effect)
-
-
-pattern_pair: Rule[_Pair] = Rule("pattern pair", IndexPattern, _match_pattern_pair, _pair)
-"""``sum_o Pi[k, o, i] Pi[k', o, i']`` -> ``PatternPair[k, k', i, i']`` where ``o`` is on the two equal patterns only."""
 
 
 # --- padding -----------------------------------------------------------------------------------

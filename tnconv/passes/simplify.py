@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from tnconv.caches import cached
 from tnconv.passes.pattern_rules import (
-    blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_pair,
-    pattern_sum, strided_slice, unused_pixels,
+    blocks, covering_identity, covering_slice, one_by_one_identity, padding, partial_blocks, pattern_sum,
+    strided_slice, unused_pixels,
 )
 from tnconv.ir.network import Network
 from tnconv.ir.networksum import NetworkSum, Value
@@ -36,7 +36,6 @@ RULES: tuple[Phase, ...] = (
     (strided_slice, blocks, covering_slice, partial_blocks),
     (pattern_sum,),
     (padding,),
-    (pattern_pair,),
     (one_by_one_identity, covering_identity),
     (remove_identity,),
     (squeeze,),
@@ -58,20 +57,19 @@ Why this order:
    alone: a small ``(K, I)`` matrix, and no copy of the input.
 4. ``padding`` only then: its taps read zero padding, which copies the
    input (a padded tensor), which the rules above avoid.
-5. ``pattern_pair`` where two equal patterns that neither rule above took
-   share their summed ``o`` (KFAC-expand): the planner runs the pair as
-   windowed cross-correlations where that is cheaper, else splits it back.
-6. The pattern identities (``i`` an output leg, as in input VJPs, where no
+5. The pattern identities (``i`` an output leg, as in input VJPs, where no
    taps layout applies) last among the pattern rules; the leg rules then remove
-   the identities they leave.
-7. ``remove_identity`` before the other leg rules: renaming joins legs, so
+   the identities they leave. Two equal patterns that share their summed
+   ``o`` (KFAC-expand) stay as they are: whether they run as a pattern-pair
+   Gram is the planner's decision (``tnconv.lower.pair_gram``).
+6. ``remove_identity`` before the other leg rules: renaming joins legs, so
    that ``squeeze`` and ``merge_parallel`` see the final legs.
-8. ``squeeze`` after the reshapes, which leave size-1 legs (``k`` of a 1x1
+7. ``squeeze`` after the reshapes, which leave size-1 legs (``k`` of a 1x1
    conv, ``o`` of a kernel covering its input), and before ``drop_ones``:
    squeezing can leave an all-ones tensor behind.
-9. ``drop_ones`` before ``merge_parallel``: an all-ones tensor on one of two
+8. ``drop_ones`` before ``merge_parallel``: an all-ones tensor on one of two
    legs keeps them from being parallel.
-10. ``merge_parallel`` last, on the legs that are left.
+9. ``merge_parallel`` last, on the legs that are left.
 
 Each rule's rewrite enables only rules later in this order, or earlier ones
 on the same tensor (which the sweep tries at once), with one exception:

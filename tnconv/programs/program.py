@@ -55,7 +55,7 @@ from tnconv.lower.bind import axis_labels, check_patterns, operand_shapes, order
 from tnconv.lower.kernels import KernelCost, Native
 from tnconv.lower.nodes import Einsum, Executor, Plan, Sliced
 from tnconv.lower.optimize import Optimize
-from tnconv.lower.pair_gram import PairGram, unpair
+from tnconv.lower.pair_gram import PairGram
 from tnconv.lower.path_info import StepInfo, format_table, path_info
 from tnconv.lower.target import Target
 from tnconv.programs.cache import PROGRAMS
@@ -177,7 +177,7 @@ class Program:
                 f"memory_limit={self.memory_limit} slices the plan by the sizes, so a symbolic program has no "
                 "cost formula; use program.specialize(...) for the cost at given sizes"
             )
-        return executor.cost.evaluate(dict(unpair(self.network).sizes))
+        return executor.cost.evaluate(dict(self.network.sizes))
 
     @property
     def path(self) -> tuple[tuple[int, ...], ...]:
@@ -233,8 +233,8 @@ class Program:
     def path_info(self) -> tuple[StepInfo, ...]:
         """The einsum plan's pairwise steps with leg names, FLOPs and result sizes (``tnconv.lower.path_info``;
         sympy expressions when symbolic)."""
-        executor = self.einsum_plan  # planned on the network with its pattern pairs split back (their o legs)
-        sizes = {**dict(_innermost(executor).cost.sizes), **unpair(self.network).sizes}
+        executor = self.einsum_plan
+        sizes = {**dict(_innermost(executor).cost.sizes), **self.network.sizes}
         return path_info(_innermost(executor).contraction, sizes)
 
     def __str__(self) -> str:

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     from tnconv.ir.network import Network
 
-SHAPES = {"index_pattern": "pattern", "pattern_sum": "pattern_sum", "pattern_pair": "pattern_sum",
-          "identity": "identity", "ones": "ones"}  # fmt: skip
+SHAPES = {"index_pattern": "pattern", "pattern_sum": "pattern_sum", "identity": "identity", "ones": "ones"}
 """The drawn shape of each structured kind, by its label (any other kind: ``"data"``)."""
-PATTERN_ROLES = {"index_pattern": "koi", "pattern_sum": "ki", "pattern_pair": "kkii"}
+PATTERN_ROLES = {"index_pattern": "koi", "pattern_sum": "ki"}
 """The role (``k``, ``o`` or ``i``) of each leg of a pattern kind, by its label."""
 
 
@@ -52,7 +51,7 @@ def tensor_text(entry: object) -> str:
     """The text inside a tensor's node."""
     label = entry.kind.label  # type: ignore[attr-defined]
     name = entry.name  # type: ignore[attr-defined]
-    return {"identity": "δ", "ones": "1", "pattern_sum": f"Σ{name}", "pattern_pair": f"Σ{name}{name}"}.get(label, name)
+    return {"identity": "δ", "ones": "1", "pattern_sum": f"Σ{name}"}.get(label, name)
 
 
 @dataclass(frozen=True)

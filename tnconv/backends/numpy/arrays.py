@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from typing_extensions import assert_never
 
-from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternPair, PatternSum
+from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternSum
 from tnconv.ir.views import Flatten, Slice, Squeeze, Taps, Unflatten, View
 from tnconv.lower.nodes import Constant, DenseTensor, Fold, IndexMap, Weights
 from tnconv.lower.window import Window
@@ -116,10 +116,6 @@ def dense(kind: Kind, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
         return result
     if isinstance(kind, PatternSum):
         return np.array(kind.counts(), dtype=dtype).reshape(shape)
-    if isinstance(kind, PatternPair):  # sum_o Pi[k, o, i] Pi[k', o, i']
-        K, O, I = (int(size) for size in kind.pattern.implied_sizes())
-        pattern = dense(kind.pattern, (K, O, I), dtype)
-        return np.einsum("koi,lop->klip", pattern, pattern).reshape(shape)
     raise TypeError(f"a {kind.label} tensor is bound by the user, not built")
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from typing_extensions import assert_never
 
-from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternPair, PatternSum
+from tnconv.ir.tensors import Identity, IndexPattern, Kind, Ones, PatternSum
 from tnconv.lower.nodes import Constant, DenseTensor, IndexMap, Weights
 
 
@@ -33,10 +33,6 @@ def dense(kind: Kind, shape: Sequence[int], dtype: torch.dtype, device: torch.de
         return result
     if isinstance(kind, (IndexPattern, PatternSum)):
         return _from_host(kind, _host_of(kind, shape), shape, dtype, device)  # type: ignore[arg-type]
-    if isinstance(kind, PatternPair):  # sum_o Pi[k, o, i] Pi[k', o, i']
-        K, O, I = (int(size) for size in kind.pattern.implied_sizes())
-        pattern = dense(kind.pattern, (K, O, I), dtype, device)
-        return torch.einsum("koi,lop->klip", pattern, pattern).reshape(shape)
     raise TypeError(f"a {kind.label} tensor is bound by the user, not built")
 
 
