@@ -5,7 +5,9 @@ operations, which Opacus's hooks refuse): the CIFAR ResNet-18 (``resnet18``) and
 ``(N, 3, 32, 32)`` inputs, 10 classes, float32, cross-entropy summed over the batch, CPU. For each
 model, batch (``--batches``, default 64 and 256) and thread count (``--threads``, default 1 and 2), the
 sides of a comparison run in one process, round-robin with the order rotated each round
-(``common.rotated``), medians of ``--repeats`` rounds after a warm-up round:
+(``common.rotated``), medians of ``--repeats`` rounds after a warm-up round, of wall time and of the
+process's CPU time (less inflated than wall time by other processes on a shared machine); timing runs under
+glibc's default allocator, as training loops do:
 
 - ``norms``: each sample's total gradient norm: ``tnconv`` (``per_sample_grad_norms``: one forward, one
   backward to the layer outputs, conv norms through pairs of output locations where that is cheaper than
@@ -25,7 +27,7 @@ Every call ends by releasing the gradients it made (``zero_grad(set_to_none=True
 gradients too), so that a call starts from the model and its optimizer alone.
 
 Memory (``--memory``, on by default): each side but ``torch.func`` runs twice in a fresh child process
-(glibc forced to ``mmap`` large blocks: ``common.MMAP_THRESHOLD``, one thread); the extra peak resident
+(glibc forced to ``mmap`` large blocks there only: ``common.MMAP_THRESHOLD``, one thread); the extra peak resident
 set of the second call is reported, and for the step sides the largest batch whose
 step fits in 8 GiB: the peak is measured at two batches (``--fit-batches``, default 32 and 64), a line
 through them (memory grows linearly with the batch) is solved for 8 GiB minus the resident set before the
@@ -48,6 +50,7 @@ import copy
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -59,7 +62,7 @@ from typing import Callable, Iterator
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, ensure_mmap_allocations, peak_extra, rotated, write_section  # noqa: E402
+from common import MMAP_THRESHOLD, ROOT, peak_extra, rotated, write_section  # noqa: E402
 
 from tnconv.curvature import per_sample_grad_norms  # noqa: E402
 from tnconv.integrations import opacus as tnconv_opacus  # noqa: E402
@@ -225,10 +228,22 @@ def time_task(task: str, name: str, batch: int, threads: int, repeats: int, limi
     torch.set_num_threads(threads)
     x, y = data(batch)
     sides = {side: SIDES[task](side, name, x, y) for side in TASKS[task] if too_large(side, name, batch, limit) is None}
-    medians = rotated(sides, repeats)
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    medians = rotated({side: cpu_timed(function, cpu[side]) for side, function in sides.items()}, repeats)
     skipped = {side: too_large(side, name, batch, limit) for side in TASKS[task] if side not in sides}
-    return {"model": name, "batch": batch, "threads": threads, "task": task, "seconds": medians, "skipped": skipped,
-            "repeats": repeats, "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {"model": name, "batch": batch, "threads": threads, "task": task, "seconds": medians,
+            "cpu": {side: statistics.median(times[1:]) for side, times in cpu.items()},  # the warm-up call left out
+            "skipped": skipped, "repeats": repeats, "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def cpu_timed(function: Callable[[], object], times: list[float]) -> Callable[[], object]:
+    """``function``, appending the process CPU seconds of each call to ``times``."""
+    def timed() -> object:
+        start = time.process_time()
+        result = function()
+        times.append(time.process_time() - start)
+        return result
+    return timed
 
 
 # --- memory, in child processes -------------------------------------------------------------
@@ -244,7 +259,8 @@ def peak_here(task: str, side: str, name: str, batch: int) -> dict:
 
 def child_peak(task: str, side: str, name: str, batch: int) -> dict | None:
     command = [sys.executable, __file__, "--peak", task, side, name, str(batch)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         print(f"  memory of {name} {task} {side} at batch {batch} failed: {result.stderr.strip().splitlines()[-1:]}")
         return None
@@ -295,7 +311,8 @@ def markdown(timings: list[dict], memory: list[dict], command: str, fit: tuple[i
     lines = [
         "Per-sample gradient norms and DP-SGD steps of GroupNorm models (CIFAR 32x32, float32, CPU), "
         "`benchmarks/bench_privacy.py` (see its docstring). Sides interleaved in one process, medians; "
-        "load = the 1-minute load average when the row finished (2 cores, shared). "
+        "wall time unless said (CPU time: the process's); load = the 1-minute load average when the row finished "
+        "(2 cores, shared). "
         f"Command: `{command}`.",
         "",
         "Targets: norms (ResNet-18, batch 64) <= 0.35x Opacus hooks' time and <= 0.2x its extra memory; "
@@ -303,23 +320,26 @@ def markdown(timings: list[dict], memory: list[dict], command: str, fit: tuple[i
         "",
         "### Per-sample norms (seconds; ratios to Opacus hooks)",
         "",
-        "| model | batch | threads | backward | tnconv | opacus hooks | torch.func | tnconv/opacus | rounds | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | batch | threads | backward | tnconv | opacus hooks | torch.func | tnconv/opacus | same, CPU time "
+        "| tnconv/backward | rounds | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in (r for r in timings if r["task"] == "norms"):
         s = row["seconds"]
         cells = [f"{s[side]:.3f}" if side in s else "-" for side in TASKS["norms"]]
         lines.append(f"| {row['model']} | {row['batch']} | {row['threads']} | " + " | ".join(cells)
-                     + f" | {ratio(s, 'tnconv', 'opacus hooks')} | {row['repeats']} | {row['load']:.1f} |")
+                     + f" | {ratio(s, 'tnconv', 'opacus hooks')} | {ratio(row['cpu'], 'tnconv', 'opacus hooks')} "
+                     f"| {ratio(s, 'tnconv', 'backward')} | {row['repeats']} | {row['load']:.1f} |")
     lines += ["", "### DP-SGD step (seconds; ratios to the non-private step)", "",
               "| model | batch | threads | plain | tnconv | opacus hooks | opacus ghost | ghost+tnconv "
-              "| tnconv/plain | ghost+tnconv/plain | rounds | load |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| tnconv/plain | same, CPU time | ghost+tnconv/plain | rounds | load |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in (r for r in timings if r["task"] == "step"):
         s = row["seconds"]
         cells = [f"{s[side]:.3f}" if side in s else "-" for side in TASKS["step"]]
         lines.append(f"| {row['model']} | {row['batch']} | {row['threads']} | " + " | ".join(cells)
-                     + f" | {ratio(s, 'tnconv', 'plain')} | {ratio(s, 'ghost+tnconv', 'plain')} | {row['repeats']} "
+                     + f" | {ratio(s, 'tnconv', 'plain')} | {ratio(row['cpu'], 'tnconv', 'plain')} "
+                     f"| {ratio(s, 'ghost+tnconv', 'plain')} | {row['repeats']} "
                      f"| {row['load']:.1f} |")
     if memory:
         lines += ["", f"### Peak memory (extra MiB of a call; one thread) and the largest batch in 8 GiB "
@@ -380,8 +400,6 @@ def main() -> None:
     if options.quick:
         options.models, options.batches, options.threads, options.repeats = ["resnet18"], [16], [1], 1
         options.no_memory = True
-    else:
-        ensure_mmap_allocations()
     timings = []
     for name in [] if options.no_timing else options.models:
         for batch in options.batches:
@@ -389,8 +407,9 @@ def main() -> None:
                 for task in options.tasks:
                     row = time_task(task, name, batch, threads, options.repeats, options.memory_limit)
                     timings.append(row)
-                    print(f"{name:8s} N={batch:<4d} threads={threads} {task:5s} " + "  ".join(
-                        f"{side} {seconds:.3f}s" for side, seconds in row["seconds"].items())
+                    cells = (f"{side} {seconds:.3f}s (cpu {row['cpu'][side]:.3f}s)"
+                             for side, seconds in row["seconds"].items())
+                    print(f"{name:8s} N={batch:<4d} threads={threads} {task:5s} " + "  ".join(cells)
                         + f"  load {row['load']:.1f}", flush=True)
     fit = tuple(options.fit_batches)
     memory = [] if options.no_memory else [row for name in options.models

@@ -80,6 +80,29 @@ def test_chunks_of_samples_give_the_whole_batch():
         torch.testing.assert_close(norms.conv_norms(x, v, layer_hyper), whole, **TOL)
 
 
+@pytest.mark.parametrize("size, channels, elements", [
+    (4, 512, 512 * 9 * 16),  # pairs: the patches (the 2.4M-float per-sample gradient is never formed)
+    (8, 256, 256 * 9 * 64),  # pairs: the patches (more than the 64^2 location pairs)
+    (32, 64, 64 * 9 * 1024),  # materialised: the patches (more than the gradient; the 1024^2 pairs are not formed)
+])
+def test_chunks_are_sized_by_the_form_taken(size, channels, elements):
+    """ResNet-18's 3x3 layers at batch 64: the chunks of samples hold the intermediates of the form the cost
+    formulas pick, not of both forms (layer4 in chunks of two samples for a gradient it never forms)."""
+    hyper = conv_hyper((64, channels, size, size), 3, channels, padding=1)
+    assert norms.norm_elements(hyper) == elements
+    x, v = random((64, channels, size, size), 0).float(), random((64, channels, size, size), 1).float()
+    calls = []
+
+    def counted(routine, part, operands):
+        calls.append(operands["X"].shape[0])
+        return operands["X"].new_zeros(operands["X"].shape[0])
+
+    with mock.patch.object(norms, "run_routine", counted):
+        assert norms.conv_norms(x, v, hyper).shape == (64,)
+    assert sum(calls) == 64 and len(calls) == len(patches.chunk_layers(hyper, elements))
+    assert len(calls) <= 10
+
+
 @pytest.mark.parametrize("shape", [(4, 5), (4, 3, 5), (4, 2, 3, 5)], ids=["no-locations", "3-locations", "6-locations"])
 @pytest.mark.parametrize("materialise", [True, False])
 def test_linear_norms_both_ways(shape, materialise):

@@ -33,7 +33,7 @@ from tnconv.conv.hyper import ConvHyper
 from tnconv.curvature.factors import Geometry, channels_last, locations
 from tnconv.curvature.patches import chunk_layers
 from tnconv.routines.run import run_routine
-from tnconv.routines.scaling import shortcut_pays
+from tnconv.routines.scaling import quantities, shortcut_pays
 from tnconv.routines.table import LOCATION_PAIRS, TABLE
 
 
@@ -75,13 +75,23 @@ def sum_weight_grad_squared(
 
 
 def conv_norms(x: torch.Tensor, gradient: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
-    """The ``per_sample_grad_norm`` routine on the layer ``hyper`` (with ``out_channels``), in chunks of samples."""
-    locations_ = math.prod(hyper.output_size)
-    per_sample = max(math.prod(hyper.weight_shape), hyper.in_channels * hyper.kernel_elements * locations_,
-                     hyper.groups * locations_**2)
+    """The ``per_sample_grad_norm`` routine on the layer ``hyper`` (with ``out_channels``), in chunks of samples
+    (``norm_elements`` a sample)."""
     routine = TABLE["per_sample_grad_norm"]
     return torch.cat([run_routine(routine, part, {"X": x[chunk.samples], "V": gradient[chunk.samples]})
-                      for chunk, part in chunk_layers(hyper, per_sample)])
+                      for chunk, part in chunk_layers(hyper, norm_elements(hyper))])
+
+
+def norm_elements(hyper: ConvHyper) -> int:
+    """Elements a sample of the largest intermediates of the form that ``per_sample_grad_norm``'s cost formulas
+    pick on the layer: its patches ``C_in*K*T`` and the per-sample gradient ``prod(W)`` (materialised) or the
+    location-pair Grams ``G*T^2`` (pairs). Sized by the form taken, not by both, so that a layer of few locations
+    and a large weight (pairs) is not cut into chunks of one or two samples for a gradient it never forms."""
+    count = math.prod(hyper.output_size)
+    patches = hyper.in_channels * hyper.kernel_elements * count
+    if shortcut_pays(LOCATION_PAIRS, quantities(hyper)):
+        return max(patches, math.prod(hyper.weight_shape))
+    return max(patches, hyper.groups * count**2)
 
 
 def weight_norms(x: torch.Tensor, gradient: torch.Tensor, layer: Geometry) -> torch.Tensor:
