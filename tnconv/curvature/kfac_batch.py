@@ -99,14 +99,24 @@ def check_batch(batches: Sequence[LayerBatch], reduce: bool) -> None:
 
 def check_factors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], message: str) -> None:
     """Raise a ValueError for the first layer of ``factors`` (layer name -> ``(A, B)``) with a NaN or inf entry:
-    ``message`` formatted with the factor (``which``, "A" or "B") and the layer (``name``). One synchronisation."""
+    ``message`` formatted with the factor (``which``, "A" or "B") and the layer (``name``). One synchronisation.
+
+    A factor is finite when its smallest and largest entries are (``torch.aminmax`` propagates NaN): one reading
+    pass per factor and no temporary of its size (``isfinite`` writes a mask as large as the factor and reads it
+    again, 1.1 s of an 11 s inversion of ResNet-18's factors at batch 32)."""
     names = list(factors)
     if not names:
         return
-    verdicts = torch.stack([factor.isfinite().all() for name in names for factor in factors[name]]).tolist()
+    verdicts = torch.stack([finite(factor) for name in names for factor in factors[name]]).tolist()
     for index, ok in enumerate(verdicts):
         if not ok:
             raise ValueError(message.format(which=FACTOR_NAMES[index % 2], name=names[index // 2]))
+
+
+def finite(tensor: torch.Tensor) -> torch.Tensor:
+    """Whether every entry of ``tensor`` (not empty) is finite, as a 0-d bool tensor: its smallest and largest entries
+    are (``check_factors``)."""
+    return torch.stack(torch.aminmax(tensor)).isfinite().all()
 
 
 def factor_shapes(layer: Layer, joined: bool) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
