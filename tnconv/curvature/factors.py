@@ -132,10 +132,10 @@ def channels_last(columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class InputSums:
-    """Each sample's patches summed over the layer's ``locations`` ``T``, ``sums`` ``(N, G, d)`` (``sum_t u[n, g, :, t]``),
-    and KFAC-reduce's scaling ``scale = 1/(N*T^2)``: KFAC-reduce's ``A``, its diagonal (``input_factor_diagonal``) and a
-    joined bias's mean patch (``mean_patch``) are all read from them, so that a batch passes over each input once
-    (``input_sums``)."""
+    """Each sample's patches summed over the layer's ``locations`` ``T``, ``sums`` ``(N, G, d)``
+    (``sum_t u[n, g, :, t]``), and KFAC-reduce's scaling ``scale = 1/(N*T^2)``: KFAC-reduce's ``A``, its diagonal
+    (``input_factor_diagonal``) and a joined bias's mean patch (``mean_patch``) are all read from them, so that a
+    batch passes over each input once (``input_sums``)."""
 
     sums: torch.Tensor
     locations: int
@@ -231,21 +231,18 @@ def input_factor_diagonal(
 
     A Gram's entries are bounded by its diagonal (Cauchy-Schwarz: ``|P_ab| <= max(P_aa, P_bb)``, also
     for every partial sum), so a finite, not too large diagonal means a finite factor: the check
-    ``KFAC.update`` makes before it blends a batch in, at the cost of one pass over the input (conv
-    layers: the patch sums of ``x^2``, or of ``x``: squaring commutes with zero padding, and other
-    padding modes are applied to ``x`` before).
+    ``KFAC.update`` makes before it blends a batch in, at the cost of one pass over the input (expand, conv
+    layers: the patch sums of ``x^2``: squaring commutes with zero padding, and other padding modes are
+    applied to ``x`` before; reduce: none beyond the sums that ``A`` is formed from).
     """
     wide = torch.float32 if x.dtype in HALF else None
-    if reduce and sums is not None:
+    if reduce:
+        sums = input_sums(x, layer) if sums is None else sums
         return torch.linalg.vector_norm(sums.sums, dim=0, dtype=wide).square()
-    if layer.kind == "linear":  # summed over locations in x's dtype, as input_factor does
-        u = locations(x)
-        rows = u.sum(1, keepdim=True) if reduce else u
-        return torch.linalg.vector_norm(rows, dim=(0, 1), dtype=wide).square()[None]
+    if layer.kind == "linear":
+        return torch.linalg.vector_norm(locations(x), dim=(0, 1), dtype=wide).square()[None]
     x = x if wide is None else x.to(wide)
-    hyper = conv_layer(x, layer.conv)
-    sums = patch_sums(x if reduce else x.square(), hyper)
-    return sums.square().sum(0) if reduce else sums.sum(0)
+    return patch_sums(x.square(), conv_layer(x, layer.conv)).sum(0)
 
 
 def output_factor_diagonal(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
