@@ -2,24 +2,30 @@
 
 The digits CNN of ``examples/digits_kfac.py`` (seed 0, the 1797 images of 8x8 pixels, 10 classes,
 cross-entropy), batches of ``--batch`` drawn with one seeded generator per run, ``--steps`` steps, 1 thread
-(``--threads``). Each method runs at every learning rate of its grid (``GRIDS``, small and documented):
+(``--threads``). Each method runs at every learning rate of its grid (``GRIDS``, small and documented) and, for
+KFAC, at every ``invert_every`` of ``INVERT_EVERY`` (1: fresh inverses every step; 10: reused for 10 steps):
 
 - ``sgd``: ``torch.optim.SGD`` with momentum 0.9;
 - ``adam``: ``torch.optim.Adam`` (default betas);
-- ``kfac``: ``KFAC(model, loss, fisher="type-2", ema_decay=0.9)`` recorded inside each step
-  (``with kfac.track():``), ``kfac.preconditioner(0.1).step()``, then ``torch.optim.SGD`` without momentum,
-  as in the example.
+- ``kfac``: ``KFAC(model, loss, fisher="type-2", ema_decay=0.9)`` (KFAC-expand) recorded inside each step
+  (``with kfac.track():``: one extra backward of the 10 Hessian columns),
+  ``kfac.preconditioner(0.1, invert_every=k).step()``, then ``torch.optim.SGD`` without momentum, as in the
+  example;
+- ``kfac-empirical``: the same with ``approx="reduce", fisher="empirical"``: the factors from the step's own
+  backward, no extra pass (the cheapest tracked KFAC).
 
+A KFAC run that diverges ends at the batch that ``track()`` refuses (its factors not finite) with a NaN loss.
 The wall-clock seconds of a run count its training steps only (the evaluations, the loss on the whole data
 set every ``--eval-every`` steps, are timed out). Each method's best learning rate is the one with the lowest
-final loss; the target is the best SGD run's final loss, and for each method's best run the seconds until
-its loss first reached it are reported (None: never).
+final loss (for KFAC, the best pair of learning rate and ``invert_every``); the target is the best SGD run's
+final loss, and for each method's best run the seconds until its loss first reached it are reported (None:
+never), with each method's median seconds per step over its runs (the per-step cost behind those seconds).
 
 Output: a line per run and the verdict on stdout, the runs in ``--json`` (benchmarks/digits.json) and the
 loss of each method's best run against seconds in ``--plot`` (benchmarks/digits.png).
 
 Usage: python benchmarks/train_digits.py [--steps 300] [--batch 64] [--eval-every 5] [--threads 1]
-       [--json PATH] [--plot PATH]
+       [--grid full|first] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
+import statistics
 import time
 from pathlib import Path
 from types import ModuleType
@@ -37,7 +45,11 @@ import torch
 from tnconv.curvature import KFAC
 
 ROOT = Path(__file__).resolve().parent.parent
-GRIDS = {"sgd": [0.01, 0.03, 0.1, 0.3], "adam": [0.001, 0.003, 0.01, 0.03], "kfac": [0.02, 0.05, 0.1, 0.2]}
+GRIDS = {"sgd": [0.01, 0.03, 0.1, 0.3], "adam": [0.001, 0.003, 0.01, 0.03], "kfac": [0.02, 0.05, 0.1, 0.2],
+         "kfac-empirical": [0.02, 0.05, 0.1, 0.2]}  # fmt: skip
+INVERT_EVERY = [1, 10]
+KFAC_SETTINGS = {"kfac": {"approx": "expand", "fisher": "type-2"},
+                 "kfac-empirical": {"approx": "reduce", "fisher": "empirical"}}  # fmt: skip
 DAMPING = 0.1
 
 
@@ -50,7 +62,8 @@ def example() -> ModuleType:
     return module
 
 
-def run(method: str, lr: float, steps: int, batch: int, eval_every: int, seed: int = 0) -> dict:
+def run(method: str, lr: float, steps: int, batch: int, eval_every: int, invert_every: int | None = None,
+        seed: int = 0) -> dict:  # fmt: skip
     """One training run: ``seconds`` (training time so far) and ``losses`` (whole data set) at each evaluation."""
     digits = example()
     images, labels = digits.digits()
@@ -62,8 +75,8 @@ def run(method: str, lr: float, steps: int, batch: int, eval_every: int, seed: i
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        kfac = KFAC(model, loss_function, fisher="type-2", ema_decay=0.9)
-        preconditioner = kfac.preconditioner(DAMPING)
+        kfac = KFAC(model, loss_function, **KFAC_SETTINGS[method], ema_decay=0.9)
+        preconditioner = kfac.preconditioner(DAMPING, invert_every=invert_every or 1)
     generator = torch.Generator().manual_seed(seed)
     seconds, losses, elapsed = [0.0], [evaluate(model, loss_function, images, labels)], 0.0
     for step in range(1, steps + 1):
@@ -72,8 +85,13 @@ def run(method: str, lr: float, steps: int, batch: int, eval_every: int, seed: i
         start = time.perf_counter()
         optimizer.zero_grad()
         if kfac is not None and preconditioner is not None:
-            with kfac.track():
-                loss_function(model(x), y).backward()
+            try:
+                with kfac.track():
+                    loss_function(model(x), y).backward()
+            except ValueError:  # a diverged run's batch is refused (not finite): the run ends with a NaN loss
+                seconds.append(elapsed + time.perf_counter() - start)
+                losses.append(math.nan)
+                break
             preconditioner.step()
         else:
             loss_function(model(x), y).backward()
@@ -82,7 +100,7 @@ def run(method: str, lr: float, steps: int, batch: int, eval_every: int, seed: i
         if step % eval_every == 0 or step == steps:
             seconds.append(elapsed)
             losses.append(evaluate(model, loss_function, images, labels))
-    return {"method": method, "lr": lr, "seconds": seconds, "losses": losses}
+    return {"method": method, "lr": lr, "invert_every": invert_every, "seconds": seconds, "losses": losses}
 
 
 def evaluate(model: torch.nn.Module, loss_function: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -91,30 +109,52 @@ def evaluate(model: torch.nn.Module, loss_function: torch.nn.Module, images: tor
         return float(loss_function(model(images), labels))
 
 
-def reached(result: dict, target: float) -> float | None:
-    """The training seconds after which ``result``'s loss first was at or below ``target`` (None: never)."""
-    return next((s for s, loss in zip(result["seconds"], result["losses"]) if loss <= target), None)
+def reached(result: dict, target: float) -> int | None:
+    """The index of ``result``'s first evaluation with a loss at or below ``target`` (None: never)."""
+    return next((index for index, loss in enumerate(result["losses"]) if loss <= target), None)
 
 
-def study(steps: int, batch: int, eval_every: int, grids: dict[str, list[float]]) -> dict:
-    """Every run of ``grids``, each method's best, the target and the seconds to reach it."""
+def label(result: dict) -> str:
+    """A run's method and settings in words."""
+    every = "" if result["invert_every"] is None else f", invert_every {result['invert_every']}"
+    return f"{result['method']} (lr {result['lr']:g}{every})"
+
+
+def study(steps: int, batch: int, eval_every: int, grids: dict[str, list[float]], invert_every: list[int]) -> dict:
+    """Every run of ``grids`` (KFAC's at each of ``invert_every``), each method's best, the target and the seconds
+    and steps that each best run takes to reach it; each method's median seconds per step over its runs."""
     runs = []
     for method, rates in grids.items():
-        for lr in rates:
-            result = run(method, lr, steps, batch, eval_every)
-            runs.append(result)
-            print(f"{method:4s} lr={lr:<6g} final loss {result['losses'][-1]:.4f} after {result['seconds'][-1]:.2f} s",
-                  flush=True)  # fmt: skip
+        for every in invert_every if method in KFAC_SETTINGS else [None]:
+            for lr in rates:
+                result = run(method, lr, steps, batch, eval_every, every)
+                runs.append(result)
+                print(f"{label(result):42s} final loss {result['losses'][-1]:.4f} after {result['seconds'][-1]:.2f} s",
+                      flush=True)  # fmt: skip
     finite = [r for r in runs if r["losses"][-1] == r["losses"][-1]]
     best = {method: min((r for r in finite if r["method"] == method), key=lambda r: r["losses"][-1])
             for method in grids}  # fmt: skip
     target = best["sgd"]["losses"][-1]
-    times = {method: reached(result, target) for method, result in best.items()}
-    return {"steps": steps, "batch": batch, "eval_every": eval_every, "grids": grids, "damping": DAMPING,
-            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 1),
+    reaching = {method: reached(result, target) for method, result in best.items()}
+    per_step = {method: statistics.median(r["seconds"][-1] / steps for r in finite if r["method"] == method)
+                for method in grids}  # fmt: skip
+    return {"steps": steps, "batch": batch, "eval_every": eval_every, "grids": grids, "invert_every": invert_every,
+            "damping": DAMPING, "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "target": target,
-            "best": {method: result["lr"] for method, result in best.items()}, "seconds_to_target": times,
-            "runs": runs}  # fmt: skip
+            "best": {method: {"lr": result["lr"], "invert_every": result["invert_every"]}
+                     for method, result in best.items()},
+            "seconds_to_target": {method: None if index is None else best[method]["seconds"][index]
+                                  for method, index in reaching.items()},
+            "steps_to_target": {method: None if index is None else min(index * eval_every, steps)
+                                for method, index in reaching.items()},
+            "seconds_per_step": per_step, "runs": runs}  # fmt: skip
+
+
+def best_run(results: dict, method: str) -> dict:
+    """The run of ``method``'s best settings."""
+    best = results["best"][method]
+    return next(r for r in results["runs"] if r["method"] == method and r["lr"] == best["lr"]
+                and r["invert_every"] == best["invert_every"])  # fmt: skip
 
 
 def plot(path: Path, results: dict) -> None:
@@ -125,9 +165,9 @@ def plot(path: Path, results: dict) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method, lr in results["best"].items():
-        result = next(r for r in results["runs"] if r["method"] == method and r["lr"] == lr)
-        axes.plot(result["seconds"], result["losses"], label=f"{method} (lr {lr:g})")
+    for method in results["best"]:
+        result = best_run(results, method)
+        axes.plot(result["seconds"], result["losses"], label=label(result))
     axes.axhline(results["target"], color="gray", linestyle="--", linewidth=0.8, label="best SGD's final loss")
     axes.set_yscale("log")
     axes.set_xlabel("training seconds (evaluations excluded)")
@@ -146,17 +186,19 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", choices=["full", "first"], default="full",
-                        help="'first': the first learning rate of each grid only (a smoke run)")  # fmt: skip
+                        help="'first': the first learning rate of each grid and the first invert_every only (a smoke "
+                             "run)")  # fmt: skip
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "digits.json"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "digits.png"))
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
-    grids = GRIDS if options.grid == "full" else {method: rates[:1] for method, rates in GRIDS.items()}
-    results = study(options.steps, options.batch, options.eval_every, grids)
+    full = options.grid == "full"
+    grids = GRIDS if full else {method: rates[:1] for method, rates in GRIDS.items()}
+    results = study(options.steps, options.batch, options.eval_every, grids, INVERT_EVERY if full else INVERT_EVERY[:1])
     for method, seconds in results["seconds_to_target"].items():
-        when = "never" if seconds is None else f"after {seconds:.2f} s"
-        print(f"best {method} (lr {results['best'][method]:g}) reaches the best SGD's final loss "
-              f"{results['target']:.4f} {when}")  # fmt: skip
+        when = "never" if seconds is None else f"after {seconds:.2f} s ({results['steps_to_target'][method]} steps)"
+        print(f"best {label(best_run(results, method))} reaches the best SGD's final loss {results['target']:.4f} "
+              f"{when}; {results['seconds_per_step'][method] * 1e3:.2f} ms a step (median of its runs)")  # fmt: skip
     Path(options.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     plot(Path(options.plot), results)
 

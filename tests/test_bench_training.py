@@ -54,6 +54,7 @@ def test_a_few_digits_steps_write_the_study_json_and_plot(tmp_path):
     completed = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     results = json.loads(out.read_text(encoding="utf-8"))
-    assert [(run["method"], len(run["losses"])) for run in results["runs"]] == [("sgd", 4), ("adam", 4), ("kfac", 4)]
+    assert [(run["method"], len(run["losses"])) for run in results["runs"]] == [("sgd", 4), ("adam", 4), ("kfac", 4),
+                                                                                 ("kfac-empirical", 4)]
     assert results["target"] == results["runs"][0]["losses"][-1] and results["seconds_to_target"]["sgd"] is not None
     assert plot.stat().st_size > 10_000

@@ -10,6 +10,7 @@ import torch
 
 from tnconv.curvature import KFAC
 from tnconv.curvature.factors import bias_matrix, layout, matrix_weight, weight_matrix
+from tnconv.curvature.inverses import damped_inverse, symmetrized_into
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 LOSS = torch.nn.CrossEntropyLoss()
@@ -128,3 +129,23 @@ def test_half_gradients_are_preconditioned_in_float32_and_returned_in_their_dtyp
         assert value.dtype == torch.bfloat16
         scale = expected[name].abs().max().item()
         torch.testing.assert_close(value.float(), expected[name], rtol=1e-2, atol=1e-2 * scale)
+
+
+@pytest.mark.parametrize("d", [5, 64])  # a batched transposed copy, and one blocked copy per group
+def test_damped_inverses_symmetrise_in_place_and_fall_back_per_group(d):
+    """``inverses.damped_inverse`` forms ``(F + F^T) / 2 + damping I`` in its output, exactly symmetric, inverts it
+    by Cholesky, and a group that is not positive definite by its clamped eigen-decomposition (read before the
+    inverse overwrites the output)."""
+    generator = torch.Generator().manual_seed(d)
+    square = torch.randn(3, d, d, generator=generator, dtype=torch.float64)
+    skew = torch.randn(3, d, d, generator=generator, dtype=torch.float64)
+    factor = square @ square.mT / d + skew - skew.mT  # not symmetric; its symmetric part positive definite
+    factor[1] = -torch.eye(d, dtype=torch.float64)  # eigenvalues -1: clamped to 0
+    out = torch.empty_like(factor)
+    assert symmetrized_into(out.clone(), factor).equal(symmetrized_into(out, factor).mT)
+    torch.testing.assert_close(out, (factor + factor.mT) / 2, **TOL)
+    damping = 0.5
+    assert damped_inverse(factor, damping, out, "layer", "A") == [1]
+    expected = torch.linalg.inv((factor + factor.mT) / 2 + damping * torch.eye(d, dtype=torch.float64))
+    expected[1] = torch.eye(d, dtype=torch.float64) / damping
+    torch.testing.assert_close(out, expected, **TOL)

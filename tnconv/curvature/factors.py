@@ -42,7 +42,7 @@ from tnconv.curvature.patches import (
 from tnconv.curvature.patches import input_factor_cost as conv_input_factor_cost
 from tnconv.routines import gram as gram_products
 from tnconv.routines.gram import HALF, accumulate_gram, gram
-from tnconv.routines.run import run_routine
+from tnconv.routines.run import finish, run_part, run_routine
 from tnconv.routines.table import TABLE
 
 KINDS = ("linear", "conv", "transposed")
@@ -130,24 +130,55 @@ def channels_last(columns: torch.Tensor, layer: Geometry) -> torch.Tensor:
     return flat.reshape(*flat.shape[:3], layer.groups, layer.out_channels // layer.groups)
 
 
+@dataclass(frozen=True)
+class InputSums:
+    """Each sample's patches summed over the layer's ``locations`` ``T``, ``sums`` ``(N, G, d)``
+    (``sum_t u[n, g, :, t]``), and KFAC-reduce's scaling ``scale = 1/(N*T^2)``: KFAC-reduce's ``A``, its diagonal
+    (``input_factor_diagonal``) and a joined bias's mean patch (``mean_patch``) are all read from them, so that a
+    batch passes over each input once (``input_sums``)."""
+
+    sums: torch.Tensor
+    locations: int
+    scale: float
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The sums as the rows of KFAC-reduce's Gram, ``(1, G, d, N)`` (a view)."""
+        return self.sums.permute(1, 2, 0)[None]
+
+
+def input_sums(x: torch.Tensor, layer: Geometry) -> InputSums:
+    """The ``InputSums`` of the layer's input ``x``: a conv layer's by the ``kfac_reduce`` routine's shortcut part
+    (float32 for half ``x``), a ``Linear``'s (``x`` ``(N, *, d)``) its inputs summed over the locations ``*``
+    (``G = 1``, in ``x``'s dtype)."""
+    if layer.kind == "linear":
+        u = locations(x)
+        batch, count = u.shape[:2]
+        return InputSums(u.sum(1)[:, None], count, 1.0 / (batch * count**2))
+    hyper = conv_layer(x, layer.conv)
+    routine = TABLE["kfac_reduce"]
+    part = run_part(routine, hyper, {"X": x}).reshape(hyper.batch, hyper.groups, -1)
+    return InputSums(part, math.prod(hyper.output_size), finish(routine, hyper).factor)
+
+
 def input_factor(
     x: torch.Tensor, layer: Geometry, reduce: bool, out: torch.Tensor | None = None, alpha: float = 1.0,
-    beta: float = 0.0,
+    beta: float = 0.0, sums: InputSums | None = None,
 ) -> torch.Tensor:
     """``out = beta * out + alpha * A`` in place for KFAC's ``A`` ``(G, d, d)``: ``1/(N*T) sum u u^T`` (expand)
     or ``1/(N*T^2) sum_n (sum_t u)(sum_t u)^T``; a new ``A`` (float32 for half ``x``) when ``out`` is None.
+    KFAC-reduce's is the Gram of ``sums`` (``input_sums`` of ``x``, formed here when None).
 
     One triangle of the Gram is multiplied and mirrored (``tnconv.routines.gram``): exactly
     symmetric, with no temporary of the factor's size.
     """
+    if reduce:
+        sums = input_sums(x, layer) if sums is None else sums
+        return _gram_into(sums.rows, out, alpha * sums.scale, beta)
     if layer.kind != "linear":
         return accumulate_input_factor(x, conv_layer(x, layer.conv), reduce, out, alpha, beta)
     u = locations(x)
-    batch, count = u.shape[:2]
-    if reduce:
-        rows, scale = u.sum(1).T, 1.0 / (batch * count**2)
-    else:
-        rows, scale = u.reshape(-1, u.shape[-1]).T, 1.0 / (batch * count)
+    rows, scale = u.reshape(-1, u.shape[-1]).T, 1.0 / (u.shape[0] * u.shape[1])
     return _gram_into(rows[None, None], out, alpha * scale, beta)
 
 
@@ -172,8 +203,12 @@ def _gram_into(rows: torch.Tensor, out: torch.Tensor | None, alpha: float, beta:
     return gram(rows, alpha) if out is None else accumulate_gram(rows, out, alpha, beta)
 
 
-def mean_patch(x: torch.Tensor, layer: Geometry) -> torch.Tensor:
-    """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)`` (float32 for half ``x``)."""
+def mean_patch(x: torch.Tensor, layer: Geometry, sums: InputSums | None = None) -> torch.Tensor:
+    """The mean of the patches ``u_g[n, t]`` over samples and locations: ``(G, d)`` (float32 for half ``x``); from
+    ``sums`` (``input_sums`` of ``x``) where given."""
+    if sums is not None:
+        wide = sums.sums.float() if sums.sums.dtype in HALF else sums.sums
+        return wide.sum(0).div_(wide.shape[0] * sums.locations)
     if x.dtype in HALF:
         x = x.float()
     if layer.kind == "linear":
@@ -187,25 +222,27 @@ def patch_sums(x: torch.Tensor, hyper: ConvHyper) -> torch.Tensor:
     return run_routine(TABLE["patch_sums"], hyper, {"X": x}).reshape(hyper.batch, hyper.groups, -1)
 
 
-def input_factor_diagonal(x: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:
+def input_factor_diagonal(
+    x: torch.Tensor, layer: Geometry, reduce: bool, sums: InputSums | None = None
+) -> torch.Tensor:
     """The diagonal ``(G, d)`` of the unscaled Gram behind ``input_factor`` (float32 for half ``x``): per patch entry,
-    ``sum_{n,t} u^2`` (expand) or ``sum_n (sum_t u)^2`` (reduce).
+    ``sum_{n,t} u^2`` (expand) or ``sum_n (sum_t u)^2`` (reduce: from ``sums``, ``input_sums`` of ``x``, where
+    given, the sums that ``input_factor`` multiplies).
 
     A Gram's entries are bounded by its diagonal (Cauchy-Schwarz: ``|P_ab| <= max(P_aa, P_bb)``, also
     for every partial sum), so a finite, not too large diagonal means a finite factor: the check
-    ``KFAC.update`` makes before it blends a batch in, at the cost of one pass over the input (conv
-    layers: the patch sums of ``x^2``, or of ``x``: squaring commutes with zero padding, and other
-    padding modes are applied to ``x`` before).
+    ``KFAC.update`` makes before it blends a batch in, at the cost of one pass over the input (expand, conv
+    layers: the patch sums of ``x^2``: squaring commutes with zero padding, and other padding modes are
+    applied to ``x`` before; reduce: none beyond the sums that ``A`` is formed from).
     """
     wide = torch.float32 if x.dtype in HALF else None
-    if layer.kind == "linear":  # summed over locations in x's dtype, as input_factor does
-        u = locations(x)
-        rows = u.sum(1, keepdim=True) if reduce else u
-        return torch.linalg.vector_norm(rows, dim=(0, 1), dtype=wide).square()[None]
+    if reduce:
+        sums = input_sums(x, layer) if sums is None else sums
+        return torch.linalg.vector_norm(sums.sums, dim=0, dtype=wide).square()
+    if layer.kind == "linear":
+        return torch.linalg.vector_norm(locations(x), dim=(0, 1), dtype=wide).square()[None]
     x = x if wide is None else x.to(wide)
-    hyper = conv_layer(x, layer.conv)
-    sums = patch_sums(x if reduce else x.square(), hyper)
-    return sums.square().sum(0) if reduce else sums.sum(0)
+    return patch_sums(x.square(), conv_layer(x, layer.conv)).sum(0)
 
 
 def output_factor_diagonal(columns: torch.Tensor, layer: Geometry, reduce: bool) -> torch.Tensor:

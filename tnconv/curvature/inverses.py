@@ -27,6 +27,9 @@ from tnconv.curvature.kfac_batch import check_factors
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 StackKey = tuple[int, int, torch.dtype, torch.device]
+TRANSPOSED_COPY_ROWS = 60
+"""Rows from which PyTorch's 2-d copy of a transposed matrix runs by blocks (its ``copy_transpose`` path needs
+``60 x 60`` elements); below, one batched copy of all groups costs fewer calls."""
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,35 @@ def invert(
 
 def damped_inverse(factor: torch.Tensor, damping: float, out: torch.Tensor, layer: str, which: str) -> list[int]:
     """Write ``((F + F^T) / 2 + damping I)^{-1}`` of ``factor`` ``F`` ``(G, d, d)`` into ``out``: by Cholesky, or for a
-    group where that fails (not positive definite) by the clamped eigen-decomposition; returns those groups."""
-    damped = factor + factor.mT
-    damped.mul_(0.5).diagonal(dim1=1, dim2=2).add_(damping)
+    group where that fails (not positive definite) by the clamped eigen-decomposition; returns those groups.
+
+    The damped factor is formed in ``out`` itself (``symmetrized_into``: no temporary of the factor's size), which
+    the inverse then overwrites."""
+    damped = symmetrized_into(out, factor)
+    damped.diagonal(dim1=1, dim2=2).add_(damping)
     lower, info = torch.linalg.cholesky_ex(damped)
     failed = torch.nonzero(info).flatten().tolist()
+    fallbacks = [clamped_inverse(damped[group], damping, layer, which, group) for group in failed]
     if failed:
         lower[failed] = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
     torch.cholesky_inverse(lower, out=out)
-    for group in failed:
-        out[group] = clamped_inverse(damped[group], damping, layer, which, group)
+    for group, inverse in zip(failed, fallbacks):
+        out[group] = inverse
     return failed
+
+
+def symmetrized_into(out: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``out = (F + F^T) / 2`` for ``factor`` ``F`` ``(G, d, d)`` (exactly symmetric); returns ``out``.
+
+    ``F^T`` is copied group by group where ``d >= TRANSPOSED_COPY_ROWS``: PyTorch copies a transposed matrix by
+    blocks only in 2-d, and reading ``F^T`` element by element (``F + F.mT``) took 3-5 times as long as the blocked
+    copy and the sum on a ``4608 x 4608`` factor (``benchmarks/RESULTS.md``, "KFAC step overheads")."""
+    if factor.shape[-1] >= TRANSPOSED_COPY_ROWS:
+        for target, source in zip(out, factor):
+            target.copy_(source.mT)
+    else:
+        out.copy_(factor.mT)
+    return out.add_(factor).mul_(0.5)
 
 
 def clamped_inverse(damped: torch.Tensor, damping: float, layer: str, which: str, group: int) -> torch.Tensor:

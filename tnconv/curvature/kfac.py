@@ -189,6 +189,8 @@ class KFAC:
             self._join(pending)
             return
         self._check_layers([batch.layer.name for batch in batches])
+        if self.approx == "reduce":  # the patch sums, formed once for the check, A and a joined bias
+            batches[:] = [batch.with_sums() for batch in batches]
         check_batch(batches, self.approx == "reduce")
         self._blend_into(self._factors, batches, *self._blends(size))
         self.count += size
@@ -296,9 +298,9 @@ class KFAC:
         else:
             a, b = running
         d = a.shape[-1] - 1 if joined else a.shape[-1]
-        input_factor(x, geometry, reduce, a[:, :d, :d], blend_a.alpha, blend_a.beta)
+        input_factor(x, geometry, reduce, a[:, :d, :d], blend_a.alpha, blend_a.beta, batch.sums)
         if joined:
-            accumulate_bias(a, mean_patch(x, geometry), blend_a.alpha, blend_a.beta)
+            accumulate_bias(a, mean_patch(x, geometry, batch.sums), blend_a.alpha, blend_a.beta)
         if batch.b is not None:
             return a, blend_b.merge(b, batch.b)
         assert batch.columns is not None and b is not None  # a batch holds its columns or its formed B
