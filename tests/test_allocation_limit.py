@@ -14,6 +14,9 @@ from cli_run import one_line_error, run
 
 import tnconv
 from tnconv import limits
+from tnconv.cli import measure
+from tnconv.cli.derive import derive
+from tnconv.cli.layers import builtin_layer
 
 GIB = 2**30
 X = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -86,6 +89,47 @@ def test_a_layer_padded_beyond_the_limit_is_refused_by_the_per_layer_routines() 
             tnconv.functional.conv(X, torch.ones(2, 1, 3, 3), padding=(10**5 - 2) // 2)
     factor = tnconv.curvature.kfac_expand_factor(X, 3, padding=1)  # a layer that fits runs as before
     assert factor.shape == (1, 9, 9)
+
+
+def test_a_native_kernel_refuses_its_padded_input_beyond_the_limit() -> None:
+    """A one-sided padding of 7e5 with an equal stride: the result (and the operands) are a few numbers, but the
+    native kernel pads the 4x4 input to 700004x700004 (1.96 TB) before it runs; refused by the limit, naming the
+    size (before, the allocator failed - or, on a machine that large, it ran)."""
+    far = 7 * 10**5
+    padding = ((0, far), (0, far))
+    refused = r"the input \(1, 1, 4, 4\) padded to \(1, 1, 700004, 700004\) .* 490,005,600,016 elements \(1960.0 GB"
+    with tnconv.set_allocation_limit(GIB):
+        with pytest.raises(ValueError, match=refused):
+            tnconv.functional.conv(X, torch.ones(2, 1, 3, 3), padding=padding, stride=far)
+        with pytest.raises(ValueError, match=refused):
+            tnconv.functional.conv_weight_vjp(X, torch.ones(1, 2, 2, 2), 3, stride=far, padding=padding)
+        with pytest.raises(ValueError, match=refused):
+            tnconv.functional.unfold(X, 3, stride=far, padding=padding)
+        near = ((0, 3), (0, 3))  # a padding that fits runs as before
+        torch.testing.assert_close(
+            tnconv.functional.conv(X, torch.ones(2, 1, 3, 3), padding=near, stride=3),
+            torch.nn.functional.conv2d(torch.nn.functional.pad(X, [0, 3, 0, 3]), torch.ones(2, 1, 3, 3), stride=3),
+        )
+
+
+def test_the_command_line_check_and_bench_use_the_allocation_limit() -> None:
+    """``derive --check`` / ``--bench`` refuse a layer by the library's limit (no separate bound of their own):
+    under a 10 kB limit ``tiny_2d``'s check and bench (tensors of a few thousand numbers) are refused, naming the
+    size; under the default they run. The einsum plan that ``--check`` compares a native kernel with is skipped, with the reason, when its
+    largest intermediate exceeds the same limit."""
+    with tnconv.set_allocation_limit(10**4):
+        for flag in ("--check", "--bench"):
+            status, _, err = run("derive", "forward", "--layer", "tiny_2d", flag, "--no-diagram")
+            assert status == 2
+            line = one_line_error(err)
+            assert f"{flag}: this layer's largest tensor (use a smaller --batch or layer) would hold" in line, line
+            assert "more than the allocation limit of 10.0 kB" in line, line
+    status, out, _ = run("derive", "forward", "--layer", "tiny_2d", "--check", "--no-diagram")
+    assert status == 0, out
+    derivation = derive("forward", builtin_layer("tiny_2d"))
+    with tnconv.set_allocation_limit(derivation.program.largest_intermediate * 8 - 1):
+        assert "more than the allocation limit" in (measure._plan_too_large(derivation) or "")
+    assert measure._plan_too_large(derivation) is None
 
 
 def test_kfac_refuses_monte_carlo_columns_beyond_the_limit_at_update() -> None:

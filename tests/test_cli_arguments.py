@@ -215,7 +215,7 @@ def test_check_refusals_come_before_any_output():
     """--check and --bench ask PyTorch to run the layer: whether it can is known before the header."""
     status, out, err = run("derive", "unfold-transpose", "--layer", "vit_b16_patchify", "--check", "--no-diagram")
     assert status == 2 and out == ""
-    assert "--check: this layer needs a tensor of" in one_line_error(err)
+    assert "--check: this layer's largest tensor (use a smaller --batch or layer) would hold" in one_line_error(err)
 
 
 def test_json_output_has_no_header():

@@ -224,6 +224,33 @@ def test_work_falls_with_keep(mode, monkeypatch):
     assert 0 < flops[0.25] < 0.4 * flops[1.0]
 
 
+def test_channel_kernel_calls_take_whole_channel_blocks_on_the_cpu(monkeypatch):
+    """On the CPU the kept channels of a group are gathered into a multiple of CHANNEL_BLOCK slots (at most the
+    group's channels; spare slots repeat a kept channel), so that oneDNN's blocked kernel does no extra work and the
+    gathered sizes repeat between draws; the estimate is still that of the kept channels."""
+    widths = []
+    slice_vjp = dropout_slices.weight_vjp_slice
+
+    def recording(x, v, kernel_size, stride, padding, dilation, groups):
+        widths.append(x.shape[1] // groups)
+        return slice_vjp(x, v, kernel_size, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(dropout_slices, "weight_vjp_slice", recording)
+    block = dropout_slices.CHANNEL_BLOCK
+    for in_channels, groups in ((20, 1), (24, 2), (6, 1)):
+        layer = conv_layer((2, in_channels, 6, 6), 2 * groups, (3, 3), padding=1, groups=groups)
+        x, v = random(layer.x_shape, 0), random(layer.output_shape, 1)
+        per_group = in_channels // groups
+        for seed in range(4):
+            widths.clear()
+            kept = kept_channels(layer, 0.4, seed)
+            most = int(kept.view(groups, per_group).sum(1).max())
+            got = estimate(layer, x, v, 0.4, "channel", seed)
+            assert widths == ([min(per_group, -(-most // block) * block)] if most else []), (in_channels, seed)
+            masked = x * spread(kept, x.ndim, (1,))
+            torch.testing.assert_close(got, exact_vjp(layer, masked, v) / 0.4, **TOL)
+
+
 def test_row_kernel_calls_read_at_most_chunk_bytes(monkeypatch):
     """Each kernel call of mode="rows" reads at most CHUNK_BYTES of stacked windows and of output-gradient blocks
     (small, reused buffers instead of fresh pages for all kept units); the parts add up to the same estimate as one

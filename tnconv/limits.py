@@ -19,7 +19,10 @@ and ``tnconv.set_allocation_limit(None)`` goes back to the default.
 ``tnconv.allocation_limit()`` reads the limit in force. It is one setting of the
 process (every thread sees it): the attribute ``bytes`` of ``LIMIT``, read by the
 checks on every call (a plain attribute, which ``torch.compile`` traces and guards).
-A native kernel's own workspace is PyTorch's; tnconv bounds its result.
+A native kernel call is bounded in its result (the runner) and in the padded copy of
+its input (``tnconv.backends.torch.kernels``); the buffers PyTorch makes inside the
+kernel (oneDNN's reordered operands) are PyTorch's. The command line's ``--check``
+and ``--bench`` use this limit too.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@
   millisecond; min, median and max per call of each side and of the paired
   ratios.
 
-``guard`` refuses a run whose tensors would not fit in ``MEMORY_LIMIT``.
+``guard`` refuses a run whose tensors would not fit in the allocation limit
+(``tnconv.limits``: the library's one bound, ``tnconv.set_allocation_limit``), with the
+limit's ``ValueError`` naming the size.
 """
 
 from __future__ import annotations
@@ -27,23 +29,18 @@ import torch
 from tnconv.cli.derive import Derivation
 from tnconv.conv.hyper import ConvHyper
 from tnconv.conv.options import Options
+from tnconv.limits import LIMIT, check_allocation, format_bytes
 from tnconv.routines.references import supported
 from tnconv.routines.routine import Routine
 from tnconv.routines.run import finish
 
-MEMORY_LIMIT = 4 * 2**30  # bytes: the largest tensor --check and --bench may create
 RTOL = 1e-10
 SAMPLE_SECONDS = 1e-3  # a timed sample repeats a call until it lasts about this long
 MAX_CALLS_PER_SAMPLE = 1000
 
 
 def _refuse_large(largest: int, dtype: torch.dtype, flag: str) -> None:
-    size = largest * torch.finfo(dtype).bits // 8
-    if size > MEMORY_LIMIT:
-        raise ValueError(
-            f"{flag}: this layer needs a tensor of {largest:,} numbers ({size / 2**30:.1f} GiB in "
-            f"{str(dtype).removeprefix('torch.')}), more than {MEMORY_LIMIT // 2**30} GiB; use a smaller --batch or layer"
-        )
+    check_allocation(largest, dtype.itemsize, f"{flag}: this layer's largest tensor (use a smaller --batch or layer)")
 
 
 def largest_tensor(routine: Routine, hyper: ConvHyper, options: Options) -> int:
@@ -57,7 +54,7 @@ def largest_tensor(routine: Routine, hyper: ConvHyper, options: Options) -> int:
 
 
 def guard_layer(routine: Routine, hyper: ConvHyper, options: Options, dtype: torch.dtype, flag: str) -> None:
-    """Before deriving: refuse when PyTorch has no reference or its tensors exceed ``MEMORY_LIMIT``."""
+    """Before deriving: refuse when PyTorch has no reference or its tensors exceed the allocation limit."""
     why_not = supported(hyper)
     if why_not is not None:
         raise ValueError(f"{flag}: {why_not}")
@@ -65,7 +62,7 @@ def guard_layer(routine: Routine, hyper: ConvHyper, options: Options, dtype: tor
 
 
 def guard(derivation: Derivation, dtype: torch.dtype, flag: str) -> None:
-    """``guard_layer``, and refuse when the compiled program's own tensors exceed ``MEMORY_LIMIT``."""
+    """``guard_layer``, and refuse when the compiled program's own tensors exceed the allocation limit."""
     guard_layer(derivation.entry, derivation.hyper, derivation.options, dtype, flag)
     program, net = derivation.program, derivation.network
     cost = program.kernel_cost()
@@ -93,10 +90,10 @@ def _compare(against: str, got: torch.Tensor, expected: torch.Tensor) -> dict[st
 def _plan_too_large(derivation: Derivation) -> str | None:
     """Why the einsum plan of a native program is not run for --check (None when it fits)."""
     largest = derivation.program.largest_intermediate
-    size = largest * torch.finfo(torch.float64).bits // 8
-    if size > MEMORY_LIMIT:
-        return (f"not run: its largest intermediate holds {largest:,} numbers ({size / 2**30:.1f} GiB in float64), "
-                f"more than {MEMORY_LIMIT // 2**30} GiB")
+    size = largest * torch.float64.itemsize
+    if size > LIMIT.bytes:
+        return (f"not run: its largest intermediate holds {largest:,} numbers ({format_bytes(size)} in float64), "
+                f"more than the allocation limit of {format_bytes(LIMIT.bytes)}")
     return None
 
 

@@ -6,7 +6,8 @@ tnconv's native dispatch runs it) computes it and the work is about ``keep``
 times that of the exact weight VJP:
 
 - ``channel_dropout``: the kept input channels of each group (``index_select``
-  of ``x``) as a smaller grouped layer.
+  of ``x``) as a smaller grouped layer, its channels per group rounded up to a
+  multiple of ``CHANNEL_BLOCK`` on the CPU (``channel_slots``).
 - ``row_dropout``: blocks of consecutive output rows (first spatial dim) of each
   sample. The weight VJP is a sum over samples ``n`` and output positions
   ``o``, ``dW = sum_{n,o} v[n, :, o] (x) patch(x[n], o)``; cutting the ``(n, o)``
@@ -16,16 +17,16 @@ times that of the exact weight VJP:
   rows (zero rows where the window leaves the input), so the kept units become
   a batch of windows, with ``keep`` times the exact FLOPs.
 
-``row_dropout`` calls the kernel once per chunk of kept units whose stacked
-windows and output-gradient blocks hold at most ``CHUNK_BYTES`` each, and adds
-the parts: the stack is a copy (the kernel takes no index), which the kernel
-copies again into its own blocked layout, and for all kept units at once these
-are fresh buffers of up to 1.25x the input that the allocator maps anew on
-every call (about 3,600 page faults per call at keep 1 on resnet18_layer1_3x3,
-none in chunks). Channel dropout gathers at most the input once and stays one
-call: cut into chunks of samples it ran slower (0.64x the exact weight VJP at
-keep 0.5 against 0.56x in one call, side by side), since its whole-batch
-buffers did not fault where the chunks' calls cost more.
+Both call the kernel once per chunk (``summed``) whose gathered input and
+output gradient hold at most ``CHUNK_BYTES`` each, and add the parts:
+``row_dropout`` per chunk of kept units, ``channel_dropout`` per chunk of
+samples. The gathered input is a copy (the kernel takes no index), which
+oneDNN copies again into its blocked layout, as it does the output gradient;
+for the whole batch at once these are fresh buffers of several MB that the
+allocator maps anew on most calls (about 3,600 page faults per call for rows
+at keep 1 and 3,500 for channels at keep 0.5 on resnet18_layer1_3x3, none in
+chunks: channels at keep 0.5 0.60x the exact weight VJP in chunks against
+0.73x in one call, by CPU time at load 7).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ from tnconv.conv.hyper import ConvHyper, Pairs
 NATIVE_DIMS = 3  # aten.convolution_backward covers 1-, 2- and 3-d convolutions
 HALO_PARTS = 4  # a row block copies at most 1/HALO_PARTS more input rows than S times its rows
 BLOCKS_PER_SAMPLE = (2, 8)  # the fewest and most row blocks per sample, where the output has enough rows
+CHANNEL_BLOCK = 8
+"""On the CPU, ``channel_dropout`` gathers a multiple of this many channels per group (spare slots repeat a kept
+channel; their results are discarded): oneDNN's weight-gradient kernel (AVX2) pads the input channels to a multiple
+of 8 in its blocked layout, so the spare slots add no kernel work, and the gathered tensor and oneDNN's copies of it
+take one of a few sizes instead of a new size with every draw - new sizes make the allocator map fresh pages
+(page faults cost up to 0.2x the exact weight VJP per call at keep 0.25 on resnet18_layer1_3x3)."""
 CHUNK_BYTES = 2 * 2**20
 """The most bytes of the stacked windows, and of the stacked output-gradient blocks, of one kernel call of
 ``row_dropout`` (at least one unit)."""
@@ -76,10 +83,13 @@ def channel_dropout(
     """The weight VJP from the kept channels ``mask[g, c]`` (a CPU bool tensor) only, scaled by ``1/keep``.
 
     The ``A`` groups with a kept channel become the groups of a smaller layer
-    with ``L`` input channels per group, ``L`` the most kept in one group; a
-    group with fewer repeats its first kept channel in the spare slots, whose
-    results are discarded (dropped channels are never read). Its weight VJP
-    ``(A*C_out/G, L, *K)`` is scattered into the full one.
+    with ``L`` input channels per group (``channel_slots``: the most kept in one
+    group, rounded up on the CPU); a group with fewer repeats its first kept
+    channel in the spare slots, whose results are discarded (dropped channels
+    are never read). Its weight VJP ``(A*C_out/G, L, *K)`` is scattered into
+    the full one. One kernel call per chunk of samples (``summed``: at most
+    ``CHUNK_BYTES`` of gathered input and of output gradient), for the reason
+    ``row_dropout`` gives.
     """
     groups, c_in = hyper.groups, hyper.in_channels // hyper.groups
     c_out = v.shape[1] // groups
@@ -89,22 +99,36 @@ def channel_dropout(
     chosen = counts.nonzero().flatten()  # (A,)
     if chosen.numel() == 0:
         return result.reshape(hyper.weight_shape)
-    slots = int(counts.max())
+    slots = channel_slots(int(counts.max()), c_in, x.device)
     order = torch.argsort((~mask[chosen]).to(torch.int8), dim=1, stable=True)[:, :slots]  # kept first: (A, L)
     used = torch.arange(slots) < counts[chosen, None]  # (A, L)
     channels = torch.where(used, order, order[:, :1])
-    if int(counts.sum()) == groups * c_in:
-        xs = x
-    else:
-        xs = x.index_select(1, (chosen[:, None] * c_in + channels).flatten().to(x.device))  # (N, A*L, *I)
-    vs = v
-    if len(chosen) < groups:
-        vs = v.unflatten(1, (groups, c_out)).index_select(1, chosen.to(v.device)).flatten(1, 2)  # (N, A*C_out/G, *O)
-    vjp = weight_vjp_slice(xs, vs, kernel, hyper.stride, hyper.padding, hyper.dilation, len(chosen))
+    taken = None if int(counts.sum()) == groups * c_in else (chosen[:, None] * c_in + channels).flatten().to(x.device)
+    kept_groups = None if len(chosen) == groups else chosen.to(v.device)
+
+    def part(start: int, length: int) -> torch.Tensor:
+        xs, vs = x.narrow(0, start, length), v.narrow(0, start, length)
+        if taken is not None:
+            xs = xs.index_select(1, taken)  # (n, A*L, *I)
+        if kept_groups is not None:
+            vs = vs.unflatten(1, (groups, c_out)).index_select(1, kept_groups).flatten(1, 2)  # (n, A*C_out/G, *O)
+        return weight_vjp_slice(xs, vs, kernel, hyper.stride, hyper.padding, hyper.dilation, len(chosen))
+
+    sample_bytes = x.element_size() * max(len(chosen) * slots * math.prod(hyper.input_size), v[0].numel())
+    vjp = summed(part, x.shape[0], sample_bytes)
     vjp = vjp.unflatten(0, (len(chosen), c_out)).transpose(1, 2)  # (A, L, C_out/G, *K)
     where = (chosen[:, None].expand_as(channels)[used].to(x.device), channels[used].to(x.device))
     result.transpose(1, 2).index_put_(where, vjp[used.to(x.device)] / keep)
     return result.reshape(hyper.weight_shape)
+
+
+def channel_slots(kept: int, channels: int, device: torch.device) -> int:
+    """Input channels per group of ``channel_dropout``'s smaller layer when at most ``kept`` of ``channels`` are kept
+    in a group: ``kept`` rounded up to a multiple of ``CHANNEL_BLOCK`` (at most ``channels``) on the CPU, ``kept``
+    elsewhere."""
+    if device.type != "cpu":
+        return kept
+    return min(channels, -(-kept // CHANNEL_BLOCK) * CHANNEL_BLOCK)
 
 
 def summed(part: Callable[[int, int], torch.Tensor], count: int, unit_bytes: int) -> torch.Tensor:

@@ -3,10 +3,19 @@
 Each takes the operands in ``Network.operands`` order: its operands are
 arranged (views, permutation, reshape: ``tnconv.lower.layout.Arrange``), the
 kernel runs, and its result is restored into the output's legs.
+
+The runner bounds a call's result by the allocation limit (``tnconv.limits``);
+the padded copy of the input that a call makes on its way (asymmetric or
+non-zero padding), which can be far larger than both the operands and the
+result (a large one-sided padding with an equally large stride), is checked
+here against the same limit before it is made. PyTorch's own
+buffers inside a kernel (oneDNN's reordered copies of the operands) are not
+counted.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -15,6 +24,7 @@ from typing_extensions import assert_never
 
 from tnconv.backends.torch.steps import pairwise
 from tnconv.backends.torch.views import chain, signed_pad
+from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
 from tnconv.lower.kernels import (
     ConvCall, ConvTransposeCall, ConvWeightCall, FoldCall, KernelCall, MatmulCall, Spatial, UnfoldCall,
 )
@@ -57,9 +67,21 @@ def restoration(restore: Restore) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def padding(spatial: Spatial) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The pad applied before the kernel (None: none)."""
+    """The pad applied before the kernel (None: none), its padded copy bounded first."""
     pad, mode = spatial.pad, spatial.mode
-    return None if pad is None else lambda x: signed_pad(x, pad, mode)
+    if pad is None:
+        return None
+    grow = [(max(pad[2 * n], 0) + max(pad[2 * n + 1], 0)) for n in range(len(pad) // 2)][::-1]  # first dim first
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        leading = x.ndim - len(grow)
+        shape = (*x.shape[:leading], *(size + more for size, more in zip(x.shape[leading:], grow)))
+        elements = math.prod(shape)
+        if elements * MAX_ITEMSIZE > LIMIT.bytes:  # the fast path of the check, as the runner's
+            check_allocation(elements, x.element_size(), f"the input {tuple(x.shape)} padded to {shape} for a kernel")
+        return signed_pad(x, pad, mode)
+
+    return padded
 
 
 def kernel(call: KernelCall) -> Kernel:
