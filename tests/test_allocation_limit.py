@@ -50,6 +50,16 @@ def test_set_allocation_limit_sets_it_and_as_a_context_restores_it() -> None:
     assert tnconv.allocation_limit() == default
 
 
+def test_a_lazily_named_check_names_the_tensor_only_when_it_refuses() -> None:
+    def unused() -> str:
+        raise AssertionError("the name of a tensor within the limit was made")
+
+    with tnconv.set_allocation_limit(1000):
+        limits.check_allocation(250, 4, unused)  # exactly the limit: allowed, nothing formatted
+        with pytest.raises(ValueError, match=r"^the padded input would hold 251 elements \(1.0 kB"):
+            limits.check_allocation(251, 4, lambda: "the padded input")
+
+
 def test_an_outer_product_too_large_for_the_limit_is_refused_before_allocating() -> None:
     """``"i,j->ij"`` on two 1e5 vectors asks for 40 GB: refused under 1 GiB, naming the size."""
     with tnconv.set_allocation_limit(GIB), pytest.raises(ValueError) as refused:

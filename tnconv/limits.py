@@ -29,16 +29,12 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Callable
 
 DEFAULT_FRACTION = 0.5
 """The default limit: this fraction of the machine's physical memory."""
 UNKNOWN_MEMORY_LIMIT = 2**40
 """The default limit (1 TiB) where the machine's memory cannot be read (no ``os.sysconf``)."""
-MAX_ITEMSIZE = 16
-"""The widest element (complex128): a call whose largest tensor fits the limit at this width needs no exact check
-(``elements * MAX_ITEMSIZE <= LIMIT.bytes``, the checks' fast path)."""
-
-
 def machine_memory() -> int | None:
     """The machine's physical memory in bytes, or None where ``os.sysconf`` cannot tell."""
     try:
@@ -96,13 +92,18 @@ def allocation_limit() -> int:
     return LIMIT.bytes
 
 
-def check_allocation(elements: int, itemsize: int, what: str) -> None:
+def check_allocation(elements: int, itemsize: int, what: str | Callable[[], str]) -> None:
     """ValueError when a tensor of ``elements`` elements of ``itemsize`` bytes, ``what`` (named in the message),
-    would take more than the allocation limit; call it before allocating."""
+    would take more than the allocation limit; call it before allocating.
+
+    ``what`` may be a function that makes the name: hot paths (a program call, a kernel's padding) pass one, so
+    that a call within the limit costs one multiplication and one comparison and formats nothing.
+    """
     needed = elements * itemsize
     if needed > LIMIT.bytes:
+        name = what if isinstance(what, str) else what()
         raise ValueError(
-            f"{what} would hold {elements:,} elements ({format_bytes(needed)} at {itemsize} bytes each), more than "
+            f"{name} would hold {elements:,} elements ({format_bytes(needed)} at {itemsize} bytes each), more than "
             f"the allocation limit of {format_bytes(LIMIT.bytes)} (tnconv.set_allocation_limit changes it; by "
             f"default {DEFAULT_FRACTION:.0%} of the machine's memory)"
         )

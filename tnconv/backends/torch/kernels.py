@@ -24,7 +24,7 @@ from typing_extensions import assert_never
 
 from tnconv.backends.torch.steps import pairwise
 from tnconv.backends.torch.views import chain, signed_pad
-from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
+from tnconv.limits import check_allocation
 from tnconv.lower.kernels import (
     ConvCall, ConvTransposeCall, ConvWeightCall, FoldCall, KernelCall, MatmulCall, Spatial, UnfoldCall,
 )
@@ -77,8 +77,7 @@ def padding(spatial: Spatial) -> Callable[[torch.Tensor], torch.Tensor] | None:
         leading = x.ndim - len(grow)
         shape = (*x.shape[:leading], *(size + more for size, more in zip(x.shape[leading:], grow)))
         elements = math.prod(shape)
-        if elements * MAX_ITEMSIZE > LIMIT.bytes:  # the fast path of the check, as the runner's
-            check_allocation(elements, x.element_size(), f"the input {tuple(x.shape)} padded to {shape} for a kernel")
+        check_allocation(elements, x.element_size(), lambda: f"the input {tuple(x.shape)} padded to {shape} for a kernel")
         return signed_pad(x, pad, mode)
 
     return padded

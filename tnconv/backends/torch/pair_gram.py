@@ -11,7 +11,7 @@ import torch
 
 from tnconv.backends.torch.kernels import arrangement, restoration
 from tnconv.backends.torch.views import pad_index, signed_pad
-from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
+from tnconv.limits import check_allocation
 from tnconv.lower.pair_gram import PairDim, PairGram
 from tnconv.lower.window import Window
 
@@ -44,10 +44,9 @@ def pair_gram(plan: PairGram) -> Callable[[Operands], torch.Tensor]:
     zeros = (0,) * len(dims)
 
     def run(operands: Operands) -> torch.Tensor:
-        if plan.largest_intermediate * MAX_ITEMSIZE > LIMIT.bytes:
-            check_allocation(plan.largest_intermediate, operands[0].dtype.itemsize,
-                             "the largest tensor of a pattern-pair Gram (a padded operand, a call's result or the Gram) "
-                             f"on operands of shapes {[tuple(operand.shape) for operand in operands]}")
+        check_allocation(plan.largest_intermediate, operands[0].dtype.itemsize,
+                         lambda: "the largest tensor of a pattern-pair Gram (a padded operand, a call's result or the "
+                         f"Gram) on operands of shapes {[tuple(operand.shape) for operand in operands]}")
         a, b = pad(a_of(operands)), pad(b_of(operands))
         shape = (a.shape[1], b.shape[1] // groups)
         blank = a.new_empty(1)

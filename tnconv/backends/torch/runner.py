@@ -25,7 +25,7 @@ from tnconv.backends.torch.cost import kernel_cost
 from tnconv.backends.torch.einsum import SlicedConstants, executor
 from tnconv.backends.torch.kernels import kernel as kernel_of
 from tnconv.backends.torch.pair_gram import pair_gram
-from tnconv.limits import LIMIT, MAX_ITEMSIZE, check_allocation
+from tnconv.limits import check_allocation
 from tnconv.lower.kernels import KernelCall, KernelCost, Native
 from tnconv.backends.protocol import Bound, Owner
 from tnconv.lower.nodes import Einsum, Plan, Sliced
@@ -92,8 +92,7 @@ class Runner(Bound):
             if operand.shape != shape or operand.dtype != dtype or operand.device != device:
                 check_operands(names, args, self._expected, self._labels)
         if self._fast is not None and dtype.is_floating_point:
-            if self._fast_elements * MAX_ITEMSIZE > LIMIT.bytes:
-                self._check_allocation(self._fast_elements, dtype)
+            check_allocation(self._fast_elements, dtype.itemsize, self._name_largest(self._fast_elements))
             return self._fast(args)
         return self.run_einsum(args, dtype, device)
 
@@ -119,8 +118,7 @@ class Runner(Bound):
             assert program is not None  # only a program reaches its runner
             self._einsum = executor(program.einsum_plan)
             self._einsum_elements = max(program.einsum_plan.largest_intermediate, self._result)
-        if self._einsum_elements * MAX_ITEMSIZE > LIMIT.bytes:
-            self._check_allocation(self._einsum_elements, dtype)
+        check_allocation(self._einsum_elements, dtype.itemsize, self._name_largest(self._einsum_elements))
         run, constants = self._einsum
         key = (dtype, device)
         made = self.constants.get(key)
@@ -133,10 +131,10 @@ class Runner(Bound):
                     program.account_constants()
         return run(operands, made)
 
-    def _check_allocation(self, elements: int, dtype: torch.dtype) -> None:
-        """ValueError when the largest tensor of a call (``elements`` of ``dtype``) exceeds the allocation limit."""
+    def _name_largest(self, elements: int) -> Callable[[], str]:
+        """What the allocation limit's message calls the largest tensor of a call (``elements`` elements)."""
         which = "result" if elements == self._result else "largest intermediate"
-        check_allocation(elements, dtype.itemsize, f"the {which} of this call of the program {self._equation!r}")
+        return lambda: f"the {which} of this call of the program {self._equation!r}"
 
     @property
     def constant_bytes(self) -> int:
