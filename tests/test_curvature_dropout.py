@@ -15,6 +15,7 @@ from tnconv import curvature
 from tnconv.conv.hyper import conv_hyper
 from tnconv.dropout import pixels as dropout_pixels
 from tnconv.dropout import slices as dropout_slices
+from tnconv.dropout.weight_vjp import kept_channels as kept_channels_of
 from tnconv.dropout.slices import default_block_rows
 
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -48,9 +49,18 @@ def kept_rows(layer: ConvLayer, keep: float, seed: int, block_rows: int | None) 
 
 
 def kept_channels(layer: ConvLayer, keep: float, seed: int) -> torch.Tensor:
-    """The documented draw of ``mode="channel"``: ``torch.rand(G, C_in // G) < keep``, flattened to ``(C_in,)``."""
+    """The documented draw of ``mode="channel"``, flattened to ``(C_in,)``: ``scores = torch.rand(G, C)``,
+    ``extra = torch.rand(G)``; group ``g`` keeps its ``floor(keep*C) + (extra[g] < frac(keep*C))`` channels of
+    lowest score."""
     groups, generator = layer.groups, torch.Generator().manual_seed(seed)
-    return (torch.rand(groups, layer.in_channels // groups, generator=generator) < keep).flatten()
+    channels = layer.in_channels // groups
+    scores = torch.rand(groups, channels, generator=generator)
+    extra = torch.rand(groups, generator=generator)
+    kept = torch.zeros(groups, channels, dtype=torch.bool)
+    for group in range(groups):
+        count = math.floor(keep * channels) + int(extra[group] < keep * channels - math.floor(keep * channels))
+        kept[group, scores[group].sort().indices[:count]] = True
+    return kept.flatten()
 
 
 def kept_pixels(layer: ConvLayer, keep: float, seed: int) -> torch.Tensor:
@@ -140,6 +150,21 @@ def test_mean_of_many_draws_converges_to_the_exact_vjp(mode):
     projection_error = projection.std() / count**0.5
     assert 5 * projection_error < 0.1
     assert abs(projection.mean() - 1) <= 5 * projection_error
+
+
+@pytest.mark.parametrize("groups, channels, keep", [(2, 10, 0.35), (1, 64, 0.5), (3, 5, 0.9), (4, 1, 0.25)])
+def test_channels_are_kept_with_probability_keep_in_sets_of_fixed_size(groups, channels, keep):
+    """Each group keeps floor(keep*C) or ceil(keep*C) channels (a fixed count when keep*C is whole, so the kernel's
+    work is the same on every call), their mean count is keep*C, and every channel's frequency over 3,000 draws lies
+    within 5 standard errors of keep: the marginals of independent draws."""
+    generator, draws = torch.Generator().manual_seed(7), 3000
+    masks = torch.stack([kept_channels_of(groups, channels, keep, generator, torch.device("cpu")) for _ in range(draws)]).double()
+    counts = masks.sum(2)  # (draws, G)
+    target = keep * channels
+    assert set(counts.unique().tolist()) <= {math.floor(target), math.ceil(target)}
+    error = (keep * (1 - keep) / draws) ** 0.5
+    assert ((masks.mean(0) - keep).abs() <= 5 * error).all()
+    assert abs(counts.mean() - target) <= 5 * counts.std() / (draws * groups) ** 0.5 + 1e-12
 
 
 @pytest.mark.parametrize("mode", MODES)

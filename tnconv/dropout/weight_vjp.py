@@ -1,16 +1,21 @@
 """Tensor dropout: unbiased randomized weight VJPs whose work falls with the keep rate.
 
-The modes and what they keep (each unit independently, with probability ``keep``):
+The modes and what they keep (each unit with probability ``keep``):
 
-- ``"channel"``: input channels (per group); the native weight-gradient kernel
-  runs on the kept channels (``tnconv.dropout.slices``).
-- ``"rows"``: blocks of consecutive output rows (first spatial dim), per sample;
-  the native kernel runs on the kept blocks' input windows (same module).
-- ``"spatial"``: single input pixels, gathered one by one
+- ``"channel"``: input channels (per group), a uniformly random set of
+  ``keep * C`` of them (``kept_channels``: the count rounded up or down at
+  random); the native weight-gradient kernel runs on the kept channels
+  (``tnconv.dropout.slices``).
+- ``"rows"``: blocks of consecutive output rows (first spatial dim), per sample,
+  each independently; the native kernel runs on the kept blocks' input windows
+  (same module).
+- ``"spatial"``: single input pixels, each independently, gathered one by one
   (``tnconv.dropout.pixels``); the slowest mode.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -50,25 +55,32 @@ def weight_vjp_dropout(
 ) -> torch.Tensor:
     """An unbiased random estimate of the weight VJP (``weight.shape``) by tensor dropout.
 
-    Units of the contraction are kept independently with probability
-    ``keep`` and counted ``1/keep`` times, so the expectation is the exact
-    weight VJP, and ``keep=1`` gives it exactly. Dropped units are never read:
+    Each unit of the contraction is kept with probability ``keep`` and
+    counted ``1/keep`` times, so the expectation is the exact weight VJP, and
+    ``keep=1`` gives it exactly. Dropped units are never read:
 
-    - ``mode="channel"``: each input channel (per group). The exact
-      weight-gradient kernel runs on the kept channels: about ``keep`` times
-      the exact cost.
+    - ``mode="channel"``: each input channel (per group), in a set of fixed
+      size: a uniformly random ``keep * C_in / G`` of each group's channels,
+      the count rounded up with probability its fractional part, else down
+      (``kept_channels``). Each channel's probability is ``keep``, as with
+      independent draws, so the estimate and the variance of each of its
+      entries are those of independent draws; a fixed count makes the cost
+      fixed too: the exact weight-gradient kernel runs on the kept channels,
+      about ``keep`` times the exact cost on every call (independent draws
+      keep a binomial count, above ``keep * C`` half the time, and a kernel
+      that blocks channels by 8 pays for the excess).
     - ``mode="rows"``: blocks of ``block_rows`` consecutive output rows (rows:
       the first spatial dim; default ``default_block_rows``: 2 to 8 blocks per
-      sample), per sample. The weight VJP is a sum over samples and output
+      sample), per sample, each independently. The weight VJP is a sum over samples and output
       positions, so keeping whole ``(sample, block)`` terms is unbiased; the
       kernel runs on the kept blocks and their input windows, about ``keep``
       times the exact cost plus the copy of the windows.
-    - ``mode="spatial"``: each input pixel. The kept pixels are gathered one by
+    - ``mode="spatial"``: each input pixel, independently. The kept pixels are gathered one by
       one; slower than the other modes (it pays off for small ``keep`` only).
 
     The draw, reproducible with ``generator`` (on the CPU by default, or on
-    any device): ``torch.rand(G, C_in // G, generator=generator) < keep`` for
-    channels (per group and channel), ``torch.rand(N, R, generator=generator) < keep``
+    any device): ``kept_channels(G, C_in // G, keep, generator, device)`` for
+    channels, ``torch.rand(N, R, generator=generator) < keep``
     for row blocks (``R = ceil(O_1 / block_rows)``), ``torch.rand(*I, generator=generator) < keep``
     for pixels.
     """
@@ -77,7 +89,7 @@ def weight_vjp_dropout(
     rows = check_dropout(keep, mode, generator, block_rows)
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "channel":
-        mask = torch.rand(hyper.groups, hyper.in_channels // hyper.groups, generator=generator, device=device) < keep
+        mask = kept_channels(hyper.groups, hyper.in_channels // hyper.groups, keep, generator, device)
         return channel_dropout(x, grad_output, hyper, mask.cpu(), float(keep))
     if mode == "rows":
         rows = rows if rows is not None else default_block_rows(hyper)
@@ -85,3 +97,21 @@ def weight_vjp_dropout(
         return row_dropout(x, grad_output, hyper, mask.cpu(), rows, float(keep))
     mask = torch.rand(hyper.input_size, generator=generator, device=device) < keep
     return pixel_dropout(x, grad_output, hyper, mask.to(x.device), float(keep))
+
+
+def kept_channels(
+    groups: int, channels: int, keep: float, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """The kept channels ``(G, C)`` (bool) of ``mode="channel"``: in each group a uniformly random set of
+    ``floor(keep * C)`` channels, one more with probability ``keep * C - floor(keep * C)``.
+
+    Every channel is kept with probability ``E[count] / C = keep`` (the set is uniform given its size). The draw:
+    ``scores = torch.rand(G, C)``, then ``extra = torch.rand(G)`` (both from ``generator``, on ``device``); a group
+    keeps its ``count = floor(keep * C) + (extra < keep * C - floor(keep * C))`` channels of lowest score.
+    """
+    scores = torch.rand(groups, channels, generator=generator, device=device)
+    extra = torch.rand(groups, generator=generator, device=device)
+    target = keep * channels
+    counts = math.floor(target) + (extra < target - math.floor(target)).long()  # (G,)
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # (G, C): each channel's place in its group's order of scores
+    return ranks < counts[:, None]
