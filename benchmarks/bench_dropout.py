@@ -15,8 +15,10 @@ medians), so load from other processes hits them alike; each round starts one
 function later (``rotated``), because a call right after a memory-heavy one finds
 the caches cold (a 1x1 layer's exact weight VJP ran about twice as slow right
 after a row-dropout call as elsewhere in the round). The printed ratio is
-median(estimate) / median(exact). The kept count varies between draws (a
-binomial), so single timings vary by about ``sqrt((1-keep)/(keep*units))``.
+median(estimate) / median(exact). The kept count of ``rows`` and ``spatial`` varies
+between draws (a binomial), so their single timings vary by about
+``sqrt((1-keep)/(keep*units))``; ``channel`` keeps a fixed count (``keep * C``, rounded
+at random), the baseline's ``channel_dropout`` is timed on the same draws.
 
 ``--baseline FILE`` adds, for ``channel`` and ``rows``, the same estimates with the
 ``channel_dropout`` and ``row_dropout`` of another version of
