@@ -38,7 +38,7 @@ Output: the tables on stdout and the section "Private training (issue 25)" of ``
 (benchmarks/RESULTS.md; other sections are kept).
 
 Usage: python benchmarks/bench_privacy.py [--models resnet18 vgg19] [--batches 64 256] [--threads 1 2]
-       [--repeats 3] [--tasks norms step] [--no-memory | --no-timing] [--fit-batches 32 64] [--verify-largest]
+       [--repeats 3] [--tasks norms step] [--sides SIDE...] [--no-memory | --no-timing] [--fit-batches 32 64] [--verify-largest]
        [--memory-limit 12]
        [--markdown PATH] [--quick]
 """
@@ -224,13 +224,19 @@ def too_large(side: str, name: str, batch: int, limit: float) -> str | None:
     return f"per-sample gradients {size:.1f} GiB > {limit:g} GiB" if size > limit else None
 
 
-def time_task(task: str, name: str, batch: int, threads: int, repeats: int, limit: float) -> dict:
+def time_task(
+    task: str, name: str, batch: int, threads: int, repeats: int, limit: float, chosen: tuple[str, ...]
+) -> dict:
+    """The medians of ``task``'s sides among ``chosen`` (the others' cells stay empty), round-robin in this
+    process; a side whose per-sample gradients would exceed ``limit`` GiB is left out and said why."""
     torch.set_num_threads(threads)
     x, y = data(batch)
-    sides = {side: SIDES[task](side, name, x, y) for side in TASKS[task] if too_large(side, name, batch, limit) is None}
+    sides = {side: SIDES[task](side, name, x, y) for side in TASKS[task]
+             if side in chosen and too_large(side, name, batch, limit) is None}  # fmt: skip
     cpu: dict[str, list[float]] = {side: [] for side in sides}
     medians = rotated({side: cpu_timed(function, cpu[side]) for side, function in sides.items()}, repeats)
-    skipped = {side: too_large(side, name, batch, limit) for side in TASKS[task] if side not in sides}
+    skipped = {side: too_large(side, name, batch, limit)
+               for side in TASKS[task] if side in chosen and side not in sides}  # fmt: skip
     return {"model": name, "batch": batch, "threads": threads, "task": task, "seconds": medians,
             "cpu": {side: statistics.median(times[1:]) for side, times in cpu.items()},  # the warm-up call left out
             "skipped": skipped, "repeats": repeats, "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -383,6 +389,9 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    every_side = sorted({side for sides in TASKS.values() for side in sides})
+    parser.add_argument("--sides", nargs="+", default=every_side, choices=every_side,
+                        help="the sides timed (default all; the others' cells stay empty)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-timing", action="store_true", help="memory only")
     parser.add_argument("--fit-batches", nargs=2, type=int, default=[32, 64])
@@ -405,7 +414,8 @@ def main() -> None:
         for batch in options.batches:
             for threads in options.threads:
                 for task in options.tasks:
-                    row = time_task(task, name, batch, threads, options.repeats, options.memory_limit)
+                    row = time_task(task, name, batch, threads, options.repeats, options.memory_limit,
+                                    tuple(options.sides))  # fmt: skip
                     timings.append(row)
                     cells = (f"{side} {seconds:.3f}s (cpu {row['cpu'][side]:.3f}s)"
                              for side, seconds in row["seconds"].items())
