@@ -31,7 +31,8 @@ warm-up step and then one more step (with an inversion, for KFAC) in a fresh chi
 Output: the tables on stdout; the rows kept in ``--rows`` (benchmarks/training.json: a new run replaces the
 rows of the models, batches and thread counts it measures and keeps the others, so that the hours of full
 runs can be split); from all kept rows, the section "Training steps (issue 23)" of ``--markdown``
-(benchmarks/RESULTS.md, other sections kept) and a plot ``--plot`` (benchmarks/training.png).
+(benchmarks/RESULTS.md, other sections kept) and a plot ``--plot`` (benchmarks/training.png: the time ratios at the
+middle ``--invert-every``, 10 by default, and the memory ratios).
 
 Usage: python benchmarks/bench_training.py [--models resnet18 vgg19] [--batches 128 32] [--threads 1 2]
        [--configs CONFIG...] [--invert-every 1 10 100] [--rounds 3] [--memory CONFIG...] [--rows PATH]
@@ -268,32 +269,38 @@ def markdown(rows: list[dict], memory: list[dict], invert_every: list[int]) -> s
 
 
 def plot(path: Path, rows: list[dict], memory: list[dict], invert_every: list[int]) -> None:
-    """Bars of each configuration's time ratio (and memory ratio, where measured) per model, batch, threads."""
+    """Bars of each configuration's time ratio at the middle ``invert_every`` (10 by default: the targets' setting;
+    the table has the others) and its memory ratio, where measured, per model, batch and thread count; a line of
+    height per bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    every = sorted(invert_every)[len(invert_every) // 2]
     labels, values = [], []
     for row in rows:
-        for entry in ratios(row, invert_every):
-            labels.append(f"{row['model']} {row['batch']} {row['threads']}t {entry['side']} k={entry['invert_every']}")
+        for entry in ratios(row, [every]):
+            labels.append(f"{row['model']} {row['batch']} {row['threads']}t {entry['side']}")
             values.append(entry["ratio"])
-    left.barh(labels, values)
-    left.axvline(1.0, color="black", linewidth=0.8)
-    left.set_xlabel("time per step / SGD step")
     memory_labels, memory_values = [], []
     for row in memory:
         for side, value in row["peaks"].items():
             if side != "sgd" and value > 0 and row["peaks"].get("sgd", -1) > 0:
                 memory_labels.append(f"{row['model']} {row['batch']} {side}")
                 memory_values.append(value / row["peaks"]["sgd"])
+    height = max(5.0, 0.22 * max(len(values), len(memory_values)))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, height))
+    left.barh(labels, values)
+    left.axvline(1.0, color="black", linewidth=0.8)
+    left.set_xlabel(f"time per step / SGD step (invert_every={every})")
+    left.invert_yaxis()
     right.barh(memory_labels, memory_values, color="tab:orange")
     right.axvline(1.0, color="black", linewidth=0.8)
-    right.set_xlabel("peak memory of a step / SGD step")
+    right.set_xlabel("peak memory of a step / SGD step (1 thread)")
+    right.invert_yaxis()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
