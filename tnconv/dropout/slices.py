@@ -51,8 +51,9 @@ of 8 in its blocked layout, so the spare slots add no kernel work, and the gathe
 take one of a few sizes instead of a new size with every draw - new sizes make the allocator map fresh pages
 (page faults cost up to 0.2x the exact weight VJP per call at keep 0.25 on resnet18_layer1_3x3)."""
 CHUNK_BYTES = 2 * 2**20
-"""The most bytes of the stacked windows, and of the stacked output-gradient blocks, of one kernel call of
-``row_dropout`` (at least one unit)."""
+"""The most bytes of the gathered input, and of the output gradient, of one kernel call (``summed``): the stacked
+windows and output-gradient blocks of ``row_dropout``, a chunk of samples' kept channels of ``channel_dropout`` (at
+least one unit)."""
 
 
 def weight_vjp_slice(

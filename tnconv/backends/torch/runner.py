@@ -75,6 +75,8 @@ class Runner(Bound):
                 self._einsum_elements = max(plan.largest_intermediate, self._result)
             case _:
                 assert_never(plan)
+        self._fast_name = self._name_largest(self._fast_elements)  # made once: a call only reads it
+        self._einsum_name = self._name_largest(self._einsum_elements)
         self.constants: dict[tuple[torch.dtype, torch.device], tuple] = {}
 
     def __call__(self, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -92,7 +94,7 @@ class Runner(Bound):
             if operand.shape != shape or operand.dtype != dtype or operand.device != device:
                 check_operands(names, args, self._expected, self._labels)
         if self._fast is not None and dtype.is_floating_point:
-            check_allocation(self._fast_elements, dtype.itemsize, self._name_largest(self._fast_elements))
+            check_allocation(self._fast_elements, dtype.itemsize, self._fast_name)
             return self._fast(args)
         return self.run_einsum(args, dtype, device)
 
@@ -118,7 +120,8 @@ class Runner(Bound):
             assert program is not None  # only a program reaches its runner
             self._einsum = executor(program.einsum_plan)
             self._einsum_elements = max(program.einsum_plan.largest_intermediate, self._result)
-        check_allocation(self._einsum_elements, dtype.itemsize, self._name_largest(self._einsum_elements))
+            self._einsum_name = self._name_largest(self._einsum_elements)
+        check_allocation(self._einsum_elements, dtype.itemsize, self._einsum_name)
         run, constants = self._einsum
         key = (dtype, device)
         made = self.constants.get(key)
