@@ -5,7 +5,7 @@ operations, which Opacus's hooks refuse): the CIFAR ResNet-18 (``resnet18``) and
 ``(N, 3, 32, 32)`` inputs, 10 classes, float32, cross-entropy summed over the batch, CPU. For each
 model, batch (``--batches``, default 64 and 256) and thread count (``--threads``, default 1 and 2), the
 sides of a comparison run in one process, round-robin with the order rotated each round
-(``common.rotated``), medians of ``--repeats`` rounds after a warm-up round, of wall time and of the
+(``common.rotated_with_cpu``), medians of ``--repeats`` rounds after a warm-up round, of wall time and of the
 process's CPU time (less inflated than wall time by other processes on a shared machine); timing runs under
 glibc's default allocator, as training loops do:
 
@@ -50,7 +50,6 @@ import copy
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from typing import Callable, Iterator
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MMAP_THRESHOLD, ROOT, peak_extra, rotated, write_section  # noqa: E402
+from common import MMAP_THRESHOLD, ROOT, peak_extra, rotated_with_cpu, write_section  # noqa: E402
 
 from tnconv.curvature import per_sample_grad_norms  # noqa: E402
 from tnconv.integrations import opacus as tnconv_opacus  # noqa: E402
@@ -233,23 +232,12 @@ def time_task(
     x, y = data(batch)
     sides = {side: SIDES[task](side, name, x, y) for side in TASKS[task]
              if side in chosen and too_large(side, name, batch, limit) is None}  # fmt: skip
-    cpu: dict[str, list[float]] = {side: [] for side in sides}
-    medians = rotated({side: cpu_timed(function, cpu[side]) for side, function in sides.items()}, repeats)
+    medians, cpu = rotated_with_cpu(sides, repeats)
     skipped = {side: too_large(side, name, batch, limit)
                for side in TASKS[task] if side in chosen and side not in sides}  # fmt: skip
     return {"model": name, "batch": batch, "threads": threads, "task": task, "seconds": medians,
-            "cpu": {side: statistics.median(times[1:]) for side, times in cpu.items()},  # the warm-up call left out
+            "cpu": cpu,
             "skipped": skipped, "repeats": repeats, "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def cpu_timed(function: Callable[[], object], times: list[float]) -> Callable[[], object]:
-    """``function``, appending the process CPU seconds of each call to ``times``."""
-    def timed() -> object:
-        start = time.process_time()
-        result = function()
-        times.append(time.process_time() - start)
-        return result
-    return timed
 
 
 # --- memory, in child processes -------------------------------------------------------------

@@ -20,7 +20,7 @@ The optimizers, each on its own copy of the model (same initial weights):
 - ``tnconv``: ``tnconv.integrations.singd.SINGD``.
 
 Time: all optimizers of one (model, approximation, structure) in one process, one step each
-per round, the order rotated every round (``common.rotated``), medians of ``--repeats``
+per round, the order rotated every round (``common.rotated_with_cpu``), medians of ``--repeats``
 rounds after a warm-up round, wall-clock and the process's CPU time (``time.process_time``:
 on a shared machine other processes inflate the wall-clock, not the CPU time; with one thread
 the two agree on an idle machine); the machine's load (1-minute average) is recorded. The
@@ -51,7 +51,6 @@ import inspect
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -66,7 +65,7 @@ from singd.optim.optimizer import SINGD as SingdSINGD
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MMAP_THRESHOLD, ROOT, _status, ensure_mmap_allocations, rotated, write_section  # noqa: E402
+from common import MMAP_THRESHOLD, ROOT, _status, ensure_mmap_allocations, rotated_with_cpu, write_section  # noqa: E402
 from tnconv import models  # noqa: E402
 from tnconv.integrations.singd import SINGD  # noqa: E402
 
@@ -165,20 +164,8 @@ def measure(name: str, approx: str, structure: str, shape: tuple[int, ...], repe
     torch.manual_seed(0)
     model = MODELS[name].factory()
     x, y = batch_of(name, shape)
-    cpu: dict[str, list[float]] = {side: [] for side in sides_of(approx)}
-
-    def timed(side: str) -> Callable[[], None]:
-        step = step_of(side, copy.deepcopy(model), x, y, approx, structure)
-
-        def run() -> None:
-            start = time.process_time()
-            step()
-            cpu[side].append(time.process_time() - start)
-
-        return run
-
-    wall = rotated({side: timed(side) for side in cpu}, repeats)
-    return wall, {side: statistics.median(values[1:]) for side, values in cpu.items()}  # after the warm-up round
+    steps = {side: step_of(side, copy.deepcopy(model), x, y, approx, structure) for side in sides_of(approx)}
+    return rotated_with_cpu(steps, repeats)
 
 
 def child_memory(name: str, approx: str, structure: str, side: str, shape: tuple[int, ...], threads: int) -> int:

@@ -175,6 +175,28 @@ def rotated(functions: Mapping[str, Callable[[], object]], repeats: int) -> dict
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def rotated_with_cpu(
+    functions: Mapping[str, Callable[[], object]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``rotated``'s median wall seconds of each function, and the median CPU seconds of this process over the same
+    calls (after the warm-up round): CPU time, which other processes on a shared machine do not inflate."""
+    cpu: dict[str, list[float]] = {name: [] for name in functions}
+
+    def timed(name: str) -> Callable[[], object]:
+        function = functions[name]
+
+        def run() -> object:
+            start = time.process_time()
+            result = function()
+            cpu[name].append(time.process_time() - start)
+            return result
+
+        return run
+
+    wall = rotated({name: timed(name) for name in functions}, repeats)
+    return wall, {name: statistics.median(values[1:]) for name, values in cpu.items()}
+
+
 def write_section(path: Path, heading: str, body: str) -> None:
     """Put the section ``## heading`` (then ``body``) into the markdown file ``path``: in place of the section of
     that heading (up to the next ``## `` heading) when there is one, else at the end; the rest stays as it was."""
